@@ -1,0 +1,217 @@
+//! The project's own single-file model format: one `.safetensors` file whose `__metadata__`
+//! carries the config, the tokenizer and free-form metadata as JSON strings. See
+//! `docs/FORMAT.md` for the layout.
+
+use std::collections::HashMap;
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::model::{Attention, Block, LayerNorm, Linear, Mlp, Model};
+use crate::tensors::{read_metadata, write_f32_tensors, TensorMap};
+use crate::tokenizer::TokenizerSpec;
+
+/// Value of the `format` metadata key that marks a file as ours.
+pub const FORMAT_NAME: &str = "attn-playground";
+/// Current version of the format; readers reject newer major versions.
+pub const FORMAT_VERSION: &str = "1";
+
+impl Model {
+    /// Reads a model saved in the project's own format.
+    pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Model> {
+        let metadata = read_metadata(bytes)?;
+        match metadata.get("format").map(String::as_str) {
+            Some(FORMAT_NAME) => {}
+            Some(other) => {
+                return Err(ModelError::Config(format!(
+                    "file format is `{other}`, expected `{FORMAT_NAME}`"
+                )))
+            }
+            None => {
+                return Err(ModelError::Config(
+                    "this safetensors file carries no attn-playground config in its metadata; \
+                     a Hugging Face GPT-2 checkpoint is loaded from its directory (config.json + \
+                     model.safetensors)"
+                        .into(),
+                ))
+            }
+        }
+        if let Some(version) = metadata.get("format_version") {
+            if version != FORMAT_VERSION {
+                return Err(ModelError::Config(format!(
+                    "format version {version} is not supported (this build reads {FORMAT_VERSION})"
+                )));
+            }
+        }
+        let config_json = metadata
+            .get("config")
+            .ok_or_else(|| ModelError::Config("metadata has no `config`".into()))?;
+        let config: ModelConfig = parse_json("config", config_json)?;
+        config.validate()?;
+        let tokenizer: Option<TokenizerSpec> = metadata
+            .get("tokenizer")
+            .map(|t| parse_json("tokenizer", t))
+            .transpose()?;
+        let extra = match metadata.get("metadata") {
+            Some(m) => parse_json("metadata", m)?,
+            None => Default::default(),
+        };
+        let mut tensors = TensorMap::from_bytes(bytes, |name| Some(name.to_string()))?;
+        let mut model = read_weights(config, &mut tensors)?;
+        tensors.finish()?;
+        model.tokenizer = tokenizer;
+        model.metadata = extra;
+        model.check_shapes()?;
+        Ok(model)
+    }
+
+    /// Writes the model in the project's own format.
+    pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>> {
+        self.check_shapes()?;
+        let json = |what: &str, value: serde_json::Result<String>| {
+            value.map_err(|e| ModelError::Json {
+                what: what.into(),
+                message: e.to_string(),
+            })
+        };
+        let mut metadata = HashMap::new();
+        metadata.insert("format".to_string(), FORMAT_NAME.to_string());
+        metadata.insert("format_version".to_string(), FORMAT_VERSION.to_string());
+        metadata.insert(
+            "config".to_string(),
+            json("config", serde_json::to_string(&self.config))?,
+        );
+        if let Some(tokenizer) = &self.tokenizer {
+            metadata.insert(
+                "tokenizer".to_string(),
+                json("tokenizer", serde_json::to_string(tokenizer))?,
+            );
+        }
+        if !self.metadata.is_empty() {
+            metadata.insert(
+                "metadata".to_string(),
+                json("metadata", serde_json::to_string(&self.metadata))?,
+            );
+        }
+        write_f32_tensors(&self.named_tensors(), metadata)
+    }
+
+    /// Every weight with its name and shape in the own format, in a stable order.
+    pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
+        let c = &self.config;
+        let d = c.d_model;
+        let mut out: Vec<(String, Vec<usize>, &[f32])> = vec![
+            ("wte".into(), vec![c.vocab_size, d], &self.token_embedding),
+            ("wpe".into(), vec![c.n_ctx, d], &self.position_embedding),
+        ];
+        fn push_norm<'a>(
+            out: &mut Vec<(String, Vec<usize>, &'a [f32])>,
+            name: String,
+            n: &'a LayerNorm,
+        ) {
+            out.push((format!("{name}.weight"), vec![n.weight.len()], &n.weight));
+            out.push((format!("{name}.bias"), vec![n.bias.len()], &n.bias));
+        }
+        fn push_linear<'a>(
+            out: &mut Vec<(String, Vec<usize>, &'a [f32])>,
+            name: String,
+            l: &'a Linear,
+        ) {
+            out.push((format!("{name}.weight"), vec![l.d_in, l.d_out], &l.weight));
+            out.push((format!("{name}.bias"), vec![l.d_out], &l.bias));
+        }
+        for (i, b) in self.blocks.iter().enumerate() {
+            push_norm(&mut out, format!("blocks.{i}.attn_norm"), &b.attn_norm);
+            push_linear(&mut out, format!("blocks.{i}.attn.q"), &b.attn.q);
+            push_linear(&mut out, format!("blocks.{i}.attn.k"), &b.attn.k);
+            push_linear(&mut out, format!("blocks.{i}.attn.v"), &b.attn.v);
+            push_linear(&mut out, format!("blocks.{i}.attn.o"), &b.attn.o);
+            if let Some(m) = &b.mlp {
+                push_norm(&mut out, format!("blocks.{i}.mlp_norm"), &m.norm);
+                push_linear(&mut out, format!("blocks.{i}.mlp.fc"), &m.fc);
+                push_linear(&mut out, format!("blocks.{i}.mlp.proj"), &m.proj);
+            }
+        }
+        push_norm(&mut out, "ln_f".into(), &self.final_norm);
+        if let Some(h) = &self.lm_head {
+            out.push(("lm_head.weight".into(), vec![c.vocab_size, d], h));
+        }
+        if let Some(cls) = &self.classifier {
+            push_linear(&mut out, "classifier".into(), cls);
+        }
+        out
+    }
+}
+
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| ModelError::Json {
+        what: what.into(),
+        message: e.to_string(),
+    })
+}
+
+fn read_weights(config: ModelConfig, t: &mut TensorMap) -> Result<Model> {
+    let c = &config;
+    let d = c.d_model;
+    let dh = c.d_head();
+    let norm = |t: &mut TensorMap, name: &str| -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: t.take(&format!("{name}.weight"), &[d])?,
+            bias: t.take(&format!("{name}.bias"), &[d])?,
+        })
+    };
+    let linear = |t: &mut TensorMap, name: &str, d_in: usize, d_out: usize| -> Result<Linear> {
+        Ok(Linear {
+            d_in,
+            d_out,
+            weight: t.take(&format!("{name}.weight"), &[d_in, d_out])?,
+            bias: t.take(&format!("{name}.bias"), &[d_out])?,
+        })
+    };
+    let token_embedding = t.take("wte", &[c.vocab_size, d])?;
+    let position_embedding = t.take("wpe", &[c.n_ctx, d])?;
+    let mut blocks = Vec::with_capacity(c.n_layer);
+    for i in 0..c.n_layer {
+        let p = format!("blocks.{i}");
+        let attn = Attention {
+            q: linear(t, &format!("{p}.attn.q"), d, c.n_head * dh)?,
+            k: linear(t, &format!("{p}.attn.k"), d, c.kv_heads() * dh)?,
+            v: linear(t, &format!("{p}.attn.v"), d, c.kv_heads() * dh)?,
+            o: linear(t, &format!("{p}.attn.o"), c.n_head * dh, d)?,
+        };
+        let mlp = if c.mlp {
+            Some(Mlp {
+                norm: norm(t, &format!("{p}.mlp_norm"))?,
+                fc: linear(t, &format!("{p}.mlp.fc"), d, c.mlp_width())?,
+                proj: linear(t, &format!("{p}.mlp.proj"), c.mlp_width(), d)?,
+            })
+        } else {
+            None
+        };
+        blocks.push(Block {
+            attn_norm: norm(t, &format!("{p}.attn_norm"))?,
+            attn,
+            mlp,
+        });
+    }
+    let final_norm = norm(t, "ln_f")?;
+    let lm_head = if !c.tied_embeddings && c.n_classes.is_none() {
+        Some(t.take("lm_head.weight", &[c.vocab_size, d])?)
+    } else {
+        None
+    };
+    let classifier = match c.n_classes {
+        Some(n) => Some(linear(t, "classifier", d, n)?),
+        None => None,
+    };
+    Ok(Model {
+        config,
+        token_embedding,
+        position_embedding,
+        blocks,
+        final_norm,
+        lm_head,
+        classifier,
+        tokenizer: None,
+        metadata: Default::default(),
+    })
+}

@@ -1,0 +1,407 @@
+//! The CPU reference forward pass: plain, readable `f32` Rust that every other engine is checked
+//! against. Runtime-side variants (window, top-k, β, kernel, ablation, dropped layers) are
+//! applied here; weight-side ones were applied by [`crate::prepare`].
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::linalg::{elu_plus_one, gelu, layer_norm, linear, matmul, softmax, MatRef};
+use crate::model::Model;
+use crate::prepare::{prepare, PreparedModel};
+use crate::variant::{AblationMode, Kernel, KernelName, Variant};
+
+/// Everything one forward pass produces.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    /// Number of input positions `T`.
+    pub seq_len: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    /// Width of a logits row: the vocabulary, or the number of classes.
+    pub n_out: usize,
+    /// `[T, n_out]`, for every position.
+    pub logits: Vec<f32>,
+    /// `[L, H, T, T]`: row `i` of map `(l, h)` is how query `i` spreads its attention over keys.
+    pub attention: Vec<f32>,
+    /// `[L, H, T]`: Euclidean norm of each head's output row before the output projection.
+    pub head_out_norms: Vec<f32>,
+    /// KV-cache bytes per token (fp32) under the variant that produced this output.
+    pub kv_bytes_per_token: usize,
+}
+
+impl Output {
+    /// The logits of position `t`.
+    pub fn logits_at(&self, t: usize) -> &[f32] {
+        &self.logits[t * self.n_out..(t + 1) * self.n_out]
+    }
+
+    /// The `T × T` attention map of head `head` in layer `layer`, row-major (query, key).
+    pub fn attention_map(&self, layer: usize, head: usize) -> &[f32] {
+        let t2 = self.seq_len * self.seq_len;
+        let start = (layer * self.n_head + head) * t2;
+        &self.attention[start..start + t2]
+    }
+
+    /// The norms of head `head` of layer `layer` at every position.
+    pub fn head_norms(&self, layer: usize, head: usize) -> &[f32] {
+        let start = (layer * self.n_head + head) * self.seq_len;
+        &self.head_out_norms[start..start + self.seq_len]
+    }
+
+    /// The `k` most probable outputs at position `t`, as (id, probability), most probable first.
+    pub fn top_at(&self, t: usize, k: usize) -> Vec<(u32, f32)> {
+        let probs = softmax(self.logits_at(t));
+        let mut ranked: Vec<(u32, f32)> = probs
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (i as u32, p))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.truncate(k);
+        ranked
+    }
+
+    /// The most probable output id at position `t`.
+    pub fn argmax_at(&self, t: usize) -> u32 {
+        argmax(self.logits_at(t))
+    }
+}
+
+/// Index of the largest value (the first one on ties).
+pub fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Checks that `tokens` can be run: not empty, no longer than the context, all in the vocabulary.
+pub fn check_tokens(config: &ModelConfig, tokens: &[u32]) -> Result<()> {
+    if tokens.is_empty() {
+        return Err(ModelError::Input("the input has no tokens".into()));
+    }
+    if tokens.len() > config.n_ctx {
+        return Err(ModelError::Input(format!(
+            "the input has {} tokens but the model's context holds {}",
+            tokens.len(),
+            config.n_ctx
+        )));
+    }
+    if let Some((pos, &tok)) = tokens
+        .iter()
+        .enumerate()
+        .find(|(_, &t)| t as usize >= config.vocab_size)
+    {
+        return Err(ModelError::Input(format!(
+            "token {tok} at position {pos} is outside the vocabulary (size {})",
+            config.vocab_size
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the prepared model on `tokens`.
+pub fn forward(prepared: &PreparedModel, tokens: &[u32]) -> Result<Output> {
+    let model = &prepared.model;
+    let c = &model.config;
+    check_tokens(c, tokens)?;
+    let t_len = tokens.len();
+    let d = c.d_model;
+    let (n_layer, n_head, d_head) = (c.n_layer, c.n_head, c.d_head());
+
+    // Embeddings: token row + position row.
+    let mut x = vec![0.0f32; t_len * d];
+    for (t, &tok) in tokens.iter().enumerate() {
+        let tok_row = &model.token_embedding[tok as usize * d..(tok as usize + 1) * d];
+        let pos_row = &model.position_embedding[t * d..(t + 1) * d];
+        for i in 0..d {
+            x[t * d + i] = tok_row[i] + pos_row[i];
+        }
+    }
+
+    let mut attention = vec![0.0f32; n_layer * n_head * t_len * t_len];
+    let mut head_out_norms = vec![0.0f32; n_layer * n_head * t_len];
+
+    for (layer, block) in model.blocks.iter().enumerate() {
+        if !prepared.attention_dropped[layer] {
+            let normed = layer_norm(&x, &block.attn_norm, c.layer_norm_eps);
+            let q = linear(&normed, t_len, &block.attn.q);
+            let k = linear(&normed, t_len, &block.attn.k);
+            let v = linear(&normed, t_len, &block.attn.v);
+            let kv_heads = c.kv_heads();
+            let q_all = MatRef::new(&q, t_len, n_head * d_head);
+            let k_all = MatRef::new(&k, t_len, kv_heads * d_head);
+            let v_all = MatRef::new(&v, t_len, kv_heads * d_head);
+
+            let mut z_all = vec![0.0f32; t_len * n_head * d_head];
+            for head in 0..n_head {
+                let group = head / (n_head / kv_heads);
+                let q_h = q_all.columns(head * d_head, d_head);
+                let k_g = k_all.columns(group * d_head, d_head);
+                let v_g = v_all.columns(group * d_head, d_head);
+                let omega = prepared.random_features.as_ref().map(|all| {
+                    let m = prepared.n_random_features();
+                    let start = (layer * n_head + head) * m * d_head;
+                    MatRef::new(&all[start..start + m * d_head], m, d_head)
+                });
+                let probs = attention_probs(c, &prepared.variant, q_h, k_g, omega);
+                let mut z = matmul(MatRef::new(&probs, t_len, t_len), v_g);
+                if prepared.is_ablated(layer, head) {
+                    ablate(&mut z, d_head, prepared.variant.heads.as_ref().map(|h| h.mode));
+                }
+
+                let map_start = (layer * n_head + head) * t_len * t_len;
+                attention[map_start..map_start + t_len * t_len].copy_from_slice(&probs);
+                for t in 0..t_len {
+                    let row = &z[t * d_head..(t + 1) * d_head];
+                    head_out_norms[(layer * n_head + head) * t_len + t] =
+                        row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    z_all[t * n_head * d_head + head * d_head..][..d_head].copy_from_slice(row);
+                }
+            }
+            let attn_out = linear(&z_all, t_len, &block.attn.o);
+            add_assign(&mut x, &attn_out);
+        }
+        if let Some(mlp) = &block.mlp {
+            let normed = layer_norm(&x, &mlp.norm, c.layer_norm_eps);
+            let mut hidden = linear(&normed, t_len, &mlp.fc);
+            hidden.iter_mut().for_each(|h| *h = gelu(*h));
+            let mlp_out = linear(&hidden, t_len, &mlp.proj);
+            add_assign(&mut x, &mlp_out);
+        }
+    }
+
+    let final_x = layer_norm(&x, &model.final_norm, c.layer_norm_eps);
+    let logits = match (&model.classifier, &model.lm_head) {
+        (Some(classifier), _) => linear(&final_x, t_len, classifier),
+        (None, head) => {
+            let unembedding = head.as_deref().unwrap_or(&model.token_embedding);
+            matmul(
+                MatRef::new(&final_x, t_len, d),
+                MatRef::new(unembedding, c.vocab_size, d).t(),
+            )
+        }
+    };
+
+    Ok(Output {
+        seq_len: t_len,
+        n_layer,
+        n_head,
+        n_out: c.n_out(),
+        logits,
+        attention,
+        head_out_norms,
+        kv_bytes_per_token: prepared.kv_bytes_per_token,
+    })
+}
+
+fn add_assign(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
+
+/// Replaces a head's output rows `z` (`[T, d_head]`) by zeros or by their mean.
+fn ablate(z: &mut [f32], d_head: usize, mode: Option<AblationMode>) {
+    match mode.unwrap_or_default() {
+        AblationMode::Zero => z.fill(0.0),
+        AblationMode::Mean => {
+            let rows = z.len() / d_head;
+            let mut mean = vec![0.0f32; d_head];
+            for row in z.chunks_exact(d_head) {
+                add_assign(&mut mean, row);
+            }
+            mean.iter_mut().for_each(|m| *m /= rows as f32);
+            for row in z.chunks_exact_mut(d_head) {
+                row.copy_from_slice(&mean);
+            }
+        }
+    }
+}
+
+/// Whether query `i` may look at key `j` (causal mask and sliding window).
+pub fn is_allowed(causal: bool, window: Option<usize>, i: usize, j: usize) -> bool {
+    if causal && j > i {
+        return false;
+    }
+    match window {
+        None => true,
+        Some(w) if causal => i < j + w,
+        Some(w) => i.abs_diff(j) < w,
+    }
+}
+
+/// The keys query row `i` keeps: the allowed ones, cut to the `top_k` highest scores (ties go to
+/// the smaller index).
+pub fn kept_keys(scores: &[f32], i: usize, causal: bool, variant: &Variant) -> Vec<usize> {
+    let mut keys: Vec<usize> = (0..scores.len())
+        .filter(|&j| is_allowed(causal, variant.window, i, j))
+        .collect();
+    if let Some(k) = variant.top_k {
+        if k < keys.len() {
+            keys.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+            keys.truncate(k);
+            keys.sort_unstable();
+        }
+    }
+    keys
+}
+
+/// The `T × T` attention matrix of one head: scores, mask, window, top-k, then the kernel's
+/// weights normalised over the kept keys. `omega` holds the random features (`m × d_head`) when
+/// the kernel is random-feature attention.
+pub fn attention_probs(
+    config: &ModelConfig,
+    variant: &Variant,
+    q: MatRef<'_>,
+    k: MatRef<'_>,
+    omega: Option<MatRef<'_>>,
+) -> Vec<f32> {
+    let t_len = q.rows;
+    let d_head = q.cols;
+    let beta = variant.beta();
+    let scale = beta / (d_head as f32).sqrt();
+    let mut scores = matmul(q, k.t());
+    scores.iter_mut().for_each(|s| *s *= scale);
+
+    // Unnormalised kernel weights for every (i, j); only kept entries are used below.
+    let kernel = variant.kernel();
+    let weights = match &kernel {
+        Kernel::Named(KernelName::Softmax) => None,
+        Kernel::Named(KernelName::Linear) => {
+            let phi_q = map_rows(q, |v| elu_plus_one(v * scale));
+            let phi_k = map_rows(k, elu_plus_one);
+            Some(matmul(
+                MatRef::new(&phi_q, t_len, d_head),
+                MatRef::new(&phi_k, t_len, d_head).t(),
+            ))
+        }
+        Kernel::RandomFeatures { .. } => {
+            let omega = omega.expect("random features are drawn by prepare");
+            Some(random_feature_weights(q, k, omega, scale.sqrt()))
+        }
+    };
+
+    let mut probs = vec![0.0f32; t_len * t_len];
+    for i in 0..t_len {
+        let row_scores = &scores[i * t_len..(i + 1) * t_len];
+        let kept = kept_keys(row_scores, i, config.causal, variant);
+        let row = &mut probs[i * t_len..(i + 1) * t_len];
+        match &weights {
+            None => {
+                let max = kept
+                    .iter()
+                    .map(|&j| row_scores[j])
+                    .fold(f32::NEG_INFINITY, f32::max);
+                for &j in &kept {
+                    row[j] = (row_scores[j] - max).exp();
+                }
+            }
+            Some(w) => {
+                for &j in &kept {
+                    row[j] = w[i * t_len + j];
+                }
+            }
+        }
+        let sum: f32 = kept.iter().map(|&j| row[j]).sum();
+        if sum > 0.0 && sum.is_finite() {
+            kept.iter().for_each(|&j| row[j] /= sum);
+        } else {
+            // Only random features can underflow to an all-zero row; spread evenly rather than
+            // divide by zero.
+            let uniform = 1.0 / kept.len().max(1) as f32;
+            for &j in &kept {
+                row[j] = uniform;
+            }
+        }
+    }
+    probs
+}
+
+/// A dense copy of `m` with `f` applied to every element.
+fn map_rows(m: MatRef<'_>, f: impl Fn(f32) -> f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(m.rows * m.cols);
+    for r in 0..m.rows {
+        for c in 0..m.cols {
+            out.push(f(m.data[r * m.row_stride + c * m.col_stride]));
+        }
+    }
+    out
+}
+
+/// FAVOR+ positive random features: `w_ij = φ(c·q_i) · φ(c·k_j)` with
+/// `φ(x)_r = exp(ω_r·x − |x|²/2)`; `c = sqrt(β / sqrt(d))` so that `c²·q·k = s_ij`.
+/// Per-query and global key offsets keep `exp` finite; they cancel in the normalisation, as
+/// does the `1/sqrt(m)` factor, which is therefore left out.
+fn random_feature_weights(q: MatRef<'_>, k: MatRef<'_>, omega: MatRef<'_>, c: f32) -> Vec<f32> {
+    let t_len = q.rows;
+    let m = omega.rows;
+    let q_scaled = map_rows(q, |v| v * c);
+    let k_scaled = map_rows(k, |v| v * c);
+    let features = |x: &[f32]| -> Vec<f32> {
+        // Rows of x projected on every ω, minus half the squared norm of the row.
+        let mut proj = matmul(MatRef::new(x, t_len, q.cols), omega.t());
+        for (row, x_row) in proj.chunks_exact_mut(m).zip(x.chunks_exact(q.cols)) {
+            let half_norm = 0.5 * x_row.iter().map(|v| v * v).sum::<f32>();
+            row.iter_mut().for_each(|p| *p -= half_norm);
+        }
+        proj
+    };
+    let mut phi_q = features(&q_scaled);
+    for row in phi_q.chunks_exact_mut(m) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        row.iter_mut().for_each(|p| *p = (*p - max).exp());
+    }
+    let mut phi_k = features(&k_scaled);
+    let max = phi_k.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    phi_k.iter_mut().for_each(|p| *p = (*p - max).exp());
+    matmul(
+        MatRef::new(&phi_q, t_len, m),
+        MatRef::new(&phi_k, t_len, m).t(),
+    )
+}
+
+/// The CPU engine: a model plus the variant currently applied to it.
+#[derive(Clone, Debug)]
+pub struct CpuEngine {
+    base: Model,
+    prepared: PreparedModel,
+}
+
+impl CpuEngine {
+    /// An engine running the unmodified model.
+    pub fn new(model: Model) -> Result<Self> {
+        let prepared = prepare(&model, &Variant::default())?;
+        Ok(CpuEngine {
+            base: model,
+            prepared,
+        })
+    }
+
+    /// Switches to `variant` (weight-side changes are applied now, once). On error the previous
+    /// variant stays in place.
+    pub fn set_variant(&mut self, variant: &Variant) -> Result<()> {
+        self.prepared = prepare(&self.base, variant)?;
+        Ok(())
+    }
+
+    /// The unmodified model.
+    pub fn model(&self) -> &Model {
+        &self.base
+    }
+
+    /// The variant in use.
+    pub fn variant(&self) -> &Variant {
+        &self.prepared.variant
+    }
+
+    /// The model with the current variant's weight-side changes.
+    pub fn prepared(&self) -> &PreparedModel {
+        &self.prepared
+    }
+
+    /// Runs one forward pass under the current variant.
+    pub fn forward(&self, tokens: &[u32]) -> Result<Output> {
+        forward(&self.prepared, tokens)
+    }
+}

@@ -1,0 +1,48 @@
+//! # attn-model
+//!
+//! Small transformers in plain Rust, with no GPU and no browser: the model config and weights,
+//! the project's own safetensors format and Hugging Face GPT-2 import, tokenizers, the CPU
+//! reference forward pass with every attention variant, and the metrics that compare a variant
+//! with the unmodified model.
+//!
+//! ```
+//! use attn_model::{CpuEngine, Model, ModelConfig, Variant};
+//!
+//! let model = Model::random(ModelConfig::tiny(50), 7, 0.3).unwrap();
+//! let mut engine = CpuEngine::new(model).unwrap();
+//! let baseline = engine.forward(&[1, 2, 3]).unwrap();
+//! engine.set_variant(&Variant::from_json(r#"{"kv_groups": 1}"#).unwrap()).unwrap();
+//! let mqa = engine.forward(&[1, 2, 3]).unwrap();
+//! assert!(mqa.kv_bytes_per_token < baseline.kv_bytes_per_token);
+//! let cost = attn_model::compare(&baseline, &mqa, &[1, 2, 3]);
+//! assert!(cost.mean_kl >= 0.0);
+//! ```
+//!
+//! The formulas of every variant are in `docs/VARIANTS.md`; the file format in `docs/FORMAT.md`.
+
+pub mod config;
+pub mod error;
+pub mod format;
+pub mod forward;
+pub mod hf;
+pub mod linalg;
+pub mod load;
+pub mod metrics;
+pub mod model;
+pub mod prepare;
+pub mod roles;
+mod tensors;
+#[path = "tokenizer_stub.rs"]
+pub mod tokenizer;
+pub mod variant;
+
+pub use config::ModelConfig;
+pub use error::{ModelError, Result};
+pub use forward::{forward, CpuEngine, Output};
+pub use load::load_model;
+pub use metrics::{compare, Comparison};
+pub use model::Model;
+pub use prepare::{prepare, PreparedModel};
+pub use roles::{head_roles, HeadRoles};
+pub use tokenizer::{Tokenizer, TokenizerSpec};
+pub use variant::{AblationMode, HeadAblation, Kernel, KernelName, Variant};

@@ -1,0 +1,193 @@
+//! The few dense operations the forward pass needs. Matrix products go through the
+//! `matrixmultiply` crate; everything here is row-major `f32`.
+
+use crate::model::{LayerNorm, Linear};
+
+/// A strided view of a matrix inside a slice: element `(r, c)` is `data[r * row_stride + c *
+/// col_stride]`. Lets one head's columns, or a transpose, be multiplied without copying.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A dense row-major `rows × cols` matrix.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols, "matrix data has the wrong length");
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// Columns `[start, start + width)` of this matrix.
+    pub fn columns(self, start: usize, width: usize) -> Self {
+        assert!(start + width <= self.cols, "column block out of range");
+        let offset = start * self.col_stride;
+        MatRef {
+            data: &self.data[offset..],
+            cols: width,
+            ..self
+        }
+    }
+
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        MatRef {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    fn check(&self) {
+        if self.rows > 0 && self.cols > 0 {
+            let last = (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride;
+            assert!(last < self.data.len(), "strided matrix runs past its data");
+        }
+    }
+}
+
+/// `a · b` as a new dense row-major matrix.
+pub fn matmul(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
+    assert_eq!(a.cols, b.rows, "inner dimensions differ");
+    a.check();
+    b.check();
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let mut c = vec![0.0f32; m * n];
+    if m == 0 || n == 0 || k == 0 {
+        return c;
+    }
+    // SAFETY: `check` verified that every element the strides address lies inside `a.data` and
+    // `b.data`; `c` is a fresh dense `m × n` buffer with strides (n, 1).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.data.as_ptr(),
+            a.row_stride as isize,
+            a.col_stride as isize,
+            b.data.as_ptr(),
+            b.row_stride as isize,
+            b.col_stride as isize,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+    c
+}
+
+/// `x · W + b` for `rows` input rows.
+pub fn linear(x: &[f32], rows: usize, layer: &Linear) -> Vec<f32> {
+    let mut y = matmul(
+        MatRef::new(x, rows, layer.d_in),
+        MatRef::new(&layer.weight, layer.d_in, layer.d_out),
+    );
+    for row in y.chunks_exact_mut(layer.d_out) {
+        for (v, b) in row.iter_mut().zip(&layer.bias) {
+            *v += b;
+        }
+    }
+    y
+}
+
+/// LayerNorm over each row of `x` (biased variance, as PyTorch).
+pub fn layer_norm(x: &[f32], norm: &LayerNorm, eps: f32) -> Vec<f32> {
+    let d = norm.weight.len();
+    let mut out = vec![0.0; x.len()];
+    for (row, out_row) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let mean = row.iter().sum::<f32>() / d as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for i in 0..d {
+            out_row[i] = (row[i] - mean) * inv * norm.weight[i] + norm.bias[i];
+        }
+    }
+    out
+}
+
+/// GELU, tanh approximation (GPT-2's `gelu_new`).
+pub fn gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+}
+
+/// `elu(x) + 1`, the feature map of linear attention: positive, and `x + 1` for `x > 0`.
+pub fn elu_plus_one(x: f32) -> f32 {
+    if x > 0.0 {
+        x + 1.0
+    } else {
+        x.exp()
+    }
+}
+
+/// Numerically stable log-softmax of one row, in f64 for the metrics.
+pub fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let log_sum = row
+        .iter()
+        .map(|&v| (v as f64 - max).exp())
+        .sum::<f64>()
+        .ln();
+    row.iter().map(|&v| v as f64 - max - log_sum).collect()
+}
+
+/// Softmax of one row as probabilities.
+pub fn softmax(row: &[f32]) -> Vec<f32> {
+    log_softmax(row).into_iter().map(|l| l.exp() as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_matches_the_definition_with_strides() {
+        // a: 2×3, b: 3×2 taken as the transpose of a 2×3 matrix.
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let bt = [1.0, 0.0, -1.0, 2.0, 1.0, 0.5];
+        let c = matmul(MatRef::new(&a, 2, 3), MatRef::new(&bt, 2, 3).t());
+        // row 0: [1,2,3]·[1,0,-1] = -2, [1,2,3]·[2,1,0.5] = 5.5
+        assert_eq!(c, vec![-2.0, 5.5, -2.0, 4.0 * 2.0 + 5.0 + 3.0]);
+        // a column block: columns 1..3 of a times a 2×1 vector.
+        let v = [1.0, 1.0];
+        let c = matmul(MatRef::new(&a, 2, 3).columns(1, 2), MatRef::new(&v, 2, 1));
+        assert_eq!(c, vec![5.0, 11.0]);
+    }
+
+    #[test]
+    fn layer_norm_normalises_rows() {
+        let x = [1.0, 2.0, 3.0, 4.0];
+        let y = layer_norm(&x, &LayerNorm::identity(4), 0.0);
+        let mean: f32 = y.iter().sum::<f32>() / 4.0;
+        let var: f32 = y.iter().map(|v| v * v).sum::<f32>() / 4.0;
+        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn gelu_and_feature_map_known_values() {
+        assert_eq!(gelu(0.0), 0.0);
+        assert!((gelu(1.0) - 0.841_192).abs() < 1e-5);
+        assert_eq!(elu_plus_one(2.0), 3.0);
+        assert!((elu_plus_one(-1.0) - (-1.0f32).exp()).abs() < 1e-7);
+    }
+
+    #[test]
+    fn log_softmax_is_normalised() {
+        let l = log_softmax(&[1000.0, 1000.0]);
+        assert!((l[0] - (0.5f64).ln()).abs() < 1e-12);
+    }
+}

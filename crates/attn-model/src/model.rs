@@ -1,0 +1,299 @@
+//! The weights of a model, held as plain row-major `f32` vectors.
+//!
+//! Every weight matrix is stored `[in, out]` (as GPT-2's `Conv1D` stores it), so a layer is
+//! `y = x · W + b` with `x` a `[rows, in]` matrix. The token embedding and an untied LM head are
+//! `[vocab, d_model]`, so logits are `x · Eᵀ`.
+
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::tokenizer::TokenizerSpec;
+
+/// A dense layer `y = x · weight + bias` with `weight` stored `[d_in, d_out]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Linear {
+    pub d_in: usize,
+    pub d_out: usize,
+    /// Row-major `[d_in, d_out]`.
+    pub weight: Vec<f32>,
+    /// `[d_out]`.
+    pub bias: Vec<f32>,
+}
+
+impl Linear {
+    /// A layer of zeros, the starting point for loaders that fill it in.
+    pub fn zeros(d_in: usize, d_out: usize) -> Self {
+        Linear {
+            d_in,
+            d_out,
+            weight: vec![0.0; d_in * d_out],
+            bias: vec![0.0; d_out],
+        }
+    }
+
+    /// Number of parameters (weights and biases).
+    pub fn parameter_count(&self) -> usize {
+        self.weight.len() + self.bias.len()
+    }
+}
+
+/// LayerNorm's scale and shift, `[d_model]` each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerNorm {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl LayerNorm {
+    /// The identity normalisation (scale 1, shift 0).
+    pub fn identity(d: usize) -> Self {
+        LayerNorm {
+            weight: vec![1.0; d],
+            bias: vec![0.0; d],
+        }
+    }
+}
+
+/// The four projections of one attention layer. `q` is `[d_model, n_head·d_head]`, `k` and `v`
+/// are `[d_model, n_kv_head·d_head]`, `o` is `[n_head·d_head, d_model]`. Heads are contiguous
+/// `d_head`-wide column blocks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+}
+
+/// The feed-forward sub-layer with its own pre-norm: `x += proj(gelu(fc(LN(x))))`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mlp {
+    pub norm: LayerNorm,
+    pub fc: Linear,
+    pub proj: Linear,
+}
+
+/// One transformer block: `x += attn(attn_norm(x))`, then the MLP if the model has one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Block {
+    pub attn_norm: LayerNorm,
+    pub attn: Attention,
+    pub mlp: Option<Mlp>,
+}
+
+/// A whole model: its config, weights, and the tokenizer and free-form metadata that travel with
+/// it in the project's own file format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    pub config: ModelConfig,
+    /// Token embeddings `[vocab_size, d_model]`.
+    pub token_embedding: Vec<f32>,
+    /// Learned position embeddings `[n_ctx, d_model]`.
+    pub position_embedding: Vec<f32>,
+    pub blocks: Vec<Block>,
+    pub final_norm: LayerNorm,
+    /// Untied LM head `[vocab_size, d_model]`; `None` when the embeddings are tied or the model
+    /// is a classifier.
+    pub lm_head: Option<Vec<f32>>,
+    /// Classifier head `[d_model, n_classes]`, present exactly when `config.n_classes` is set.
+    pub classifier: Option<Linear>,
+    /// How to turn text into tokens, when the file says.
+    pub tokenizer: Option<TokenizerSpec>,
+    /// Anything else the file carries (training task, seed, metrics, a description).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Model {
+    /// A model with random weights: Gaussian projections and embeddings with standard deviation
+    /// `std`, small random biases and LayerNorm parameters near identity. Deterministic in
+    /// `seed`. Used by tests and as the trainer's starting point.
+    pub fn random(config: ModelConfig, seed: u64, std: f32) -> Result<Self> {
+        config.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut normal = |n: usize, scale: f32| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    let z: f32 = StandardNormal.sample(&mut rng);
+                    z * scale
+                })
+                .collect()
+        };
+        let d = config.d_model;
+        let dh = config.d_head();
+        let mut linear = |d_in: usize, d_out: usize| Linear {
+            d_in,
+            d_out,
+            weight: normal(d_in * d_out, std),
+            bias: normal(d_out, std * 0.25),
+        };
+        let mut blocks = Vec::with_capacity(config.n_layer);
+        for _ in 0..config.n_layer {
+            let attn = Attention {
+                q: linear(d, config.n_head * dh),
+                k: linear(d, config.kv_heads() * dh),
+                v: linear(d, config.kv_heads() * dh),
+                o: linear(config.n_head * dh, d),
+            };
+            let mlp = config.mlp.then(|| Mlp {
+                norm: LayerNorm::identity(d),
+                fc: linear(d, config.mlp_width()),
+                proj: linear(config.mlp_width(), d),
+            });
+            blocks.push(Block {
+                attn_norm: LayerNorm::identity(d),
+                attn,
+                mlp,
+            });
+        }
+        let classifier = config.n_classes.map(|c| linear(d, c));
+        let mut normal = |n: usize, scale: f32| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    let z: f32 = StandardNormal.sample(&mut rng);
+                    z * scale
+                })
+                .collect()
+        };
+        let token_embedding = normal(config.vocab_size * d, std);
+        let position_embedding = normal(config.n_ctx * d, std);
+        let lm_head = (!config.tied_embeddings && config.n_classes.is_none())
+            .then(|| normal(config.vocab_size * d, std));
+        let mut perturb = |ln: &mut LayerNorm| {
+            for w in &mut ln.weight {
+                *w += normal(1, 0.1)[0];
+            }
+            for b in &mut ln.bias {
+                *b = normal(1, 0.1)[0];
+            }
+        };
+        for block in &mut blocks {
+            perturb(&mut block.attn_norm);
+            if let Some(mlp) = &mut block.mlp {
+                perturb(&mut mlp.norm);
+            }
+        }
+        let mut final_norm = LayerNorm::identity(d);
+        perturb(&mut final_norm);
+        let model = Model {
+            config,
+            token_embedding,
+            position_embedding,
+            blocks,
+            final_norm,
+            lm_head,
+            classifier,
+            tokenizer: None,
+            metadata: Default::default(),
+        };
+        model.check_shapes()?;
+        Ok(model)
+    }
+
+    /// Total number of trainable parameters (tied embeddings counted once).
+    pub fn parameter_count(&self) -> usize {
+        let ln = |n: &LayerNorm| n.weight.len() + n.bias.len();
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                ln(&b.attn_norm)
+                    + b.attn.q.parameter_count()
+                    + b.attn.k.parameter_count()
+                    + b.attn.v.parameter_count()
+                    + b.attn.o.parameter_count()
+                    + b.mlp.as_ref().map_or(0, |m| {
+                        ln(&m.norm) + m.fc.parameter_count() + m.proj.parameter_count()
+                    })
+            })
+            .sum();
+        self.token_embedding.len()
+            + self.position_embedding.len()
+            + blocks
+            + ln(&self.final_norm)
+            + self.lm_head.as_ref().map_or(0, Vec::len)
+            + self.classifier.as_ref().map_or(0, Linear::parameter_count)
+    }
+
+    /// Verifies that every weight has the size the config implies. Loaders call this, so a model
+    /// that exists is a model the forward pass can run.
+    pub fn check_shapes(&self) -> Result<()> {
+        let c = &self.config;
+        c.validate()?;
+        let d = c.d_model;
+        let dh = c.d_head();
+        let check = |name: String, len: usize, shape: &[usize]| -> Result<()> {
+            if len != shape.iter().product::<usize>() {
+                return Err(ModelError::Shape {
+                    name,
+                    expected: shape.to_vec(),
+                    found: vec![len],
+                });
+            }
+            Ok(())
+        };
+        let check_linear = |name: String, l: &Linear, d_in: usize, d_out: usize| -> Result<()> {
+            if l.d_in != d_in || l.d_out != d_out {
+                return Err(ModelError::Shape {
+                    name: format!("{name}.weight"),
+                    expected: vec![d_in, d_out],
+                    found: vec![l.d_in, l.d_out],
+                });
+            }
+            check(format!("{name}.weight"), l.weight.len(), &[d_in, d_out])?;
+            check(format!("{name}.bias"), l.bias.len(), &[d_out])
+        };
+        let check_norm = |name: String, n: &LayerNorm| -> Result<()> {
+            check(format!("{name}.weight"), n.weight.len(), &[d])?;
+            check(format!("{name}.bias"), n.bias.len(), &[d])
+        };
+        check("wte".into(), self.token_embedding.len(), &[c.vocab_size, d])?;
+        check("wpe".into(), self.position_embedding.len(), &[c.n_ctx, d])?;
+        if self.blocks.len() != c.n_layer {
+            return Err(ModelError::Config(format!(
+                "config says {} layers but the weights have {}",
+                c.n_layer,
+                self.blocks.len()
+            )));
+        }
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = format!("blocks.{i}");
+            check_norm(format!("{p}.attn_norm"), &b.attn_norm)?;
+            check_linear(format!("{p}.attn.q"), &b.attn.q, d, c.n_head * dh)?;
+            check_linear(format!("{p}.attn.k"), &b.attn.k, d, c.kv_heads() * dh)?;
+            check_linear(format!("{p}.attn.v"), &b.attn.v, d, c.kv_heads() * dh)?;
+            check_linear(format!("{p}.attn.o"), &b.attn.o, c.n_head * dh, d)?;
+            match (&b.mlp, c.mlp) {
+                (Some(m), true) => {
+                    check_norm(format!("{p}.mlp_norm"), &m.norm)?;
+                    check_linear(format!("{p}.mlp.fc"), &m.fc, d, c.mlp_width())?;
+                    check_linear(format!("{p}.mlp.proj"), &m.proj, c.mlp_width(), d)?;
+                }
+                (None, false) => {}
+                (Some(_), false) => {
+                    return Err(ModelError::Config(format!(
+                        "block {i} has an MLP but the config says mlp = false"
+                    )))
+                }
+                (None, true) => return Err(ModelError::MissingTensor(format!("{p}.mlp.fc.weight"))),
+            }
+        }
+        check_norm("ln_f".into(), &self.final_norm)?;
+        match (c.n_classes, &self.classifier) {
+            (Some(n), Some(cls)) => check_linear("classifier".into(), cls, d, n)?,
+            (None, None) => {}
+            (Some(_), None) => return Err(ModelError::MissingTensor("classifier.weight".into())),
+            (None, Some(_)) => return Err(ModelError::UnexpectedTensor("classifier.weight".into())),
+        }
+        let wants_lm_head = !c.tied_embeddings && c.n_classes.is_none();
+        match (&self.lm_head, wants_lm_head) {
+            (Some(h), true) => check("lm_head".into(), h.len(), &[c.vocab_size, d])?,
+            (None, false) => {}
+            (None, true) => return Err(ModelError::MissingTensor("lm_head.weight".into())),
+            (Some(_), false) => return Err(ModelError::UnexpectedTensor("lm_head.weight".into())),
+        }
+        Ok(())
+    }
+}
