@@ -100,10 +100,17 @@ pub struct Variant {
 impl Variant {
     /// Parses a variant from JSON, with a message that names the bad field.
     pub fn from_json(text: &str) -> Result<Variant> {
-        serde_json::from_str(text).map_err(|e| ModelError::Json {
+        let json_error = |message: String| ModelError::Json {
             what: "variant".into(),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| json_error(e.to_string()))?;
+        // serde would also accept a struct written as an array; a variant is always an object.
+        if !value.is_object() {
+            return Err(json_error("a variant is a JSON object, e.g. {\"window\": 4}".into()));
+        }
+        serde_json::from_value(value).map_err(|e| json_error(e.to_string()))
     }
 
     /// The attention temperature, 1.0 by default.
