@@ -13,4 +13,7 @@ impl Tokenizer {
     pub fn gpt2_from_files(_: &str, _: &str) -> Result<Self, TokenizerError> { Err(TokenizerError) }
     pub fn gpt2_from_tokenizer_json(_: &str) -> Result<Self, TokenizerError> { Err(TokenizerError) }
     pub fn vocab_size(&self) -> usize { 0 }
+    pub fn encode(&self, _: &str) -> Result<Vec<u32>, TokenizerError> { Err(TokenizerError) }
+    pub fn token_label(&self, _: u32) -> Option<String> { None }
+    pub fn kind(&self) -> &'static str { "char" }
 }

@@ -1,0 +1,361 @@
+//! `attn`: inspect, run, compare and score models on the command line. Every command prints a
+//! short human-readable report, or JSON with `--json`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use attn_model::{
+    compare, head_roles, load_model, prepare, CpuEngine, HeadRoles, Model, ModelError, Output,
+    Tokenizer, Variant,
+};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(name = "attn", version, about = "Attention Playground on the command line")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a model's config, parameter count and tokenizer.
+    Inspect {
+        /// A project `.safetensors` file or a Hugging Face GPT-2 directory.
+        model: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the model on an input and print the logits, next-token predictions and attention.
+    Run {
+        model: PathBuf,
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        variant: VariantArg,
+        /// Include the attention matrices [layer][head][query][key] in the JSON.
+        #[arg(long)]
+        attention: bool,
+        /// How many of the most probable next tokens to list.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score every head's role: previous-token, first-token (sink), self, induction.
+    Roles {
+        model: PathBuf,
+        #[command(flatten)]
+        variant: VariantArg,
+        /// Seed of the repeated random sequence the scores are measured on.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare a variant with the unmodified model on one input: KL, top-1 agreement, loss.
+    Compare {
+        model: PathBuf,
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        variant: VariantArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct InputArgs {
+    /// Text to tokenise with the model's tokenizer.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Token ids, comma-separated (e.g. 1,2,3).
+    #[arg(long, value_delimiter = ',')]
+    tokens: Option<Vec<u32>>,
+}
+
+#[derive(Args)]
+struct VariantArg {
+    /// The variant as JSON (e.g. '{"kv_groups": 1}') or the path of a JSON file.
+    #[arg(long)]
+    variant: Option<String>,
+}
+
+/// A command's failure: the message printed after `error:`.
+struct Failure(String);
+
+impl From<ModelError> for Failure {
+    fn from(e: ModelError) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Inspect { model, json } => {
+            let model = load(&model)?;
+            let report = inspect_json(&model)?;
+            if json {
+                print_json(&report);
+            } else {
+                print_inspect(&model, &report);
+            }
+        }
+        Command::Run {
+            model,
+            input,
+            variant,
+            attention,
+            top,
+            json,
+        } => {
+            let model = load(&model)?;
+            let tokenizer = model.build_tokenizer()?;
+            let tokens = input_tokens(&input, tokenizer.as_ref())?;
+            let mut engine = CpuEngine::new(model)?;
+            engine.set_variant(&parse_variant(&variant)?)?;
+            let output = engine.forward(&tokens)?;
+            let report = run_json(&output, &tokens, tokenizer.as_ref(), attention, top);
+            if json {
+                print_json(&report);
+            } else {
+                print_run(&report);
+            }
+        }
+        Command::Roles {
+            model,
+            variant,
+            seed,
+            json,
+        } => {
+            let model = load(&model)?;
+            let prepared = prepare(&model, &parse_variant(&variant)?)?;
+            let roles = head_roles(&prepared, seed)?;
+            if json {
+                print_json(&json!({ "seed": seed, "heads": roles }));
+            } else {
+                print_roles(&roles);
+            }
+        }
+        Command::Compare {
+            model,
+            input,
+            variant,
+            json,
+        } => {
+            let model = load(&model)?;
+            let tokenizer = model.build_tokenizer()?;
+            let tokens = input_tokens(&input, tokenizer.as_ref())?;
+            let variant = parse_variant(&variant)?;
+            let mut engine = CpuEngine::new(model)?;
+            let baseline = engine.forward(&tokens)?;
+            engine.set_variant(&variant)?;
+            let changed = engine.forward(&tokens)?;
+            let cmp = compare(&baseline, &changed, &tokens);
+            let report = json!({
+                "tokens": tokens,
+                "variant": variant,
+                "kl_per_position": cmp.kl_per_position,
+                "mean_kl": cmp.mean_kl,
+                "top1_agreement": cmp.top1_agreement,
+                "baseline_nll": cmp.baseline_nll,
+                "variant_nll": cmp.variant_nll,
+                "baseline_kv_bytes_per_token": baseline.kv_bytes_per_token,
+                "variant_kv_bytes_per_token": changed.kv_bytes_per_token,
+            });
+            if json {
+                print_json(&report);
+            } else {
+                println!("variant            {}", serde_json::to_string(&variant).unwrap_or_default());
+                println!("mean KL            {:.6} nats", cmp.mean_kl);
+                println!("top-1 agreement    {:.3}", cmp.top1_agreement);
+                if let (Some(b), Some(v)) = (cmp.baseline_nll, cmp.variant_nll) {
+                    println!("next-token loss    {b:.4} → {v:.4} nats");
+                }
+                println!(
+                    "KV bytes per token {} → {}",
+                    baseline.kv_bytes_per_token, changed.kv_bytes_per_token
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load(path: &Path) -> Result<Model, Failure> {
+    load_model(path).map_err(|e| Failure(format!("cannot load {}: {e}", path.display())))
+}
+
+fn parse_variant(arg: &VariantArg) -> Result<Variant, Failure> {
+    let Some(text) = &arg.variant else {
+        return Ok(Variant::default());
+    };
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') {
+        return Ok(Variant::from_json(text)?);
+    }
+    let contents = std::fs::read_to_string(text).map_err(|e| {
+        Failure(format!(
+            "--variant is neither JSON (it does not start with '{{') nor a readable file: {text}: {e}"
+        ))
+    })?;
+    Ok(Variant::from_json(&contents)?)
+}
+
+fn input_tokens(input: &InputArgs, tokenizer: Option<&Tokenizer>) -> Result<Vec<u32>, Failure> {
+    match (&input.tokens, &input.prompt) {
+        (Some(tokens), _) => Ok(tokens.clone()),
+        (None, Some(prompt)) => match tokenizer {
+            Some(t) => t.encode(prompt).map_err(|e| Failure(e.to_string())),
+            None => Err(Failure(
+                "this model has no tokenizer; pass --tokens instead of --prompt".into(),
+            )),
+        },
+        (None, None) => Err(Failure("give --prompt or --tokens".into())),
+    }
+}
+
+fn label(tokenizer: Option<&Tokenizer>, id: u32) -> String {
+    tokenizer
+        .and_then(|t| t.token_label(id))
+        .unwrap_or_else(|| id.to_string())
+}
+
+fn inspect_json(model: &Model) -> Result<Value, Failure> {
+    let tokenizer = model.build_tokenizer()?;
+    Ok(json!({
+        "config": model.config,
+        "parameters": model.parameter_count(),
+        "tokenizer": tokenizer.as_ref().map(|t| json!({
+            "kind": t.kind(),
+            "vocab_size": t.vocab_size(),
+        })),
+        "metadata": model.metadata,
+    }))
+}
+
+fn run_json(
+    output: &Output,
+    tokens: &[u32],
+    tokenizer: Option<&Tokenizer>,
+    with_attention: bool,
+    top: usize,
+) -> Value {
+    let t_len = output.seq_len;
+    let logits: Vec<&[f32]> = (0..t_len).map(|t| output.logits_at(t)).collect();
+    let top_last: Vec<Value> = output
+        .top_at(t_len - 1, top)
+        .into_iter()
+        .map(|(id, p)| json!([id, p]))
+        .collect();
+    let mut report = json!({
+        "tokens": tokens,
+        "token_labels": tokens.iter().map(|&t| label(tokenizer, t)).collect::<Vec<_>>(),
+        "logits": logits,
+        "kv_bytes_per_token": output.kv_bytes_per_token,
+        "top": top_last,
+        "top_labels": output.top_at(t_len - 1, top).iter()
+            .map(|&(id, _)| label(tokenizer, id)).collect::<Vec<_>>(),
+    });
+    if with_attention {
+        let attention: Vec<Vec<Vec<&[f32]>>> = (0..output.n_layer)
+            .map(|l| {
+                (0..output.n_head)
+                    .map(|h| output.attention_map(l, h).chunks(t_len).collect())
+                    .collect()
+            })
+            .collect();
+        report["attention"] = json!(attention);
+    }
+    report
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values always serialise")
+    );
+}
+
+fn print_run(report: &Value) {
+    let labels: Vec<&str> = report["token_labels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    println!("input ({} tokens): {}", labels.len(), labels.join(" · "));
+    println!("KV cache: {} bytes per token", report["kv_bytes_per_token"]);
+    println!("next token:");
+    let tops = report["top"].as_array().cloned().unwrap_or_default();
+    let top_labels = report["top_labels"].as_array().cloned().unwrap_or_default();
+    for (entry, label) in tops.iter().zip(&top_labels) {
+        let p = entry[1].as_f64().unwrap_or(0.0);
+        let bar = "█".repeat((p * 40.0).round() as usize);
+        println!(
+            "  {:>12}  {:6.2}%  {bar}",
+            label.as_str().unwrap_or("?"),
+            p * 100.0
+        );
+    }
+}
+
+fn print_inspect(model: &Model, report: &Value) {
+    let c = &model.config;
+    println!(
+        "{} layers × {} heads (key/value heads: {}), d_model {}, d_head {}, context {}",
+        c.n_layer,
+        c.n_head,
+        c.kv_heads(),
+        c.d_model,
+        c.d_head(),
+        c.n_ctx
+    );
+    println!(
+        "{}{}, {}",
+        if c.causal { "causal" } else { "bidirectional" },
+        if c.mlp { ", with MLPs" } else { ", attention only" },
+        match c.n_classes {
+            Some(n) => format!("classifier with {n} classes"),
+            None => format!("language model over {} tokens", c.vocab_size),
+        }
+    );
+    println!("{} parameters", report["parameters"]);
+    match &report["tokenizer"] {
+        Value::Null => println!("no tokenizer (give token ids)"),
+        t => println!("tokenizer: {} ({} tokens)", t["kind"].as_str().unwrap_or("?"), t["vocab_size"]),
+    }
+    for (key, value) in &model.metadata {
+        println!("{key}: {value}");
+    }
+}
+
+fn print_roles(roles: &[HeadRoles]) {
+    println!("layer head  prev-token  first/sink  self   induction  role");
+    for r in roles {
+        println!(
+            "{:>5} {:>4}  {:>10.3}  {:>10.3}  {:>5.3}  {:>9.3}  {}",
+            r.layer,
+            r.head,
+            r.previous_token,
+            r.first_token,
+            r.self_attention,
+            r.induction,
+            r.dominant(0.4).unwrap_or("-")
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! The `attn` binary end to end: real files in, JSON out, clear errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use attn_model::config::ModelConfig;
+use attn_model::{CpuEngine, Model, Variant};
+use serde_json::Value;
+
+/// A fresh directory for one test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("attn-cli-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn saved_model(name: &str) -> (PathBuf, Model) {
+    let model = Model::random(ModelConfig::tiny(40), 21, 0.4).unwrap();
+    let path = scratch(name).join("model.safetensors");
+    std::fs::write(&path, model.to_safetensors_bytes().unwrap()).unwrap();
+    (path, model)
+}
+
+fn attn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_attn"))
+        .args(args)
+        .output()
+        .expect("the attn binary runs")
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "attn failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn failure(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked"), "a panic instead of an error: {err}");
+    err
+}
+
+#[test]
+fn inspect_reports_config_and_parameters() {
+    let (path, model) = saved_model("inspect");
+    let report = json_of(&attn(&["inspect", path.to_str().unwrap(), "--json"]));
+    assert_eq!(report["config"]["n_layer"], 2);
+    assert_eq!(report["parameters"], model.parameter_count());
+    let text = attn(&["inspect", path.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("2 layers × 4 heads"));
+}
+
+#[test]
+fn run_prints_the_forward_of_the_library() {
+    let (path, model) = saved_model("run");
+    let variant = r#"{"kv_groups": 2, "window": 3}"#;
+    let report = json_of(&attn(&[
+        "run",
+        path.to_str().unwrap(),
+        "--tokens",
+        "1,5,9,2",
+        "--variant",
+        variant,
+        "--attention",
+        "--json",
+    ]));
+    let mut engine = CpuEngine::new(model).unwrap();
+    engine
+        .set_variant(&Variant::from_json(variant).unwrap())
+        .unwrap();
+    let expected = engine.forward(&[1, 5, 9, 2]).unwrap();
+    assert_eq!(report["tokens"], serde_json::json!([1, 5, 9, 2]));
+    assert_eq!(report["kv_bytes_per_token"], expected.kv_bytes_per_token);
+    let logits = report["logits"].as_array().unwrap();
+    assert_eq!(logits.len(), 4);
+    assert_eq!(logits[3].as_array().unwrap().len(), 40);
+    assert_eq!(
+        logits[2][7].as_f64().unwrap() as f32,
+        expected.logits_at(2)[7]
+    );
+    let attention = report["attention"].as_array().unwrap();
+    assert_eq!(attention.len(), 2);
+    assert_eq!(attention[1].as_array().unwrap().len(), 4);
+    assert_eq!(
+        attention[1][3][2][1].as_f64().unwrap() as f32,
+        expected.attention_map(1, 3)[2 * 4 + 1]
+    );
+    let top = report["top"].as_array().unwrap();
+    assert_eq!(top.len(), 10);
+    assert_eq!(top[0][0], expected.argmax_at(3));
+    // Without --attention there are no maps; without --json a readable report.
+    let plain = json_of(&attn(&[
+        "run",
+        path.to_str().unwrap(),
+        "--tokens",
+        "1,2",
+        "--json",
+    ]));
+    assert!(plain.get("attention").is_none());
+    let text = attn(&["run", path.to_str().unwrap(), "--tokens", "1,2"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("next token:"));
+}
+
+#[test]
+fn variant_can_come_from_a_file() {
+    let (path, _) = saved_model("variant-file");
+    let variant_path = path.with_file_name("variant.json");
+    std::fs::write(&variant_path, r#"{"kv_rank": 4}"#).unwrap();
+    let report = json_of(&attn(&[
+        "run",
+        path.to_str().unwrap(),
+        "--tokens",
+        "3,4",
+        "--variant",
+        variant_path.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(report["kv_bytes_per_token"], 2 * 4 * 4);
+}
+
+#[test]
+fn compare_reports_the_cost_of_a_variant() {
+    let (path, _) = saved_model("compare");
+    let report = json_of(&attn(&[
+        "compare",
+        path.to_str().unwrap(),
+        "--tokens",
+        "1,2,3,4,5,6",
+        "--variant",
+        r#"{"kv_groups": 1}"#,
+        "--json",
+    ]));
+    assert!(report["mean_kl"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["kl_per_position"].as_array().unwrap().len(), 6);
+    assert_eq!(report["baseline_kv_bytes_per_token"], 256);
+    assert_eq!(report["variant_kv_bytes_per_token"], 64);
+    assert!(report["variant_nll"].as_f64().is_some());
+    let same = json_of(&attn(&[
+        "compare",
+        path.to_str().unwrap(),
+        "--tokens",
+        "1,2,3",
+        "--variant",
+        "{}",
+        "--json",
+    ]));
+    assert_eq!(same["mean_kl"], 0.0);
+    assert_eq!(same["top1_agreement"], 1.0);
+}
+
+#[test]
+fn roles_score_every_head() {
+    let (path, _) = saved_model("roles");
+    let report = json_of(&attn(&["roles", path.to_str().unwrap(), "--json"]));
+    let heads = report["heads"].as_array().unwrap();
+    assert_eq!(heads.len(), 8);
+    for h in heads {
+        for key in ["previous_token", "first_token", "self_attention", "induction"] {
+            let v = h[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+        }
+    }
+    let text = attn(&["roles", path.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("induction"));
+}
+
+#[test]
+fn bad_input_fails_with_a_message() {
+    let (path, _) = saved_model("errors");
+    let p = path.to_str().unwrap();
+    let err = failure(&attn(&["run", "/nonexistent.safetensors", "--tokens", "1"]));
+    assert!(err.contains("cannot load /nonexistent.safetensors"), "{err}");
+    let err = failure(&attn(&["run", p, "--tokens", "1", "--variant", r#"{"kv_groups": 3}"#]));
+    assert!(err.contains("kv_groups 3 must divide"), "{err}");
+    let err = failure(&attn(&["run", p, "--tokens", "1", "--variant", "{oops"]));
+    assert!(err.contains("invalid JSON in variant"), "{err}");
+    let err = failure(&attn(&["run", p, "--tokens", "1", "--variant", "no-such-file.json"]));
+    assert!(err.contains("neither JSON"), "{err}");
+    let err = failure(&attn(&["run", p, "--tokens", "1,99"]));
+    assert!(err.contains("outside the vocabulary"), "{err}");
+    let err = failure(&attn(&["run", p, "--prompt", "hello"]));
+    assert!(err.contains("no tokenizer"), "{err}");
+    let garbage = path.with_file_name("garbage.safetensors");
+    std::fs::write(&garbage, b"not a model").unwrap();
+    let err = failure(&attn(&["inspect", garbage.to_str().unwrap()]));
+    assert!(err.contains("not a valid safetensors file"), "{err}");
+}
