@@ -1,0 +1,1 @@
+//! Offline trainer for the built-in models (native only).
