@@ -32,7 +32,6 @@ pub mod model;
 pub mod prepare;
 pub mod roles;
 mod tensors;
-#[path = "tokenizer_stub.rs"]
 pub mod tokenizer;
 pub mod variant;
 
