@@ -35,6 +35,7 @@ pub mod prepare;
 pub mod roles;
 mod tensors;
 pub mod tokenizer;
+pub mod url;
 pub mod variant;
 
 pub use config::ModelConfig;
