@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use attn_model::{
-    compare, head_roles, load_model, prepare, CpuEngine, HeadRoles, Model, ModelError, Output,
-    Tokenizer, Variant,
+    compare, generate, head_importance, head_roles, load_model, prepare, AblationMode, CpuEngine,
+    HeadRoles, Model, ModelError, Output, Sampling, Tokenizer, Variant,
 };
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -49,6 +49,40 @@ enum Command {
         #[command(flatten)]
         variant: VariantArg,
         /// Seed of the repeated random sequence the scores are measured on.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rank heads by how much ablating each one alone raises the loss on an input.
+    Importance {
+        model: PathBuf,
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        variant: VariantArg,
+        /// Ablate with the head's mean output instead of zeros.
+        #[arg(long)]
+        mean: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continue a prompt with sampled tokens (language models).
+    Generate {
+        model: PathBuf,
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        variant: VariantArg,
+        /// Number of tokens to generate.
+        #[arg(long, short = 'n', default_value_t = 40)]
+        tokens_out: usize,
+        /// Sampling temperature (0 = greedy).
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        /// Sample among the k most probable tokens (0 = all).
+        #[arg(long, default_value_t = 20)]
+        top_k: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[arg(long)]
@@ -149,6 +183,73 @@ fn run(command: Command) -> Result<(), Failure> {
                 print_json(&json!({ "seed": seed, "heads": roles }));
             } else {
                 print_roles(&roles);
+            }
+        }
+        Command::Importance {
+            model,
+            input,
+            variant,
+            mean,
+            json,
+        } => {
+            let model = load(&model)?;
+            let tokenizer = model.build_tokenizer()?;
+            let tokens = input_tokens(&input, tokenizer.as_ref())?;
+            let engine = CpuEngine::new(model)?;
+            let mode = if mean {
+                AblationMode::Mean
+            } else {
+                AblationMode::Zero
+            };
+            let ranking = head_importance(&engine, &parse_variant(&variant)?, &tokens, mode)?;
+            if json {
+                print_json(&json!({ "tokens": tokens, "heads": ranking }));
+            } else {
+                println!("rank layer head  loss increase  mean KL");
+                for (rank, h) in ranking.iter().enumerate() {
+                    println!(
+                        "{:>4} {:>5} {:>4}  {:>13.4}  {:.4}",
+                        rank + 1,
+                        h.layer,
+                        h.head,
+                        h.loss_increase,
+                        h.mean_kl
+                    );
+                }
+            }
+        }
+        Command::Generate {
+            model,
+            input,
+            variant,
+            tokens_out,
+            temperature,
+            top_k,
+            seed,
+            json,
+        } => {
+            let model = load(&model)?;
+            let tokenizer = model.build_tokenizer()?;
+            let prompt = input_tokens(&input, tokenizer.as_ref())?;
+            let mut engine = CpuEngine::new(model)?;
+            engine.set_variant(&parse_variant(&variant)?)?;
+            let sampling = Sampling {
+                temperature,
+                top_k,
+                seed,
+            };
+            let generated = generate(&engine, &prompt, tokens_out, &sampling)?;
+            let text = match &tokenizer {
+                Some(t) => Some(t.decode(&generated).map_err(ModelError::from)?),
+                None => None,
+            };
+            if json {
+                print_json(&json!({ "prompt": prompt, "generated": generated, "text": text }));
+            } else {
+                match text {
+                    Some(text) => println!("{}{text}", input.prompt.as_deref().unwrap_or("")),
+                    None => println!("{generated:?}"),
+                }
             }
         }
         Command::Compare {

@@ -189,3 +189,21 @@ fn bad_input_fails_with_a_message() {
     let err = failure(&attn(&["inspect", garbage.to_str().unwrap()]));
     assert!(err.contains("not a valid safetensors file"), "{err}");
 }
+
+#[test]
+fn importance_ranks_every_head_and_generate_continues() {
+    let (path, _) = saved_model("importance");
+    let p = path.to_str().unwrap();
+    let report = json_of(&attn(&["importance", p, "--tokens", "1,2,3,4,5,1,2,3", "--json"]));
+    let heads = report["heads"].as_array().unwrap();
+    assert_eq!(heads.len(), 8);
+    let losses: Vec<f64> = heads
+        .iter()
+        .map(|h| h["loss_increase"].as_f64().unwrap())
+        .collect();
+    assert!(losses.windows(2).all(|w| w[0] >= w[1]));
+    let out = json_of(&attn(&["generate", p, "--tokens", "1,2", "-n", "5", "--json"]));
+    assert_eq!(out["generated"].as_array().unwrap().len(), 5);
+    let again = json_of(&attn(&["generate", p, "--tokens", "1,2", "-n", "5", "--json"]));
+    assert_eq!(out, again, "same seed, same continuation");
+}
