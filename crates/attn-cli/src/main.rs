@@ -12,7 +12,11 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
-#[command(name = "attn", version, about = "Attention Playground on the command line")]
+#[command(
+    name = "attn",
+    version,
+    about = "Attention Playground on the command line"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -281,7 +285,10 @@ fn run(command: Command) -> Result<(), Failure> {
             if json {
                 print_json(&report);
             } else {
-                println!("variant            {}", serde_json::to_string(&variant).unwrap_or_default());
+                println!(
+                    "variant            {}",
+                    serde_json::to_string(&variant).unwrap_or_default()
+                );
                 println!("mean KL            {:.6} nats", cmp.mean_kl);
                 println!("top-1 agreement    {:.3}", cmp.top1_agreement);
                 if let (Some(b), Some(v)) = (cmp.baseline_nll, cmp.variant_nll) {
@@ -429,7 +436,11 @@ fn print_inspect(model: &Model, report: &Value) {
     println!(
         "{}{}, {}",
         if c.causal { "causal" } else { "bidirectional" },
-        if c.mlp { ", with MLPs" } else { ", attention only" },
+        if c.mlp {
+            ", with MLPs"
+        } else {
+            ", attention only"
+        },
         match c.n_classes {
             Some(n) => format!("classifier with {n} classes"),
             None => format!("language model over {} tokens", c.vocab_size),
@@ -438,7 +449,11 @@ fn print_inspect(model: &Model, report: &Value) {
     println!("{} parameters", report["parameters"]);
     match &report["tokenizer"] {
         Value::Null => println!("no tokenizer (give token ids)"),
-        t => println!("tokenizer: {} ({} tokens)", t["kind"].as_str().unwrap_or("?"), t["vocab_size"]),
+        t => println!(
+            "tokenizer: {} ({} tokens)",
+            t["kind"].as_str().unwrap_or("?"),
+            t["vocab_size"]
+        ),
     }
     for (key, value) in &model.metadata {
         println!("{key}: {value}");

@@ -40,7 +40,10 @@ fn json_of(out: &Output) -> Value {
 fn failure(out: &Output) -> String {
     assert!(!out.status.success(), "expected a failure");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!err.contains("panicked"), "a panic instead of an error: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "a panic instead of an error: {err}"
+    );
     err
 }
 
@@ -159,7 +162,12 @@ fn roles_score_every_head() {
     let heads = report["heads"].as_array().unwrap();
     assert_eq!(heads.len(), 8);
     for h in heads {
-        for key in ["previous_token", "first_token", "self_attention", "induction"] {
+        for key in [
+            "previous_token",
+            "first_token",
+            "self_attention",
+            "induction",
+        ] {
             let v = h[key].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&v), "{key} = {v}");
         }
@@ -173,12 +181,29 @@ fn bad_input_fails_with_a_message() {
     let (path, _) = saved_model("errors");
     let p = path.to_str().unwrap();
     let err = failure(&attn(&["run", "/nonexistent.safetensors", "--tokens", "1"]));
-    assert!(err.contains("cannot load /nonexistent.safetensors"), "{err}");
-    let err = failure(&attn(&["run", p, "--tokens", "1", "--variant", r#"{"kv_groups": 3}"#]));
+    assert!(
+        err.contains("cannot load /nonexistent.safetensors"),
+        "{err}"
+    );
+    let err = failure(&attn(&[
+        "run",
+        p,
+        "--tokens",
+        "1",
+        "--variant",
+        r#"{"kv_groups": 3}"#,
+    ]));
     assert!(err.contains("kv_groups 3 must divide"), "{err}");
     let err = failure(&attn(&["run", p, "--tokens", "1", "--variant", "{oops"]));
     assert!(err.contains("invalid JSON in variant"), "{err}");
-    let err = failure(&attn(&["run", p, "--tokens", "1", "--variant", "no-such-file.json"]));
+    let err = failure(&attn(&[
+        "run",
+        p,
+        "--tokens",
+        "1",
+        "--variant",
+        "no-such-file.json",
+    ]));
     assert!(err.contains("neither JSON"), "{err}");
     let err = failure(&attn(&["run", p, "--tokens", "1,99"]));
     assert!(err.contains("outside the vocabulary"), "{err}");
@@ -194,7 +219,13 @@ fn bad_input_fails_with_a_message() {
 fn importance_ranks_every_head_and_generate_continues() {
     let (path, _) = saved_model("importance");
     let p = path.to_str().unwrap();
-    let report = json_of(&attn(&["importance", p, "--tokens", "1,2,3,4,5,1,2,3", "--json"]));
+    let report = json_of(&attn(&[
+        "importance",
+        p,
+        "--tokens",
+        "1,2,3,4,5,1,2,3",
+        "--json",
+    ]));
     let heads = report["heads"].as_array().unwrap();
     assert_eq!(heads.len(), 8);
     let losses: Vec<f64> = heads
@@ -202,8 +233,87 @@ fn importance_ranks_every_head_and_generate_continues() {
         .map(|h| h["loss_increase"].as_f64().unwrap())
         .collect();
     assert!(losses.windows(2).all(|w| w[0] >= w[1]));
-    let out = json_of(&attn(&["generate", p, "--tokens", "1,2", "-n", "5", "--json"]));
+    let out = json_of(&attn(&[
+        "generate", p, "--tokens", "1,2", "-n", "5", "--json",
+    ]));
     assert_eq!(out["generated"].as_array().unwrap().len(), 5);
-    let again = json_of(&attn(&["generate", p, "--tokens", "1,2", "-n", "5", "--json"]));
+    let again = json_of(&attn(&[
+        "generate", p, "--tokens", "1,2", "-n", "5", "--json",
+    ]));
     assert_eq!(out, again, "same seed, same continuation");
+}
+
+/// `attn run` on the committed Hugging Face fixture reproduces PyTorch for every variant case.
+#[test]
+fn run_on_the_hf_fixture_matches_pytorch_for_every_variant() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gpt2-tiny");
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensor = |name: &str| -> Vec<f32> {
+        file.tensor(name)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    let cases: Vec<Value> = serde_json::from_str(&meta["cases"]).unwrap();
+    // The prompt goes through the CLI's tokenizer, so tokenisation is checked on the way.
+    let prompt = meta["prompt"].clone();
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let report = json_of(&attn(&[
+            "run",
+            dir.to_str().unwrap(),
+            "--prompt",
+            &prompt,
+            "--variant",
+            &case["variant"].to_string(),
+            "--attention",
+            "--json",
+        ]));
+        let logits: Vec<f32> = report["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+            })
+            .collect();
+        let attention: Vec<f32> = report["attention"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|l| l.as_array().unwrap().iter())
+            .flat_map(|h| h.as_array().unwrap().iter())
+            .flat_map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+            })
+            .collect();
+        for (what, got, want) in [
+            ("logits", logits, tensor(&format!("{name}.logits"))),
+            ("attention", attention, tensor(&format!("{name}.attention"))),
+        ] {
+            assert_eq!(got.len(), want.len(), "{name} {what}");
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "{name} {what}[{i}]: {a} vs PyTorch {b}"
+                );
+            }
+        }
+        assert_eq!(
+            report["kv_bytes_per_token"], case["kv_bytes_per_token"],
+            "{name}"
+        );
+    }
 }

@@ -149,7 +149,11 @@ pub fn forward(prepared: &PreparedModel, tokens: &[u32]) -> Result<Output> {
                 let probs = attention_probs(c, &prepared.variant, q_h, k_g, omega);
                 let mut z = matmul(MatRef::new(&probs, t_len, t_len), v_g);
                 if prepared.is_ablated(layer, head) {
-                    ablate(&mut z, d_head, prepared.variant.heads.as_ref().map(|h| h.mode));
+                    ablate(
+                        &mut z,
+                        d_head,
+                        prepared.variant.heads.as_ref().map(|h| h.mode),
+                    );
                 }
 
                 let map_start = (layer * n_head + head) * t_len * t_len;

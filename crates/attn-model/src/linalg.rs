@@ -147,7 +147,10 @@ pub fn log_softmax(row: &[f32]) -> Vec<f64> {
 
 /// Softmax of one row as probabilities.
 pub fn softmax(row: &[f32]) -> Vec<f32> {
-    log_softmax(row).into_iter().map(|l| l.exp() as f32).collect()
+    log_softmax(row)
+        .into_iter()
+        .map(|l| l.exp() as f32)
+        .collect()
 }
 
 #[cfg(test)]

@@ -52,7 +52,10 @@ pub fn next_token_nll(output: &Output, tokens: &[u32]) -> Option<f64> {
 
 /// Compares a variant's output with the baseline's on the same `tokens`.
 pub fn compare(baseline: &Output, variant: &Output, tokens: &[u32]) -> Comparison {
-    assert_eq!(baseline.seq_len, variant.seq_len, "outputs of different inputs");
+    assert_eq!(
+        baseline.seq_len, variant.seq_len,
+        "outputs of different inputs"
+    );
     let t_len = baseline.seq_len;
     let kl_per_position: Vec<f64> = (0..t_len)
         .map(|t| kl_divergence(baseline.logits_at(t), variant.logits_at(t)))

@@ -277,7 +277,9 @@ impl Model {
                         "block {i} has an MLP but the config says mlp = false"
                     )))
                 }
-                (None, true) => return Err(ModelError::MissingTensor(format!("{p}.mlp.fc.weight"))),
+                (None, true) => {
+                    return Err(ModelError::MissingTensor(format!("{p}.mlp.fc.weight")))
+                }
             }
         }
         check_norm("ln_f".into(), &self.final_norm)?;
@@ -285,7 +287,9 @@ impl Model {
             (Some(n), Some(cls)) => check_linear("classifier".into(), cls, d, n)?,
             (None, None) => {}
             (Some(_), None) => return Err(ModelError::MissingTensor("classifier.weight".into())),
-            (None, Some(_)) => return Err(ModelError::UnexpectedTensor("classifier.weight".into())),
+            (None, Some(_)) => {
+                return Err(ModelError::UnexpectedTensor("classifier.weight".into()))
+            }
         }
         let wants_lm_head = !c.tied_embeddings && c.n_classes.is_none();
         match (&self.lm_head, wants_lm_head) {

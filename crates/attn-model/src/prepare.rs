@@ -133,7 +133,11 @@ fn pool_heads(layer: &Linear, d_head: usize, per_group: usize) -> Linear {
     Linear {
         d_in: layer.d_in,
         d_out,
-        weight: layer.weight.chunks_exact(layer.d_out).flat_map(pool_row).collect(),
+        weight: layer
+            .weight
+            .chunks_exact(layer.d_out)
+            .flat_map(pool_row)
+            .collect(),
         bias: pool_row(&layer.bias),
     }
 }
@@ -156,7 +160,9 @@ fn truncate_joint_kv(k: &mut Linear, v: &mut Linear, rank: usize) -> Result<()> 
     let (u, s, vt) = (svd.U(), svd.S().column_vector(), svd.V());
     let rank = rank.min(s.nrows());
     let approx = |r: usize, c: usize| -> f32 {
-        (0..rank).map(|i| u[(r, i)] * s[i] * vt[(c, i)]).sum::<f64>() as f32
+        (0..rank)
+            .map(|i| u[(r, i)] * s[i] * vt[(c, i)])
+            .sum::<f64>() as f32
     };
     for r in 0..rows {
         for c in 0..dk {

@@ -108,7 +108,9 @@ impl Variant {
             serde_json::from_str(text).map_err(|e| json_error(e.to_string()))?;
         // serde would also accept a struct written as an array; a variant is always an object.
         if !value.is_object() {
-            return Err(json_error("a variant is a JSON object, e.g. {\"window\": 4}".into()));
+            return Err(json_error(
+                "a variant is a JSON object, e.g. {\"window\": 4}".into(),
+            ));
         }
         serde_json::from_value(value).map_err(|e| json_error(e.to_string()))
     }

@@ -118,7 +118,11 @@ fn missing_tensor_is_named() {
     let bytes = model().to_safetensors_bytes().unwrap();
     let bad = rewrite(
         &bytes,
-        |n, d, s, b| (n != "blocks.1.attn.v.bias").then(|| keep(n, d, s, b)).flatten(),
+        |n, d, s, b| {
+            (n != "blocks.1.attn.v.bias")
+                .then(|| keep(n, d, s, b))
+                .flatten()
+        },
         None,
     );
     assert!(load_err(&bad).contains("missing tensor `blocks.1.attn.v.bias`"));
@@ -146,7 +150,10 @@ fn misshaped_tensor_is_named_with_both_shapes() {
         None,
     );
     let err = load_err(&bad);
-    assert!(err.contains("`wpe` has shape [8, 32], expected [16, 16]"), "{err}");
+    assert!(
+        err.contains("`wpe` has shape [8, 32], expected [16, 16]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -220,15 +227,30 @@ fn variants_that_do_not_fit_are_rejected_and_the_engine_keeps_its_variant() {
         (r#"{"kv_groups": 0}"#, "kv_groups 0 must divide"),
         (r#"{"kv_rank": 0}"#, "kv_rank must be between 1 and 16"),
         (r#"{"kv_rank": 17}"#, "kv_rank must be between 1 and 16"),
-        (r#"{"kv_groups": 1, "kv_rank": 9}"#, "kv_rank must be between 1 and 8"),
-        (r#"{"heads": {"ablate": [[2, 0]]}}"#, "heads.ablate has [2, 0]"),
-        (r#"{"heads": {"ablate": [[0, 4]]}}"#, "heads.ablate has [0, 4]"),
-        (r#"{"drop_attention_layers": [5]}"#, "drop_attention_layers has layer 5"),
+        (
+            r#"{"kv_groups": 1, "kv_rank": 9}"#,
+            "kv_rank must be between 1 and 8",
+        ),
+        (
+            r#"{"heads": {"ablate": [[2, 0]]}}"#,
+            "heads.ablate has [2, 0]",
+        ),
+        (
+            r#"{"heads": {"ablate": [[0, 4]]}}"#,
+            "heads.ablate has [0, 4]",
+        ),
+        (
+            r#"{"drop_attention_layers": [5]}"#,
+            "drop_attention_layers has layer 5",
+        ),
         (r#"{"window": 0}"#, "window must be at least 1"),
         (r#"{"top_k": 0}"#, "top_k must be at least 1"),
         (r#"{"beta": 0}"#, "beta must be a positive number"),
         (r#"{"beta": -1}"#, "beta must be a positive number"),
-        (r#"{"kernel": {"random_features": 0}}"#, "random_features must be at least 1"),
+        (
+            r#"{"kernel": {"random_features": 0}}"#,
+            "random_features must be at least 1",
+        ),
     ] {
         let err = engine
             .set_variant(&Variant::from_json(json).unwrap())
@@ -237,7 +259,12 @@ fn variants_that_do_not_fit_are_rejected_and_the_engine_keeps_its_variant() {
         assert!(err.to_string().contains(needle), "{json}: {err}");
         assert_eq!(engine.variant().window, Some(2), "the old variant survives");
     }
-    for json in [r#"{"kernel": "cosine"}"#, r#"{"window": -1}"#, r#"{"beta": "x"}"#, "[1]"] {
+    for json in [
+        r#"{"kernel": "cosine"}"#,
+        r#"{"window": -1}"#,
+        r#"{"beta": "x"}"#,
+        "[1]",
+    ] {
         assert!(Variant::from_json(json).is_err(), "{json}");
     }
 }
@@ -269,7 +296,10 @@ fn bad_hf_configs_are_rejected() {
             "attention scaling",
         ),
         (base.replace("gpt2", "llama") + "}", "model_type `llama`"),
-        (base.replace("\"n_head\": 4", "\"n_head\": 3") + "}", "not divisible"),
+        (
+            base.replace("\"n_head\": 4", "\"n_head\": 3") + "}",
+            "not divisible",
+        ),
     ] {
         let err = Model::from_hf_gpt2(&config, &st).unwrap_err().to_string();
         assert!(err.contains(needle), "{config}: {err}");

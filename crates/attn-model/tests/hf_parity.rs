@@ -124,11 +124,19 @@ fn every_variant_matches_pytorch() {
 fn the_prompt_tokenises_like_transformers() {
     let exp = expected();
     let model = load_model(fixture_dir()).unwrap();
-    let tokenizer = model.build_tokenizer().unwrap().expect("the fixture has a tokenizer");
+    let tokenizer = model
+        .build_tokenizer()
+        .unwrap()
+        .expect("the fixture has a tokenizer");
     assert_eq!(tokenizer.encode(&exp.prompt).unwrap(), exp.input_ids);
     assert!(exp.tokenizer_cases.len() >= 8);
     for case in &exp.tokenizer_cases {
-        assert_eq!(tokenizer.encode(&case.text).unwrap(), case.ids, "{:?}", case.text);
+        assert_eq!(
+            tokenizer.encode(&case.text).unwrap(),
+            case.ids,
+            "{:?}",
+            case.text
+        );
         assert_eq!(tokenizer.decode(&case.ids).unwrap(), case.text);
     }
     // tokenizer.json gives the same tokenizer as vocab.json + merges.txt.
@@ -200,9 +208,15 @@ fn prefixed_names_mask_buffers_and_a_stored_lm_head_load_the_same_model() {
     let with_head = rewritten_dir(
         "lm-head",
         strip,
-        &[("lm_head.weight", vec![base.config.vocab_size, base.config.d_model])],
+        &[(
+            "lm_head.weight",
+            vec![base.config.vocab_size, base.config.d_model],
+        )],
     );
-    assert_eq!(strip_meta(&load_model(&with_head).unwrap()), strip_meta(&base));
+    assert_eq!(
+        strip_meta(&load_model(&with_head).unwrap()),
+        strip_meta(&base)
+    );
 }
 
 fn strip_meta(m: &Model) -> Model {
@@ -217,7 +231,10 @@ fn an_untied_hf_model_uses_its_lm_head() {
     let dir = rewritten_dir(
         "untied",
         |n| n.strip_prefix("transformer.").unwrap_or(n).to_string(),
-        &[("lm_head.weight", vec![base.config.vocab_size, base.config.d_model])],
+        &[(
+            "lm_head.weight",
+            vec![base.config.vocab_size, base.config.d_model],
+        )],
     );
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
     let mut config: serde_json::Value = serde_json::from_str(&config).unwrap();

@@ -21,7 +21,10 @@ fn run(model: &Model, variant: &str) -> Output {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn assert_rows_are_distributions(out: &Output, causal: bool) {
@@ -32,10 +35,16 @@ fn assert_rows_are_distributions(out: &Output, causal: bool) {
             for i in 0..t {
                 let row = &map[i * t..(i + 1) * t];
                 let sum: f32 = row.iter().sum();
-                assert!((sum - 1.0).abs() < 1e-5, "row {i} of ({l},{h}) sums to {sum}");
+                assert!(
+                    (sum - 1.0).abs() < 1e-5,
+                    "row {i} of ({l},{h}) sums to {sum}"
+                );
                 assert!(row.iter().all(|&p| p >= 0.0));
                 if causal {
-                    assert!(row[i + 1..].iter().all(|&p| p == 0.0), "attends to the future");
+                    assert!(
+                        row[i + 1..].iter().all(|&p| p == 0.0),
+                        "attends to the future"
+                    );
                 }
             }
         }
@@ -208,7 +217,8 @@ fn kv_groups_pool_keys_and_values() {
     // Group 1 = heads 2 and 3; column 1 of that group.
     let d = 16;
     for row in 0..d {
-        let expected = 0.5 * (orig.weight[row * 16 + 2 * 4 + 1] + orig.weight[row * 16 + 3 * 4 + 1]);
+        let expected =
+            0.5 * (orig.weight[row * 16 + 2 * 4 + 1] + orig.weight[row * 16 + 3 * 4 + 1]);
         assert!((pooled.weight[row * 8 + 4 + 1] - expected).abs() < 1e-6);
     }
     let mqa = run(&m, r#"{"kv_groups": 1}"#);
@@ -283,9 +293,14 @@ fn zero_ablation_silences_the_head_but_keeps_its_map() {
 
 #[test]
 fn mean_ablation_makes_the_head_output_constant() {
-    let out = run(&model(), r#"{"heads": {"ablate": [[0, 3]], "mode": "mean"}}"#);
+    let out = run(
+        &model(),
+        r#"{"heads": {"ablate": [[0, 3]], "mode": "mean"}}"#,
+    );
     let norms = out.head_norms(0, 3);
-    assert!(norms.iter().all(|&n| (n - norms[0]).abs() < 1e-5 && n > 0.0));
+    assert!(norms
+        .iter()
+        .all(|&n| (n - norms[0]).abs() < 1e-5 && n > 0.0));
 }
 
 #[test]
@@ -351,7 +366,10 @@ fn natively_grouped_models_run_and_pool_further() {
     assert_eq!(base.kv_bytes_per_token, 2 * 2 * 2 * 4 * 4);
     assert_rows_are_distributions(&base, true);
     assert_eq!(run(&m, r#"{"kv_groups": 2}"#), base);
-    assert_eq!(run(&m, r#"{"kv_groups": 1}"#).kv_bytes_per_token, 2 * 2 * 4 * 4);
+    assert_eq!(
+        run(&m, r#"{"kv_groups": 1}"#).kv_bytes_per_token,
+        2 * 2 * 4 * 4
+    );
     assert!(Variant::from_json(r#"{"kv_groups": 4}"#)
         .unwrap()
         .validate(&m.config)
@@ -392,7 +410,9 @@ fn variant_json_round_trips_and_rejects_unknown_fields() {
     assert_eq!(v, again);
     assert!(v.validate(&ModelConfig::tiny(50)).is_ok());
     assert!(Variant::from_json(r#"{"kernel": "linear"}"#).is_ok());
-    let err = Variant::from_json(r#"{"windw": 3}"#).unwrap_err().to_string();
+    let err = Variant::from_json(r#"{"windw": 3}"#)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("windw"), "{err}");
     assert!(Variant::from_json("{}").unwrap().is_baseline());
     assert!(Variant::from_json(r#"{"beta": 1.0, "kernel": "softmax"}"#)

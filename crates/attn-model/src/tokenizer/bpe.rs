@@ -75,9 +75,7 @@ impl Gpt2Bpe {
             match (parts.next(), parts.next(), parts.next()) {
                 (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => {
                     // Keep the first (highest-priority) rank of a duplicated merge.
-                    ranks
-                        .entry((a.to_string(), b.to_string()))
-                        .or_insert(rank);
+                    ranks.entry((a.to_string(), b.to_string())).or_insert(rank);
                 }
                 _ => {
                     return Err(TokenizerError::Merge {
@@ -309,10 +307,7 @@ mod tests {
     #[test]
     fn pretokenisation_keeps_the_last_space_for_the_next_word() {
         let re = Regex::new(GPT2_PATTERN).unwrap();
-        let pieces: Vec<&str> = re
-            .find_iter("a   b")
-            .map(|m| m.unwrap().as_str())
-            .collect();
+        let pieces: Vec<&str> = re.find_iter("a   b").map(|m| m.unwrap().as_str()).collect();
         assert_eq!(pieces, vec!["a", "  ", " b"]);
     }
 

@@ -235,7 +235,10 @@ impl Tokenizer {
                 .collect::<Result<Vec<_>, _>>()?
                 .join(" ")),
             (_, Kind::Bpe(bpe)) => bpe.decode(ids).ok_or_else(|| {
-                let id = *ids.iter().find(|&&id| bpe.token(id).is_none()).unwrap_or(&0);
+                let id = *ids
+                    .iter()
+                    .find(|&&id| bpe.token(id).is_none())
+                    .unwrap_or(&0);
                 TokenizerError::UnknownId { id, size }
             }),
             _ => unreachable!("spec and tables are built together"),
@@ -313,7 +316,10 @@ mod tests {
             t.encode("abz").unwrap_err().to_string(),
             "character 'z' (U+007A) is not in this model's vocabulary"
         );
-        assert!(t.encode("<bos>").is_err(), "special tokens never come from text");
+        assert!(
+            t.encode("<bos>").is_err(),
+            "special tokens never come from text"
+        );
         assert_eq!(t.decode(&[0, 3]).unwrap(), "<bos>a");
         assert!(matches!(
             t.decode(&[7]),
