@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Runs every test, after installing what is missing (scripts/setup.sh):
+#   1. the model crate builds for wasm32 (it must stay free of native-only dependencies),
+#   2. the web app's release build with Trunk (wasm-bindgen + wasm-opt) into dist/,
+#   3. native tests of the whole workspace: CPU engine, PyTorch parity, CLI, GPU engine on
+#      lavapipe, trainer smoke test,
+#   4. end-to-end tests: dist/ served on 127.0.0.1 and driven in headless Chromium
+#      (tests/e2e, screenshots in tests/artifacts/).
+# Independent steps all run; the end-to-end step needs step 2. Exits non-zero if any failed.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+"$ROOT/scripts/setup.sh"
+cd "$ROOT"
+
+started=$SECONDS
+summary=()
+failed=0
+
+# run_step NAME COMMAND... — runs one step and records its outcome and time.
+run_step() {
+  local name=$1 t0=$SECONDS rc=0
+  shift
+  printf '\n==> %s\n' "$name"
+  "$@" || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    summary+=("$(printf 'ok      %4ds  %s' $((SECONDS - t0)) "$name")")
+  else
+    summary+=("$(printf 'FAILED  %4ds  %s (exit %d)' $((SECONDS - t0)) "$name" "$rc")")
+    failed=1
+  fi
+  return "$rc"
+}
+
+skip_step() { summary+=("$(printf 'skipped        %s (%s)' "$1" "$2")"); failed=1; }
+
+# Trunk 0.21 finds the crate from its working directory: run it in web/ with the top config.
+build_web() { (cd web && trunk build --release --config ../trunk.toml); }
+
+run_step "attn-model builds for wasm32" \
+  cargo build -p attn-model --target wasm32-unknown-unknown --release || true
+
+web_ok=1
+run_step "web app: trunk build --release -> dist/" build_web || web_ok=0
+
+run_step "native tests: cargo test --workspace" \
+  cargo test --workspace --exclude attn-e2e || true
+
+if [ "$web_ok" -eq 1 ]; then
+  # One browser at a time: Chromium on SwiftShader wants both cores.
+  run_step "end-to-end: dist/ in headless Chromium" \
+    cargo test -p attn-e2e -- --test-threads=1 --nocapture || true
+else
+  skip_step "end-to-end: dist/ in headless Chromium" "the web build failed"
+fi
+
+printf '\n==> summary (%ds in all)\n' $((SECONDS - started))
+printf '  %s\n' "${summary[@]}"
+if [ "$failed" -ne 0 ]; then
+  echo "FAILED"
+  exit 1
+fi
+echo "all tests passed; screenshots in tests/artifacts/"

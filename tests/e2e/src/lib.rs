@@ -1,0 +1,374 @@
+//! A small harness for end-to-end tests: a static file server for `dist/` on 127.0.0.1, and a
+//! minimal W3C WebDriver client that drives Debian's Chromium through `chromedriver`.
+//!
+//! It uses only `std::net`: the protocol needs a handful of JSON requests, and a blocking client
+//! keeps the tests readable top to bottom.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The built app; panics with the command to run when it is missing.
+pub fn dist_dir() -> PathBuf {
+    let dist = std::env::var_os("ATTN_DIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("dist"));
+    assert!(
+        dist.join("index.html").exists(),
+        "{} has no index.html: build the app first (`trunk build --release`, or scripts/test.sh)",
+        dist.display()
+    );
+    dist
+}
+
+/// Where tests save screenshots (gitignored).
+pub fn artifacts_dir() -> PathBuf {
+    let dir = repo_root().join("tests/artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    dir
+}
+
+/// Serves a folder over HTTP on an ephemeral loopback port until dropped.
+pub struct StaticServer {
+    pub port: u16,
+}
+
+impl StaticServer {
+    pub fn start(root: PathBuf) -> StaticServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let _ = serve_one(stream, &root);
+                });
+            }
+        });
+        StaticServer { port }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://127.0.0.1:{}/{}", self.port, path_and_query)
+    }
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript",
+        Some("wasm") => "application/wasm",
+        Some("css") => "text/css",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    }
+}
+
+fn serve_one(stream: TcpStream, root: &Path) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header == "\r\n" {
+            break;
+        }
+    }
+    let raw_path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let path = raw_path.split(['?', '#']).next().unwrap_or("/");
+    let relative = path.trim_start_matches('/');
+    let mut file = root.join(if relative.is_empty() { "index.html" } else { relative });
+    if file.is_dir() {
+        file = file.join("index.html");
+    }
+    let mut out = stream;
+    let safe = !relative.split('/').any(|part| part == "..");
+    match std::fs::read(&file) {
+        Ok(body) if safe => {
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                content_type(&file),
+                body.len()
+            )?;
+            out.write_all(&body)?;
+        }
+        _ => {
+            let body = b"not found";
+            write!(
+                out,
+                "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            out.write_all(body)?;
+        }
+    }
+    out.flush()
+}
+
+/// How the browser starts: with WebGPU (SwiftShader on a machine without a GPU) or without.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebGpu {
+    Enabled,
+    Disabled,
+}
+
+/// A headless Chromium session driven through chromedriver. Ends the session and the driver on
+/// drop.
+pub struct Browser {
+    port: u16,
+    session: String,
+    // Dropped after the session is deleted, in this order.
+    _driver: Driver,
+    _profile: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One HTTP/1.1 request to the driver; returns the JSON body.
+///
+/// The body is read by its `Content-Length`: chromedriver 156 answers `Connection: close` but
+/// keeps the socket open, so reading to the end of the stream would wait for the timeout.
+fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    let stream =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("chromedriver: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .map_err(|e| e.to_string())?;
+    let payload = body.map(Value::to_string).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    );
+    (&stream)
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(&stream);
+    let mut status_line = String::new();
+    reader
+        .read_line(&mut status_line)
+        .map_err(|e| format!("{method} {path}: {e}"))?;
+    let mut content_length = None;
+    let mut chunked = false;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).map_err(|e| e.to_string())? == 0 || header == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+            if name == "content-length" {
+                content_length = value.parse::<usize>().ok();
+            } else if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
+                chunked = true;
+            }
+        }
+    }
+    let body = if chunked {
+        read_chunked(&mut reader)?
+    } else if let Some(n) = content_length {
+        let mut buf = vec![0; n];
+        reader.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        buf
+    } else {
+        let mut buf = Vec::new();
+        reader.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+        buf
+    };
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("bad JSON from chromedriver ({status_line:?}): {e}"))?;
+    if status_line.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2')) {
+        Ok(value)
+    } else {
+        Err(format!("{method} {path}: {}", value["value"]))
+    }
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).map_err(|e| e.to_string())?;
+        let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+            .map_err(|_| format!("bad chunk size {size:?}"))?;
+        let mut chunk = vec![0; n + 2]; // the data and its CRLF
+        reader.read_exact(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The chromedriver process; killed when dropped, also when a test panics while starting.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Browser {
+    /// Starts chromedriver and a fresh headless Chromium (flags as measured in DESIGN.md).
+    pub fn start(webgpu: WebGpu) -> Browser {
+        let port = free_port();
+        let driver = Driver(Command::new(
+            std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()),
+        )
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts (Debian package chromium-driver; scripts/setup.sh installs it)"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = http(port, "GET", "/status", None) {
+            assert!(Instant::now() < deadline, "chromedriver did not come up: {e}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = TempDir(std::env::temp_dir().join(format!("attn-e2e-profile-{port}")));
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu-sandbox".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--disable-quic".into(),
+            "--window-size=1280,1600".into(),
+            format!("--user-data-dir={}", profile.0.display()),
+        ];
+        match webgpu {
+            WebGpu::Enabled => args.push("--enable-unsafe-webgpu".into()),
+            WebGpu::Disabled => args.push("--disable-webgpu".into()),
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+                "args": args,
+            }
+        }}});
+        let created = http(port, "POST", "/session", Some(&caps)).expect("a Chromium session");
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .expect("a session id")
+            .to_string();
+        Browser {
+            port,
+            session,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    fn command(&self, method: &str, what: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}/{what}", self.session);
+        match http(self.port, method, &path, body.as_ref()) {
+            Ok(v) => v["value"].clone(),
+            Err(e) => panic!("webdriver {what}: {e}"),
+        }
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.command("POST", "url", Some(json!({ "url": url })));
+    }
+
+    pub fn refresh(&self) {
+        self.command("POST", "refresh", Some(json!({})));
+    }
+
+    pub fn back(&self) {
+        self.command("POST", "back", Some(json!({})));
+    }
+
+    /// Runs a script in the page (`return …` gives a value back).
+    pub fn eval(&self, script: &str) -> Value {
+        self.command(
+            "POST",
+            "execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+
+    /// Polls `script` until it returns something truthy (not null/false/""/0), or panics with
+    /// `what` and the page's visible error after `timeout`.
+    pub fn wait_for(&self, what: &str, script: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.eval(script);
+            let truthy = match &v {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::String(s) => !s.is_empty(),
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                _ => true,
+            };
+            if truthy {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let errors = self.eval(
+                    "return Array.from(document.querySelectorAll('.error, .notice, .loading')).map(e => e.textContent).join(' | ')",
+                );
+                panic!("timed out waiting for {what}; page says: {errors}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.command("GET", "url", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Saves a PNG screenshot under tests/artifacts/.
+    pub fn screenshot(&self, name: &str) -> PathBuf {
+        let data = self.command("GET", "screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().unwrap_or_default())
+            .expect("screenshot is base64");
+        let path = artifacts_dir().join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write screenshot");
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = http(
+            self.port,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            None,
+        );
+    }
+}

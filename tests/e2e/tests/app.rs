@@ -1,0 +1,240 @@
+//! The built app in a real headless Chromium: it loads, shows every head, reacts to the controls,
+//! keeps its state in the URL, and says which engine runs. Screenshots land in tests/artifacts/.
+
+use std::time::Duration;
+
+use attn_e2e::{dist_dir, Browser, StaticServer, WebGpu};
+use serde_json::Value;
+
+const LOAD: Duration = Duration::from_secs(90);
+
+fn open(webgpu: WebGpu, query: &str) -> (StaticServer, Browser) {
+    let server = StaticServer::start(dist_dir());
+    let browser = Browser::start(webgpu);
+    browser.goto(&server.url(&format!("index.html{query}")));
+    (server, browser)
+}
+
+/// Waits until the page shows a model's heatmap grid with its first output, and returns the
+/// number of cells.
+fn wait_for_grid(b: &Browser) -> usize {
+    let cells = b.wait_for(
+        "the heatmap grid",
+        "const cells = document.querySelectorAll('[data-testid=heatmap-cell]');
+         const top = document.querySelector('[data-testid=output-topk-current] li');
+         return cells.length > 0 && top ? cells.length : 0;",
+        LOAD,
+    );
+    cells.as_u64().unwrap() as usize
+}
+
+fn top1(b: &Browser) -> String {
+    b.eval("return document.querySelector('[data-testid=output-topk-current] li').textContent")
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn topk_text(b: &Browser) -> String {
+    b.eval("return document.querySelector('[data-testid=output-topk-current]').textContent")
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn models_listed() -> bool {
+    let index = std::fs::read_to_string(dist_dir().join("models/index.json")).unwrap_or_default();
+    let v: Value = serde_json::from_str(&index).unwrap_or(Value::Null);
+    v["models"].as_array().is_some_and(|m| !m.is_empty())
+}
+
+#[test]
+fn the_page_renders_and_names_its_engine() {
+    let (_server, b) = open(WebGpu::Enabled, "");
+    // index.html has no heading: this one was rendered by the wasm app.
+    let title = b.wait_for(
+        "the title rendered by the app",
+        "const t = document.querySelector('[data-testid=app-title]'); return t && t.textContent",
+        LOAD,
+    );
+    assert_eq!(title, "Attention Playground");
+    // Chromium's WebGPU answers (SwiftShader on a machine without a GPU): the GPU path is
+    // testable here, whatever engine the app then picks.
+    let adapter = b.eval(
+        "return (async () => {
+            if (!navigator.gpu) return {error: 'navigator.gpu is missing'};
+            const a = await navigator.gpu.requestAdapter();
+            if (!a) return {error: 'requestAdapter() returned null'};
+            const i = a.info || {};
+            return {vendor: i.vendor, architecture: i.architecture, device: i.device,
+                    description: i.description,
+                    fallback: !!(a.isFallbackAdapter || i.isFallbackAdapter),
+                    features: [...a.features].sort()};
+         })()",
+    );
+    println!("WebGPU adapter: {adapter}");
+    assert!(adapter["error"].is_null(), "no WebGPU adapter: {adapter}");
+    let badge = b.wait_for(
+        "the engine badge",
+        "const t = document.querySelector('[data-testid=engine-badge]').textContent;
+         return t.includes('Checking') ? '' : t",
+        LOAD,
+    );
+    let badge = badge.as_str().unwrap();
+    // SwiftShader is a fallback adapter: the badge names it and says the CPU engine runs.
+    assert!(
+        badge.contains("WebGPU adapter") || badge.contains("CPU"),
+        "badge: {badge}"
+    );
+    b.screenshot("01-loaded");
+}
+
+#[test]
+fn every_head_is_drawn_and_ablation_lives_in_the_url() {
+    assert!(
+        models_listed(),
+        "static/models/index.json lists no model, so there is nothing to show"
+    );
+    let (_server, b) = open(WebGpu::Enabled, "");
+    let cells = wait_for_grid(&b);
+    let (layers, heads) = {
+        let v = b.eval(
+            "const c = [...document.querySelectorAll('[data-testid=heatmap-cell]')];
+             return [Math.max(...c.map(e => +e.dataset.layer)) + 1, Math.max(...c.map(e => +e.dataset.head)) + 1]",
+        );
+        (v[0].as_u64().unwrap() as usize, v[1].as_u64().unwrap() as usize)
+    };
+    assert_eq!(cells, layers * heads, "one map per layer × head");
+    // Every canvas has been painted with more than one colour.
+    let painted = b.wait_for(
+        "painted heatmaps",
+        "return [...document.querySelectorAll('[data-testid=heatmap-cell] canvas')].every(c => {
+            if (c.width < 2) return false;
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            const first = d.slice(0, 3).join();
+            for (let i = 4; i < d.length; i += 4) if (d.slice(i, i + 3).join() !== first) return true;
+            return false;
+         })",
+        LOAD,
+    );
+    assert_eq!(painted, Value::Bool(true));
+    b.screenshot("02-grid");
+
+    // Ablate the last layer's first head: the output and the URL change.
+    let before = topk_text(&b);
+    b.eval(&format!(
+        "document.querySelector('[data-testid=heatmap-cell][data-layer=\"{}\"][data-head=\"0\"] [data-testid=ablate-toggle]').click()",
+        layers - 1
+    ));
+    b.wait_for(
+        "the ablated cell",
+        &format!(
+            "return document.querySelector('[data-testid=heatmap-cell][data-layer=\"{}\"][data-head=\"0\"]').dataset.ablated === 'true'",
+            layers - 1
+        ),
+        LOAD,
+    );
+    let url = b.url();
+    assert!(url.contains(&format!("ablate={}.0", layers - 1)), "url: {url}");
+    b.wait_for(
+        "a changed output",
+        &format!(
+            "return document.querySelector('[data-testid=output-topk-current]').textContent !== {}",
+            serde_json::to_string(&before).unwrap()
+        ),
+        LOAD,
+    );
+    let kl = b.eval("return document.querySelector('[data-testid=kl]').textContent");
+    assert!(!kl.as_str().unwrap_or("").starts_with("0.0000"), "KL {kl}");
+    b.screenshot("03-ablated");
+
+    // Reloading the URL restores the ablation.
+    b.refresh();
+    wait_for_grid(&b);
+    b.wait_for(
+        "the ablation restored from the URL",
+        &format!(
+            "return document.querySelector('[data-testid=heatmap-cell][data-layer=\"{}\"][data-head=\"0\"]').dataset.ablated === 'true'",
+            layers - 1
+        ),
+        LOAD,
+    );
+    assert_ne!(topk_text(&b), before);
+}
+
+#[test]
+fn kv_groups_change_the_kv_cache_bytes() {
+    assert!(models_listed(), "static/models/index.json lists no model");
+    let (_server, b) = open(WebGpu::Enabled, "");
+    wait_for_grid(&b);
+    let bytes = |b: &Browser| -> u64 {
+        b.eval("return document.querySelector('[data-testid=kv-bytes]').textContent")
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = bytes(&b);
+    let options = b.eval(
+        "return [...document.querySelectorAll('[data-testid=kv-groups] option')].map(o => o.value)",
+    );
+    let options: Vec<String> = serde_json::from_value(options).unwrap();
+    if options.len() < 2 {
+        panic!("the first model has a single key/value head; pick a multi-head model first in index.json");
+    }
+    b.eval(
+        "const s = document.querySelector('[data-testid=kv-groups]');
+         s.value = '1'; s.dispatchEvent(new Event('change', {bubbles: true}));",
+    );
+    b.wait_for(
+        "fewer KV bytes",
+        &format!("return +document.querySelector('[data-testid=kv-bytes]').textContent < {before}"),
+        LOAD,
+    );
+    assert!(b.url().contains("kv_groups=1"));
+    b.screenshot("04-mqa");
+}
+
+#[test]
+fn without_webgpu_the_cpu_engine_gives_the_same_prediction() {
+    assert!(models_listed(), "static/models/index.json lists no model");
+    let (_server, with_gpu) = open(WebGpu::Enabled, "");
+    wait_for_grid(&with_gpu);
+    let expected = top1(&with_gpu);
+    drop(with_gpu);
+    let (_server2, b) = open(WebGpu::Disabled, "");
+    wait_for_grid(&b);
+    let badge = b.wait_for(
+        "the CPU fallback badge",
+        "const t = document.querySelector('[data-testid=engine-badge]').textContent;
+         return t.includes('CPU fallback') ? t : ''",
+        LOAD,
+    );
+    assert!(badge.as_str().unwrap().contains("CPU fallback"));
+    assert_eq!(top1(&b), expected);
+    b.screenshot("05-cpu-fallback");
+}
+
+#[test]
+fn a_bad_link_opens_with_a_message_and_defaults() {
+    let (_server, b) = open(
+        WebGpu::Enabled,
+        "?model=no-such-model&window=zero&kernel=cosine&engine=tpu",
+    );
+    let notices = b.wait_for(
+        "notices about the link",
+        "const n = [...document.querySelectorAll('.notice')].map(e => e.textContent).join(' | ');
+         return n.includes('window') && n.includes('kernel') && n.includes('engine') ? n : ''",
+        LOAD,
+    );
+    let notices = notices.as_str().unwrap();
+    assert!(notices.contains("ignored window"), "{notices}");
+    if models_listed() {
+        wait_for_grid(&b);
+        let notices = b.eval(
+            "return [...document.querySelectorAll('.notice')].map(e => e.textContent).join(' | ')",
+        );
+        assert!(notices.as_str().unwrap().contains("no-such-model"));
+    }
+    b.screenshot("06-bad-link");
+}

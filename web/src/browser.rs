@@ -1,0 +1,182 @@
+//! Small wrappers over browser APIs the app needs: fetching bytes, reading files, the URL, time,
+//! and asking for a WebGPU adapter. Every failure comes back as a message, never a panic.
+
+use js_sys::{Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+fn window() -> Result<web_sys::Window, String> {
+    web_sys::window().ok_or_else(|| "no browser window".to_string())
+}
+
+fn js_message(err: JsValue) -> String {
+    err.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| err.as_string())
+        .unwrap_or_else(|| format!("{err:?}"))
+}
+
+/// GETs `url` and returns its body.
+pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+    let response = JsFuture::from(window()?.fetch_with_str(url))
+        .await
+        .map_err(|e| format!("cannot fetch {url}: {}", js_message(e)))?;
+    let response: web_sys::Response = response.unchecked_into();
+    if !response.ok() {
+        return Err(format!("cannot fetch {url}: HTTP {}", response.status()));
+    }
+    let buffer = JsFuture::from(response.array_buffer().map_err(js_message)?)
+        .await
+        .map_err(js_message)?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// GETs `url` as text.
+pub async fn fetch_text(url: &str) -> Result<String, String> {
+    String::from_utf8(fetch_bytes(url).await?).map_err(|_| format!("{url} is not UTF-8 text"))
+}
+
+/// Reads a file the user picked.
+pub async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, String> {
+    let buffer = JsFuture::from(file.array_buffer())
+        .await
+        .map_err(|e| format!("cannot read {}: {}", file.name(), js_message(e)))?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// Milliseconds from a monotonic clock.
+pub fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map(|p| p.now())
+        .unwrap_or(0.0)
+}
+
+/// The page's query parameters.
+pub fn query_pairs() -> Vec<(String, String)> {
+    let Some(search) = web_sys::window().and_then(|w| w.location().search().ok()) else {
+        return Vec::new();
+    };
+    let Ok(params) = web_sys::UrlSearchParams::new_with_str(&search) else {
+        return Vec::new();
+    };
+    let mut pairs = Vec::new();
+    let entries = js_sys::try_iter(&params).ok().flatten();
+    for entry in entries.into_iter().flatten().flatten() {
+        let pair: js_sys::Array = entry.unchecked_into();
+        if let (Some(k), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
+            pairs.push((k, v));
+        }
+    }
+    pairs
+}
+
+/// Writes `pairs` as the page's query string, as a new history entry (`push`) or in place.
+pub fn set_query(pairs: &[(String, String)], push: bool) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let Ok(params) = web_sys::UrlSearchParams::new() else {
+        return;
+    };
+    for (k, v) in pairs {
+        params.append(k, v);
+    }
+    let query = String::from(params.to_string());
+    let url = if query.is_empty() {
+        window.location().pathname().unwrap_or_default()
+    } else {
+        format!("?{query}")
+    };
+    if window.location().search().unwrap_or_default() == url {
+        return;
+    }
+    if let Ok(history) = window.history() {
+        let _ = if push {
+            history.push_state_with_url(&JsValue::NULL, "", Some(&url))
+        } else {
+            history.replace_state_with_url(&JsValue::NULL, "", Some(&url))
+        };
+    }
+}
+
+/// What the browser offers for WebGPU.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WebGpuStatus {
+    /// No `navigator.gpu`, or `requestAdapter()` gave nothing.
+    Unavailable(String),
+    /// An adapter; `fallback` is true for a software adapter (SwiftShader) that is slower than
+    /// the CPU engine.
+    Adapter { name: String, fallback: bool },
+}
+
+/// Asks `navigator.gpu` for an adapter and describes it.
+pub async fn probe_webgpu() -> WebGpuStatus {
+    let Ok(window) = window() else {
+        return WebGpuStatus::Unavailable("no browser window".into());
+    };
+    let gpu = Reflect::get(&window.navigator(), &"gpu".into()).unwrap_or(JsValue::UNDEFINED);
+    if gpu.is_undefined() || gpu.is_null() {
+        return WebGpuStatus::Unavailable("this browser has no WebGPU".into());
+    }
+    let request = Reflect::get(&gpu, &"requestAdapter".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+    let Some(request) = request else {
+        return WebGpuStatus::Unavailable("navigator.gpu.requestAdapter is missing".into());
+    };
+    let promise = match request.call0(&gpu) {
+        Ok(p) => p,
+        Err(e) => return WebGpuStatus::Unavailable(js_message(e)),
+    };
+    let adapter = match JsFuture::from(js_sys::Promise::from(promise)).await {
+        Ok(a) if !a.is_null() && !a.is_undefined() => a,
+        Ok(_) => return WebGpuStatus::Unavailable("no WebGPU adapter was offered".into()),
+        Err(e) => return WebGpuStatus::Unavailable(js_message(e)),
+    };
+    let info = Reflect::get(&adapter, &"info".into()).unwrap_or(JsValue::UNDEFINED);
+    let field = |obj: &JsValue, key: &str| {
+        Reflect::get(obj, &key.into())
+            .ok()
+            .and_then(|v| v.as_string())
+            .filter(|s| !s.is_empty())
+    };
+    let name = ["description", "device", "architecture", "vendor"]
+        .iter()
+        .find_map(|k| field(&info, k))
+        .unwrap_or_else(|| "unnamed adapter".into());
+    let fallback = [&info, &adapter].iter().any(|obj| {
+        Reflect::get(obj, &"isFallbackAdapter".into())
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    });
+    WebGpuStatus::Adapter { name, fallback }
+}
+
+/// Offers `bytes` as a download named `name`.
+pub fn download(name: &str, bytes: &[u8], mime: &str) -> Result<(), String> {
+    let array = Uint8Array::from(bytes);
+    let parts = js_sys::Array::of1(&array);
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options)
+        .map_err(js_message)?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(js_message)?;
+    download_url(name, &url)?;
+    let _ = web_sys::Url::revoke_object_url(&url);
+    Ok(())
+}
+
+/// Offers a URL (e.g. a canvas's data URL) as a download named `name`.
+pub fn download_url(name: &str, url: &str) -> Result<(), String> {
+    let document = window()?.document().ok_or("no document")?;
+    let anchor: web_sys::HtmlAnchorElement = document
+        .create_element("a")
+        .map_err(js_message)?
+        .unchecked_into();
+    anchor.set_href(url);
+    anchor.set_download(name);
+    anchor.click();
+    Ok(())
+}

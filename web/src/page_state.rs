@@ -1,0 +1,140 @@
+//! Everything a link must reproduce: model, input, engine choice, variant and the enlarged map.
+//! Encoded as readable query parameters (`?model=induction&prompt=…&kv_groups=1&ablate=1.0`).
+
+use attn_model::url::{variant_from_query, variant_to_query};
+use attn_model::Variant;
+
+/// Which engine runs the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// WebGPU on a hardware adapter, the CPU otherwise.
+    #[default]
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+impl EngineChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineChoice::Auto => "auto",
+            EngineChoice::Gpu => "gpu",
+            EngineChoice::Cpu => "cpu",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(EngineChoice::Auto),
+            "gpu" => Some(EngineChoice::Gpu),
+            "cpu" => Some(EngineChoice::Cpu),
+            _ => None,
+        }
+    }
+}
+
+/// The state a URL carries.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PageState {
+    pub model: Option<String>,
+    pub prompt: Option<String>,
+    pub engine: EngineChoice,
+    pub variant: Variant,
+    /// The enlarged heatmap, `(layer, head)`.
+    pub focus: Option<(usize, usize)>,
+    /// Show maps as the difference to the baseline.
+    pub diff: bool,
+}
+
+impl PageState {
+    /// Query pairs in a stable order; defaults are left out so links stay short.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        let mut pairs = Vec::new();
+        if let Some(m) = &self.model {
+            pairs.push(("model".to_string(), m.clone()));
+        }
+        if let Some(p) = &self.prompt {
+            pairs.push(("prompt".to_string(), p.clone()));
+        }
+        if self.engine != EngineChoice::Auto {
+            pairs.push(("engine".to_string(), self.engine.as_str().to_string()));
+        }
+        pairs.extend(variant_to_query(&self.variant));
+        if let Some((l, h)) = self.focus {
+            pairs.push(("focus".to_string(), format!("{l}.{h}")));
+        }
+        if self.diff {
+            pairs.push(("diff".to_string(), "1".to_string()));
+        }
+        pairs
+    }
+
+    /// Reads the state from query pairs; returns it with one message per ignored value.
+    pub fn from_pairs(pairs: &[(String, String)]) -> (PageState, Vec<String>) {
+        let (variant, mut problems) =
+            variant_from_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut state = PageState {
+            variant,
+            ..PageState::default()
+        };
+        for (key, value) in pairs {
+            match key.as_str() {
+                "model" if !value.is_empty() => state.model = Some(value.clone()),
+                "prompt" => state.prompt = Some(value.clone()),
+                "engine" => match EngineChoice::parse(value) {
+                    Some(e) => state.engine = e,
+                    None => problems.push(format!(
+                        "ignored engine={value:?}: expected auto, gpu or cpu"
+                    )),
+                },
+                "focus" => {
+                    let parsed = value
+                        .split_once('.')
+                        .and_then(|(l, h)| Some((l.parse().ok()?, h.parse().ok()?)));
+                    match parsed {
+                        Some(f) => state.focus = Some(f),
+                        None => problems.push(format!(
+                            "ignored focus={value:?}: expected LAYER.HEAD"
+                        )),
+                    }
+                }
+                "diff" => state.diff = value == "1" || value == "true",
+                _ => {}
+            }
+        }
+        (state, problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_through_pairs() {
+        let state = PageState {
+            model: Some("induction".into()),
+            prompt: Some("a b & c = d".into()),
+            engine: EngineChoice::Cpu,
+            variant: Variant::from_json(r#"{"kv_groups": 1, "heads": {"ablate": [[1, 0]]}}"#)
+                .unwrap(),
+            focus: Some((1, 0)),
+            diff: true,
+        };
+        let (back, problems) = PageState::from_pairs(&state.to_pairs());
+        assert!(problems.is_empty());
+        assert_eq!(back, state);
+        assert!(PageState::default().to_pairs().is_empty());
+    }
+
+    #[test]
+    fn bad_values_are_reported_not_fatal() {
+        let pairs: Vec<(String, String)> = [("engine", "tpu"), ("focus", "x"), ("kv_groups", "2")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (state, problems) = PageState::from_pairs(&pairs);
+        assert_eq!(state.variant.kv_groups, Some(2));
+        assert_eq!(problems.len(), 2);
+    }
+}
