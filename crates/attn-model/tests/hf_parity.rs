@@ -203,6 +203,7 @@ fn prefixed_names_mask_buffers_and_a_stored_lm_head_load_the_same_model() {
     for dir in [&prefixed, &plain] {
         let m = load_model(dir).unwrap();
         assert_eq!(strip_meta(&m), strip_meta(&base), "{}", dir.display());
+        let _ = std::fs::remove_dir_all(dir);
     }
     // A stored (tied) lm_head is accepted and ignored.
     let with_head = rewritten_dir(
@@ -241,6 +242,7 @@ fn an_untied_hf_model_uses_its_lm_head() {
     config["tie_word_embeddings"] = serde_json::Value::Bool(false);
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let m = load_model(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(m.lm_head.is_some());
     // The zero head gives zero logits everywhere.
     let out = CpuEngine::new(m).unwrap().forward(&[1, 2, 3]).unwrap();
