@@ -1,6 +1,8 @@
 //! `attn`: inspect, run, compare and score models on the command line. Every command prints a
 //! short human-readable report, or JSON with `--json`.
 
+mod gpu;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -44,6 +46,9 @@ enum Command {
         /// How many of the most probable next tokens to list.
         #[arg(long, default_value_t = 10)]
         top: usize,
+        /// Which engine runs the forward pass.
+        #[arg(long, value_enum, default_value = "cpu")]
+        engine: gpu::EngineArg,
         #[arg(long)]
         json: bool,
     },
@@ -92,6 +97,57 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a built-in task model (induction, sort, reverse, recall, brackets, shakespeare)
+    /// and save it in the project's format, with tokenizer and training metadata.
+    Train {
+        /// The task: induction, sort, reverse, recall, brackets or shakespeare.
+        task: String,
+        /// Overrides of the task's default training config, as JSON
+        /// (e.g. '{"model": {"n_head": 1}}') or the path of a JSON file.
+        #[arg(long)]
+        config: Option<String>,
+        /// Number of optimiser steps (overrides the config).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Seed of the initial weights and the training data (overrides the config).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where to write the model (.safetensors).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the final metric as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score a trained model on its task's fixed held-out set: accuracy for the tasks,
+    /// validation loss (nats per character) for the language model.
+    Eval {
+        model: PathBuf,
+        #[command(flatten)]
+        variant: VariantArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time the forward pass on the CPU and/or GPU engine: median and spread after warm-up.
+    Bench {
+        model: PathBuf,
+        #[command(flatten)]
+        variant: VariantArg,
+        /// Which engines to time.
+        #[arg(long, value_enum, default_value = "both")]
+        engine: gpu::BenchEngines,
+        /// Sequence length (default: the model's context, at most 64).
+        #[arg(long)]
+        seq: Option<usize>,
+        /// Timed forward passes per engine.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Untimed forward passes first (the GPU engine builds its plan in the first).
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare a variant with the unmodified model on one input: KL, top-1 agreement, loss.
     Compare {
         model: PathBuf,
@@ -131,6 +187,12 @@ impl From<ModelError> for Failure {
     }
 }
 
+impl From<attn_train::TrainError> for Failure {
+    fn from(e: attn_train::TrainError) -> Self {
+        Failure(e.to_string())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
@@ -159,14 +221,13 @@ fn run(command: Command) -> Result<(), Failure> {
             variant,
             attention,
             top,
+            engine,
             json,
         } => {
             let model = load(&model)?;
             let tokenizer = model.build_tokenizer()?;
             let tokens = input_tokens(&input, tokenizer.as_ref())?;
-            let mut engine = CpuEngine::new(model)?;
-            engine.set_variant(&parse_variant(&variant)?)?;
-            let output = engine.forward(&tokens)?;
+            let output = gpu::forward(engine, model, &parse_variant(&variant)?, &tokens)?;
             let report = run_json(&output, &tokens, tokenizer.as_ref(), attention, top);
             if json {
                 print_json(&report);
@@ -255,6 +316,69 @@ fn run(command: Command) -> Result<(), Failure> {
                     None => println!("{generated:?}"),
                 }
             }
+        }
+        Command::Train {
+            task,
+            config,
+            steps,
+            seed,
+            out,
+            json,
+        } => {
+            let request = attn_train::command::TrainRequest {
+                task: &task,
+                config: config.as_deref(),
+                steps,
+                seed,
+                out: &out,
+            };
+            let outcome = attn_train::command::train_to_file(&request, &mut std::io::stderr())?;
+            if json {
+                print_json(&json!(outcome.report));
+            } else {
+                println!(
+                    "wrote {} ({} parameters) after {:.0} s: {} {:.4} on {} held-out positions",
+                    out.display(),
+                    outcome.model.parameter_count(),
+                    outcome.seconds,
+                    outcome.report.metric,
+                    outcome.report.value,
+                    outcome.report.n
+                );
+            }
+        }
+        Command::Eval {
+            model,
+            variant,
+            json,
+        } => {
+            let model = load(&model)?;
+            let report = attn_train::evaluate(&model, &parse_variant(&variant)?)?;
+            if json {
+                print_json(&json!(report));
+            } else {
+                print!(
+                    "{} {:.4} on {} held-out positions",
+                    report.metric, report.value, report.n
+                );
+                match report.bits_per_char() {
+                    Some(bpc) => println!(" ({bpc:.4} bits per character)"),
+                    None => println!(),
+                }
+            }
+        }
+        Command::Bench {
+            model,
+            variant,
+            engine,
+            seq,
+            runs,
+            warmup,
+            json,
+        } => {
+            let model = load(&model)?;
+            let variant = parse_variant(&variant)?;
+            gpu::bench(model, &variant, engine, seq, runs, warmup, json)?;
         }
         Command::Compare {
             model,

@@ -7,18 +7,23 @@ use attn_model::config::ModelConfig;
 use attn_model::{CpuEngine, Model, Variant};
 use serde_json::Value;
 
-/// A fresh directory for one test's files.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("attn-cli-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory for one test's files, removed when the test ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
-fn saved_model(name: &str) -> (PathBuf, Model) {
+/// A random model saved in a scratch directory; keep the guard alive while using the path.
+fn saved_model(name: &str) -> (PathBuf, Model, Scratch) {
+    let dir = std::env::temp_dir().join(format!("attn-cli-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     let model = Model::random(ModelConfig::tiny(40), 21, 0.4).unwrap();
-    let path = scratch(name).join("model.safetensors");
+    let path = dir.join("model.safetensors");
     std::fs::write(&path, model.to_safetensors_bytes().unwrap()).unwrap();
-    (path, model)
+    (path, model, Scratch(dir))
 }
 
 fn attn(args: &[&str]) -> Output {
@@ -49,7 +54,7 @@ fn failure(out: &Output) -> String {
 
 #[test]
 fn inspect_reports_config_and_parameters() {
-    let (path, model) = saved_model("inspect");
+    let (path, model, _scratch) = saved_model("inspect");
     let report = json_of(&attn(&["inspect", path.to_str().unwrap(), "--json"]));
     assert_eq!(report["config"]["n_layer"], 2);
     assert_eq!(report["parameters"], model.parameter_count());
@@ -59,7 +64,7 @@ fn inspect_reports_config_and_parameters() {
 
 #[test]
 fn run_prints_the_forward_of_the_library() {
-    let (path, model) = saved_model("run");
+    let (path, model, _scratch) = saved_model("run");
     let variant = r#"{"kv_groups": 2, "window": 3}"#;
     let report = json_of(&attn(&[
         "run",
@@ -110,7 +115,7 @@ fn run_prints_the_forward_of_the_library() {
 
 #[test]
 fn variant_can_come_from_a_file() {
-    let (path, _) = saved_model("variant-file");
+    let (path, _, _scratch) = saved_model("variant-file");
     let variant_path = path.with_file_name("variant.json");
     std::fs::write(&variant_path, r#"{"kv_rank": 4}"#).unwrap();
     let report = json_of(&attn(&[
@@ -127,7 +132,7 @@ fn variant_can_come_from_a_file() {
 
 #[test]
 fn compare_reports_the_cost_of_a_variant() {
-    let (path, _) = saved_model("compare");
+    let (path, _, _scratch) = saved_model("compare");
     let report = json_of(&attn(&[
         "compare",
         path.to_str().unwrap(),
@@ -157,7 +162,7 @@ fn compare_reports_the_cost_of_a_variant() {
 
 #[test]
 fn roles_score_every_head() {
-    let (path, _) = saved_model("roles");
+    let (path, _, _scratch) = saved_model("roles");
     let report = json_of(&attn(&["roles", path.to_str().unwrap(), "--json"]));
     let heads = report["heads"].as_array().unwrap();
     assert_eq!(heads.len(), 8);
@@ -178,7 +183,7 @@ fn roles_score_every_head() {
 
 #[test]
 fn bad_input_fails_with_a_message() {
-    let (path, _) = saved_model("errors");
+    let (path, _, _scratch) = saved_model("errors");
     let p = path.to_str().unwrap();
     let err = failure(&attn(&["run", "/nonexistent.safetensors", "--tokens", "1"]));
     assert!(
@@ -217,7 +222,7 @@ fn bad_input_fails_with_a_message() {
 
 #[test]
 fn importance_ranks_every_head_and_generate_continues() {
-    let (path, _) = saved_model("importance");
+    let (path, _, _scratch) = saved_model("importance");
     let p = path.to_str().unwrap();
     let report = json_of(&attn(&[
         "importance",

@@ -1,0 +1,229 @@
+//! The engine choice of `attn run --engine`, and `attn bench`: forward-pass timings of the CPU
+//! and GPU engines on one model.
+
+use std::time::{Duration, Instant};
+
+use attn_gpu::{Engine, GpuContext, GpuError, Readback};
+use attn_model::{Model, Output, Variant};
+use clap::ValueEnum;
+use serde_json::{json, Value};
+
+use crate::Failure;
+
+impl From<GpuError> for Failure {
+    fn from(e: GpuError) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// Which engine runs a forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// attn-model's reference forward pass on the CPU.
+    Cpu,
+    /// The WebGPU engine (Vulkan/Metal/DX12 natively).
+    Gpu,
+}
+
+/// Which engines `attn bench` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchEngines {
+    Cpu,
+    Gpu,
+    Both,
+}
+
+fn gpu_context() -> Result<GpuContext, Failure> {
+    GpuContext::new_blocking()
+        .map_err(|e| Failure(format!("{e} (use --engine cpu to run without a GPU)")))
+}
+
+fn engine(kind: EngineArg, model: Model) -> Result<Engine, Failure> {
+    Ok(match kind {
+        EngineArg::Cpu => Engine::cpu(model)?,
+        EngineArg::Gpu => Engine::gpu(&gpu_context()?, model)?,
+    })
+}
+
+/// One forward pass of `model` under `variant` on the chosen engine.
+pub fn forward(
+    kind: EngineArg,
+    model: Model,
+    variant: &Variant,
+    tokens: &[u32],
+) -> Result<Output, Failure> {
+    let mut engine = engine(kind, model)?;
+    engine.set_variant(variant)?;
+    Ok(engine.forward_blocking(tokens, &Readback::everything())?)
+}
+
+/// Median, spread and counts of one engine's forward times.
+struct Timing {
+    engine: &'static str,
+    adapter: Option<String>,
+    times: Vec<Duration>,
+    dispatches: Option<u32>,
+    submits: Option<u32>,
+}
+
+impl Timing {
+    fn ms(&self, q: f64) -> f64 {
+        let mut sorted: Vec<f64> = self.times.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        sorted.sort_by(f64::total_cmp);
+        // Nearest-rank quantile.
+        let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+        sorted[i]
+    }
+
+    fn json(&self, flops: u64) -> Value {
+        let median = self.ms(0.5);
+        json!({
+            "engine": self.engine,
+            "adapter": self.adapter,
+            "runs": self.times.len(),
+            "median_ms": median,
+            "min_ms": self.ms(0.0),
+            "p10_ms": self.ms(0.1),
+            "p90_ms": self.ms(0.9),
+            "max_ms": self.ms(1.0),
+            "gflops_per_s": flops as f64 / (median * 1e-3) / 1e9,
+            "dispatches_per_forward": self.dispatches,
+            "submits_per_forward": self.submits,
+        })
+    }
+}
+
+fn time_engine(
+    engine: &mut Engine,
+    tokens: &[u32],
+    warmup: usize,
+    runs: usize,
+) -> Result<Vec<Duration>, Failure> {
+    for _ in 0..warmup {
+        engine.forward_blocking(tokens, &Readback::everything())?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        engine.forward_blocking(tokens, &Readback::everything())?;
+        times.push(start.elapsed());
+    }
+    Ok(times)
+}
+
+/// `attn bench`: times `runs` forward passes over `seq` tokens after `warmup` untimed ones.
+#[allow(clippy::too_many_arguments)]
+pub fn bench(
+    model: Model,
+    variant: &Variant,
+    engines: BenchEngines,
+    seq: Option<usize>,
+    runs: usize,
+    warmup: usize,
+    json_out: bool,
+) -> Result<(), Failure> {
+    if runs == 0 {
+        return Err(Failure("--runs must be at least 1".into()));
+    }
+    let c = model.config.clone();
+    let t = seq.unwrap_or(c.n_ctx.min(64));
+    if t == 0 || t > c.n_ctx {
+        return Err(Failure(format!(
+            "--seq must be between 1 and the model's context ({})",
+            c.n_ctx
+        )));
+    }
+    let tokens: Vec<u32> = (0..t)
+        .map(|i| ((i * 7 + 3) % c.vocab_size) as u32)
+        .collect();
+    let prepared = attn_model::prepare(&model, variant)?;
+    let flops = attn_gpu::forward_flops(&prepared, t);
+
+    let mut timings = Vec::new();
+    if matches!(engines, BenchEngines::Cpu | BenchEngines::Both) {
+        let mut engine = Engine::cpu(model.clone())?;
+        engine.set_variant(variant)?;
+        timings.push(Timing {
+            engine: "cpu",
+            adapter: None,
+            times: time_engine(&mut engine, &tokens, warmup, runs)?,
+            dispatches: None,
+            submits: None,
+        });
+    }
+    if matches!(engines, BenchEngines::Gpu | BenchEngines::Both) {
+        let ctx = gpu_context()?;
+        let mut engine = Engine::gpu(&ctx, model)?;
+        engine.set_variant(variant)?;
+        let times = time_engine(&mut engine, &tokens, warmup.max(1), runs)?;
+        let stats = match &engine {
+            Engine::Gpu(g) => g.stats().last_forward,
+            Engine::Cpu(_) => unreachable!("this is the GPU engine"),
+        };
+        timings.push(Timing {
+            engine: "gpu",
+            adapter: Some(format!(
+                "{} ({}, {})",
+                ctx.adapter().name,
+                ctx.adapter().backend,
+                ctx.adapter().device_type
+            )),
+            times,
+            dispatches: Some(stats.dispatches),
+            submits: Some(stats.submits),
+        });
+    }
+
+    let model_json = json!({
+        "n_layer": c.n_layer, "n_head": c.n_head, "n_kv_head": c.kv_heads(), "d_model": c.d_model,
+        "d_mlp": if c.mlp { Some(c.mlp_width()) } else { None }, "n_out": c.n_out(),
+        "parameters": prepared.model.parameter_count(),
+    });
+    if json_out {
+        let report = json!({
+            "model": model_json,
+            "variant": variant,
+            "seq_len": t,
+            "warmup": warmup,
+            "flops_per_forward": flops,
+            "engines": timings.iter().map(|tm| tm.json(flops)).collect::<Vec<_>>(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("JSON values always serialise")
+        );
+        return Ok(());
+    }
+    println!(
+        "model: {} layers × {} heads (kv {}), d_model {}, {} outputs; T = {t}; {:.3} MFLOP per forward",
+        c.n_layer,
+        c.n_head,
+        c.kv_heads(),
+        c.d_model,
+        c.n_out(),
+        flops as f64 / 1e6
+    );
+    println!(
+        "{runs} timed runs after {warmup} warm-up; every output read back (logits, attention, norms)"
+    );
+    for tm in &timings {
+        let label = match &tm.adapter {
+            Some(a) => format!("gpu [{a}]"),
+            None => "cpu".into(),
+        };
+        println!(
+            "{label}: median {:.3} ms (min {:.3}, p10 {:.3}, p90 {:.3}, max {:.3}), {:.2} GFLOP/s{}",
+            tm.ms(0.5),
+            tm.ms(0.0),
+            tm.ms(0.1),
+            tm.ms(0.9),
+            tm.ms(1.0),
+            flops as f64 / (tm.ms(0.5) * 1e-3) / 1e9,
+            match (tm.dispatches, tm.submits) {
+                (Some(d), Some(s)) => format!(", {d} dispatches and {s} submit per forward"),
+                _ => String::new(),
+            }
+        );
+    }
+    Ok(())
+}

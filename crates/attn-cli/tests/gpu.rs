@@ -1,0 +1,156 @@
+//! `attn run --engine gpu` against PyTorch and the CPU engine, and `attn bench`. These need a
+//! GPU adapter (lavapipe on CI) and fail loudly without one.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn attn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_attn"))
+        .args(args)
+        .output()
+        .expect("the attn binary runs")
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "attn failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    match v {
+        Value::Array(items) => items.iter().flat_map(floats).collect(),
+        other => vec![other.as_f64().expect("a number") as f32],
+    }
+}
+
+fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    for (i, (a, b)) in actual.iter().zip(expected).enumerate() {
+        let err = (a - b).abs() / b.abs().max(1.0);
+        assert!(
+            err <= 1e-4,
+            "{what}[{i}]: {a} vs {b} (relative error {err:e})"
+        );
+    }
+}
+
+#[test]
+fn run_engine_gpu_matches_pytorch_and_the_cpu_for_every_variant() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gpt2-tiny");
+    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensor = |name: &str| -> Vec<f32> {
+        file.tensor(name)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    let cases: Vec<Value> = serde_json::from_str(&meta["cases"]).unwrap();
+    let prompt = meta["prompt"].clone();
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let variant = case["variant"].to_string();
+        let run = |engine: &str| {
+            json_of(&attn(&[
+                "run",
+                dir.to_str().unwrap(),
+                "--prompt",
+                &prompt,
+                "--variant",
+                &variant,
+                "--attention",
+                "--engine",
+                engine,
+                "--json",
+            ]))
+        };
+        let (gpu, cpu) = (run("gpu"), run("cpu"));
+        let logits = floats(&gpu["logits"]);
+        let attention = floats(&gpu["attention"]);
+        assert_close(
+            &format!("{name} logits vs PyTorch"),
+            &logits,
+            &tensor(&format!("{name}.logits")),
+        );
+        assert_close(
+            &format!("{name} attention vs PyTorch"),
+            &attention,
+            &tensor(&format!("{name}.attention")),
+        );
+        assert_close(
+            &format!("{name} logits vs cpu"),
+            &logits,
+            &floats(&cpu["logits"]),
+        );
+        assert_close(
+            &format!("{name} attention vs cpu"),
+            &attention,
+            &floats(&cpu["attention"]),
+        );
+        assert_eq!(
+            gpu["kv_bytes_per_token"], case["kv_bytes_per_token"],
+            "{name}"
+        );
+        assert_eq!(gpu["top_labels"], cpu["top_labels"], "{name}");
+    }
+}
+
+#[test]
+fn bench_reports_both_engines_with_the_adapter() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gpt2-tiny");
+    let report = json_of(&attn(&[
+        "bench",
+        dir.to_str().unwrap(),
+        "--seq",
+        "9",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--variant",
+        r#"{"window": 4}"#,
+        "--json",
+    ]));
+    assert_eq!(report["seq_len"], 9);
+    assert!(report["flops_per_forward"].as_u64().unwrap() > 0);
+    let engines = report["engines"].as_array().unwrap();
+    assert_eq!(engines.len(), 2);
+    assert_eq!(engines[0]["engine"], "cpu");
+    assert_eq!(engines[1]["engine"], "gpu");
+    assert!(engines[1]["adapter"].as_str().unwrap().len() > 3);
+    assert_eq!(engines[1]["submits_per_forward"], 1);
+    // 2 layers × 12 launches + embed + final LN + output projection.
+    assert_eq!(engines[1]["dispatches_per_forward"], 27);
+    for e in engines {
+        let (min, median, max) = (
+            e["min_ms"].as_f64().unwrap(),
+            e["median_ms"].as_f64().unwrap(),
+            e["max_ms"].as_f64().unwrap(),
+        );
+        assert!(0.0 < min && min <= median && median <= max, "{e}");
+    }
+    // Plain text works too, and bad arguments are errors, not panics.
+    let out = attn(&[
+        "bench",
+        dir.to_str().unwrap(),
+        "--runs",
+        "1",
+        "--engine",
+        "cpu",
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("median"));
+    let out = attn(&["bench", dir.to_str().unwrap(), "--seq", "999"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--seq"));
+}

@@ -1,0 +1,492 @@
+//! [`GpuEngine`]: the forward pass of attn-model's transformer, every variant included, as one
+//! command buffer of WGSL kernels.
+//!
+//! Life cycle, and what is created when (DESIGN.md §4):
+//! - **device** ([`GpuContext`]): pipelines, compiled once;
+//! - **model** ([`GpuEngine::new`]): the weights, uploaded once;
+//! - **variant** ([`GpuEngine::set_variant`]): attn-model's `prepare` runs on the CPU (pooling,
+//!   SVD, random features) and only the changed tensors are uploaded;
+//! - **sequence length or variant change** (first forward after it): the plan
+//!   (`forward_plan.rs`) — activation buffers (recycled through a pool), one uniform buffer
+//!   with every launch's parameters, one bind group per launch;
+//! - **every forward**: the tokens are written, one command encoder records the launches and the
+//!   read-back copies, one `submit`, one `map_async`. Nothing is allocated on the GPU.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use attn_model::forward::check_tokens;
+use attn_model::{prepare, Model, Output, PreparedModel, Variant};
+
+use crate::context::GpuContext;
+use crate::error::{GpuError, Result};
+use crate::forward_plan::{self, Plan};
+use crate::plan::{Arg, BufferPool};
+use crate::readback::read_f32;
+use crate::weights::{upload, ModelBuffers, VariantBuffers};
+
+/// Settings of a [`GpuEngine`].
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Fill every activation and output buffer with NaN before each forward, so an element a
+    /// kernel should have written but did not shows up as NaN. For tests; it costs a full upload.
+    pub poison: bool,
+    /// How long a native forward may wait for the GPU before failing with
+    /// [`GpuError::Timeout`] (the browser has no blocking wait).
+    pub timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            poison: false,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Which positions' logits to read back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum LogitRows {
+    /// `[T, n_out]`, every position (what the metrics need).
+    #[default]
+    All,
+    /// Only the last position (the next-token distribution). The other rows are NaN, and the
+    /// engine computes only this row of the output projection.
+    Last,
+    /// None: every logit is NaN.
+    None,
+}
+
+/// Which attention maps to read back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AttentionMaps {
+    /// Every `(layer, head)` map.
+    #[default]
+    All,
+    /// None: the attention is NaN.
+    None,
+    /// These `(layer, head)` maps; the others are NaN.
+    Only(Vec<(usize, usize)>),
+}
+
+/// What a forward reads back from the GPU. Everything not read is NaN in the [`Output`] (same
+/// shapes as always), so a view that uses what it did not ask for sees it at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readback {
+    pub logits: LogitRows,
+    pub attention: AttentionMaps,
+    pub head_out_norms: bool,
+}
+
+impl Default for Readback {
+    fn default() -> Self {
+        Readback::everything()
+    }
+}
+
+impl Readback {
+    /// Every output, as the CPU engine returns it.
+    pub fn everything() -> Self {
+        Readback {
+            logits: LogitRows::All,
+            attention: AttentionMaps::All,
+            head_out_norms: true,
+        }
+    }
+
+    /// Replaces what this readback does not ask for by NaN (what the GPU engine leaves unread),
+    /// so engines that compute everything anyway return the same thing.
+    pub fn mask(&self, output: &mut Output) {
+        let (t, n) = (output.seq_len, output.n_out);
+        match self.logits {
+            LogitRows::All => {}
+            LogitRows::Last => output.logits[..(t - 1) * n].fill(f32::NAN),
+            LogitRows::None => output.logits.fill(f32::NAN),
+        }
+        match &self.attention {
+            AttentionMaps::All => {}
+            AttentionMaps::None => output.attention.fill(f32::NAN),
+            AttentionMaps::Only(maps) => {
+                for (i, map) in output.attention.chunks_exact_mut(t * t).enumerate() {
+                    let (layer, head) = (i / output.n_head, i % output.n_head);
+                    if !maps.contains(&(layer, head)) {
+                        map.fill(f32::NAN);
+                    }
+                }
+            }
+        }
+        if !self.head_out_norms {
+            output.head_out_norms.fill(f32::NAN);
+        }
+    }
+}
+
+/// What the last forward did on the GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    /// Compute dispatches recorded.
+    pub dispatches: u32,
+    /// Buffer clears (the maps and norms of dropped attention layers).
+    pub clears: u32,
+    /// Copies into the read-back buffer.
+    pub copies: u32,
+    /// Queue submissions (the target is 1).
+    pub submits: u32,
+    /// Bytes read back.
+    pub readback_bytes: u64,
+    /// Floating-point operations of the matrix products executed (2 per multiply-add).
+    pub flops: u64,
+}
+
+/// Counters over the engine's life, to check that the hot path allocates nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub last_forward: ForwardStats,
+    /// Forward passes run.
+    pub forwards: u64,
+    /// Plans built (sequence-length or variant changes).
+    pub plans_built: u64,
+    /// Activation, parameter and read-back buffers created (the rest came from the pool).
+    pub buffers_created: u64,
+    /// Bytes of weights uploaded for the model (shared between engines that share it).
+    pub model_bytes: u64,
+    /// Bytes uploaded for the current variant.
+    pub variant_bytes: u64,
+}
+
+/// The WebGPU engine. Same input, variants and [`Output`] as attn-model's `CpuEngine`.
+pub struct GpuEngine {
+    ctx: GpuContext,
+    base: Arc<Model>,
+    weights: Arc<ModelBuffers>,
+    prepared: PreparedModel,
+    variant: VariantBuffers,
+    plan: Option<Plan>,
+    pool: BufferPool,
+    /// Bound where a kernel's buffer is unused (a layer with no bias, softmax's weights).
+    dummy: Arg,
+    options: EngineOptions,
+    stats: EngineStats,
+}
+
+impl GpuEngine {
+    /// Uploads `model` and prepares the unmodified variant.
+    pub fn new(ctx: &GpuContext, model: Model) -> Result<Self> {
+        Self::with_options(ctx, model, EngineOptions::default())
+    }
+
+    /// [`GpuEngine::new`] with explicit options.
+    pub fn with_options(ctx: &GpuContext, model: Model, options: EngineOptions) -> Result<Self> {
+        ctx.check_health()?;
+        let prepared = prepare(&model, &Variant::default())?;
+        let weights = Arc::new(ModelBuffers::upload(ctx, &model)?);
+        Self::assemble(ctx, Arc::new(model), weights, prepared, options)
+    }
+
+    /// A second engine on the same device and the same uploaded weights, with its own variant
+    /// (the unmodified model at first): e.g. the baseline beside the variant being explored.
+    pub fn share(&self) -> Result<Self> {
+        let prepared = prepare(&self.base, &Variant::default())?;
+        Self::assemble(
+            &self.ctx,
+            self.base.clone(),
+            self.weights.clone(),
+            prepared,
+            self.options.clone(),
+        )
+    }
+
+    fn assemble(
+        ctx: &GpuContext,
+        base: Arc<Model>,
+        weights: Arc<ModelBuffers>,
+        prepared: PreparedModel,
+        options: EngineOptions,
+    ) -> Result<Self> {
+        let variant = VariantBuffers::upload(ctx, &prepared)?;
+        let dummy = upload(ctx, "unused binding", &[0.0f32; 4])?;
+        let stats = EngineStats {
+            model_bytes: weights.bytes,
+            variant_bytes: variant.bytes,
+            ..Default::default()
+        };
+        ctx.check_health()?;
+        Ok(GpuEngine {
+            ctx: ctx.clone(),
+            base,
+            weights,
+            prepared,
+            variant,
+            plan: None,
+            pool: BufferPool::default(),
+            dummy,
+            options,
+            stats,
+        })
+    }
+
+    /// Switches to `variant`: its weight-side changes are computed now (on the CPU, by
+    /// attn-model's `prepare`) and uploaded. On error the previous variant stays in place.
+    pub fn set_variant(&mut self, variant: &Variant) -> Result<()> {
+        let prepared = prepare(&self.base, variant)?;
+        let buffers = VariantBuffers::upload(&self.ctx, &prepared)?;
+        self.ctx.check_health()?;
+        self.prepared = prepared;
+        self.variant = buffers;
+        self.stats.variant_bytes = self.variant.bytes;
+        self.drop_plan();
+        Ok(())
+    }
+
+    /// The unmodified model.
+    pub fn model(&self) -> &Model {
+        &self.base
+    }
+
+    /// The variant in use.
+    pub fn variant(&self) -> &Variant {
+        &self.prepared.variant
+    }
+
+    /// The model with the current variant's weight-side changes.
+    pub fn prepared(&self) -> &PreparedModel {
+        &self.prepared
+    }
+
+    /// The device this engine runs on.
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Counters: dispatches and submits of the last forward, plans and buffers created.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            buffers_created: self.pool.created,
+            ..self.stats
+        }
+    }
+
+    /// Runs one forward pass and reads back everything (the CPU engine's [`Output`]).
+    pub async fn forward(&mut self, tokens: &[u32]) -> Result<Output> {
+        self.forward_with(tokens, &Readback::everything()).await
+    }
+
+    /// [`GpuEngine::forward`], blocking the current thread (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward_blocking(&mut self, tokens: &[u32]) -> Result<Output> {
+        pollster::block_on(self.forward(tokens))
+    }
+
+    /// [`GpuEngine::forward_with`], blocking the current thread (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward_with_blocking(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
+        pollster::block_on(self.forward_with(tokens, readback))
+    }
+
+    /// Runs one forward pass and reads back what `readback` asks for; the rest is NaN.
+    pub async fn forward_with(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
+        let c = self.prepared.model.config.clone();
+        check_tokens(&c, tokens)?;
+        let t_len = tokens.len();
+        if let AttentionMaps::Only(maps) = &readback.attention {
+            if let Some(&(l, h)) = maps.iter().find(|&&(l, h)| l >= c.n_layer || h >= c.n_head) {
+                return Err(attn_model::ModelError::Input(format!(
+                    "attention map ({l}, {h}) asked for, but the model has {} layers of {} heads",
+                    c.n_layer, c.n_head
+                ))
+                .into());
+            }
+        }
+        self.ctx.check_health()?;
+        if self.plan.as_ref().map(|p| p.t_len) != Some(t_len) {
+            self.drop_plan();
+            let plan = forward_plan::build(
+                &self.ctx,
+                &mut self.pool,
+                &self.weights,
+                &self.variant,
+                &self.prepared,
+                &self.dummy,
+                t_len,
+            )?;
+            self.pool.trim();
+            self.stats.plans_built += 1;
+            self.plan = Some(plan);
+        }
+        let plan = self.plan.as_ref().expect("the plan was just built");
+        let ctx = &self.ctx;
+
+        ctx.queue
+            .write_buffer(&plan.tokens.buffer, 0, bytemuck::cast_slice(tokens));
+        if self.options.poison {
+            for arg in &plan.poison {
+                let nan = vec![f32::NAN; (arg.size / 4) as usize];
+                ctx.queue
+                    .write_buffer(&arg.buffer, arg.offset, bytemuck::cast_slice(&nan));
+            }
+        }
+
+        let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let memory = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("forward"),
+            });
+        for (arg, offset, size) in &plan.clears {
+            encoder.clear_buffer(&arg.buffer, *offset, Some(*size));
+        }
+        let last_only = readback.logits == LogitRows::Last;
+        let skip = if last_only {
+            plan.logits_all
+        } else {
+            plan.logits_last
+        };
+        let dispatches = {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("forward"),
+                timestamp_writes: None,
+            });
+            plan.program.encode(&mut pass, |i| i != skip)
+        };
+
+        // Read-back copies, packed one after another into the staging buffer; `scatter` says
+        // where each lands in the Output.
+        let (t, n_out, heads) = (t_len, c.n_out(), c.n_head);
+        let mut staged = 0u64;
+        let mut scatter: Vec<(Target, usize, usize)> = Vec::new(); // (into, at, len) in f32s
+        let mut copy = |encoder: &mut wgpu::CommandEncoder,
+                        src: &Arg,
+                        offset: usize,
+                        len: usize,
+                        into: Target,
+                        at: usize| {
+            encoder.copy_buffer_to_buffer(
+                &src.buffer,
+                src.offset + 4 * offset as u64,
+                &plan.staging,
+                staged,
+                4 * len as u64,
+            );
+            staged += 4 * len as u64;
+            scatter.push((into, at, len));
+        };
+        match readback.logits {
+            LogitRows::All => copy(&mut encoder, &plan.logits, 0, t * n_out, Target::Logits, 0),
+            LogitRows::Last => {
+                let at = (t - 1) * n_out;
+                copy(&mut encoder, &plan.logits, at, n_out, Target::Logits, at)
+            }
+            LogitRows::None => {}
+        }
+        let map_len = t * t;
+        match &readback.attention {
+            AttentionMaps::All => {
+                for (layer, buffer) in plan.attention.iter().enumerate() {
+                    let len = heads * map_len;
+                    copy(&mut encoder, buffer, 0, len, Target::Attention, layer * len);
+                }
+            }
+            AttentionMaps::None => {}
+            AttentionMaps::Only(maps) => {
+                for &(layer, head) in maps {
+                    let at = (layer * heads + head) * map_len;
+                    copy(
+                        &mut encoder,
+                        &plan.attention[layer],
+                        head * map_len,
+                        map_len,
+                        Target::Attention,
+                        at,
+                    );
+                }
+            }
+        }
+        if readback.head_out_norms {
+            let len = c.n_layer * heads * t;
+            copy(&mut encoder, &plan.norms, 0, len, Target::Norms, 0);
+        }
+        let copies = scatter.len() as u32;
+        ctx.queue.submit([encoder.finish()]);
+        let memory_error = memory.pop();
+        let validation_error = validation.pop();
+
+        let values = read_f32(ctx, &plan.staging, staged, self.options.timeout).await;
+        if let Some(error) = memory_error.await {
+            return Err(GpuError::OutOfMemory(error.to_string()));
+        }
+        if let Some(error) = validation_error.await {
+            return Err(GpuError::Validation(error.to_string()));
+        }
+        let values = match values {
+            Ok(values) => values,
+            Err(e) => {
+                // The staging buffer may still be waiting for its map: never reuse it.
+                self.plan = None;
+                return Err(e);
+            }
+        };
+        ctx.check_health()?;
+
+        let mut output = Output {
+            seq_len: t,
+            n_layer: c.n_layer,
+            n_head: heads,
+            n_out,
+            logits: vec![f32::NAN; t * n_out],
+            attention: vec![f32::NAN; c.n_layer * heads * map_len],
+            head_out_norms: vec![f32::NAN; c.n_layer * heads * t],
+            kv_bytes_per_token: self.prepared.kv_bytes_per_token,
+        };
+        let mut read = 0;
+        for (into, at, len) in scatter {
+            let dst = match into {
+                Target::Logits => &mut output.logits,
+                Target::Attention => &mut output.attention,
+                Target::Norms => &mut output.head_out_norms,
+            };
+            dst[at..at + len].copy_from_slice(&values[read..read + len]);
+            read += len;
+        }
+
+        self.stats.forwards += 1;
+        self.stats.last_forward = ForwardStats {
+            dispatches,
+            clears: plan.clears.len() as u32,
+            copies,
+            submits: 1,
+            readback_bytes: staged,
+            flops: if last_only {
+                plan.flops_last
+            } else {
+                plan.flops_all
+            },
+        };
+        Ok(output)
+    }
+
+    fn drop_plan(&mut self) {
+        if let Some(plan) = self.plan.take() {
+            self.pool.release(plan.buffers);
+        }
+    }
+}
+
+/// Where a read-back range goes.
+#[derive(Clone, Copy)]
+enum Target {
+    Logits,
+    Attention,
+    Norms,
+}
+
+impl std::fmt::Debug for GpuEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuEngine")
+            .field("adapter", self.ctx.adapter())
+            .field("variant", &self.prepared.variant)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}

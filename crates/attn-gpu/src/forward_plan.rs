@@ -1,0 +1,554 @@
+//! What one forward pass is on the GPU: the activation buffers and the list of launches, built
+//! once per (sequence length, variant) and replayed by every forward until either changes.
+//!
+//! Reading [`build`] top to bottom gives the forward pass: embeddings; per block LayerNorm, Q/K/V,
+//! scores, kernel weights (linear / random features), probabilities, P·V, ablation and norms,
+//! output projection into the residual, then the MLP; final LayerNorm and the output projection.
+
+use attn_model::{AblationMode, Kernel as AttnKernel, KernelName, PreparedModel};
+
+use crate::context::GpuContext;
+use crate::error::{GpuError, Result};
+use crate::ops::attention::{self, Masking, MAX_SEQ_LEN};
+use crate::ops::features::{self, RandomFeatures};
+use crate::ops::head_output::{self, HeadBuffers};
+use crate::ops::matmul::{Layout, Matmul};
+use crate::ops::{embed, layer_norm, Kernels};
+use crate::plan::{Arg, BufferPool, PlanBuilder, Program};
+use crate::weights::{BlockBuffers, LinearBuffers, ModelBuffers, OutputHead, VariantBuffers};
+
+/// Activation buffers are read and written by kernels, cleared, poisoned and read back.
+const ACTIVATION: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// Everything a forward at one sequence length under one variant needs.
+pub(crate) struct Plan {
+    pub(crate) t_len: usize,
+    pub(crate) program: Program,
+    /// Pooled buffers, given back when the plan is replaced.
+    pub(crate) buffers: Vec<wgpu::Buffer>,
+    pub(crate) tokens: Arg,
+    /// Per layer, the `[heads, T, T]` attention maps.
+    pub(crate) attention: Vec<Arg>,
+    /// `[layers, heads, T]`.
+    pub(crate) norms: Arg,
+    /// `[T, n_out]`.
+    pub(crate) logits: Arg,
+    /// Read-back buffer, large enough for every output.
+    pub(crate) staging: wgpu::Buffer,
+    /// Ranges zeroed before the launches: (buffer, offset, bytes).
+    pub(crate) clears: Vec<(Arg, u64, u64)>,
+    /// Launch indices of the two alternative output projections (all rows / last row).
+    pub(crate) logits_all: usize,
+    pub(crate) logits_last: usize,
+    /// Matmul FLOPs with every logit row / with only the last row.
+    pub(crate) flops_all: u64,
+    pub(crate) flops_last: u64,
+    /// Buffers to fill with NaN in poison mode (every activation but the tokens).
+    pub(crate) poison: Vec<Arg>,
+}
+
+/// Sizes every launch needs.
+#[derive(Clone, Copy)]
+struct Dims {
+    t: usize,
+    d: usize,
+    heads: usize,
+    d_head: usize,
+    /// Query heads per key/value head.
+    group: usize,
+    /// Row widths of the query and key/value activations.
+    q_width: usize,
+    kv_width: usize,
+    /// Random features per head (0 unless the kernel uses them).
+    m: usize,
+}
+
+/// The activations of one forward.
+struct Activations {
+    tokens: Arg,
+    /// The residual stream `[T, d]`.
+    x: Arg,
+    /// LayerNorm output `[T, d]`.
+    xn: Arg,
+    q: Arg,
+    k: Arg,
+    v: Arg,
+    /// Head outputs before the output projection `[T, heads·d_head]`.
+    z: Arg,
+    hidden: Option<Arg>,
+    attention: Vec<Arg>,
+    /// Unnormalised weights of linear / random-feature attention `[heads, T, T]`.
+    kernel_weights: Option<Arg>,
+    /// φ(q̃), φ(k) of linear attention.
+    linear_features: Option<(Arg, Arg)>,
+    /// Query and key random features `[heads, T, m]`.
+    random_features: Option<(Arg, Arg)>,
+    norms: Arg,
+    /// Column means of mean-ablated heads `[heads, d_head]`.
+    head_means: Arg,
+    logits: Arg,
+}
+
+/// Takes activation buffers from the pool and remembers them.
+struct Allocator<'a> {
+    ctx: &'a GpuContext,
+    pool: &'a mut BufferPool,
+    buffers: Vec<wgpu::Buffer>,
+}
+
+impl Allocator<'_> {
+    fn take(&mut self, what: &str, floats: usize) -> Result<Arg> {
+        let bytes = 4 * floats.max(1) as u64;
+        let buffer = self.pool.acquire(self.ctx, what, bytes, ACTIVATION)?;
+        let arg = Arg::new(&buffer, bytes);
+        self.buffers.push(buffer);
+        Ok(arg)
+    }
+}
+
+impl Activations {
+    fn allocate(alloc: &mut Allocator, prepared: &PreparedModel, n: Dims) -> Result<Self> {
+        let c = &prepared.model.config;
+        let t = n.t;
+        let kernel = prepared.variant.kernel();
+        Ok(Activations {
+            tokens: alloc.take("tokens", t)?,
+            x: alloc.take("residual", t * n.d)?,
+            xn: alloc.take("normed", t * n.d)?,
+            q: alloc.take("queries", t * n.q_width)?,
+            k: alloc.take("keys", t * n.kv_width)?,
+            v: alloc.take("values", t * n.kv_width)?,
+            z: alloc.take("head outputs", t * n.q_width)?,
+            hidden: match c.mlp {
+                true => Some(alloc.take("mlp hidden", t * c.mlp_width())?),
+                false => None,
+            },
+            attention: (0..c.n_layer)
+                .map(|l| alloc.take(&format!("attention layer {l}"), n.heads * t * t))
+                .collect::<Result<_>>()?,
+            kernel_weights: match kernel.is_softmax() {
+                true => None,
+                false => Some(alloc.take("kernel weights", n.heads * t * t)?),
+            },
+            linear_features: match kernel {
+                AttnKernel::Named(KernelName::Linear) => Some((
+                    alloc.take("query features", t * n.q_width)?,
+                    alloc.take("key features", t * n.kv_width)?,
+                )),
+                _ => None,
+            },
+            random_features: match kernel {
+                AttnKernel::RandomFeatures { .. } => Some((
+                    alloc.take("query random features", n.heads * t * n.m)?,
+                    alloc.take("key random features", n.heads * t * n.m)?,
+                )),
+                _ => None,
+            },
+            norms: alloc.take("head output norms", c.n_layer * n.heads * t)?,
+            head_means: alloc.take("head means", n.heads * n.d_head)?,
+            logits: alloc.take("logits", t * c.n_out())?,
+        })
+    }
+
+    /// Every buffer except the tokens (u32 ids, always written).
+    fn poisonable(&self) -> Vec<Arg> {
+        let mut all = vec![&self.x, &self.xn, &self.q, &self.k, &self.v, &self.z];
+        all.extend(&self.hidden);
+        all.extend(&self.attention);
+        all.extend(&self.kernel_weights);
+        for (a, b) in self.linear_features.iter().chain(&self.random_features) {
+            all.extend([a, b]);
+        }
+        all.extend([&self.norms, &self.head_means, &self.logits]);
+        all.into_iter().cloned().collect()
+    }
+}
+
+/// Records launches and adds up their FLOPs.
+struct Recorder<'k> {
+    plan: PlanBuilder<'k>,
+    kernels: &'k Kernels,
+    /// Bound where a kernel's buffer is unused.
+    dummy: &'k Arg,
+    flops: u64,
+}
+
+impl<'k> Recorder<'k> {
+    fn matmul(
+        &mut self,
+        mm: &Matmul,
+        a: &Arg,
+        b: &Arg,
+        bias: Option<&Arg>,
+        c: &Arg,
+    ) -> Result<usize> {
+        self.flops += mm.flops();
+        mm.push(
+            &mut self.plan,
+            &self.kernels.matmul,
+            a,
+            b,
+            bias.unwrap_or(self.dummy),
+            c,
+        )
+    }
+
+    /// `out = xn · W + b` for `t` rows.
+    fn linear(
+        &mut self,
+        n: Dims,
+        xn: &Arg,
+        w: &LinearBuffers,
+        width: usize,
+        out: &Arg,
+    ) -> Result<()> {
+        let mut mm = Matmul::new(n.t, width, n.d);
+        mm.bias_offset = Some(0);
+        self.matmul(&mm, xn, &w.weight, Some(&w.bias), out)?;
+        Ok(())
+    }
+}
+
+/// Builds the plan of a forward over `t_len` tokens of `prepared`.
+pub(crate) fn build(
+    ctx: &GpuContext,
+    pool: &mut BufferPool,
+    weights: &ModelBuffers,
+    variant: &VariantBuffers,
+    prepared: &PreparedModel,
+    dummy: &Arg,
+    t_len: usize,
+) -> Result<Plan> {
+    if t_len > MAX_SEQ_LEN {
+        return Err(GpuError::Unsupported(format!(
+            "sequences longer than {MAX_SEQ_LEN} tokens (got {t_len})"
+        )));
+    }
+    let c = &prepared.model.config;
+    let (heads, d_head) = (c.n_head, c.d_head());
+    let n = Dims {
+        t: t_len,
+        d: c.d_model,
+        heads,
+        d_head,
+        group: heads / c.kv_heads(),
+        q_width: heads * d_head,
+        kv_width: c.kv_heads() * d_head,
+        m: prepared.n_random_features(),
+    };
+    let mut alloc = Allocator {
+        ctx,
+        pool,
+        buffers: Vec::new(),
+    };
+    let act = Activations::allocate(&mut alloc, prepared, n)?;
+    let mut buffers = alloc.buffers;
+
+    let kernels = &*ctx.kernels;
+    let mut rec = Recorder {
+        plan: PlanBuilder::new(ctx),
+        kernels,
+        dummy,
+        flops: 0,
+    };
+    let mut clears = Vec::new();
+
+    embed::push(
+        &mut rec.plan,
+        &kernels.embed,
+        n.t,
+        n.d,
+        &act.tokens,
+        &weights.token_embedding,
+        &weights.position_embedding,
+        &act.x,
+    )?;
+    for (layer, block) in weights.blocks.iter().enumerate() {
+        if prepared.attention_dropped[layer] {
+            // Nothing runs; the maps and norms are reported as zeros.
+            let map = &act.attention[layer];
+            clears.push((map.clone(), 0, map.size));
+            let norms_at = (4 * layer * n.heads * n.t) as u64;
+            clears.push((act.norms.clone(), norms_at, (4 * n.heads * n.t) as u64));
+        } else {
+            let kv = match &variant.kv {
+                Some(kv) => (&kv[layer].0, &kv[layer].1),
+                None => (&block.k, &block.v),
+            };
+            attention_block(&mut rec, n, prepared, variant, &act, layer, block, kv)?;
+        }
+        if let (Some(mlp), Some(hidden)) = (&block.mlp, &act.hidden) {
+            let norm = &mlp.norm;
+            layer_norm::push(
+                &mut rec.plan,
+                &kernels.layer_norm,
+                n.t,
+                n.d,
+                c.layer_norm_eps,
+                &act.x,
+                &norm.weight,
+                &norm.bias,
+                &act.xn,
+            )?;
+            // hidden = gelu(xn·W_fc + b), x += hidden·W_proj + b
+            let width = c.mlp_width();
+            let mut fc = Matmul::new(n.t, width, n.d);
+            fc.bias_offset = Some(0);
+            fc.gelu = true;
+            rec.matmul(&fc, &act.xn, &mlp.fc.weight, Some(&mlp.fc.bias), hidden)?;
+            let mut proj = Matmul::new(n.t, n.d, width);
+            proj.bias_offset = Some(0);
+            proj.accumulate = true;
+            rec.matmul(
+                &proj,
+                hidden,
+                &mlp.proj.weight,
+                Some(&mlp.proj.bias),
+                &act.x,
+            )?;
+        }
+    }
+
+    layer_norm::push(
+        &mut rec.plan,
+        &kernels.layer_norm,
+        n.t,
+        n.d,
+        c.layer_norm_eps,
+        &act.x,
+        &weights.final_norm.weight,
+        &weights.final_norm.bias,
+        &act.xn,
+    )?;
+    // The output projection, twice: over every row, and over the last row only (for views that
+    // show just the next-token distribution). A forward runs one of the two.
+    let n_out = c.n_out();
+    let (head_weight, head_bias, head_layout) = match &weights.head {
+        OutputHead::Classifier(cls) => (&cls.weight, Some(&cls.bias), Layout::rows(n_out)),
+        OutputHead::Untied(w) => (w, None, Layout::transposed(n.d)),
+        OutputHead::Tied => (&weights.token_embedding, None, Layout::transposed(n.d)),
+    };
+    let mut all = Matmul::new(n.t, n_out, n.d);
+    all.b = head_layout;
+    all.bias_offset = head_bias.map(|_| 0);
+    let mut last = all;
+    last.m = 1;
+    last.a = last.a.at((n.t - 1) * n.d);
+    last.c = last.c.at((n.t - 1) * n_out);
+    let flops = rec.flops;
+    let logits_all = rec.matmul(&all, &act.xn, head_weight, head_bias, &act.logits)?;
+    let logits_last = rec.matmul(&last, &act.xn, head_weight, head_bias, &act.logits)?;
+
+    let (program, params) = rec.plan.finish(pool)?;
+    buffers.push(params);
+    let staging_bytes = 4 * (n.t * n_out + c.n_layer * n.heads * (n.t * n.t + n.t)) as u64;
+    let staging = pool.acquire(
+        ctx,
+        "read-back",
+        staging_bytes,
+        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+    )?;
+    buffers.push(staging.clone());
+    ctx.check_health()?;
+    Ok(Plan {
+        t_len,
+        program,
+        buffers,
+        poison: act.poisonable(),
+        tokens: act.tokens,
+        attention: act.attention,
+        norms: act.norms,
+        logits: act.logits,
+        staging,
+        clears,
+        logits_all,
+        logits_last,
+        flops_all: flops + all.flops(),
+        flops_last: flops + last.flops(),
+    })
+}
+
+/// The attention sub-layer of one block: `x += W_o · heads(LN₁(x))`.
+#[allow(clippy::too_many_arguments)]
+fn attention_block(
+    rec: &mut Recorder,
+    n: Dims,
+    prepared: &PreparedModel,
+    variant: &VariantBuffers,
+    act: &Activations,
+    layer: usize,
+    block: &BlockBuffers,
+    (k_weights, v_weights): (&LinearBuffers, &LinearBuffers),
+) -> Result<()> {
+    let c = &prepared.model.config;
+    let kernels = rec.kernels;
+    let norm = &block.attn_norm;
+    layer_norm::push(
+        &mut rec.plan,
+        &kernels.layer_norm,
+        n.t,
+        n.d,
+        c.layer_norm_eps,
+        &act.x,
+        &norm.weight,
+        &norm.bias,
+        &act.xn,
+    )?;
+    rec.linear(n, &act.xn, &block.q, n.q_width, &act.q)?;
+    rec.linear(n, &act.xn, k_weights, n.kv_width, &act.k)?;
+    rec.linear(n, &act.xn, v_weights, n.kv_width, &act.v)?;
+
+    // Scores s = β·q·kᵀ/√d of every head, straight into the layer's maps. Query head h reads
+    // key head h / group.
+    let map = &act.attention[layer];
+    let scale = prepared.variant.beta() / (n.d_head as f32).sqrt();
+    let mut scores = Matmul::new(n.t, n.t, n.d_head);
+    scores.batch = n.heads;
+    scores.a = Layout::rows(n.q_width).batched(n.d_head, 1);
+    scores.b = Layout::transposed(n.kv_width).batched(n.d_head, n.group);
+    scores.c = Layout::rows(n.t).batched(n.t * n.t, 1);
+    scores.alpha = scale;
+    rec.matmul(&scores, &act.q, &act.k, None, map)?;
+
+    if let Some(weights_out) = &act.kernel_weights {
+        kernel_weights(rec, n, variant, act, layer, scores, scale, weights_out)?;
+    }
+    let masking = Masking {
+        causal: c.causal,
+        window: prepared.variant.window,
+        top_k: prepared.variant.top_k,
+    };
+    attention::push(
+        &mut rec.plan,
+        &kernels.attention_probs,
+        n.t,
+        n.heads,
+        masking,
+        act.kernel_weights.is_some(),
+        map,
+        act.kernel_weights.as_ref().unwrap_or(rec.dummy),
+    )?;
+
+    // z = P·V per head, into the head's columns of z.
+    let mut pv = Matmul::new(n.t, n.d_head, n.t);
+    pv.batch = n.heads;
+    pv.a = Layout::rows(n.t).batched(n.t * n.t, 1);
+    pv.b = Layout::rows(n.kv_width).batched(n.d_head, n.group);
+    pv.c = Layout::rows(n.q_width).batched(n.d_head, 1);
+    rec.matmul(&pv, map, &act.v, None, &act.z)?;
+
+    let mean_ablated = (0..n.heads).any(|h| {
+        prepared.is_ablated(layer, h)
+            && prepared.variant.heads.as_ref().map(|a| a.mode) == Some(AblationMode::Mean)
+    });
+    let buffers = HeadBuffers {
+        z: &act.z,
+        norms: &act.norms,
+        ablation: &variant.ablation,
+        means: &act.head_means,
+    };
+    head_output::push(
+        &mut rec.plan,
+        kernels,
+        n.t,
+        n.heads,
+        n.d_head,
+        layer,
+        mean_ablated,
+        &buffers,
+    )?;
+
+    // x += z·W_o + b_o
+    let mut o = Matmul::new(n.t, n.d, n.q_width);
+    o.bias_offset = Some(0);
+    o.accumulate = true;
+    rec.matmul(&o, &act.z, &block.o.weight, Some(&block.o.bias), &act.x)?;
+    Ok(())
+}
+
+/// The unnormalised weights `w_ij` of linear or random-feature attention, `[heads, T, T]`.
+/// `scores` is the launch that computed the scores (same batching over heads and groups).
+#[allow(clippy::too_many_arguments)]
+fn kernel_weights(
+    rec: &mut Recorder,
+    n: Dims,
+    variant: &VariantBuffers,
+    act: &Activations,
+    layer: usize,
+    scores: Matmul,
+    scale: f32,
+    out: &Arg,
+) -> Result<()> {
+    let kernels = rec.kernels;
+    if let Some((phi_q, phi_k)) = &act.linear_features {
+        // w = φ(q·β/√d) · φ(k)ᵀ with φ = elu + 1.
+        features::push_elu(
+            &mut rec.plan,
+            &kernels.elu_feature,
+            n.t * n.q_width,
+            scale,
+            &act.q,
+            phi_q,
+        )?;
+        features::push_elu(
+            &mut rec.plan,
+            &kernels.elu_feature,
+            n.t * n.kv_width,
+            1.0,
+            &act.k,
+            phi_k,
+        )?;
+        let mut w = scores;
+        w.alpha = 1.0;
+        rec.matmul(&w, phi_q, phi_k, None, out)?;
+    }
+    if let Some((proj_q, proj_k)) = &act.random_features {
+        // FAVOR+: proj = c·x·ωᵀ per head (ω of (layer, head) is [m, d_head]), then the
+        // features in place, then w = φ(q')·φ(k')ᵀ.
+        let omega = variant
+            .omega
+            .as_ref()
+            .expect("random features are uploaded");
+        let c = scale.sqrt();
+        let omega_at = layer * n.heads * n.m * n.d_head;
+        for (src, src_width, src_group, proj) in [
+            (&act.q, n.q_width, 1, proj_q),
+            (&act.k, n.kv_width, n.group, proj_k),
+        ] {
+            let mut mm = Matmul::new(n.t, n.m, n.d_head);
+            mm.batch = n.heads;
+            mm.a = Layout::rows(src_width).batched(n.d_head, src_group);
+            mm.b = Layout::transposed(n.d_head)
+                .at(omega_at)
+                .batched(n.m * n.d_head, 1);
+            mm.c = Layout::rows(n.m).batched(n.t * n.m, 1);
+            mm.alpha = c;
+            rec.matmul(&mm, src, omega, None, proj)?;
+        }
+        let query = RandomFeatures {
+            t_len: n.t,
+            heads: n.heads,
+            features: n.m,
+            d_head: n.d_head,
+            src_stride: n.q_width,
+            group_size: 1,
+            c,
+        };
+        query.push_query(&mut rec.plan, &kernels.random_feature_query, &act.q, proj_q)?;
+        let key = RandomFeatures {
+            src_stride: n.kv_width,
+            group_size: n.group,
+            ..query
+        };
+        key.push_key(&mut rec.plan, &kernels.random_feature_key, &act.k, proj_k)?;
+        let mut w = Matmul::new(n.t, n.t, n.m);
+        w.batch = n.heads;
+        w.a = Layout::rows(n.m).batched(n.t * n.m, 1);
+        w.b = Layout::transposed(n.m).batched(n.t * n.m, 1);
+        w.c = Layout::rows(n.t).batched(n.t * n.t, 1);
+        rec.matmul(&w, proj_q, proj_k, None, out)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,26 @@
+// Token + position embeddings: x[t, i] = wte[tokens[t], i] + wpe[t, i].
+// The tokens were checked against the vocabulary on the host.
+
+struct Params {
+    t: u32,
+    d: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> tokens: array<u32>;
+@group(0) @binding(2) var<storage, read> wte: array<f32>;
+@group(0) @binding(3) var<storage, read> wpe: array<f32>;
+@group(0) @binding(4) var<storage, read_write> x: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let index = gid.x;
+    if (index >= p.t * p.d) {
+        return;
+    }
+    let t = index / p.d;
+    let i = index % p.d;
+    x[index] = wte[tokens[t] * p.d + i] + wpe[index];
+}

@@ -1,0 +1,161 @@
+//! Head ablation (zero / mean) and per-head output norms (`head_output.wgsl`).
+
+use crate::error::Result;
+use crate::ops::{groups, Access, Kernel, Kernels};
+use crate::plan::{Arg, PlanBuilder};
+
+pub(crate) const SHADER: &str = include_str!("head_output.wgsl");
+
+/// Codes of the ablation table the kernel reads (`[layer · heads + head]`).
+pub(crate) const KEEP: u32 = 0;
+pub(crate) const ZERO: u32 = 1;
+pub(crate) const MEAN: u32 = 2;
+
+const THREADS: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    t: u32,
+    heads: u32,
+    d_head: u32,
+    layer: u32,
+}
+
+const STORAGE: &[Access] = &[
+    Access::ReadWrite,
+    Access::ReadWrite,
+    Access::Read,
+    Access::ReadWrite,
+];
+
+pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
+    Kernel::new::<Params>(device, module, "head_output", "main", STORAGE)
+}
+
+pub(crate) fn means_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
+    Kernel::new::<Params>(device, module, "head_means", "column_means", STORAGE)
+}
+
+/// The buffers of one layer's head post-processing: `z` is `[t, heads · d_head]`, `norms` is
+/// `[layers, heads, t]`, `ablation` is `[layers, heads]`, `means` is `[heads, d_head]` scratch.
+pub(crate) struct HeadBuffers<'a> {
+    pub(crate) z: &'a Arg,
+    pub(crate) norms: &'a Arg,
+    pub(crate) ablation: &'a Arg,
+    pub(crate) means: &'a Arg,
+}
+
+/// Records ablation and norms for every head of `layer`; `mean_ablated` says whether any head
+/// of the layer is replaced by its mean (which adds the column-means launch).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn push<'k>(
+    plan: &mut PlanBuilder<'k>,
+    kernels: &'k Kernels,
+    t_len: usize,
+    heads: usize,
+    d_head: usize,
+    layer: usize,
+    mean_ablated: bool,
+    b: &HeadBuffers,
+) -> Result<()> {
+    let params = Params {
+        t: t_len as u32,
+        heads: heads as u32,
+        d_head: d_head as u32,
+        layer: layer as u32,
+    };
+    let args = [b.z, b.norms, b.ablation, b.means];
+    if mean_ablated {
+        let n = (heads * d_head) as u32;
+        plan.push(
+            &kernels.head_means,
+            &params,
+            &args,
+            [groups(n, THREADS), 1, 1],
+        )?;
+    }
+    let n = (heads * t_len) as u32;
+    plan.push(
+        &kernels.head_output,
+        &params,
+        &args,
+        [groups(n, THREADS), 1, 1],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, Rng};
+
+    /// The CPU twin, written from attn-model's forward: zero or mean the head's rows, then the
+    /// norm of every row.
+    fn reference(
+        z: &mut [f32],
+        norms: &mut [f32],
+        modes: &[u32],
+        t: usize,
+        heads: usize,
+        d: usize,
+        layer: usize,
+    ) {
+        let width = heads * d;
+        for h in 0..heads {
+            let col = |t: usize, c: usize| t * width + h * d + c;
+            match modes[layer * heads + h] {
+                ZERO => (0..t).for_each(|r| (0..d).for_each(|c| z[col(r, c)] = 0.0)),
+                MEAN => {
+                    let mut mean = vec![0.0f32; d];
+                    for r in 0..t {
+                        (0..d).for_each(|c| mean[c] += z[col(r, c)]);
+                    }
+                    mean.iter_mut().for_each(|m| *m /= t as f32);
+                    (0..t).for_each(|r| (0..d).for_each(|c| z[col(r, c)] = mean[c]));
+                }
+                _ => {}
+            }
+            for r in 0..t {
+                let sq: f32 = (0..d).map(|c| z[col(r, c)] * z[col(r, c)]).sum();
+                norms[(layer * heads + h) * t + r] = sq.sqrt();
+            }
+        }
+    }
+
+    #[test]
+    fn ablation_and_norms() {
+        let ctx = testing::context();
+        for (t, heads, d, seed) in [(1, 1, 1, 1), (7, 4, 3, 2), (65, 3, 1, 3), (20, 2, 70, 4)] {
+            let layers = 2;
+            let mut rng = Rng::new(seed);
+            let z0 = rng.normals(t * heads * d, 1.0);
+            let modes: Vec<u32> = (0..layers * heads).map(|i| (i % 3) as u32).collect();
+            let layer = 1;
+            // Only this layer's norms are written; the rest stay NaN on both sides.
+            let norms0 = vec![f32::NAN; layers * heads * t];
+            let (mut z_want, mut n_want) = (z0.clone(), norms0.clone());
+            reference(&mut z_want, &mut n_want, &modes, t, heads, d, layer);
+            let (z, norms, ablation, means) = (
+                testing::upload(&ctx, &z0),
+                testing::upload(&ctx, &norms0),
+                testing::upload_u32(&ctx, &modes),
+                testing::upload(&ctx, &vec![f32::NAN; heads * d]),
+            );
+            let buffers = HeadBuffers {
+                z: &z,
+                norms: &norms,
+                ablation: &ablation,
+                means: &means,
+            };
+            let z_got = testing::run(&ctx, &z, |plan| {
+                push(plan, &ctx.kernels, t, heads, d, layer, true, &buffers).unwrap();
+            });
+            testing::assert_close("ablated z", &z_got, &z_want, 1e-6);
+            let n_got = testing::read(&ctx, &norms);
+            let range = layer * heads * t..(layer + 1) * heads * t;
+            testing::assert_close("norms", &n_got[range.clone()], &n_want[range], 1e-6);
+            assert!(n_got[..layer * heads * t].iter().all(|v| v.is_nan()));
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The tiled, batched, strided matrix product (`matmul.wgsl`) and its fused epilogue: bias, GELU
+//! and the residual add. Every matrix product of the forward pass runs through it: the dense
+//! layers, Q·Kᵀ per head, P·V, the feature maps of linear and random-feature attention, and the
+//! unembedding.
+
+use crate::error::Result;
+use crate::ops::{groups, Access, Kernel};
+use crate::plan::{Arg, PlanBuilder};
+
+pub(crate) const SHADER: &str = include_str!("matmul.wgsl");
+
+/// Rows and columns of C that one workgroup computes.
+const TILE: u32 = 32;
+
+const FLAG_BIAS: u32 = 1;
+const FLAG_GELU: u32 = 2;
+const FLAG_ACCUMULATE: u32 = 4;
+
+/// The WGSL `Params` block.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    a_offset: u32,
+    a_row_stride: u32,
+    a_col_stride: u32,
+    a_batch_stride: u32,
+    b_offset: u32,
+    b_row_stride: u32,
+    b_col_stride: u32,
+    b_batch_stride: u32,
+    c_offset: u32,
+    c_row_stride: u32,
+    c_batch_stride: u32,
+    bias_offset: u32,
+    a_batch_div: u32,
+    b_batch_div: u32,
+    flags: u32,
+    alpha: f32,
+}
+
+pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
+    Kernel::new::<Params>(
+        device,
+        module,
+        "matmul",
+        "main",
+        &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    )
+}
+
+/// Where the elements of one operand live in its buffer, in `f32` units: element `(r, c)` of
+/// batch `b` is at `offset + (b / batch_div) · batch_stride + r · row_stride + c · col_stride`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    pub(crate) offset: u32,
+    pub(crate) row_stride: u32,
+    pub(crate) col_stride: u32,
+    pub(crate) batch_stride: u32,
+    pub(crate) batch_div: u32,
+}
+
+impl Layout {
+    /// A dense row-major matrix `cols` wide.
+    pub(crate) fn rows(cols: usize) -> Self {
+        Layout {
+            offset: 0,
+            row_stride: cols as u32,
+            col_stride: 1,
+            batch_stride: 0,
+            batch_div: 1,
+        }
+    }
+
+    /// The transpose of a dense row-major matrix `cols` wide.
+    pub(crate) fn transposed(cols: usize) -> Self {
+        Layout {
+            row_stride: 1,
+            col_stride: cols as u32,
+            ..Layout::rows(cols)
+        }
+    }
+
+    /// Starts `offset` elements into the buffer.
+    pub(crate) fn at(self, offset: usize) -> Self {
+        Layout {
+            offset: offset as u32,
+            ..self
+        }
+    }
+
+    /// Batch `b` starts `(b / div) · stride` elements after batch 0 (`div > 1` lets several
+    /// query heads share one key/value head).
+    pub(crate) fn batched(self, stride: usize, div: usize) -> Self {
+        Layout {
+            batch_stride: stride as u32,
+            batch_div: div as u32,
+            ..self
+        }
+    }
+}
+
+/// One product `C[b] (+)= epilogue(alpha · A[b] · B[b] + bias)` for `b < batch`, with `A[b]`
+/// `m × k` and `B[b]` `k × n`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Matmul {
+    pub(crate) m: usize,
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) batch: usize,
+    pub(crate) a: Layout,
+    pub(crate) b: Layout,
+    /// The output's column stride is always 1.
+    pub(crate) c: Layout,
+    pub(crate) alpha: f32,
+    /// Add `bias[bias_offset + col]`.
+    pub(crate) bias_offset: Option<usize>,
+    pub(crate) gelu: bool,
+    /// Add the result to what C holds (the residual connection).
+    pub(crate) accumulate: bool,
+}
+
+impl Matmul {
+    /// A dense `m × k` by `k × n` product with no epilogue.
+    pub(crate) fn new(m: usize, n: usize, k: usize) -> Self {
+        Matmul {
+            m,
+            n,
+            k,
+            batch: 1,
+            a: Layout::rows(k),
+            b: Layout::rows(n),
+            c: Layout::rows(n),
+            alpha: 1.0,
+            bias_offset: None,
+            gelu: false,
+            accumulate: false,
+        }
+    }
+
+    /// Multiply-adds in the product: the FLOP count quoted in the benchmarks.
+    pub(crate) fn flops(&self) -> u64 {
+        2 * (self.m * self.n * self.k * self.batch) as u64
+    }
+
+    fn params(&self) -> Params {
+        assert_eq!(
+            self.c.col_stride, 1,
+            "the output is written with column stride 1"
+        );
+        let flags = if self.bias_offset.is_some() {
+            FLAG_BIAS
+        } else {
+            0
+        } | if self.gelu { FLAG_GELU } else { 0 }
+            | if self.accumulate { FLAG_ACCUMULATE } else { 0 };
+        Params {
+            m: self.m as u32,
+            n: self.n as u32,
+            k: self.k as u32,
+            batch: self.batch as u32,
+            a_offset: self.a.offset,
+            a_row_stride: self.a.row_stride,
+            a_col_stride: self.a.col_stride,
+            a_batch_stride: self.a.batch_stride,
+            b_offset: self.b.offset,
+            b_row_stride: self.b.row_stride,
+            b_col_stride: self.b.col_stride,
+            b_batch_stride: self.b.batch_stride,
+            c_offset: self.c.offset,
+            c_row_stride: self.c.row_stride,
+            c_batch_stride: self.c.batch_stride,
+            bias_offset: self.bias_offset.unwrap_or(0) as u32,
+            a_batch_div: self.a.batch_div.max(1),
+            b_batch_div: self.b.batch_div.max(1),
+            flags,
+            alpha: self.alpha,
+        }
+    }
+
+    /// Records the launch. `bias` is ignored (but must be bound) when there is no bias.
+    pub(crate) fn push<'k>(
+        &self,
+        plan: &mut PlanBuilder<'k>,
+        kernel: &'k Kernel,
+        a: &Arg,
+        b: &Arg,
+        bias: &Arg,
+        c: &Arg,
+    ) -> Result<usize> {
+        let workgroups = [
+            groups(self.n as u32, TILE),
+            groups(self.m as u32, TILE),
+            self.batch as u32,
+        ];
+        plan.push(kernel, &self.params(), &[a, b, bias, c], workgroups)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, Rng};
+    use attn_model::linalg::{gelu, matmul, MatRef};
+
+    /// Operand `l` of batch `batch` as a strided view for attn-model's `matmul`.
+    fn view(data: &[f32], l: Layout, batch: usize, rows: usize, cols: usize) -> MatRef<'_> {
+        let start = l.offset as usize + batch / l.batch_div as usize * l.batch_stride as usize;
+        MatRef {
+            data: &data[start..],
+            rows,
+            cols,
+            row_stride: l.row_stride as usize,
+            col_stride: l.col_stride as usize,
+        }
+    }
+
+    /// The CPU twin: attn-model's strided `matmul` per batch, then the epilogue in the
+    /// reference's order.
+    fn reference(mm: &Matmul, a: &[f32], b: &[f32], bias: &[f32], c: &mut [f32]) {
+        for batch in 0..mm.batch {
+            let product = matmul(
+                view(a, mm.a, batch, mm.m, mm.k),
+                view(b, mm.b, batch, mm.k, mm.n),
+            );
+            for r in 0..mm.m {
+                for col in 0..mm.n {
+                    let mut v = product[r * mm.n + col] * mm.alpha;
+                    if let Some(off) = mm.bias_offset {
+                        v += bias[off + col];
+                    }
+                    if mm.gelu {
+                        v = gelu(v);
+                    }
+                    let i = mm.c.offset as usize
+                        + batch * mm.c.batch_stride as usize
+                        + r * mm.c.row_stride as usize
+                        + col;
+                    if mm.accumulate {
+                        v += c[i];
+                    }
+                    c[i] = v;
+                }
+            }
+        }
+    }
+
+    fn check(name: &str, mm: Matmul, a_len: usize, b_len: usize, c_len: usize, seed: u64) {
+        let ctx = testing::context();
+        let mut rng = Rng::new(seed);
+        let a = rng.normals(a_len, 1.0);
+        let b = rng.normals(b_len, 1.0);
+        let bias = rng.normals(mm.n + mm.bias_offset.unwrap_or(0), 0.5);
+        // Accumulating products start from data; the others from NaN, so every element the
+        // kernel should write but does not shows up.
+        let c0 = if mm.accumulate {
+            rng.normals(c_len, 1.0)
+        } else {
+            vec![f32::NAN; c_len]
+        };
+        let mut want = c0.clone();
+        reference(&mm, &a, &b, &bias, &mut want);
+
+        let (a_buf, b_buf, bias_buf, c_buf) = (
+            testing::upload(&ctx, &a),
+            testing::upload(&ctx, &b),
+            testing::upload(&ctx, &bias),
+            testing::upload(&ctx, &c0),
+        );
+        let got = testing::run(&ctx, &c_buf, |plan| {
+            mm.push(plan, &ctx.kernels.matmul, &a_buf, &b_buf, &bias_buf, &c_buf)
+                .unwrap();
+        });
+        // Elements outside the written region keep their NaN on both sides; compare the rest.
+        let written: Vec<usize> = (0..c_len).filter(|&i| !want[i].is_nan()).collect();
+        assert!(!written.is_empty());
+        let pick = |v: &[f32]| written.iter().map(|&i| v[i]).collect::<Vec<f32>>();
+        testing::assert_close(name, &pick(&got), &pick(&want), 1e-5);
+        // No element outside the region was touched.
+        for i in (0..c_len).filter(|i| want[*i].is_nan()) {
+            assert!(got[i].is_nan(), "{name}: element {i} outside C was written");
+        }
+    }
+
+    #[test]
+    fn dense_products_on_awkward_shapes() {
+        for (i, &(m, n, k)) in [
+            (1, 1, 1),
+            (1, 7, 3),
+            (15, 301, 32),
+            (33, 17, 5),
+            (32, 32, 16),
+            (64, 65, 100),
+            (2, 1, 70),
+        ]
+        .iter()
+        .enumerate()
+        {
+            check(
+                &format!("dense {m}x{n}x{k}"),
+                Matmul::new(m, n, k),
+                m * k,
+                k * n,
+                m * n,
+                i as u64,
+            );
+        }
+    }
+
+    #[test]
+    fn epilogues_bias_gelu_and_residual() {
+        let (m, n, k) = (17, 45, 23);
+        let mut mm = Matmul::new(m, n, k);
+        mm.bias_offset = Some(0);
+        check("bias", mm, m * k, k * n, m * n, 10);
+        mm.gelu = true;
+        check("bias + gelu", mm, m * k, k * n, m * n, 11);
+        mm.gelu = false;
+        mm.accumulate = true;
+        check("bias + residual", mm, m * k, k * n, m * n, 12);
+        let mut mm = Matmul::new(3, 5, 2);
+        mm.bias_offset = Some(4);
+        mm.alpha = 0.37;
+        check("alpha + offset bias", mm, 6, 10, 15, 13);
+    }
+
+    #[test]
+    fn transposed_b_is_the_unembedding() {
+        // logits = x · Eᵀ with E [vocab, d]: vocab not a multiple of 4 or of the tile.
+        let (t, vocab, d) = (5, 301, 8);
+        let mut mm = Matmul::new(t, vocab, d);
+        mm.b = Layout::transposed(d);
+        check("x · Eᵀ", mm, t * d, vocab * d, t * vocab, 20);
+    }
+
+    #[test]
+    fn batched_heads_with_shared_key_value_heads() {
+        // Scores of 4 query heads against 2 key heads (d_head 3) inside [T, heads·d_head]
+        // activations, written into a [4, T, T] block that starts at an offset.
+        let (t, heads, kv_heads, d_head) = (7, 4, 2, 3);
+        let mut mm = Matmul::new(t, t, d_head);
+        mm.batch = heads;
+        mm.a = Layout::rows(heads * d_head).batched(d_head, 1);
+        mm.b = Layout::transposed(kv_heads * d_head).batched(d_head, heads / kv_heads);
+        mm.c = Layout::rows(t).at(5).batched(t * t, 1);
+        mm.alpha = 0.5;
+        check(
+            "grouped scores",
+            mm,
+            t * heads * d_head,
+            t * kv_heads * d_head,
+            5 + heads * t * t + 3,
+            30,
+        );
+        // P·V: [heads, T, T] against V [T, kv·d] into Z [T, heads·d]; d_head = 1.
+        let d_head = 1;
+        let mut mm = Matmul::new(t, d_head, t);
+        mm.batch = heads;
+        mm.a = Layout::rows(t).batched(t * t, 1);
+        mm.b = Layout::rows(kv_heads * d_head).batched(d_head, heads / kv_heads);
+        mm.c = Layout {
+            row_stride: (heads * d_head) as u32,
+            ..Layout::rows(heads * d_head).batched(d_head, 1)
+        };
+        check(
+            "P·V, d_head 1",
+            mm,
+            heads * t * t,
+            t * kv_heads * d_head,
+            t * heads * d_head,
+            31,
+        );
+    }
+}

@@ -1,0 +1,116 @@
+// Batched, strided matrix product with a fused epilogue:
+//   C[b] (+)= epilogue(alpha · A[b / a_batch_div] · B[b / b_batch_div] + bias)
+// Every operand is addressed through (offset, row stride, column stride, batch stride), so the
+// same kernel multiplies dense layers, one head's columns of Q against K (transposed by swapping
+// strides), query heads against a shared key/value head (batch_div = heads per group), and the
+// token embedding as the transposed unembedding. The output's column stride is always 1.
+//
+// Tiling: a 16×16 workgroup computes a 32×32 block of C, each invocation a 2×2 sub-block spaced
+// 16 apart; A and B tiles of depth 16 are staged in workgroup memory (2 × 2 KiB).
+
+struct Params {
+    m: u32, n: u32, k: u32, batch: u32,
+    a_offset: u32, a_row_stride: u32, a_col_stride: u32, a_batch_stride: u32,
+    b_offset: u32, b_row_stride: u32, b_col_stride: u32, b_batch_stride: u32,
+    c_offset: u32, c_row_stride: u32, c_batch_stride: u32, bias_offset: u32,
+    a_batch_div: u32, b_batch_div: u32, flags: u32, alpha: f32,
+}
+
+const FLAG_BIAS: u32 = 1u;
+const FLAG_GELU: u32 = 2u;
+const FLAG_ACCUMULATE: u32 = 4u;
+
+const TILE: u32 = 32u;
+const TILE_K: u32 = 16u;
+const THREADS: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+var<workgroup> a_tile: array<f32, 512>; // [TILE rows][TILE_K]
+var<workgroup> b_tile: array<f32, 512>; // [TILE_K][TILE cols]
+
+// GPT-2's tanh-approximated GELU, written with exp so every driver gives the same accuracy
+// (WGSL's tanh has no precision guarantee on some backends).
+fn gelu(x: f32) -> f32 {
+    let u = 0.7978846 * (x + 0.044715 * x * x * x);
+    let t = 1.0 - 2.0 / (exp(2.0 * clamp(u, -20.0, 20.0)) + 1.0);
+    return 0.5 * x * (1.0 + t);
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let batch = wg.z;
+    let row0 = wg.y * TILE;
+    let col0 = wg.x * TILE;
+    let a_base = p.a_offset + (batch / p.a_batch_div) * p.a_batch_stride;
+    let b_base = p.b_offset + (batch / p.b_batch_div) * p.b_batch_stride;
+
+    var acc00 = 0.0;
+    var acc01 = 0.0;
+    var acc10 = 0.0;
+    var acc11 = 0.0;
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+        for (var e = li; e < TILE * TILE_K; e += THREADS) {
+            // A tile element e: row e / TILE_K, depth e % TILE_K.
+            let ar = row0 + e / TILE_K;
+            let ak = k0 + e % TILE_K;
+            var av = 0.0;
+            if (ar < p.m && ak < p.k) {
+                av = a[a_base + ar * p.a_row_stride + ak * p.a_col_stride];
+            }
+            a_tile[e] = av;
+            // B tile element e: depth e / TILE, column e % TILE.
+            let bk = k0 + e / TILE;
+            let bc = col0 + e % TILE;
+            var bv = 0.0;
+            if (bk < p.k && bc < p.n) {
+                bv = b[b_base + bk * p.b_row_stride + bc * p.b_col_stride];
+            }
+            b_tile[e] = bv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let a0 = a_tile[lid.y * TILE_K + kk];
+            let a1 = a_tile[(lid.y + 16u) * TILE_K + kk];
+            let b0 = b_tile[kk * TILE + lid.x];
+            let b1 = b_tile[kk * TILE + lid.x + 16u];
+            acc00 += a0 * b0;
+            acc01 += a0 * b1;
+            acc10 += a1 * b0;
+            acc11 += a1 * b1;
+        }
+        workgroupBarrier();
+    }
+
+    store(row0 + lid.y, col0 + lid.x, batch, acc00);
+    store(row0 + lid.y, col0 + lid.x + 16u, batch, acc01);
+    store(row0 + lid.y + 16u, col0 + lid.x, batch, acc10);
+    store(row0 + lid.y + 16u, col0 + lid.x + 16u, batch, acc11);
+}
+
+fn store(row: u32, col: u32, batch: u32, acc: f32) {
+    if (row >= p.m || col >= p.n) {
+        return;
+    }
+    // Same order as the CPU reference: (alpha · x·W + b), then GELU, then the residual add.
+    var v = p.alpha * acc;
+    if ((p.flags & FLAG_BIAS) != 0u) {
+        v += bias[p.bias_offset + col];
+    }
+    if ((p.flags & FLAG_GELU) != 0u) {
+        v = gelu(v);
+    }
+    let index = p.c_offset + batch * p.c_batch_stride + row * p.c_row_stride + col;
+    if ((p.flags & FLAG_ACCUMULATE) != 0u) {
+        v += c[index];
+    }
+    c[index] = v;
+}

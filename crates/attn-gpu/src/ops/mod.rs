@@ -1,0 +1,141 @@
+//! The WGSL kernels, one module per op family, each an `.rs` + `.wgsl` pair: the Rust side holds
+//! the kernel's parameter block (a `#[repr(C)]` twin of the WGSL `Params` struct), the workgroup
+//! arithmetic, and the parity test against its CPU twin.
+//!
+//! Every kernel has the same binding shape: binding 0 is its parameter block, read from the
+//! engine's one uniform buffer at a dynamic offset; bindings 1.. are storage buffers.
+
+use std::num::NonZeroU64;
+
+pub(crate) mod attention;
+pub(crate) mod embed;
+pub(crate) mod features;
+pub(crate) mod head_output;
+pub(crate) mod layer_norm;
+pub(crate) mod matmul;
+
+/// How a kernel uses one of its storage bindings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    ReadWrite,
+}
+
+/// One compiled entry point with its bind-group layout.
+#[derive(Debug)]
+pub(crate) struct Kernel {
+    pub(crate) name: &'static str,
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+    /// Size of the parameter block in bytes.
+    pub(crate) params_size: u64,
+    /// The storage bindings 1.. in order.
+    pub(crate) storage: &'static [Access],
+}
+
+impl Kernel {
+    /// Compiles `entry` of `module`; `P` is the parameter block.
+    pub(crate) fn new<P: bytemuck::Pod>(
+        device: &wgpu::Device,
+        module: &wgpu::ShaderModule,
+        name: &'static str,
+        entry: &str,
+        storage: &'static [Access],
+    ) -> Kernel {
+        let params_size = std::mem::size_of::<P>() as u64;
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: NonZeroU64::new(params_size),
+            },
+            count: None,
+        }];
+        for (i, access) in storage.iter().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: *access == Access::Read,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(name),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(name),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(name),
+            layout: Some(&pipeline_layout),
+            module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        Kernel {
+            name,
+            pipeline,
+            layout,
+            params_size,
+            storage,
+        }
+    }
+}
+
+/// Every pipeline the engine uses, compiled once per device.
+#[derive(Debug)]
+pub(crate) struct Kernels {
+    pub(crate) embed: Kernel,
+    pub(crate) layer_norm: Kernel,
+    pub(crate) matmul: Kernel,
+    pub(crate) attention_probs: Kernel,
+    pub(crate) elu_feature: Kernel,
+    pub(crate) random_feature_query: Kernel,
+    pub(crate) random_feature_key: Kernel,
+    pub(crate) head_output: Kernel,
+    pub(crate) head_means: Kernel,
+}
+
+impl Kernels {
+    pub(crate) fn new(device: &wgpu::Device) -> Kernels {
+        let module = |label: &str, source: &str| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            })
+        };
+        let features = module("features", features::SHADER);
+        let head_module = module("head_output", head_output::SHADER);
+        Kernels {
+            embed: embed::kernel(device, &module("embed", embed::SHADER)),
+            layer_norm: layer_norm::kernel(device, &module("layer_norm", layer_norm::SHADER)),
+            matmul: matmul::kernel(device, &module("matmul", matmul::SHADER)),
+            attention_probs: attention::kernel(
+                device,
+                &module("attention_probs", attention::SHADER),
+            ),
+            elu_feature: features::elu_kernel(device, &features),
+            random_feature_query: features::random_query_kernel(device, &features),
+            random_feature_key: features::random_key_kernel(device, &features),
+            head_output: head_output::kernel(device, &head_module),
+            head_means: head_output::means_kernel(device, &head_module),
+        }
+    }
+}
+
+/// Number of workgroups of `size` needed to cover `n` items.
+pub(crate) fn groups(n: u32, size: u32) -> u32 {
+    n.div_ceil(size)
+}

@@ -1,0 +1,204 @@
+//! The model's weights on the GPU. The unmodified weights are uploaded once per model and shared
+//! (an engine for the baseline and one for a variant can use the same copy); a variant adds only
+//! what it changes: pooled or low-rank key/value projections, random features, the ablation table.
+
+use wgpu::util::DeviceExt;
+
+use attn_model::model::{LayerNorm, Linear};
+use attn_model::{Model, PreparedModel};
+
+use crate::context::GpuContext;
+use crate::error::{GpuError, Result};
+use crate::ops::head_output;
+use crate::plan::Arg;
+
+/// A dense layer's weight `[d_in, d_out]` and bias `[d_out]`.
+pub(crate) struct LinearBuffers {
+    pub(crate) weight: Arg,
+    pub(crate) bias: Arg,
+}
+
+/// LayerNorm's scale and shift.
+pub(crate) struct NormBuffers {
+    pub(crate) weight: Arg,
+    pub(crate) bias: Arg,
+}
+
+pub(crate) struct MlpBuffers {
+    pub(crate) norm: NormBuffers,
+    pub(crate) fc: LinearBuffers,
+    pub(crate) proj: LinearBuffers,
+}
+
+pub(crate) struct BlockBuffers {
+    pub(crate) attn_norm: NormBuffers,
+    pub(crate) q: LinearBuffers,
+    pub(crate) k: LinearBuffers,
+    pub(crate) v: LinearBuffers,
+    pub(crate) o: LinearBuffers,
+    pub(crate) mlp: Option<MlpBuffers>,
+}
+
+/// The output head.
+pub(crate) enum OutputHead {
+    /// Logits are `x · Eᵀ` with the token embedding.
+    Tied,
+    /// An untied LM head `[vocab, d_model]`.
+    Untied(Arg),
+    /// A classifier `[d_model, n_classes]` with bias.
+    Classifier(LinearBuffers),
+}
+
+/// Every weight of the unmodified model.
+pub(crate) struct ModelBuffers {
+    pub(crate) token_embedding: Arg,
+    pub(crate) position_embedding: Arg,
+    pub(crate) blocks: Vec<BlockBuffers>,
+    pub(crate) final_norm: NormBuffers,
+    pub(crate) head: OutputHead,
+    /// Bytes uploaded.
+    pub(crate) bytes: u64,
+}
+
+/// Uploads `data` as a read-only storage buffer named `what`.
+pub(crate) fn upload<T: bytemuck::Pod>(ctx: &GpuContext, what: &str, data: &[T]) -> Result<Arg> {
+    let bytes: &[u8] = bytemuck::cast_slice(data);
+    let limit = ctx.max_buffer_bytes();
+    if bytes.len() as u64 > limit {
+        return Err(GpuError::BufferTooLarge {
+            what: what.into(),
+            bytes: bytes.len() as u64,
+            limit,
+        });
+    }
+    // wgpu rejects empty buffers; nothing binds an empty tensor, but keep the upload total.
+    let contents = if bytes.is_empty() {
+        &[0u8; 4][..]
+    } else {
+        bytes
+    };
+    let buffer = ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(what),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+    Ok(Arg::new(&buffer, contents.len() as u64))
+}
+
+struct Uploader<'a> {
+    ctx: &'a GpuContext,
+    bytes: u64,
+}
+
+impl Uploader<'_> {
+    fn tensor(&mut self, what: &str, data: &[f32]) -> Result<Arg> {
+        self.bytes += 4 * data.len() as u64;
+        upload(self.ctx, what, data)
+    }
+
+    fn linear(&mut self, what: &str, l: &Linear) -> Result<LinearBuffers> {
+        Ok(LinearBuffers {
+            weight: self.tensor(&format!("{what}.weight"), &l.weight)?,
+            bias: self.tensor(&format!("{what}.bias"), &l.bias)?,
+        })
+    }
+
+    fn norm(&mut self, what: &str, n: &LayerNorm) -> Result<NormBuffers> {
+        Ok(NormBuffers {
+            weight: self.tensor(&format!("{what}.weight"), &n.weight)?,
+            bias: self.tensor(&format!("{what}.bias"), &n.bias)?,
+        })
+    }
+}
+
+impl ModelBuffers {
+    pub(crate) fn upload(ctx: &GpuContext, model: &Model) -> Result<Self> {
+        let mut up = Uploader { ctx, bytes: 0 };
+        let mut blocks = Vec::with_capacity(model.blocks.len());
+        for (i, b) in model.blocks.iter().enumerate() {
+            let p = format!("blocks.{i}");
+            blocks.push(BlockBuffers {
+                attn_norm: up.norm(&format!("{p}.attn_norm"), &b.attn_norm)?,
+                q: up.linear(&format!("{p}.attn.q"), &b.attn.q)?,
+                k: up.linear(&format!("{p}.attn.k"), &b.attn.k)?,
+                v: up.linear(&format!("{p}.attn.v"), &b.attn.v)?,
+                o: up.linear(&format!("{p}.attn.o"), &b.attn.o)?,
+                mlp: match &b.mlp {
+                    Some(m) => Some(MlpBuffers {
+                        norm: up.norm(&format!("{p}.mlp_norm"), &m.norm)?,
+                        fc: up.linear(&format!("{p}.mlp.fc"), &m.fc)?,
+                        proj: up.linear(&format!("{p}.mlp.proj"), &m.proj)?,
+                    }),
+                    None => None,
+                },
+            });
+        }
+        let head = match (&model.classifier, &model.lm_head) {
+            (Some(c), _) => OutputHead::Classifier(up.linear("classifier", c)?),
+            (None, Some(h)) => OutputHead::Untied(up.tensor("lm_head", h)?),
+            (None, None) => OutputHead::Tied,
+        };
+        Ok(ModelBuffers {
+            token_embedding: up.tensor("wte", &model.token_embedding)?,
+            position_embedding: up.tensor("wpe", &model.position_embedding)?,
+            blocks,
+            final_norm: up.norm("ln_f", &model.final_norm)?,
+            head,
+            bytes: up.bytes,
+        })
+    }
+}
+
+/// What a variant changes in the weights.
+pub(crate) struct VariantBuffers {
+    /// Per layer, the key and value projections after `kv_groups` pooling and `kv_rank`
+    /// truncation; `None` when the variant keeps the model's own.
+    pub(crate) kv: Option<Vec<(LinearBuffers, LinearBuffers)>>,
+    /// The random features `ω`, `[layer][head][feature][d_head]`.
+    pub(crate) omega: Option<Arg>,
+    /// `[layer][head]` codes for the head-output kernel.
+    pub(crate) ablation: Arg,
+    pub(crate) bytes: u64,
+}
+
+impl VariantBuffers {
+    pub(crate) fn upload(ctx: &GpuContext, prepared: &PreparedModel) -> Result<Self> {
+        let mut up = Uploader { ctx, bytes: 0 };
+        let v = &prepared.variant;
+        let kv = if v.kv_groups.is_some() || v.kv_rank.is_some() {
+            let mut layers = Vec::with_capacity(prepared.model.blocks.len());
+            for (i, b) in prepared.model.blocks.iter().enumerate() {
+                layers.push((
+                    up.linear(&format!("blocks.{i}.attn.k (variant)"), &b.attn.k)?,
+                    up.linear(&format!("blocks.{i}.attn.v (variant)"), &b.attn.v)?,
+                ));
+            }
+            Some(layers)
+        } else {
+            None
+        };
+        let omega = match &prepared.random_features {
+            Some(omega) => Some(up.tensor("random features", omega)?),
+            None => None,
+        };
+        let mode = match v.heads.as_ref().map(|h| h.mode).unwrap_or_default() {
+            attn_model::AblationMode::Zero => head_output::ZERO,
+            attn_model::AblationMode::Mean => head_output::MEAN,
+        };
+        let codes: Vec<u32> = prepared
+            .ablated
+            .iter()
+            .map(|&a| if a { mode } else { head_output::KEEP })
+            .collect();
+        up.bytes += 4 * codes.len() as u64;
+        let ablation = upload(ctx, "ablation table", &codes)?;
+        Ok(VariantBuffers {
+            kv,
+            omega,
+            ablation,
+            bytes: up.bytes,
+        })
+    }
+}

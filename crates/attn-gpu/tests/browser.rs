@@ -1,0 +1,84 @@
+//! The same parity checks inside a browser's WebGPU (headless Chromium: SwiftShader), through
+//! wasm-bindgen-test, plus an in-browser benchmark that prints forward times to the console.
+//! See the crate README for the command; `webdriver.json` beside Cargo.toml passes Chromium the
+//! flags WebGPU needs.
+#![cfg(target_arch = "wasm32")]
+
+mod common;
+
+use attn_gpu::{EngineOptions, GpuEngine};
+use attn_model::{CpuEngine, Model, ModelConfig};
+use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+#[wasm_bindgen_test]
+async fn pytorch_fixture_matches_in_the_browser() {
+    let ctx = common::new_context().await;
+    console_log!("adapter: {:?}", ctx.adapter());
+    let cases = common::check_fixture(&ctx).await;
+    assert!(cases >= 20, "the fixture has {cases} cases");
+}
+
+#[wasm_bindgen_test]
+async fn every_variant_matches_the_cpu_in_the_browser() {
+    // SwiftShader is slow: every model shape, every variant, two short lengths.
+    let ctx = common::new_context().await;
+    for (name, config) in common::model_configs() {
+        let checked = common::check_variants(&ctx, name, &config, common::VARIANTS, &[1, 5]).await;
+        assert!(checked >= 24, "{name}: only {checked} cases ran");
+    }
+}
+
+fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map(|p| p.now())
+        .unwrap_or(0.0)
+}
+
+#[wasm_bindgen_test]
+async fn browser_benchmark() {
+    // The model of DESIGN.md §4's reference figure (GPT-2 shape, L=4, d=128), at T = 64.
+    let config = ModelConfig {
+        vocab_size: 512,
+        n_ctx: 64,
+        d_model: 128,
+        n_layer: 4,
+        n_head: 4,
+        ..ModelConfig::tiny(512)
+    };
+    let model = Model::random(config, 1, 0.3).unwrap();
+    let tokens: Vec<u32> = (0..64).map(|i| (i * 7 + 3) % 512).collect();
+    let ctx = common::new_context().await;
+    let mut gpu = GpuEngine::with_options(&ctx, model.clone(), EngineOptions::default()).unwrap();
+    let cpu = CpuEngine::new(model).unwrap();
+    let runs = 5;
+    let mut gpu_ms = Vec::new();
+    let mut cpu_ms = Vec::new();
+    gpu.forward(&tokens).await.unwrap(); // warm-up: builds the plan
+    cpu.forward(&tokens).unwrap();
+    for _ in 0..runs {
+        let start = now_ms();
+        gpu.forward(&tokens).await.unwrap();
+        gpu_ms.push(now_ms() - start);
+        let start = now_ms();
+        cpu.forward(&tokens).unwrap();
+        cpu_ms.push(now_ms() - start);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let stats = gpu.stats().last_forward;
+    console_log!(
+        "BENCH browser adapter={:?} model=L4,d128,H4,V512 T=64 gpu_median_ms={:.1} cpu_median_ms={:.1} \
+         dispatches={} submits={} flops={}",
+        ctx.adapter().name,
+        median(&mut gpu_ms),
+        median(&mut cpu_ms),
+        stats.dispatches,
+        stats.submits,
+        stats.flops
+    );
+}

@@ -1,0 +1,306 @@
+//! What the native and the browser parity tests share: the model shapes, the variants, the
+//! comparison, and the PyTorch fixture (embedded, so the browser needs no file access).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use attn_gpu::{EngineOptions, GpuContext, GpuEngine};
+use attn_model::{CpuEngine, Model, ModelConfig, Output, Variant};
+use safetensors::SafeTensors;
+
+/// The tolerance of the issue: `|gpu − reference| ≤ 1e-4 · max(1, |reference|)`.
+pub const TOLERANCE: f32 = 1e-4;
+
+/// Opens the device or fails loudly: a machine without an adapter must not pass these tests.
+pub async fn new_context() -> GpuContext {
+    match GpuContext::new().await {
+        Ok(ctx) => ctx,
+        Err(e) => panic!(
+            "\n\n*** attn-gpu tests could not open the GPU engine: {e}\n\
+             *** Natively, install Debian's `mesa-vulkan-drivers` (lavapipe); in Chromium, pass\n\
+             *** --enable-unsafe-webgpu (see crates/attn-gpu/webdriver.json).\n\n"
+        ),
+    }
+}
+
+/// Elementwise comparison; NaN (an element no kernel wrote, thanks to poisoning) always fails.
+pub fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
+    let mut worst = (0.0f32, 0usize);
+    for (i, (a, b)) in actual.iter().zip(expected).enumerate() {
+        let err = (a - b).abs() / b.abs().max(1.0);
+        assert!(!err.is_nan(), "{what}[{i}]: got {a}, expected {b}");
+        if err > worst.0 {
+            worst = (err, i);
+        }
+    }
+    let (err, i) = worst;
+    assert!(
+        err <= TOLERANCE,
+        "{what}[{i}]: got {}, expected {} (relative error {err:e} > {TOLERANCE:e})",
+        actual[i],
+        expected[i]
+    );
+}
+
+/// Every field of two outputs agrees.
+pub fn assert_same_output(what: &str, gpu: &Output, reference: &Output) {
+    assert_eq!(
+        (gpu.seq_len, gpu.n_layer, gpu.n_head, gpu.n_out),
+        (
+            reference.seq_len,
+            reference.n_layer,
+            reference.n_head,
+            reference.n_out
+        ),
+        "{what}: shapes"
+    );
+    assert_close(&format!("{what}: logits"), &gpu.logits, &reference.logits);
+    assert_close(
+        &format!("{what}: attention"),
+        &gpu.attention,
+        &reference.attention,
+    );
+    assert_close(
+        &format!("{what}: head_out_norms"),
+        &gpu.head_out_norms,
+        &reference.head_out_norms,
+    );
+    assert_eq!(
+        gpu.kv_bytes_per_token, reference.kv_bytes_per_token,
+        "{what}: kv bytes"
+    );
+}
+
+fn config(vocab: usize, d_model: usize, n_layer: usize, n_head: usize) -> ModelConfig {
+    ModelConfig {
+        n_ctx: 40,
+        d_model,
+        n_layer,
+        n_head,
+        ..ModelConfig::tiny(vocab)
+    }
+}
+
+/// Model shapes: GPT-like, bidirectional classifier, attention-only with an untied head,
+/// natively grouped (GQA and MQA) checkpoints, d_head = 1, and sizes off every tile.
+pub fn model_configs() -> Vec<(&'static str, ModelConfig)> {
+    vec![
+        ("gpt", config(301, 32, 2, 4)),
+        (
+            "classifier",
+            ModelConfig {
+                causal: false,
+                n_classes: Some(5),
+                ..config(23, 24, 2, 3)
+            },
+        ),
+        (
+            "attention-only",
+            ModelConfig {
+                mlp: false,
+                tied_embeddings: false,
+                ..config(37, 16, 3, 2)
+            },
+        ),
+        (
+            "native-gqa",
+            ModelConfig {
+                n_kv_head: Some(2),
+                ..config(50, 32, 2, 4)
+            },
+        ),
+        (
+            "native-mqa-bidirectional",
+            ModelConfig {
+                n_kv_head: Some(1),
+                causal: false,
+                ..config(19, 24, 1, 3)
+            },
+        ),
+        (
+            "d_head-1",
+            ModelConfig {
+                d_mlp: Some(7),
+                ..config(11, 4, 2, 4)
+            },
+        ),
+    ]
+}
+
+/// Every variant family of docs/VARIANTS.md, alone and combined.
+pub const VARIANTS: &[(&str, &str)] = &[
+    ("plain", "{}"),
+    ("window1", r#"{"window": 1}"#),
+    ("window3", r#"{"window": 3}"#),
+    ("topk1", r#"{"top_k": 1}"#),
+    ("topk3", r#"{"top_k": 3}"#),
+    ("beta", r#"{"beta": 2.5}"#),
+    ("beta_small", r#"{"beta": 0.3}"#),
+    ("linear", r#"{"kernel": "linear"}"#),
+    (
+        "linear_beta_window",
+        r#"{"kernel": "linear", "beta": 0.7, "window": 4}"#,
+    ),
+    (
+        "random_features",
+        r#"{"kernel": {"random_features": 16, "seed": 3}}"#,
+    ),
+    (
+        "random_features_topk_window",
+        r#"{"kernel": {"random_features": 7, "seed": 1}, "top_k": 2, "window": 5, "beta": 0.5}"#,
+    ),
+    (
+        "ablate_zero",
+        r#"{"heads": {"ablate": [[0, 1], [1, 0]], "mode": "zero"}}"#,
+    ),
+    (
+        "ablate_mean",
+        r#"{"heads": {"ablate": [[0, 0], [1, 1]], "mode": "mean"}}"#,
+    ),
+    ("drop1", r#"{"drop_attention_layers": [1]}"#),
+    ("drop0", r#"{"drop_attention_layers": [0]}"#),
+    ("gqa2", r#"{"kv_groups": 2}"#),
+    ("mqa", r#"{"kv_groups": 1}"#),
+    ("rank3", r#"{"kv_rank": 3}"#),
+    ("gqa1_rank2", r#"{"kv_groups": 1, "kv_rank": 2}"#),
+    (
+        "combo",
+        r#"{"window": 5, "top_k": 3, "beta": 1.5, "heads": {"ablate": [[1, 0]], "mode": "mean"}}"#,
+    ),
+    (
+        "everything",
+        r#"{"window": 6, "top_k": 4, "beta": 0.8, "kernel": "linear", "kv_groups": 1, "kv_rank": 2,
+            "heads": {"ablate": [[0, 1]], "mode": "zero"}, "drop_attention_layers": [1]}"#,
+    ),
+];
+
+/// Runs every variant that fits `config` at every length in `lengths` on both engines and
+/// compares. Returns how many (variant, length) pairs were checked.
+pub async fn check_variants(
+    ctx: &GpuContext,
+    name: &str,
+    config: &ModelConfig,
+    variants: &[(&str, &str)],
+    lengths: &[usize],
+) -> usize {
+    let model = Model::random(config.clone(), 11, 0.4).expect("a valid config");
+    let mut cpu = CpuEngine::new(model.clone()).unwrap();
+    let options = EngineOptions {
+        poison: true,
+        ..Default::default()
+    };
+    let mut gpu = GpuEngine::with_options(ctx, model, options).unwrap();
+    let mut checked = 0;
+    for (variant_name, json) in variants {
+        let variant = Variant::from_json(json).unwrap();
+        if variant.validate(config).is_err() {
+            continue; // e.g. a layer index the model does not have
+        }
+        cpu.set_variant(&variant).unwrap();
+        gpu.set_variant(&variant).unwrap();
+        for &t in lengths {
+            let tokens: Vec<u32> = (0..t)
+                .map(|i| ((i * 7 + 3) % config.vocab_size) as u32)
+                .collect();
+            let want = cpu.forward(&tokens).unwrap();
+            let got = gpu
+                .forward(&tokens)
+                .await
+                .unwrap_or_else(|e| panic!("{name}/{variant_name}/T={t}: {e}"));
+            assert_same_output(&format!("{name}/{variant_name}/T={t}"), &got, &want);
+            assert_eq!(gpu.stats().last_forward.submits, 1);
+            checked += 1;
+        }
+    }
+    checked
+}
+
+/// The PyTorch fixture (tests/fixtures/gpt2-tiny), embedded.
+pub struct Fixture {
+    pub model: Model,
+    pub input_ids: Vec<u32>,
+    /// (name, variant JSON, kv bytes per token)
+    pub cases: Vec<(String, String, usize)>,
+    pub tensors: HashMap<String, Vec<f32>>,
+}
+
+pub fn fixture() -> Fixture {
+    let config = include_str!("../../../../tests/fixtures/gpt2-tiny/config.json");
+    let weights = include_bytes!("../../../../tests/fixtures/gpt2-tiny/model.safetensors");
+    let expected = include_bytes!("../../../../tests/fixtures/gpt2-tiny/expected.safetensors");
+    let model = Model::from_hf_gpt2(config, weights).expect("the fixture loads");
+    let (_, meta) = SafeTensors::read_metadata(expected).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&meta["cases"]).unwrap();
+    let cases = cases
+        .into_iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["variant"].to_string(),
+                c["kv_bytes_per_token"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    let file = SafeTensors::deserialize(expected).unwrap();
+    let tensors = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, values)
+        })
+        .collect();
+    Fixture {
+        model,
+        input_ids: serde_json::from_str(&meta["input_ids"]).unwrap(),
+        cases,
+        tensors,
+    }
+}
+
+/// Every case of the fixture on the GPU against PyTorch's numbers (and the CPU engine).
+/// Returns the number of cases checked.
+pub async fn check_fixture(ctx: &GpuContext) -> usize {
+    let f = fixture();
+    let options = EngineOptions {
+        poison: true,
+        ..Default::default()
+    };
+    let mut gpu = GpuEngine::with_options(ctx, f.model.clone(), options).unwrap();
+    let mut cpu = CpuEngine::new(f.model.clone()).unwrap();
+    for (name, json, kv_bytes) in &f.cases {
+        let variant = Variant::from_json(json).unwrap();
+        gpu.set_variant(&variant).unwrap();
+        cpu.set_variant(&variant).unwrap();
+        let got = gpu.forward(&f.input_ids).await.unwrap();
+        let t = &f.tensors;
+        assert_close(
+            &format!("{name}: logits vs PyTorch"),
+            &got.logits,
+            &t[&format!("{name}.logits")],
+        );
+        assert_close(
+            &format!("{name}: attention vs PyTorch"),
+            &got.attention,
+            &t[&format!("{name}.attention")],
+        );
+        assert_close(
+            &format!("{name}: head_out_norms vs PyTorch"),
+            &got.head_out_norms,
+            &t[&format!("{name}.head_out_norms")],
+        );
+        assert_eq!(got.kv_bytes_per_token, *kv_bytes, "{name}: kv bytes");
+        assert_same_output(
+            &format!("{name}: GPU vs CPU"),
+            &got,
+            &cpu.forward(&f.input_ids).unwrap(),
+        );
+    }
+    f.cases.len()
+}

@@ -1,0 +1,75 @@
+//! The whole GPU forward against attn-model's CPU forward, for every variant on every model
+//! shape, and against the PyTorch fixture. Natively this runs on whatever adapter wgpu finds
+//! (Mesa lavapipe on CI); with none, every test fails with a message saying so.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::sync::OnceLock;
+
+use attn_gpu::GpuContext;
+
+fn ctx() -> GpuContext {
+    static CONTEXT: OnceLock<GpuContext> = OnceLock::new();
+    CONTEXT
+        .get_or_init(|| pollster::block_on(common::new_context()))
+        .clone()
+}
+
+/// T = 1, a length inside one tile, and one past the 32-row tile.
+const LENGTHS: &[usize] = &[1, 7, 33];
+
+fn check_config(name: &str) {
+    let (_, config) = common::model_configs()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap();
+    let checked = pollster::block_on(common::check_variants(
+        &ctx(),
+        name,
+        &config,
+        common::VARIANTS,
+        LENGTHS,
+    ));
+    // Guard against a test that silently skips: most variants fit every shape.
+    assert!(
+        checked >= 12 * LENGTHS.len(),
+        "{name}: only {checked} cases ran"
+    );
+}
+
+#[test]
+fn gpt_every_variant_matches_the_cpu() {
+    check_config("gpt");
+}
+
+#[test]
+fn bidirectional_classifier_every_variant_matches_the_cpu() {
+    check_config("classifier");
+}
+
+#[test]
+fn attention_only_untied_every_variant_matches_the_cpu() {
+    check_config("attention-only");
+}
+
+#[test]
+fn natively_grouped_every_variant_matches_the_cpu() {
+    check_config("native-gqa");
+}
+
+#[test]
+fn native_mqa_bidirectional_every_variant_matches_the_cpu() {
+    check_config("native-mqa-bidirectional");
+}
+
+#[test]
+fn d_head_one_every_variant_matches_the_cpu() {
+    check_config("d_head-1");
+}
+
+#[test]
+fn pytorch_fixture_matches_on_the_gpu() {
+    let cases = pollster::block_on(common::check_fixture(&ctx()));
+    assert!(cases >= 20, "the fixture has {cases} cases");
+}
