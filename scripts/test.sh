@@ -33,6 +33,12 @@ run_step() {
 
 skip_step() { summary+=("$(printf 'skipped        %s (%s)' "$1" "$2")"); failed=1; }
 
+# Test output is also collected here, to print one overall count at the end.
+results_log="$(mktemp)"
+trap 'rm -f "$results_log"' EXIT
+native_tests() { cargo test --workspace --exclude attn-e2e 2>&1 | tee -a "$results_log"; }
+e2e_tests() { cargo test -p attn-e2e -- --test-threads=1 --nocapture 2>&1 | tee -a "$results_log"; }
+
 # Trunk 0.21 finds the crate from its working directory: run it in web/ with the top config.
 build_web() { (cd web && trunk build --release --config ../trunk.toml); }
 
@@ -42,13 +48,11 @@ run_step "attn-model builds for wasm32" \
 web_ok=1
 run_step "web app: trunk build --release -> dist/" build_web || web_ok=0
 
-run_step "native tests: cargo test --workspace" \
-  cargo test --workspace --exclude attn-e2e || true
+run_step "native tests: cargo test --workspace" native_tests || true
 
 if [ "$web_ok" -eq 1 ]; then
   # One browser at a time: Chromium on SwiftShader wants both cores.
-  run_step "end-to-end: dist/ in headless Chromium" \
-    cargo test -p attn-e2e -- --test-threads=1 --nocapture || true
+  run_step "end-to-end: dist/ in headless Chromium" e2e_tests || true
 else
   skip_step "end-to-end: dist/ in headless Chromium" "the web build failed"
 fi
@@ -57,6 +61,9 @@ printf '\n==> summary (%ds in all)\n' $((SECONDS - started))
 printf '  %s\n' "${summary[@]}"
 if [ "$failed" -ne 0 ]; then
   echo "FAILED"
-  exit 1
+else
+  echo "all tests passed; screenshots in tests/artifacts/"
 fi
-echo "all tests passed; screenshots in tests/artifacts/"
+# One closing line over every cargo test binary that ran.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results_log"
+exit "$failed"
