@@ -63,7 +63,12 @@ pub fn App() -> impl IntoView {
         tokens: RwSignal::new(Vec::new()),
         labels: RwSignal::new(Vec::new()),
         ablate_mode: RwSignal::new(
-            state.variant.heads.as_ref().map(|h| h.mode).unwrap_or_default(),
+            state
+                .variant
+                .heads
+                .as_ref()
+                .map(|h| h.mode)
+                .unwrap_or_default(),
         ),
         variant: RwSignal::new(state.variant.clone()),
         baseline: RwSignal::new(None),
@@ -119,7 +124,8 @@ pub fn App() -> impl IntoView {
             }
             Err(e) => {
                 ui.loading.set(None);
-                ui.error.set(Some(format!("{e}. You can still load a model from disk.")));
+                ui.error
+                    .set(Some(format!("{e}. You can still load a model from disk.")));
             }
         }
     });
@@ -185,7 +191,10 @@ pub fn App() -> impl IntoView {
             focus: ui.focus.get(),
             diff: ui.diff.get(),
         };
-        let key = (state.model.clone(), state.prompt.clone().unwrap_or_default());
+        let key = (
+            state.model.clone(),
+            state.prompt.clone().unwrap_or_default(),
+        );
         let push = prev.as_ref().is_some_and(|p| p != &key);
         browser::set_query(&state.to_pairs(), push);
         key
@@ -202,10 +211,10 @@ pub fn App() -> impl IntoView {
             ui.prompt.set(p);
         }
         if state.model != ui.model_id.get_untracked() {
-            if let Some(entry) = state
-                .model
-                .and_then(|id| ui.manifest.with_untracked(|m| m.iter().find(|e| e.id == id).cloned()))
-            {
+            if let Some(entry) = state.model.and_then(|id| {
+                ui.manifest
+                    .with_untracked(|m| m.iter().find(|e| e.id == id).cloned())
+            }) {
                 spawn_local(async move { load_builtin(ui, session.get_value(), entry).await });
             }
         }
@@ -252,7 +261,13 @@ fn engine_badge(status: &WebGpuStatus, choice: EngineChoice) -> String {
     match (status, choice) {
         (_, EngineChoice::Cpu) => "CPU engine (chosen in the URL)".into(),
         (WebGpuStatus::Unavailable(why), _) => format!("CPU fallback — {why}"),
-        (WebGpuStatus::Adapter { name, fallback: true }, _) => {
+        (
+            WebGpuStatus::Adapter {
+                name,
+                fallback: true,
+            },
+            _,
+        ) => {
             format!("CPU fallback — WebGPU adapter {name} is a software fallback")
         }
         (WebGpuStatus::Adapter { name, .. }, _) => {
@@ -267,10 +282,17 @@ async fn load_builtin(ui: Ui, cell: SessionCell, entry: ModelEntry) {
         Ok(bytes) => match attn_model::Model::from_safetensors_bytes(&bytes)
             .map_err(|e| e.to_string())
             .and_then(|m| {
-                Session::new(m, entry.title.clone(), entry.description.clone(), entry.examples.clone())
+                Session::new(
+                    m,
+                    entry.title.clone(),
+                    entry.description.clone(),
+                    entry.examples.clone(),
+                )
             }) {
             Ok(s) => {
-                if ui.prompt.get_untracked().is_empty() || ui.model_id.get_untracked() != Some(entry.id.clone()) {
+                if ui.prompt.get_untracked().is_empty()
+                    || ui.model_id.get_untracked() != Some(entry.id.clone())
+                {
                     if let Some(example) = entry.examples.first() {
                         ui.prompt.set(example.clone());
                     }
@@ -294,7 +316,8 @@ fn install(ui: Ui, cell: &SessionCell, s: Session) {
     let fits = variant.validate(&s.engine.model().config);
     *cell.borrow_mut() = Some(s);
     if let Err(e) = fits {
-        ui.notices.update(|n| n.push(format!("The link's variant was reset: {e}")));
+        ui.notices
+            .update(|n| n.push(format!("The link's variant was reset: {e}")));
         ui.variant.set(Variant::default());
     }
     if ui
@@ -334,9 +357,12 @@ fn Notices(ui: Ui) -> impl IntoView {
 fn ModelPanel(ui: Ui, session: StoredValue<SessionCell, LocalStorage>) -> impl IntoView {
     let on_pick = move |ev: leptos::ev::Event| {
         let id = event_target_value(&ev);
-        let entry = ui.manifest.with_untracked(|m| m.iter().find(|e| e.id == id).cloned());
+        let entry = ui
+            .manifest
+            .with_untracked(|m| m.iter().find(|e| e.id == id).cloned());
         if let Some(entry) = entry {
-            ui.prompt.set(entry.examples.first().cloned().unwrap_or_default());
+            ui.prompt
+                .set(entry.examples.first().cloned().unwrap_or_default());
             ui.variant.set(Variant::default());
             ui.focus.set(None);
             spawn_local(async move { load_builtin(ui, session.get_value(), entry).await });
@@ -465,21 +491,23 @@ fn Controls(ui: Ui) -> impl IntoView {
         })
     };
     let kv_options = move || {
-        info().map(|i| {
-            (1..=i.n_kv_head)
-                .filter(|g| i.n_kv_head % g == 0 && i.n_head % g == 0)
-                .rev()
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default()
+        info()
+            .map(|i| {
+                (1..=i.n_kv_head)
+                    .filter(|g| i.n_kv_head % g == 0 && i.n_head % g == 0)
+                    .rev()
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
     };
     let max_rank = move || {
         let v = ui.variant.get();
-        info().map(|i| {
-            let kv = v.kv_groups.unwrap_or(i.n_kv_head);
-            i.d_model.min(2 * kv * i.d_head)
-        })
-        .unwrap_or(1)
+        info()
+            .map(|i| {
+                let kv = v.kv_groups.unwrap_or(i.n_kv_head);
+                i.d_model.min(2 * kv * i.d_head)
+            })
+            .unwrap_or(1)
     };
     let kernel_value = move || match ui.variant.get().kernel() {
         Kernel::Named(KernelName::Softmax) => "softmax".to_string(),
@@ -806,12 +834,16 @@ fn FocusView(ui: Ui) -> impl IntoView {
     let canvas = NodeRef::<leptos::html::Canvas>::new();
     let hover = RwSignal::new(None::<String>);
     Effect::new(move |_| {
-        let (Some((l, h)), Some(r), Some(info)) = (ui.focus.get(), ui.current.get(), ui.info.get()) else {
+        let (Some((l, h)), Some(r), Some(info)) = (ui.focus.get(), ui.current.get(), ui.info.get())
+        else {
             return;
         };
         let Some(el) = canvas.get() else { return };
         let t = r.output.seq_len;
-        let base = ui.baseline.get().filter(|b| ui.diff.get() && b.output.seq_len == t);
+        let base = ui
+            .baseline
+            .get()
+            .filter(|b| ui.diff.get() && b.output.seq_len == t);
         let _ = heatmap::paint(
             &el,
             r.output.attention_map(l, h),
@@ -821,7 +853,11 @@ fn FocusView(ui: Ui) -> impl IntoView {
         );
     });
     let on_move = move |ev: leptos::ev::MouseEvent| {
-        let (Some(el), Some((l, h)), Some(r)) = (canvas.get(), ui.focus.get_untracked(), ui.current.get_untracked()) else {
+        let (Some(el), Some((l, h)), Some(r)) = (
+            canvas.get(),
+            ui.focus.get_untracked(),
+            ui.current.get_untracked(),
+        ) else {
             return;
         };
         let rect = el.get_bounding_client_rect();
@@ -849,10 +885,16 @@ fn FocusView(ui: Ui) -> impl IntoView {
         }
     };
     let export_json = move |_| {
-        let Some(r) = ui.current.get_untracked() else { return };
+        let Some(r) = ui.current.get_untracked() else {
+            return;
+        };
         let o = &r.output;
         let maps: Vec<Vec<Vec<&[f32]>>> = (0..o.n_layer)
-            .map(|l| (0..o.n_head).map(|h| o.attention_map(l, h).chunks(o.seq_len).collect()).collect())
+            .map(|l| {
+                (0..o.n_head)
+                    .map(|h| o.attention_map(l, h).chunks(o.seq_len).collect())
+                    .collect()
+            })
             .collect();
         let json = serde_json::json!({
             "tokens": ui.tokens.get_untracked(),
@@ -862,7 +904,11 @@ fn FocusView(ui: Ui) -> impl IntoView {
             "kv_bytes_per_token": o.kv_bytes_per_token,
             "attention": maps,
         });
-        let _ = browser::download("attention.json", json.to_string().as_bytes(), "application/json");
+        let _ = browser::download(
+            "attention.json",
+            json.to_string().as_bytes(),
+            "application/json",
+        );
     };
     view! {
         {move || ui.focus.get().map(|(l, h)| view! {
@@ -898,7 +944,12 @@ fn ImportancePanel(ui: Ui, session: StoredValue<SessionCell, LocalStorage>) -> i
         let Some(s) = guard.as_ref() else { return };
         let mut base = ui.variant.get_untracked();
         base.heads = None;
-        match head_importance(&s.engine, &base, &ui.tokens.get_untracked(), ui.ablate_mode.get_untracked()) {
+        match head_importance(
+            &s.engine,
+            &base,
+            &ui.tokens.get_untracked(),
+            ui.ablate_mode.get_untracked(),
+        ) {
             Ok(r) => ui.importance.set(r),
             Err(e) => ui.error.set(Some(e.to_string())),
         }
@@ -910,7 +961,12 @@ fn ImportancePanel(ui: Ui, session: StoredValue<SessionCell, LocalStorage>) -> i
         }
         let mut base = ui.variant.get_untracked();
         base.heads = None;
-        ui.variant.set(prune_to_budget(&base, &ranking, budget.get_untracked(), ui.ablate_mode.get_untracked()));
+        ui.variant.set(prune_to_budget(
+            &base,
+            &ranking,
+            budget.get_untracked(),
+            ui.ablate_mode.get_untracked(),
+        ));
     };
     view! {
         <h2>"Head importance"</h2>

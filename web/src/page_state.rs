@@ -93,9 +93,9 @@ impl PageState {
                         .and_then(|(l, h)| Some((l.parse().ok()?, h.parse().ok()?)));
                     match parsed {
                         Some(f) => state.focus = Some(f),
-                        None => problems.push(format!(
-                            "ignored focus={value:?}: expected LAYER.HEAD"
-                        )),
+                        None => {
+                            problems.push(format!("ignored focus={value:?}: expected LAYER.HEAD"))
+                        }
                     }
                 }
                 "diff" => state.diff = value == "1" || value == "true",

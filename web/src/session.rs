@@ -82,8 +82,9 @@ impl Session {
                 .split(|c: char| c == ',' || c.is_whitespace())
                 .filter(|s| !s.is_empty())
                 .map(|s| {
-                    s.parse::<u32>()
-                        .map_err(|_| format!("{s:?} is not a token id (this model has no tokenizer)"))
+                    s.parse::<u32>().map_err(|_| {
+                        format!("{s:?} is not a token id (this model has no tokenizer)")
+                    })
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -103,7 +104,9 @@ impl Session {
     /// Runs `variant` on `tokens`, timing the forward.
     pub fn run(&mut self, variant: &Variant, tokens: &[u32]) -> Result<RunResult, String> {
         if self.engine.variant() != &variant.normalised() {
-            self.engine.set_variant(variant).map_err(|e| e.to_string())?;
+            self.engine
+                .set_variant(variant)
+                .map_err(|e| e.to_string())?;
         }
         let start = now_ms();
         let output = self.engine.forward(tokens).map_err(|e| e.to_string())?;
@@ -152,8 +155,10 @@ pub fn model_from_files(files: &[(String, Vec<u8>)]) -> Result<Model, String> {
     }
     match files.iter().find(|(n, _)| n.ends_with(".safetensors")) {
         Some((_, bytes)) => Model::from_safetensors_bytes(bytes).map_err(|e| e.to_string()),
-        None => Err("pick a model .safetensors file, or a GPT-2 directory's config.json and \
+        None => Err(
+            "pick a model .safetensors file, or a GPT-2 directory's config.json and \
                      model.safetensors (with vocab.json + merges.txt or tokenizer.json)"
-            .into()),
+                .into(),
+        ),
     }
 }

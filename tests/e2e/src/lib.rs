@@ -88,7 +88,11 @@ fn serve_one(stream: TcpStream, root: &Path) -> std::io::Result<()> {
     let raw_path = request_line.split_whitespace().nth(1).unwrap_or("/");
     let path = raw_path.split(['?', '#']).next().unwrap_or("/");
     let relative = path.trim_start_matches('/');
-    let mut file = root.join(if relative.is_empty() { "index.html" } else { relative });
+    let mut file = root.join(if relative.is_empty() {
+        "index.html"
+    } else {
+        relative
+    });
     if file.is_dir() {
         file = file.join("index.html");
     }
@@ -201,7 +205,11 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Val
     };
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| format!("bad JSON from chromedriver ({status_line:?}): {e}"))?;
-    if status_line.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2')) {
+    if status_line
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|c| c.starts_with('2'))
+    {
         Ok(value)
     } else {
         Err(format!("{method} {path}: {}", value["value"]))
@@ -248,7 +256,10 @@ impl Browser {
         .expect("chromedriver starts (Debian package chromium-driver; scripts/setup.sh installs it)"));
         let deadline = Instant::now() + Duration::from_secs(30);
         while let Err(e) = http(port, "GET", "/status", None) {
-            assert!(Instant::now() < deadline, "chromedriver did not come up: {e}");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not come up: {e}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let profile = TempDir(std::env::temp_dir().join(format!("attn-e2e-profile-{port}")));

@@ -102,7 +102,10 @@ fn every_head_is_drawn_and_ablation_lives_in_the_url() {
             "const c = [...document.querySelectorAll('[data-testid=heatmap-cell]')];
              return [Math.max(...c.map(e => +e.dataset.layer)) + 1, Math.max(...c.map(e => +e.dataset.head)) + 1]",
         );
-        (v[0].as_u64().unwrap() as usize, v[1].as_u64().unwrap() as usize)
+        (
+            v[0].as_u64().unwrap() as usize,
+            v[1].as_u64().unwrap() as usize,
+        )
     };
     assert_eq!(cells, layers * heads, "one map per layer × head");
     // Every canvas has been painted with more than one colour.
@@ -135,7 +138,10 @@ fn every_head_is_drawn_and_ablation_lives_in_the_url() {
         LOAD,
     );
     let url = b.url();
-    assert!(url.contains(&format!("ablate={}.0", layers - 1)), "url: {url}");
+    assert!(
+        url.contains(&format!("ablate={}.0", layers - 1)),
+        "url: {url}"
+    );
     b.wait_for(
         "a changed output",
         &format!(
