@@ -37,6 +37,13 @@ skip_step() { summary+=("$(printf 'skipped        %s (%s)' "$1" "$2")"); failed=
 results_log="$(mktemp)"
 trap 'rm -f "$results_log"' EXIT
 native_tests() { cargo test --workspace --exclude attn-e2e 2>&1 | tee -a "$results_log"; }
+# The GPU engine's parity tests again, compiled to wasm and run in headless Chromium's WebGPU
+# (crates/attn-gpu/webdriver.json holds the browser flags).
+browser_gpu_tests() {
+  (cd crates/attn-gpu && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900 \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    cargo test -p attn-gpu --target wasm32-unknown-unknown --test browser 2>&1 | tee -a "$results_log")
+}
 e2e_tests() { cargo test -p attn-e2e -- --test-threads=1 --nocapture 2>&1 | tee -a "$results_log"; }
 
 # Trunk 0.21 finds the crate from its working directory: run it in web/ with the top config.
@@ -49,6 +56,8 @@ web_ok=1
 run_step "web app: trunk build --release -> dist/" build_web || web_ok=0
 
 run_step "native tests: cargo test --workspace" native_tests || true
+
+run_step "GPU engine in headless Chromium (wasm-bindgen-test)" browser_gpu_tests || true
 
 if [ "$web_ok" -eq 1 ]; then
   # One browser at a time: Chromium on SwiftShader wants both cores.
