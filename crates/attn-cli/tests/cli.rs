@@ -42,6 +42,14 @@ fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
 }
 
+/// Every number of a nested JSON array, in order, as f32.
+fn flatten_floats(value: &Value) -> Vec<f32> {
+    match value {
+        Value::Array(items) => items.iter().flat_map(flatten_floats).collect(),
+        v => vec![v.as_f64().expect("a number") as f32],
+    }
+}
+
 fn failure(out: &Output) -> String {
     assert!(!out.status.success(), "expected a failure");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -280,30 +288,8 @@ fn run_on_the_hf_fixture_matches_pytorch_for_every_variant() {
             "--attention",
             "--json",
         ]));
-        let logits: Vec<f32> = report["logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|row| {
-                row.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap() as f32)
-            })
-            .collect();
-        let attention: Vec<f32> = report["attention"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|l| l.as_array().unwrap().iter())
-            .flat_map(|h| h.as_array().unwrap().iter())
-            .flat_map(|row| {
-                row.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap() as f32)
-            })
-            .collect();
+        let logits = flatten_floats(&report["logits"]);
+        let attention = flatten_floats(&report["attention"]);
         for (what, got, want) in [
             ("logits", logits, tensor(&format!("{name}.logits"))),
             ("attention", attention, tensor(&format!("{name}.attention"))),
