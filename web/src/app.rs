@@ -12,17 +12,30 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 
+use attn_gpu::{GpuContext, GpuError};
+
 use crate::browser::{self, WebGpuStatus};
 use crate::heatmap;
 use crate::manifest::{parse_manifest, ModelEntry};
 use crate::page_state::{EngineChoice, PageState};
-use crate::session::{model_from_files, ModelInfo, RunResult, Session};
+use crate::runner::Coalescer;
+use crate::session::{model_from_files, EngineUsed, GpuPair, ModelInfo, RunResult, Session};
 
 /// Where the built-in models live, relative to the page.
 const MODELS_BASE: &str = "models/";
 
 /// The shared, non-reactive session (the engine is not `Send`).
 type SessionCell = Rc<RefCell<Option<Session>>>;
+
+/// The WebGPU device, once one is open and chosen (DESIGN.md §4: not on software adapters unless
+/// the URL says `engine=gpu`).
+type GpuCell = Rc<RefCell<Option<GpuContext>>>;
+
+/// A forward the page wants: the input and the variant, at one model version.
+struct Job {
+    tokens: Vec<u32>,
+    variant: Variant,
+}
 
 #[derive(Clone, Copy)]
 struct Ui {
@@ -47,6 +60,9 @@ struct Ui {
     importance: RwSignal<Vec<HeadImportance>>,
     generated: RwSignal<Option<String>>,
     model_version: RwSignal<u32>,
+    /// The engine behind the latest result, for the cost panel.
+    engine_used: RwSignal<Option<EngineUsed>>,
+    gpu: StoredValue<GpuCell, LocalStorage>,
 }
 
 #[component]
@@ -81,15 +97,48 @@ pub fn App() -> impl IntoView {
         importance: RwSignal::new(Vec::new()),
         generated: RwSignal::new(None),
         model_version: RwSignal::new(0),
+        engine_used: RwSignal::new(None),
+        gpu: StoredValue::new_local(Rc::new(RefCell::new(None))),
     };
     let session: SessionCell = Rc::new(RefCell::new(None));
     let session = StoredValue::new_local(session);
+    let runner = StoredValue::new_local(Rc::new(Coalescer::<Job>::default()));
 
-    // Engine badge: name the adapter and the engine in use, and why.
+    // The engine: WebGPU on a hardware adapter (or when the URL asks for it), the CPU engine
+    // otherwise; the badge names the adapter and the engine in use, and why.
     spawn_local(async move {
-        let status = browser::probe_webgpu().await;
         let choice = ui.engine_choice.get_untracked();
-        ui.engine_badge.set(engine_badge(&status, choice));
+        let status = browser::probe_webgpu().await;
+        let wants_gpu = match (&status, choice) {
+            (_, EngineChoice::Cpu) | (WebGpuStatus::Unavailable(_), _) => false,
+            (WebGpuStatus::Adapter { fallback, .. }, EngineChoice::Auto) => !fallback,
+            (WebGpuStatus::Adapter { .. }, EngineChoice::Gpu) => true,
+        };
+        if !wants_gpu {
+            ui.engine_badge.set(engine_badge(&status, choice));
+            return;
+        }
+        ui.engine_badge
+            .set("Opening the WebGPU device and compiling kernels…".into());
+        match GpuContext::new().await {
+            Ok(ctx) => {
+                ui.engine_badge.set(format!(
+                    "WebGPU adapter: {} · GPU engine{}",
+                    ctx.adapter().name,
+                    if choice == EngineChoice::Gpu {
+                        " (chosen in the URL)"
+                    } else {
+                        ""
+                    }
+                ));
+                *ui.gpu.get_value().borrow_mut() = Some(ctx);
+                // A model that loaded first moves onto the GPU now.
+                attach_gpu(ui, &session.get_value());
+            }
+            Err(e) => ui
+                .engine_badge
+                .set(format!("CPU fallback — WebGPU could not start: {e}")),
+        }
     });
 
     // The model list, then the model the URL names (or the first one).
@@ -151,7 +200,8 @@ pub fn App() -> impl IntoView {
         }
     });
 
-    // Tokens or variant → forward passes (baseline and current), latest value wins.
+    // Tokens or variant → forward passes (baseline and current). One runs at a time and newer
+    // requests replace waiting ones, so a slider drag never queues up work.
     Effect::new(move |_| {
         let tokens = ui.tokens.get();
         let variant = ui.variant.get();
@@ -159,25 +209,16 @@ pub fn App() -> impl IntoView {
         if tokens.is_empty() {
             return;
         }
-        let cell = session.get_value();
-        let mut guard = cell.borrow_mut();
-        let Some(s) = guard.as_mut() else { return };
-        let need_baseline = ui
-            .baseline
-            .with_untracked(|b| b.as_ref().map(|r| r.output.seq_len) != Some(tokens.len()))
-            || ui.baseline.with_untracked(Option::is_none);
-        if need_baseline {
-            match s.run(&Variant::default(), &tokens) {
-                Ok(r) => ui.baseline.set(Some(r)),
-                Err(e) => return ui.error.set(Some(e)),
-            }
-        }
-        match s.run(&variant, &tokens) {
-            Ok(r) => {
-                ui.current.set(Some(r));
-                ui.error.set(None);
-            }
-            Err(e) => ui.error.set(Some(e)),
+        let runner = runner.get_value();
+        if runner.offer(Job { tokens, variant }) {
+            let cell = session.get_value();
+            spawn_local(async move {
+                while let Some(job) = runner.next() {
+                    run_job(ui, &cell, job).await;
+                    // Let input events in before the next forward.
+                    browser::next_tick().await;
+                }
+            });
         }
     });
 
@@ -256,8 +297,8 @@ pub fn App() -> impl IntoView {
     }
 }
 
+/// The badge when the page stays on the CPU engine: which adapter there is, and why it is not used.
 fn engine_badge(status: &WebGpuStatus, choice: EngineChoice) -> String {
-    // The GPU engine is not wired in yet: the page always runs the CPU engine and says why.
     match (status, choice) {
         (_, EngineChoice::Cpu) => "CPU engine (chosen in the URL)".into(),
         (WebGpuStatus::Unavailable(why), _) => format!("CPU fallback — {why}"),
@@ -267,9 +308,10 @@ fn engine_badge(status: &WebGpuStatus, choice: EngineChoice) -> String {
                 fallback: true,
             },
             _,
-        ) => {
-            format!("CPU fallback — WebGPU adapter {name} is a software fallback")
-        }
+        ) => format!(
+            "CPU fallback — WebGPU adapter {name} is a software fallback (the CPU engine is \
+             faster there; add engine=gpu to the URL to use it anyway)"
+        ),
         (WebGpuStatus::Adapter { name, .. }, _) => {
             format!("WebGPU adapter: {name} · running on the CPU engine")
         }
@@ -307,8 +349,120 @@ async fn load_builtin(ui: Ui, cell: SessionCell, entry: ModelEntry) {
     ui.loading.set(None);
 }
 
+/// Runs one job: the baseline when the input changed, then the variant; on the GPU engine when
+/// the session has one, else on the CPU engine. A GPU failure other than a bad input moves the
+/// page to the CPU engine for good, with a message, and runs the job there.
+async fn run_job(ui: Ui, cell: &SessionCell, job: Job) {
+    let Job { tokens, variant } = job;
+    let need_baseline = ui
+        .baseline
+        .with_untracked(|b| b.as_ref().map(|r| &r.tokens) != Some(&tokens));
+    let version = ui.model_version.get_untracked();
+    // Taken out of the session so no borrow is held across the await.
+    let pair = cell.borrow_mut().as_mut().and_then(|s| s.gpu.take());
+    if let Some(mut pair) = pair {
+        let result = async {
+            let baseline = match need_baseline {
+                true => Some(pair.run(true, &Variant::default(), &tokens).await?),
+                false => None,
+            };
+            let current = pair.run(false, &variant, &tokens).await?;
+            Ok::<_, GpuError>((baseline, current))
+        }
+        .await;
+        if ui.model_version.get_untracked() != version {
+            return; // Another model was installed meanwhile: these results are stale.
+        }
+        match result {
+            Ok((baseline, current)) => {
+                if let Some(s) = cell.borrow_mut().as_mut() {
+                    s.gpu = Some(pair);
+                }
+                if let Some(b) = baseline {
+                    ui.baseline.set(Some(b));
+                }
+                ui.engine_used.set(Some(current.engine));
+                ui.current.set(Some(current));
+                ui.error.set(None);
+                return;
+            }
+            Err(GpuError::Model(e)) => {
+                if let Some(s) = cell.borrow_mut().as_mut() {
+                    s.gpu = Some(pair);
+                }
+                ui.error.set(Some(e.to_string()));
+                return;
+            }
+            Err(e) => leave_gpu(ui, &format!("the GPU engine failed ({e})")),
+        }
+    }
+    let mut guard = cell.borrow_mut();
+    let Some(s) = guard.as_mut() else { return };
+    if need_baseline {
+        match s.run(&Variant::default(), &tokens) {
+            Ok(r) => ui.baseline.set(Some(r)),
+            Err(e) => return ui.error.set(Some(e)),
+        }
+    }
+    match s.run(&variant, &tokens) {
+        Ok(r) => {
+            ui.engine_used.set(Some(r.engine));
+            ui.current.set(Some(r));
+            ui.error.set(None);
+        }
+        Err(e) => ui.error.set(Some(e)),
+    }
+}
+
+/// Moves the page to the CPU engine for the rest of the visit, saying why.
+fn leave_gpu(ui: Ui, why: &str) {
+    *ui.gpu.get_value().borrow_mut() = None;
+    ui.engine_badge.set(format!("CPU fallback — {why}"));
+    ui.notices.update(|n| {
+        n.push(format!(
+            "Switched to the CPU engine: {why}. Results are the same, only slower."
+        ))
+    });
+}
+
+/// The GPU engines for the session's model, when the page has a GPU; a model the GPU cannot
+/// hold stays on the CPU engine with a message.
+fn gpu_pair_for(ui: Ui, s: &Session) -> Option<GpuPair> {
+    let gpu = ui.gpu.get_value();
+    let guard = gpu.borrow();
+    let ctx = guard.as_ref()?;
+    match GpuPair::new(ctx, s.engine.model().clone()) {
+        Ok(pair) => Some(pair),
+        Err(e) => {
+            ui.notices
+                .update(|n| n.push(format!("{} runs on the CPU engine: {e}", s.info.title)));
+            None
+        }
+    }
+}
+
+/// Moves a model that loaded before the GPU was ready onto the GPU, and runs it again there.
+fn attach_gpu(ui: Ui, cell: &SessionCell) {
+    let attached = {
+        let mut guard = cell.borrow_mut();
+        match guard.as_mut() {
+            Some(s) if s.gpu.is_none() => {
+                s.gpu = gpu_pair_for(ui, s);
+                s.gpu.is_some()
+            }
+            _ => false,
+        }
+    };
+    if attached {
+        ui.baseline.set(None);
+        ui.current.set(None);
+        ui.model_version.update(|v| *v += 1);
+    }
+}
+
 /// Makes `s` the running session and resets what depended on the old one.
-fn install(ui: Ui, cell: &SessionCell, s: Session) {
+fn install(ui: Ui, cell: &SessionCell, mut s: Session) {
+    s.gpu = gpu_pair_for(ui, &s);
     let roles = s.roles();
     let info = s.info.clone();
     // Variants that do not fit the new model are dropped with a message rather than failing.
@@ -731,7 +885,12 @@ fn CostPanel(ui: Ui) -> impl IntoView {
                 Some(format!("{} → {} bytes", b.output.kv_bytes_per_token, c.output.kv_bytes_per_token))
             }}</dd>
             <dt>"Forward time"</dt>
-            <dd><span data-testid="forward-ms">{move || ui.current.get().map(|r| format!("{:.1}", r.millis))}</span>" ms"</dd>
+            <dd><span data-testid="forward-ms">{move || ui.current.get().map(|r| format!("{:.1}", r.millis))}</span>" ms"
+                <span class="muted" data-testid="engine-used">{move || ui.engine_used.get().map(|e| match e {
+                    EngineUsed::Gpu => " on the GPU engine",
+                    EngineUsed::Cpu => " on the CPU engine",
+                })}</span>
+            </dd>
         </dl>
     }
 }
@@ -915,8 +1074,8 @@ fn FocusView(ui: Ui) -> impl IntoView {
             <div class="focus" data-testid="focus-view">
                 <div class="focus-head">
                     <h3>{format!("Layer {l}, head {h}")}</h3>
-                    <button on:click=export_png>"Export PNG"</button>
-                    <button on:click=export_json>"Export JSON"</button>
+                    <button data-testid="export-png" on:click=export_png>"Export PNG"</button>
+                    <button data-testid="export-json" on:click=export_json>"Export JSON"</button>
                     <button on:click=move |_| ui.focus.set(None) aria-label="Close">"×"</button>
                 </div>
                 <div class="focus-body">
@@ -972,12 +1131,12 @@ fn ImportancePanel(ui: Ui, session: StoredValue<SessionCell, LocalStorage>) -> i
         <h2>"Head importance"</h2>
         <button data-testid="rank-heads" on:click=rank>"Ablate each head in turn"</button>
         <label class="inline">"Keep the "
-            <input type="number" min="0" class="small" prop:value=move || budget.get().to_string()
+            <input type="number" min="0" class="small" data-testid="prune-budget" prop:value=move || budget.get().to_string()
                 on:input=move |ev| budget.set(event_target_value(&ev).parse().unwrap_or(0)) />
             " most important heads "
         </label>
-        <button on:click=prune disabled=move || ui.importance.with(Vec::is_empty)>"Prune to budget"</button>
-        <ol class="importance">
+        <button data-testid="prune" on:click=prune disabled=move || ui.importance.with(Vec::is_empty)>"Prune to budget"</button>
+        <ol class="importance" data-testid="importance">
             {move || {
                 let ranking = ui.importance.get();
                 let max = ranking.iter().map(|h| h.loss_increase.abs()).fold(1e-9, f64::max);

@@ -5,6 +5,7 @@ mod browser;
 mod heatmap;
 mod manifest;
 mod page_state;
+mod runner;
 mod session;
 
 fn main() {

@@ -1,6 +1,7 @@
-//! A loaded model with its engine and tokenizer: what the page runs. Kept out of the reactive
+//! A loaded model with its engines and tokenizer: what the page runs. Kept out of the reactive
 //! graph (engines are not `Send` on the web) and reached through a local `StoredValue`.
 
+use attn_gpu::{GpuContext, GpuEngine, Readback};
 use attn_model::{
     head_roles, load::hf_tokenizer, prepare, CpuEngine, HeadRoles, Model, Output, Tokenizer,
     Variant,
@@ -28,16 +29,73 @@ pub struct ModelInfo {
 
 /// A model ready to run.
 pub struct Session {
+    /// The reference engine. It runs head importance, generation and role scores, and every
+    /// forward when the page is not on the GPU engine.
     pub engine: CpuEngine,
+    /// The GPU engines when the page runs on WebGPU. Taken out of the session while a forward is
+    /// in flight (see [`GpuPair::run`]) and put back afterwards.
+    pub gpu: Option<GpuPair>,
     pub tokenizer: Option<Tokenizer>,
     pub info: ModelInfo,
+}
+
+/// Two GPU engines over one upload of the weights: the unmodified model (the baseline every
+/// comparison is against) and the variant being explored, so that changing a control never
+/// re-prepares the baseline.
+pub struct GpuPair {
+    pub baseline: GpuEngine,
+    pub variant: GpuEngine,
+}
+
+impl GpuPair {
+    /// Uploads `model` to the device of `ctx`.
+    pub fn new(ctx: &GpuContext, model: Model) -> Result<Self, String> {
+        let baseline = GpuEngine::new(ctx, model).map_err(|e| e.to_string())?;
+        let variant = baseline.share().map_err(|e| e.to_string())?;
+        Ok(GpuPair { baseline, variant })
+    }
+
+    /// Runs `variant` (or the baseline when `baseline` is set) on `tokens`, timing the forward.
+    pub async fn run(
+        &mut self,
+        baseline: bool,
+        variant: &Variant,
+        tokens: &[u32],
+    ) -> Result<RunResult, attn_gpu::GpuError> {
+        let engine = if baseline {
+            &mut self.baseline
+        } else {
+            &mut self.variant
+        };
+        if !baseline && engine.variant() != &variant.normalised() {
+            engine.set_variant(variant)?;
+        }
+        let start = now_ms();
+        let output = engine.forward_with(tokens, &Readback::everything()).await?;
+        Ok(RunResult {
+            tokens: tokens.to_vec(),
+            output,
+            millis: now_ms() - start,
+            engine: EngineUsed::Gpu,
+        })
+    }
+}
+
+/// Which engine produced a result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineUsed {
+    Cpu,
+    Gpu,
 }
 
 /// One forward's results as the page shows them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunResult {
+    /// The input it ran on.
+    pub tokens: Vec<u32>,
     pub output: Output,
     pub millis: f64,
+    pub engine: EngineUsed,
 }
 
 impl Session {
@@ -68,6 +126,7 @@ impl Session {
         let engine = CpuEngine::new(model).map_err(|e| e.to_string())?;
         Ok(Session {
             engine,
+            gpu: None,
             tokenizer,
             info,
         })
@@ -101,7 +160,7 @@ impl Session {
             .unwrap_or_else(|| id.to_string())
     }
 
-    /// Runs `variant` on `tokens`, timing the forward.
+    /// Runs `variant` on `tokens` on the CPU engine, timing the forward.
     pub fn run(&mut self, variant: &Variant, tokens: &[u32]) -> Result<RunResult, String> {
         if self.engine.variant() != &variant.normalised() {
             self.engine
@@ -111,8 +170,10 @@ impl Session {
         let start = now_ms();
         let output = self.engine.forward(tokens).map_err(|e| e.to_string())?;
         Ok(RunResult {
+            tokens: tokens.to_vec(),
             output,
             millis: now_ms() - start,
+            engine: EngineUsed::Cpu,
         })
     }
 

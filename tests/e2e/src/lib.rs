@@ -13,9 +13,13 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-/// The repository root.
+/// The repository root. Read at run time (cargo sets `CARGO_MANIFEST_DIR` for test binaries):
+/// a build cache shared by several checkouts may hold a library compiled in another one.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    Path::new(&manifest_dir).join("../..")
 }
 
 /// The built app; panics with the command to run when it is missing.

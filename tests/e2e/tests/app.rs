@@ -202,12 +202,30 @@ fn kv_groups_change_the_kv_cache_bytes() {
 }
 
 #[test]
-fn without_webgpu_the_cpu_engine_gives_the_same_prediction() {
+fn the_gpu_engine_and_the_cpu_fallback_give_the_same_prediction() {
     assert!(models_listed(), "static/models/index.json lists no model");
-    let (_server, with_gpu) = open(WebGpu::Enabled, "");
+    // `engine=gpu` runs the WebGPU engine even on SwiftShader (which the page otherwise skips
+    // because the CPU engine is faster there), so the GPU path of the page is what runs here.
+    let (_server, with_gpu) = open(WebGpu::Enabled, "?engine=gpu");
     wait_for_grid(&with_gpu);
+    let used = with_gpu.wait_for(
+        "a result from the GPU engine",
+        "const e = document.querySelector('[data-testid=engine-used]');
+         return e && e.textContent.includes('GPU') ? e.textContent : ''",
+        LOAD,
+    );
+    println!("{used}");
+    let badge =
+        with_gpu.eval("return document.querySelector('[data-testid=engine-badge]').textContent");
+    let badge = badge.as_str().unwrap();
+    assert!(
+        badge.contains("WebGPU adapter") && badge.contains("GPU engine"),
+        "badge: {badge}"
+    );
     let expected = top1(&with_gpu);
+    with_gpu.screenshot("05-gpu-engine");
     drop(with_gpu);
+
     let (_server2, b) = open(WebGpu::Disabled, "");
     wait_for_grid(&b);
     let badge = b.wait_for(
@@ -217,8 +235,179 @@ fn without_webgpu_the_cpu_engine_gives_the_same_prediction() {
         LOAD,
     );
     assert!(badge.as_str().unwrap().contains("CPU fallback"));
+    let used = b.eval("return document.querySelector('[data-testid=engine-used]').textContent");
+    assert!(used.as_str().unwrap().contains("CPU"), "{used}");
     assert_eq!(top1(&b), expected);
     b.screenshot("05-cpu-fallback");
+}
+
+/// The KL figure of the cost panel, in nats.
+fn kl(b: &Browser) -> f64 {
+    let text = b.eval("return document.querySelector('[data-testid=kl]').textContent");
+    text.as_str()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Sets a control's value as a person would (input and change events) and returns once the
+/// page shows a result that differs from the baseline and the URL carries `url_part`.
+fn change_control(b: &Browser, testid: &str, value: &str, url_part: &str) {
+    b.eval(&format!(
+        "const e = document.querySelector('[data-testid={testid}]');
+         e.value = {value:?};
+         e.dispatchEvent(new Event('input', {{bubbles: true}}));
+         e.dispatchEvent(new Event('change', {{bubbles: true}}));"
+    ));
+    b.wait_for(
+        &format!("a result that differs from the baseline after {testid} = {value}"),
+        "const k = document.querySelector('[data-testid=kl]').textContent;
+         return k !== '' && !k.startsWith('0.0000')",
+        LOAD,
+    );
+    let url = b.url();
+    assert!(url.contains(url_part), "{testid} = {value}: url {url}");
+}
+
+/// Presses reset and waits for the baseline to come back.
+fn reset(b: &Browser) {
+    b.eval("document.querySelector('[data-testid=reset]').click()");
+    b.wait_for(
+        "the baseline after reset",
+        "return document.querySelector('[data-testid=kl]').textContent.startsWith('0.0000')",
+        LOAD,
+    );
+    assert!(
+        !b.url().contains("window="),
+        "reset leaves the URL clean: {}",
+        b.url()
+    );
+}
+
+#[test]
+fn every_variant_control_changes_the_output_and_the_url() {
+    assert!(models_listed(), "static/models/index.json lists no model");
+    let (_server, b) = open(WebGpu::Enabled, "");
+    wait_for_grid(&b);
+    assert_eq!(kl(&b), 0.0, "the page opens on the baseline");
+    let baseline = topk_text(&b);
+
+    change_control(&b, "window", "1", "window=1");
+    b.screenshot("07-window-1");
+    // The URL alone reproduces the view.
+    let url = b.url();
+    b.goto(&url);
+    wait_for_grid(&b);
+    b.wait_for(
+        "the window restored from the URL",
+        "return document.querySelector('[data-testid=window]').value === '1' &&
+                !document.querySelector('[data-testid=kl]').textContent.startsWith('0.0000')",
+        LOAD,
+    );
+    reset(&b);
+    assert_eq!(
+        topk_text(&b),
+        baseline,
+        "reset gives the baseline output back"
+    );
+
+    change_control(&b, "beta", "3", "beta=3");
+    reset(&b);
+    change_control(&b, "top-k", "1", "top_k=1");
+    reset(&b);
+    change_control(&b, "kernel", "linear", "kernel=linear");
+    b.screenshot("08-linear-kernel");
+    reset(&b);
+    change_control(&b, "kernel", "random_features", "kernel=rf");
+    reset(&b);
+
+    // Dropping a layer's attention.
+    b.eval("document.querySelector('[data-testid=drop-layer][data-layer=\"0\"]').click()");
+    b.wait_for(
+        "a changed output after dropping layer 0",
+        "return !document.querySelector('[data-testid=kl]').textContent.startsWith('0.0000')",
+        LOAD,
+    );
+    assert!(b.url().contains("drop=0"), "url: {}", b.url());
+    reset(&b);
+}
+
+#[test]
+fn head_importance_ranks_every_head_and_prunes_to_a_budget() {
+    assert!(models_listed(), "static/models/index.json lists no model");
+    let (_server, b) = open(WebGpu::Enabled, "");
+    let cells = wait_for_grid(&b);
+    b.eval("document.querySelector('[data-testid=rank-heads]').click()");
+    let ranked = b.wait_for(
+        "a ranking of every head",
+        "return document.querySelectorAll('[data-testid=importance] li').length",
+        LOAD,
+    );
+    assert_eq!(ranked.as_u64().unwrap() as usize, cells);
+    b.eval(
+        "const e = document.querySelector('[data-testid=prune-budget]');
+         e.value = '1'; e.dispatchEvent(new Event('input', {bubbles: true}));
+         document.querySelector('[data-testid=prune]').click();",
+    );
+    let ablated = b.wait_for(
+        "all heads but one ablated",
+        "return document.querySelectorAll('[data-testid=heatmap-cell][data-ablated=true]').length",
+        LOAD,
+    );
+    assert_eq!(ablated.as_u64().unwrap() as usize, cells - 1);
+    assert!(b.url().contains("ablate="), "url: {}", b.url());
+    b.screenshot("09-pruned");
+}
+
+#[test]
+fn the_enlarged_map_exports_as_png_and_json() {
+    assert!(models_listed(), "static/models/index.json lists no model");
+    let (_server, b) = open(WebGpu::Enabled, "");
+    wait_for_grid(&b);
+    b.eval("document.querySelector('[data-testid=heatmap-cell] canvas').click()");
+    b.wait_for(
+        "the enlarged map",
+        "return !!document.querySelector('[data-testid=focus-view]')",
+        LOAD,
+    );
+    assert!(b.url().contains("focus=0.0"), "url: {}", b.url());
+    // Catch downloads instead of letting the browser save them.
+    b.eval(
+        "window.__downloads = [];
+         const create = URL.createObjectURL;
+         URL.createObjectURL = blob => { window.__blob = blob; return create(blob); };
+         HTMLAnchorElement.prototype.click = function () {
+             window.__downloads.push({name: this.download, href: this.href});
+         };
+         document.querySelector('[data-testid=export-png]').click();
+         document.querySelector('[data-testid=export-json]').click();",
+    );
+    let downloads = b.eval("return window.__downloads");
+    assert_eq!(downloads[0]["name"], "attention-L0-H0.png");
+    assert!(downloads[0]["href"]
+        .as_str()
+        .unwrap()
+        .starts_with("data:image/png;base64,"));
+    assert_eq!(downloads[1]["name"], "attention.json");
+    let json = b.eval("return (async () => JSON.parse(await window.__blob.text()))()");
+    let tokens = json["tokens"]
+        .as_array()
+        .expect("tokens in the export")
+        .len();
+    assert!(tokens > 0);
+    let attention = json["attention"].as_array().unwrap();
+    let first = &attention[0][0];
+    assert_eq!(first.as_array().unwrap().len(), tokens, "one row per query");
+    let row_sum: f64 = first[tokens - 1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .sum();
+    assert!(
+        (row_sum - 1.0).abs() < 1e-3,
+        "attention rows sum to 1: {row_sum}"
+    );
 }
 
 #[test]
