@@ -4,7 +4,9 @@
 #   2. the web app's release build with Trunk (wasm-bindgen + wasm-opt) into dist/,
 #   3. native tests of the whole workspace: CPU engine, PyTorch parity, CLI, GPU engine on
 #      lavapipe, trainer smoke test,
-#   4. end-to-end tests: dist/ served on 127.0.0.1 and driven in headless Chromium
+#   4. the GPU engine's parity tests and the app's component tests, compiled to wasm and run in
+#      headless Chromium (wasm-bindgen-test),
+#   5. end-to-end tests: dist/ served on 127.0.0.1 and driven in headless Chromium
 #      (tests/e2e, screenshots in tests/artifacts/).
 # Independent steps all run; the end-to-end step needs step 2. Exits non-zero if any failed.
 set -euo pipefail
@@ -44,6 +46,13 @@ browser_gpu_tests() {
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test -p attn-gpu --target wasm32-unknown-unknown --test browser 2>&1 | tee -a "$results_log")
 }
+# The app's components (the page, the heatmap painter, the session's engines) in headless
+# Chromium (web/webdriver.json holds the same flags).
+browser_web_tests() {
+  (cd web && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=600 \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    cargo test -p attn-web --target wasm32-unknown-unknown --test components 2>&1 | tee -a "$results_log")
+}
 e2e_tests() { cargo test -p attn-e2e -- --test-threads=1 --nocapture 2>&1 | tee -a "$results_log"; }
 
 # Trunk 0.21 finds the crate from its working directory: run it in web/ with the top config.
@@ -58,6 +67,8 @@ run_step "web app: trunk build --release -> dist/" build_web || web_ok=0
 run_step "native tests: cargo test --workspace" native_tests || true
 
 run_step "GPU engine in headless Chromium (wasm-bindgen-test)" browser_gpu_tests || true
+
+run_step "app components in headless Chromium (wasm-bindgen-test)" browser_web_tests || true
 
 if [ "$web_ok" -eq 1 ]; then
   # One browser at a time: Chromium on SwiftShader wants both cores.
