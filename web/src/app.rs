@@ -19,6 +19,7 @@ use crate::heatmap;
 use crate::manifest::{parse_manifest, ModelEntry};
 use crate::page_state::{EngineChoice, PageState};
 use crate::runner::Coalescer;
+use crate::task_check::{self, Expected};
 use crate::session::{model_from_files, EngineUsed, GpuPair, ModelInfo, RunResult, Session};
 
 /// Where the built-in models live, relative to the page.
@@ -806,8 +807,35 @@ fn OutputPanel(ui: Ui, session: StoredValue<SessionCell, LocalStorage>) -> impl 
             .get_value()
             .borrow()
             .as_ref()
-            .map(|s| s.label(id))
+            .map(|s| s.output_label(id))
             .unwrap_or_else(|| id.to_string())
+    };
+    // For the built-in tasks: the right answer, and whether each run gives it.
+    let check = move || {
+        let task = ui.info.get()?.task?;
+        let expected = task_check::expected(&task, &ui.labels.get())?;
+        let verdict = |r: Option<RunResult>| -> Option<String> {
+            let Expected::Answer(answer) = &expected else {
+                return None;
+            };
+            let r = r?;
+            let (top, _) = *r.output.top_at(r.output.seq_len - 1, 1).first()?;
+            let said = label(top);
+            Some(if &said == answer {
+                format!("{said} ✓")
+            } else {
+                format!("{said} ✗")
+            })
+        };
+        let (base, current) = (verdict(ui.baseline.get()), verdict(ui.current.get()));
+        Some(match &expected {
+            Expected::Answer(answer) => format!(
+                "Right answer: {answer} · baseline says {} · with your changes: {}",
+                base.unwrap_or_default(),
+                current.unwrap_or_default()
+            ),
+            Expected::Open(why) => format!("No single right answer here: {why}."),
+        })
     };
     let bars = move |result: Option<RunResult>| {
         result.map(|r| {
@@ -856,6 +884,7 @@ fn OutputPanel(ui: Ui, session: StoredValue<SessionCell, LocalStorage>) -> impl 
                 <ol class="bars" data-testid="output-topk-current">{move || bars(ui.current.get())}</ol>
             </div>
         </div>
+        {move || check().map(|text| view! { <p class="task-check" data-testid="task-check">{text}</p> })}
         {move || ui.info.get().filter(|i| !i.classifier && i.tokenizer.is_some()).map(|_| view! {
             <button on:click=generate>"Generate 40 tokens"</button>
             <p class="generated">{move || ui.generated.get()}</p>

@@ -8,3 +8,4 @@ pub mod manifest;
 pub mod page_state;
 pub mod runner;
 pub mod session;
+pub mod task_check;

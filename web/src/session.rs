@@ -25,6 +25,8 @@ pub struct ModelInfo {
     pub parameters: usize,
     pub tokenizer: Option<&'static str>,
     pub examples: Vec<String>,
+    /// The built-in task it was trained on (`metadata.task`), e.g. `sort`.
+    pub task: Option<String>,
 }
 
 /// A model ready to run.
@@ -36,6 +38,8 @@ pub struct Session {
     /// in flight (see [`GpuPair::run`]) and put back afterwards.
     pub gpu: Option<GpuPair>,
     pub tokenizer: Option<Tokenizer>,
+    /// Class names of a classifier, in output order.
+    pub classes: Option<Vec<String>>,
     pub info: ModelInfo,
 }
 
@@ -122,12 +126,24 @@ impl Session {
             parameters: model.parameter_count(),
             tokenizer: tokenizer.as_ref().map(Tokenizer::kind),
             examples,
+            task: model
+                .metadata
+                .get("task")
+                .and_then(|t| t.as_str())
+                .map(str::to_string),
         };
+        // A classifier's outputs are classes, not tokens: name them from `metadata.classes`.
+        let classes = model
+            .metadata
+            .get("classes")
+            .and_then(|c| serde_json::from_value::<Vec<String>>(c.clone()).ok())
+            .filter(|c| Some(c.len()) == model.config.n_classes);
         let engine = CpuEngine::new(model).map_err(|e| e.to_string())?;
         Ok(Session {
             engine,
             gpu: None,
             tokenizer,
+            classes,
             info,
         })
     }
@@ -158,6 +174,17 @@ impl Session {
             .as_ref()
             .and_then(|t| t.token_label(id))
             .unwrap_or_else(|| id.to_string())
+    }
+
+    /// A readable label for output `id`: a class name for a classifier, else a token.
+    pub fn output_label(&self, id: u32) -> String {
+        match &self.classes {
+            Some(classes) => classes
+                .get(id as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("class {id}")),
+            None => self.label(id),
+        }
     }
 
     /// Runs `variant` on `tokens` on the CPU engine, timing the forward.

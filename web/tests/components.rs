@@ -42,7 +42,7 @@ async fn text_of(selector: &str) -> Option<String> {
 #[wasm_bindgen_test]
 async fn without_a_model_list_the_page_says_why_and_offers_loading_from_disk() {
     // The test runner serves no models/index.json: the page must explain, not go blank.
-    std::mem::forget(leptos::mount::mount_to_body(attn_web::app::App));
+    let _ = leptos::mount::mount_to_body(attn_web::app::App);
     assert_eq!(
         text_of("[data-testid=app-title]").await.as_deref(),
         Some("Attention Playground")

@@ -121,6 +121,14 @@ fn every_head_is_drawn_and_ablation_lives_in_the_url() {
         LOAD,
     );
     assert_eq!(painted, Value::Bool(true));
+    // The built-in task models say what the right answer is and whether the model gives it.
+    let check = b.wait_for(
+        "the task check",
+        "const e = document.querySelector('[data-testid=task-check]'); return e ? e.textContent : ''",
+        LOAD,
+    );
+    let check = check.as_str().unwrap();
+    assert!(check.contains("Right answer") && check.contains('✓'), "{check}");
     b.screenshot("02-grid");
 
     // Ablate the last layer's first head: the output and the URL change.

@@ -144,8 +144,19 @@ impl Task {
             },
             Task::Sort => base(arch(64, 2, 4, true), 4000, 2e-3),
             Task::Reverse => base(arch(64, 2, 4, true), 3000, 2e-3),
-            Task::Recall => base(arch(64, 2, 4, true), 4000, 2e-3),
-            Task::Brackets => base(arch(64, 3, 4, true), 5000, 1e-3),
+            // The induction recipe: the lookup is an induction circuit (a previous-token head
+            // marks each value with its key, a layer-1 head matches the query against it).
+            // With MLPs and four heads, runs stalled at ≈ 0.44 accuracy for 4000–8000 steps.
+            Task::Recall => TrainConfig {
+                head_penalty: 0.01,
+                ..base(arch(64, 2, 2, false), 3000, 3e-3)
+            },
+            // Four layers and a gentler, larger-batch schedule: with 3 layers at lr 1e-3 the
+            // held-out accuracy swung between 0.76 and 0.95 and ended at 0.92–0.94.
+            Task::Brackets => TrainConfig {
+                batch_size: 128,
+                ..base(arch(64, 4, 4, true), 3000, 5e-4)
+            },
             // ≈ 0.8 M parameters with a 128-character context: under 4 MB as f32.
             Task::Shakespeare => TrainConfig {
                 model: ArchConfig {
