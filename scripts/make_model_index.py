@@ -57,8 +57,9 @@ CATALOGUE = [
      "than opening brackets) as well as compare totals."),
     ("shakespeare", "Shakespeare characters",
      "A small character-level language model trained on Shakespeare's plays. Type a speaker's "
-     "name and a line and it continues in (rough) Elizabethan English; its heads include "
-     "previous-character, word-boundary and longer-range heads."),
+     "name and a line and it continues in (rough) Elizabethan English. Step through its 16 "
+     "heads to see which look at the last few characters and which reach further back, and "
+     "ablate them to see what the loss on your line thinks of each."),
 ]
 
 
