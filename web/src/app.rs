@@ -19,8 +19,8 @@ use crate::heatmap;
 use crate::manifest::{parse_manifest, ModelEntry};
 use crate::page_state::{EngineChoice, PageState};
 use crate::runner::Coalescer;
-use crate::task_check::{self, Expected};
 use crate::session::{model_from_files, EngineUsed, GpuPair, ModelInfo, RunResult, Session};
+use crate::task_check::{self, Expected};
 
 /// Where the built-in models live, relative to the page.
 const MODELS_BASE: &str = "models/";

@@ -91,7 +91,10 @@ mod tests {
     fn sort_and_reverse_follow_the_written_answer() {
         assert_eq!(answer("sort", "7 2 15 9 0 |"), is("0"));
         assert_eq!(answer("sort", "7 2 15 9 0 | 0 2"), is("7"));
-        assert_eq!(answer("sort", "7 2 15 | 2 7 15"), Some(Expected::Open("the whole answer has been written")));
+        assert_eq!(
+            answer("sort", "7 2 15 | 2 7 15"),
+            Some(Expected::Open("the whole answer has been written"))
+        );
         assert!(matches!(answer("sort", "7 2"), Some(Expected::Open(_))));
         assert_eq!(answer("reverse", "1 2 3 |"), is("3"));
         assert_eq!(answer("reverse", "1 2 3 | 3 2"), is("1"));
@@ -101,14 +104,23 @@ mod tests {
     fn recall_looks_the_key_up() {
         assert_eq!(answer("recall", "a 3 f 7 k 1 | f"), is("7"));
         assert_eq!(answer("recall", "a 3 f 7 | f 7 a"), is("3"));
-        assert!(matches!(answer("recall", "a 3 f 7 | f 7"), Some(Expected::Open(_))));
-        assert!(matches!(answer("recall", "a 3 | z"), Some(Expected::Open(_))));
+        assert!(matches!(
+            answer("recall", "a 3 f 7 | f 7"),
+            Some(Expected::Open(_))
+        ));
+        assert!(matches!(
+            answer("recall", "a 3 | z"),
+            Some(Expected::Open(_))
+        ));
     }
 
     #[test]
     fn induction_copies_what_followed_the_last_occurrence() {
         assert_eq!(answer("induction", "q x z m b x z m"), is("b"));
-        assert!(matches!(answer("induction", "q x z"), Some(Expected::Open(_))));
+        assert!(matches!(
+            answer("induction", "q x z"),
+            Some(Expected::Open(_))
+        ));
     }
 
     #[test]

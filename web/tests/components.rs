@@ -73,15 +73,16 @@ fn the_painter_draws_one_pixel_per_cell_with_the_future_greyed_out() {
     let map = [1.0, 0.0, 0.25, 0.75];
     heatmap::paint(&canvas, &map, None, 2, true).unwrap();
     assert_eq!((canvas.width(), canvas.height()), (2, 2));
-    let ctx: web_sys::CanvasRenderingContext2d = canvas
-        .get_context("2d")
-        .unwrap()
-        .unwrap()
-        .unchecked_into();
+    let ctx: web_sys::CanvasRenderingContext2d =
+        canvas.get_context("2d").unwrap().unwrap().unchecked_into();
     let pixels = ctx.get_image_data(0.0, 0.0, 2.0, 2.0).unwrap().data().0;
     let at = |i: usize, j: usize| [pixels[(i * 2 + j) * 4], pixels[(i * 2 + j) * 4 + 1]];
     assert_eq!(at(0, 0), [8, 48], "weight 1 is the darkest blue");
-    assert_eq!(at(0, 1), [236, 238], "a causal model cannot look ahead: grey");
+    assert_eq!(
+        at(0, 1),
+        [236, 238],
+        "a causal model cannot look ahead: grey"
+    );
     let brightness = |p: [u8; 2]| p[0] as u32 + p[1] as u32;
     assert!(
         brightness(at(1, 1)) < brightness(at(1, 0)),
@@ -100,8 +101,8 @@ async fn the_sessions_gpu_engines_agree_with_its_cpu_engine() {
         ..ModelConfig::tiny(40)
     };
     let model = Model::random(config, 7, 0.3).unwrap();
-    let mut session = Session::new(model.clone(), "random".into(), String::new(), Vec::new())
-        .expect("a session");
+    let mut session =
+        Session::new(model.clone(), "random".into(), String::new(), Vec::new()).expect("a session");
     let mut pair = GpuPair::new(&ctx, model).expect("the model fits the GPU");
     let tokens: Vec<u32> = (0..11).map(|i| (i * 7 % 40) as u32).collect();
     let variants = [
@@ -126,11 +127,11 @@ async fn the_sessions_gpu_engines_agree_with_its_cpu_engine() {
         let logits = max_diff(&gpu.output.logits, &cpu.output.logits);
         let attention = max_diff(&gpu.output.attention, &cpu.output.attention);
         assert!(logits < 1e-3, "{variant:?}: logits differ by {logits}");
-        assert!(attention < 1e-4, "{variant:?}: attention differs by {attention}");
-        assert_eq!(
-            gpu.output.kv_bytes_per_token,
-            cpu.output.kv_bytes_per_token
+        assert!(
+            attention < 1e-4,
+            "{variant:?}: attention differs by {attention}"
         );
+        assert_eq!(gpu.output.kv_bytes_per_token, cpu.output.kv_bytes_per_token);
     }
     // The baseline engine kept the unmodified model while the variant engine changed.
     let again = pair.run(true, &Variant::default(), &tokens).await.unwrap();

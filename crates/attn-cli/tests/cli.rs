@@ -259,8 +259,10 @@ fn importance_ranks_every_head_and_generate_continues() {
 /// `attn run` on the committed Hugging Face fixture reproduces PyTorch for every variant case.
 #[test]
 fn run_on_the_hf_fixture_matches_pytorch_for_every_variant() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gpt2-tiny");
+    let dir = std::path::Path::new(
+        &*std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../tests/fixtures/gpt2-tiny");
     let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let meta = meta.metadata().clone().unwrap();

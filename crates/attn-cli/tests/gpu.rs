@@ -42,7 +42,10 @@ fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
 
 #[test]
 fn run_engine_gpu_matches_pytorch_and_the_cpu_for_every_variant() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gpt2-tiny");
+    let dir = Path::new(
+        &*std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../tests/fixtures/gpt2-tiny");
     let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let meta = meta.metadata().clone().unwrap();
@@ -107,7 +110,10 @@ fn run_engine_gpu_matches_pytorch_and_the_cpu_for_every_variant() {
 
 #[test]
 fn bench_reports_both_engines_with_the_adapter() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gpt2-tiny");
+    let dir = Path::new(
+        &*std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../tests/fixtures/gpt2-tiny");
     let report = json_of(&attn(&[
         "bench",
         dir.to_str().unwrap(),

@@ -11,7 +11,8 @@ use safetensors::SafeTensors;
 use serde::Deserialize;
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gpt2-tiny")
+    Path::new(&*std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/gpt2-tiny")
 }
 
 #[derive(Deserialize)]

@@ -12,7 +12,10 @@ use serde_json::Value;
 const MAX_TOTAL_BYTES: u64 = 10 * 1024 * 1024;
 
 fn models_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../static/models")
+    PathBuf::from(
+        &*std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../static/models")
 }
 
 #[test]
@@ -63,10 +66,9 @@ fn index_matches_the_model_files() {
 /// each equal to the metric recorded in the file at export.
 #[test]
 fn every_model_meets_its_bar() {
-    let index: Value = serde_json::from_str(
-        &std::fs::read_to_string(models_dir().join("index.json")).unwrap(),
-    )
-    .unwrap();
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(models_dir().join("index.json")).unwrap())
+            .unwrap();
     for entry in index["models"].as_array().unwrap() {
         let id = entry["id"].as_str().unwrap();
         let bytes = std::fs::read(models_dir().join(entry["file"].as_str().unwrap())).unwrap();
@@ -97,8 +99,7 @@ fn the_induction_circuit_is_where_the_docs_say() {
     let accuracy = |ablate: Option<(usize, usize)>| {
         let variant = match ablate {
             Some((l, h)) => {
-                Variant::from_json(&format!(r#"{{"heads": {{"ablate": [[{l}, {h}]]}}}}"#))
-                    .unwrap()
+                Variant::from_json(&format!(r#"{{"heads": {{"ablate": [[{l}, {h}]]}}}}"#)).unwrap()
             }
             None => Variant::default(),
         };
@@ -110,5 +111,8 @@ fn the_induction_circuit_is_where_the_docs_say() {
         assert!(drop > 0.3, "ablating {essential:?} costs only {drop}");
     }
     let drop = baseline - accuracy(Some((1, 0)));
-    assert!(drop < 0.05, "ablating the least important head costs {drop}");
+    assert!(
+        drop < 0.05,
+        "ablating the least important head costs {drop}"
+    );
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 pub fn repo_root() -> PathBuf {
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        .expect("cargo test sets CARGO_MANIFEST_DIR");
     Path::new(&manifest_dir).join("../..")
 }
 

@@ -128,7 +128,10 @@ fn every_head_is_drawn_and_ablation_lives_in_the_url() {
         LOAD,
     );
     let check = check.as_str().unwrap();
-    assert!(check.contains("Right answer") && check.contains('✓'), "{check}");
+    assert!(
+        check.contains("Right answer") && check.contains('✓'),
+        "{check}"
+    );
     b.screenshot("02-grid");
 
     // Ablate the last layer's first head: the output and the URL change.
