@@ -769,7 +769,7 @@ fn Controls(ui: Ui) -> impl IntoView {
         </div>
         <div class="control">
             <label for="ablate-mode">"Ablated heads output"</label>
-            <select id="ablate-mode" on:change=move |ev| {
+            <select id="ablate-mode" data-testid="ablate-mode" on:change=move |ev| {
                 let mode = if event_target_value(&ev) == "mean" { AblationMode::Mean } else { AblationMode::Zero };
                 ui.ablate_mode.set(mode);
                 set(Box::new(move |v| if let Some(h) = &mut v.heads { h.mode = mode }));
@@ -886,8 +886,8 @@ fn OutputPanel(ui: Ui, session: StoredValue<SessionCell, LocalStorage>) -> impl 
         </div>
         {move || check().map(|text| view! { <p class="task-check" data-testid="task-check">{text}</p> })}
         {move || ui.info.get().filter(|i| !i.classifier && i.tokenizer.is_some()).map(|_| view! {
-            <button on:click=generate>"Generate 40 tokens"</button>
-            <p class="generated">{move || ui.generated.get()}</p>
+            <button data-testid="generate" on:click=generate>"Generate 40 tokens"</button>
+            <p class="generated" data-testid="generated">{move || ui.generated.get()}</p>
         })}
     }
 }
@@ -954,7 +954,7 @@ fn HeatmapGrid(ui: Ui) -> impl IntoView {
     view! {
         <h2>"Attention, every layer × head"</h2>
         <label class="inline">
-            <input type="checkbox" prop:checked=move || ui.diff.get()
+            <input type="checkbox" data-testid="diff-toggle" prop:checked=move || ui.diff.get()
                 on:change=move |_| ui.diff.update(|d| *d = !*d) />
             "Show the difference to the baseline"
         </label>

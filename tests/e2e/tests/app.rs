@@ -444,3 +444,99 @@ fn a_bad_link_opens_with_a_message_and_defaults() {
     }
     b.screenshot("06-bad-link");
 }
+
+#[test]
+fn rank_mode_diff_model_prompt_and_generate_controls_work() {
+    assert!(models_listed(), "static/models/index.json lists no model");
+    let (_server, b) = open(WebGpu::Enabled, "");
+    wait_for_grid(&b);
+
+    // Latent K/V rank 1: a different output and fewer KV bytes.
+    change_control(&b, "kv-rank", "1", "kv_rank=1");
+    reset(&b);
+
+    // Zero vs mean ablation of the same head give different results; the mode is in the URL.
+    b.eval("document.querySelector('[data-testid=heatmap-cell][data-layer=\"1\"][data-head=\"1\"] [data-testid=ablate-toggle]').click()");
+    b.wait_for(
+        "the zero-ablated result",
+        "return !document.querySelector('[data-testid=kl]').textContent.startsWith('0.0000')",
+        LOAD,
+    );
+    let zero_kl = kl(&b);
+    b.eval(
+        "const s = document.querySelector('[data-testid=ablate-mode]');
+         s.value = 'mean'; s.dispatchEvent(new Event('change', {bubbles: true}));",
+    );
+    b.wait_for(
+        "a different result with mean ablation",
+        &format!(
+            "return document.querySelector('[data-testid=kl]').textContent.split(' ')[0] !== {:?}",
+            format!("{zero_kl:.4}")
+        ),
+        LOAD,
+    );
+    assert!(b.url().contains("mode=mean"), "url: {}", b.url());
+
+    // The difference view is part of the link.
+    b.eval("document.querySelector('[data-testid=heatmap-cell] canvas').click()");
+    b.eval("document.querySelector('[data-testid=diff-toggle]').click()");
+    b.wait_for(
+        "diff in the URL",
+        "return location.search.includes('diff=1')",
+        LOAD,
+    );
+    b.screenshot("10-mean-ablation-diff");
+
+    // Another model: its own grid, its example input, and the URL names it.
+    b.eval(
+        "const s = document.querySelector('[data-testid=model-select]');
+         s.value = 'sort'; s.dispatchEvent(new Event('change', {bubbles: true}));",
+    );
+    let cells = b.wait_for(
+        "the sort model's 2 × 4 grid",
+        "return location.search.includes('model=sort') &&
+                document.querySelectorAll('[data-testid=heatmap-cell]').length === 8",
+        LOAD,
+    );
+    assert_eq!(cells, Value::Bool(true));
+    assert!(
+        !b.url().contains("mode=mean"),
+        "a new model starts from the baseline"
+    );
+
+    // Typing a new input: the tokens, the prediction and the right answer follow.
+    b.eval(
+        "const p = document.querySelector('[data-testid=prompt-input]');
+         p.value = '12 3 7 |'; p.dispatchEvent(new Event('input', {bubbles: true}));",
+    );
+    let check = b.wait_for(
+        "the right answer for the new input",
+        "const e = document.querySelector('[data-testid=task-check]');
+         return e && e.textContent.includes('Right answer: 3') ? e.textContent : ''",
+        LOAD,
+    );
+    assert!(check.as_str().unwrap().contains('✓'), "{check}");
+    assert!(b.url().contains("prompt="), "url: {}", b.url());
+
+    // A language model generates text.
+    b.eval(
+        "const s = document.querySelector('[data-testid=model-select]');
+         s.value = 'shakespeare'; s.dispatchEvent(new Event('change', {bubbles: true}));",
+    );
+    b.wait_for(
+        "the Shakespeare model",
+        "return location.search.includes('model=shakespeare') &&
+                document.querySelectorAll('[data-testid=heatmap-cell]').length === 16 &&
+                !!document.querySelector('[data-testid=generate]')",
+        LOAD,
+    );
+    b.eval("document.querySelector('[data-testid=generate]').click()");
+    let text = b.wait_for(
+        "generated text",
+        "const g = document.querySelector('[data-testid=generated]');
+         return g && g.textContent.length >= 20 ? g.textContent : ''",
+        LOAD,
+    );
+    println!("generated: {text}");
+    b.screenshot("11-shakespeare-generate");
+}
