@@ -28,6 +28,14 @@ fn wait_for_grid(b: &Browser) -> usize {
     cells.as_u64().unwrap() as usize
 }
 
+/// Opens the page with WebGPU on and waits for the first model's grid; returns the cell count.
+fn open_loaded(query: &str) -> (StaticServer, Browser, usize) {
+    assert!(models_listed(), "static/models/index.json lists no model");
+    let (server, browser) = open(WebGpu::Enabled, query);
+    let cells = wait_for_grid(&browser);
+    (server, browser, cells)
+}
+
 fn top1(b: &Browser) -> String {
     b.eval("return document.querySelector('[data-testid=output-topk-current] li').textContent")
         .as_str()
@@ -181,9 +189,7 @@ fn every_head_is_drawn_and_ablation_lives_in_the_url() {
 
 #[test]
 fn kv_groups_change_the_kv_cache_bytes() {
-    assert!(models_listed(), "static/models/index.json lists no model");
-    let (_server, b) = open(WebGpu::Enabled, "");
-    wait_for_grid(&b);
+    let (_server, b, _) = open_loaded("");
     let bytes = |b: &Browser| -> u64 {
         b.eval("return document.querySelector('[data-testid=kv-bytes]').textContent")
             .as_str()
@@ -297,9 +303,7 @@ fn reset(b: &Browser) {
 
 #[test]
 fn every_variant_control_changes_the_output_and_the_url() {
-    assert!(models_listed(), "static/models/index.json lists no model");
-    let (_server, b) = open(WebGpu::Enabled, "");
-    wait_for_grid(&b);
+    let (_server, b, _) = open_loaded("");
     assert_eq!(kl(&b), 0.0, "the page opens on the baseline");
     let baseline = topk_text(&b);
 
@@ -345,9 +349,7 @@ fn every_variant_control_changes_the_output_and_the_url() {
 
 #[test]
 fn head_importance_ranks_every_head_and_prunes_to_a_budget() {
-    assert!(models_listed(), "static/models/index.json lists no model");
-    let (_server, b) = open(WebGpu::Enabled, "");
-    let cells = wait_for_grid(&b);
+    let (_server, b, cells) = open_loaded("");
     b.eval("document.querySelector('[data-testid=rank-heads]').click()");
     let ranked = b.wait_for(
         "a ranking of every head",
@@ -372,9 +374,7 @@ fn head_importance_ranks_every_head_and_prunes_to_a_budget() {
 
 #[test]
 fn the_enlarged_map_exports_as_png_and_json() {
-    assert!(models_listed(), "static/models/index.json lists no model");
-    let (_server, b) = open(WebGpu::Enabled, "");
-    wait_for_grid(&b);
+    let (_server, b, _) = open_loaded("");
     b.eval("document.querySelector('[data-testid=heatmap-cell] canvas').click()");
     b.wait_for(
         "the enlarged map",
@@ -447,9 +447,7 @@ fn a_bad_link_opens_with_a_message_and_defaults() {
 
 #[test]
 fn rank_mode_diff_model_prompt_and_generate_controls_work() {
-    assert!(models_listed(), "static/models/index.json lists no model");
-    let (_server, b) = open(WebGpu::Enabled, "");
-    wait_for_grid(&b);
+    let (_server, b, _) = open_loaded("");
 
     // Latent K/V rank 1: a different output and fewer KV bytes.
     change_control(&b, "kv-rank", "1", "kv_rank=1");
