@@ -1,7 +1,10 @@
 //! The `attn` binary end to end: real files in, JSON out, clear errors.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::{attn, flatten_floats, json_of};
 
 use attn_model::config::ModelConfig;
 use attn_model::{CpuEngine, Model, Variant};
@@ -24,30 +27,6 @@ fn saved_model(name: &str) -> (PathBuf, Model, Scratch) {
     let path = dir.join("model.safetensors");
     std::fs::write(&path, model.to_safetensors_bytes().unwrap()).unwrap();
     (path, model, Scratch(dir))
-}
-
-fn attn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attn"))
-        .args(args)
-        .output()
-        .expect("the attn binary runs")
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "attn failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-}
-
-/// Every number of a nested JSON array, in order, as f32.
-fn flatten_floats(value: &Value) -> Vec<f32> {
-    match value {
-        Value::Array(items) => items.iter().flat_map(flatten_floats).collect(),
-        v => vec![v.as_f64().expect("a number") as f32],
-    }
 }
 
 fn failure(out: &Output) -> String {

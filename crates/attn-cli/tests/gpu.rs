@@ -2,32 +2,10 @@
 //! GPU adapter (lavapipe on CI) and fail loudly without one.
 
 use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+use common::{attn, flatten_floats, json_of};
 
 use serde_json::Value;
-
-fn attn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attn"))
-        .args(args)
-        .output()
-        .expect("the attn binary runs")
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "attn failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    match v {
-        Value::Array(items) => items.iter().flat_map(floats).collect(),
-        other => vec![other.as_f64().expect("a number") as f32],
-    }
-}
 
 fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
@@ -78,8 +56,8 @@ fn run_engine_gpu_matches_pytorch_and_the_cpu_for_every_variant() {
             ]))
         };
         let (gpu, cpu) = (run("gpu"), run("cpu"));
-        let logits = floats(&gpu["logits"]);
-        let attention = floats(&gpu["attention"]);
+        let logits = flatten_floats(&gpu["logits"]);
+        let attention = flatten_floats(&gpu["attention"]);
         assert_close(
             &format!("{name} logits vs PyTorch"),
             &logits,
@@ -93,12 +71,12 @@ fn run_engine_gpu_matches_pytorch_and_the_cpu_for_every_variant() {
         assert_close(
             &format!("{name} logits vs cpu"),
             &logits,
-            &floats(&cpu["logits"]),
+            &flatten_floats(&cpu["logits"]),
         );
         assert_close(
             &format!("{name} attention vs cpu"),
             &attention,
-            &floats(&cpu["attention"]),
+            &flatten_floats(&cpu["attention"]),
         );
         assert_eq!(
             gpu["kv_bytes_per_token"], case["kv_bytes_per_token"],

@@ -2,7 +2,10 @@
 //! metric, and a clear error for each kind of bad input.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::attn;
 
 use attn_model::config::ModelConfig;
 use attn_model::Model;
@@ -28,13 +31,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn attn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attn"))
-        .args(args)
-        .output()
-        .expect("the attn binary runs")
 }
 
 /// Asserts that the command failed with an `error:` line containing every one of `needles`.
