@@ -4,11 +4,10 @@ use std::path::PathBuf;
 use std::process::Output;
 
 mod common;
-use common::{attn, flatten_floats, json_of};
+use common::{attn, flatten_floats, json_of, HfFixture};
 
 use attn_model::config::ModelConfig;
 use attn_model::{CpuEngine, Model, Variant};
-use serde_json::Value;
 
 /// A fresh directory for one test's files, removed when the test ends.
 struct Scratch(PathBuf);
@@ -238,32 +237,17 @@ fn importance_ranks_every_head_and_generate_continues() {
 /// `attn run` on the committed Hugging Face fixture reproduces PyTorch for every variant case.
 #[test]
 fn run_on_the_hf_fixture_matches_pytorch_for_every_variant() {
-    let dir = std::path::Path::new(
-        &*std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
-    )
-    .join("../../tests/fixtures/gpt2-tiny");
-    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = meta.metadata().clone().unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let tensor = |name: &str| -> Vec<f32> {
-        file.tensor(name)
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    };
-    let cases: Vec<Value> = serde_json::from_str(&meta["cases"]).unwrap();
+    let fixture = HfFixture::load();
     // The prompt goes through the CLI's tokenizer, so tokenisation is checked on the way.
-    let prompt = meta["prompt"].clone();
-    for case in &cases {
+    let (dir, prompt, cases) = (&fixture.dir, &fixture.prompt, &fixture.cases);
+    let tensor = |name: &str| fixture.tensor(name);
+    for case in cases {
         let name = case["name"].as_str().unwrap();
         let report = json_of(&attn(&[
             "run",
             dir.to_str().unwrap(),
             "--prompt",
-            &prompt,
+            prompt,
             "--variant",
             &case["variant"].to_string(),
             "--attention",

@@ -1,11 +1,8 @@
 //! `attn run --engine gpu` against PyTorch and the CPU engine, and `attn bench`. These need a
 //! GPU adapter (lavapipe on CI) and fail loudly without one.
 
-use std::path::Path;
 mod common;
-use common::{attn, flatten_floats, json_of};
-
-use serde_json::Value;
+use common::{attn, flatten_floats, json_of, HfFixture};
 
 fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
@@ -20,25 +17,10 @@ fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
 
 #[test]
 fn run_engine_gpu_matches_pytorch_and_the_cpu_for_every_variant() {
-    let dir = Path::new(
-        &*std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
-    )
-    .join("../../tests/fixtures/gpt2-tiny");
-    let bytes = std::fs::read(dir.join("expected.safetensors")).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = meta.metadata().clone().unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let tensor = |name: &str| -> Vec<f32> {
-        file.tensor(name)
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    };
-    let cases: Vec<Value> = serde_json::from_str(&meta["cases"]).unwrap();
-    let prompt = meta["prompt"].clone();
-    for case in &cases {
+    let fixture = HfFixture::load();
+    let (dir, prompt, cases) = (&fixture.dir, &fixture.prompt, &fixture.cases);
+    let tensor = |name: &str| fixture.tensor(name);
+    for case in cases {
         let name = case["name"].as_str().unwrap();
         let variant = case["variant"].to_string();
         let run = |engine: &str| {
@@ -46,7 +28,7 @@ fn run_engine_gpu_matches_pytorch_and_the_cpu_for_every_variant() {
                 "run",
                 dir.to_str().unwrap(),
                 "--prompt",
-                &prompt,
+                prompt,
                 "--variant",
                 &variant,
                 "--attention",
@@ -88,10 +70,7 @@ fn run_engine_gpu_matches_pytorch_and_the_cpu_for_every_variant() {
 
 #[test]
 fn bench_reports_both_engines_with_the_adapter() {
-    let dir = Path::new(
-        &*std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
-    )
-    .join("../../tests/fixtures/gpt2-tiny");
+    let dir = HfFixture::load().dir;
     let report = json_of(&attn(&[
         "bench",
         dir.to_str().unwrap(),

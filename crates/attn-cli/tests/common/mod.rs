@@ -30,3 +30,44 @@ pub fn flatten_floats(value: &Value) -> Vec<f32> {
         v => vec![v.as_f64().expect("a number") as f32],
     }
 }
+
+/// The committed Hugging Face GPT-2 fixture and the PyTorch outputs it was made with
+/// (`tests/fixtures/generate_fixtures.py`).
+pub struct HfFixture {
+    /// The HF model directory, to pass to `attn`.
+    pub dir: std::path::PathBuf,
+    /// The prompt every case ran on.
+    pub prompt: String,
+    /// One JSON object per variant case (`name`, `variant`, ...).
+    pub cases: Vec<Value>,
+    expected: Vec<u8>,
+}
+
+impl HfFixture {
+    /// Reads the fixture; the path is found at run time (see README, Toolchain).
+    pub fn load() -> HfFixture {
+        let root = std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR");
+        let dir = std::path::Path::new(&root).join("../../tests/fixtures/gpt2-tiny");
+        let expected = std::fs::read(dir.join("expected.safetensors")).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&expected).unwrap();
+        let meta = meta.metadata().clone().unwrap();
+        HfFixture {
+            prompt: meta["prompt"].clone(),
+            cases: serde_json::from_str(&meta["cases"]).unwrap(),
+            dir,
+            expected,
+        }
+    }
+
+    /// A PyTorch output tensor, flattened.
+    pub fn tensor(&self, name: &str) -> Vec<f32> {
+        safetensors::SafeTensors::deserialize(&self.expected)
+            .unwrap()
+            .tensor(name)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+}
