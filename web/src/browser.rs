@@ -16,19 +16,20 @@ fn js_message(err: JsValue) -> String {
         .unwrap_or_else(|| format!("{err:?}"))
 }
 
-/// GETs `url` and returns its body.
+/// GETs `url` (relative to the page, or to the worker's script) and returns its body. Works on
+/// the page and in the compute worker.
 pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
-    let response = JsFuture::from(window()?.fetch_with_str(url))
+    let response = gloo_net::http::Request::get(url)
+        .send()
         .await
-        .map_err(|e| format!("cannot fetch {url}: {}", js_message(e)))?;
-    let response: web_sys::Response = response.unchecked_into();
+        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
     if !response.ok() {
         return Err(format!("cannot fetch {url}: HTTP {}", response.status()));
     }
-    let buffer = JsFuture::from(response.array_buffer().map_err(js_message)?)
+    response
+        .binary()
         .await
-        .map_err(js_message)?;
-    Ok(Uint8Array::new(&buffer).to_vec())
+        .map_err(|e| format!("cannot read {url}: {e}"))
 }
 
 /// GETs `url` as text.
@@ -44,28 +45,20 @@ pub async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, String> {
     Ok(Uint8Array::new(&buffer).to_vec())
 }
 
-/// Milliseconds from a monotonic clock.
+/// Milliseconds from a monotonic clock, on the page and in the compute worker alike.
 pub fn now_ms() -> f64 {
-    web_sys::window()
-        .and_then(|w| w.performance())
+    Reflect::get(&js_sys::global(), &"performance".into())
+        .ok()
+        .and_then(|p| p.dyn_into::<web_sys::Performance>().ok())
         .map(|p| p.now())
         .unwrap_or(0.0)
 }
 
-/// Resolves on the next turn of the event loop (a zero-delay timer), so that input events
-/// queued during a long computation are handled before the next one starts.
+/// Resolves on the next turn of the event loop (a zero-delay timer), so that events queued
+/// during a long computation are handled before the next one starts. Works on the page and in
+/// the compute worker alike.
 pub async fn next_tick() {
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        let scheduled = web_sys::window().is_some_and(|w| {
-            w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0)
-                .is_ok()
-        });
-        if !scheduled {
-            // No timer to wait for: go on at once rather than never.
-            let _ = resolve.call0(&JsValue::UNDEFINED);
-        }
-    });
-    let _ = JsFuture::from(promise).await;
+    gloo_timers::future::TimeoutFuture::new(0).await;
 }
 
 /// The page's query parameters.

@@ -75,8 +75,11 @@ pub fn paint(
     if t == 0 || map.len() != t * t {
         return Ok(());
     }
-    canvas.set_width(t as u32);
-    canvas.set_height(t as u32);
+    // Resizing clears and reallocates the canvas: only when the length changed.
+    if canvas.width() != t as u32 || canvas.height() != t as u32 {
+        canvas.set_width(t as u32);
+        canvas.set_height(t as u32);
+    }
     let ctx = canvas
         .get_context("2d")
         .map_err(|_| "no 2d canvas context".to_string())?

@@ -1,16 +1,21 @@
-//! A loaded model with its engines and tokenizer: what the page runs. Kept out of the reactive
-//! graph (engines are not `Send` on the web) and reached through a local `StoredValue`.
+//! A loaded model with its engines and tokenizer: what the compute worker runs (`compute.rs`),
+//! and the parts of it the page keeps to turn text into tokens and ids into labels
+//! ([`ModelText`]).
 
-use attn_gpu::{GpuContext, GpuEngine, Readback};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use attn_gpu::{AnyEngine, EngineKind, EnginePair, GpuContext, GpuError, Readback};
 use attn_model::{
-    head_roles, load::hf_tokenizer, prepare, CpuEngine, HeadRoles, Model, Output, Tokenizer,
-    Variant,
+    load::hf_tokenizer, Engine, Model, ModelConfig, Output, Tokenizer, TokenizerSpec, Variant,
 };
+use serde::{Deserialize, Serialize};
 
-use crate::browser::now_ms;
+use crate::browser::{next_tick, now_ms};
 
 /// The model as the page describes it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     pub title: String,
     pub description: String,
@@ -23,7 +28,7 @@ pub struct ModelInfo {
     pub causal: bool,
     pub classifier: bool,
     pub parameters: usize,
-    pub tokenizer: Option<&'static str>,
+    pub tokenizer: Option<String>,
     pub examples: Vec<String>,
     /// The built-in task it was trained on (`metadata.task`), e.g. `sort`.
     pub task: Option<String>,
@@ -31,75 +36,100 @@ pub struct ModelInfo {
 
 /// A model ready to run.
 pub struct Session {
-    /// The reference engine. It runs head importance, generation and role scores, and every
-    /// forward when the page is not on the GPU engine.
-    pub engine: CpuEngine,
-    /// The GPU engines when the page runs on WebGPU. Taken out of the session while a forward is
-    /// in flight (see [`GpuPair::run`]) and put back afterwards.
-    pub gpu: Option<GpuPair>,
-    pub tokenizer: Option<Tokenizer>,
-    /// Class names of a classifier, in output order.
-    pub classes: Option<Vec<String>>,
+    /// The unmodified model, shared by the engines.
+    pub model: Arc<Model>,
+    /// The baseline and variant engines (CPU, or GPU on a hardware adapter). Taken out of the
+    /// session while a task runs on them (see [`take_engines`]) and put back afterwards, so that
+    /// no borrow is held across an await.
+    pub engines: Option<EnginePair>,
+    /// Text in and labels out.
+    pub text: ModelText,
     pub info: ModelInfo,
 }
 
-/// Two GPU engines over one upload of the weights: the unmodified model (the baseline every
-/// comparison is against) and the variant being explored, so that changing a control never
-/// re-prepares the baseline.
-pub struct GpuPair {
-    pub baseline: GpuEngine,
-    pub variant: GpuEngine,
-}
-
-impl GpuPair {
-    /// Uploads `model` to the device of `ctx`.
-    pub fn new(ctx: &GpuContext, model: Model) -> Result<Self, String> {
-        let baseline = GpuEngine::new(ctx, model).map_err(|e| e.to_string())?;
-        let variant = baseline.share().map_err(|e| e.to_string())?;
-        Ok(GpuPair { baseline, variant })
-    }
-
-    /// Runs `variant` (or the baseline when `baseline` is set) on `tokens`, timing the forward.
-    pub async fn run(
-        &mut self,
-        baseline: bool,
-        variant: &Variant,
-        tokens: &[u32],
-    ) -> Result<RunResult, attn_gpu::GpuError> {
-        let engine = if baseline {
-            &mut self.baseline
-        } else {
-            &mut self.variant
-        };
-        if !baseline && engine.variant() != &variant.normalised() {
-            engine.set_variant(variant)?;
-        }
-        let start = now_ms();
-        let output = engine.forward_with(tokens, &Readback::everything()).await?;
-        Ok(RunResult {
-            tokens: tokens.to_vec(),
-            output,
-            millis: now_ms() - start,
-            engine: EngineUsed::Gpu,
-        })
-    }
-}
-
-/// Which engine produced a result.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EngineUsed {
-    Cpu,
-    Gpu,
-}
-
 /// One forward's results as the page shows them.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
     /// The input it ran on.
     pub tokens: Vec<u32>,
+    #[serde(with = "crate::protocol::packed_output")]
     pub output: Output,
     pub millis: f64,
-    pub engine: EngineUsed,
+    pub engine: EngineKind,
+}
+
+/// The shared, non-reactive session (engines are not `Send`).
+pub type SessionCell = Rc<RefCell<Option<Session>>>;
+
+/// Takes the session's engines for one task, waiting while another task holds them. `None` when
+/// there is no session. (They may belong to a model installed while waiting: callers that care
+/// check, as the worker's `take_current` does.)
+pub async fn take_engines(cell: &SessionCell) -> Option<EnginePair> {
+    loop {
+        {
+            let mut guard = cell.borrow_mut();
+            let session = guard.as_mut()?;
+            if let Some(pair) = session.engines.take() {
+                return Some(pair);
+            }
+        }
+        next_tick().await;
+    }
+}
+
+/// Gives the engines back after a task, unless the session was replaced meanwhile (then they
+/// belong to the old model and are dropped).
+pub fn return_engines(cell: &SessionCell, pair: EnginePair) {
+    if let Some(s) = cell.borrow_mut().as_mut() {
+        if s.engines.is_none() && Arc::ptr_eq(&s.model, pair.baseline.base()) {
+            s.engines = Some(pair);
+        }
+    }
+}
+
+/// Runs one forward of `pair` (the baseline, or `variant`), timed.
+pub async fn run_timed(
+    pair: &mut EnginePair,
+    baseline: bool,
+    variant: &Variant,
+    tokens: &[u32],
+) -> (Result<RunResult, GpuError>, Option<GpuError>) {
+    let start = now_ms();
+    let (output, failure) = pair
+        .run(baseline, variant, tokens, &Readback::everything())
+        .await;
+    let result = output.map(|output| RunResult {
+        tokens: tokens.to_vec(),
+        output,
+        millis: now_ms() - start,
+        engine: pair.kind(),
+    });
+    (result, failure)
+}
+
+/// An engine that lets the event loop run before each forward: in the worker, the analyses'
+/// loops (importance, generation) then send their progress and notice a cancel between forwards.
+pub struct Yielding<'a>(pub &'a mut AnyEngine);
+
+impl Engine for Yielding<'_> {
+    type Error = GpuError;
+
+    fn model(&self) -> &Model {
+        self.0.model()
+    }
+
+    fn variant(&self) -> &Variant {
+        self.0.variant()
+    }
+
+    fn set_variant(&mut self, variant: &Variant) -> Result<(), GpuError> {
+        self.0.set_variant(variant)
+    }
+
+    async fn forward(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output, GpuError> {
+        next_tick().await;
+        self.0.forward(tokens, readback).await
+    }
 }
 
 impl Session {
@@ -124,7 +154,7 @@ impl Session {
             causal: c.causal,
             classifier: c.n_classes.is_some(),
             parameters: model.parameter_count(),
-            tokenizer: tokenizer.as_ref().map(Tokenizer::kind),
+            tokenizer: tokenizer.as_ref().map(|t| t.kind().to_string()),
             examples,
             task: model
                 .metadata
@@ -138,13 +168,52 @@ impl Session {
             .get("classes")
             .and_then(|c| serde_json::from_value::<Vec<String>>(c.clone()).ok())
             .filter(|c| Some(c.len()) == model.config.n_classes);
-        let engine = CpuEngine::new(model).map_err(|e| e.to_string())?;
+        let model = Arc::new(model);
+        let engines = EnginePair::cpu(model.clone()).map_err(|e| e.to_string())?;
         Ok(Session {
-            engine,
-            gpu: None,
+            text: ModelText {
+                tokenizer,
+                classes,
+                config: model.config.clone(),
+            },
+            model,
+            engines: Some(engines),
+            info,
+        })
+    }
+
+    /// Moves the engines onto the GPU of `ctx` (one upload of the weights for both).
+    pub fn use_gpu(&mut self, ctx: &GpuContext) -> Result<(), String> {
+        self.engines = Some(EnginePair::gpu(ctx, self.model.clone()).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+}
+
+/// What turns text into tokens and ids into labels: the tokenizer, a classifier's class names,
+/// and the limits an input is checked against. The worker builds it with the model; the page
+/// builds the same from the parts the worker sends back ([`ModelText::from_parts`]).
+pub struct ModelText {
+    pub tokenizer: Option<Tokenizer>,
+    /// Class names of a classifier, in output order.
+    pub classes: Option<Vec<String>>,
+    pub config: ModelConfig,
+}
+
+impl ModelText {
+    /// From a tokenizer description, class names and the model's config.
+    pub fn from_parts(
+        spec: Option<TokenizerSpec>,
+        classes: Option<Vec<String>>,
+        config: ModelConfig,
+    ) -> Result<Self, String> {
+        let tokenizer = spec
+            .map(Tokenizer::from_spec)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(ModelText {
             tokenizer,
             classes,
-            info,
+            config,
         })
     }
 
@@ -163,8 +232,7 @@ impl Session {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        attn_model::forward::check_tokens(&self.engine.model().config, &tokens)
-            .map_err(|e| e.to_string())?;
+        attn_model::forward::check_tokens(&self.config, &tokens).map_err(|e| e.to_string())?;
         Ok(tokens)
     }
 
@@ -187,28 +255,9 @@ impl Session {
         }
     }
 
-    /// Runs `variant` on `tokens` on the CPU engine, timing the forward.
-    pub fn run(&mut self, variant: &Variant, tokens: &[u32]) -> Result<RunResult, String> {
-        if self.engine.variant() != &variant.normalised() {
-            self.engine
-                .set_variant(variant)
-                .map_err(|e| e.to_string())?;
-        }
-        let start = now_ms();
-        let output = self.engine.forward(tokens).map_err(|e| e.to_string())?;
-        Ok(RunResult {
-            tokens: tokens.to_vec(),
-            output,
-            millis: now_ms() - start,
-            engine: EngineUsed::Cpu,
-        })
-    }
-
-    /// Head-role scores of the unmodified model.
-    pub fn roles(&self) -> Vec<HeadRoles> {
-        prepare(self.engine.model(), &Variant::default())
-            .and_then(|p| head_roles(&p, 0))
-            .unwrap_or_default()
+    /// `ids` as text, when there is a tokenizer.
+    pub fn decode(&self, ids: &[u32]) -> Option<String> {
+        self.tokenizer.as_ref().and_then(|t| t.decode(ids).ok())
     }
 }
 

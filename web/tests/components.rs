@@ -1,13 +1,13 @@
 //! The app's parts inside headless Chromium (wasm-bindgen-test): the whole page mounted where no
-//! model list exists, the heatmap painter on a real canvas, and the session's GPU engines
-//! against its CPU engine on the browser's WebGPU. `webdriver.json` beside Cargo.toml gives
+//! model list exists, the heatmap painter on a real canvas, and a session's GPU engine pair
+//! against a session's CPU engine pair on the browser's WebGPU. `webdriver.json` beside Cargo.toml gives
 //! Chromium the WebGPU flags; scripts/test.sh runs this.
 #![cfg(target_arch = "wasm32")]
 
-use attn_gpu::GpuContext;
+use attn_gpu::{EngineKind, GpuContext};
 use attn_model::{Model, ModelConfig, Variant};
 use attn_web::heatmap;
-use attn_web::session::{EngineUsed, GpuPair, Session};
+use attn_web::session::{run_timed, Session};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
@@ -42,7 +42,7 @@ async fn text_of(selector: &str) -> Option<String> {
 #[wasm_bindgen_test]
 async fn without_a_model_list_the_page_says_why_and_offers_loading_from_disk() {
     // The test runner serves no models/index.json: the page must explain, not go blank.
-    let _ = leptos::mount::mount_to_body(attn_web::app::App);
+    leptos::mount::mount_to_body(attn_web::app::App);
     assert_eq!(
         text_of("[data-testid=app-title]").await.as_deref(),
         Some("Attention Playground")
@@ -101,9 +101,13 @@ async fn the_sessions_gpu_engines_agree_with_its_cpu_engine() {
         ..ModelConfig::tiny(40)
     };
     let model = Model::random(config, 7, 0.3).unwrap();
-    let mut session =
+    let mut cpu_session =
         Session::new(model.clone(), "random".into(), String::new(), Vec::new()).expect("a session");
-    let mut pair = GpuPair::new(&ctx, model).expect("the model fits the GPU");
+    let mut gpu_session =
+        Session::new(model, "random".into(), String::new(), Vec::new()).expect("a session");
+    gpu_session.use_gpu(&ctx).expect("the model fits the GPU");
+    let mut cpu_pair = cpu_session.engines.take().unwrap();
+    let mut pair = gpu_session.engines.take().unwrap();
     let tokens: Vec<u32> = (0..11).map(|i| (i * 7 % 40) as u32).collect();
     let variants = [
         Variant::default(),
@@ -112,12 +116,21 @@ async fn the_sessions_gpu_engines_agree_with_its_cpu_engine() {
             .unwrap(),
         Variant::from_json(r#"{"kernel": "linear", "top_k": 2}"#).unwrap(),
     ];
-    let baseline = pair.run(true, &Variant::default(), &tokens).await.unwrap();
-    assert_eq!(baseline.engine, EngineUsed::Gpu);
+    let (baseline, failure) = run_timed(&mut pair, true, &Variant::default(), &tokens).await;
+    let baseline = baseline.unwrap();
+    assert!(failure.is_none());
+    assert_eq!(baseline.engine, EngineKind::Gpu);
     for variant in &variants {
-        let gpu = pair.run(false, variant, &tokens).await.unwrap();
-        let cpu = session.run(variant, &tokens).unwrap();
-        assert_eq!(cpu.engine, EngineUsed::Cpu);
+        let gpu = run_timed(&mut pair, false, variant, &tokens)
+            .await
+            .0
+            .unwrap();
+        let cpu = run_timed(&mut cpu_pair, false, variant, &tokens)
+            .await
+            .0
+            .unwrap();
+        assert_eq!(gpu.engine, EngineKind::Gpu);
+        assert_eq!(cpu.engine, EngineKind::Cpu);
         let max_diff = |a: &[f32], b: &[f32]| {
             a.iter()
                 .zip(b)
@@ -134,6 +147,9 @@ async fn the_sessions_gpu_engines_agree_with_its_cpu_engine() {
         assert_eq!(gpu.output.kv_bytes_per_token, cpu.output.kv_bytes_per_token);
     }
     // The baseline engine kept the unmodified model while the variant engine changed.
-    let again = pair.run(true, &Variant::default(), &tokens).await.unwrap();
+    let again = run_timed(&mut pair, true, &Variant::default(), &tokens)
+        .await
+        .0
+        .unwrap();
     assert_eq!(again.output.logits, baseline.output.logits);
 }

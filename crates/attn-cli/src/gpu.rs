@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use attn_gpu::{Engine, GpuContext, GpuError, Readback};
+use attn_gpu::{AnyEngine, GpuContext, GpuEngine, GpuError, Readback};
 use attn_model::{Model, Output, Variant};
 use clap::ValueEnum;
 use serde_json::{json, Value};
@@ -38,10 +38,11 @@ fn gpu_context() -> Result<GpuContext, Failure> {
         .map_err(|e| Failure(format!("{e} (use --engine cpu to run without a GPU)")))
 }
 
-fn engine(kind: EngineArg, model: Model) -> Result<Engine, Failure> {
+/// The chosen engine on `model`.
+pub fn engine(kind: EngineArg, model: Model) -> Result<AnyEngine, Failure> {
     Ok(match kind {
-        EngineArg::Cpu => Engine::cpu(model)?,
-        EngineArg::Gpu => Engine::gpu(&gpu_context()?, model)?,
+        EngineArg::Cpu => AnyEngine::cpu(model)?,
+        EngineArg::Gpu => AnyEngine::gpu(&gpu_context()?, model)?,
     })
 }
 
@@ -94,7 +95,7 @@ impl Timing {
 }
 
 fn time_engine(
-    engine: &mut Engine,
+    engine: &mut AnyEngine,
     tokens: &[u32],
     warmup: usize,
     runs: usize,
@@ -136,12 +137,13 @@ pub fn bench(
     let tokens: Vec<u32> = (0..t)
         .map(|i| ((i * 7 + 3) % c.vocab_size) as u32)
         .collect();
+    let model = std::sync::Arc::new(model);
     let prepared = attn_model::prepare(&model, variant)?;
     let flops = attn_gpu::forward_flops(&prepared, t);
 
     let mut timings = Vec::new();
     if matches!(engines, BenchEngines::Cpu | BenchEngines::Both) {
-        let mut engine = Engine::cpu(model.clone())?;
+        let mut engine = AnyEngine::cpu_shared(model.clone())?;
         engine.set_variant(variant)?;
         timings.push(Timing {
             engine: "cpu",
@@ -153,12 +155,12 @@ pub fn bench(
     }
     if matches!(engines, BenchEngines::Gpu | BenchEngines::Both) {
         let ctx = gpu_context()?;
-        let mut engine = Engine::gpu(&ctx, model)?;
+        let mut engine = AnyEngine::Gpu(Box::new(GpuEngine::shared(&ctx, model)?));
         engine.set_variant(variant)?;
         let times = time_engine(&mut engine, &tokens, warmup.max(1), runs)?;
         let stats = match &engine {
-            Engine::Gpu(g) => g.stats().last_forward,
-            Engine::Cpu(_) => unreachable!("this is the GPU engine"),
+            AnyEngine::Gpu(g) => g.stats().last_forward,
+            AnyEngine::Cpu(_) => unreachable!("this is the GPU engine"),
         };
         timings.push(Timing {
             engine: "gpu",
@@ -177,7 +179,7 @@ pub fn bench(
     let model_json = json!({
         "n_layer": c.n_layer, "n_head": c.n_head, "n_kv_head": c.kv_heads(), "d_model": c.d_model,
         "d_mlp": if c.mlp { Some(c.mlp_width()) } else { None }, "n_out": c.n_out(),
-        "parameters": prepared.model.parameter_count(),
+        "parameters": prepared.model().parameter_count(),
     });
     if json_out {
         let report = json!({

@@ -6,11 +6,13 @@ mod gpu;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use attn_model::engine::unwatched;
 use attn_model::{
-    compare, generate, head_importance, head_roles, load_model, prepare, AblationMode, CpuEngine,
-    HeadRoles, Model, ModelError, Output, Sampling, Tokenizer, Variant,
+    compare, generate, head_importance, head_roles, load_model, AblationMode, CpuEngine, HeadRoles,
+    Model, ModelError, Output, Sampling, Tokenizer, Variant,
 };
 use clap::{Args, Parser, Subcommand};
+use pollster::block_on;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -60,6 +62,9 @@ enum Command {
         /// Seed of the repeated random sequence the scores are measured on.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Which engine runs the forward passes.
+        #[arg(long, value_enum, default_value = "cpu")]
+        engine: gpu::EngineArg,
         #[arg(long)]
         json: bool,
     },
@@ -73,6 +78,9 @@ enum Command {
         /// Ablate with the head's mean output instead of zeros.
         #[arg(long)]
         mean: bool,
+        /// Which engine runs the forward passes.
+        #[arg(long, value_enum, default_value = "cpu")]
+        engine: gpu::EngineArg,
         #[arg(long)]
         json: bool,
     },
@@ -94,6 +102,9 @@ enum Command {
         top_k: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Which engine runs the forward passes.
+        #[arg(long, value_enum, default_value = "cpu")]
+        engine: gpu::EngineArg,
         #[arg(long)]
         json: bool,
     },
@@ -239,11 +250,12 @@ fn run(command: Command) -> Result<(), Failure> {
             model,
             variant,
             seed,
+            engine,
             json,
         } => {
-            let model = load(&model)?;
-            let prepared = prepare(&model, &parse_variant(&variant)?)?;
-            let roles = head_roles(&prepared, seed)?;
+            let mut engine = gpu::engine(engine, load(&model)?)?;
+            engine.set_variant(&parse_variant(&variant)?)?;
+            let roles = block_on(head_roles(&mut engine, seed))?;
             if json {
                 print_json(&json!({ "seed": seed, "heads": roles }));
             } else {
@@ -255,18 +267,28 @@ fn run(command: Command) -> Result<(), Failure> {
             input,
             variant,
             mean,
+            engine,
             json,
         } => {
             let model = load(&model)?;
             let tokenizer = model.build_tokenizer()?;
             let tokens = input_tokens(&input, tokenizer.as_ref())?;
-            let engine = CpuEngine::new(model)?;
+            let mut engine = gpu::engine(engine, model)?;
             let mode = if mean {
                 AblationMode::Mean
             } else {
                 AblationMode::Zero
             };
-            let ranking = head_importance(&engine, &parse_variant(&variant)?, &tokens, mode)?;
+            let base = parse_variant(&variant)?;
+            let ranking = block_on(head_importance(
+                &mut engine,
+                &base,
+                &tokens,
+                mode,
+                &mut unwatched(),
+            ))?
+            .done()
+            .expect("nothing cancels an unwatched ranking");
             if json {
                 print_json(&json!({ "tokens": tokens, "heads": ranking }));
             } else {
@@ -291,19 +313,28 @@ fn run(command: Command) -> Result<(), Failure> {
             temperature,
             top_k,
             seed,
+            engine,
             json,
         } => {
             let model = load(&model)?;
             let tokenizer = model.build_tokenizer()?;
             let prompt = input_tokens(&input, tokenizer.as_ref())?;
-            let mut engine = CpuEngine::new(model)?;
+            let mut engine = gpu::engine(engine, model)?;
             engine.set_variant(&parse_variant(&variant)?)?;
             let sampling = Sampling {
                 temperature,
                 top_k,
                 seed,
             };
-            let generated = generate(&engine, &prompt, tokens_out, &sampling)?;
+            let generated = block_on(generate(
+                &mut engine,
+                &prompt,
+                tokens_out,
+                &sampling,
+                &mut unwatched(),
+            ))?
+            .done()
+            .expect("nothing cancels an unwatched generation");
             let text = match &tokenizer {
                 Some(t) => Some(t.decode(&generated).map_err(ModelError::from)?),
                 None => None,

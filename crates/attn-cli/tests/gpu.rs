@@ -117,3 +117,53 @@ fn bench_reports_both_engines_with_the_adapter() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--seq"));
 }
+
+#[test]
+fn analyses_run_on_the_gpu_engine_and_agree_with_the_cpu() {
+    let fixture = HfFixture::load();
+    let dir = fixture.dir.to_str().unwrap();
+    let on = |engine: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([dir, "--engine", engine, "--json"]);
+        json_of(&attn(&all))
+    };
+    let prompt = ["--prompt", "The cat sat on the mat"];
+    let importance = |engine| on(engine, &[&["importance"][..], &prompt[..]].concat());
+    let (gpu, cpu) = (importance("gpu"), importance("cpu"));
+    let heads = |v: &serde_json::Value| -> Vec<(u64, u64)> {
+        v["heads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["layer"].as_u64().unwrap(), h["head"].as_u64().unwrap()))
+            .collect()
+    };
+    assert_eq!(heads(&gpu), heads(&cpu), "the same ranking");
+    let losses = |v: &serde_json::Value| -> Vec<f32> {
+        v["heads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["loss_increase"].as_f64().unwrap() as f32)
+            .collect()
+    };
+    assert_close("loss increases", &losses(&gpu), &losses(&cpu));
+    let greedy = [
+        "generate",
+        "--prompt",
+        "The",
+        "-n",
+        "8",
+        "--temperature",
+        "0",
+    ];
+    assert_eq!(
+        on("gpu", &greedy)["generated"],
+        on("cpu", &greedy)["generated"]
+    );
+    let (gpu, cpu) = (on("gpu", &["roles"]), on("cpu", &["roles"]));
+    assert_eq!(
+        gpu["heads"].as_array().unwrap().len(),
+        cpu["heads"].as_array().unwrap().len()
+    );
+}

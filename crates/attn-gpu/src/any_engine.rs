@@ -1,13 +1,17 @@
-//! One engine API over both engines, so the app and the CLI hold "an engine" and let the user
-//! (or the adapter, DESIGN.md §4) pick which.
+//! The CPU engine or the GPU engine behind one type, and the pair of engines the page and the CLI
+//! hold: the unmodified model (the baseline every comparison is against) and the variant being
+//! explored, over one copy of the weights, falling back from the GPU to the CPU when the device
+//! fails. Software adapters run the CPU engine (see `docs/ARCHITECTURE.md`, "Choosing the engine").
+
+use std::sync::Arc;
 
 use attn_model::{CpuEngine, Model, Output, PreparedModel, Variant};
 
 use crate::engine::{GpuEngine, Readback};
-use crate::error::Result;
+use crate::error::{GpuError, Result};
 
 /// Which engine runs the forward pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EngineKind {
     /// attn-model's reference forward pass on the CPU.
     Cpu,
@@ -15,81 +19,237 @@ pub enum EngineKind {
     Gpu,
 }
 
-/// The CPU engine or the GPU engine, behind one API. (Boxed: both hold a whole model.)
+/// The CPU engine or the GPU engine, behind one API: [`attn_model::Engine`], so every analysis
+/// (head importance, generation, role scores) runs on either. (Boxed: both hold a whole model.)
 #[derive(Debug)]
-pub enum Engine {
+pub enum AnyEngine {
     Cpu(Box<CpuEngine>),
     Gpu(Box<GpuEngine>),
 }
 
-impl Engine {
+impl AnyEngine {
     /// The CPU engine on `model`.
     pub fn cpu(model: Model) -> Result<Self> {
-        Ok(Engine::Cpu(Box::new(CpuEngine::new(model)?)))
+        Self::cpu_shared(Arc::new(model))
+    }
+
+    /// The CPU engine on a shared model.
+    pub fn cpu_shared(model: Arc<Model>) -> Result<Self> {
+        Ok(AnyEngine::Cpu(Box::new(CpuEngine::shared(model)?)))
     }
 
     /// The GPU engine on `model`, on the device of `ctx`.
     pub fn gpu(ctx: &crate::GpuContext, model: Model) -> Result<Self> {
-        Ok(Engine::Gpu(Box::new(GpuEngine::new(ctx, model)?)))
+        Ok(AnyEngine::Gpu(Box::new(GpuEngine::new(ctx, model)?)))
     }
-}
 
-impl Engine {
     /// Which engine this is.
     pub fn kind(&self) -> EngineKind {
         match self {
-            Engine::Cpu(_) => EngineKind::Cpu,
-            Engine::Gpu(_) => EngineKind::Gpu,
+            AnyEngine::Cpu(_) => EngineKind::Cpu,
+            AnyEngine::Gpu(_) => EngineKind::Gpu,
         }
     }
 
     /// A short description for the UI: `cpu`, or `gpu (adapter name)`.
     pub fn describe(&self) -> String {
         match self {
-            Engine::Cpu(_) => "cpu".into(),
-            Engine::Gpu(g) => format!("gpu ({})", g.context().adapter().name),
+            AnyEngine::Cpu(_) => "cpu".into(),
+            AnyEngine::Gpu(g) => format!("gpu ({})", g.context().adapter().name),
         }
     }
 
-    /// Switches both engines' variant the same way (weight-side work happens now).
+    /// Switches the variant (weight-side work happens now, and only when it changed).
     pub fn set_variant(&mut self, variant: &Variant) -> Result<()> {
         match self {
-            Engine::Cpu(e) => Ok(e.set_variant(variant)?),
-            Engine::Gpu(e) => e.set_variant(variant),
+            AnyEngine::Cpu(e) => Ok(e.set_variant(variant)?),
+            AnyEngine::Gpu(e) => e.set_variant(variant),
         }
     }
 
     /// The unmodified model.
     pub fn model(&self) -> &Model {
         match self {
-            Engine::Cpu(e) => e.model(),
-            Engine::Gpu(e) => e.model(),
+            AnyEngine::Cpu(e) => e.model(),
+            AnyEngine::Gpu(e) => e.model(),
         }
     }
 
-    /// The model with the current variant's weight-side changes.
+    /// The unmodified model, shared.
+    pub fn base(&self) -> &Arc<Model> {
+        match self {
+            AnyEngine::Cpu(e) => e.base(),
+            AnyEngine::Gpu(e) => e.base(),
+        }
+    }
+
+    /// The variant in use.
+    pub fn variant(&self) -> &Variant {
+        &self.prepared().variant
+    }
+
+    /// The model with the current variant applied.
     pub fn prepared(&self) -> &PreparedModel {
         match self {
-            Engine::Cpu(e) => e.prepared(),
-            Engine::Gpu(e) => e.prepared(),
+            AnyEngine::Cpu(e) => e.prepared(),
+            AnyEngine::Gpu(e) => e.prepared(),
         }
     }
 
     /// One forward pass; what `readback` does not ask for is NaN, whichever the engine.
     pub async fn forward(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
         match self {
-            Engine::Cpu(e) => {
-                let mut output = e.forward(tokens)?;
-                readback.mask(&mut output);
-                Ok(output)
+            AnyEngine::Cpu(e) => {
+                Ok(attn_model::Engine::forward(e.as_mut(), tokens, readback).await?)
             }
-            Engine::Gpu(e) => e.forward_with(tokens, readback).await,
+            AnyEngine::Gpu(e) => e.forward_with(tokens, readback).await,
         }
     }
 
-    /// [`Engine::forward`], blocking the current thread (native only).
+    /// [`AnyEngine::forward`], blocking the current thread (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_blocking(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
         pollster::block_on(self.forward(tokens, readback))
+    }
+
+    /// The CPU engine on the same model with the same variant (what a GPU failure falls back to).
+    pub fn to_cpu(&self) -> Result<AnyEngine> {
+        let mut cpu = CpuEngine::shared(self.base().clone())?;
+        cpu.set_variant(self.variant())?;
+        Ok(AnyEngine::Cpu(Box::new(cpu)))
+    }
+}
+
+impl attn_model::Engine for AnyEngine {
+    type Error = GpuError;
+
+    fn model(&self) -> &Model {
+        AnyEngine::model(self)
+    }
+
+    fn variant(&self) -> &Variant {
+        AnyEngine::variant(self)
+    }
+
+    fn set_variant(&mut self, variant: &Variant) -> Result<()> {
+        AnyEngine::set_variant(self, variant)
+    }
+
+    async fn forward(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
+        AnyEngine::forward(self, tokens, readback).await
+    }
+}
+
+impl attn_model::Engine for GpuEngine {
+    type Error = GpuError;
+
+    fn model(&self) -> &Model {
+        GpuEngine::model(self)
+    }
+
+    fn variant(&self) -> &Variant {
+        GpuEngine::variant(self)
+    }
+
+    fn set_variant(&mut self, variant: &Variant) -> Result<()> {
+        GpuEngine::set_variant(self, variant)
+    }
+
+    async fn forward(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
+        self.forward_with(tokens, readback).await
+    }
+}
+
+/// Whether `error` is the device's fault (lost, out of memory, a timeout, a rejected command):
+/// the GPU cannot be trusted any more and the CPU engine should take over. Bad input and bad
+/// variants are the user's to fix, and the CPU engine would refuse them too.
+pub fn is_device_failure(error: &GpuError) -> bool {
+    !matches!(error, GpuError::Model(_))
+}
+
+/// Two engines over one copy of the weights (one upload on the GPU): the unmodified model and the
+/// variant being explored, so changing a control never re-prepares the baseline.
+#[derive(Debug)]
+pub struct EnginePair {
+    pub baseline: AnyEngine,
+    pub variant: AnyEngine,
+}
+
+impl EnginePair {
+    /// Both on the CPU engine.
+    pub fn cpu(model: Arc<Model>) -> Result<Self> {
+        Ok(EnginePair {
+            baseline: AnyEngine::cpu_shared(model.clone())?,
+            variant: AnyEngine::cpu_shared(model)?,
+        })
+    }
+
+    /// Both on the GPU engine of `ctx`, sharing one upload of the weights.
+    pub fn gpu(ctx: &crate::GpuContext, model: Arc<Model>) -> Result<Self> {
+        let baseline = GpuEngine::shared(ctx, model)?;
+        let variant = baseline.share()?;
+        Ok(EnginePair {
+            baseline: AnyEngine::Gpu(Box::new(baseline)),
+            variant: AnyEngine::Gpu(Box::new(variant)),
+        })
+    }
+
+    /// Which engine the pair runs on.
+    pub fn kind(&self) -> EngineKind {
+        self.variant.kind()
+    }
+
+    /// The unmodified model.
+    pub fn model(&self) -> &Model {
+        self.baseline.model()
+    }
+
+    /// Moves both engines to the CPU, keeping the variant: the answer to a device failure.
+    pub fn fall_back_to_cpu(&mut self) -> Result<()> {
+        let baseline = self.baseline.to_cpu()?;
+        let variant = self.variant.to_cpu()?;
+        *self = EnginePair { baseline, variant };
+        Ok(())
+    }
+
+    /// Runs the unmodified model (`baseline`) or the variant on `tokens`, switching the variant
+    /// engine to `variant` first when it differs. A device failure moves the pair to the CPU
+    /// engine and runs there; the error is returned beside the output so the caller can say so.
+    pub async fn run(
+        &mut self,
+        baseline: bool,
+        variant: &Variant,
+        tokens: &[u32],
+        readback: &Readback,
+    ) -> (Result<Output>, Option<GpuError>) {
+        let first = self.run_once(baseline, variant, tokens, readback).await;
+        match first {
+            Err(e) if self.kind() == EngineKind::Gpu && is_device_failure(&e) => {
+                if let Err(cpu_error) = self.fall_back_to_cpu() {
+                    return (Err(cpu_error), Some(e));
+                }
+                let second = self.run_once(baseline, variant, tokens, readback).await;
+                (second, Some(e))
+            }
+            other => (other, None),
+        }
+    }
+
+    async fn run_once(
+        &mut self,
+        baseline: bool,
+        variant: &Variant,
+        tokens: &[u32],
+        readback: &Readback,
+    ) -> Result<Output> {
+        let engine = if baseline {
+            &mut self.baseline
+        } else {
+            if self.variant.variant() != &variant.normalised() {
+                self.variant.set_variant(variant)?;
+            }
+            &mut self.variant
+        };
+        engine.forward(tokens, readback).await
     }
 }

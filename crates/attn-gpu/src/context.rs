@@ -18,7 +18,7 @@ pub struct AdapterSummary {
     pub backend: String,
     /// `DiscreteGpu`, `IntegratedGpu`, `VirtualGpu`, `Cpu` or `Other`.
     pub device_type: String,
-    /// A software rasteriser (lavapipe, SwiftShader, WARP): no GPU behind it. DESIGN.md §4: the
+    /// A software rasteriser (lavapipe, SwiftShader, WARP): no GPU behind it. The
     /// app prefers the CPU engine on such adapters because it is faster there.
     pub is_software: bool,
 }

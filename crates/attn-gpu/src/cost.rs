@@ -11,7 +11,7 @@ use attn_model::{Kernel, KernelName, PreparedModel};
 /// Both engines do this much work; the GPU engine's `ForwardStats::flops` counts the same
 /// products launch by launch (and fewer when only the last logits are read).
 pub fn forward_flops(prepared: &PreparedModel, t_len: usize) -> u64 {
-    let c = &prepared.model.config;
+    let c = &prepared.config;
     let t = t_len as u64;
     let d = c.d_model as u64;
     let (heads, kv_heads, d_head) = (c.n_head as u64, c.kv_heads() as u64, c.d_head() as u64);

@@ -1,7 +1,7 @@
 //! [`GpuEngine`]: the forward pass of attn-model's transformer, every variant included, as one
 //! command buffer of WGSL kernels.
 //!
-//! Life cycle, and what is created when (DESIGN.md §4):
+//! Life cycle, and what is created when (the principles are in docs/ARCHITECTURE.md):
 //! - **device** ([`GpuContext`]): pipelines, compiled once;
 //! - **model** ([`GpuEngine::new`]): the weights, uploaded once;
 //! - **variant** ([`GpuEngine::set_variant`]): attn-model's `prepare` runs on the CPU (pooling,
@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use attn_model::engine::{AttentionMaps, LogitRows, Readback};
 use attn_model::forward::check_tokens;
 use attn_model::{prepare, Model, Output, PreparedModel, Variant};
 
@@ -41,83 +42,6 @@ impl Default for EngineOptions {
         EngineOptions {
             poison: false,
             timeout: Duration::from_secs(120),
-        }
-    }
-}
-
-/// Which positions' logits to read back.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum LogitRows {
-    /// `[T, n_out]`, every position (what the metrics need).
-    #[default]
-    All,
-    /// Only the last position (the next-token distribution). The other rows are NaN, and the
-    /// engine computes only this row of the output projection.
-    Last,
-    /// None: every logit is NaN.
-    None,
-}
-
-/// Which attention maps to read back.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum AttentionMaps {
-    /// Every `(layer, head)` map.
-    #[default]
-    All,
-    /// None: the attention is NaN.
-    None,
-    /// These `(layer, head)` maps; the others are NaN.
-    Only(Vec<(usize, usize)>),
-}
-
-/// What a forward reads back from the GPU. Everything not read is NaN in the [`Output`] (same
-/// shapes as always), so a view that uses what it did not ask for sees it at once.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Readback {
-    pub logits: LogitRows,
-    pub attention: AttentionMaps,
-    pub head_out_norms: bool,
-}
-
-impl Default for Readback {
-    fn default() -> Self {
-        Readback::everything()
-    }
-}
-
-impl Readback {
-    /// Every output, as the CPU engine returns it.
-    pub fn everything() -> Self {
-        Readback {
-            logits: LogitRows::All,
-            attention: AttentionMaps::All,
-            head_out_norms: true,
-        }
-    }
-
-    /// Replaces what this readback does not ask for by NaN (what the GPU engine leaves unread),
-    /// so engines that compute everything anyway return the same thing.
-    pub fn mask(&self, output: &mut Output) {
-        let (t, n) = (output.seq_len, output.n_out);
-        match self.logits {
-            LogitRows::All => {}
-            LogitRows::Last => output.logits[..(t - 1) * n].fill(f32::NAN),
-            LogitRows::None => output.logits.fill(f32::NAN),
-        }
-        match &self.attention {
-            AttentionMaps::All => {}
-            AttentionMaps::None => output.attention.fill(f32::NAN),
-            AttentionMaps::Only(maps) => {
-                for (i, map) in output.attention.chunks_exact_mut(t * t).enumerate() {
-                    let (layer, head) = (i / output.n_head, i % output.n_head);
-                    if !maps.contains(&(layer, head)) {
-                        map.fill(f32::NAN);
-                    }
-                }
-            }
-        }
-        if !self.head_out_norms {
-            output.head_out_norms.fill(f32::NAN);
         }
     }
 }
@@ -153,12 +77,14 @@ pub struct EngineStats {
     pub model_bytes: u64,
     /// Bytes uploaded for the current variant.
     pub variant_bytes: u64,
+    /// Variant changes that uploaded weights (K/V overlays, random features); runtime-only
+    /// changes upload none.
+    pub weight_uploads: u64,
 }
 
 /// The WebGPU engine. Same input, variants and [`Output`] as attn-model's `CpuEngine`.
 pub struct GpuEngine {
     ctx: GpuContext,
-    base: Arc<Model>,
     weights: Arc<ModelBuffers>,
     prepared: PreparedModel,
     variant: VariantBuffers,
@@ -173,24 +99,35 @@ pub struct GpuEngine {
 impl GpuEngine {
     /// Uploads `model` and prepares the unmodified variant.
     pub fn new(ctx: &GpuContext, model: Model) -> Result<Self> {
+        Self::with_options(ctx, Arc::new(model), EngineOptions::default())
+    }
+
+    /// [`GpuEngine::new`] on a model shared with other engines (the host copy is not cloned).
+    pub fn shared(ctx: &GpuContext, model: Arc<Model>) -> Result<Self> {
         Self::with_options(ctx, model, EngineOptions::default())
     }
 
-    /// [`GpuEngine::new`] with explicit options.
-    pub fn with_options(ctx: &GpuContext, model: Model, options: EngineOptions) -> Result<Self> {
+    /// [`GpuEngine::shared`] with explicit options.
+    pub fn with_options(
+        ctx: &GpuContext,
+        model: Arc<Model>,
+        options: EngineOptions,
+    ) -> Result<Self> {
         ctx.check_health()?;
         let prepared = prepare(&model, &Variant::default())?;
+        // Shared by the engines of one device; on the web wgpu's handles are not `Send`, so
+        // the `Arc` is only ever used on one thread there.
+        #[allow(clippy::arc_with_non_send_sync)]
         let weights = Arc::new(ModelBuffers::upload(ctx, &model)?);
-        Self::assemble(ctx, Arc::new(model), weights, prepared, options)
+        Self::assemble(ctx, weights, prepared, options)
     }
 
     /// A second engine on the same device and the same uploaded weights, with its own variant
     /// (the unmodified model at first): e.g. the baseline beside the variant being explored.
     pub fn share(&self) -> Result<Self> {
-        let prepared = prepare(&self.base, &Variant::default())?;
+        let prepared = prepare(self.prepared.base(), &Variant::default())?;
         Self::assemble(
             &self.ctx,
-            self.base.clone(),
             self.weights.clone(),
             prepared,
             self.options.clone(),
@@ -199,7 +136,6 @@ impl GpuEngine {
 
     fn assemble(
         ctx: &GpuContext,
-        base: Arc<Model>,
         weights: Arc<ModelBuffers>,
         prepared: PreparedModel,
         options: EngineOptions,
@@ -214,7 +150,6 @@ impl GpuEngine {
         ctx.check_health()?;
         Ok(GpuEngine {
             ctx: ctx.clone(),
-            base,
             weights,
             prepared,
             variant,
@@ -226,22 +161,35 @@ impl GpuEngine {
         })
     }
 
-    /// Switches to `variant`: its weight-side changes are computed now (on the CPU, by
-    /// attn-model's `prepare`) and uploaded. On error the previous variant stays in place.
+    /// Switches to `variant`. Weight-side changes (pooled or low-rank K/V, random features) are
+    /// computed now on the CPU by attn-model and uploaded; a change of runtime settings only
+    /// (window, top-k, β, kernel, ablation, dropped layers) reuses them and writes just the
+    /// ablation table and the launch parameters. On error the previous variant stays in place.
     pub fn set_variant(&mut self, variant: &Variant) -> Result<()> {
-        let prepared = prepare(&self.base, variant)?;
-        let buffers = VariantBuffers::upload(&self.ctx, &prepared)?;
-        self.ctx.check_health()?;
+        let prepared = self.prepared.with_variant(variant)?;
+        if prepared.shares_weights_with(&self.prepared) {
+            self.ctx.check_health()?;
+            self.variant.write_ablation(&self.ctx, &prepared);
+        } else {
+            let buffers = VariantBuffers::upload(&self.ctx, &prepared)?;
+            self.ctx.check_health()?;
+            self.variant = buffers;
+            self.stats.variant_bytes = self.variant.bytes;
+            self.stats.weight_uploads += 1;
+        }
         self.prepared = prepared;
-        self.variant = buffers;
-        self.stats.variant_bytes = self.variant.bytes;
         self.drop_plan();
         Ok(())
     }
 
     /// The unmodified model.
     pub fn model(&self) -> &Model {
-        &self.base
+        self.prepared.model()
+    }
+
+    /// The unmodified model, shared.
+    pub fn base(&self) -> &Arc<Model> {
+        self.prepared.base()
     }
 
     /// The variant in use.
@@ -286,7 +234,7 @@ impl GpuEngine {
 
     /// Runs one forward pass and reads back what `readback` asks for; the rest is NaN.
     pub async fn forward_with(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
-        let c = self.prepared.model.config.clone();
+        let c = self.prepared.config.clone();
         check_tokens(&c, tokens)?;
         let t_len = tokens.len();
         if let AttentionMaps::Only(maps) = &readback.attention {

@@ -110,7 +110,7 @@ impl Allocator<'_> {
 
 impl Activations {
     fn allocate(alloc: &mut Allocator, prepared: &PreparedModel, n: Dims) -> Result<Self> {
-        let c = &prepared.model.config;
+        let c = &prepared.config;
         let t = n.t;
         let kernel = prepared.variant.kernel();
         Ok(Activations {
@@ -226,7 +226,7 @@ pub(crate) fn build(
             "sequences longer than {MAX_SEQ_LEN} tokens (got {t_len})"
         )));
     }
-    let c = &prepared.model.config;
+    let c = &prepared.config;
     let (heads, d_head) = (c.n_head, c.d_head());
     let n = Dims {
         t: t_len,
@@ -382,7 +382,7 @@ fn attention_block(
     block: &BlockBuffers,
     (k_weights, v_weights): (&LinearBuffers, &LinearBuffers),
 ) -> Result<()> {
-    let c = &prepared.model.config;
+    let c = &prepared.config;
     let kernels = rec.kernels;
     let norm = &block.attn_norm;
     layer_norm::push(

@@ -36,7 +36,7 @@ mod readback;
 mod testing;
 mod weights;
 
-pub use any_engine::{Engine, EngineKind};
+pub use any_engine::{is_device_failure, AnyEngine, EngineKind, EnginePair};
 pub use context::{AdapterSummary, GpuContext};
 pub use cost::forward_flops;
 pub use engine::{

@@ -62,6 +62,16 @@ pub(crate) struct ModelBuffers {
 
 /// Uploads `data` as a read-only storage buffer named `what`.
 pub(crate) fn upload<T: bytemuck::Pod>(ctx: &GpuContext, what: &str, data: &[T]) -> Result<Arg> {
+    upload_with(ctx, what, data, wgpu::BufferUsages::STORAGE)
+}
+
+/// [`upload`] with explicit usages (`COPY_DST` for a table that is rewritten in place).
+fn upload_with<T: bytemuck::Pod>(
+    ctx: &GpuContext,
+    what: &str,
+    data: &[T],
+    usage: wgpu::BufferUsages,
+) -> Result<Arg> {
     let bytes: &[u8] = bytemuck::cast_slice(data);
     let limit = ctx.max_buffer_bytes();
     if bytes.len() as u64 > limit {
@@ -82,7 +92,7 @@ pub(crate) fn upload<T: bytemuck::Pod>(ctx: &GpuContext, what: &str, data: &[T])
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(what),
             contents,
-            usage: wgpu::BufferUsages::STORAGE,
+            usage,
         });
     Ok(Arg::new(&buffer, contents.len() as u64))
 }
@@ -168,11 +178,11 @@ impl VariantBuffers {
         let mut up = Uploader { ctx, bytes: 0 };
         let v = &prepared.variant;
         let kv = if v.kv_groups.is_some() || v.kv_rank.is_some() {
-            let mut layers = Vec::with_capacity(prepared.model.blocks.len());
-            for (i, b) in prepared.model.blocks.iter().enumerate() {
+            let mut layers = Vec::with_capacity(prepared.config.n_layer);
+            for i in 0..prepared.config.n_layer {
                 layers.push((
-                    up.linear(&format!("blocks.{i}.attn.k (variant)"), &b.attn.k)?,
-                    up.linear(&format!("blocks.{i}.attn.v (variant)"), &b.attn.v)?,
+                    up.linear(&format!("blocks.{i}.attn.k (variant)"), prepared.key(i))?,
+                    up.linear(&format!("blocks.{i}.attn.v (variant)"), prepared.value(i))?,
                 ));
             }
             Some(layers)
@@ -183,17 +193,14 @@ impl VariantBuffers {
             Some(omega) => Some(up.tensor("random features", omega)?),
             None => None,
         };
-        let mode = match v.heads.as_ref().map(|h| h.mode).unwrap_or_default() {
-            attn_model::AblationMode::Zero => head_output::ZERO,
-            attn_model::AblationMode::Mean => head_output::MEAN,
-        };
-        let codes: Vec<u32> = prepared
-            .ablated
-            .iter()
-            .map(|&a| if a { mode } else { head_output::KEEP })
-            .collect();
+        let codes = ablation_codes(prepared);
         up.bytes += 4 * codes.len() as u64;
-        let ablation = upload(ctx, "ablation table", &codes)?;
+        let ablation = upload_with(
+            ctx,
+            "ablation table",
+            &codes,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        )?;
         Ok(VariantBuffers {
             kv,
             omega,
@@ -201,4 +208,29 @@ impl VariantBuffers {
             bytes: up.bytes,
         })
     }
+}
+
+impl VariantBuffers {
+    /// Rewrites the ablation table in place for `prepared` (a runtime-only variant change).
+    pub(crate) fn write_ablation(&self, ctx: &GpuContext, prepared: &PreparedModel) {
+        let codes = ablation_codes(prepared);
+        ctx.queue.write_buffer(
+            &self.ablation.buffer,
+            self.ablation.offset,
+            bytemuck::cast_slice(&codes),
+        );
+    }
+}
+
+/// `[layer][head]` codes of the head-output kernel: keep, zero or mean.
+fn ablation_codes(prepared: &PreparedModel) -> Vec<u32> {
+    let mode = match prepared.variant.heads.as_ref().map(|h| h.mode) {
+        Some(attn_model::AblationMode::Mean) => head_output::MEAN,
+        _ => head_output::ZERO,
+    };
+    prepared
+        .ablated
+        .iter()
+        .map(|&a| if a { mode } else { head_output::KEEP })
+        .collect()
 }

@@ -39,7 +39,8 @@ fn now_ms() -> f64 {
 
 #[wasm_bindgen_test]
 async fn browser_benchmark() {
-    // The model of DESIGN.md §4's reference figure (GPT-2 shape, L=4, d=128), at T = 64.
+    // The model of the onnxruntime-web reference figure in docs/BENCHMARKS.md (GPT-2 shape,
+    // L=4, d=128), at T = 64.
     let config = ModelConfig {
         vocab_size: 512,
         n_ctx: 64,
@@ -51,7 +52,8 @@ async fn browser_benchmark() {
     let model = Model::random(config, 1, 0.3).unwrap();
     let tokens: Vec<u32> = (0..64).map(|i| (i * 7 + 3) % 512).collect();
     let ctx = common::new_context().await;
-    let mut gpu = GpuEngine::with_options(&ctx, model.clone(), EngineOptions::default()).unwrap();
+    let mut gpu =
+        GpuEngine::with_options(&ctx, model.clone().into(), EngineOptions::default()).unwrap();
     let cpu = CpuEngine::new(model).unwrap();
     let runs = 5;
     let mut gpu_ms = Vec::new();

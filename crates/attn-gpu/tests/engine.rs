@@ -7,7 +7,7 @@ mod common;
 use std::sync::OnceLock;
 
 use attn_gpu::{
-    AttentionMaps, Engine, GpuContext, GpuEngine, GpuError, LogitRows, Readback, MAX_SEQ_LEN,
+    AnyEngine, AttentionMaps, GpuContext, GpuEngine, GpuError, LogitRows, Readback, MAX_SEQ_LEN,
 };
 use attn_model::{CpuEngine, Model, ModelConfig, Variant};
 
@@ -98,7 +98,7 @@ fn partial_readback_returns_what_was_asked_and_nan_elsewhere() {
     assert!(part.attention_map(0, 1).iter().all(|v| v.is_nan()));
     assert!(part.head_out_norms.iter().all(|v| v.is_nan()));
     // The same request through the shared API on the CPU engine masks the same way.
-    let mut cpu = Engine::cpu(model()).unwrap();
+    let mut cpu = AnyEngine::cpu(model()).unwrap();
     let cpu_part = cpu.forward_blocking(&tokens, &readback).unwrap();
     common::assert_close("last logits", part.logits_at(4), cpu_part.logits_at(4));
     assert!(cpu_part.attention_map(0, 1).iter().all(|v| v.is_nan()));
@@ -117,8 +117,8 @@ fn partial_readback_returns_what_was_asked_and_nan_elsewhere() {
 fn both_engines_behind_one_api_agree() {
     let variant = Variant::from_json(r#"{"window": 2, "kv_groups": 2}"#).unwrap();
     let mut engines = [
-        Engine::cpu(model()).unwrap(),
-        Engine::gpu(&ctx(), model()).unwrap(),
+        AnyEngine::cpu(model()).unwrap(),
+        AnyEngine::gpu(&ctx(), model()).unwrap(),
     ];
     let outputs: Vec<_> = engines
         .iter_mut()

@@ -2,6 +2,8 @@
 //! against. Runtime-side variants (window, top-k, β, kernel, ablation, dropped layers) are
 //! applied here; weight-side ones were applied by [`crate::prepare`].
 
+use std::sync::Arc;
+
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::linalg::{elu_plus_one, gelu, layer_norm, linear, matmul, softmax, MatRef};
@@ -10,7 +12,7 @@ use crate::prepare::{prepare, PreparedModel};
 use crate::variant::{AblationMode, Kernel, KernelName, Variant};
 
 /// Everything one forward pass produces.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Output {
     /// Number of input positions `T`.
     pub seq_len: usize,
@@ -104,8 +106,8 @@ pub fn check_tokens(config: &ModelConfig, tokens: &[u32]) -> Result<()> {
 
 /// Runs the prepared model on `tokens`.
 pub fn forward(prepared: &PreparedModel, tokens: &[u32]) -> Result<Output> {
-    let model = &prepared.model;
-    let c = &model.config;
+    let model = prepared.model();
+    let c = &prepared.config;
     check_tokens(c, tokens)?;
     let t_len = tokens.len();
     let d = c.d_model;
@@ -128,8 +130,8 @@ pub fn forward(prepared: &PreparedModel, tokens: &[u32]) -> Result<Output> {
         if !prepared.attention_dropped[layer] {
             let normed = layer_norm(&x, &block.attn_norm, c.layer_norm_eps);
             let q = linear(&normed, t_len, &block.attn.q);
-            let k = linear(&normed, t_len, &block.attn.k);
-            let v = linear(&normed, t_len, &block.attn.v);
+            let k = linear(&normed, t_len, prepared.key(layer));
+            let v = linear(&normed, t_len, prepared.value(layer));
             let kv_heads = c.kv_heads();
             let q_all = MatRef::new(&q, t_len, n_head * d_head);
             let k_all = MatRef::new(&k, t_len, kv_heads * d_head);
@@ -365,33 +367,59 @@ fn random_feature_weights(q: MatRef<'_>, k: MatRef<'_>, omega: MatRef<'_>, c: f3
     )
 }
 
+/// What a [`CpuEngine`] did, to check that runtime-only variant changes copy nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuEngineStats {
+    /// Variant changes.
+    pub variant_changes: u64,
+    /// Variant changes that computed weights (pooling, SVD, random features) rather than
+    /// reusing the previous preparation's.
+    pub weight_preparations: u64,
+}
+
 /// The CPU engine: a model plus the variant currently applied to it.
 #[derive(Clone, Debug)]
 pub struct CpuEngine {
-    base: Model,
     prepared: PreparedModel,
+    stats: CpuEngineStats,
 }
 
 impl CpuEngine {
     /// An engine running the unmodified model.
     pub fn new(model: Model) -> Result<Self> {
+        Self::shared(Arc::new(model))
+    }
+
+    /// An engine on a model shared with other engines (no copy of the weights).
+    pub fn shared(model: Arc<Model>) -> Result<Self> {
         let prepared = prepare(&model, &Variant::default())?;
         Ok(CpuEngine {
-            base: model,
             prepared,
+            stats: CpuEngineStats::default(),
         })
     }
 
-    /// Switches to `variant` (weight-side changes are applied now, once). On error the previous
-    /// variant stays in place.
+    /// Switches to `variant`. Weight-side changes are computed now, once; a change of runtime
+    /// settings only (window, top-k, β, kernel, ablation, dropped layers) reuses them. On error
+    /// the previous variant stays in place.
     pub fn set_variant(&mut self, variant: &Variant) -> Result<()> {
-        self.prepared = prepare(&self.base, variant)?;
+        let next = self.prepared.with_variant(variant)?;
+        self.stats.variant_changes += 1;
+        if !next.shares_weights_with(&self.prepared) {
+            self.stats.weight_preparations += 1;
+        }
+        self.prepared = next;
         Ok(())
     }
 
     /// The unmodified model.
     pub fn model(&self) -> &Model {
-        &self.base
+        self.prepared.model()
+    }
+
+    /// The unmodified model, shared.
+    pub fn base(&self) -> &Arc<Model> {
+        self.prepared.base()
     }
 
     /// The variant in use.
@@ -399,9 +427,14 @@ impl CpuEngine {
         &self.prepared.variant
     }
 
-    /// The model with the current variant's weight-side changes.
+    /// The model with the current variant applied.
     pub fn prepared(&self) -> &PreparedModel {
         &self.prepared
+    }
+
+    /// Counters over the engine's life.
+    pub fn stats(&self) -> CpuEngineStats {
+        self.stats
     }
 
     /// Runs one forward pass under the current variant.

@@ -5,8 +5,9 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ModelError, Result};
-use crate::forward::{argmax, CpuEngine};
+use crate::engine::{Engine, Outcome, Progress, Readback, Step};
+use crate::error::ModelError;
+use crate::forward::argmax;
 use crate::linalg::softmax;
 
 /// How to pick each next token.
@@ -54,39 +55,55 @@ pub fn sample_from_logits(logits: &[f32], sampling: &Sampling, uniform: f64) -> 
 
 /// Appends `n` sampled tokens to `prompt` with the engine's current variant. The context window
 /// slides when the sequence outgrows it (the model only ever sees its last `n_ctx` tokens).
-pub fn generate(
-    engine: &CpuEngine,
+/// Each step reads back only the last position's logits; `progress` is told after each token
+/// and may cancel.
+pub async fn generate<E: Engine>(
+    engine: &mut E,
     prompt: &[u32],
     n: usize,
     sampling: &Sampling,
-) -> Result<Vec<u32>> {
-    let c = &engine.model().config;
-    if c.n_classes.is_some() {
+    progress: &mut impl Progress,
+) -> Result<Outcome<Vec<u32>>, E::Error> {
+    let (n_ctx, classifier) = {
+        let c = &engine.model().config;
+        (c.n_ctx, c.n_classes.is_some())
+    };
+    if classifier {
         return Err(ModelError::Input(
             "generation needs a language model, not a classifier".into(),
-        ));
+        )
+        .into());
     }
     if prompt.is_empty() {
-        return Err(ModelError::Input("generation needs a prompt".into()));
+        return Err(ModelError::Input("generation needs a prompt".into()).into());
     }
     let mut rng = ChaCha8Rng::seed_from_u64(sampling.seed);
     let mut tokens = prompt.to_vec();
     let mut generated = Vec::with_capacity(n);
+    let readback = Readback::next_token();
     for _ in 0..n {
-        let window = &tokens[tokens.len().saturating_sub(c.n_ctx)..];
-        let out = engine.forward(window)?;
+        let window = &tokens[tokens.len().saturating_sub(n_ctx)..];
+        let out = engine.forward(window, &readback).await?;
         let uniform = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         let next = sample_from_logits(out.logits_at(out.seq_len - 1), sampling, uniform);
         tokens.push(next);
         generated.push(next);
+        let step = Step {
+            done: generated.len(),
+            total: n,
+        };
+        if !progress.go_on(step) {
+            return Ok(Outcome::Cancelled);
+        }
     }
-    Ok(generated)
+    Ok(Outcome::Done(generated))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Model, ModelConfig};
+    use crate::engine::{now, unwatched};
+    use crate::{CpuEngine, Model, ModelConfig};
 
     #[test]
     fn greedy_and_top_one_pick_the_argmax() {
@@ -109,13 +126,26 @@ mod tests {
     #[test]
     fn generation_is_reproducible_and_slides_past_the_context() {
         let model = Model::random(ModelConfig::tiny(20), 2, 0.4).unwrap();
-        let engine = CpuEngine::new(model).unwrap();
+        let mut engine = CpuEngine::new(model).unwrap();
         let sampling = Sampling::default();
-        let a = generate(&engine, &[1, 2, 3], 20, &sampling).unwrap();
-        let b = generate(&engine, &[1, 2, 3], 20, &sampling).unwrap();
+        let mut run = |prompt: &[u32]| {
+            now(generate(
+                &mut engine,
+                prompt,
+                20,
+                &sampling,
+                &mut unwatched(),
+            ))
+        };
+        let a = run(&[1, 2, 3]).unwrap().done().unwrap();
+        let b = run(&[1, 2, 3]).unwrap().done().unwrap();
         assert_eq!(a.len(), 20);
         assert_eq!(a, b);
         assert!(a.iter().all(|&t| t < 20));
-        assert!(generate(&engine, &[], 2, &sampling).is_err());
+        assert!(run(&[]).is_err());
+        // Cancelled after the fifth token.
+        let mut five = |step: Step| step.done < 5;
+        let cancelled = now(generate(&mut engine, &[1, 2, 3], 20, &sampling, &mut five));
+        assert_eq!(cancelled.unwrap(), Outcome::Cancelled);
     }
 }

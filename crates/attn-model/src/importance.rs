@@ -3,8 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::forward::CpuEngine;
+use crate::engine::{Engine, Outcome, Progress, Readback, Step};
 use crate::metrics::{compare, next_token_nll};
 use crate::variant::{AblationMode, HeadAblation, Variant};
 
@@ -23,21 +22,45 @@ pub struct HeadImportance {
 /// Ablates every head of `base` (a variant the user has set up, possibly with heads already
 /// ablated) one at a time, on `tokens`, and returns the heads sorted most important first.
 /// Heads that `base` already ablates are skipped.
-pub fn head_importance(
-    engine: &CpuEngine,
+///
+/// Runs on `engine` (one forward per head, reading back logits only) and puts the engine's own
+/// variant back when it ends, also when `progress` cancels it or a forward fails. Ablation is a
+/// runtime setting, so no step copies or uploads weights.
+pub async fn head_importance<E: Engine>(
+    engine: &mut E,
     base: &Variant,
     tokens: &[u32],
     mode: AblationMode,
-) -> Result<Vec<HeadImportance>> {
-    let c = &engine.model().config;
-    let mut probe = engine.clone();
-    probe.set_variant(base)?;
-    let reference = probe.forward(tokens)?;
+    progress: &mut impl Progress,
+) -> Result<Outcome<Vec<HeadImportance>>, E::Error> {
+    let previous = engine.variant().clone();
+    let outcome = rank_heads(engine, base, tokens, mode, progress).await;
+    let restored = engine.set_variant(&previous);
+    let outcome = outcome?;
+    restored?;
+    Ok(outcome)
+}
+
+async fn rank_heads<E: Engine>(
+    engine: &mut E,
+    base: &Variant,
+    tokens: &[u32],
+    mode: AblationMode,
+    progress: &mut impl Progress,
+) -> Result<Outcome<Vec<HeadImportance>>, E::Error> {
+    let (n_layer, n_head) = {
+        let c = &engine.model().config;
+        (c.n_layer, c.n_head)
+    };
+    let readback = Readback::logits();
+    engine.set_variant(base)?;
+    let reference = engine.forward(tokens, &readback).await?;
     let reference_loss = next_token_nll(&reference, tokens);
     let already: Vec<[usize; 2]> = base.heads.iter().flat_map(|h| h.ablate.clone()).collect();
-    let mut scores = Vec::new();
-    for layer in 0..c.n_layer {
-        for head in 0..c.n_head {
+    let total = n_layer * n_head - already.len();
+    let mut scores = Vec::with_capacity(total);
+    for layer in 0..n_layer {
+        for head in 0..n_head {
             if already.contains(&[layer, head]) {
                 continue;
             }
@@ -45,8 +68,8 @@ pub fn head_importance(
             let mut ablate = already.clone();
             ablate.push([layer, head]);
             variant.heads = Some(HeadAblation { ablate, mode });
-            probe.set_variant(&variant)?;
-            let out = probe.forward(tokens)?;
+            engine.set_variant(&variant)?;
+            let out = engine.forward(tokens, &readback).await?;
             let cmp = compare(&reference, &out, tokens);
             let loss_increase = match (reference_loss, next_token_nll(&out, tokens)) {
                 (Some(before), Some(after)) => after - before,
@@ -58,6 +81,13 @@ pub fn head_importance(
                 loss_increase,
                 mean_kl: cmp.mean_kl,
             });
+            let step = Step {
+                done: scores.len(),
+                total,
+            };
+            if !progress.go_on(step) {
+                return Ok(Outcome::Cancelled);
+            }
         }
     }
     scores.sort_by(|a, b| {
@@ -65,7 +95,7 @@ pub fn head_importance(
             .total_cmp(&a.loss_increase)
             .then((a.layer, a.head).cmp(&(b.layer, b.head)))
     });
-    Ok(scores)
+    Ok(Outcome::Done(scores))
 }
 
 /// The variant that keeps only the `keep` most important heads of `ranking` (as returned by
@@ -86,15 +116,28 @@ pub fn prune_to_budget(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Model, ModelConfig};
+    use crate::engine::{now, unwatched};
+    use crate::{CpuEngine, Model, ModelConfig};
+
+    fn rank(engine: &mut CpuEngine, base: &Variant) -> Vec<HeadImportance> {
+        let tokens = [1, 4, 2, 8, 5, 7, 1, 4, 2];
+        now(head_importance(
+            engine,
+            base,
+            &tokens,
+            AblationMode::Zero,
+            &mut unwatched(),
+        ))
+        .unwrap()
+        .done()
+        .unwrap()
+    }
 
     #[test]
     fn ranking_covers_every_head_and_pruning_keeps_the_top() {
         let model = Model::random(ModelConfig::tiny(20), 4, 0.4).unwrap();
-        let engine = CpuEngine::new(model).unwrap();
-        let tokens = [1, 4, 2, 8, 5, 7, 1, 4, 2];
-        let ranking =
-            head_importance(&engine, &Variant::default(), &tokens, AblationMode::Zero).unwrap();
+        let mut engine = CpuEngine::new(model).unwrap();
+        let ranking = rank(&mut engine, &Variant::default());
         assert_eq!(ranking.len(), 8);
         assert!(ranking
             .windows(2)
@@ -113,8 +156,39 @@ mod tests {
             }),
             ..Variant::default()
         };
-        let ranking = head_importance(&engine, &base, &tokens, AblationMode::Zero).unwrap();
+        let ranking = rank(&mut engine, &base);
         assert_eq!(ranking.len(), 7);
         assert!(!ranking.iter().any(|h| (h.layer, h.head) == (0, 0)));
+    }
+
+    #[test]
+    fn ranking_reports_progress_can_be_cancelled_and_restores_the_variant() {
+        let model = Model::random(ModelConfig::tiny(20), 4, 0.4).unwrap();
+        let mut engine = CpuEngine::new(model).unwrap();
+        let own = Variant::from_json(r#"{"window": 3}"#).unwrap();
+        engine.set_variant(&own).unwrap();
+        let mut steps = Vec::new();
+        let mut stop_after_three = |step: Step| {
+            steps.push(step);
+            step.done < 3
+        };
+        let outcome = now(head_importance(
+            &mut engine,
+            &Variant::default(),
+            &[1, 2, 3, 4],
+            AblationMode::Zero,
+            &mut stop_after_three,
+        ))
+        .unwrap();
+        assert_eq!(outcome, Outcome::Cancelled);
+        assert_eq!(
+            steps,
+            (1..=3)
+                .map(|done| Step { done, total: 8 })
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(engine.variant(), &own.normalised());
+        // Ablating heads one by one changes runtime settings only: no weights are recomputed.
+        assert_eq!(engine.stats().weight_preparations, 0);
     }
 }

@@ -21,6 +21,7 @@
 //! The formulas of every variant are in `docs/VARIANTS.md`; the file format in `docs/FORMAT.md`.
 
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod format;
 pub mod forward;
@@ -39,14 +40,15 @@ pub mod url;
 pub mod variant;
 
 pub use config::ModelConfig;
+pub use engine::{now, Engine, Outcome, Progress, Readback, Step};
 pub use error::{ModelError, Result};
-pub use forward::{forward, CpuEngine, Output};
+pub use forward::{forward, CpuEngine, CpuEngineStats, Output};
 pub use generate::{generate, Sampling};
 pub use importance::{head_importance, prune_to_budget, HeadImportance};
 pub use load::load_model;
 pub use metrics::{compare, Comparison};
 pub use model::Model;
-pub use prepare::{prepare, PreparedModel};
+pub use prepare::{prepare, KvProjection, PreparedModel, WeightSettings};
 pub use roles::{head_roles, HeadRoles};
 pub use tokenizer::{Tokenizer, TokenizerSpec};
 pub use variant::{AblationMode, HeadAblation, Kernel, KernelName, Variant};

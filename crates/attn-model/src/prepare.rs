@@ -1,35 +1,115 @@
-//! Weight-side variants, applied once per variant change: key/value head pooling (`kv_groups`),
-//! low-rank K/V (`kv_rank`), and the bookkeeping the forward pass needs (dropped layers, ablated
-//! heads, random features). Both engines start from a [`PreparedModel`].
+//! Weight-side variants as an overlay on the unmodified model: key/value head pooling
+//! (`kv_groups`), low-rank K/V (`kv_rank`) and random features are computed once per weight-side
+//! setting and shared; everything else a variant sets (window, top-k, β, kernel choice, ablation,
+//! dropped layers) is a runtime parameter of the forward pass and costs no copy. Both engines
+//! start from a [`PreparedModel`].
+
+use std::sync::Arc;
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::model::{Linear, Model};
 use crate::variant::{Kernel, Variant};
 
-/// A model with a variant's weight-side changes applied, ready to run.
+/// The part of a variant that changes weights: what [`prepare`] computes from the model and
+/// what a preparation can share with the next one when it stays the same.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WeightSettings {
+    /// Key/value heads after mean-pooling.
+    pub kv_groups: Option<usize>,
+    /// Rank of the joint `[W_k | W_v]` after truncation.
+    pub kv_rank: Option<usize>,
+    /// Random features `(m, seed)` of the random-feature kernel.
+    pub random_features: Option<(usize, u64)>,
+}
+
+impl WeightSettings {
+    /// The weight-side settings of `variant`.
+    pub fn of(variant: &Variant) -> Self {
+        WeightSettings {
+            kv_groups: variant.kv_groups,
+            kv_rank: variant.kv_rank,
+            random_features: match variant.kernel() {
+                Kernel::RandomFeatures {
+                    random_features,
+                    seed,
+                } => Some((random_features, seed)),
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether these settings change the key/value projections.
+    pub fn changes_kv(&self) -> bool {
+        self.kv_groups.is_some() || self.kv_rank.is_some()
+    }
+}
+
+/// One layer's key and value projections under a variant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvProjection {
+    pub k: Linear,
+    pub v: Linear,
+}
+
+/// A model with a variant applied, ready to run: the unmodified weights (shared, never copied)
+/// plus an overlay of what the variant's weight-side settings replace.
 #[derive(Clone, Debug)]
 pub struct PreparedModel {
-    /// The weights after `kv_groups` pooling and `kv_rank` truncation; its config's `n_kv_head`
-    /// is the number of key/value heads that remain.
-    pub model: Model,
+    base: Arc<Model>,
+    /// The base config, with `n_kv_head` the number of key/value heads that remain.
+    pub config: ModelConfig,
     /// The variant, validated and normalised.
     pub variant: Variant,
+    /// Per layer, the pooled / truncated key and value projections; `None` keeps the model's own.
+    pub kv: Option<Arc<Vec<KvProjection>>>,
     /// `attention_dropped[layer]`.
     pub attention_dropped: Vec<bool>,
     /// `ablated[layer * n_head + head]`.
     pub ablated: Vec<bool>,
     /// For random-feature attention: the Gaussian vectors `ω`, laid out
     /// `[layer][head][feature][d_head]`.
-    pub random_features: Option<Vec<f32>>,
+    pub random_features: Option<Arc<Vec<f32>>>,
     /// KV-cache bytes per token (fp32) implied by the variant.
     pub kv_bytes_per_token: usize,
 }
 
 impl PreparedModel {
+    /// The unmodified model this preparation overlays.
+    pub fn model(&self) -> &Model {
+        &self.base
+    }
+
+    /// The unmodified model, shared.
+    pub fn base(&self) -> &Arc<Model> {
+        &self.base
+    }
+
+    /// The key projection of `layer` under the variant.
+    pub fn key(&self, layer: usize) -> &Linear {
+        match &self.kv {
+            Some(kv) => &kv[layer].k,
+            None => &self.base.blocks[layer].attn.k,
+        }
+    }
+
+    /// The value projection of `layer` under the variant.
+    pub fn value(&self, layer: usize) -> &Linear {
+        match &self.kv {
+            Some(kv) => &kv[layer].v,
+            None => &self.base.blocks[layer].attn.v,
+        }
+    }
+
+    /// The weight-side settings this preparation was made with.
+    pub fn weight_settings(&self) -> WeightSettings {
+        WeightSettings::of(&self.variant)
+    }
+
     /// Number of random features per head (0 unless the kernel is random-feature attention).
     pub fn n_random_features(&self) -> usize {
         match self.variant.kernel() {
@@ -42,74 +122,136 @@ impl PreparedModel {
 
     /// Whether head `head` of layer `layer` is ablated.
     pub fn is_ablated(&self, layer: usize, head: usize) -> bool {
-        self.ablated[layer * self.model.config.n_head + head]
+        self.ablated[layer * self.config.n_head + head]
+    }
+
+    /// `variant` applied to the same model, reusing this preparation's weight-side work when the
+    /// weight-side settings are the same (then only runtime parameters change: no copy, no SVD).
+    /// On error nothing changes.
+    pub fn with_variant(&self, variant: &Variant) -> Result<PreparedModel> {
+        variant.validate(&self.base.config)?;
+        let variant = variant.normalised();
+        let settings = WeightSettings::of(&variant);
+        let previous = self.weight_settings();
+        let kv = if (settings.kv_groups, settings.kv_rank) == (previous.kv_groups, previous.kv_rank)
+        {
+            self.kv.clone()
+        } else {
+            kv_overlay(&self.base, &settings)?
+        };
+        let random_features = if settings.random_features == previous.random_features {
+            self.random_features.clone()
+        } else {
+            draw_random_features(&self.base.config, &settings)
+        };
+        Ok(assemble(self.base.clone(), variant, kv, random_features))
+    }
+
+    /// Whether this preparation and `other` share their weight-side work (the same overlay and
+    /// random features, not copies): what a runtime-only variant change must keep.
+    pub fn shares_weights_with(&self, other: &PreparedModel) -> bool {
+        fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        Arc::ptr_eq(&self.base, &other.base)
+            && same(&self.kv, &other.kv)
+            && same(&self.random_features, &other.random_features)
     }
 }
 
 /// Applies `variant` to `model`: validates it, pools key/value heads, truncates `[W_k | W_v]`
-/// to the requested rank, draws random features, and counts the KV-cache bytes.
-pub fn prepare(model: &Model, variant: &Variant) -> Result<PreparedModel> {
+/// to the requested rank, draws random features, and counts the KV-cache bytes. The model is
+/// shared, not copied.
+pub fn prepare(model: &Arc<Model>, variant: &Variant) -> Result<PreparedModel> {
     model.check_shapes()?;
     variant.validate(&model.config)?;
     let variant = variant.normalised();
-    let mut model = model.clone();
-    let c = model.config.clone();
+    let settings = WeightSettings::of(&variant);
+    let kv = kv_overlay(model, &settings)?;
+    let random_features = draw_random_features(&model.config, &settings);
+    Ok(assemble(model.clone(), variant, kv, random_features))
+}
+
+/// The pooled / truncated key and value projections of every layer, when the settings ask for
+/// any.
+fn kv_overlay(model: &Model, settings: &WeightSettings) -> Result<Option<Arc<Vec<KvProjection>>>> {
+    if !settings.changes_kv() {
+        return Ok(None);
+    }
+    let c = &model.config;
     let d_head = c.d_head();
+    let mut layers = Vec::with_capacity(c.n_layer);
+    for block in &model.blocks {
+        let (mut k, mut v) = match settings.kv_groups {
+            Some(groups) => {
+                let per_group = c.kv_heads() / groups;
+                (
+                    pool_heads(&block.attn.k, d_head, per_group),
+                    pool_heads(&block.attn.v, d_head, per_group),
+                )
+            }
+            None => (block.attn.k.clone(), block.attn.v.clone()),
+        };
+        if let Some(rank) = settings.kv_rank {
+            truncate_joint_kv(&mut k, &mut v, rank)?;
+        }
+        layers.push(KvProjection { k, v });
+    }
+    Ok(Some(Arc::new(layers)))
+}
 
+/// The Gaussian vectors of random-feature attention, seeded.
+fn draw_random_features(c: &ModelConfig, settings: &WeightSettings) -> Option<Arc<Vec<f32>>> {
+    let (m, seed) = settings.random_features?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let count = c.n_layer * c.n_head * m * c.d_head();
+    Some(Arc::new(
+        (0..count)
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect(),
+    ))
+}
+
+/// The runtime part of a preparation (dropped layers, the ablation table, KV-cache bytes) around
+/// the weight-side overlay.
+fn assemble(
+    base: Arc<Model>,
+    variant: Variant,
+    kv: Option<Arc<Vec<KvProjection>>>,
+    random_features: Option<Arc<Vec<f32>>>,
+) -> PreparedModel {
+    let mut config = base.config.clone();
     if let Some(groups) = variant.kv_groups {
-        let per_group = c.kv_heads() / groups;
-        for block in &mut model.blocks {
-            block.attn.k = pool_heads(&block.attn.k, d_head, per_group);
-            block.attn.v = pool_heads(&block.attn.v, d_head, per_group);
-        }
-        model.config.n_kv_head = Some(groups);
+        config.n_kv_head = Some(groups);
     }
-    if let Some(rank) = variant.kv_rank {
-        for block in &mut model.blocks {
-            truncate_joint_kv(&mut block.attn.k, &mut block.attn.v, rank)?;
-        }
-    }
-
-    let mut attention_dropped = vec![false; c.n_layer];
+    let (n_layer, n_head, d_head) = (config.n_layer, config.n_head, config.d_head());
+    let mut attention_dropped = vec![false; n_layer];
     for &layer in variant.drop_attention_layers.iter().flatten() {
         attention_dropped[layer] = true;
     }
-    let mut ablated = vec![false; c.n_layer * c.n_head];
+    let mut ablated = vec![false; n_layer * n_head];
     for &[layer, head] in variant.heads.iter().flat_map(|h| &h.ablate) {
-        ablated[layer * c.n_head + head] = true;
+        ablated[layer * n_head + head] = true;
     }
-
-    let random_features = match variant.kernel() {
-        Kernel::RandomFeatures {
-            random_features,
-            seed,
-        } => {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let count = c.n_layer * c.n_head * random_features * d_head;
-            Some(
-                (0..count)
-                    .map(|_| StandardNormal.sample(&mut rng))
-                    .collect(),
-            )
-        }
-        _ => None,
-    };
-
-    let kv_heads = model.config.kv_heads();
     let per_layer = match variant.kv_rank {
         Some(rank) => rank * 4,
-        None => 2 * kv_heads * d_head * 4,
+        None => 2 * config.kv_heads() * d_head * 4,
     };
     let kv_bytes_per_token = attention_dropped.iter().filter(|d| !**d).count() * per_layer;
-
-    Ok(PreparedModel {
-        model,
+    PreparedModel {
+        base,
+        config,
         variant,
+        kv,
         attention_dropped,
         ablated,
         random_features,
         kv_bytes_per_token,
-    })
+    }
 }
 
 /// Averages contiguous groups of `per_group` heads (each `d_head` columns wide) of a key or value

@@ -6,9 +6,8 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::forward::{forward, Output};
-use crate::prepare::PreparedModel;
+use crate::engine::{Engine, Readback};
+use crate::forward::Output;
 
 /// Role scores of one head, each a mean attention weight in `[0, 1]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,11 +52,12 @@ pub fn role_probe_tokens(vocab_size: usize, n_ctx: usize, seed: u64) -> Vec<u32>
     half.iter().chain(&half).copied().collect()
 }
 
-/// Scores every head of the prepared model on the probe sequence.
-pub fn head_roles(prepared: &PreparedModel, seed: u64) -> Result<Vec<HeadRoles>> {
-    let c = &prepared.model.config;
+/// Scores every head of the engine's current variant on the probe sequence (one forward,
+/// reading back the attention maps only).
+pub async fn head_roles<E: Engine>(engine: &mut E, seed: u64) -> Result<Vec<HeadRoles>, E::Error> {
+    let c = &engine.model().config;
     let tokens = role_probe_tokens(c.vocab_size, c.n_ctx, seed);
-    let output = forward(prepared, &tokens)?;
+    let output = engine.forward(&tokens, &Readback::attention_maps()).await?;
     Ok(roles_from_output(&output, tokens.len() / 2))
 }
 

@@ -3,6 +3,8 @@
 use attn_model::config::ModelConfig;
 use attn_model::forward::attention_probs;
 use attn_model::linalg::MatRef;
+use std::sync::Arc;
+
 use attn_model::{compare, prepare, CpuEngine, Model, Output, Variant};
 
 const TOKENS: [u32; 10] = [3, 17, 5, 3, 17, 8, 40, 2, 5, 11];
@@ -211,8 +213,9 @@ fn kv_groups_equal_to_heads_is_a_no_op() {
 #[test]
 fn kv_groups_pool_keys_and_values() {
     let m = model();
-    let prepared = prepare(&m, &Variant::from_json(r#"{"kv_groups": 2}"#).unwrap()).unwrap();
-    let (orig, pooled) = (&m.blocks[0].attn.k, &prepared.model.blocks[0].attn.k);
+    let shared = Arc::new(m.clone());
+    let prepared = prepare(&shared, &Variant::from_json(r#"{"kv_groups": 2}"#).unwrap()).unwrap();
+    let (orig, pooled) = (&m.blocks[0].attn.k, prepared.key(0));
     assert_eq!(pooled.d_out, 2 * 4);
     // Group 1 = heads 2 and 3; column 1 of that group.
     let d = 16;
@@ -247,16 +250,17 @@ fn kv_rank_full_is_a_no_op_and_lower_ranks_cost_less() {
 #[test]
 fn kv_rank_truncates_to_that_rank_and_keeps_biases() {
     let m = model();
-    let prepared = prepare(&m, &Variant::from_json(r#"{"kv_rank": 3}"#).unwrap()).unwrap();
-    let b = &prepared.model.blocks[1].attn;
+    let shared = Arc::new(m.clone());
+    let prepared = prepare(&shared, &Variant::from_json(r#"{"kv_rank": 3}"#).unwrap()).unwrap();
+    let (k, v) = (prepared.key(1), prepared.value(1));
     // Stack [W_k | W_v] and check its rank numerically: the 4th singular value of a rank-3
     // matrix is ~0, so every 4×4 minor's determinant is ~0. Cheaper: rows span ≤ 3 dimensions,
     // checked by Gram-Schmidt.
     let rows: Vec<Vec<f64>> = (0..16)
         .map(|r| {
-            b.k.weight[r * 16..(r + 1) * 16]
+            k.weight[r * 16..(r + 1) * 16]
                 .iter()
-                .chain(&b.v.weight[r * 16..(r + 1) * 16])
+                .chain(&v.weight[r * 16..(r + 1) * 16])
                 .map(|&x| x as f64)
                 .collect()
         })
@@ -277,7 +281,7 @@ fn kv_rank_truncates_to_that_rank_and_keeps_biases() {
     }
     assert_eq!(basis.len(), 3);
     // Biases are kept.
-    assert_eq!(b.k.bias, m.blocks[1].attn.k.bias);
+    assert_eq!(k.bias, m.blocks[1].attn.k.bias);
 }
 
 #[test]
@@ -418,4 +422,38 @@ fn variant_json_round_trips_and_rejects_unknown_fields() {
     assert!(Variant::from_json(r#"{"beta": 1.0, "kernel": "softmax"}"#)
         .unwrap()
         .is_baseline());
+}
+
+#[test]
+fn runtime_settings_reuse_the_weights_and_give_what_a_fresh_preparation_gives() {
+    let m = model();
+    let mut engine = CpuEngine::new(m.clone()).unwrap();
+    // Each step changes runtime settings only, then one weight-side setting, then runtime again.
+    let steps = [
+        (r#"{"window": 3}"#, 0),
+        (r#"{"window": 3, "top_k": 2, "beta": 2.0}"#, 0),
+        (r#"{"heads": {"ablate": [[0, 1]], "mode": "mean"}}"#, 0),
+        (r#"{"drop_attention_layers": [1], "kernel": "linear"}"#, 0),
+        (r#"{"kv_groups": 2}"#, 1),
+        (r#"{"kv_groups": 2, "window": 2}"#, 1),
+        (r#"{"kv_groups": 2, "kv_rank": 5}"#, 2),
+        (r#"{"kv_groups": 2, "kv_rank": 5, "beta": 0.5}"#, 2),
+        (r#"{"kernel": {"random_features": 8, "seed": 1}}"#, 3),
+        (
+            r#"{"kernel": {"random_features": 8, "seed": 1}, "top_k": 3}"#,
+            3,
+        ),
+        (r#"{}"#, 4),
+    ];
+    for (json, preparations) in steps {
+        let variant = Variant::from_json(json).unwrap();
+        let before = engine.prepared().clone();
+        engine.set_variant(&variant).unwrap();
+        assert_eq!(engine.stats().weight_preparations, preparations, "{json}");
+        // The unmodified weights are never copied.
+        assert!(Arc::ptr_eq(engine.base(), before.base()), "{json}");
+        // Reuse must not change the answer.
+        assert!(engine.forward(&TOKENS).unwrap() == run(&m, json), "{json}");
+    }
+    assert_eq!(engine.stats().variant_changes, steps.len() as u64);
 }

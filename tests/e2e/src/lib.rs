@@ -49,13 +49,20 @@ pub struct StaticServer {
 
 impl StaticServer {
     pub fn start(root: PathBuf) -> StaticServer {
+        Self::start_with(root, None)
+    }
+
+    /// Serves `root`, and the files of `test_files` under `/_test/` (models a test made, so the
+    /// page can fetch them without touching `dist/`).
+    pub fn start_with(root: PathBuf, test_files: Option<PathBuf>) -> StaticServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let root = root.clone();
+                let test_files = test_files.clone();
                 std::thread::spawn(move || {
-                    let _ = serve_one(stream, &root);
+                    let _ = serve_one(stream, &root, test_files.as_deref());
                 });
             }
         });
@@ -79,7 +86,7 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-fn serve_one(stream: TcpStream, root: &Path) -> std::io::Result<()> {
+fn serve_one(stream: TcpStream, root: &Path, test_files: Option<&Path>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -91,7 +98,11 @@ fn serve_one(stream: TcpStream, root: &Path) -> std::io::Result<()> {
     }
     let raw_path = request_line.split_whitespace().nth(1).unwrap_or("/");
     let path = raw_path.split(['?', '#']).next().unwrap_or("/");
-    let relative = path.trim_start_matches('/');
+    let mut relative = path.trim_start_matches('/');
+    let mut root = root;
+    if let (Some(rest), Some(dir)) = (relative.strip_prefix("_test/"), test_files) {
+        (relative, root) = (rest, dir);
+    }
     let mut file = root.join(if relative.is_empty() {
         "index.html"
     } else {
@@ -247,7 +258,7 @@ impl Drop for Driver {
 }
 
 impl Browser {
-    /// Starts chromedriver and a fresh headless Chromium (flags as measured in DESIGN.md).
+    /// Starts chromedriver and a fresh headless Chromium (the flags that give WebGPU on SwiftShader; see the README, "Toolchain").
     pub fn start(webgpu: WebGpu) -> Browser {
         let port = free_port();
         let driver = Driver(Command::new(

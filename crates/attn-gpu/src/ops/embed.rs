@@ -47,7 +47,8 @@ pub(crate) fn push<'k>(
     plan.push(kernel, &params, &[tokens, wte, wpe, x], workgroups)
 }
 
-#[cfg(test)]
+// Native only: these run on lavapipe through `crate::testing`; the browser runs tests/browser.rs.
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
     use crate::testing::{self, Rng};

@@ -133,7 +133,8 @@ impl RandomFeatures {
     }
 }
 
-#[cfg(test)]
+// Native only: these run on lavapipe through `crate::testing`; the browser runs tests/browser.rs.
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
     use crate::testing::{self, Rng};

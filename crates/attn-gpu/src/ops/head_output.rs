@@ -85,7 +85,8 @@ pub(crate) fn push<'k>(
     Ok(())
 }
 
-#[cfg(test)]
+// Native only: these run on lavapipe through `crate::testing`; the browser runs tests/browser.rs.
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
     use crate::testing::{self, Rng};

@@ -45,7 +45,8 @@ pub(crate) fn push<'k>(
     plan.push(kernel, &params, &[x, weight, bias, y], [rows as u32, 1, 1])
 }
 
-#[cfg(test)]
+// Native only: these run on lavapipe through `crate::testing`; the browser runs tests/browser.rs.
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
     use crate::testing::{self, Rng};

@@ -190,7 +190,7 @@ pub async fn check_variants(
         poison: true,
         ..Default::default()
     };
-    let mut gpu = GpuEngine::with_options(ctx, model, options).unwrap();
+    let mut gpu = GpuEngine::with_options(ctx, model.into(), options).unwrap();
     let mut checked = 0;
     for (variant_name, json) in variants {
         let variant = Variant::from_json(json).unwrap();
@@ -272,7 +272,7 @@ pub async fn check_fixture(ctx: &GpuContext) -> usize {
         poison: true,
         ..Default::default()
     };
-    let mut gpu = GpuEngine::with_options(ctx, f.model.clone(), options).unwrap();
+    let mut gpu = GpuEngine::with_options(ctx, f.model.clone().into(), options).unwrap();
     let mut cpu = CpuEngine::new(f.model.clone()).unwrap();
     for (name, json, kv_bytes) in &f.cases {
         let variant = Variant::from_json(json).unwrap();

@@ -1,0 +1,201 @@
+//! Long work in the page: a model loaded from disk through the file input, and head importance
+//! over it showing its progress and stopping when cancelled. The model is made here, from a
+//! random config through the project's own code, and served beside `dist/` under `/_test/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use attn_e2e::{artifacts_dir, dist_dir, Browser, StaticServer, WebGpu};
+use attn_model::{Model, ModelConfig};
+
+const LOAD: Duration = Duration::from_secs(120);
+
+/// Writes a random model of the given shape into a folder of its own and returns the folder.
+fn random_model(name: &str, config: ModelConfig) -> PathBuf {
+    let dir = artifacts_dir().join("test-models");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = Model::random(config, 1, 0.05).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.safetensors")),
+        model.to_safetensors_bytes().unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
+/// Opens the page on the CPU engine and picks `/_test/NAME.safetensors` in the file input, as a
+/// person choosing it from disk would.
+fn open_from_disk(name: &str, config: ModelConfig) -> (StaticServer, Browser) {
+    let server = StaticServer::start_with(dist_dir(), Some(random_model(name, config)));
+    let b = Browser::start(WebGpu::Enabled);
+    b.goto(&server.url("index.html?engine=cpu"));
+    b.wait_for(
+        "the built-in model",
+        "return document.querySelectorAll('[data-testid=heatmap-cell]').length",
+        LOAD,
+    );
+    b.eval(&format!(
+        "fetch('_test/{name}.safetensors').then(r => r.arrayBuffer()).then(bytes => {{
+           const input = document.getElementById('model-files');
+           const files = new DataTransfer();
+           files.items.add(new File([bytes], '{name}.safetensors'));
+           input.files = files.files;
+           input.dispatchEvent(new Event('change', {{bubbles: true}}));
+         }});"
+    ));
+    (server, b)
+}
+
+#[test]
+fn importance_over_a_model_from_disk_shows_progress_and_can_be_cancelled() {
+    let config = ModelConfig {
+        n_ctx: 64,
+        d_model: 256,
+        n_layer: 6,
+        n_head: 8,
+        ..ModelConfig::tiny(512)
+    };
+    let (_server, b) = open_from_disk("six-by-eight", config);
+    b.wait_for(
+        "the model from disk with 48 maps",
+        "return document.querySelectorAll('[data-testid=heatmap-cell]').length === 48
+             && document.querySelector('.model-panel .facts').textContent.includes('6 layers')",
+        LOAD,
+    );
+    // 64 token ids (the model has no tokenizer).
+    b.eval(
+        "const e = document.querySelector('[data-testid=prompt-input]');
+         e.value = Array.from({length: 64}, (_, i) => (i * 37) % 512).join(' ');
+         e.dispatchEvent(new Event('input', {bubbles: true}));",
+    );
+    b.wait_for(
+        "64 token chips",
+        "return document.querySelectorAll('[data-testid=token-chips] .chip').length === 64",
+        LOAD,
+    );
+    b.eval("document.querySelector('[data-testid=rank-heads]').click()");
+    let shown = b.wait_for(
+        "the ranking's progress",
+        "const p = document.querySelector('[data-testid=rank-progress]');
+         return p && / of 48 heads/.test(p.textContent) ? p.textContent : '';",
+        LOAD,
+    );
+    assert!(shown.as_str().unwrap().contains("of 48 heads"), "{shown}");
+    b.screenshot("long-01-ranking-progress");
+    b.eval("document.querySelector('[data-testid=cancel-ranking]').click()");
+    let status = b.wait_for(
+        "the ranking to stop",
+        "const s = document.querySelector('[data-testid=rank-status]');
+         return s ? s.textContent : '';",
+        LOAD,
+    );
+    let status = status.as_str().unwrap();
+    assert!(status.starts_with("Cancelled after"), "{status}");
+    let done: usize = status
+        .trim_start_matches("Cancelled after ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(done < 48, "stopped early: {status}");
+    // Nothing was ranked, the progress is gone, and the page still answers.
+    let left = b.eval(
+        "return [document.querySelectorAll('[data-testid=importance] li').length,
+                 !!document.querySelector('[data-testid=rank-progress]'),
+                 document.querySelector('[data-testid=rank-heads]').disabled]",
+    );
+    assert_eq!(left, serde_json::json!([0, false, false]));
+}
+
+#[test]
+fn a_gpt2_small_shaped_model_never_freezes_the_page() {
+    // GPT-2 small's shape (12 layers × 12 heads, d_model 768, MLP 3072) with an 8192-token
+    // vocabulary: 91 M parameters, 366 MB, random weights.
+    let config = ModelConfig {
+        n_ctx: 256,
+        d_model: 768,
+        n_layer: 12,
+        n_head: 12,
+        ..ModelConfig::tiny(8192)
+    };
+    let (_server, b) = open_from_disk("gpt2-small-shape", config);
+    b.wait_for(
+        "the model from disk with 144 maps",
+        "return document.querySelectorAll('[data-testid=heatmap-cell]').length === 144
+             && document.querySelector('.model-panel .facts').textContent.includes('12 layers')",
+        LOAD,
+    );
+    b.eval(
+        "const e = document.querySelector('[data-testid=prompt-input]');
+         e.value = Array.from({length: 64}, (_, i) => (i * 131) % 8192).join(' ');
+         e.dispatchEvent(new Event('input', {bubbles: true}));",
+    );
+    b.wait_for(
+        "the first forward on 64 tokens",
+        "return document.querySelectorAll('[data-testid=token-chips] .chip').length === 64
+             && document.querySelector('[data-testid=forward-ms]').textContent !== ''
+             && document.querySelector('[data-testid=kl]').textContent.startsWith('0.0000')",
+        LOAD,
+    );
+    // Watch the main thread, start a forward (β = 2), and while it runs click another control.
+    b.eval(
+        "window.longTasks = [];
+         new PerformanceObserver(list => {
+           for (const e of list.getEntries()) window.longTasks.push([e.startTime, e.duration]);
+         }).observe({type: 'longtask'});
+         const kl = document.querySelector('[data-testid=kl]');
+         new MutationObserver(() => { window.landed ??= performance.now(); })
+           .observe(kl, {childList: true, subtree: true, characterData: true});
+         const beta = document.querySelector('[data-testid=beta]');
+         beta.value = '2'; beta.dispatchEvent(new Event('input', {bubbles: true}));
+         setTimeout(() => {
+           const legend = document.querySelector('.legend');
+           new MutationObserver(() => { window.reacted ??= performance.now() - window.clicked; })
+             .observe(legend, {childList: true, subtree: true, characterData: true});
+           window.clicked = performance.now();
+           document.querySelector('[data-testid=diff-toggle]').click();
+         }, 50);",
+    );
+    let reacted = b.wait_for(
+        "the page to answer the click",
+        "return window.reacted !== undefined ? window.reacted + 1e-6 : 0",
+        LOAD,
+    );
+    b.wait_for(
+        "the forward with β = 2 to land",
+        "return window.landed !== undefined",
+        LOAD,
+    );
+    b.screenshot("long-02-gpt2-small-shape");
+    let reacted = reacted.as_f64().unwrap();
+    let report = b.eval(
+        "return {clicked: window.clicked, landed: window.landed, all: window.longTasks,
+                 long: window.longTasks.filter(([s, d]) => s + d < window.landed && d > 100)}",
+    );
+    let forward_ms =
+        b.eval("return document.querySelector('[data-testid=forward-ms]').textContent");
+    println!(
+        "forward with β = 2: {forward_ms} ms in the worker; click answered in {reacted:.1} ms; \
+         main-thread long tasks (≥ 50 ms) meanwhile: {}",
+        report["all"]
+    );
+    let (clicked, landed) = (
+        report["clicked"].as_f64().unwrap(),
+        report["landed"].as_f64().unwrap(),
+    );
+    assert!(
+        landed > clicked,
+        "the click came while the forward ran (clicked {clicked:.0} ms, landed {landed:.0} ms)"
+    );
+    assert!(
+        reacted < 100.0,
+        "the click changed the page after {reacted:.0} ms"
+    );
+    assert_eq!(
+        report["long"],
+        serde_json::json!([]),
+        "main-thread tasks over 100 ms while the forward ran ([start, duration] in ms; the \
+         click at {clicked:.0}, the result at {landed:.0})"
+    );
+}

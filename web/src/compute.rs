@@ -1,0 +1,336 @@
+//! The compute worker: a dedicated Web Worker that loads models and runs every forward and every
+//! analysis, so the page's main thread only renders. The page talks to it with the messages of
+//! `protocol.rs` through `gloo-worker`; `bin/attn-worker.rs` registers it and Trunk builds it
+//! as a second wasm entry (`index.html`, `data-type="worker"`).
+//!
+//! Requests run as tasks on the worker's event loop. Each task takes the session's engine pair
+//! for its duration ([`take_engines`]) so tasks never overlap on an engine; long ones yield
+//! between forwards ([`Yielding`]), which is when a `Cancel` gets in.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use attn_gpu::{EngineKind, GpuContext};
+use attn_model::engine::{Outcome, Step};
+use attn_model::{
+    generate, head_importance, head_roles, AblationMode, HeadImportance, Model, Sampling, Variant,
+};
+use gloo_worker::{HandlerId, Worker, WorkerScope};
+use wasm_bindgen_futures::spawn_local;
+
+use crate::browser::fetch_bytes;
+use crate::protocol::{AsJson, JobOutcome, ModelSource, Request, Response};
+use crate::session::{
+    model_from_files, return_engines, run_timed, take_engines, Session, SessionCell, Yielding,
+};
+
+/// The worker's state, shared by its running tasks.
+#[derive(Default)]
+struct State {
+    session: SessionCell,
+    /// The page's number of the model in `session`.
+    model: Cell<u32>,
+    /// The WebGPU device, once the page asked for it and it opened; gone after a GPU failure.
+    gpu: RefCell<Option<GpuContext>>,
+    /// Jobs the page cancelled.
+    cancelled: RefCell<HashSet<u32>>,
+}
+
+/// The worker (see the module documentation).
+pub struct ComputeWorker {
+    state: Rc<State>,
+}
+
+impl Worker for ComputeWorker {
+    type Message = ();
+    type Input = Request;
+    type Output = Response;
+
+    fn create(_scope: &WorkerScope<Self>) -> Self {
+        ComputeWorker {
+            state: Rc::new(State::default()),
+        }
+    }
+
+    fn update(&mut self, _scope: &WorkerScope<Self>, _msg: Self::Message) {}
+
+    fn received(&mut self, scope: &WorkerScope<Self>, request: Request, id: HandlerId) {
+        if let Request::Cancel { job } = request {
+            self.state.cancelled.borrow_mut().insert(job);
+            return;
+        }
+        let state = self.state.clone();
+        let scope = scope.clone();
+        spawn_local(async move {
+            let reply = |response: Response| scope.respond(id, response);
+            handle(&state, request, &reply).await;
+        });
+    }
+}
+
+async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
+    match request {
+        Request::UseGpu => use_gpu(state, reply).await,
+        Request::Open {
+            model,
+            source,
+            title,
+            description,
+            examples,
+        } => open(state, model, source, title, description, examples, reply).await,
+        Request::Run {
+            model,
+            tokens,
+            variant,
+            with_baseline,
+        } => run(state, model, tokens, variant.0, with_baseline, reply).await,
+        Request::Importance {
+            model,
+            job,
+            base,
+            tokens,
+            mode,
+        } => {
+            let outcome = rank_heads(state, model, job, &base.0, &tokens, mode, reply).await;
+            state.cancelled.borrow_mut().remove(&job);
+            reply(Response::Ranked { job, outcome });
+        }
+        Request::Generate {
+            model,
+            job,
+            tokens,
+            variant,
+            n,
+            sampling,
+        } => {
+            let outcome =
+                generate_text(state, model, job, &tokens, &variant.0, n, &sampling, reply).await;
+            state.cancelled.borrow_mut().remove(&job);
+            reply(Response::Generated { job, outcome });
+        }
+        Request::Cancel { job } => {
+            state.cancelled.borrow_mut().insert(job);
+        }
+    }
+}
+
+/// Head importance on the variant engine, reporting progress; `None` when cancelled.
+async fn rank_heads(
+    state: &State,
+    model: u32,
+    job: u32,
+    base: &Variant,
+    tokens: &[u32],
+    mode: AblationMode,
+    reply: &dyn Fn(Response),
+) -> JobOutcome<Vec<HeadImportance>> {
+    let mut pair = take_current(state, model)
+        .await
+        .ok_or("the model changed")?;
+    let mut watch = progress(state, job, reply);
+    let result = head_importance(
+        &mut Yielding(&mut pair.variant),
+        base,
+        tokens,
+        mode,
+        &mut watch,
+    )
+    .await;
+    return_engines(&state.session, pair);
+    result.map(Outcome::done).map_err(|e| e.to_string())
+}
+
+/// Generation under `variant` on the variant engine, as text; `None` when stopped.
+#[allow(clippy::too_many_arguments)]
+async fn generate_text(
+    state: &State,
+    model: u32,
+    job: u32,
+    tokens: &[u32],
+    variant: &Variant,
+    n: usize,
+    sampling: &Sampling,
+    reply: &dyn Fn(Response),
+) -> JobOutcome<String> {
+    let mut pair = take_current(state, model)
+        .await
+        .ok_or("the model changed")?;
+    let mut watch = progress(state, job, reply);
+    let result = match pair.variant.set_variant(variant) {
+        Ok(()) => {
+            generate(
+                &mut Yielding(&mut pair.variant),
+                tokens,
+                n,
+                sampling,
+                &mut watch,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    return_engines(&state.session, pair);
+    let ids = match result.map_err(|e| e.to_string())? {
+        Outcome::Done(ids) => ids,
+        Outcome::Cancelled => return Ok(None),
+    };
+    let session = state.session.borrow();
+    let text = session.as_ref().and_then(|s| s.text.decode(&ids));
+    Ok(Some(text.unwrap_or_else(|| format!("{ids:?}"))))
+}
+
+/// Reports each step of job `job` and stops it once the page cancelled it.
+fn progress<'a>(
+    state: &'a State,
+    job: u32,
+    reply: &'a dyn Fn(Response),
+) -> impl FnMut(Step) -> bool + 'a {
+    move |step: Step| {
+        reply(Response::Progress { job, step });
+        !state.cancelled.borrow().contains(&job)
+    }
+}
+
+/// The engines of model `model`, when it is still the one loaded.
+async fn take_current(state: &State, model: u32) -> Option<attn_gpu::EnginePair> {
+    let pair = take_engines(&state.session).await?;
+    if state.model.get() == model {
+        Some(pair)
+    } else {
+        return_engines(&state.session, pair);
+        None
+    }
+}
+
+async fn use_gpu(state: &State, reply: &dyn Fn(Response)) {
+    let ctx = match GpuContext::new().await {
+        Ok(ctx) => ctx,
+        Err(e) => return reply(Response::GpuUnavailable { why: e.to_string() }),
+    };
+    let adapter = ctx.adapter().name.clone();
+    *state.gpu.borrow_mut() = Some(ctx.clone());
+    // A model that loaded first moves onto the GPU now (once no task holds its engines).
+    if let Some(pair) = take_engines(&state.session).await {
+        let mut session = state.session.borrow_mut();
+        match session.as_mut() {
+            Some(s) if pair.kind() == EngineKind::Cpu => {
+                if s.use_gpu(&ctx).is_err() {
+                    s.engines = Some(pair); // Too big for the GPU: it stays on the CPU.
+                }
+            }
+            _ => {
+                drop(session);
+                return_engines(&state.session, pair);
+            }
+        }
+    }
+    reply(Response::GpuReady { adapter });
+}
+
+async fn open(
+    state: &State,
+    model: u32,
+    source: ModelSource,
+    title: String,
+    description: String,
+    examples: Vec<String>,
+    reply: &dyn Fn(Response),
+) {
+    let loaded: Result<Model, String> = match source {
+        ModelSource::Url(url) => {
+            reply(Response::Loading {
+                model,
+                what: format!("Loading {title}…"),
+            });
+            match fetch_bytes(&url).await {
+                Ok(bytes) => {
+                    Model::from_safetensors_bytes(&bytes).map_err(|e| format!("{title}: {e}"))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        ModelSource::Files(files) => {
+            reply(Response::Loading {
+                model,
+                what: format!("Reading {title}…"),
+            });
+            let files: Vec<(String, Vec<u8>)> = files
+                .into_iter()
+                .map(|(name, bytes)| (name, bytes.into_vec()))
+                .collect();
+            model_from_files(&files).map_err(|e| format!("Could not load {title}: {e}"))
+        }
+    };
+    let session = loaded.and_then(|m| Session::new(m, title, description, examples));
+    let mut session = match session {
+        Ok(s) => s,
+        Err(message) => return reply(Response::OpenFailed { model, message }),
+    };
+    let gpu_refused = match state.gpu.borrow().as_ref() {
+        Some(ctx) => session.use_gpu(ctx).err(),
+        None => None,
+    };
+    let opened = Response::Opened {
+        model,
+        info: session.info.clone(),
+        config: session.model.config.clone(),
+        tokenizer: AsJson(session.model.tokenizer.clone()),
+        classes: session.text.classes.clone(),
+        gpu_refused,
+    };
+    *state.session.borrow_mut() = Some(session);
+    state.model.set(model);
+    reply(opened);
+
+    // The role badges: one forward of the unmodified model on the worker's engine.
+    if let Some(mut pair) = take_current(state, model).await {
+        let roles = head_roles(&mut pair.baseline, 0).await;
+        return_engines(&state.session, pair);
+        reply(Response::Roles {
+            model,
+            roles: roles.unwrap_or_default(),
+        });
+    }
+}
+
+async fn run(
+    state: &State,
+    model: u32,
+    tokens: Vec<u32>,
+    variant: Variant,
+    with_baseline: bool,
+    reply: &dyn Fn(Response),
+) {
+    let Some(mut pair) = take_current(state, model).await else {
+        let stale = Err("the model changed".to_string());
+        return reply(Response::Ran {
+            model,
+            baseline: None,
+            current: stale,
+            gpu_failed: None,
+        });
+    };
+    let mut failures = Vec::new();
+    let baseline = if with_baseline {
+        let (result, failure) = run_timed(&mut pair, true, &Variant::default(), &tokens).await;
+        failures.extend(failure);
+        Some(result.map_err(|e| e.to_string()))
+    } else {
+        None
+    };
+    let (current, failure) = run_timed(&mut pair, false, &variant, &tokens).await;
+    failures.extend(failure);
+    return_engines(&state.session, pair);
+    let gpu_failed = failures.first().map(|e| e.to_string());
+    if gpu_failed.is_some() {
+        // The pair moved to the CPU engine; later models start there too.
+        *state.gpu.borrow_mut() = None;
+    }
+    reply(Response::Ran {
+        model,
+        baseline,
+        current: current.map_err(|e| e.to_string()),
+        gpu_failed,
+    });
+}

@@ -1,0 +1,360 @@
+//! The page's side of the compute worker: it spawns the worker, sends it what the page wants
+//! (load a model, run a forward, rank heads, generate), and turns its answers into page state.
+//! The main thread keeps only what rendering needs: the model's text side ([`ModelText`]) to
+//! show tokens and labels, and the results.
+//!
+//! Forwards are coalesced: one is in flight at a time and a newer request replaces the waiting
+//! one (`runner.rs`), so a slider drag never queues work. Every request names the model it is
+//! for; answers about a model the page has since replaced are dropped.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use attn_model::engine::Step;
+use attn_model::{AblationMode, HeadImportance, Sampling, Variant};
+use gloo_worker::{Spawnable, WorkerBridge};
+use leptos::prelude::*;
+
+use crate::compute::ComputeWorker;
+use crate::protocol::{AsJson, JobOutcome, ModelSource, Request, Response};
+use crate::runner::Coalescer;
+use crate::session::ModelText;
+use crate::state::Ui;
+
+/// The worker's script: Trunk writes it next to `index.html` (`data-loader-shim`).
+const WORKER_SCRIPT: &str = "./attn-worker_loader.js";
+
+/// A forward the page wants: the input and the variant.
+pub struct Job {
+    pub tokens: Vec<u32>,
+    pub variant: Variant,
+}
+
+/// A handle to the controller; `Copy`, so every panel can hold one.
+#[derive(Clone, Copy)]
+pub struct Controller {
+    inner: StoredValue<Option<Rc<Inner>>, LocalStorage>,
+}
+
+struct Inner {
+    bridge: WorkerBridge<ComputeWorker>,
+    /// The page state the answers go to.
+    ui: Ui,
+    /// The installed model's text side.
+    text: RefCell<Option<ModelText>>,
+    /// The page's number of the installed model, and the last number handed out.
+    installed: Cell<u32>,
+    last_model: Cell<u32>,
+    runner: Coalescer<Job>,
+    last_job: Cell<u32>,
+    /// The running importance ranking and generation, by job number.
+    ranking: Cell<Option<u32>>,
+    generating: Cell<Option<u32>>,
+    /// Whether the worker has answered anything yet (it did start).
+    heard: Cell<bool>,
+}
+
+/// How long the page waits for the worker's first answer before saying it did not start.
+const WORKER_START: Duration = Duration::from_secs(20);
+
+impl Controller {
+    /// Spawns the worker; its answers update `ui`.
+    pub fn new(ui: Ui) -> Controller {
+        let ctl = Controller {
+            inner: StoredValue::new_local(None),
+        };
+        let bridge = ComputeWorker::spawner()
+            .callback(move |response| ctl.receive(ui, response))
+            .with_loader(true)
+            .as_module(false)
+            .spawn(WORKER_SCRIPT);
+        ctl.inner.set_value(Some(Rc::new(Inner {
+            bridge,
+            ui,
+            text: RefCell::new(None),
+            installed: Cell::new(0),
+            last_model: Cell::new(0),
+            runner: Coalescer::default(),
+            last_job: Cell::new(0),
+            ranking: Cell::new(None),
+            generating: Cell::new(None),
+            heard: Cell::new(false),
+        })));
+        ctl
+    }
+
+    fn inner(&self) -> Option<Rc<Inner>> {
+        self.inner.get_value()
+    }
+
+    fn send(&self, request: Request) {
+        if let Some(inner) = self.inner() {
+            inner.bridge.send(request);
+        }
+    }
+
+    /// Reads the installed model's text side (`None` before the first model).
+    pub fn with_text<T>(&self, f: impl FnOnce(&ModelText) -> T) -> Option<T> {
+        let inner = self.inner()?;
+        let text = inner.text.borrow();
+        text.as_ref().map(f)
+    }
+
+    /// Asks the worker to run on the WebGPU device from now on.
+    pub fn use_gpu(&self) {
+        self.send(Request::UseGpu);
+    }
+
+    /// Loads a model in the worker; it replaces the current one once it is ready.
+    pub fn open(
+        &self,
+        source: ModelSource,
+        title: String,
+        description: String,
+        examples: Vec<String>,
+    ) {
+        let Some(inner) = self.inner() else { return };
+        let model = inner.last_model.get() + 1;
+        inner.last_model.set(model);
+        inner.bridge.send(Request::Open {
+            model,
+            source,
+            title,
+            description,
+            examples,
+        });
+        if !inner.heard.get() {
+            // A worker script that is missing, blocked or broken answers nothing: say so.
+            let ctl = *self;
+            set_timeout(
+                move || {
+                    if let Some(inner) = ctl.inner().filter(|i| !i.heard.get()) {
+                        inner.ui.loading.set(None);
+                        inner.ui.error.set(Some(
+                            "The compute worker did not start (attn-worker_loader.js did not \
+                             answer). Reload the page; if this persists, the site may block \
+                             workers."
+                                .into(),
+                        ));
+                    }
+                },
+                WORKER_START,
+            );
+        }
+    }
+
+    /// Asks for a forward of `job`; while one runs, the newest request waits in its place.
+    pub fn run(&self, ui: Ui, job: Job) {
+        let Some(inner) = self.inner() else { return };
+        if inner.runner.offer(job) {
+            self.send_next_run(ui, &inner);
+        }
+    }
+
+    fn send_next_run(&self, ui: Ui, inner: &Inner) {
+        let Some(Job { tokens, variant }) = inner.runner.next() else {
+            return;
+        };
+        let with_baseline = ui
+            .baseline
+            .with_untracked(|b| b.as_ref().map(|r| &r.tokens) != Some(&tokens));
+        inner.bridge.send(Request::Run {
+            model: inner.installed.get(),
+            tokens,
+            variant: AsJson(variant),
+            with_baseline,
+        });
+    }
+
+    fn next_job(inner: &Inner) -> u32 {
+        let job = inner.last_job.get() + 1;
+        inner.last_job.set(job);
+        job
+    }
+
+    /// Ranks heads on top of `base`; progress and the result arrive in `ui`.
+    pub fn rank_heads(&self, ui: Ui, base: Variant, tokens: Vec<u32>, mode: AblationMode) {
+        let Some(inner) = self.inner() else { return };
+        let total = ui
+            .info
+            .with_untracked(|i| i.as_ref().map_or(0, |i| i.n_layer * i.n_head));
+        let job = Self::next_job(&inner);
+        inner.ranking.set(Some(job));
+        ui.ranking.set(Some(Step { done: 0, total }));
+        ui.rank_status.set(None);
+        inner.bridge.send(Request::Importance {
+            model: inner.installed.get(),
+            job,
+            base: AsJson(base),
+            tokens,
+            mode,
+        });
+    }
+
+    /// Stops the running ranking.
+    pub fn cancel_ranking(&self) {
+        if let Some(job) = self.inner().and_then(|i| i.ranking.get()) {
+            self.send(Request::Cancel { job });
+        }
+    }
+
+    /// Continues `tokens` by `n` tokens under `variant`.
+    pub fn generate(&self, ui: Ui, tokens: Vec<u32>, variant: Variant, n: usize) {
+        let Some(inner) = self.inner() else { return };
+        let job = Self::next_job(&inner);
+        inner.generating.set(Some(job));
+        ui.generating.set(Some(Step { done: 0, total: n }));
+        inner.bridge.send(Request::Generate {
+            model: inner.installed.get(),
+            job,
+            tokens,
+            variant: AsJson(variant),
+            n,
+            sampling: Sampling::default(),
+        });
+    }
+
+    /// Stops the running generation.
+    pub fn stop_generating(&self) {
+        if let Some(job) = self.inner().and_then(|i| i.generating.get()) {
+            self.send(Request::Cancel { job });
+        }
+    }
+
+    /// One answer from the worker.
+    fn receive(&self, ui: Ui, response: Response) {
+        let Some(inner) = self.inner() else { return };
+        inner.heard.set(true);
+        let current = |model: u32| model == inner.installed.get();
+        match response {
+            Response::GpuReady { adapter } => {
+                ui.engine_badge.set(format!(
+                    "WebGPU adapter: {adapter} · GPU engine{}",
+                    if ui.engine_choice.get_untracked() == crate::page_state::EngineChoice::Gpu {
+                        " (chosen in the URL)"
+                    } else {
+                        ""
+                    }
+                ));
+                // Run the current model again, now on the GPU.
+                ui.baseline.set(None);
+                ui.current.set(None);
+                ui.model_version.update(|v| *v += 1);
+            }
+            Response::GpuUnavailable { why } => ui
+                .engine_badge
+                .set(format!("CPU fallback — WebGPU could not start: {why}")),
+            Response::Loading { model, what } => {
+                if model == inner.last_model.get() {
+                    ui.loading.set(Some(what));
+                }
+            }
+            Response::Opened {
+                model,
+                info,
+                config,
+                tokenizer,
+                classes,
+                gpu_refused,
+            } => {
+                if model != inner.last_model.get() {
+                    return; // A newer model was asked for meanwhile.
+                }
+                match ModelText::from_parts(tokenizer.0, classes, config.clone()) {
+                    Ok(text) => {
+                        *inner.text.borrow_mut() = Some(text);
+                        inner.installed.set(model);
+                        if let Some(why) = gpu_refused {
+                            ui.notices.update(|n| {
+                                n.push(format!("{} runs on the CPU engine: {why}", info.title))
+                            });
+                        }
+                        crate::app::install(ui, info, &config);
+                    }
+                    Err(e) => ui.error.set(Some(format!("{}: {e}", info.title))),
+                }
+                ui.loading.set(None);
+            }
+            Response::OpenFailed { model, message } => {
+                if model == inner.last_model.get() {
+                    ui.error.set(Some(message));
+                    ui.loading.set(None);
+                }
+            }
+            Response::Roles { model, roles } => {
+                if current(model) {
+                    ui.roles.set(roles);
+                }
+            }
+            Response::Ran {
+                model,
+                baseline,
+                current: result,
+                gpu_failed,
+            } => {
+                if let Some(why) = gpu_failed {
+                    crate::app::leave_gpu(ui, &format!("the GPU engine failed ({why})"));
+                }
+                if current(model) {
+                    match (baseline, result) {
+                        (Some(Err(e)), _) | (_, Err(e)) => ui.error.set(Some(e)),
+                        (baseline, Ok(r)) => {
+                            if let Some(Ok(b)) = baseline {
+                                ui.baseline.set(Some(b));
+                            }
+                            ui.engine_used.set(Some(r.engine));
+                            ui.current.set(Some(r));
+                            ui.error.set(None);
+                        }
+                    }
+                }
+                self.send_next_run(ui, &inner);
+            }
+            Response::Progress { job, step } => {
+                if inner.ranking.get() == Some(job) {
+                    ui.ranking.set(Some(step));
+                } else if inner.generating.get() == Some(job) {
+                    ui.generating.set(Some(step));
+                }
+            }
+            Response::Ranked { job, outcome } => {
+                if inner.ranking.get() != Some(job) {
+                    return;
+                }
+                inner.ranking.set(None);
+                let last = ui.ranking.get_untracked();
+                ui.ranking.set(None);
+                ranked(ui, outcome, last);
+            }
+            Response::Generated { job, outcome } => {
+                if inner.generating.get() != Some(job) {
+                    return;
+                }
+                inner.generating.set(None);
+                ui.generating.set(None);
+                match outcome {
+                    Ok(Some(text)) => ui.generated.set(Some(text)),
+                    Ok(None) => ui.generated.set(Some("(stopped)".into())),
+                    Err(e) => ui.error.set(Some(e)),
+                }
+            }
+        }
+    }
+}
+
+/// Shows a ranking's end: the ranking, where it stopped, or why it failed.
+fn ranked(ui: Ui, outcome: JobOutcome<Vec<HeadImportance>>, last: Option<Step>) {
+    match outcome {
+        Ok(Some(ranking)) => {
+            ui.rank_status
+                .set(Some(format!("Ranked {} heads.", ranking.len())));
+            ui.importance.set(ranking);
+        }
+        Ok(None) => ui.rank_status.set(Some(match last {
+            Some(step) => format!("Cancelled after {} of {} heads.", step.done, step.total),
+            None => "Cancelled.".into(),
+        })),
+        Err(e) => ui.error.set(Some(e)),
+    }
+}

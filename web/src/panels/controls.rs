@@ -1,0 +1,187 @@
+//! The attention controls: every variant the page offers, written into the URL state.
+
+use attn_model::{AblationMode, HeadAblation, Kernel, KernelName, Variant};
+use leptos::prelude::*;
+
+use crate::state::Ui;
+
+/// Replaces `variant.heads` after toggling `(layer, head)`.
+pub fn toggle_head(v: &mut Variant, layer: usize, head: usize, mode: AblationMode) {
+    let mut ablate = v.heads.take().map(|h| h.ablate).unwrap_or_default();
+    if let Some(pos) = ablate.iter().position(|p| *p == [layer, head]) {
+        ablate.remove(pos);
+    } else {
+        ablate.push([layer, head]);
+    }
+    v.heads = (!ablate.is_empty()).then_some(HeadAblation { ablate, mode });
+    *v = v.normalised();
+}
+
+fn parse_opt(s: &str) -> Option<usize> {
+    s.parse::<usize>().ok().filter(|&n| n >= 1)
+}
+
+#[component]
+pub fn Controls() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let info = move || ui.info.get();
+    let set = move |f: Box<dyn FnOnce(&mut Variant)>| {
+        ui.variant.update(|v| {
+            f(v);
+            *v = v.normalised();
+        })
+    };
+    let kv_options = move || {
+        info()
+            .map(|i| {
+                (1..=i.n_kv_head)
+                    .filter(|g| i.n_kv_head % g == 0 && i.n_head % g == 0)
+                    .rev()
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let max_rank = move || {
+        let v = ui.variant.get();
+        info()
+            .map(|i| {
+                let kv = v.kv_groups.unwrap_or(i.n_kv_head);
+                i.d_model.min(2 * kv * i.d_head)
+            })
+            .unwrap_or(1)
+    };
+    let kernel_value = move || match ui.variant.get().kernel() {
+        Kernel::Named(KernelName::Softmax) => "softmax".to_string(),
+        Kernel::Named(KernelName::Linear) => "linear".to_string(),
+        Kernel::RandomFeatures { .. } => "random_features".to_string(),
+    };
+    view! {
+        <h2>"Attention controls"</h2>
+        <div class="control">
+            <label for="kv-groups">"Key/value heads (MHA → GQA → MQA)"</label>
+            <select id="kv-groups" data-testid="kv-groups" on:change=move |ev| {
+                let g = event_target_value(&ev).parse::<usize>().ok();
+                set(Box::new(move |v| v.kv_groups = g));
+            }>
+                {move || {
+                    let current = ui.variant.get().kv_groups;
+                    let n_kv = info().map(|i| i.n_kv_head).unwrap_or(1);
+                    kv_options().into_iter().map(|g| {
+                        let label = if g == n_kv { format!("{g} (as trained)") } else if g == 1 { "1 (MQA)".to_string() } else { format!("{g} (GQA)") };
+                        let selected = current.unwrap_or(n_kv) == g;
+                        view! { <option value=g.to_string() selected=selected>{label}</option> }
+                    }).collect_view()
+                }}
+            </select>
+        </div>
+        <div class="control">
+            <label for="kv-rank">
+                "Latent K/V rank: "
+                {move || ui.variant.get().kv_rank.map(|r| r.to_string()).unwrap_or_else(|| "full".into())}
+            </label>
+            <input id="kv-rank" data-testid="kv-rank" type="range" min="1"
+                max=move || max_rank().to_string()
+                prop:value=move || ui.variant.get().kv_rank.unwrap_or_else(max_rank).to_string()
+                on:input=move |ev| {
+                    let r = event_target_value(&ev).parse::<usize>().ok();
+                    let max = max_rank();
+                    set(Box::new(move |v| v.kv_rank = r.filter(|&r| r < max)));
+                } />
+            <p class="meter">"KV cache: "
+                <span data-testid="kv-bytes">{move || ui.current.get().map(|r| r.output.kv_bytes_per_token.to_string()).unwrap_or_default()}</span>
+                " bytes per token"
+            </p>
+        </div>
+        <div class="control">
+            <label for="window">
+                "Sliding window: "
+                {move || ui.variant.get().window.map(|w| w.to_string()).unwrap_or_else(|| "off".into())}
+            </label>
+            <input id="window" data-testid="window" type="range" min="0"
+                max=move || info().map(|i| i.n_ctx).unwrap_or(1).to_string()
+                prop:value=move || ui.variant.get().window.unwrap_or(0).to_string()
+                on:input=move |ev| {
+                    let w = parse_opt(&event_target_value(&ev));
+                    set(Box::new(move |v| v.window = w));
+                } />
+        </div>
+        <div class="control">
+            <label for="top-k">"Top-k keys per query (0 = all)"</label>
+            <input id="top-k" data-testid="top-k" type="number" min="0"
+                prop:value=move || ui.variant.get().top_k.unwrap_or(0).to_string()
+                on:input=move |ev| {
+                    let k = parse_opt(&event_target_value(&ev));
+                    set(Box::new(move |v| v.top_k = k));
+                } />
+        </div>
+        <div class="control">
+            <label for="beta">"Temperature β: " {move || format!("{:.2}", ui.variant.get().beta())}</label>
+            <input id="beta" data-testid="beta" type="range" min="0.05" max="4" step="0.05"
+                prop:value=move || ui.variant.get().beta().to_string()
+                on:input=move |ev| {
+                    let b = event_target_value(&ev).parse::<f32>().ok().filter(|b| *b > 0.0);
+                    set(Box::new(move |v| v.beta = b));
+                } />
+        </div>
+        <div class="control">
+            <label for="kernel">"Attention kernel"</label>
+            <select id="kernel" data-testid="kernel" on:change=move |ev| {
+                let k = match event_target_value(&ev).as_str() {
+                    "linear" => Some(Kernel::Named(KernelName::Linear)),
+                    "random_features" => Some(Kernel::RandomFeatures { random_features: 64, seed: 0 }),
+                    _ => None,
+                };
+                set(Box::new(move |v| v.kernel = k));
+            }>
+                {move || {
+                    let current = kernel_value();
+                    [("softmax", "softmax"), ("linear", "linear (elu + 1)"), ("random_features", "random features (Performer)")]
+                        .into_iter()
+                        .map(|(value, label)| view! { <option value=value selected=current == value>{label}</option> })
+                        .collect_view()
+                }}
+            </select>
+            {move || match ui.variant.get().kernel() {
+                Kernel::RandomFeatures { random_features, seed } => Some(view! {
+                    <label for="rf-m">"Random features m: " {random_features}</label>
+                    <input id="rf-m" type="range" min="1" max="512" prop:value=random_features.to_string()
+                        on:input=move |ev| {
+                            let m = parse_opt(&event_target_value(&ev)).unwrap_or(1);
+                            set(Box::new(move |v| v.kernel = Some(Kernel::RandomFeatures { random_features: m, seed })));
+                        } />
+                }),
+                _ => None,
+            }}
+        </div>
+        <div class="control">
+            <label for="ablate-mode">"Ablated heads output"</label>
+            <select id="ablate-mode" data-testid="ablate-mode" on:change=move |ev| {
+                let mode = if event_target_value(&ev) == "mean" { AblationMode::Mean } else { AblationMode::Zero };
+                ui.ablate_mode.set(mode);
+                set(Box::new(move |v| if let Some(h) = &mut v.heads { h.mode = mode }));
+            }>
+                <option value="zero" selected=move || ui.ablate_mode.get() == AblationMode::Zero>"zeros"</option>
+                <option value="mean" selected=move || ui.ablate_mode.get() == AblationMode::Mean>"mean over positions"</option>
+            </select>
+        </div>
+        <fieldset class="control">
+            <legend>"Drop a layer's attention"</legend>
+            {move || info().map(|i| (0..i.n_layer).map(|layer| {
+                let checked = move || ui.variant.get().drop_attention_layers.unwrap_or_default().contains(&layer);
+                view! {
+                    <label class="inline">
+                        <input type="checkbox" data-testid="drop-layer" data-layer=layer.to_string()
+                            prop:checked=checked
+                            on:change=move |_| set(Box::new(move |v| {
+                                let mut layers = v.drop_attention_layers.take().unwrap_or_default();
+                                if let Some(p) = layers.iter().position(|&l| l == layer) { layers.remove(p); } else { layers.push(layer); }
+                                v.drop_attention_layers = Some(layers);
+                            })) />
+                        {format!("layer {layer}")}
+                    </label>
+                }
+            }).collect_view())}
+        </fieldset>
+        <button data-testid="reset" on:click=move |_| ui.variant.set(Variant::default())>"Reset to baseline"</button>
+    }
+}

@@ -1,0 +1,50 @@
+//! The cost of the change: KL, top-1 agreement, loss, KV-cache bytes and time.
+
+use attn_gpu::EngineKind;
+use attn_model::{compare, Comparison};
+use leptos::prelude::*;
+
+use crate::state::Ui;
+
+#[component]
+pub fn CostPanel() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    // Computed once per result (a softmax over every position of both outputs), read by three
+    // rows; the results are borrowed, not copied.
+    let comparison = Memo::new(move |_| -> Option<Comparison> {
+        ui.baseline.with(|b| {
+            ui.current.with(|c| {
+                let (b, c) = (b.as_ref()?, c.as_ref()?);
+                (b.output.seq_len == c.output.seq_len).then(|| {
+                    ui.tokens
+                        .with_untracked(|tokens| compare(&b.output, &c.output, tokens))
+                })
+            })
+        })
+    });
+    let comparison = move || comparison.get();
+    view! {
+        <h2>"Cost of the change"</h2>
+        <dl class="costs" data-testid="cost-panel">
+            <dt>"KL(baseline ‖ variant)"</dt>
+            <dd data-testid="kl">{move || comparison().map(|c| format!("{:.4} nats", c.mean_kl))}</dd>
+            <dt>"Top-1 agreement"</dt>
+            <dd>{move || comparison().map(|c| format!("{:.0}%", c.top1_agreement * 100.0))}</dd>
+            <dt>"Next-token loss"</dt>
+            <dd>{move || comparison().and_then(|c| Some(format!("{:.3} → {:.3} nats", c.baseline_nll?, c.variant_nll?)))}</dd>
+            <dt>"KV cache per token"</dt>
+            <dd>{move || {
+                let kv = |r: &Option<crate::session::RunResult>| r.as_ref().map(|r| r.output.kv_bytes_per_token);
+                let (b, c) = (ui.baseline.with(kv)?, ui.current.with(kv)?);
+                Some(format!("{b} → {c} bytes"))
+            }}</dd>
+            <dt>"Forward time"</dt>
+            <dd><span data-testid="forward-ms">{move || ui.current.with(|r| r.as_ref().map(|r| format!("{:.1}", r.millis)))}</span>" ms"
+                <span class="muted" data-testid="engine-used">{move || ui.engine_used.get().map(|e| match e {
+                    EngineKind::Gpu => " on the GPU engine",
+                    EngineKind::Cpu => " on the CPU engine",
+                })}</span>
+            </dd>
+        </dl>
+    }
+}

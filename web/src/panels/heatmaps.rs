@@ -1,0 +1,242 @@
+//! The attention grid (one map per layer × head) and the enlarged map with its exports.
+
+use std::time::Duration;
+
+use attn_model::HeadRoles;
+use leptos::prelude::*;
+
+use crate::browser;
+use crate::heatmap;
+use crate::panels::controls::toggle_head;
+use crate::state::Ui;
+
+fn role_badge(roles: &[HeadRoles], layer: usize, head: usize) -> Option<&'static str> {
+    roles
+        .iter()
+        .find(|r| r.layer == layer && r.head == head)
+        .and_then(|r| r.dominant(0.4))
+}
+
+#[component]
+pub fn HeatmapGrid() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let cells = move || {
+        let info = ui.info.get()?;
+        Some(
+            (0..info.n_layer)
+                .map(|layer| {
+                    let row = (0..info.n_head)
+                        .map(|head| view! { <HeatmapCell layer=layer head=head causal=info.causal /> })
+                        .collect_view();
+                    view! {
+                        <div class="layer-row">
+                            <span class="layer-label">{format!("L{layer}")}</span>
+                            {row}
+                        </div>
+                    }
+                })
+                .collect_view(),
+        )
+    };
+    view! {
+        <h2>"Attention, every layer × head"</h2>
+        <label class="inline">
+            <input type="checkbox" data-testid="diff-toggle" prop:checked=move || ui.diff.get()
+                on:change=move |_| ui.diff.update(|d| *d = !*d) />
+            "Show the difference to the baseline"
+        </label>
+        <div class="legend" aria-hidden="true">
+            {move || if ui.diff.get() {
+                view! { <span>"less"</span><span class="scale diverging"></span><span>"more"</span> }.into_any()
+            } else {
+                view! { <span>"0"</span><span class="scale sequential"></span><span>"1"</span> }.into_any()
+            }}
+        </div>
+        <div class="grid" data-testid="heatmap-grid">{cells}</div>
+    }
+}
+
+#[component]
+pub fn HeatmapCell(layer: usize, head: usize, causal: bool) -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let canvas = NodeRef::<leptos::html::Canvas>::new();
+    let ablated = move || {
+        ui.variant.with(|v| {
+            v.heads
+                .as_ref()
+                .is_some_and(|h| h.ablate.contains(&[layer, head]))
+        })
+    };
+    // Repaints when the result, the baseline or the diff view changes. The painting itself runs
+    // in a task of its own, so a grid of many maps never holds the main thread in one long task;
+    // it borrows the results (`with`) rather than copying them.
+    Effect::new(move |_| {
+        ui.diff.track();
+        ui.current.track();
+        ui.baseline.track();
+        if canvas.get().is_some() {
+            set_timeout(
+                move || paint_cell(ui, canvas, layer, head, causal),
+                Duration::ZERO,
+            );
+        }
+    });
+    let badge = move || ui.roles.with(|r| role_badge(r, layer, head));
+    view! {
+        <div class="cell" data-testid="heatmap-cell" data-layer=layer.to_string() data-head=head.to_string()
+            data-ablated=move || ablated().to_string() class:ablated=ablated>
+            <canvas node_ref=canvas width="1" height="1"
+                aria-label=format!("attention map of layer {layer} head {head}")
+                on:click=move |_| ui.focus.set(Some((layer, head)))></canvas>
+            <div class="cell-foot">
+                <span>{format!("H{head}")}</span>
+                {move || badge().map(|b| view! { <span class="role">{b}</span> })}
+                <button class="ablate" data-testid="ablate-toggle" aria-pressed=move || ablated().to_string()
+                    title="Ablate this head"
+                    on:click=move |_| {
+                        let mode = ui.ablate_mode.get_untracked();
+                        ui.variant.update(|v| toggle_head(v, layer, head, mode));
+                    }>
+                    {move || if ablated() { "restore" } else { "ablate" }}
+                </button>
+            </div>
+        </div>
+    }
+}
+
+/// Paints map `(layer, head)` of the current result (or its difference to the baseline).
+fn paint_cell(
+    ui: Ui,
+    canvas: NodeRef<leptos::html::Canvas>,
+    layer: usize,
+    head: usize,
+    causal: bool,
+) {
+    let Some(el) = canvas.get_untracked() else {
+        return;
+    };
+    let diff = ui.diff.get_untracked();
+    ui.current.with_untracked(|current| {
+        let Some(r) = current else { return };
+        let t = r.output.seq_len;
+        ui.baseline.with_untracked(|baseline| {
+            let base = baseline
+                .as_ref()
+                .filter(|b| diff && b.output.seq_len == t)
+                .map(|b| b.output.attention_map(layer, head));
+            let _ = heatmap::paint(&el, r.output.attention_map(layer, head), base, t, causal);
+        });
+    });
+}
+
+#[component]
+pub fn FocusView() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let canvas = NodeRef::<leptos::html::Canvas>::new();
+    let hover = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        let (Some((l, h)), Some(causal)) = (
+            ui.focus.get(),
+            ui.info.with(|i| i.as_ref().map(|i| i.causal)),
+        ) else {
+            return;
+        };
+        let diff = ui.diff.get();
+        let Some(el) = canvas.get() else { return };
+        ui.current.with(|current| {
+            let Some(r) = current else { return };
+            let t = r.output.seq_len;
+            ui.baseline.with(|baseline| {
+                let base = baseline
+                    .as_ref()
+                    .filter(|b| diff && b.output.seq_len == t)
+                    .map(|b| b.output.attention_map(l, h));
+                let _ = heatmap::paint(&el, r.output.attention_map(l, h), base, t, causal);
+            });
+        });
+    });
+    let on_move = move |ev: leptos::ev::MouseEvent| {
+        let (Some(el), Some((l, h))) = (canvas.get(), ui.focus.get_untracked()) else {
+            return;
+        };
+        let readout = ui.current.with_untracked(|current| {
+            let r = current.as_ref()?;
+            let rect = el.get_bounding_client_rect();
+            let t = r.output.seq_len;
+            let x = ((ev.client_x() as f64 - rect.left()) / rect.width() * t as f64).floor();
+            let y = ((ev.client_y() as f64 - rect.top()) / rect.height() * t as f64).floor();
+            if x < 0.0 || y < 0.0 || x >= t as f64 || y >= t as f64 {
+                return None;
+            }
+            let (i, j) = (y as usize, x as usize);
+            let name = |k: usize| {
+                ui.labels
+                    .with_untracked(|labels| labels.get(k).cloned())
+                    .unwrap_or_else(|| k.to_string())
+            };
+            Some(format!(
+                "query {} ({i}) → key {} ({j}): {:.3}",
+                name(i),
+                name(j),
+                r.output.attention_map(l, h)[i * t + j]
+            ))
+        });
+        hover.set(readout);
+    };
+    let export_png = move |_| {
+        if let (Some(el), Some((l, h))) = (canvas.get_untracked(), ui.focus.get_untracked()) {
+            if let Ok(url) = el.to_data_url() {
+                let _ = browser::download_url(&format!("attention-L{l}-H{h}.png"), &url);
+            }
+        }
+    };
+    let export_json = move |_| {
+        let Some(r) = ui.current.get_untracked() else {
+            return;
+        };
+        let o = &r.output;
+        let maps: Vec<Vec<Vec<&[f32]>>> = (0..o.n_layer)
+            .map(|l| {
+                (0..o.n_head)
+                    .map(|h| o.attention_map(l, h).chunks(o.seq_len).collect())
+                    .collect()
+            })
+            .collect();
+        let json = serde_json::json!({
+            "tokens": ui.tokens.get_untracked(),
+            "token_labels": ui.labels.get_untracked(),
+            "variant": ui.variant.get_untracked(),
+            "top": o.top_at(o.seq_len - 1, 10),
+            "kv_bytes_per_token": o.kv_bytes_per_token,
+            "attention": maps,
+        });
+        let _ = browser::download(
+            "attention.json",
+            json.to_string().as_bytes(),
+            "application/json",
+        );
+    };
+    view! {
+        {move || ui.focus.get().map(|(l, h)| view! {
+            <div class="focus" data-testid="focus-view">
+                <div class="focus-head">
+                    <h3>{format!("Layer {l}, head {h}")}</h3>
+                    <button data-testid="export-png" on:click=export_png>"Export PNG"</button>
+                    <button data-testid="export-json" on:click=export_json>"Export JSON"</button>
+                    <button on:click=move |_| ui.focus.set(None) aria-label="Close">"×"</button>
+                </div>
+                <div class="focus-body">
+                    <div class="y-labels">
+                        {move || ui.labels.get().into_iter().map(|l| view! { <span>{l}</span> }).collect_view()}
+                    </div>
+                    <canvas class="big" node_ref=canvas width="1" height="1" on:mousemove=on_move
+                        on:mouseleave=move |_| hover.set(None)></canvas>
+                </div>
+                <div class="x-labels">
+                    {move || ui.labels.get().into_iter().map(|l| view! { <span>{l}</span> }).collect_view()}
+                </div>
+                <p class="hover" data-testid="hover-readout">{move || hover.get().unwrap_or_else(|| "Hover over a cell".into())}</p>
+            </div>
+        })}
+    }
+}

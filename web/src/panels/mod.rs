@@ -1,0 +1,11 @@
+//! One module per panel of the page. Each reads the page state (`Ui`) and the worker's
+//! controller from context, and only the signals it shows.
+
+pub mod controls;
+pub mod cost;
+pub mod heatmaps;
+pub mod importance;
+pub mod input;
+pub mod model;
+pub mod notices;
+pub mod output;

@@ -1,0 +1,300 @@
+//! The messages between the page (main thread) and the compute worker. The page only renders;
+//! loading, forwards and every analysis run in the worker (`compute.rs`). Every request that
+//! concerns a model carries the page's number for that model (`model`), and every answer
+//! repeats it, so the page drops answers about a model it has since replaced.
+
+use attn_model::engine::Step;
+use attn_model::{
+    AblationMode, HeadImportance, HeadRoles, ModelConfig, Sampling, TokenizerSpec, Variant,
+};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::session::{ModelInfo, RunResult};
+
+/// A value that crosses as JSON text inside a message. The worker's codec (bincode) is compact
+/// and fast for the big arrays of an output, but cannot read back self-describing serde forms:
+/// `Variant` (an untagged kernel, skipped empty fields) and `TokenizerSpec` (a tagged enum)
+/// travel as JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AsJson<T>(pub T);
+
+impl<T: Serialize> Serialize for AsJson<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(&self.0).map_err(S::Error::custom)?;
+        serializer.serialize_str(&text)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for AsJson<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        serde_json::from_str(&text)
+            .map(AsJson)
+            .map_err(D::Error::custom)
+    }
+}
+
+/// Where a model comes from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ModelSource {
+    /// A built-in model's file, relative to the page (the worker fetches it).
+    Url(String),
+    /// Files the user picked: names and bytes.
+    Files(Vec<(String, serde_bytes::ByteBuf)>),
+}
+
+/// What the page asks of the worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Open the WebGPU device in the worker and run on it from now on.
+    UseGpu,
+    /// Load a model and make it the one that runs (the previous one stays if this fails).
+    Open {
+        model: u32,
+        source: ModelSource,
+        title: String,
+        description: String,
+        examples: Vec<String>,
+    },
+    /// A forward of the variant (and of the unmodified model first when `with_baseline`).
+    Run {
+        model: u32,
+        tokens: Vec<u32>,
+        variant: AsJson<Variant>,
+        with_baseline: bool,
+    },
+    /// Rank heads by ablating each in turn on top of `base`.
+    Importance {
+        model: u32,
+        job: u32,
+        base: AsJson<Variant>,
+        tokens: Vec<u32>,
+        mode: AblationMode,
+    },
+    /// Continue `tokens` by `n` sampled tokens under `variant`.
+    Generate {
+        model: u32,
+        job: u32,
+        tokens: Vec<u32>,
+        variant: AsJson<Variant>,
+        n: usize,
+        sampling: Sampling,
+    },
+    /// Stop a running importance ranking or generation.
+    Cancel { job: u32 },
+}
+
+/// A long job's end: its result, `None` when cancelled, or a message.
+pub type JobOutcome<T> = Result<Option<T>, String>;
+
+/// What the worker answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Response {
+    /// The GPU engine is ready on this adapter.
+    GpuReady {
+        adapter: String,
+    },
+    /// The GPU could not be used; the CPU engine runs.
+    GpuUnavailable {
+        why: String,
+    },
+    /// What the page shows while a model loads.
+    Loading {
+        model: u32,
+        what: String,
+    },
+    Opened {
+        model: u32,
+        info: ModelInfo,
+        config: ModelConfig,
+        tokenizer: AsJson<Option<TokenizerSpec>>,
+        classes: Option<Vec<String>>,
+        /// A model the GPU could not hold runs on the CPU engine: why.
+        gpu_refused: Option<String>,
+    },
+    OpenFailed {
+        model: u32,
+        message: String,
+    },
+    /// Head-role scores of the unmodified model.
+    Roles {
+        model: u32,
+        roles: Vec<HeadRoles>,
+    },
+    Ran {
+        model: u32,
+        baseline: Option<Result<RunResult, String>>,
+        current: Result<RunResult, String>,
+        /// The GPU engine failed and the worker moved to the CPU engine for good: why.
+        gpu_failed: Option<String>,
+    },
+    Progress {
+        job: u32,
+        step: Step,
+    },
+    Ranked {
+        job: u32,
+        outcome: JobOutcome<Vec<HeadImportance>>,
+    },
+    Generated {
+        job: u32,
+        outcome: JobOutcome<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every message survives the worker's codec (bincode), including the variant's and the
+    /// tokenizer's self-describing forms.
+    #[test]
+    fn messages_round_trip_through_the_worker_codec() {
+        fn round_trip<T: Serialize + DeserializeOwned>(value: &T) -> T {
+            bincode::deserialize(&bincode::serialize(value).unwrap()).unwrap()
+        }
+        let variant = Variant::from_json(
+            r#"{"kernel": {"random_features": 8, "seed": 2}, "heads": {"ablate": [[0, 1]], "mode": "mean"}}"#,
+        )
+        .unwrap();
+        let Request::Run { variant: back, .. } = round_trip(&Request::Run {
+            model: 3,
+            tokens: vec![1, 2],
+            variant: AsJson(variant.clone()),
+            with_baseline: true,
+        }) else {
+            panic!("not a run")
+        };
+        assert_eq!(back.0, variant);
+        let spec = TokenizerSpec::Words {
+            vocab: vec!["a".into(), "b".into()],
+        };
+        let config = ModelConfig::tiny(2);
+        let info = ModelInfo {
+            title: "t".into(),
+            description: String::new(),
+            n_layer: 2,
+            n_head: 4,
+            n_kv_head: 4,
+            d_model: 16,
+            d_head: 4,
+            n_ctx: 16,
+            causal: true,
+            classifier: false,
+            parameters: 1,
+            tokenizer: Some("words".into()),
+            examples: vec!["a b".into()],
+            task: None,
+        };
+        let Response::Opened {
+            tokenizer,
+            config: c,
+            ..
+        } = round_trip(&Response::Opened {
+            model: 1,
+            info,
+            config: config.clone(),
+            tokenizer: AsJson(Some(spec.clone())),
+            classes: None,
+            gpu_refused: None,
+        })
+        else {
+            panic!("not opened")
+        };
+        assert_eq!(tokenizer.0, Some(spec));
+        assert_eq!(c, config);
+    }
+
+    #[test]
+    fn outputs_cross_packed_and_unchanged() {
+        let output = attn_model::Output {
+            seq_len: 2,
+            n_layer: 1,
+            n_head: 1,
+            n_out: 3,
+            logits: vec![0.5, -1.25, f32::NAN, 3.0, 1e-30, -0.0],
+            attention: vec![1.0, 0.0, 0.25, 0.75],
+            head_out_norms: vec![2.0, 4.5],
+            kv_bytes_per_token: 64,
+        };
+        let result = RunResult {
+            tokens: vec![1, 2],
+            output: output.clone(),
+            millis: 1.5,
+            engine: attn_gpu::EngineKind::Cpu,
+        };
+        let back: RunResult = bincode::deserialize(&bincode::serialize(&result).unwrap()).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back.output.logits), bits(&output.logits));
+        assert_eq!(back.output.attention, output.attention);
+        assert_eq!(back.output.head_out_norms, output.head_out_norms);
+        assert_eq!(back.output.kv_bytes_per_token, 64);
+    }
+}
+
+/// [`attn_model::Output`] packed for the worker's codec: the float arrays as raw little-endian
+/// bytes, so a forward's maps cross in a few copies instead of one call per number. Used as
+/// `#[serde(with = "packed_output")]`.
+pub mod packed_output {
+    use attn_model::Output;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_bytes::ByteBuf;
+
+    #[derive(Serialize, Deserialize)]
+    struct Packed {
+        seq_len: usize,
+        n_layer: usize,
+        n_head: usize,
+        n_out: usize,
+        logits: ByteBuf,
+        attention: ByteBuf,
+        head_out_norms: ByteBuf,
+        kv_bytes_per_token: usize,
+    }
+
+    fn bytes(values: &[f32]) -> ByteBuf {
+        ByteBuf::from(
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        )
+    }
+
+    fn floats(bytes: &[u8]) -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    pub fn serialize<S: Serializer>(output: &Output, serializer: S) -> Result<S::Ok, S::Error> {
+        Packed {
+            seq_len: output.seq_len,
+            n_layer: output.n_layer,
+            n_head: output.n_head,
+            n_out: output.n_out,
+            logits: bytes(&output.logits),
+            attention: bytes(&output.attention),
+            head_out_norms: bytes(&output.head_out_norms),
+            kv_bytes_per_token: output.kv_bytes_per_token,
+        }
+        .serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Output, D::Error> {
+        let p = Packed::deserialize(deserializer)?;
+        Ok(Output {
+            seq_len: p.seq_len,
+            n_layer: p.n_layer,
+            n_head: p.n_head,
+            n_out: p.n_out,
+            logits: floats(&p.logits),
+            attention: floats(&p.attention),
+            head_out_norms: floats(&p.head_out_norms),
+            kv_bytes_per_token: p.kv_bytes_per_token,
+        })
+    }
+}
