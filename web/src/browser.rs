@@ -37,14 +37,6 @@ pub async fn fetch_text(url: &str) -> Result<String, String> {
     String::from_utf8(fetch_bytes(url).await?).map_err(|_| format!("{url} is not UTF-8 text"))
 }
 
-/// Reads a file the user picked.
-pub async fn read_file(file: &web_sys::File) -> Result<Vec<u8>, String> {
-    let buffer = JsFuture::from(file.array_buffer())
-        .await
-        .map_err(|e| format!("cannot read {}: {}", file.name(), js_message(e)))?;
-    Ok(Uint8Array::new(&buffer).to_vec())
-}
-
 /// Milliseconds from a monotonic clock, on the page and in the compute worker alike.
 pub fn now_ms() -> f64 {
     Reflect::get(&js_sys::global(), &"performance".into())

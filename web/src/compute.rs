@@ -255,11 +255,19 @@ async fn open(
                 model,
                 what: format!("Reading {title}…"),
             });
-            let files: Vec<(String, Vec<u8>)> = files
-                .into_iter()
-                .map(|(name, bytes)| (name, bytes.into_vec()))
-                .collect();
-            model_from_files(&files).map_err(|e| format!("Could not load {title}: {e}"))
+            let mut read = Vec::with_capacity(files.len());
+            for (name, url) in files {
+                match fetch_bytes(&url).await {
+                    Ok(bytes) => read.push((name, bytes)),
+                    Err(e) => {
+                        return reply(Response::OpenFailed {
+                            model,
+                            message: format!("Could not read {name}: {e}"),
+                        })
+                    }
+                }
+            }
+            model_from_files(&read).map_err(|e| format!("Could not load {title}: {e}"))
         }
     };
     let session = loaded.and_then(|m| Session::new(m, title, description, examples));

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use attn_model::engine::Step;
 use attn_model::{AblationMode, HeadImportance, Sampling, Variant};
+use gloo_file::ObjectUrl;
 use gloo_worker::{Spawnable, WorkerBridge};
 use leptos::prelude::*;
 
@@ -53,6 +54,8 @@ struct Inner {
     generating: Cell<Option<u32>>,
     /// Whether the worker has answered anything yet (it did start).
     heard: Cell<bool>,
+    /// Object URLs of files being opened, kept alive until the worker has read them.
+    reading: RefCell<Vec<ObjectUrl>>,
 }
 
 /// How long the page waits for the worker's first answer before saying it did not start.
@@ -80,6 +83,7 @@ impl Controller {
             ranking: Cell::new(None),
             generating: Cell::new(None),
             heard: Cell::new(false),
+            reading: RefCell::new(Vec::new()),
         })));
         ctl
     }
@@ -142,6 +146,22 @@ impl Controller {
                 WORKER_START,
             );
         }
+    }
+
+    /// Loads files the user picked: the worker reads them through object URLs.
+    pub fn open_files(&self, files: Vec<web_sys::File>, title: String) {
+        let Some(inner) = self.inner() else { return };
+        let urls: Vec<ObjectUrl> = files
+            .iter()
+            .map(|f| ObjectUrl::from(gloo_file::File::from(f.clone())))
+            .collect();
+        let named = files
+            .iter()
+            .zip(&urls)
+            .map(|(f, url)| (f.name(), url.to_string()))
+            .collect();
+        inner.reading.borrow_mut().extend(urls);
+        self.open(ModelSource::Files(named), title, String::new(), Vec::new());
     }
 
     /// Asks for a forward of `job`; while one runs, the newest request waits in its place.
@@ -261,6 +281,7 @@ impl Controller {
                 if model != inner.last_model.get() {
                     return; // A newer model was asked for meanwhile.
                 }
+                inner.reading.borrow_mut().clear();
                 match ModelText::from_parts(tokenizer.0, classes, config.clone()) {
                     Ok(text) => {
                         *inner.text.borrow_mut() = Some(text);
@@ -278,6 +299,7 @@ impl Controller {
             }
             Response::OpenFailed { model, message } => {
                 if model == inner.last_model.get() {
+                    inner.reading.borrow_mut().clear();
                     ui.error.set(Some(message));
                     ui.loading.set(None);
                 }

@@ -41,8 +41,9 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for AsJson<T> {
 pub enum ModelSource {
     /// A built-in model's file, relative to the page (the worker fetches it).
     Url(String),
-    /// Files the user picked: names and bytes.
-    Files(Vec<(String, serde_bytes::ByteBuf)>),
+    /// Files the user picked: their names and object URLs (`blob:`), which the worker reads
+    /// itself, so a large model is never copied on the page.
+    Files(Vec<(String, String)>),
 }
 
 /// What the page asks of the worker.

@@ -1,6 +1,8 @@
-//! Long work in the page: a model loaded from disk through the file input, and head importance
-//! over it showing its progress and stopping when cancelled. The model is made here, from a
-//! random config through the project's own code, and served beside `dist/` under `/_test/`.
+//! Work in the page's compute worker: models loaded from disk through the file input (read by the
+//! worker), head importance showing its progress and stopping when cancelled, a bad file giving
+//! a message while the current model stays, and a GPT-2-small-shaped model that never freezes
+//! the page. The models are made here, from random configs through the project's own code, and
+//! served beside `dist/` under `/_test/`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,7 +28,12 @@ fn random_model(name: &str, config: ModelConfig) -> PathBuf {
 /// Opens the page on the CPU engine and picks `/_test/NAME.safetensors` in the file input, as a
 /// person choosing it from disk would.
 fn open_from_disk(name: &str, config: ModelConfig) -> (StaticServer, Browser) {
-    let server = StaticServer::start_with(dist_dir(), Some(random_model(name, config)));
+    open_file(name, random_model(name, config))
+}
+
+/// [`open_from_disk`] for a file already in `dir`.
+fn open_file(name: &str, dir: PathBuf) -> (StaticServer, Browser) {
+    let server = StaticServer::start_with(dist_dir(), Some(dir));
     let b = Browser::start(WebGpu::Enabled);
     b.goto(&server.url("index.html?engine=cpu"));
     b.wait_for(
@@ -198,4 +205,25 @@ fn a_gpt2_small_shaped_model_never_freezes_the_page() {
         "main-thread tasks over 100 ms while the forward ran ([start, duration] in ms; the \
          click at {clicked:.0}, the result at {landed:.0})"
     );
+}
+
+#[test]
+fn a_bad_file_from_disk_gives_a_message_and_keeps_the_model() {
+    let dir = artifacts_dir().join("test-models");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("broken.safetensors"), b"this is not a model").unwrap();
+    let (_server, b) = open_file("broken", dir);
+    let error = b.wait_for(
+        "the message about the bad file",
+        "const e = document.querySelector('[data-testid=error]'); return e ? e.textContent : '';",
+        LOAD,
+    );
+    let error = error.as_str().unwrap();
+    assert!(error.contains("broken.safetensors"), "{error}");
+    // The built-in model is still there and still runs.
+    let still = b.eval(
+        "return [document.querySelectorAll('[data-testid=heatmap-cell]').length,
+                 !!document.querySelector('[data-testid=output-topk-current] li')]",
+    );
+    assert_eq!(still, serde_json::json!([4, true]));
 }

@@ -2,13 +2,10 @@
 
 use attn_model::Variant;
 use leptos::prelude::*;
-use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 
 use crate::app::load_builtin;
-use crate::browser;
 use crate::controller::Controller;
-use crate::protocol::ModelSource;
 use crate::state::Ui;
 
 #[component]
@@ -32,37 +29,19 @@ pub fn ModelPanel() -> impl IntoView {
         let input: web_sys::HtmlInputElement = ev.target().unwrap().unchecked_into();
         let Some(list) = input.files() else { return };
         let files: Vec<web_sys::File> = (0..list.length()).filter_map(|i| list.get(i)).collect();
-        spawn_local(async move {
-            ui.loading.set(Some("Reading files…".into()));
-            let mut read = Vec::new();
-            for f in &files {
-                match browser::read_file(f).await {
-                    Ok(bytes) => read.push((f.name(), bytes)),
-                    Err(e) => {
-                        ui.error.set(Some(e));
-                        ui.loading.set(None);
-                        return;
-                    }
-                }
-            }
-            let title = read
-                .iter()
-                .map(|(n, _)| n.clone())
-                .collect::<Vec<_>>()
-                .join(", ");
-            // The worker parses and checks the files; the current model stays if they are bad.
-            ui.opening.set_value(None);
-            let files = read
-                .into_iter()
-                .map(|(name, bytes)| (name, serde_bytes::ByteBuf::from(bytes)))
-                .collect();
-            ctl.open(
-                ModelSource::Files(files),
-                format!("From disk: {title}"),
-                String::new(),
-                Vec::new(),
-            );
-        });
+        if files.is_empty() {
+            return;
+        }
+        let title = files
+            .iter()
+            .map(web_sys::File::name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        // The worker reads and checks the files itself (through object URLs); the current model
+        // stays if they are bad.
+        ui.loading.set(Some(format!("Reading {title}…")));
+        ui.opening.set_value(None);
+        ctl.open_files(files, format!("From disk: {title}"));
     };
     view! {
         <h2>"Model"</h2>
