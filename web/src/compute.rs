@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::rc::Rc;
 
-use attn_gpu::{EngineKind, GpuContext};
+use attn_gpu::{is_device_failure, EngineKind, EnginePair, GpuContext, GpuError};
 use attn_model::engine::{Outcome, Step};
 use attn_model::{
     generate, head_importance, head_roles, AblationMode, HeadImportance, Model, Sampling, Variant,
@@ -129,14 +129,15 @@ async fn rank_heads(
         .await
         .ok_or("the model changed")?;
     let mut watch = progress(state, job, reply);
-    let result = head_importance(
-        &mut Yielding(&mut pair.variant),
-        base,
-        tokens,
-        mode,
-        &mut watch,
-    )
-    .await;
+    let mut engine = Yielding(&mut pair.variant);
+    let mut result = head_importance(&mut engine, base, tokens, mode, &mut watch).await;
+    if let Some(e) = result.as_ref().err().filter(|e| falls_back(&pair, e)) {
+        gpu_failed(state, e, reply);
+        if pair.fall_back_to_cpu().is_ok() {
+            let mut engine = Yielding(&mut pair.variant);
+            result = head_importance(&mut engine, base, tokens, mode, &mut watch).await;
+        }
+    }
     return_engines(&state.session, pair);
     result.map(Outcome::done).map_err(|e| e.to_string())
 }
@@ -157,19 +158,13 @@ async fn generate_text(
         .await
         .ok_or("the model changed")?;
     let mut watch = progress(state, job, reply);
-    let result = match pair.variant.set_variant(variant) {
-        Ok(()) => {
-            generate(
-                &mut Yielding(&mut pair.variant),
-                tokens,
-                n,
-                sampling,
-                &mut watch,
-            )
-            .await
+    let mut result = generate_on(&mut pair, tokens, variant, n, sampling, &mut watch).await;
+    if let Some(e) = result.as_ref().err().filter(|e| falls_back(&pair, e)) {
+        gpu_failed(state, e, reply);
+        if pair.fall_back_to_cpu().is_ok() {
+            result = generate_on(&mut pair, tokens, variant, n, sampling, &mut watch).await;
         }
-        Err(e) => Err(e),
-    };
+    }
     return_engines(&state.session, pair);
     let ids = match result.map_err(|e| e.to_string())? {
         Outcome::Done(ids) => ids,
@@ -178,6 +173,32 @@ async fn generate_text(
     let session = state.session.borrow();
     let text = session.as_ref().and_then(|s| s.text.decode(&ids));
     Ok(Some(text.unwrap_or_else(|| format!("{ids:?}"))))
+}
+
+/// Generation on the variant engine of `pair`, under `variant`.
+async fn generate_on(
+    pair: &mut EnginePair,
+    tokens: &[u32],
+    variant: &Variant,
+    n: usize,
+    sampling: &Sampling,
+    watch: &mut impl FnMut(Step) -> bool,
+) -> Result<Outcome<Vec<u32>>, GpuError> {
+    pair.variant.set_variant(variant)?;
+    generate(&mut Yielding(&mut pair.variant), tokens, n, sampling, watch).await
+}
+
+/// Whether `error` on `pair` is the GPU's fault, so the pair should move to the CPU engine.
+fn falls_back(pair: &EnginePair, error: &GpuError) -> bool {
+    pair.kind() == EngineKind::Gpu && is_device_failure(error)
+}
+
+/// The GPU failed: later models start on the CPU engine, and the page says so.
+fn gpu_failed(state: &State, error: &GpuError, reply: &dyn Fn(Response)) {
+    *state.gpu.borrow_mut() = None;
+    reply(Response::GpuFailed {
+        why: error.to_string(),
+    });
 }
 
 /// Reports each step of job `job` and stops it once the page cancelled it.
@@ -193,7 +214,7 @@ fn progress<'a>(
 }
 
 /// The engines of model `model`, when it is still the one loaded.
-async fn take_current(state: &State, model: u32) -> Option<attn_gpu::EnginePair> {
+async fn take_current(state: &State, model: u32) -> Option<EnginePair> {
     let pair = take_engines(&state.session).await?;
     if state.model.get() == model {
         Some(pair)
@@ -316,7 +337,6 @@ async fn run(
             model,
             baseline: None,
             current: stale,
-            gpu_failed: None,
         });
     };
     let mut failures = Vec::new();
@@ -330,15 +350,12 @@ async fn run(
     let (current, failure) = run_timed(&mut pair, false, &variant, &tokens).await;
     failures.extend(failure);
     return_engines(&state.session, pair);
-    let gpu_failed = failures.first().map(|e| e.to_string());
-    if gpu_failed.is_some() {
-        // The pair moved to the CPU engine; later models start there too.
-        *state.gpu.borrow_mut() = None;
+    if let Some(e) = failures.first() {
+        gpu_failed(state, e, reply);
     }
     reply(Response::Ran {
         model,
         baseline,
         current: current.map_err(|e| e.to_string()),
-        gpu_failed,
     });
 }

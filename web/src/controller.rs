@@ -262,6 +262,9 @@ impl Controller {
                 ui.current.set(None);
                 ui.model_version.update(|v| *v += 1);
             }
+            Response::GpuFailed { why } => {
+                crate::app::leave_gpu(ui, &format!("the GPU engine failed ({why})"))
+            }
             Response::GpuUnavailable { why } => ui
                 .engine_badge
                 .set(format!("CPU fallback — WebGPU could not start: {why}")),
@@ -313,11 +316,7 @@ impl Controller {
                 model,
                 baseline,
                 current: result,
-                gpu_failed,
             } => {
-                if let Some(why) = gpu_failed {
-                    crate::app::leave_gpu(ui, &format!("the GPU engine failed ({why})"));
-                }
                 if current(model) {
                     match (baseline, result) {
                         (Some(Err(e)), _) | (_, Err(e)) => ui.error.set(Some(e)),

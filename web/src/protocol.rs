@@ -128,8 +128,10 @@ pub enum Response {
         model: u32,
         baseline: Option<Result<RunResult, String>>,
         current: Result<RunResult, String>,
-        /// The GPU engine failed and the worker moved to the CPU engine for good: why.
-        gpu_failed: Option<String>,
+    },
+    /// The GPU engine failed and the worker moved to the CPU engine for good: why.
+    GpuFailed {
+        why: String,
     },
     Progress {
         job: u32,
