@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use attn_gpu::{AnyEngine, EngineKind, EnginePair, GpuContext, GpuError, Readback};
 use attn_model::{
-    load::hf_tokenizer, Engine, Model, ModelConfig, Output, Tokenizer, TokenizerSpec, Variant,
+    load::hf_tokenizer, Captured, Engine, Hooks, Model, ModelConfig, Output, Tokenizer,
+    TokenizerSpec, Variant,
 };
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +130,16 @@ impl Engine for Yielding<'_> {
     async fn forward(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output, GpuError> {
         next_tick().await;
         self.0.forward(tokens, readback).await
+    }
+
+    async fn forward_hooked(
+        &mut self,
+        tokens: &[u32],
+        readback: &Readback,
+        hooks: &Hooks,
+    ) -> Result<(Output, Captured), GpuError> {
+        next_tick().await;
+        self.0.forward_hooked(tokens, readback, hooks).await
     }
 }
 

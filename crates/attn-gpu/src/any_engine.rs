@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use attn_model::{CpuEngine, Model, Output, PreparedModel, Variant};
+use attn_model::{Captured, CpuEngine, Hooks, Model, Output, PreparedModel, Variant};
 
 use crate::engine::{GpuEngine, Readback};
 use crate::error::{GpuError, Result};
@@ -106,6 +106,21 @@ impl AnyEngine {
         }
     }
 
+    /// [`AnyEngine::forward`] with hooks (see [`attn_model::HookPoint`]).
+    pub async fn forward_hooked(
+        &mut self,
+        tokens: &[u32],
+        readback: &Readback,
+        hooks: &Hooks,
+    ) -> Result<(Output, Captured)> {
+        match self {
+            AnyEngine::Cpu(e) => {
+                Ok(attn_model::Engine::forward_hooked(e.as_mut(), tokens, readback, hooks).await?)
+            }
+            AnyEngine::Gpu(e) => e.forward_hooked(tokens, readback, hooks).await,
+        }
+    }
+
     /// [`AnyEngine::forward`], blocking the current thread (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_blocking(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
@@ -138,6 +153,15 @@ impl attn_model::Engine for AnyEngine {
     async fn forward(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
         AnyEngine::forward(self, tokens, readback).await
     }
+
+    async fn forward_hooked(
+        &mut self,
+        tokens: &[u32],
+        readback: &Readback,
+        hooks: &Hooks,
+    ) -> Result<(Output, Captured)> {
+        AnyEngine::forward_hooked(self, tokens, readback, hooks).await
+    }
 }
 
 impl attn_model::Engine for GpuEngine {
@@ -157,6 +181,15 @@ impl attn_model::Engine for GpuEngine {
 
     async fn forward(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
         self.forward_with(tokens, readback).await
+    }
+
+    async fn forward_hooked(
+        &mut self,
+        tokens: &[u32],
+        readback: &Readback,
+        hooks: &Hooks,
+    ) -> Result<(Output, Captured)> {
+        GpuEngine::forward_hooked(self, tokens, readback, hooks).await
     }
 }
 

@@ -17,11 +17,11 @@ use std::time::Duration;
 
 pub use attn_model::engine::{AttentionMaps, LogitRows, Readback};
 use attn_model::forward::check_tokens;
-use attn_model::{prepare, Model, Output, PreparedModel, Variant};
+use attn_model::{prepare, Captured, Hooks, Model, Output, PreparedModel, Variant};
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::forward_plan::{self, Plan};
+use crate::forward_plan::{self, HookLayout, Plan};
 use crate::plan::{Arg, BufferPool};
 use crate::readback::read_f32;
 use crate::weights::{upload, ModelBuffers, VariantBuffers};
@@ -234,6 +234,22 @@ impl GpuEngine {
 
     /// Runs one forward pass and reads back what `readback` asks for; the rest is NaN.
     pub async fn forward_with(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
+        let (output, _) = self
+            .forward_hooked(tokens, readback, &Hooks::none())
+            .await?;
+        Ok(output)
+    }
+
+    /// [`GpuEngine::forward_with`] with hooks (see [`attn_model::HookPoint`]): the activations
+    /// at `hooks.capture` are copied out and read back with the outputs; `hooks.replace` is
+    /// written to the GPU and copied in place of the computed activations. A change of hook
+    /// points builds a new plan; new replacement values for the same points do not.
+    pub async fn forward_hooked(
+        &mut self,
+        tokens: &[u32],
+        readback: &Readback,
+        hooks: &Hooks,
+    ) -> Result<(Output, Captured)> {
         let c = self.prepared.config.clone();
         check_tokens(&c, tokens)?;
         let t_len = tokens.len();
@@ -246,8 +262,13 @@ impl GpuEngine {
                 .into());
             }
         }
+        hooks.check(&self.prepared, t_len)?;
+        let layout = HookLayout {
+            capture: hooks.capture.clone(),
+            replace: hooks.replace.iter().map(|(point, _)| *point).collect(),
+        };
         self.ctx.check_health()?;
-        if self.plan.as_ref().map(|p| p.t_len) != Some(t_len) {
+        if self.plan.as_ref().map(|p| (p.t_len, &p.hooks)) != Some((t_len, &layout)) {
             self.drop_plan();
             let plan = forward_plan::build(
                 &self.ctx,
@@ -257,6 +278,7 @@ impl GpuEngine {
                 &self.prepared,
                 &self.dummy,
                 t_len,
+                &layout,
             )?;
             self.pool.trim();
             self.stats.plans_built += 1;
@@ -267,6 +289,10 @@ impl GpuEngine {
 
         ctx.queue
             .write_buffer(&plan.tokens.buffer, 0, bytemuck::cast_slice(tokens));
+        for ((_, values), buffer) in hooks.replace.iter().zip(&plan.replacements) {
+            ctx.queue
+                .write_buffer(&buffer.buffer, buffer.offset, bytemuck::cast_slice(values));
+        }
         if self.options.poison {
             for arg in &plan.poison {
                 let nan = vec![f32::NAN; (arg.size / 4) as usize];
@@ -355,6 +381,10 @@ impl GpuEngine {
             let len = c.n_layer * heads * t;
             copy(&mut encoder, &plan.norms, 0, len, Target::Norms, 0);
         }
+        for (i, (point, buffer)) in hooks.capture.iter().zip(&plan.captures).enumerate() {
+            let len = point.len(&c, t);
+            copy(&mut encoder, buffer, 0, len, Target::Capture(i), 0);
+        }
         let copies = scatter.len() as u32;
         ctx.queue.submit([encoder.finish()]);
         let memory_error = memory.pop();
@@ -387,12 +417,16 @@ impl GpuEngine {
             head_out_norms: vec![f32::NAN; c.n_layer * heads * t],
             kv_bytes_per_token: self.prepared.kv_bytes_per_token,
         };
+        let mut captured: Captured = (hooks.capture.iter())
+            .map(|point| (*point, vec![f32::NAN; point.len(&c, t)]))
+            .collect();
         let mut read = 0;
         for (into, at, len) in scatter {
             let dst = match into {
                 Target::Logits => &mut output.logits,
                 Target::Attention => &mut output.attention,
                 Target::Norms => &mut output.head_out_norms,
+                Target::Capture(i) => &mut captured[i].1,
             };
             dst[at..at + len].copy_from_slice(&values[read..read + len]);
             read += len;
@@ -411,7 +445,7 @@ impl GpuEngine {
                 plan.flops_all
             },
         };
-        Ok(output)
+        Ok((output, captured))
     }
 
     fn drop_plan(&mut self) {
@@ -427,6 +461,8 @@ enum Target {
     Logits,
     Attention,
     Norms,
+    /// The `i`-th captured hook point.
+    Capture(usize),
 }
 
 impl std::fmt::Debug for GpuEngine {

@@ -5,15 +5,16 @@
 //! scores, kernel weights (linear / random features), probabilities, P·V, ablation and norms,
 //! output projection into the residual, then the MLP; final LayerNorm and the output projection.
 
-use attn_model::{AblationMode, Kernel as AttnKernel, KernelName, PreparedModel};
+use attn_model::{AblationMode, HookPoint, Kernel as AttnKernel, KernelName, PreparedModel};
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::ops::attention::{self, Masking, MAX_SEQ_LEN};
+use crate::ops::copy::{self, Block};
 use crate::ops::features::{self, RandomFeatures};
 use crate::ops::head_output::{self, HeadBuffers};
 use crate::ops::matmul::{Layout, Matmul};
-use crate::ops::{embed, layer_norm, Kernels};
+use crate::ops::{embed, layer_norm, Kernel, Kernels};
 use crate::plan::{Arg, BufferPool, PlanBuilder, Program};
 use crate::weights::{BlockBuffers, LinearBuffers, ModelBuffers, OutputHead, VariantBuffers};
 
@@ -22,9 +23,64 @@ const ACTIVATION: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
+/// The hook points a plan serves: the activations it copies out, and those it takes from a
+/// replacement buffer (written before each forward) instead of computing them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HookLayout {
+    pub(crate) capture: Vec<HookPoint>,
+    pub(crate) replace: Vec<HookPoint>,
+}
+
+/// A hook layout with its buffers, while the plan is recorded.
+struct HookBuffers<'a> {
+    layout: &'a HookLayout,
+    captures: Vec<Arg>,
+    replacements: Vec<Arg>,
+}
+
+impl HookBuffers<'_> {
+    /// Records the hooks at `point`, whose activation is the `rows × cols` block `at` of
+    /// `target`: the replacement is copied in first, then the captures copy it out.
+    fn record<'k>(
+        &self,
+        rec: &mut Recorder<'k>,
+        point: HookPoint,
+        target: &Arg,
+        at: Block,
+        (rows, cols): (usize, usize),
+    ) -> Result<()> {
+        let kernel: &'k Kernel = &rec.kernels.copy;
+        let dense = Block::dense(cols);
+        for (_, buffer) in self
+            .layout
+            .replace
+            .iter()
+            .zip(&self.replacements)
+            .filter(|(p, _)| **p == point)
+        {
+            copy::push(&mut rec.plan, kernel, rows, cols, buffer, dense, target, at)?;
+        }
+        for (_, buffer) in self
+            .layout
+            .capture
+            .iter()
+            .zip(&self.captures)
+            .filter(|(p, _)| **p == point)
+        {
+            copy::push(&mut rec.plan, kernel, rows, cols, target, at, buffer, dense)?;
+        }
+        Ok(())
+    }
+}
+
 /// Everything a forward at one sequence length under one variant needs.
 pub(crate) struct Plan {
     pub(crate) t_len: usize,
+    /// The hook points it serves, their capture buffers and their replacement buffers (in the
+    /// layout's orders).
+    pub(crate) hooks: HookLayout,
+    pub(crate) captures: Vec<Arg>,
+    pub(crate) replacements: Vec<Arg>,
     pub(crate) program: Program,
     /// Pooled buffers, given back when the plan is replaced.
     pub(crate) buffers: Vec<wgpu::Buffer>,
@@ -212,6 +268,7 @@ impl<'k> Recorder<'k> {
 }
 
 /// Builds the plan of a forward over `t_len` tokens of `prepared`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
     ctx: &GpuContext,
     pool: &mut BufferPool,
@@ -220,6 +277,7 @@ pub(crate) fn build(
     prepared: &PreparedModel,
     dummy: &Arg,
     t_len: usize,
+    hook_layout: &HookLayout,
 ) -> Result<Plan> {
     if t_len > MAX_SEQ_LEN {
         return Err(GpuError::Unsupported(format!(
@@ -244,6 +302,16 @@ pub(crate) fn build(
         buffers: Vec::new(),
     };
     let act = Activations::allocate(&mut alloc, prepared, n)?;
+    let hook_len = |point: &HookPoint| point.len(c, n.t);
+    let hooks = HookBuffers {
+        layout: hook_layout,
+        captures: (hook_layout.capture.iter())
+            .map(|p| alloc.take("hook capture", hook_len(p)))
+            .collect::<Result<_>>()?,
+        replacements: (hook_layout.replace.iter())
+            .map(|p| alloc.take("hook replacement", hook_len(p)))
+            .collect::<Result<_>>()?,
+    };
     let mut buffers = alloc.buffers;
 
     let kernels = &*ctx.kernels;
@@ -265,19 +333,29 @@ pub(crate) fn build(
         &weights.position_embedding,
         &act.x,
     )?;
+    let residual = (n.t, n.d);
     for (layer, block) in weights.blocks.iter().enumerate() {
+        let resid_pre = HookPoint::ResidPre { layer };
+        hooks.record(&mut rec, resid_pre, &act.x, Block::dense(n.d), residual)?;
         if prepared.attention_dropped[layer] {
-            // Nothing runs; the maps and norms are reported as zeros.
+            // Nothing runs; the maps, norms and captured head outputs are reported as zeros.
             let map = &act.attention[layer];
             clears.push((map.clone(), 0, map.size));
             let norms_at = (4 * layer * n.heads * n.t) as u64;
             clears.push((act.norms.clone(), norms_at, (4 * n.heads * n.t) as u64));
+            for (point, buffer) in hook_layout.capture.iter().zip(&hooks.captures) {
+                if matches!(point, HookPoint::HeadOutput { layer: l, .. } if *l == layer) {
+                    clears.push((buffer.clone(), 0, buffer.size));
+                }
+            }
         } else {
             let kv = match &variant.kv {
                 Some(kv) => (&kv[layer].0, &kv[layer].1),
                 None => (&block.k, &block.v),
             };
-            attention_block(&mut rec, n, prepared, variant, &act, layer, block, kv)?;
+            attention_block(
+                &mut rec, n, prepared, variant, &act, &hooks, layer, block, kv,
+            )?;
         }
         if let (Some(mlp), Some(hidden)) = (&block.mlp, &act.hidden) {
             let norm = &mlp.norm;
@@ -311,6 +389,8 @@ pub(crate) fn build(
         }
     }
 
+    let last = HookPoint::ResidPre { layer: c.n_layer };
+    hooks.record(&mut rec, last, &act.x, Block::dense(n.d), residual)?;
     layer_norm::push(
         &mut rec.plan,
         &kernels.layer_norm,
@@ -343,7 +423,9 @@ pub(crate) fn build(
 
     let (program, params) = rec.plan.finish(pool)?;
     buffers.push(params);
-    let staging_bytes = 4 * (n.t * n_out + c.n_layer * n.heads * (n.t * n.t + n.t)) as u64;
+    let captured: usize = hook_layout.capture.iter().map(hook_len).sum();
+    let staging_bytes =
+        4 * (n.t * n_out + c.n_layer * n.heads * (n.t * n.t + n.t) + captured) as u64;
     let staging = pool.acquire(
         ctx,
         "read-back",
@@ -354,6 +436,9 @@ pub(crate) fn build(
     ctx.check_health()?;
     Ok(Plan {
         t_len,
+        hooks: hook_layout.clone(),
+        captures: hooks.captures,
+        replacements: hooks.replacements,
         program,
         buffers,
         poison: act.poisonable(),
@@ -378,6 +463,7 @@ fn attention_block(
     prepared: &PreparedModel,
     variant: &VariantBuffers,
     act: &Activations,
+    hooks: &HookBuffers,
     layer: usize,
     block: &BlockBuffers,
     (k_weights, v_weights): (&LinearBuffers, &LinearBuffers),
@@ -464,6 +550,12 @@ fn attention_block(
     let mut o = Matmul::new(n.t, n.d, n.q_width);
     o.bias_offset = Some(0);
     o.accumulate = true;
+    // Each head's output `[T, d_head]` is its columns of `z` (`[T, heads·d_head]`).
+    for head in 0..n.heads {
+        let point = HookPoint::HeadOutput { layer, head };
+        let columns = Block::columns(head * n.d_head, n.heads * n.d_head);
+        hooks.record(rec, point, &act.z, columns, (n.t, n.d_head))?;
+    }
     rec.matmul(&o, &act.z, &block.o.weight, Some(&block.o.bias), &act.x)?;
     Ok(())
 }

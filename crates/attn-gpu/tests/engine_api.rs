@@ -1,6 +1,6 @@
 //! The engine API (`attn_model::Engine`) on both engines: each test body runs once on the CPU
 //! engine and once on the GPU engine (lavapipe natively), and the analyses built on the API —
-//! head importance, generation, role scores — give the same answers on both. Also: runtime-only
+//! head importance, generation, role scores — and the hook points give the same answers on both. Also: runtime-only
 //! variant changes copy and upload no weights, and the engine pair falls back to the CPU when the
 //! device is lost.
 #![cfg(not(target_arch = "wasm32"))]
@@ -12,8 +12,8 @@ use std::sync::{Arc, OnceLock};
 use attn_gpu::{AnyEngine, EngineKind, EnginePair, GpuContext, GpuEngine, Readback};
 use attn_model::engine::{unwatched, Outcome, Step};
 use attn_model::{
-    generate, head_importance, head_roles, AblationMode, CpuEngine, Model, ModelConfig, Sampling,
-    Variant,
+    generate, head_importance, head_roles, AblationMode, CpuEngine, HookPoint, Hooks, Model,
+    ModelConfig, Sampling, Variant,
 };
 use pollster::block_on;
 
@@ -251,4 +251,105 @@ fn the_pair_falls_back_to_the_cpu_when_the_device_is_lost() {
     .unwrap();
     let (bad, failure) = block_on(cpu_pair.run(false, &variant, &[99], &Readback::everything()));
     assert!(bad.is_err() && failure.is_none());
+}
+
+on_both_engines!(
+    hooks_capture_and_replace_like_the_cpu_engine,
+    |engine: &mut AnyEngine| {
+        let config = model().config;
+        let mut points: Vec<HookPoint> = (0..=config.n_layer)
+            .map(|layer| HookPoint::ResidPre { layer })
+            .collect();
+        points.extend((0..config.n_head).map(|head| HookPoint::HeadOutput { layer: 1, head }));
+        let capture = Hooks {
+            capture: points.clone(),
+            replace: Vec::new(),
+        };
+        let (out, got) =
+            block_on(engine.forward_hooked(&TOKENS, &Readback::everything(), &capture)).unwrap();
+        let mut cpu = reference();
+        let (want_out, want) = attn_model::now(attn_model::Engine::forward_hooked(
+            &mut cpu,
+            &TOKENS,
+            &Readback::everything(),
+            &capture,
+        ))
+        .unwrap();
+        common::assert_same_output("hooked forward", &out, &want_out);
+        for ((point, values), (_, expected)) in got.iter().zip(&want) {
+            common::assert_close(&format!("{point:?}"), values, expected);
+        }
+        // Patching: the residual after the last block from another input gives that input's logits;
+        // zeros in place of a head's output are zero ablation.
+        let other: Vec<u32> = TOKENS.iter().map(|t| (t + 11) % 40).collect();
+        let last = HookPoint::ResidPre {
+            layer: config.n_layer,
+        };
+        let grab = Hooks {
+            capture: vec![last],
+            replace: Vec::new(),
+        };
+        let (other_out, resid) =
+            block_on(engine.forward_hooked(&other, &Readback::logits(), &grab)).unwrap();
+        let patch = Hooks {
+            capture: Vec::new(),
+            replace: resid,
+        };
+        let (patched, _) =
+            block_on(engine.forward_hooked(&TOKENS, &Readback::logits(), &patch)).unwrap();
+        common::assert_close("patched logits", &patched.logits, &other_out.logits);
+        let head = HookPoint::HeadOutput { layer: 0, head: 3 };
+        let zeros = Hooks {
+            capture: Vec::new(),
+            replace: vec![(head, vec![0.0; head.len(&config, TOKENS.len())])],
+        };
+        let (zeroed, _) =
+            block_on(engine.forward_hooked(&TOKENS, &Readback::logits(), &zeros)).unwrap();
+        engine
+            .set_variant(&Variant::from_json(r#"{"heads": {"ablate": [[0, 3]]}}"#).unwrap())
+            .unwrap();
+        let ablated = block_on(engine.forward(&TOKENS, &Readback::logits())).unwrap();
+        common::assert_close("zeroed head", &zeroed.logits, &ablated.logits);
+        // A dropped layer's heads capture zeros; replacing them, or a wrong length, is refused.
+        engine
+            .set_variant(&Variant::from_json(r#"{"drop_attention_layers": [1]}"#).unwrap())
+            .unwrap();
+        let dropped = HookPoint::HeadOutput { layer: 1, head: 0 };
+        let grab = Hooks {
+            capture: vec![dropped],
+            replace: Vec::new(),
+        };
+        let (_, zero) =
+            block_on(engine.forward_hooked(&TOKENS, &Readback::logits(), &grab)).unwrap();
+        assert!(zero[0].1.iter().all(|v| *v == 0.0));
+        let refused = Hooks {
+            capture: Vec::new(),
+            replace: vec![(dropped, vec![0.0; dropped.len(&config, TOKENS.len())])],
+        };
+        assert!(block_on(engine.forward_hooked(&TOKENS, &Readback::logits(), &refused)).is_err());
+        let short = Hooks {
+            capture: Vec::new(),
+            replace: vec![(head, vec![0.0; 3])],
+        };
+        assert!(block_on(engine.forward_hooked(&TOKENS, &Readback::logits(), &short)).is_err());
+    }
+);
+
+#[test]
+fn new_replacement_values_reuse_the_gpu_plan() {
+    let mut engine = GpuEngine::new(&ctx(), model()).unwrap();
+    let point = HookPoint::ResidPre { layer: 1 };
+    let len = point.len(&model().config, TOKENS.len());
+    let with = |value: f32| Hooks {
+        capture: vec![point],
+        replace: vec![(point, vec![value; len])],
+    };
+    let (_, first) =
+        block_on(engine.forward_hooked(&TOKENS, &Readback::logits(), &with(0.5))).unwrap();
+    let plans = engine.stats().plans_built;
+    let (_, second) =
+        block_on(engine.forward_hooked(&TOKENS, &Readback::logits(), &with(-2.0))).unwrap();
+    assert_eq!(engine.stats().plans_built, plans, "same points, same plan");
+    assert!(first[0].1.iter().all(|v| *v == 0.5));
+    assert!(second[0].1.iter().all(|v| *v == -2.0));
 }

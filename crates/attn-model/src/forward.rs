@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::ModelConfig;
+use crate::engine::{Captured, HookPoint, Hooks};
 use crate::error::{ModelError, Result};
 use crate::linalg::{elu_plus_one, gelu, layer_norm, linear, matmul, softmax, MatRef};
 use crate::model::Model;
@@ -106,9 +107,35 @@ pub fn check_tokens(config: &ModelConfig, tokens: &[u32]) -> Result<()> {
 
 /// Runs the prepared model on `tokens`.
 pub fn forward(prepared: &PreparedModel, tokens: &[u32]) -> Result<Output> {
+    forward_hooked(prepared, tokens, &Hooks::none()).map(|(output, _)| output)
+}
+
+/// [`forward`] with hooks: captures the activations at `hooks.capture` and uses those in
+/// `hooks.replace` in place of the computed ones (see [`HookPoint`]).
+pub fn forward_hooked(
+    prepared: &PreparedModel,
+    tokens: &[u32],
+    hooks: &Hooks,
+) -> Result<(Output, Captured)> {
     let model = prepared.model();
     let c = &prepared.config;
     check_tokens(c, tokens)?;
+    hooks.check(prepared, tokens.len())?;
+    let mut captured: Vec<Option<Vec<f32>>> = vec![None; hooks.capture.len()];
+    // Replaces then captures the activation `values` at `point`.
+    let mut hook = |point: HookPoint, values: &mut [f32]| {
+        if let Some((_, new)) = hooks.replace.iter().find(|(p, _)| *p == point) {
+            values.copy_from_slice(new);
+        }
+        for (slot, _) in hooks
+            .capture
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p == point)
+        {
+            captured[slot] = Some(values.to_vec());
+        }
+    };
     let t_len = tokens.len();
     let d = c.d_model;
     let (n_layer, n_head, d_head) = (c.n_layer, c.n_head, c.d_head());
@@ -127,6 +154,7 @@ pub fn forward(prepared: &PreparedModel, tokens: &[u32]) -> Result<Output> {
     let mut head_out_norms = vec![0.0f32; n_layer * n_head * t_len];
 
     for (layer, block) in model.blocks.iter().enumerate() {
+        hook(HookPoint::ResidPre { layer }, &mut x);
         if !prepared.attention_dropped[layer] {
             let normed = layer_norm(&x, &block.attn_norm, c.layer_norm_eps);
             let q = linear(&normed, t_len, &block.attn.q);
@@ -164,6 +192,10 @@ pub fn forward(prepared: &PreparedModel, tokens: &[u32]) -> Result<Output> {
                     let row = &z[t * d_head..(t + 1) * d_head];
                     head_out_norms[(layer * n_head + head) * t_len + t] =
                         row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                }
+                hook(HookPoint::HeadOutput { layer, head }, &mut z);
+                for t in 0..t_len {
+                    let row = &z[t * d_head..(t + 1) * d_head];
                     z_all[t * n_head * d_head + head * d_head..][..d_head].copy_from_slice(row);
                 }
             }
@@ -179,6 +211,7 @@ pub fn forward(prepared: &PreparedModel, tokens: &[u32]) -> Result<Output> {
         }
     }
 
+    hook(HookPoint::ResidPre { layer: n_layer }, &mut x);
     let final_x = layer_norm(&x, &model.final_norm, c.layer_norm_eps);
     let logits = match (&model.classifier, &model.lm_head) {
         (Some(classifier), _) => linear(&final_x, t_len, classifier),
@@ -191,7 +224,7 @@ pub fn forward(prepared: &PreparedModel, tokens: &[u32]) -> Result<Output> {
         }
     };
 
-    Ok(Output {
+    let output = Output {
         seq_len: t_len,
         n_layer,
         n_head,
@@ -200,7 +233,18 @@ pub fn forward(prepared: &PreparedModel, tokens: &[u32]) -> Result<Output> {
         attention,
         head_out_norms,
         kv_bytes_per_token: prepared.kv_bytes_per_token,
-    })
+    };
+    // Points never reached (a head of a dropped layer) hold zeros.
+    let captured = hooks
+        .capture
+        .iter()
+        .zip(captured)
+        .map(|(point, values)| {
+            let values = values.unwrap_or_else(|| vec![0.0; point.len(c, t_len)]);
+            (*point, values)
+        })
+        .collect();
+    Ok((output, captured))
 }
 
 fn add_assign(x: &mut [f32], y: &[f32]) {

@@ -40,9 +40,9 @@ pub mod url;
 pub mod variant;
 
 pub use config::ModelConfig;
-pub use engine::{now, Engine, Outcome, Progress, Readback, Step};
+pub use engine::{now, Captured, Engine, HookPoint, Hooks, Outcome, Progress, Readback, Step};
 pub use error::{ModelError, Result};
-pub use forward::{forward, CpuEngine, CpuEngineStats, Output};
+pub use forward::{forward, forward_hooked, CpuEngine, CpuEngineStats, Output};
 pub use generate::{generate, Sampling};
 pub use importance::{head_importance, prune_to_budget, HeadImportance};
 pub use load::load_model;

@@ -457,3 +457,75 @@ fn runtime_settings_reuse_the_weights_and_give_what_a_fresh_preparation_gives() 
     }
     assert_eq!(engine.stats().variant_changes, steps.len() as u64);
 }
+
+#[test]
+fn hooks_capture_and_replace_activations() {
+    use attn_model::{forward_hooked, prepare, HookPoint, Hooks};
+    let m = Arc::new(model());
+    let base = prepare(&m, &Variant::default()).unwrap();
+    let d = m.config.d_model;
+    let capture = |points: Vec<HookPoint>| Hooks {
+        capture: points,
+        replace: Vec::new(),
+    };
+    // The residual entering block 0 is the embeddings.
+    let (out, captured) = forward_hooked(
+        &base,
+        &TOKENS,
+        &capture(vec![HookPoint::ResidPre { layer: 0 }]),
+    )
+    .unwrap();
+    let first = &captured[0].1;
+    assert_eq!(first.len(), TOKENS.len() * d);
+    for (t, &tok) in TOKENS.iter().enumerate() {
+        for i in 0..d {
+            let expected =
+                m.token_embedding[tok as usize * d + i] + m.position_embedding[t * d + i];
+            assert!((first[t * d + i] - expected).abs() < 1e-6);
+        }
+    }
+    // Putting a head's own output back changes nothing.
+    let z = HookPoint::HeadOutput { layer: 1, head: 2 };
+    let (_, own) = forward_hooked(&base, &TOKENS, &capture(vec![z])).unwrap();
+    let same = Hooks {
+        capture: vec![],
+        replace: own.clone(),
+    };
+    assert!(forward_hooked(&base, &TOKENS, &same).unwrap().0 == out);
+    // Zeros in place of a head's output are zero ablation (the norms stay the head's own).
+    let zeros = Hooks {
+        capture: vec![],
+        replace: vec![(z, vec![0.0; own[0].1.len()])],
+    };
+    let patched = forward_hooked(&base, &TOKENS, &zeros).unwrap().0;
+    let ablated = run(&m, r#"{"heads": {"ablate": [[1, 2]]}}"#);
+    assert!(max_abs_diff(&patched.logits, &ablated.logits) < 1e-5);
+    assert_eq!(patched.head_out_norms, out.head_out_norms);
+    // Patching the final residual from another input gives that input's logits.
+    let other: Vec<u32> = TOKENS.iter().map(|t| (t + 7) % 50).collect();
+    let last = HookPoint::ResidPre { layer: 2 };
+    let (other_out, resid) = forward_hooked(&base, &other, &capture(vec![last])).unwrap();
+    let swapped = Hooks {
+        capture: vec![],
+        replace: resid,
+    };
+    let swapped = forward_hooked(&base, &TOKENS, &swapped).unwrap().0;
+    assert!(max_abs_diff(&swapped.logits, &other_out.logits) < 1e-5);
+    // Heads of a dropped layer capture zeros and cannot be replaced; bad points and lengths are
+    // input errors.
+    let dropped = prepare(
+        &m,
+        &Variant::from_json(r#"{"drop_attention_layers": [1]}"#).unwrap(),
+    )
+    .unwrap();
+    let (_, zero) = forward_hooked(&dropped, &TOKENS, &capture(vec![z])).unwrap();
+    assert!(zero[0].1.iter().all(|v| *v == 0.0));
+    assert!(forward_hooked(&dropped, &TOKENS, &same).is_err());
+    let bad_point = capture(vec![HookPoint::HeadOutput { layer: 2, head: 0 }]);
+    assert!(forward_hooked(&base, &TOKENS, &bad_point).is_err());
+    let short = Hooks {
+        capture: vec![],
+        replace: vec![(z, vec![0.0; 3])],
+    };
+    assert!(forward_hooked(&base, &TOKENS, &short).is_err());
+}

@@ -8,6 +8,7 @@
 use std::num::NonZeroU64;
 
 pub(crate) mod attention;
+pub(crate) mod copy;
 pub(crate) mod embed;
 pub(crate) mod features;
 pub(crate) mod head_output;
@@ -106,6 +107,7 @@ pub(crate) struct Kernels {
     pub(crate) random_feature_key: Kernel,
     pub(crate) head_output: Kernel,
     pub(crate) head_means: Kernel,
+    pub(crate) copy: Kernel,
 }
 
 impl Kernels {
@@ -131,6 +133,7 @@ impl Kernels {
             random_feature_key: features::random_key_kernel(device, &features),
             head_output: head_output::kernel(device, &head_module),
             head_means: head_output::means_kernel(device, &head_module),
+            copy: copy::kernel(device, &module("copy", copy::SHADER)),
         }
     }
 }
