@@ -117,7 +117,12 @@ fn paint_cell(
     };
     let diff = ui.diff.get_untracked();
     ui.current.with_untracked(|current| {
-        let Some(r) = current else { return };
+        let Some(r) = current else {
+            // No result yet (a model is being installed): show nothing rather than old maps.
+            el.set_width(1);
+            el.set_height(1);
+            return;
+        };
         let t = r.output.seq_len;
         ui.baseline.with_untracked(|baseline| {
             let base = baseline

@@ -47,6 +47,10 @@ pub fn ModelPanel() -> impl IntoView {
         <h2>"Model"</h2>
         <label for="model-select">"Built-in model"</label>
         <select id="model-select" data-testid="model-select" on:change=on_pick>
+            // A model from disk is not in the list: say so rather than show a built-in's name.
+            {move || (ui.model_id.get().is_none() && ui.info.with(Option::is_some)).then(|| view! {
+                <option value="" selected=true disabled=true>"(loaded from disk)"</option>
+            })}
             {move || {
                 let current = ui.model_id.get();
                 ui.manifest
