@@ -21,7 +21,7 @@ use attn_model::{prepare, Captured, Hooks, Model, Output, PreparedModel, Variant
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::forward_plan::{self, HookLayout, Plan};
+use crate::forward_plan::{self, HookLayout, LaunchShape, Plan};
 use crate::plan::{Arg, BufferPool};
 use crate::readback::read_f32;
 use crate::weights::{upload, ModelBuffers, VariantBuffers};
@@ -80,6 +80,8 @@ pub struct EngineStats {
     /// Variant changes that uploaded weights (K/V overlays, random features); runtime-only
     /// changes upload none.
     pub weight_uploads: u64,
+    /// Variant changes served by rewriting the plan's parameter blocks (no new plan).
+    pub parameter_writes: u64,
 }
 
 /// The WebGPU engine. Same input, variants and [`Output`] as attn-model's `CpuEngine`.
@@ -89,6 +91,8 @@ pub struct GpuEngine {
     prepared: PreparedModel,
     variant: VariantBuffers,
     plan: Option<Plan>,
+    /// The plan's parameter blocks are those of an earlier variant with the same launches.
+    params_stale: bool,
     pool: BufferPool,
     /// Bound where a kernel's buffer is unused (a layer with no bias, softmax's weights).
     dummy: Arg,
@@ -154,6 +158,7 @@ impl GpuEngine {
             prepared,
             variant,
             plan: None,
+            params_stale: false,
             pool: BufferPool::default(),
             dummy,
             options,
@@ -164,10 +169,13 @@ impl GpuEngine {
     /// Switches to `variant`. Weight-side changes (pooled or low-rank K/V, random features) are
     /// computed now on the CPU by attn-model and uploaded; a change of runtime settings only
     /// (window, top-k, β, kernel, ablation, dropped layers) reuses them and writes just the
-    /// ablation table and the launch parameters. On error the previous variant stays in place.
+    /// ablation table. When the launches stay the same too (window, top-k, β, zero ablation:
+    /// see `forward_plan::LaunchShape`), the next forward rewrites the plan's parameter blocks
+    /// instead of building a new plan. On error the previous variant stays in place.
     pub fn set_variant(&mut self, variant: &Variant) -> Result<()> {
         let prepared = self.prepared.with_variant(variant)?;
-        if prepared.shares_weights_with(&self.prepared) {
+        let same_weights = prepared.shares_weights_with(&self.prepared);
+        if same_weights {
             self.ctx.check_health()?;
             self.variant.write_ablation(&self.ctx, &prepared);
         } else {
@@ -177,8 +185,16 @@ impl GpuEngine {
             self.stats.variant_bytes = self.variant.bytes;
             self.stats.weight_uploads += 1;
         }
+        let same_launches = self
+            .plan
+            .as_ref()
+            .is_some_and(|p| same_weights && p.shape == LaunchShape::of(&prepared));
         self.prepared = prepared;
-        self.drop_plan();
+        if same_launches {
+            self.params_stale = true;
+        } else {
+            self.drop_plan();
+        }
         Ok(())
     }
 
@@ -283,8 +299,24 @@ impl GpuEngine {
             self.pool.trim();
             self.stats.plans_built += 1;
             self.plan = Some(plan);
+            self.params_stale = false;
         }
         let plan = self.plan.as_ref().expect("the plan was just built");
+        if self.params_stale {
+            // Same launches, new parameters (window, top-k, β): one write of the uniform buffer.
+            let params = forward_plan::parameters(
+                &self.ctx,
+                &self.weights,
+                &self.variant,
+                &self.prepared,
+                &self.dummy,
+                t_len,
+                &layout,
+            )?;
+            self.ctx.queue.write_buffer(&plan.params, 0, &params);
+            self.params_stale = false;
+            self.stats.parameter_writes += 1;
+        }
         let ctx = &self.ctx;
 
         ctx.queue

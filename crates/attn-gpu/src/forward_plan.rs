@@ -31,6 +31,37 @@ pub(crate) struct HookLayout {
     pub(crate) replace: Vec<HookPoint>,
 }
 
+/// What decides which launches a forward records and what they bind, apart from the sequence
+/// length and the hook points: the kernel, the dropped layers and the layers with mean-ablated
+/// heads. Window, top-k, β and which heads are zero-ablated only change parameter blocks (and
+/// the ablation table), so a variant change that keeps this rewrites the parameters of the
+/// existing plan instead of building a new one.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct LaunchShape {
+    kernel: AttnKernel,
+    attention_dropped: Vec<bool>,
+    mean_ablated: Vec<bool>,
+}
+
+impl LaunchShape {
+    pub(crate) fn of(prepared: &PreparedModel) -> LaunchShape {
+        let c = &prepared.config;
+        LaunchShape {
+            kernel: prepared.variant.kernel(),
+            attention_dropped: prepared.attention_dropped.clone(),
+            mean_ablated: (0..c.n_layer)
+                .map(|layer| mean_ablated(prepared, layer, c.n_head))
+                .collect(),
+        }
+    }
+}
+
+/// Whether any head of `layer` is replaced by its mean output (a launch of its own).
+fn mean_ablated(prepared: &PreparedModel, layer: usize, heads: usize) -> bool {
+    prepared.variant.heads.as_ref().map(|a| a.mode) == Some(AblationMode::Mean)
+        && (0..heads).any(|h| prepared.is_ablated(layer, h))
+}
+
 /// A hook layout with its buffers, while the plan is recorded.
 struct HookBuffers<'a> {
     layout: &'a HookLayout,
@@ -81,6 +112,10 @@ pub(crate) struct Plan {
     pub(crate) hooks: HookLayout,
     pub(crate) captures: Vec<Arg>,
     pub(crate) replacements: Vec<Arg>,
+    /// What the launch list depends on besides the length and the hooks.
+    pub(crate) shape: LaunchShape,
+    /// The uniform buffer with every launch's parameter block.
+    pub(crate) params: wgpu::Buffer,
     pub(crate) program: Program,
     /// Pooled buffers, given back when the plan is replaced.
     pub(crate) buffers: Vec<wgpu::Buffer>,
@@ -148,14 +183,19 @@ struct Activations {
 }
 
 /// Takes activation buffers from the pool and remembers them.
-struct Allocator<'a> {
+struct Allocator<'a, 'p> {
     ctx: &'a GpuContext,
-    pool: &'a mut BufferPool,
+    pool: &'p mut BufferPool,
     buffers: Vec<wgpu::Buffer>,
+    /// When recording only the parameters: every activation is this placeholder.
+    placeholder: Option<&'a Arg>,
 }
 
-impl Allocator<'_> {
+impl Allocator<'_, '_> {
     fn take(&mut self, what: &str, floats: usize) -> Result<Arg> {
+        if let Some(placeholder) = self.placeholder {
+            return Ok(placeholder.clone());
+        }
         let bytes = 4 * floats.max(1) as u64;
         let buffer = self.pool.acquire(self.ctx, what, bytes, ACTIVATION)?;
         let arg = Arg::new(&buffer, bytes);
@@ -268,6 +308,30 @@ impl<'k> Recorder<'k> {
 }
 
 /// Builds the plan of a forward over `t_len` tokens of `prepared`.
+/// The parameter blocks a plan for `prepared` would record, without creating anything: for a
+/// plan of the same [`LaunchShape`], length and hooks, whose uniform buffer takes them as is.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn parameters(
+    ctx: &GpuContext,
+    weights: &ModelBuffers,
+    variant: &VariantBuffers,
+    prepared: &PreparedModel,
+    dummy: &Arg,
+    t_len: usize,
+    hook_layout: &HookLayout,
+) -> Result<Vec<u8>> {
+    let mut pool = BufferPool::default();
+    let alloc = Allocator {
+        ctx,
+        pool: &mut pool,
+        buffers: Vec::new(),
+        placeholder: Some(dummy),
+    };
+    let (rec, _) = record(alloc, weights, variant, prepared, dummy, t_len, hook_layout)?;
+    Ok(rec.plan.into_params())
+}
+
+/// Builds the plan of a forward at `t_len` tokens under `prepared` with these hook points.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
     ctx: &GpuContext,
@@ -279,6 +343,86 @@ pub(crate) fn build(
     t_len: usize,
     hook_layout: &HookLayout,
 ) -> Result<Plan> {
+    let alloc = Allocator {
+        ctx,
+        pool,
+        buffers: Vec::new(),
+        placeholder: None,
+    };
+    let (rec, recorded) = record(alloc, weights, variant, prepared, dummy, t_len, hook_layout)?;
+    let Recorded {
+        act,
+        captures,
+        replacements,
+        clears,
+        mut buffers,
+        logits_all,
+        logits_last,
+        flops_all,
+        flops_last,
+    } = recorded;
+    let c = &prepared.config;
+    let (t, n_out) = (t_len, c.n_out());
+    let (program, params) = rec.plan.finish(pool)?;
+    buffers.push(params.clone());
+    let captured: usize = hook_layout.capture.iter().map(|p| p.len(c, t)).sum();
+    let staging_bytes = 4 * (t * n_out + c.n_layer * c.n_head * (t * t + t) + captured) as u64;
+    let staging = pool.acquire(
+        ctx,
+        "read-back",
+        staging_bytes,
+        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+    )?;
+    buffers.push(staging.clone());
+    ctx.check_health()?;
+    Ok(Plan {
+        t_len,
+        hooks: hook_layout.clone(),
+        captures,
+        replacements,
+        shape: LaunchShape::of(prepared),
+        params,
+        program,
+        buffers,
+        poison: act.poisonable(),
+        tokens: act.tokens,
+        attention: act.attention,
+        norms: act.norms,
+        logits: act.logits,
+        staging,
+        clears,
+        logits_all,
+        logits_last,
+        flops_all,
+        flops_last,
+    })
+}
+
+/// What [`record`] leaves besides the launches.
+struct Recorded {
+    act: Activations,
+    captures: Vec<Arg>,
+    replacements: Vec<Arg>,
+    clears: Vec<(Arg, u64, u64)>,
+    buffers: Vec<wgpu::Buffer>,
+    logits_all: usize,
+    logits_last: usize,
+    flops_all: u64,
+    flops_last: u64,
+}
+
+/// Records every launch of the forward, taking activation buffers from `alloc`.
+#[allow(clippy::too_many_arguments)]
+fn record<'k>(
+    mut alloc: Allocator<'k, '_>,
+    weights: &'k ModelBuffers,
+    variant: &'k VariantBuffers,
+    prepared: &PreparedModel,
+    dummy: &'k Arg,
+    t_len: usize,
+    hook_layout: &HookLayout,
+) -> Result<(Recorder<'k>, Recorded)> {
+    let ctx = alloc.ctx;
     if t_len > MAX_SEQ_LEN {
         return Err(GpuError::Unsupported(format!(
             "sequences longer than {MAX_SEQ_LEN} tokens (got {t_len})"
@@ -296,11 +440,6 @@ pub(crate) fn build(
         kv_width: c.kv_heads() * d_head,
         m: prepared.n_random_features(),
     };
-    let mut alloc = Allocator {
-        ctx,
-        pool,
-        buffers: Vec::new(),
-    };
     let act = Activations::allocate(&mut alloc, prepared, n)?;
     let hook_len = |point: &HookPoint| point.len(c, n.t);
     let hooks = HookBuffers {
@@ -312,7 +451,7 @@ pub(crate) fn build(
             .map(|p| alloc.take("hook replacement", hook_len(p)))
             .collect::<Result<_>>()?,
     };
-    let mut buffers = alloc.buffers;
+    let buffers = alloc.buffers;
 
     let kernels = &*ctx.kernels;
     let mut rec = Recorder {
@@ -421,38 +560,20 @@ pub(crate) fn build(
     let logits_all = rec.matmul(&all, &act.xn, head_weight, head_bias, &act.logits)?;
     let logits_last = rec.matmul(&last, &act.xn, head_weight, head_bias, &act.logits)?;
 
-    let (program, params) = rec.plan.finish(pool)?;
-    buffers.push(params);
-    let captured: usize = hook_layout.capture.iter().map(hook_len).sum();
-    let staging_bytes =
-        4 * (n.t * n_out + c.n_layer * n.heads * (n.t * n.t + n.t) + captured) as u64;
-    let staging = pool.acquire(
-        ctx,
-        "read-back",
-        staging_bytes,
-        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-    )?;
-    buffers.push(staging.clone());
-    ctx.check_health()?;
-    Ok(Plan {
-        t_len,
-        hooks: hook_layout.clone(),
-        captures: hooks.captures,
-        replacements: hooks.replacements,
-        program,
-        buffers,
-        poison: act.poisonable(),
-        tokens: act.tokens,
-        attention: act.attention,
-        norms: act.norms,
-        logits: act.logits,
-        staging,
-        clears,
-        logits_all,
-        logits_last,
-        flops_all: flops + all.flops(),
-        flops_last: flops + last.flops(),
-    })
+    Ok((
+        rec,
+        Recorded {
+            act,
+            captures: hooks.captures,
+            replacements: hooks.replacements,
+            clears,
+            buffers,
+            logits_all,
+            logits_last,
+            flops_all: flops + all.flops(),
+            flops_last: flops + last.flops(),
+        },
+    ))
 }
 
 /// The attention sub-layer of one block: `x += W_o · heads(LN₁(x))`.
@@ -525,10 +646,7 @@ fn attention_block(
     pv.c = Layout::rows(n.q_width).batched(n.d_head, 1);
     rec.matmul(&pv, map, &act.v, None, &act.z)?;
 
-    let mean_ablated = (0..n.heads).any(|h| {
-        prepared.is_ablated(layer, h)
-            && prepared.variant.heads.as_ref().map(|a| a.mode) == Some(AblationMode::Mean)
-    });
+    let mean_ablated = mean_ablated(prepared, layer, n.heads);
     let buffers = HeadBuffers {
         z: &act.z,
         norms: &act.norms,

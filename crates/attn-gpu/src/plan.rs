@@ -141,6 +141,12 @@ impl<'k> PlanBuilder<'k> {
         Ok(self.pending.len() - 1)
     }
 
+    /// The parameter blocks recorded so far, as the uniform buffer holds them: what a plan with
+    /// the same launches rewrites when only parameters changed.
+    pub(crate) fn into_params(self) -> Vec<u8> {
+        self.params
+    }
+
     /// Creates the uniform buffer (from `pool`) and the bind groups.
     pub(crate) fn finish(self, pool: &mut BufferPool) -> Result<(Program, wgpu::Buffer)> {
         let device = &self.ctx.device;

@@ -214,6 +214,19 @@ fn runtime_only_changes_upload_no_weights_on_the_gpu() {
         before.buffers_created,
         "no new buffers"
     );
+    // …and the same launches: the plan stays, only its parameter blocks are rewritten.
+    assert_eq!(fresh.stats().plans_built, before.plans_built, "no new plan");
+    assert_eq!(fresh.stats().parameter_writes, before.parameter_writes + 2);
+    // The rewritten parameters give what the CPU engine gives.
+    for json in [r#"{"window": 2}"#, r#"{"top_k": 1, "beta": 3.0}"#, r#"{}"#] {
+        let variant = Variant::from_json(json).unwrap();
+        fresh.set_variant(&variant).unwrap();
+        let gpu = fresh.forward_blocking(&TOKENS).unwrap();
+        let mut cpu = reference();
+        cpu.set_variant(&variant).unwrap();
+        common::assert_same_output(json, &gpu, &cpu.forward(&TOKENS).unwrap());
+    }
+    assert_eq!(fresh.stats().plans_built, before.plans_built);
     // A weight-side change does upload.
     engine
         .set_variant(&Variant::from_json(r#"{"kv_rank": 4}"#).unwrap())
