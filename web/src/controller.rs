@@ -285,6 +285,13 @@ impl Controller {
                     return; // A newer model was asked for meanwhile.
                 }
                 inner.reading.borrow_mut().clear();
+                // Long jobs on the old model stop; their answers are dropped.
+                self.cancel_ranking();
+                self.stop_generating();
+                inner.ranking.set(None);
+                inner.generating.set(None);
+                ui.ranking.set(None);
+                ui.generating.set(None);
                 match ModelText::from_parts(tokenizer.0, classes, config.clone()) {
                     Ok(text) => {
                         *inner.text.borrow_mut() = Some(text);
