@@ -53,6 +53,37 @@ fn open_file(name: &str, dir: PathBuf) -> (StaticServer, Browser) {
     (server, b)
 }
 
+/// Opens a random model of `config` from disk, waits until the page shows its L × H maps, and
+/// types 64 token ids (the model has no tokenizer; `stride` spreads them over the vocabulary).
+fn open_and_type(name: &str, config: ModelConfig, stride: usize) -> (StaticServer, Browser) {
+    let (layers, maps, vocab) = (
+        config.n_layer,
+        config.n_layer * config.n_head,
+        config.vocab_size,
+    );
+    let (server, b) = open_from_disk(name, config);
+    b.wait_for(
+        &format!("the model from disk with {maps} maps"),
+        &format!(
+            "return document.querySelectorAll('[data-testid=heatmap-cell]').length === {maps}
+                 && document.querySelector('.model-panel .facts').textContent
+                        .includes('{layers} layers')"
+        ),
+        LOAD,
+    );
+    b.eval(&format!(
+        "const e = document.querySelector('[data-testid=prompt-input]');
+         e.value = Array.from({{length: 64}}, (_, i) => (i * {stride}) % {vocab}).join(' ');
+         e.dispatchEvent(new Event('input', {{bubbles: true}}));"
+    ));
+    b.wait_for(
+        "64 token chips",
+        "return document.querySelectorAll('[data-testid=token-chips] .chip').length === 64",
+        LOAD,
+    );
+    (server, b)
+}
+
 #[test]
 fn importance_over_a_model_from_disk_shows_progress_and_can_be_cancelled() {
     let config = ModelConfig {
@@ -62,24 +93,7 @@ fn importance_over_a_model_from_disk_shows_progress_and_can_be_cancelled() {
         n_head: 8,
         ..ModelConfig::tiny(512)
     };
-    let (_server, b) = open_from_disk("six-by-eight", config);
-    b.wait_for(
-        "the model from disk with 48 maps",
-        "return document.querySelectorAll('[data-testid=heatmap-cell]').length === 48
-             && document.querySelector('.model-panel .facts').textContent.includes('6 layers')",
-        LOAD,
-    );
-    // 64 token ids (the model has no tokenizer).
-    b.eval(
-        "const e = document.querySelector('[data-testid=prompt-input]');
-         e.value = Array.from({length: 64}, (_, i) => (i * 37) % 512).join(' ');
-         e.dispatchEvent(new Event('input', {bubbles: true}));",
-    );
-    b.wait_for(
-        "64 token chips",
-        "return document.querySelectorAll('[data-testid=token-chips] .chip').length === 64",
-        LOAD,
-    );
+    let (_server, b) = open_and_type("six-by-eight", config, 37);
     b.eval("document.querySelector('[data-testid=rank-heads]').click()");
     let shown = b.wait_for(
         "the ranking's progress",
@@ -126,22 +140,10 @@ fn a_gpt2_small_shaped_model_never_freezes_the_page() {
         n_head: 12,
         ..ModelConfig::tiny(8192)
     };
-    let (_server, b) = open_from_disk("gpt2-small-shape", config);
-    b.wait_for(
-        "the model from disk with 144 maps",
-        "return document.querySelectorAll('[data-testid=heatmap-cell]').length === 144
-             && document.querySelector('.model-panel .facts').textContent.includes('12 layers')",
-        LOAD,
-    );
-    b.eval(
-        "const e = document.querySelector('[data-testid=prompt-input]');
-         e.value = Array.from({length: 64}, (_, i) => (i * 131) % 8192).join(' ');
-         e.dispatchEvent(new Event('input', {bubbles: true}));",
-    );
+    let (_server, b) = open_and_type("gpt2-small-shape", config, 131);
     b.wait_for(
         "the first forward on 64 tokens",
-        "return document.querySelectorAll('[data-testid=token-chips] .chip').length === 64
-             && document.querySelector('[data-testid=forward-ms]').textContent !== ''
+        "return document.querySelector('[data-testid=forward-ms]').textContent !== ''
              && document.querySelector('[data-testid=kl]').textContent.startsWith('0.0000')",
         LOAD,
     );
