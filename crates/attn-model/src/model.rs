@@ -192,65 +192,17 @@ impl Model {
         Ok(model)
     }
 
-    /// Total number of trainable parameters (tied embeddings counted once).
+    /// Total number of trainable parameters (tied embeddings counted once), from the schema.
     pub fn parameter_count(&self) -> usize {
-        let ln = |n: &LayerNorm| n.weight.len() + n.bias.len();
-        let blocks: usize = self
-            .blocks
-            .iter()
-            .map(|b| {
-                ln(&b.attn_norm)
-                    + b.attn.q.parameter_count()
-                    + b.attn.k.parameter_count()
-                    + b.attn.v.parameter_count()
-                    + b.attn.o.parameter_count()
-                    + b.mlp.as_ref().map_or(0, |m| {
-                        ln(&m.norm) + m.fc.parameter_count() + m.proj.parameter_count()
-                    })
-            })
-            .sum();
-        self.token_embedding.len()
-            + self.position_embedding.len()
-            + blocks
-            + ln(&self.final_norm)
-            + self.lm_head.as_ref().map_or(0, Vec::len)
-            + self.classifier.as_ref().map_or(0, Linear::parameter_count)
+        self.config.parameter_count()
     }
 
-    /// Verifies that every weight has the size the config implies. Loaders call this, so a model
-    /// that exists is a model the forward pass can run.
+    /// Verifies that the weights are exactly those the config's parameter schema
+    /// ([`ModelConfig::parameters`]) implies: every one present, none extra, each of its shape.
+    /// Loaders call this, so a model that exists is a model the forward pass can run.
     pub fn check_shapes(&self) -> Result<()> {
         let c = &self.config;
         c.validate()?;
-        let d = c.d_model;
-        let dh = c.d_head();
-        let check = |name: String, len: usize, shape: &[usize]| -> Result<()> {
-            if len != shape.iter().product::<usize>() {
-                return Err(ModelError::Shape {
-                    name,
-                    expected: shape.to_vec(),
-                    found: vec![len],
-                });
-            }
-            Ok(())
-        };
-        let check_linear = |name: String, l: &Linear, d_in: usize, d_out: usize| -> Result<()> {
-            if l.d_in != d_in || l.d_out != d_out {
-                return Err(ModelError::Shape {
-                    name: format!("{name}.weight"),
-                    expected: vec![d_in, d_out],
-                    found: vec![l.d_in, l.d_out],
-                });
-            }
-            check(format!("{name}.weight"), l.weight.len(), &[d_in, d_out])?;
-            check(format!("{name}.bias"), l.bias.len(), &[d_out])
-        };
-        let check_norm = |name: String, n: &LayerNorm| -> Result<()> {
-            check(format!("{name}.weight"), n.weight.len(), &[d])?;
-            check(format!("{name}.bias"), n.bias.len(), &[d])
-        };
-        check("wte".into(), self.token_embedding.len(), &[c.vocab_size, d])?;
-        check("wpe".into(), self.position_embedding.len(), &[c.n_ctx, d])?;
         if self.blocks.len() != c.n_layer {
             return Err(ModelError::Config(format!(
                 "config says {} layers but the weights have {}",
@@ -258,45 +210,31 @@ impl Model {
                 self.blocks.len()
             )));
         }
-        for (i, b) in self.blocks.iter().enumerate() {
-            let p = format!("blocks.{i}");
-            check_norm(format!("{p}.attn_norm"), &b.attn_norm)?;
-            check_linear(format!("{p}.attn.q"), &b.attn.q, d, c.n_head * dh)?;
-            check_linear(format!("{p}.attn.k"), &b.attn.k, d, c.kv_heads() * dh)?;
-            check_linear(format!("{p}.attn.v"), &b.attn.v, d, c.kv_heads() * dh)?;
-            check_linear(format!("{p}.attn.o"), &b.attn.o, c.n_head * dh, d)?;
-            match (&b.mlp, c.mlp) {
-                (Some(m), true) => {
-                    check_norm(format!("{p}.mlp_norm"), &m.norm)?;
-                    check_linear(format!("{p}.mlp.fc"), &m.fc, d, c.mlp_width())?;
-                    check_linear(format!("{p}.mlp.proj"), &m.proj, c.mlp_width(), d)?;
-                }
-                (None, false) => {}
-                (Some(_), false) => {
-                    return Err(ModelError::Config(format!(
-                        "block {i} has an MLP but the config says mlp = false"
-                    )))
-                }
-                (None, true) => {
-                    return Err(ModelError::MissingTensor(format!("{p}.mlp.fc.weight")))
-                }
+        let specs = c.parameters();
+        let tensors = self.named_tensors();
+        for spec in &specs {
+            let Some((name, shape, data)) = tensors.iter().find(|(name, ..)| *name == spec.name)
+            else {
+                return Err(ModelError::MissingTensor(spec.name.clone()));
+            };
+            if *shape != spec.shape || data.len() != spec.len() {
+                let found = if *shape != spec.shape {
+                    shape.clone()
+                } else {
+                    vec![data.len()]
+                };
+                return Err(ModelError::Shape {
+                    name: name.clone(),
+                    expected: spec.shape.clone(),
+                    found,
+                });
             }
         }
-        check_norm("ln_f".into(), &self.final_norm)?;
-        match (c.n_classes, &self.classifier) {
-            (Some(n), Some(cls)) => check_linear("classifier".into(), cls, d, n)?,
-            (None, None) => {}
-            (Some(_), None) => return Err(ModelError::MissingTensor("classifier.weight".into())),
-            (None, Some(_)) => {
-                return Err(ModelError::UnexpectedTensor("classifier.weight".into()))
-            }
-        }
-        let wants_lm_head = !c.tied_embeddings && c.n_classes.is_none();
-        match (&self.lm_head, wants_lm_head) {
-            (Some(h), true) => check("lm_head".into(), h.len(), &[c.vocab_size, d])?,
-            (None, false) => {}
-            (None, true) => return Err(ModelError::MissingTensor("lm_head.weight".into())),
-            (Some(_), false) => return Err(ModelError::UnexpectedTensor("lm_head.weight".into())),
+        if let Some((name, ..)) = tensors
+            .iter()
+            .find(|(name, ..)| !specs.iter().any(|spec| spec.name == *name))
+        {
+            return Err(ModelError::UnexpectedTensor(name.clone()));
         }
         Ok(())
     }
