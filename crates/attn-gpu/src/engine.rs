@@ -21,7 +21,7 @@ use attn_model::{prepare, Captured, Hooks, Model, Output, PreparedModel, Variant
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::forward_plan::{self, HookLayout, LaunchShape, Plan};
+use crate::forward_plan::{self, HookLayout, LaunchShape, Plan, PlanInputs};
 use crate::plan::{Arg, BufferPool};
 use crate::readback::read_f32;
 use crate::weights::{upload, ModelBuffers, VariantBuffers};
@@ -286,16 +286,11 @@ impl GpuEngine {
         self.ctx.check_health()?;
         if self.plan.as_ref().map(|p| (p.t_len, &p.hooks)) != Some((t_len, &layout)) {
             self.drop_plan();
-            let plan = forward_plan::build(
-                &self.ctx,
-                &mut self.pool,
-                &self.weights,
-                &self.variant,
-                &self.prepared,
-                &self.dummy,
-                t_len,
-                &layout,
-            )?;
+            // The pool is lent to the build while the engine's other parts are read.
+            let mut pool = std::mem::take(&mut self.pool);
+            let plan = forward_plan::build(self.plan_inputs(t_len, &layout), &mut pool);
+            self.pool = pool;
+            let plan = plan?;
             self.pool.trim();
             self.stats.plans_built += 1;
             self.plan = Some(plan);
@@ -304,15 +299,7 @@ impl GpuEngine {
         let plan = self.plan.as_ref().expect("the plan was just built");
         if self.params_stale {
             // Same launches, new parameters (window, top-k, β): one write of the uniform buffer.
-            let params = forward_plan::parameters(
-                &self.ctx,
-                &self.weights,
-                &self.variant,
-                &self.prepared,
-                &self.dummy,
-                t_len,
-                &layout,
-            )?;
+            let params = forward_plan::parameters(self.plan_inputs(t_len, &layout))?;
             self.ctx.queue.write_buffer(&plan.params, 0, &params);
             self.params_stale = false;
             self.stats.parameter_writes += 1;
@@ -478,6 +465,18 @@ impl GpuEngine {
             },
         };
         Ok((output, captured))
+    }
+
+    fn plan_inputs<'a>(&'a self, t_len: usize, hooks: &'a HookLayout) -> PlanInputs<'a> {
+        PlanInputs {
+            ctx: &self.ctx,
+            weights: &self.weights,
+            variant: &self.variant,
+            prepared: &self.prepared,
+            dummy: &self.dummy,
+            t_len,
+            hooks,
+        }
     }
 
     fn drop_plan(&mut self) {

@@ -308,48 +308,49 @@ impl<'k> Recorder<'k> {
 }
 
 /// Builds the plan of a forward over `t_len` tokens of `prepared`.
-/// The parameter blocks a plan for `prepared` would record, without creating anything: for a
-/// plan of the same [`LaunchShape`], length and hooks, whose uniform buffer takes them as is.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn parameters(
-    ctx: &GpuContext,
-    weights: &ModelBuffers,
-    variant: &VariantBuffers,
-    prepared: &PreparedModel,
-    dummy: &Arg,
-    t_len: usize,
-    hook_layout: &HookLayout,
-) -> Result<Vec<u8>> {
+/// What a forward's plan is made from.
+#[derive(Clone, Copy)]
+pub(crate) struct PlanInputs<'a> {
+    pub(crate) ctx: &'a GpuContext,
+    pub(crate) weights: &'a ModelBuffers,
+    pub(crate) variant: &'a VariantBuffers,
+    pub(crate) prepared: &'a PreparedModel,
+    /// Bound where a kernel's buffer is unused.
+    pub(crate) dummy: &'a Arg,
+    pub(crate) t_len: usize,
+    pub(crate) hooks: &'a HookLayout,
+}
+
+/// The parameter blocks a plan would record, without creating anything: for a plan of the same
+/// [`LaunchShape`], length and hooks, whose uniform buffer takes them as is.
+pub(crate) fn parameters(inputs: PlanInputs) -> Result<Vec<u8>> {
     let mut pool = BufferPool::default();
     let alloc = Allocator {
-        ctx,
+        ctx: inputs.ctx,
         pool: &mut pool,
         buffers: Vec::new(),
-        placeholder: Some(dummy),
+        placeholder: Some(inputs.dummy),
     };
-    let (rec, _) = record(alloc, weights, variant, prepared, dummy, t_len, hook_layout)?;
+    let (rec, _) = record(alloc, inputs)?;
     Ok(rec.plan.into_params())
 }
 
 /// Builds the plan of a forward at `t_len` tokens under `prepared` with these hook points.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn build(
-    ctx: &GpuContext,
-    pool: &mut BufferPool,
-    weights: &ModelBuffers,
-    variant: &VariantBuffers,
-    prepared: &PreparedModel,
-    dummy: &Arg,
-    t_len: usize,
-    hook_layout: &HookLayout,
-) -> Result<Plan> {
+pub(crate) fn build(inputs: PlanInputs, pool: &mut BufferPool) -> Result<Plan> {
+    let PlanInputs {
+        ctx,
+        prepared,
+        t_len,
+        hooks: hook_layout,
+        ..
+    } = inputs;
     let alloc = Allocator {
         ctx,
         pool,
         buffers: Vec::new(),
         placeholder: None,
     };
-    let (rec, recorded) = record(alloc, weights, variant, prepared, dummy, t_len, hook_layout)?;
+    let (rec, recorded) = record(alloc, inputs)?;
     let Recorded {
         act,
         captures,
@@ -412,17 +413,19 @@ struct Recorded {
 }
 
 /// Records every launch of the forward, taking activation buffers from `alloc`.
-#[allow(clippy::too_many_arguments)]
 fn record<'k>(
     mut alloc: Allocator<'k, '_>,
-    weights: &'k ModelBuffers,
-    variant: &'k VariantBuffers,
-    prepared: &PreparedModel,
-    dummy: &'k Arg,
-    t_len: usize,
-    hook_layout: &HookLayout,
+    inputs: PlanInputs<'k>,
 ) -> Result<(Recorder<'k>, Recorded)> {
-    let ctx = alloc.ctx;
+    let PlanInputs {
+        ctx,
+        weights,
+        variant,
+        prepared,
+        dummy,
+        t_len,
+        hooks: hook_layout,
+    } = inputs;
     if t_len > MAX_SEQ_LEN {
         return Err(GpuError::Unsupported(format!(
             "sequences longer than {MAX_SEQ_LEN} tokens (got {t_len})"
