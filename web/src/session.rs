@@ -88,7 +88,8 @@ pub fn return_engines(cell: &SessionCell, pair: EnginePair) {
     }
 }
 
-/// Runs one forward of `pair` (the baseline, or `variant`), timed.
+/// Runs one forward of `pair` (the baseline, or `variant`), timed, reading back what the page
+/// shows.
 pub async fn run_timed(
     pair: &mut EnginePair,
     baseline: bool,
@@ -96,9 +97,13 @@ pub async fn run_timed(
     tokens: &[u32],
 ) -> (Result<RunResult, GpuError>, Option<GpuError>) {
     let start = now_ms();
-    let (output, failure) = pair
-        .run(baseline, variant, tokens, &Readback::everything())
-        .await;
+    // Every logit (the cost panel compares all positions) and every map (the grid shows them);
+    // no panel shows the head norms, so they stay on the engine (NaN here).
+    let readback = Readback {
+        head_out_norms: false,
+        ..Readback::everything()
+    };
+    let (output, failure) = pair.run(baseline, variant, tokens, &readback).await;
     let result = output.map(|output| RunResult {
         tokens: tokens.to_vec(),
         output,

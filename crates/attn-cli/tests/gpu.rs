@@ -162,8 +162,26 @@ fn analyses_run_on_the_gpu_engine_and_agree_with_the_cpu() {
         on("cpu", &greedy)["generated"]
     );
     let (gpu, cpu) = (on("gpu", &["roles"]), on("cpu", &["roles"]));
+    let scores = |v: &serde_json::Value| -> Vec<f32> {
+        v["heads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|h| {
+                [
+                    "previous_token",
+                    "first_token",
+                    "self_attention",
+                    "induction",
+                ]
+                .map(|k| h[k].as_f64().unwrap() as f32)
+            })
+            .collect()
+    };
     assert_eq!(
-        gpu["heads"].as_array().unwrap().len(),
-        cpu["heads"].as_array().unwrap().len()
+        scores(&cpu).len(),
+        4 * 2 * 4,
+        "every head of the fixture scored"
     );
+    assert_close("role scores", &scores(&gpu), &scores(&cpu));
 }
