@@ -174,7 +174,20 @@ mod tests {
         let spec = TokenizerSpec::Words {
             vocab: vec!["a".into(), "b".into()],
         };
-        let config = ModelConfig::tiny(2);
+        // A rotary config with struct-carrying enums crosses as it is.
+        let config = ModelConfig {
+            positional: attn_model::Positional::Rope(attn_model::Rope {
+                theta: 5e5,
+                rotary_dim: 4,
+                scaling: attn_model::RopeScaling::Llama3 {
+                    factor: 8.0,
+                    low_freq_factor: 1.0,
+                    high_freq_factor: 4.0,
+                    original_max_position_embeddings: 16,
+                },
+            }),
+            ..ModelConfig::tiny_llama(2)
+        };
         let info = ModelInfo {
             title: "t".into(),
             description: String::new(),
@@ -187,7 +200,9 @@ mod tests {
             causal: true,
             classifier: false,
             parameters: 1,
+            architecture: "Llama".into(),
             tokenizer: Some("words".into()),
+            tokenizer_note: Some("a note".into()),
             examples: vec!["a b".into()],
             task: None,
         };

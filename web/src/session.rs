@@ -2,13 +2,14 @@
 //! and the parts of it the page keeps to turn text into tokens and ids into labels
 //! ([`ModelText`]).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use attn_gpu::{AnyEngine, EngineKind, EnginePair, GpuContext, GpuError, Readback};
 use attn_model::{
-    load::hf_tokenizer, Captured, Engine, Hooks, Model, ModelConfig, Output, Tokenizer,
+    load::from_hf_files, Captured, Engine, Hooks, Model, ModelConfig, Output, Tokenizer,
     TokenizerSpec, Variant,
 };
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,12 @@ pub struct ModelInfo {
     pub causal: bool,
     pub classifier: bool,
     pub parameters: usize,
+    /// The family and its structure in words, e.g. "Llama: RMSNorm, SwiGLU MLP; rotary (θ 500,
+    /// 8 of 8 dims per head); grouped-query (6 query heads share 2 key/value heads)".
+    pub architecture: String,
     pub tokenizer: Option<String>,
+    /// Why a model that came with a tokenizer file has none (it takes token ids).
+    pub tokenizer_note: Option<String>,
     pub examples: Vec<String>,
     /// The built-in task it was trained on (`metadata.task`), e.g. `sort`.
     pub task: Option<String>,
@@ -170,7 +176,19 @@ impl Session {
             causal: c.causal,
             classifier: c.n_classes.is_some(),
             parameters: model.parameter_count(),
+            architecture: format!(
+                "{}: {}; {}; {}",
+                c.family.label(),
+                c.block_label(),
+                c.positional_label(),
+                c.kv_layout_label()
+            ),
             tokenizer: tokenizer.as_ref().map(|t| t.kind().to_string()),
+            tokenizer_note: model
+                .metadata
+                .get("tokenizer_note")
+                .and_then(|t| t.as_str())
+                .map(str::to_string),
             examples,
             task: model
                 .metadata
@@ -277,9 +295,9 @@ impl ModelText {
     }
 }
 
-/// Builds a model from files the user picked: a project `.safetensors`, or a Hugging Face GPT-2
-/// directory's `config.json` + `model.safetensors` (+ `vocab.json` and `merges.txt`, or
-/// `tokenizer.json`).
+/// Builds a model from files the user picked: a project `.safetensors`, or a Hugging Face
+/// directory's `config.json` + `model.safetensors` or its shards (+ `vocab.json` and
+/// `merges.txt`, or `tokenizer.json`).
 pub fn model_from_files(files: &[(String, Vec<u8>)]) -> Result<Model, String> {
     const MAX_BYTES: usize = 512 << 20;
     if let Some((name, bytes)) = files.iter().find(|(_, b)| b.len() > MAX_BYTES) {
@@ -289,28 +307,15 @@ pub fn model_from_files(files: &[(String, Vec<u8>)]) -> Result<Model, String> {
         ));
     }
     let find = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, b)| b);
-    let text = |name: &str| -> Result<Option<String>, String> {
-        find(name)
-            .map(|b| String::from_utf8(b.clone()).map_err(|_| format!("{name} is not UTF-8 text")))
-            .transpose()
-    };
-    if let Some(config) = text("config.json")? {
-        let weights = find("model.safetensors")
-            .ok_or("a Hugging Face model needs model.safetensors next to config.json")?;
-        let mut model = Model::from_hf_gpt2(&config, weights).map_err(|e| e.to_string())?;
-        model.tokenizer = hf_tokenizer(
-            text("vocab.json")?.as_deref(),
-            text("merges.txt")?.as_deref(),
-            text("tokenizer.json")?.as_deref(),
-        )
-        .map_err(|e| e.to_string())?;
-        return Ok(model);
+    if find("config.json").is_some() {
+        return from_hf_files(|name| Ok(find(name).map(|b| Cow::Borrowed(b.as_slice()))))
+            .map_err(|e| e.to_string());
     }
     match files.iter().find(|(n, _)| n.ends_with(".safetensors")) {
         Some((_, bytes)) => Model::from_safetensors_bytes(bytes).map_err(|e| e.to_string()),
         None => Err(
-            "pick a model .safetensors file, or a GPT-2 directory's config.json and \
-                     model.safetensors (with vocab.json + merges.txt or tokenizer.json)"
+            "pick a model .safetensors file, or a Hugging Face directory's config.json and \
+             model.safetensors (with vocab.json + merges.txt or tokenizer.json)"
                 .into(),
         ),
     }

@@ -500,7 +500,12 @@ fn label(tokenizer: Option<&Tokenizer>, id: u32) -> String {
 
 fn inspect_json(model: &Model) -> Result<Value, Failure> {
     let tokenizer = model.build_tokenizer()?;
+    let c = &model.config;
     Ok(json!({
+        "family": c.family.label(),
+        "positions": c.positional_label(),
+        "kv_layout": c.kv_layout_label(),
+        "block": c.block_label(),
         "config": model.config,
         "parameters": model.parameter_count(),
         "tokenizer": tokenizer.as_ref().map(|t| json!({
@@ -579,6 +584,13 @@ fn print_run(report: &Value) {
 
 fn print_inspect(model: &Model, report: &Value) {
     let c = &model.config;
+    println!(
+        "{} model: {}; {}; {}",
+        c.family.label(),
+        c.block_label(),
+        c.positional_label(),
+        c.kv_layout_label()
+    );
     println!(
         "{} layers × {} heads (key/value heads: {}), d_model {}, d_head {}, context {}",
         c.n_layer,

@@ -185,3 +185,67 @@ fn analyses_run_on_the_gpu_engine_and_agree_with_the_cpu() {
     );
     assert_close("role scores", &scores(&gpu), &scores(&cpu));
 }
+
+/// The done-criterion of the model families: `attn run DIR --tokens … --attention --json` on
+/// every family fixture (tests/fixtures/families, written by transformers) matches transformers
+/// to 1e-4 on both engines, and `attn inspect` names the family, positions and K/V layout.
+#[test]
+fn run_on_every_family_matches_transformers_on_both_engines() {
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/families");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let expected = std::fs::read(dir.join("expected.safetensors")).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&expected).unwrap();
+        let ids: Vec<u32> =
+            serde_json::from_str(&meta.metadata().as_ref().unwrap()["input_ids"]).unwrap();
+        let tokens = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let file = safetensors::SafeTensors::deserialize(&expected).unwrap();
+        let tensor = |t: &str| -> Vec<f32> {
+            file.tensor(t)
+                .unwrap()
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
+        for engine in ["cpu", "gpu"] {
+            let report = json_of(&attn(&[
+                "run",
+                dir.to_str().unwrap(),
+                "--tokens",
+                &tokens,
+                "--attention",
+                "--engine",
+                engine,
+                "--json",
+            ]));
+            let what = format!("{name} on the {engine} engine");
+            assert_close(&what, &flatten_floats(&report["logits"]), &tensor("logits"));
+            assert_close(
+                &what,
+                &flatten_floats(&report["attention"]),
+                &tensor("attention"),
+            );
+        }
+        let report = json_of(&attn(&["inspect", dir.to_str().unwrap(), "--json"]));
+        let family = report["family"].as_str().unwrap();
+        let positions = report["positions"].as_str().unwrap();
+        assert!(positions.starts_with("rotary (θ"), "{name}: {positions}");
+        match family {
+            "Llama" | "Qwen2" => assert!(
+                report["kv_layout"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("grouped-query (6 query heads share 2"),
+                "{name}: {report}"
+            ),
+            "GPT-NeoX" => assert!(positions.contains("4 of 16 dims"), "{name}: {positions}"),
+            other => panic!("{name}: family {other}"),
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 7);
+}

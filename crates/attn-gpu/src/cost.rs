@@ -5,7 +5,7 @@ use attn_model::{Kernel, KernelName, PreparedModel};
 /// Floating-point operations in the matrix products of one forward over `t_len` tokens under
 /// the prepared variant, counting a multiply-add as 2: the Q/K/V/O projections, `Q·Kᵀ`, `P·V`,
 /// the feature products of linear and random-feature attention, the MLPs, and the output
-/// projection over every position. Elementwise work (LayerNorm, softmax, GELU) is left out; it is
+/// projection over every position. Elementwise work (norms, rotary positions, softmax, activations) is left out; it is
 /// `O(T·d)` per layer against the products' `O(T·d²)`.
 ///
 /// Both engines do this much work; the GPU engine's `ForwardStats::flops` counts the same
@@ -30,7 +30,9 @@ pub fn forward_flops(prepared: &PreparedModel, t_len: usize) -> u64 {
             total += mm(t, d, heads * d_head);
         }
         if c.mlp {
-            total += 2 * mm(t, c.mlp_width() as u64, d);
+            // Up and down projections, and the gate of a gated MLP.
+            let products = if c.gated_mlp { 3 } else { 2 };
+            total += products * mm(t, c.mlp_width() as u64, d);
         }
     }
     total + mm(t, c.n_out() as u64, d)

@@ -1,11 +1,14 @@
 //! What one forward pass is on the GPU: the activation buffers and the list of launches, built
 //! once per (sequence length, variant) and replayed by every forward until either changes.
 //!
-//! Reading [`build`] top to bottom gives the forward pass: embeddings; per block LayerNorm, Q/K/V,
-//! scores, kernel weights (linear / random features), probabilities, P·V, ablation and norms,
-//! output projection into the residual, then the MLP; final LayerNorm and the output projection.
+//! Reading [`build`] top to bottom gives the forward pass: embeddings; per block the norm, Q/K/V,
+//! rotary positions, scores, kernel weights (linear / random features), probabilities, P·V,
+//! ablation and norms, output projection into the residual, then the (gated) MLP — reading the
+//! block's input when the residual is parallel; the final norm and the output projection.
 
-use attn_model::{AblationMode, HookPoint, Kernel as AttnKernel, KernelName, PreparedModel};
+use attn_model::{
+    AblationMode, HookPoint, Kernel as AttnKernel, KernelName, ModelConfig, PreparedModel,
+};
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
@@ -14,9 +17,13 @@ use crate::ops::copy::{self, Block};
 use crate::ops::features::{self, RandomFeatures};
 use crate::ops::head_output::{self, HeadBuffers};
 use crate::ops::matmul::{Layout, Matmul};
-use crate::ops::{embed, layer_norm, Kernel, Kernels};
+use crate::ops::norm::{self, NormLaunch};
+use crate::ops::{embed, rope, Kernel, Kernels};
 use crate::plan::{Arg, BufferPool, PlanBuilder, Program};
-use crate::weights::{BlockBuffers, LinearBuffers, ModelBuffers, OutputHead, VariantBuffers};
+use crate::weights::{
+    BlockBuffers, LinearBuffers, ModelBuffers, NormBuffers, OutputHead, RotaryBuffers,
+    VariantBuffers,
+};
 
 /// Activation buffers are read and written by kernels, cleared, poisoned and read back.
 const ACTIVATION: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -161,8 +168,10 @@ struct Activations {
     tokens: Arg,
     /// The residual stream `[T, d]`.
     x: Arg,
-    /// LayerNorm output `[T, d]`.
+    /// Norm output `[T, d]`.
     xn: Arg,
+    /// The MLP's norm of the block's input, for parallel-residual blocks `[T, d]`.
+    xn_mlp: Option<Arg>,
     q: Arg,
     k: Arg,
     v: Arg,
@@ -213,6 +222,10 @@ impl Activations {
             tokens: alloc.take("tokens", t)?,
             x: alloc.take("residual", t * n.d)?,
             xn: alloc.take("normed", t * n.d)?,
+            xn_mlp: match c.parallel_residual && c.mlp {
+                true => Some(alloc.take("normed for the mlp", t * n.d)?),
+                false => None,
+            },
             q: alloc.take("queries", t * n.q_width)?,
             k: alloc.take("keys", t * n.kv_width)?,
             v: alloc.take("values", t * n.kv_width)?,
@@ -251,6 +264,7 @@ impl Activations {
     /// Every buffer except the tokens (u32 ids, always written).
     fn poisonable(&self) -> Vec<Arg> {
         let mut all = vec![&self.x, &self.xn, &self.q, &self.k, &self.v, &self.z];
+        all.extend(&self.xn_mlp);
         all.extend(&self.hidden);
         all.extend(&self.attention);
         all.extend(&self.kernel_weights);
@@ -291,7 +305,7 @@ impl<'k> Recorder<'k> {
         )
     }
 
-    /// `out = xn · W + b` for `t` rows.
+    /// `out = xn · W (+ b)` for `t` rows.
     fn linear(
         &mut self,
         n: Dims,
@@ -300,9 +314,55 @@ impl<'k> Recorder<'k> {
         width: usize,
         out: &Arg,
     ) -> Result<()> {
-        let mut mm = Matmul::new(n.t, width, n.d);
-        mm.bias_offset = Some(0);
-        self.matmul(&mm, xn, &w.weight, Some(&w.bias), out)?;
+        self.linear_with(Matmul::new(n.t, width, n.d), xn, w, out)
+    }
+
+    /// `mm` (with its epilogue) through the dense layer `w`, adding its bias if it has one.
+    fn linear_with(&mut self, mut mm: Matmul, a: &Arg, w: &LinearBuffers, out: &Arg) -> Result<()> {
+        mm.bias_offset = w.bias.as_ref().map(|_| 0);
+        self.matmul(&mm, a, &w.weight, w.bias.as_ref(), out)?;
+        Ok(())
+    }
+
+    /// `out = norm(x)` over `t` rows of the model's kind of norm.
+    fn norm(
+        &mut self,
+        n: Dims,
+        c: &ModelConfig,
+        x: &Arg,
+        w: &NormBuffers,
+        out: &Arg,
+    ) -> Result<()> {
+        let launch = NormLaunch {
+            rows: n.t,
+            d: n.d,
+            kind: c.norm,
+            eps: c.layer_norm_eps,
+        };
+        let inputs = (x, &w.weight, w.bias.as_ref());
+        norm::push(
+            &mut self.plan,
+            &self.kernels.norm,
+            launch,
+            inputs,
+            self.dummy,
+            out,
+        )?;
+        Ok(())
+    }
+
+    /// Rotates every head of `x` (`heads` heads of `n.d_head`) by its positions.
+    fn rotate(&mut self, n: Dims, rotary: &RotaryBuffers, heads: usize, x: &Arg) -> Result<()> {
+        let shape = (n.t, heads, n.d_head);
+        let table = (rotary.half, rotary.positions);
+        rope::push(
+            &mut self.plan,
+            &self.kernels.rope,
+            shape,
+            table,
+            &rotary.table,
+            x,
+        )?;
         Ok(())
     }
 }
@@ -472,13 +532,18 @@ fn record<'k>(
         n.d,
         &act.tokens,
         &weights.token_embedding,
-        &weights.position_embedding,
+        weights.position_embedding.as_ref(),
+        dummy,
         &act.x,
     )?;
     let residual = (n.t, n.d);
     for (layer, block) in weights.blocks.iter().enumerate() {
         let resid_pre = HookPoint::ResidPre { layer };
         hooks.record(&mut rec, resid_pre, &act.x, Block::dense(n.d), residual)?;
+        // A parallel block's MLP reads the block's input, before attention adds to it.
+        if let (Some(mlp), Some(xn_mlp)) = (&block.mlp, &act.xn_mlp) {
+            rec.norm(n, c, &act.x, &mlp.norm, xn_mlp)?;
+        }
         if prepared.attention_dropped[layer] {
             // Nothing runs; the maps, norms and captured head outputs are reported as zeros.
             let map = &act.attention[layer];
@@ -495,60 +560,50 @@ fn record<'k>(
                 Some(kv) => (&kv[layer].0, &kv[layer].1),
                 None => (&block.k, &block.v),
             };
+            let rotary = weights.rotary.as_ref();
             attention_block(
-                &mut rec, n, prepared, variant, &act, &hooks, layer, block, kv,
+                &mut rec, n, prepared, variant, &act, &hooks, layer, block, kv, rotary,
             )?;
         }
         if let (Some(mlp), Some(hidden)) = (&block.mlp, &act.hidden) {
-            let norm = &mlp.norm;
-            layer_norm::push(
-                &mut rec.plan,
-                &kernels.layer_norm,
-                n.t,
-                n.d,
-                c.layer_norm_eps,
-                &act.x,
-                &norm.weight,
-                &norm.bias,
-                &act.xn,
-            )?;
-            // hidden = gelu(xn·W_fc + b), x += hidden·W_proj + b
+            let normed = match &act.xn_mlp {
+                Some(xn_mlp) => xn_mlp,
+                None => {
+                    rec.norm(n, c, &act.x, &mlp.norm, &act.xn)?;
+                    &act.xn
+                }
+            };
+            // hidden = act(xn·W_fc + b), or act(xn·W_gate + b) · (xn·W_fc + b) when gated;
+            // then x += hidden·W_proj + b.
             let width = c.mlp_width();
             let mut fc = Matmul::new(n.t, width, n.d);
-            fc.bias_offset = Some(0);
-            fc.gelu = true;
-            rec.matmul(&fc, &act.xn, &mlp.fc.weight, Some(&mlp.fc.bias), hidden)?;
+            match &mlp.gate {
+                Some(gate) => {
+                    rec.linear_with(fc, normed, &mlp.fc, hidden)?;
+                    let mut gated = fc;
+                    gated.activation = Some(c.activation);
+                    gated.multiply = true;
+                    rec.linear_with(gated, normed, gate, hidden)?;
+                }
+                None => {
+                    fc.activation = Some(c.activation);
+                    rec.linear_with(fc, normed, &mlp.fc, hidden)?;
+                }
+            }
             let mut proj = Matmul::new(n.t, n.d, width);
-            proj.bias_offset = Some(0);
             proj.accumulate = true;
-            rec.matmul(
-                &proj,
-                hidden,
-                &mlp.proj.weight,
-                Some(&mlp.proj.bias),
-                &act.x,
-            )?;
+            rec.linear_with(proj, hidden, &mlp.proj, &act.x)?;
         }
     }
 
     let last = HookPoint::ResidPre { layer: c.n_layer };
     hooks.record(&mut rec, last, &act.x, Block::dense(n.d), residual)?;
-    layer_norm::push(
-        &mut rec.plan,
-        &kernels.layer_norm,
-        n.t,
-        n.d,
-        c.layer_norm_eps,
-        &act.x,
-        &weights.final_norm.weight,
-        &weights.final_norm.bias,
-        &act.xn,
-    )?;
+    rec.norm(n, c, &act.x, &weights.final_norm, &act.xn)?;
     // The output projection, twice: over every row, and over the last row only (for views that
     // show just the next-token distribution). A forward runs one of the two.
     let n_out = c.n_out();
     let (head_weight, head_bias, head_layout) = match &weights.head {
-        OutputHead::Classifier(cls) => (&cls.weight, Some(&cls.bias), Layout::rows(n_out)),
+        OutputHead::Classifier(cls) => (&cls.weight, cls.bias.as_ref(), Layout::rows(n_out)),
         OutputHead::Untied(w) => (w, None, Layout::transposed(n.d)),
         OutputHead::Tied => (&weights.token_embedding, None, Layout::transposed(n.d)),
     };
@@ -579,7 +634,8 @@ fn record<'k>(
     ))
 }
 
-/// The attention sub-layer of one block: `x += W_o · heads(LN₁(x))`.
+/// The attention sub-layer of one block: `x += W_o · heads(N₁(x))`, with rotary positions on
+/// the queries and keys when the model has them.
 #[allow(clippy::too_many_arguments)]
 fn attention_block(
     rec: &mut Recorder,
@@ -591,24 +647,18 @@ fn attention_block(
     layer: usize,
     block: &BlockBuffers,
     (k_weights, v_weights): (&LinearBuffers, &LinearBuffers),
+    rotary: Option<&RotaryBuffers>,
 ) -> Result<()> {
     let c = &prepared.config;
     let kernels = rec.kernels;
-    let norm = &block.attn_norm;
-    layer_norm::push(
-        &mut rec.plan,
-        &kernels.layer_norm,
-        n.t,
-        n.d,
-        c.layer_norm_eps,
-        &act.x,
-        &norm.weight,
-        &norm.bias,
-        &act.xn,
-    )?;
+    rec.norm(n, c, &act.x, &block.attn_norm, &act.xn)?;
     rec.linear(n, &act.xn, &block.q, n.q_width, &act.q)?;
     rec.linear(n, &act.xn, k_weights, n.kv_width, &act.k)?;
     rec.linear(n, &act.xn, v_weights, n.kv_width, &act.v)?;
+    if let Some(rotary) = rotary {
+        rec.rotate(n, rotary, n.heads, &act.q)?;
+        rec.rotate(n, rotary, n.kv_width / n.d_head, &act.k)?;
+    }
 
     // Scores s = β·q·kᵀ/√d of every head, straight into the layer's maps. Query head h reads
     // key head h / group.
@@ -669,7 +719,6 @@ fn attention_block(
 
     // x += z·W_o + b_o
     let mut o = Matmul::new(n.t, n.d, n.q_width);
-    o.bias_offset = Some(0);
     o.accumulate = true;
     // Each head's output `[T, d_head]` is its columns of `z` (`[T, heads·d_head]`).
     for head in 0..n.heads {
@@ -677,7 +726,7 @@ fn attention_block(
         let columns = Block::columns(head * n.d_head, n.heads * n.d_head);
         hooks.record(rec, point, &act.z, columns, (n.t, n.d_head))?;
     }
-    rec.matmul(&o, &act.z, &block.o.weight, Some(&block.o.bias), &act.x)?;
+    rec.linear_with(o, &act.z, &block.o, &act.x)?;
     Ok(())
 }
 

@@ -4,29 +4,33 @@
 
 use wgpu::util::DeviceExt;
 
-use attn_model::model::{LayerNorm, Linear};
+use attn_model::model::{Linear, NormWeights};
+use attn_model::rope::RotaryTable;
 use attn_model::{Model, PreparedModel};
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::ops::head_output;
+use crate::ops::attention::MAX_SEQ_LEN;
+use crate::ops::{head_output, rope};
 use crate::plan::Arg;
 
-/// A dense layer's weight `[d_in, d_out]` and bias `[d_out]`.
+/// A dense layer's weight `[d_in, d_out]` and bias `[d_out]` (if it has one).
 pub(crate) struct LinearBuffers {
     pub(crate) weight: Arg,
-    pub(crate) bias: Arg,
+    pub(crate) bias: Option<Arg>,
 }
 
-/// LayerNorm's scale and shift.
+/// A norm's scale and (LayerNorm's) shift.
 pub(crate) struct NormBuffers {
     pub(crate) weight: Arg,
-    pub(crate) bias: Arg,
+    pub(crate) bias: Option<Arg>,
 }
 
 pub(crate) struct MlpBuffers {
     pub(crate) norm: NormBuffers,
     pub(crate) fc: LinearBuffers,
+    /// The gate of a gated (SwiGLU) MLP.
+    pub(crate) gate: Option<LinearBuffers>,
     pub(crate) proj: LinearBuffers,
 }
 
@@ -37,6 +41,15 @@ pub(crate) struct BlockBuffers {
     pub(crate) v: LinearBuffers,
     pub(crate) o: LinearBuffers,
     pub(crate) mlp: Option<MlpBuffers>,
+}
+
+/// The cosines and sines of every (position, frequency) a forward can need (see `ops::rope`).
+pub(crate) struct RotaryBuffers {
+    pub(crate) table: Arg,
+    /// Frequencies (`rotary_dim / 2`).
+    pub(crate) half: usize,
+    /// Positions covered: the model's context, at most [`MAX_SEQ_LEN`].
+    pub(crate) positions: usize,
 }
 
 /// The output head.
@@ -52,7 +65,10 @@ pub(crate) enum OutputHead {
 /// Every weight of the unmodified model.
 pub(crate) struct ModelBuffers {
     pub(crate) token_embedding: Arg,
-    pub(crate) position_embedding: Arg,
+    /// Learned positions; `None` for rotary models.
+    pub(crate) position_embedding: Option<Arg>,
+    /// Rotary models: the angles' table.
+    pub(crate) rotary: Option<RotaryBuffers>,
     pub(crate) blocks: Vec<BlockBuffers>,
     pub(crate) final_norm: NormBuffers,
     pub(crate) head: OutputHead,
@@ -108,17 +124,21 @@ impl Uploader<'_> {
         upload(self.ctx, what, data)
     }
 
+    fn optional(&mut self, what: &str, data: &Option<Vec<f32>>) -> Result<Option<Arg>> {
+        data.as_ref().map(|d| self.tensor(what, d)).transpose()
+    }
+
     fn linear(&mut self, what: &str, l: &Linear) -> Result<LinearBuffers> {
         Ok(LinearBuffers {
             weight: self.tensor(&format!("{what}.weight"), &l.weight)?,
-            bias: self.tensor(&format!("{what}.bias"), &l.bias)?,
+            bias: self.optional(&format!("{what}.bias"), &l.bias)?,
         })
     }
 
-    fn norm(&mut self, what: &str, n: &LayerNorm) -> Result<NormBuffers> {
+    fn norm(&mut self, what: &str, n: &NormWeights) -> Result<NormBuffers> {
         Ok(NormBuffers {
             weight: self.tensor(&format!("{what}.weight"), &n.weight)?,
-            bias: self.tensor(&format!("{what}.bias"), &n.bias)?,
+            bias: self.optional(&format!("{what}.bias"), &n.bias)?,
         })
     }
 }
@@ -138,6 +158,10 @@ impl ModelBuffers {
                 mlp: match &b.mlp {
                     Some(m) => Some(MlpBuffers {
                         norm: up.norm(&format!("{p}.mlp_norm"), &m.norm)?,
+                        gate: match &m.gate {
+                            Some(gate) => Some(up.linear(&format!("{p}.mlp.gate"), gate)?),
+                            None => None,
+                        },
                         fc: up.linear(&format!("{p}.mlp.fc"), &m.fc)?,
                         proj: up.linear(&format!("{p}.mlp.proj"), &m.proj)?,
                     }),
@@ -152,7 +176,19 @@ impl ModelBuffers {
         };
         Ok(ModelBuffers {
             token_embedding: up.tensor("wte", &model.token_embedding)?,
-            position_embedding: up.tensor("wpe", &model.position_embedding)?,
+            position_embedding: up.optional("wpe", &model.position_embedding)?,
+            rotary: match model.config.rope() {
+                Some(rope) => {
+                    let positions = model.config.n_ctx.min(MAX_SEQ_LEN);
+                    let table = RotaryTable::new(rope, positions);
+                    Some(RotaryBuffers {
+                        table: up.tensor("rotary table", &rope::table_values(&table))?,
+                        half: table.half,
+                        positions,
+                    })
+                }
+                None => None,
+            },
             blocks,
             final_norm: up.norm("ln_f", &model.final_norm)?,
             head,

@@ -21,6 +21,13 @@ async fn pytorch_fixture_matches_in_the_browser() {
 }
 
 #[wasm_bindgen_test]
+async fn family_fixtures_match_transformers_in_the_browser() {
+    // Llama (GQA, tied; untied with llama3 scaling; float16), Qwen2 (and bfloat16), GPT-NeoX.
+    let ctx = common::new_context().await;
+    assert_eq!(common::check_family_fixtures(&ctx).await, 6);
+}
+
+#[wasm_bindgen_test]
 async fn every_variant_matches_the_cpu_in_the_browser() {
     // SwiftShader is slow: every model shape, every variant, two short lengths.
     let ctx = common::new_context().await;

@@ -69,6 +69,27 @@ fn d_head_one_every_variant_matches_the_cpu() {
 }
 
 #[test]
+fn llama_every_variant_matches_the_cpu() {
+    check_config("llama");
+}
+
+#[test]
+fn qwen2_with_llama3_scaling_every_variant_matches_the_cpu() {
+    check_config("qwen2-llama3-scaling");
+}
+
+#[test]
+fn neox_every_variant_matches_the_cpu() {
+    check_config("neox");
+}
+
+#[test]
+fn family_fixtures_match_transformers_on_the_gpu() {
+    let checked = pollster::block_on(common::check_family_fixtures(&ctx()));
+    assert_eq!(checked, 6);
+}
+
+#[test]
 fn pytorch_fixture_matches_on_the_gpu() {
     let cases = pollster::block_on(common::check_fixture(&ctx()));
     assert!(cases >= 20, "the fixture has {cases} cases");

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::model::{Attention, Block, LayerNorm, Linear, Mlp, Model};
+use crate::model::{Linear, Model, NormWeights};
 use crate::tensors::{read_metadata, write_f32_tensors, TensorMap};
 use crate::tokenizer::TokenizerSpec;
 
@@ -56,7 +56,8 @@ impl Model {
             None => Default::default(),
         };
         let mut tensors = TensorMap::from_bytes(bytes, |name| Some(name.to_string()))?;
-        let mut model = read_weights(config, &mut tensors)?;
+        let mut model =
+            Model::from_parameters(config, |spec| tensors.take(&spec.name, &spec.shape))?;
         tensors.finish()?;
         model.tokenizer = tokenizer;
         model.metadata = extra;
@@ -95,21 +96,24 @@ impl Model {
         write_f32_tensors(&self.named_tensors(), metadata)
     }
 
-    /// Every weight with its name and shape in the own format, in a stable order.
+    /// Every weight with its name and shape in the own format, in the schema's order.
     pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
         let c = &self.config;
         let d = c.d_model;
-        let mut out: Vec<(String, Vec<usize>, &[f32])> = vec![
-            ("wte".into(), vec![c.vocab_size, d], &self.token_embedding),
-            ("wpe".into(), vec![c.n_ctx, d], &self.position_embedding),
-        ];
+        let mut out: Vec<(String, Vec<usize>, &[f32])> =
+            vec![("wte".into(), vec![c.vocab_size, d], &self.token_embedding)];
+        if let Some(wpe) = &self.position_embedding {
+            out.push(("wpe".into(), vec![wpe.len() / d.max(1), d], wpe));
+        }
         fn push_norm<'a>(
             out: &mut Vec<(String, Vec<usize>, &'a [f32])>,
             name: String,
-            n: &'a LayerNorm,
+            n: &'a NormWeights,
         ) {
             out.push((format!("{name}.weight"), vec![n.weight.len()], &n.weight));
-            out.push((format!("{name}.bias"), vec![n.bias.len()], &n.bias));
+            if let Some(bias) = &n.bias {
+                out.push((format!("{name}.bias"), vec![bias.len()], bias));
+            }
         }
         fn push_linear<'a>(
             out: &mut Vec<(String, Vec<usize>, &'a [f32])>,
@@ -117,7 +121,9 @@ impl Model {
             l: &'a Linear,
         ) {
             out.push((format!("{name}.weight"), vec![l.d_in, l.d_out], &l.weight));
-            out.push((format!("{name}.bias"), vec![l.d_out], &l.bias));
+            if let Some(bias) = &l.bias {
+                out.push((format!("{name}.bias"), vec![bias.len()], bias));
+            }
         }
         for (i, b) in self.blocks.iter().enumerate() {
             push_norm(&mut out, format!("blocks.{i}.attn_norm"), &b.attn_norm);
@@ -127,13 +133,16 @@ impl Model {
             push_linear(&mut out, format!("blocks.{i}.attn.o"), &b.attn.o);
             if let Some(m) = &b.mlp {
                 push_norm(&mut out, format!("blocks.{i}.mlp_norm"), &m.norm);
+                if let Some(gate) = &m.gate {
+                    push_linear(&mut out, format!("blocks.{i}.mlp.gate"), gate);
+                }
                 push_linear(&mut out, format!("blocks.{i}.mlp.fc"), &m.fc);
                 push_linear(&mut out, format!("blocks.{i}.mlp.proj"), &m.proj);
             }
         }
         push_norm(&mut out, "ln_f".into(), &self.final_norm);
         if let Some(h) = &self.lm_head {
-            out.push(("lm_head.weight".into(), vec![c.vocab_size, d], h));
+            out.push(("lm_head.weight".into(), vec![h.len() / d.max(1), d], h));
         }
         if let Some(cls) = &self.classifier {
             push_linear(&mut out, "classifier".into(), cls);
@@ -146,72 +155,5 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str)
     serde_json::from_str(text).map_err(|e| ModelError::Json {
         what: what.into(),
         message: e.to_string(),
-    })
-}
-
-fn read_weights(config: ModelConfig, t: &mut TensorMap) -> Result<Model> {
-    let c = &config;
-    let d = c.d_model;
-    let dh = c.d_head();
-    let norm = |t: &mut TensorMap, name: &str| -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            weight: t.take(&format!("{name}.weight"), &[d])?,
-            bias: t.take(&format!("{name}.bias"), &[d])?,
-        })
-    };
-    let linear = |t: &mut TensorMap, name: &str, d_in: usize, d_out: usize| -> Result<Linear> {
-        Ok(Linear {
-            d_in,
-            d_out,
-            weight: t.take(&format!("{name}.weight"), &[d_in, d_out])?,
-            bias: t.take(&format!("{name}.bias"), &[d_out])?,
-        })
-    };
-    let token_embedding = t.take("wte", &[c.vocab_size, d])?;
-    let position_embedding = t.take("wpe", &[c.n_ctx, d])?;
-    let mut blocks = Vec::with_capacity(c.n_layer);
-    for i in 0..c.n_layer {
-        let p = format!("blocks.{i}");
-        let attn = Attention {
-            q: linear(t, &format!("{p}.attn.q"), d, c.n_head * dh)?,
-            k: linear(t, &format!("{p}.attn.k"), d, c.kv_heads() * dh)?,
-            v: linear(t, &format!("{p}.attn.v"), d, c.kv_heads() * dh)?,
-            o: linear(t, &format!("{p}.attn.o"), c.n_head * dh, d)?,
-        };
-        let mlp = if c.mlp {
-            Some(Mlp {
-                norm: norm(t, &format!("{p}.mlp_norm"))?,
-                fc: linear(t, &format!("{p}.mlp.fc"), d, c.mlp_width())?,
-                proj: linear(t, &format!("{p}.mlp.proj"), c.mlp_width(), d)?,
-            })
-        } else {
-            None
-        };
-        blocks.push(Block {
-            attn_norm: norm(t, &format!("{p}.attn_norm"))?,
-            attn,
-            mlp,
-        });
-    }
-    let final_norm = norm(t, "ln_f")?;
-    let lm_head = if !c.tied_embeddings && c.n_classes.is_none() {
-        Some(t.take("lm_head.weight", &[c.vocab_size, d])?)
-    } else {
-        None
-    };
-    let classifier = match c.n_classes {
-        Some(n) => Some(linear(t, "classifier", d, n)?),
-        None => None,
-    };
-    Ok(Model {
-        config,
-        token_embedding,
-        position_embedding,
-        blocks,
-        final_norm,
-        lm_head,
-        classifier,
-        tokenizer: None,
-        metadata: Default::default(),
     })
 }

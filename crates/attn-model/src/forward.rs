@@ -7,9 +7,10 @@ use std::sync::Arc;
 use crate::config::ModelConfig;
 use crate::engine::{Captured, HookPoint, Hooks};
 use crate::error::{ModelError, Result};
-use crate::linalg::{elu_plus_one, gelu, layer_norm, linear, matmul, softmax, MatRef};
+use crate::linalg::{activate, elu_plus_one, linear, matmul, norm, softmax, MatRef};
 use crate::model::Model;
 use crate::prepare::{prepare, PreparedModel};
+use crate::rope::RotaryTable;
 use crate::variant::{AblationMode, Kernel, KernelName, Variant};
 
 /// Everything one forward pass produces.
@@ -140,26 +141,32 @@ pub fn forward_hooked(
     let d = c.d_model;
     let (n_layer, n_head, d_head) = (c.n_layer, c.n_head, c.d_head());
 
-    // Embeddings: token row + position row.
+    // Embeddings: token row (+ learned position row).
     let mut x = vec![0.0f32; t_len * d];
     for (t, &tok) in tokens.iter().enumerate() {
-        let tok_row = &model.token_embedding[tok as usize * d..(tok as usize + 1) * d];
-        let pos_row = &model.position_embedding[t * d..(t + 1) * d];
-        for i in 0..d {
-            x[t * d + i] = tok_row[i] + pos_row[i];
+        let row = &mut x[t * d..(t + 1) * d];
+        row.copy_from_slice(&model.token_embedding[tok as usize * d..(tok as usize + 1) * d]);
+        if let Some(positions) = &model.position_embedding {
+            add_assign(row, &positions[t * d..(t + 1) * d]);
         }
     }
+    let rotary = c.rope().map(|rope| RotaryTable::new(rope, t_len));
 
     let mut attention = vec![0.0f32; n_layer * n_head * t_len * t_len];
     let mut head_out_norms = vec![0.0f32; n_layer * n_head * t_len];
 
     for (layer, block) in model.blocks.iter().enumerate() {
         hook(HookPoint::ResidPre { layer }, &mut x);
+        let mut attn_out = None;
         if !prepared.attention_dropped[layer] {
-            let normed = layer_norm(&x, &block.attn_norm, c.layer_norm_eps);
-            let q = linear(&normed, t_len, &block.attn.q);
-            let k = linear(&normed, t_len, prepared.key(layer));
+            let normed = norm(&x, &block.attn_norm, c.norm, c.layer_norm_eps);
+            let mut q = linear(&normed, t_len, &block.attn.q);
+            let mut k = linear(&normed, t_len, prepared.key(layer));
             let v = linear(&normed, t_len, prepared.value(layer));
+            if let Some(rotary) = &rotary {
+                rotary.apply(&mut q, t_len, d_head);
+                rotary.apply(&mut k, t_len, d_head);
+            }
             let kv_heads = c.kv_heads();
             let q_all = MatRef::new(&q, t_len, n_head * d_head);
             let k_all = MatRef::new(&k, t_len, kv_heads * d_head);
@@ -199,20 +206,39 @@ pub fn forward_hooked(
                     z_all[t * n_head * d_head + head * d_head..][..d_head].copy_from_slice(row);
                 }
             }
-            let attn_out = linear(&z_all, t_len, &block.attn.o);
-            add_assign(&mut x, &attn_out);
+            attn_out = Some(linear(&z_all, t_len, &block.attn.o));
+        }
+        // Sequential blocks feed the MLP the stream after attention; parallel ones (GPT-NeoX) the
+        // block's input.
+        if !c.parallel_residual {
+            if let Some(attn_out) = attn_out.take() {
+                add_assign(&mut x, &attn_out);
+            }
         }
         if let Some(mlp) = &block.mlp {
-            let normed = layer_norm(&x, &mlp.norm, c.layer_norm_eps);
+            let normed = norm(&x, &mlp.norm, c.norm, c.layer_norm_eps);
             let mut hidden = linear(&normed, t_len, &mlp.fc);
-            hidden.iter_mut().for_each(|h| *h = gelu(*h));
+            match &mlp.gate {
+                Some(gate) => {
+                    let gate = linear(&normed, t_len, gate);
+                    for (h, g) in hidden.iter_mut().zip(gate) {
+                        *h *= activate(c.activation, g);
+                    }
+                }
+                None => hidden
+                    .iter_mut()
+                    .for_each(|h| *h = activate(c.activation, *h)),
+            }
             let mlp_out = linear(&hidden, t_len, &mlp.proj);
             add_assign(&mut x, &mlp_out);
+        }
+        if let Some(attn_out) = attn_out {
+            add_assign(&mut x, &attn_out);
         }
     }
 
     hook(HookPoint::ResidPre { layer: n_layer }, &mut x);
-    let final_x = layer_norm(&x, &model.final_norm, c.layer_norm_eps);
+    let final_x = norm(&x, &model.final_norm, c.norm, c.layer_norm_eps);
     let logits = match (&model.classifier, &model.lm_head) {
         (Some(classifier), _) => linear(&final_x, t_len, classifier),
         (None, head) => {

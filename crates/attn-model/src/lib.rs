@@ -1,7 +1,7 @@
 //! # attn-model
 //!
 //! Small transformers in plain Rust, with no GPU and no browser: the model config and weights,
-//! the project's own safetensors format and Hugging Face GPT-2 import, tokenizers, the CPU
+//! the project's own safetensors format and Hugging Face import (GPT-2, Llama, Qwen2, GPT-NeoX), tokenizers, the CPU
 //! reference forward pass with every attention variant, and the metrics that compare a variant
 //! with the unmodified model.
 //!
@@ -34,13 +34,14 @@ pub mod metrics;
 pub mod model;
 pub mod prepare;
 pub mod roles;
+pub mod rope;
 pub mod schema;
 mod tensors;
 pub mod tokenizer;
 pub mod url;
 pub mod variant;
 
-pub use config::ModelConfig;
+pub use config::{Activation, Family, ModelConfig, Norm, Positional, Rope, RopeScaling};
 pub use engine::{now, Captured, Engine, HookPoint, Hooks, Outcome, Progress, Readback, Step};
 pub use error::{ModelError, Result};
 pub use forward::{forward, forward_hooked, CpuEngine, CpuEngineStats, Output};
@@ -48,7 +49,7 @@ pub use generate::{generate, Sampling};
 pub use importance::{head_importance, prune_to_budget, HeadImportance};
 pub use load::load_model;
 pub use metrics::{compare, Comparison};
-pub use model::Model;
+pub use model::{Model, NormWeights};
 pub use prepare::{prepare, KvProjection, PreparedModel, WeightSettings};
 pub use roles::{head_roles, HeadRoles};
 pub use schema::{ParamRole, ParamSpec};

@@ -1,7 +1,8 @@
 //! The few dense operations the forward pass needs. Matrix products go through the
 //! `matrixmultiply` crate; everything here is row-major `f32`.
 
-use crate::model::{LayerNorm, Linear};
+use crate::config::{Activation, Norm};
+use crate::model::{Linear, NormWeights};
 
 /// A strided view of a matrix inside a slice: element `(r, c)` is `data[r * row_stride + c *
 /// col_stride]`. Lets one head's columns, or a transpose, be multiplied without copying.
@@ -96,33 +97,61 @@ pub fn linear(x: &[f32], rows: usize, layer: &Linear) -> Vec<f32> {
         MatRef::new(x, rows, layer.d_in),
         MatRef::new(&layer.weight, layer.d_in, layer.d_out),
     );
-    for row in y.chunks_exact_mut(layer.d_out) {
-        for (v, b) in row.iter_mut().zip(&layer.bias) {
-            *v += b;
+    if let Some(bias) = &layer.bias {
+        for row in y.chunks_exact_mut(layer.d_out) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
         }
     }
     y
 }
 
-/// LayerNorm over each row of `x` (biased variance, as PyTorch).
-pub fn layer_norm(x: &[f32], norm: &LayerNorm, eps: f32) -> Vec<f32> {
-    let d = norm.weight.len();
+/// The model's norm over each row of `x`: LayerNorm (biased variance, as PyTorch) or RMSNorm
+/// (`x / sqrt(mean(x²) + eps) · scale`, as Llama).
+pub fn norm(x: &[f32], weights: &NormWeights, kind: Norm, eps: f32) -> Vec<f32> {
+    let d = weights.weight.len();
     let mut out = vec![0.0; x.len()];
     for (row, out_row) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let mean = row.iter().sum::<f32>() / d as f32;
+        let mean = match kind {
+            Norm::LayerNorm => row.iter().sum::<f32>() / d as f32,
+            Norm::RmsNorm => 0.0,
+        };
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for i in 0..d {
-            out_row[i] = (row[i] - mean) * inv * norm.weight[i] + norm.bias[i];
+            out_row[i] = (row[i] - mean) * inv * weights.weight[i];
+        }
+        if let Some(bias) = &weights.bias {
+            out_row.iter_mut().zip(bias).for_each(|(o, b)| *o += b);
         }
     }
     out
 }
 
 /// GELU, tanh approximation (GPT-2's `gelu_new`).
-pub fn gelu(x: f32) -> f32 {
+pub fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+}
+
+/// GELU, exact: `x · Φ(x)` with the error function (PyTorch's `gelu`, GPT-NeoX's).
+pub fn gelu_exact(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// SiLU (swish): `x · sigmoid(x)`, the gate of Llama's SwiGLU.
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// The MLP nonlinearity `activation` at `x`.
+pub fn activate(activation: Activation, x: f32) -> f32 {
+    match activation {
+        Activation::GeluTanh => gelu_tanh(x),
+        Activation::Gelu => gelu_exact(x),
+        Activation::Silu => silu(x),
+    }
 }
 
 /// `elu(x) + 1`, the feature map of linear attention: positive, and `x + 1` for `x > 0`.
@@ -174,16 +203,35 @@ mod tests {
     #[test]
     fn layer_norm_normalises_rows() {
         let x = [1.0, 2.0, 3.0, 4.0];
-        let y = layer_norm(&x, &LayerNorm::identity(4), 0.0);
+        let y = norm(&x, &NormWeights::identity(4), Norm::LayerNorm, 0.0);
         let mean: f32 = y.iter().sum::<f32>() / 4.0;
         let var: f32 = y.iter().map(|v| v * v).sum::<f32>() / 4.0;
         assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5);
     }
 
     #[test]
+    fn rms_norm_scales_rows_to_unit_root_mean_square() {
+        let x = [1.0, 2.0, 3.0, 4.0];
+        let weights = NormWeights {
+            weight: vec![1.0, 1.0, 2.0, 1.0],
+            bias: None,
+        };
+        let y = norm(&x, &weights, Norm::RmsNorm, 0.0);
+        let rms = (30.0f32 / 4.0).sqrt();
+        let want = [1.0 / rms, 2.0 / rms, 6.0 / rms, 4.0 / rms];
+        assert!(
+            y.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{y:?}"
+        );
+    }
+
+    #[test]
     fn gelu_and_feature_map_known_values() {
-        assert_eq!(gelu(0.0), 0.0);
-        assert!((gelu(1.0) - 0.841_192).abs() < 1e-5);
+        assert_eq!(gelu_tanh(0.0), 0.0);
+        assert!((gelu_tanh(1.0) - 0.841_192).abs() < 1e-5);
+        // Φ(1) = 0.841 344 7; the exact GELU differs from the tanh one in the fourth decimal.
+        assert!((gelu_exact(1.0) - 0.841_344_7).abs() < 1e-6);
+        assert!((silu(1.0) - 0.731_058_6).abs() < 1e-6);
         assert_eq!(elu_plus_one(2.0), 3.0);
         assert!((elu_plus_one(-1.0) - (-1.0f32).exp()).abs() < 1e-7);
     }

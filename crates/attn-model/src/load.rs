@@ -1,8 +1,11 @@
 //! Loading models from disk (native builds; the browser passes bytes to the same constructors).
 
+use std::borrow::Cow;
 use std::path::Path;
 
+use crate::config::Family;
 use crate::error::{ModelError, Result};
+use crate::hf::shard_files;
 use crate::model::Model;
 use crate::tokenizer::{Tokenizer, TokenizerSpec};
 
@@ -13,16 +16,9 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    String::from_utf8(read(path)?).map_err(|_| ModelError::Io {
-        path: path.display().to_string(),
-        message: "not UTF-8 text".into(),
-    })
-}
-
-/// Loads a model from a path: a project `.safetensors` file, or a Hugging Face GPT-2 directory
-/// (`config.json`, `model.safetensors`, and `vocab.json` + `merges.txt` or `tokenizer.json` when
-/// present).
+/// Loads a model from a path: a project `.safetensors` file, or a Hugging Face directory
+/// (`config.json`, `model.safetensors` or the shards `model.safetensors.index.json` lists, and
+/// `vocab.json` + `merges.txt` or `tokenizer.json` when present).
 pub fn load_model(path: impl AsRef<Path>) -> Result<Model> {
     let path = path.as_ref();
     if path.is_dir() {
@@ -32,25 +28,90 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<Model> {
     }
 }
 
-/// Loads a Hugging Face GPT-2 directory.
+/// Loads a Hugging Face directory of any supported family (see [`crate::hf`]).
 pub fn load_hf_dir(dir: &Path) -> Result<Model> {
-    let config = read_text(&dir.join("config.json"))?;
-    let weights = read(&dir.join("model.safetensors"))?;
-    let mut model = Model::from_hf_gpt2(&config, &weights)?;
-    let text_if_exists = |name: &str| -> Result<Option<String>> {
-        let p = dir.join(name);
-        if p.exists() {
-            read_text(&p).map(Some)
-        } else {
-            Ok(None)
+    from_hf_files(|name| {
+        let path = dir.join(name);
+        path.exists()
+            .then(|| read(&path).map(Cow::Owned))
+            .transpose()
+    })
+}
+
+/// Builds a model from the files of a Hugging Face directory, however they are stored (on disk,
+/// or picked in the browser): `file(name)` gives a file's bytes, or `None` when the directory
+/// has no such file.
+pub fn from_hf_files<'a>(
+    mut file: impl FnMut(&str) -> Result<Option<Cow<'a, [u8]>>>,
+) -> Result<Model> {
+    let mut text = |name: &str| -> Result<Option<String>> {
+        file(name)?
+            .map(|bytes| {
+                String::from_utf8(bytes.into_owned()).map_err(|_| ModelError::Io {
+                    path: name.into(),
+                    message: "not UTF-8 text".into(),
+                })
+            })
+            .transpose()
+    };
+    let config = text("config.json")?.ok_or_else(|| ModelError::Io {
+        path: "config.json".into(),
+        message: "a Hugging Face model directory needs its config.json".into(),
+    })?;
+    let (vocab, merges, tokenizer_json, index) = (
+        text("vocab.json")?,
+        text("merges.txt")?,
+        text("tokenizer.json")?,
+        text("model.safetensors.index.json")?,
+    );
+    let weights: Vec<Cow<'a, [u8]>> = match (file("model.safetensors")?, index) {
+        (Some(single), _) => vec![single],
+        (None, Some(index)) => shard_files(&index)?
+            .into_iter()
+            .map(|name| {
+                file(&name)?.ok_or_else(|| ModelError::Io {
+                    path: name,
+                    message: "this shard, named in model.safetensors.index.json, is missing".into(),
+                })
+            })
+            .collect::<Result<_>>()?,
+        (None, None) => {
+            return Err(ModelError::Io {
+                path: "model.safetensors".into(),
+                message: "a Hugging Face model needs model.safetensors (or \
+                          model.safetensors.index.json and its shards) next to config.json"
+                    .into(),
+            })
         }
     };
-    model.tokenizer = hf_tokenizer(
-        text_if_exists("vocab.json")?.as_deref(),
-        text_if_exists("merges.txt")?.as_deref(),
-        text_if_exists("tokenizer.json")?.as_deref(),
-    )?;
+    let slices: Vec<&[u8]> = weights.iter().map(|w| w.as_ref()).collect();
+    let mut model = Model::from_hf(&config, &slices)?;
+    drop(weights);
+    let tokenizer = hf_tokenizer(
+        vocab.as_deref(),
+        merges.as_deref(),
+        tokenizer_json.as_deref(),
+    );
+    attach_tokenizer(&mut model, tokenizer)?;
     Ok(model)
+}
+
+/// Gives `model` the tokenizer its directory described. A GPT-2 model refuses a tokenizer this
+/// build cannot read; the other families open without one (token ids are typed instead) and
+/// say why in the metadata's `tokenizer_note`.
+pub fn attach_tokenizer(model: &mut Model, tokenizer: Result<Option<TokenizerSpec>>) -> Result<()> {
+    match tokenizer {
+        Ok(spec) => model.tokenizer = spec,
+        Err(e) if model.config.family != Family::Gpt2 => {
+            model.tokenizer = None;
+            model.metadata.insert(
+                "tokenizer_note".into(),
+                format!("the tokenizer could not be read: {e}").into(),
+            );
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 /// The GPT-2 tokenizer of a Hugging Face directory from whichever files it has: `vocab.json` +

@@ -8,8 +8,11 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::config::ModelConfig;
+use std::collections::HashMap;
+
+use crate::config::{ModelConfig, Norm, Positional};
 use crate::error::{ModelError, Result};
+use crate::schema::{ParamRole, ParamSpec};
 use crate::tokenizer::TokenizerSpec;
 
 /// A dense layer `y = x · weight + bias` with `weight` stored `[d_in, d_out]`.
@@ -19,8 +22,8 @@ pub struct Linear {
     pub d_out: usize,
     /// Row-major `[d_in, d_out]`.
     pub weight: Vec<f32>,
-    /// `[d_out]`.
-    pub bias: Vec<f32>,
+    /// `[d_out]`, or `None` for a layer without bias (most of the Llama family's).
+    pub bias: Option<Vec<f32>>,
 }
 
 impl Linear {
@@ -30,29 +33,31 @@ impl Linear {
             d_in,
             d_out,
             weight: vec![0.0; d_in * d_out],
-            bias: vec![0.0; d_out],
+            bias: Some(vec![0.0; d_out]),
         }
     }
 
     /// Number of parameters (weights and biases).
     pub fn parameter_count(&self) -> usize {
-        self.weight.len() + self.bias.len()
+        self.weight.len() + self.bias.as_ref().map_or(0, Vec::len)
     }
 }
 
-/// LayerNorm's scale and shift, `[d_model]` each.
+/// A norm's scale and (for LayerNorm) shift, `[d_model]` each. Which norm it is — LayerNorm or
+/// RMSNorm — is the config's [`Norm`](crate::Norm).
 #[derive(Clone, Debug, PartialEq)]
-pub struct LayerNorm {
+pub struct NormWeights {
     pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
+    /// LayerNorm's shift; `None` for RMSNorm.
+    pub bias: Option<Vec<f32>>,
 }
 
-impl LayerNorm {
-    /// The identity normalisation (scale 1, shift 0).
+impl NormWeights {
+    /// The identity LayerNorm (scale 1, shift 0).
     pub fn identity(d: usize) -> Self {
-        LayerNorm {
+        NormWeights {
             weight: vec![1.0; d],
-            bias: vec![0.0; d],
+            bias: Some(vec![0.0; d]),
         }
     }
 }
@@ -68,20 +73,57 @@ pub struct Attention {
     pub o: Linear,
 }
 
-/// The feed-forward sub-layer with its own pre-norm: `x += proj(gelu(fc(LN(x))))`.
+/// The feed-forward sub-layer with its own pre-norm: `x += proj(act(fc(N(x))))`, or with a gate
+/// (SwiGLU) `x += proj(act(gate(N(x))) · fc(N(x)))`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mlp {
-    pub norm: LayerNorm,
+    pub norm: NormWeights,
+    /// The up projection `[d_model, d_mlp]`.
     pub fc: Linear,
+    /// The gate projection `[d_model, d_mlp]` of a gated MLP.
+    pub gate: Option<Linear>,
+    /// The down projection `[d_mlp, d_model]`.
     pub proj: Linear,
 }
 
 /// One transformer block: `x += attn(attn_norm(x))`, then the MLP if the model has one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Block {
-    pub attn_norm: LayerNorm,
+    pub attn_norm: NormWeights,
     pub attn: Attention,
     pub mlp: Option<Mlp>,
+}
+
+/// Parameter values by schema name, claimed one by one while a [`Model`] is assembled.
+#[derive(Default)]
+struct Values(HashMap<String, Vec<f32>>);
+
+impl Values {
+    fn take(&mut self, name: &str) -> Result<Vec<f32>> {
+        self.0
+            .remove(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
+    }
+
+    fn optional(&mut self, name: &str, present: bool) -> Result<Option<Vec<f32>>> {
+        present.then(|| self.take(name)).transpose()
+    }
+
+    fn norm(&mut self, config: &ModelConfig, name: &str) -> Result<NormWeights> {
+        Ok(NormWeights {
+            weight: self.take(&format!("{name}.weight"))?,
+            bias: self.optional(&format!("{name}.bias"), config.norm == Norm::LayerNorm)?,
+        })
+    }
+
+    fn linear(&mut self, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
+        Ok(Linear {
+            d_in,
+            d_out,
+            weight: self.take(&format!("{name}.weight"))?,
+            bias: self.optional(&format!("{name}.bias"), bias)?,
+        })
+    }
 }
 
 /// A whole model: its config, weights, and the tokenizer and free-form metadata that travel with
@@ -91,10 +133,10 @@ pub struct Model {
     pub config: ModelConfig,
     /// Token embeddings `[vocab_size, d_model]`.
     pub token_embedding: Vec<f32>,
-    /// Learned position embeddings `[n_ctx, d_model]`.
-    pub position_embedding: Vec<f32>,
+    /// Learned position embeddings `[n_ctx, d_model]`; `None` for rotary models.
+    pub position_embedding: Option<Vec<f32>>,
     pub blocks: Vec<Block>,
-    pub final_norm: LayerNorm,
+    pub final_norm: NormWeights,
     /// Untied LM head `[vocab_size, d_model]`; `None` when the embeddings are tied or the model
     /// is a classifier.
     pub lm_head: Option<Vec<f32>>,
@@ -107,89 +149,120 @@ pub struct Model {
 }
 
 impl Model {
-    /// A model with random weights: Gaussian projections and embeddings with standard deviation
-    /// `std`, small random biases and LayerNorm parameters near identity. Deterministic in
-    /// `seed`. Used by tests and as the trainer's starting point.
-    pub fn random(config: ModelConfig, seed: u64, std: f32) -> Result<Self> {
+    /// Builds a model whose every parameter — those of [`ModelConfig::parameters`], in order —
+    /// comes from `value`. Every loader and the random initialisation go through here, so the
+    /// schema alone decides which tensors a model has.
+    pub fn from_parameters(
+        config: ModelConfig,
+        mut value: impl FnMut(&ParamSpec) -> Result<Vec<f32>>,
+    ) -> Result<Model> {
         config.validate()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut normal = |n: usize, scale: f32| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    let z: f32 = StandardNormal.sample(&mut rng);
-                    z * scale
-                })
-                .collect()
-        };
-        let d = config.d_model;
-        let dh = config.d_head();
-        let mut linear = |d_in: usize, d_out: usize| Linear {
-            d_in,
-            d_out,
-            weight: normal(d_in * d_out, std),
-            bias: normal(d_out, std * 0.25),
-        };
-        let mut blocks = Vec::with_capacity(config.n_layer);
-        for _ in 0..config.n_layer {
+        let mut values = Values::default();
+        for spec in config.parameters() {
+            let data = value(&spec)?;
+            if data.len() != spec.len() {
+                return Err(ModelError::Shape {
+                    name: spec.name,
+                    expected: spec.shape,
+                    found: vec![data.len()],
+                });
+            }
+            values.0.insert(spec.name, data);
+        }
+        let c = &config;
+        let d = c.d_model;
+        let (q_width, kv_width) = (c.n_head * c.d_head(), c.kv_heads() * c.d_head());
+        let v = &mut values;
+        let mut blocks = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let p = format!("blocks.{i}");
+            let attn_norm = v.norm(c, &format!("{p}.attn_norm"))?;
             let attn = Attention {
-                q: linear(d, config.n_head * dh),
-                k: linear(d, config.kv_heads() * dh),
-                v: linear(d, config.kv_heads() * dh),
-                o: linear(config.n_head * dh, d),
+                q: v.linear(&format!("{p}.attn.q"), d, q_width, c.qkv_bias)?,
+                k: v.linear(&format!("{p}.attn.k"), d, kv_width, c.qkv_bias)?,
+                v: v.linear(&format!("{p}.attn.v"), d, kv_width, c.qkv_bias)?,
+                o: v.linear(&format!("{p}.attn.o"), q_width, d, c.out_bias)?,
             };
-            let mlp = config.mlp.then(|| Mlp {
-                norm: LayerNorm::identity(d),
-                fc: linear(d, config.mlp_width()),
-                proj: linear(config.mlp_width(), d),
-            });
+            let mlp = if c.mlp {
+                let (f, bias) = (c.mlp_width(), c.mlp_bias);
+                Some(Mlp {
+                    norm: v.norm(c, &format!("{p}.mlp_norm"))?,
+                    gate: c
+                        .gated_mlp
+                        .then(|| v.linear(&format!("{p}.mlp.gate"), d, f, bias))
+                        .transpose()?,
+                    fc: v.linear(&format!("{p}.mlp.fc"), d, f, bias)?,
+                    proj: v.linear(&format!("{p}.mlp.proj"), f, d, bias)?,
+                })
+            } else {
+                None
+            };
             blocks.push(Block {
-                attn_norm: LayerNorm::identity(d),
+                attn_norm,
                 attn,
                 mlp,
             });
         }
-        let classifier = config.n_classes.map(|c| linear(d, c));
-        let mut normal = |n: usize, scale: f32| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    let z: f32 = StandardNormal.sample(&mut rng);
-                    z * scale
-                })
-                .collect()
-        };
-        let token_embedding = normal(config.vocab_size * d, std);
-        let position_embedding = normal(config.n_ctx * d, std);
-        let lm_head = (!config.tied_embeddings && config.n_classes.is_none())
-            .then(|| normal(config.vocab_size * d, std));
-        let mut perturb = |ln: &mut LayerNorm| {
-            for w in &mut ln.weight {
-                *w += normal(1, 0.1)[0];
-            }
-            for b in &mut ln.bias {
-                *b = normal(1, 0.1)[0];
-            }
-        };
-        for block in &mut blocks {
-            perturb(&mut block.attn_norm);
-            if let Some(mlp) = &mut block.mlp {
-                perturb(&mut mlp.norm);
-            }
-        }
-        let mut final_norm = LayerNorm::identity(d);
-        perturb(&mut final_norm);
         let model = Model {
-            config,
-            token_embedding,
-            position_embedding,
+            token_embedding: v.take("wte")?,
+            position_embedding: v.optional("wpe", c.positional == Positional::Learned)?,
+            final_norm: v.norm(c, "ln_f")?,
+            lm_head: v.optional(
+                "lm_head.weight",
+                !c.tied_embeddings && c.n_classes.is_none(),
+            )?,
+            classifier: c
+                .n_classes
+                .map(|n| v.linear("classifier", d, n, true))
+                .transpose()?,
             blocks,
-            final_norm,
-            lm_head,
-            classifier,
+            config,
             tokenizer: None,
             metadata: Default::default(),
         };
         model.check_shapes()?;
         Ok(model)
+    }
+
+    /// A model with random weights: Gaussian projections and embeddings with standard deviation
+    /// `std`, small random biases and norm parameters near identity. Deterministic in `seed`.
+    /// Used by tests and as the trainer's starting point.
+    pub fn random(config: ModelConfig, seed: u64, std: f32) -> Result<Self> {
+        config.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut normal = |n: usize, scale: f32, offset: f32| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    let z: f32 = StandardNormal.sample(&mut rng);
+                    offset + z * scale
+                })
+                .collect()
+        };
+        // Drawn in three passes (dense layers, then embeddings, then norms) so that a seed gives
+        // the same weights it always has.
+        let specs = config.parameters();
+        let mut values = HashMap::new();
+        let passes: [&[ParamRole]; 3] = [
+            &[ParamRole::Weight, ParamRole::Bias],
+            &[ParamRole::Embedding],
+            &[ParamRole::NormScale, ParamRole::NormShift],
+        ];
+        for roles in passes {
+            for spec in specs.iter().filter(|s| roles.contains(&s.role)) {
+                let data = match spec.role {
+                    ParamRole::Weight | ParamRole::Embedding => normal(spec.len(), std, 0.0),
+                    ParamRole::Bias => normal(spec.len(), std * 0.25, 0.0),
+                    ParamRole::NormScale => normal(spec.len(), 0.1, 1.0),
+                    ParamRole::NormShift => normal(spec.len(), 0.1, 0.0),
+                };
+                values.insert(spec.name.clone(), data);
+            }
+        }
+        Model::from_parameters(config, |spec| {
+            values
+                .remove(&spec.name)
+                .ok_or_else(|| ModelError::MissingTensor(spec.name.clone()))
+        })
     }
 
     /// Total number of trainable parameters (tied embeddings counted once), from the schema.

@@ -280,7 +280,7 @@ fn pool_heads(layer: &Linear, d_head: usize, per_group: usize) -> Linear {
             .chunks_exact(layer.d_out)
             .flat_map(pool_row)
             .collect(),
-        bias: pool_row(&layer.bias),
+        bias: layer.bias.as_deref().map(pool_row),
     }
 }
 

@@ -38,6 +38,34 @@ impl TensorMap {
         Ok(TensorMap { tensors })
     }
 
+    /// Parses every file of a sharded checkpoint into one map; a tensor stored twice is an error.
+    pub fn from_files(files: &[&[u8]], rename: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut all = TensorMap {
+            tensors: BTreeMap::new(),
+        };
+        for bytes in files {
+            for (name, (shape, values)) in TensorMap::from_bytes(bytes, &rename)?.tensors {
+                if all.tensors.contains_key(&name) {
+                    return Err(ModelError::Safetensors(format!(
+                        "the tensor `{name}` is stored in two shards"
+                    )));
+                }
+                all.insert(name, shape, values);
+            }
+        }
+        Ok(all)
+    }
+
+    /// Adds a tensor (a loader's rearrangement of stored ones).
+    pub fn insert(&mut self, name: String, shape: Vec<usize>, values: Vec<f32>) {
+        self.tensors.insert(name, (shape, values));
+    }
+
+    /// Drops the tensor `name` if it is there.
+    pub fn remove(&mut self, name: &str) {
+        self.tensors.remove(name);
+    }
+
     /// Removes the tensor `name`, checking that its shape is `shape`.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         self.take_optional(name, shape)?

@@ -286,7 +286,10 @@ fn bad_hf_configs_are_rejected() {
         "n_layer": 2, "n_head": 4"#;
     for (config, needle) in [
         ("{".to_string(), "invalid JSON in config.json"),
-        (format!("{base}}}"), "missing tensor `wte.weight`"),
+        (
+            format!("{base}}}"),
+            "missing tensor `h.0.attn.c_attn.weight`",
+        ),
         (
             format!("{base}, \"activation_function\": \"relu\"}}"),
             "activation_function `relu`",
@@ -295,7 +298,10 @@ fn bad_hf_configs_are_rejected() {
             format!("{base}, \"scale_attn_by_inverse_layer_idx\": true}}"),
             "attention scaling",
         ),
-        (base.replace("gpt2", "llama") + "}", "model_type `llama`"),
+        (
+            base.replace("gpt2", "mistral") + "}",
+            "model type `mistral` is not supported; this build reads GPT-2 (gpt2), Llama",
+        ),
         (
             base.replace("\"n_head\": 4", "\"n_head\": 3") + "}",
             "not divisible",

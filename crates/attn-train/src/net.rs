@@ -9,7 +9,7 @@
 //! [`Transformer::to_model`]), whose `[in, out]` layout burn's `linear` uses as well, so export
 //! is a copy, never a transpose — and the parity test compares the two forwards directly.
 
-use attn_model::model::{Attention, Block, LayerNorm, Linear, Mlp};
+use attn_model::model::{Attention, Block, Linear, Mlp, NormWeights};
 use attn_model::{Model, ModelConfig};
 use burn::module::{Module, Param};
 use burn::tensor::{activation, Bool, Device, Int, Tensor, TensorData};
@@ -25,7 +25,11 @@ impl Dense {
     fn from_linear(l: &Linear, device: &Device) -> Self {
         Dense {
             weight: param2(&l.weight, l.d_in, l.d_out, device),
-            bias: param1(&l.bias, device),
+            // The trainer's own models always have biases; a layer without one starts at zero.
+            bias: match &l.bias {
+                Some(bias) => param1(bias, device),
+                None => param1(&vec![0.0; l.d_out], device),
+            },
         }
     }
 
@@ -35,7 +39,7 @@ impl Dense {
             d_in,
             d_out,
             weight: values(&self.weight),
-            bias: values(&self.bias),
+            bias: Some(values(&self.bias)),
         }
     }
 
@@ -53,18 +57,21 @@ pub struct Norm {
 }
 
 impl Norm {
-    fn from_layer_norm(n: &LayerNorm, eps: f32, device: &Device) -> Self {
+    fn from_layer_norm(n: &NormWeights, eps: f32, device: &Device) -> Self {
         Norm {
             weight: param1(&n.weight, device),
-            bias: param1(&n.bias, device),
+            bias: match &n.bias {
+                Some(bias) => param1(bias, device),
+                None => param1(&vec![0.0; n.weight.len()], device),
+            },
             eps: eps as f64,
         }
     }
 
-    fn to_layer_norm(&self) -> LayerNorm {
-        LayerNorm {
+    fn to_layer_norm(&self) -> NormWeights {
+        NormWeights {
             weight: values(&self.weight),
-            bias: values(&self.bias),
+            bias: Some(values(&self.bias)),
         }
     }
 
@@ -144,7 +151,11 @@ impl Transformer {
             .collect();
         Transformer {
             wte: param2(&model.token_embedding, c.vocab_size, c.d_model, device),
-            wpe: param2(&model.position_embedding, c.n_ctx, c.d_model, device),
+            // Only learned positions train; a rotary model has no table (and does not train here).
+            wpe: match &model.position_embedding {
+                Some(wpe) => param2(wpe, c.n_ctx, c.d_model, device),
+                None => param2(&vec![0.0; c.n_ctx * c.d_model], c.n_ctx, c.d_model, device),
+            },
             blocks,
             ln_f: Norm::from_layer_norm(&model.final_norm, eps, device),
             lm_head: model
@@ -176,6 +187,7 @@ impl Transformer {
                     o: b.attn.o.to_linear(),
                 },
                 mlp: b.mlp.as_ref().map(|m| Mlp {
+                    gate: None,
                     norm: m.norm.to_layer_norm(),
                     fc: m.fc.to_linear(),
                     proj: m.proj.to_linear(),
@@ -185,7 +197,7 @@ impl Transformer {
         let model = Model {
             config: config.clone(),
             token_embedding: values(&self.wte),
-            position_embedding: values(&self.wpe),
+            position_embedding: Some(values(&self.wpe)),
             blocks,
             final_norm: self.ln_f.to_layer_norm(),
             lm_head: self.lm_head.as_ref().map(values),

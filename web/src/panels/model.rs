@@ -73,8 +73,15 @@ pub fn ModelPanel() -> impl IntoView {
                     if info.causal { "" } else { ", bidirectional" },
                 )}
             </p>
+            <p class="facts architecture">{info.architecture.clone()}</p>
+            {info.tokenizer_note.clone().map(|note| view! {
+                <p class="facts tokenizer-note">{format!("No tokenizer: type token ids ({note})")}</p>
+            })}
         })}
-        <label for="model-files">"Or load from disk (a .safetensors, or a GPT-2 directory's files)"</label>
+        <label for="model-files">
+            "Or load from disk (a .safetensors, or a Hugging Face GPT-2, Llama, Qwen2 or GPT-NeoX \
+             directory's files)"
+        </label>
         <input id="model-files" type="file" multiple on:change=on_files />
     }
 }

@@ -13,7 +13,8 @@ const WORKGROUP: u32 = 256;
 struct Params {
     t: u32,
     d: u32,
-    _pad: [u32; 2],
+    has_positions: u32,
+    _pad: u32,
 }
 
 pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
@@ -26,7 +27,8 @@ pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kern
     )
 }
 
-/// Records `x[t] = wte[tokens[t]] + wpe[t]` for `t < t_len` (`x` is `[t_len, d]`).
+/// Records `x[t] = wte[tokens[t]] (+ wpe[t])` for `t < t_len` (`x` is `[t_len, d]`). Without
+/// a position table, `dummy` is bound in its place.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
@@ -35,14 +37,17 @@ pub(crate) fn push<'k>(
     d: usize,
     tokens: &Arg,
     wte: &Arg,
-    wpe: &Arg,
+    wpe: Option<&Arg>,
+    dummy: &Arg,
     x: &Arg,
 ) -> Result<usize> {
     let params = Params {
         t: t_len as u32,
         d: d as u32,
-        _pad: [0; 2],
+        has_positions: wpe.is_some() as u32,
+        _pad: 0,
     };
+    let wpe = wpe.unwrap_or(dummy);
     let workgroups = [groups((t_len * d) as u32, WORKGROUP), 1, 1];
     plan.push(kernel, &params, &[tokens, wte, wpe, x], workgroups)
 }
@@ -71,9 +76,40 @@ mod tests {
             );
             let x = testing::upload(&ctx, &vec![f32::NAN; t_len * d]);
             let got = testing::run(&ctx, &x, |plan| {
-                push(plan, &ctx.kernels.embed, t_len, d, &tok, &te, &pe, &x).unwrap();
+                push(
+                    plan,
+                    &ctx.kernels.embed,
+                    t_len,
+                    d,
+                    &tok,
+                    &te,
+                    Some(&pe),
+                    &pe,
+                    &x,
+                )
+                .unwrap();
             });
             testing::assert_close("embed", &got, &want, 0.0);
+            // A rotary model: the token rows alone (the placeholder is not read).
+            let nan = testing::upload(&ctx, &[f32::NAN]);
+            let got = testing::run(&ctx, &x, |plan| {
+                push(
+                    plan,
+                    &ctx.kernels.embed,
+                    t_len,
+                    d,
+                    &tok,
+                    &te,
+                    None,
+                    &nan,
+                    &x,
+                )
+                .unwrap();
+            });
+            let tokens_only: Vec<f32> = (0..t_len * d)
+                .map(|e| wte[tokens[e / d] as usize * d + e % d])
+                .collect();
+            testing::assert_close("embed without positions", &got, &tokens_only, 0.0);
         }
     }
 }

@@ -1,11 +1,12 @@
-// Token + position embeddings: x[t, i] = wte[tokens[t], i] + wpe[t, i].
+// Token (+ learned position) embeddings: x[t, i] = wte[tokens[t], i] (+ wpe[t, i]).
 // The tokens were checked against the vocabulary on the host.
 
 struct Params {
     t: u32,
     d: u32,
+    // 0 for rotary models, which have no position table (`wpe` is then a placeholder).
+    has_positions: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -22,5 +23,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let t = index / p.d;
     let i = index % p.d;
-    x[index] = wte[tokens[t] * p.d + i] + wpe[index];
+    var v = wte[tokens[t] * p.d + i];
+    if (p.has_positions != 0u) {
+        v += wpe[index];
+    }
+    x[index] = v;
 }

@@ -3,6 +3,8 @@
 //! layers, Q·Kᵀ per head, P·V, the feature maps of linear and random-feature attention, and the
 //! unembedding.
 
+use attn_model::Activation;
+
 use crate::error::Result;
 use crate::ops::{groups, Access, Kernel};
 use crate::plan::{Arg, PlanBuilder};
@@ -13,8 +15,11 @@ pub(crate) const SHADER: &str = include_str!("matmul.wgsl");
 const TILE: u32 = 32;
 
 const FLAG_BIAS: u32 = 1;
-const FLAG_GELU: u32 = 2;
+const FLAG_GELU_TANH: u32 = 2;
 const FLAG_ACCUMULATE: u32 = 4;
+const FLAG_GELU_ERF: u32 = 8;
+const FLAG_SILU: u32 = 16;
+const FLAG_MULTIPLY: u32 = 32;
 
 /// The WGSL `Params` block.
 #[repr(C)]
@@ -118,9 +123,12 @@ pub(crate) struct Matmul {
     pub(crate) alpha: f32,
     /// Add `bias[bias_offset + col]`.
     pub(crate) bias_offset: Option<usize>,
-    pub(crate) gelu: bool,
+    /// Apply the MLP's nonlinearity.
+    pub(crate) activation: Option<Activation>,
     /// Add the result to what C holds (the residual connection).
     pub(crate) accumulate: bool,
+    /// Multiply the result into what C holds (a gated MLP: `act(x·W_gate) · up`).
+    pub(crate) multiply: bool,
 }
 
 impl Matmul {
@@ -136,8 +144,9 @@ impl Matmul {
             c: Layout::rows(n),
             alpha: 1.0,
             bias_offset: None,
-            gelu: false,
+            activation: None,
             accumulate: false,
+            multiply: false,
         }
     }
 
@@ -151,12 +160,17 @@ impl Matmul {
             self.c.col_stride, 1,
             "the output is written with column stride 1"
         );
-        let flags = if self.bias_offset.is_some() {
-            FLAG_BIAS
-        } else {
-            0
-        } | if self.gelu { FLAG_GELU } else { 0 }
-            | if self.accumulate { FLAG_ACCUMULATE } else { 0 };
+        let activation = match self.activation {
+            None => 0,
+            Some(Activation::GeluTanh) => FLAG_GELU_TANH,
+            Some(Activation::Gelu) => FLAG_GELU_ERF,
+            Some(Activation::Silu) => FLAG_SILU,
+        };
+        let flag = |on: bool, flag: u32| if on { flag } else { 0 };
+        let flags = flag(self.bias_offset.is_some(), FLAG_BIAS)
+            | activation
+            | flag(self.accumulate, FLAG_ACCUMULATE)
+            | flag(self.multiply, FLAG_MULTIPLY);
         Params {
             m: self.m as u32,
             n: self.n as u32,
@@ -205,7 +219,7 @@ impl Matmul {
 mod tests {
     use super::*;
     use crate::testing::{self, Rng};
-    use attn_model::linalg::{gelu, matmul, MatRef};
+    use attn_model::linalg::{activate, matmul, MatRef};
 
     /// Operand `l` of batch `batch` as a strided view for attn-model's `matmul`.
     fn view(data: &[f32], l: Layout, batch: usize, rows: usize, cols: usize) -> MatRef<'_> {
@@ -233,8 +247,8 @@ mod tests {
                     if let Some(off) = mm.bias_offset {
                         v += bias[off + col];
                     }
-                    if mm.gelu {
-                        v = gelu(v);
+                    if let Some(activation) = mm.activation {
+                        v = activate(activation, v);
                     }
                     let i = mm.c.offset as usize
                         + batch * mm.c.batch_stride as usize
@@ -242,6 +256,9 @@ mod tests {
                         + col;
                     if mm.accumulate {
                         v += c[i];
+                    }
+                    if mm.multiply {
+                        v *= c[i];
                     }
                     c[i] = v;
                 }
@@ -257,7 +274,7 @@ mod tests {
         let bias = rng.normals(mm.n + mm.bias_offset.unwrap_or(0), 0.5);
         // Accumulating products start from data; the others from NaN, so every element the
         // kernel should write but does not shows up.
-        let c0 = if mm.accumulate {
+        let c0 = if mm.accumulate || mm.multiply {
             rng.normals(c_len, 1.0)
         } else {
             vec![f32::NAN; c_len]
@@ -312,14 +329,33 @@ mod tests {
     }
 
     #[test]
-    fn epilogues_bias_gelu_and_residual() {
+    fn epilogues_bias_activations_residual_and_gate() {
         let (m, n, k) = (17, 45, 23);
         let mut mm = Matmul::new(m, n, k);
         mm.bias_offset = Some(0);
         check("bias", mm, m * k, k * n, m * n, 10);
-        mm.gelu = true;
-        check("bias + gelu", mm, m * k, k * n, m * n, 11);
-        mm.gelu = false;
+        for (seed, activation) in [
+            (11, Activation::GeluTanh),
+            (14, Activation::Gelu),
+            (15, Activation::Silu),
+        ] {
+            mm.activation = Some(activation);
+            check(
+                &format!("bias + {activation:?}"),
+                mm,
+                m * k,
+                k * n,
+                m * n,
+                seed,
+            );
+        }
+        // SwiGLU's second product: silu(x·W_gate) times the up projection already in C.
+        mm.bias_offset = None;
+        mm.multiply = true;
+        check("silu gate × up", mm, m * k, k * n, m * n, 16);
+        mm.multiply = false;
+        mm.activation = None;
+        mm.bias_offset = Some(0);
         mm.accumulate = true;
         check("bias + residual", mm, m * k, k * n, m * n, 12);
         let mut mm = Matmul::new(3, 5, 2);

@@ -17,8 +17,12 @@ struct Params {
 }
 
 const FLAG_BIAS: u32 = 1u;
-const FLAG_GELU: u32 = 2u;
+const FLAG_GELU_TANH: u32 = 2u;
 const FLAG_ACCUMULATE: u32 = 4u;
+const FLAG_GELU_ERF: u32 = 8u;
+const FLAG_SILU: u32 = 16u;
+// Multiply the result into what C holds (a gated MLP's act(gate) · up).
+const FLAG_MULTIPLY: u32 = 32u;
 
 const TILE: u32 = 32u;
 const TILE_K: u32 = 16u;
@@ -35,10 +39,30 @@ var<workgroup> b_tile: array<f32, 512>; // [TILE_K][TILE cols]
 
 // GPT-2's tanh-approximated GELU, written with exp so every driver gives the same accuracy
 // (WGSL's tanh has no precision guarantee on some backends).
-fn gelu(x: f32) -> f32 {
+fn gelu_tanh(x: f32) -> f32 {
     let u = 0.7978846 * (x + 0.044715 * x * x * x);
     let t = 1.0 - 2.0 / (exp(2.0 * clamp(u, -20.0, 20.0)) + 1.0);
     return 0.5 * x * (1.0 + t);
+}
+
+// The error function, Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7): WGSL has no erf.
+fn erf(x: f32) -> f32 {
+    let z = abs(x);
+    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
+        + t * (-1.453152027 + t * 1.061405429))));
+    return sign(x) * (1.0 - poly * exp(-z * z));
+}
+
+// The exact GELU, x·Φ(x) (GPT-NeoX's `gelu`).
+fn gelu_erf(x: f32) -> f32 {
+    return 0.5 * x * (1.0 + erf(x * 0.70710678));
+}
+
+// x·sigmoid(x), written so that exp never overflows.
+fn silu(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    return select(x * e / (1.0 + e), x / (1.0 + e), x >= 0.0);
 }
 
 @compute @workgroup_size(16, 16, 1)
@@ -100,17 +124,27 @@ fn store(row: u32, col: u32, batch: u32, acc: f32) {
     if (row >= p.m || col >= p.n) {
         return;
     }
-    // Same order as the CPU reference: (alpha · x·W + b), then GELU, then the residual add.
+    // Same order as the CPU reference: (alpha · x·W + b), then the activation, then the
+    // residual add or the gate's product.
     var v = p.alpha * acc;
     if ((p.flags & FLAG_BIAS) != 0u) {
         v += bias[p.bias_offset + col];
     }
-    if ((p.flags & FLAG_GELU) != 0u) {
-        v = gelu(v);
+    if ((p.flags & FLAG_GELU_TANH) != 0u) {
+        v = gelu_tanh(v);
+    }
+    if ((p.flags & FLAG_GELU_ERF) != 0u) {
+        v = gelu_erf(v);
+    }
+    if ((p.flags & FLAG_SILU) != 0u) {
+        v = silu(v);
     }
     let index = p.c_offset + batch * p.c_batch_stride + row * p.c_row_stride + col;
     if ((p.flags & FLAG_ACCUMULATE) != 0u) {
         v += c[index];
+    }
+    if ((p.flags & FLAG_MULTIPLY) != 0u) {
+        v *= c[index];
     }
     c[index] = v;
 }

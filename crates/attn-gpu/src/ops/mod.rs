@@ -12,8 +12,9 @@ pub(crate) mod copy;
 pub(crate) mod embed;
 pub(crate) mod features;
 pub(crate) mod head_output;
-pub(crate) mod layer_norm;
 pub(crate) mod matmul;
+pub(crate) mod norm;
+pub(crate) mod rope;
 
 /// How a kernel uses one of its storage bindings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +100,8 @@ impl Kernel {
 #[derive(Debug)]
 pub(crate) struct Kernels {
     pub(crate) embed: Kernel,
-    pub(crate) layer_norm: Kernel,
+    pub(crate) norm: Kernel,
+    pub(crate) rope: Kernel,
     pub(crate) matmul: Kernel,
     pub(crate) attention_probs: Kernel,
     pub(crate) elu_feature: Kernel,
@@ -122,7 +124,8 @@ impl Kernels {
         let head_module = module("head_output", head_output::SHADER);
         Kernels {
             embed: embed::kernel(device, &module("embed", embed::SHADER)),
-            layer_norm: layer_norm::kernel(device, &module("layer_norm", layer_norm::SHADER)),
+            norm: norm::kernel(device, &module("norm", norm::SHADER)),
+            rope: rope::kernel(device, &module("rope", rope::SHADER)),
             matmul: matmul::kernel(device, &module("matmul", matmul::SHADER)),
             attention_probs: attention::kernel(
                 device,

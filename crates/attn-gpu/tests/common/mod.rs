@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use attn_gpu::{EngineOptions, GpuContext, GpuEngine};
-use attn_model::{CpuEngine, Model, ModelConfig, Output, Variant};
+use attn_model::{
+    CpuEngine, Family, Model, ModelConfig, Output, Positional, Rope, RopeScaling, Variant,
+};
 use safetensors::SafeTensors;
 
 /// The tolerance of the issue: `|gpu − reference| ≤ 1e-4 · max(1, |reference|)`.
@@ -125,7 +127,62 @@ pub fn model_configs() -> Vec<(&'static str, ModelConfig)> {
                 ..config(11, 4, 2, 4)
             },
         ),
+        // The Hugging Face families: RMSNorm, full rotary, SwiGLU, native GQA, no biases.
+        (
+            "llama",
+            ModelConfig {
+                positional: rope(500.0, 8, RopeScaling::None),
+                ..family(ModelConfig::tiny_llama(50), 32, 2, 4)
+            },
+        ),
+        // Qwen2's q/k/v biases, an untied head and llama3 rope scaling.
+        (
+            "qwen2-llama3-scaling",
+            ModelConfig {
+                family: Family::Qwen2,
+                qkv_bias: true,
+                tied_embeddings: false,
+                positional: rope(
+                    1e6,
+                    8,
+                    RopeScaling::Llama3 {
+                        factor: 4.0,
+                        low_freq_factor: 1.0,
+                        high_freq_factor: 4.0,
+                        original_max_position_embeddings: 8,
+                    },
+                ),
+                ..family(ModelConfig::tiny_llama(50), 32, 2, 4)
+            },
+        ),
+        // GPT-NeoX: partial rotary (one pair of 8 dimensions), parallel residual, exact GELU.
+        (
+            "neox",
+            ModelConfig {
+                positional: rope(10000.0, 2, RopeScaling::None),
+                ..family(ModelConfig::tiny_neox(50), 32, 2, 4)
+            },
+        ),
     ]
+}
+
+/// A family's tiny config at these sizes, with 40 positions.
+fn family(base: ModelConfig, d_model: usize, n_layer: usize, n_head: usize) -> ModelConfig {
+    ModelConfig {
+        n_ctx: 40,
+        d_model,
+        n_layer,
+        n_head,
+        ..base
+    }
+}
+
+fn rope(theta: f32, rotary_dim: usize, scaling: RopeScaling) -> Positional {
+    Positional::Rope(Rope {
+        theta,
+        rotary_dim,
+        scaling,
+    })
 }
 
 /// Every variant family of docs/VARIANTS.md, alone and combined.
@@ -303,4 +360,106 @@ pub async fn check_fixture(ctx: &GpuContext) -> usize {
         );
     }
     f.cases.len()
+}
+
+/// One of the Hugging Face family fixtures (tests/fixtures/families), embedded: the model and
+/// what transformers computed for it.
+pub struct FamilyFixture {
+    pub name: &'static str,
+    pub model: Model,
+    pub input_ids: Vec<u32>,
+    pub logits: Vec<f32>,
+    pub attention: Vec<f32>,
+}
+
+macro_rules! family_fixture {
+    ($name:literal) => {{
+        let config = include_str!(concat!(
+            "../../../../tests/fixtures/families/",
+            $name,
+            "/config.json"
+        ));
+        let weights: &[u8] = include_bytes!(concat!(
+            "../../../../tests/fixtures/families/",
+            $name,
+            "/model.safetensors"
+        ));
+        let expected: &[u8] = include_bytes!(concat!(
+            "../../../../tests/fixtures/families/",
+            $name,
+            "/expected.safetensors"
+        ));
+        family_fixture($name, config, weights, expected)
+    }};
+}
+
+fn family_fixture(
+    name: &'static str,
+    config: &str,
+    weights: &[u8],
+    expected: &[u8],
+) -> FamilyFixture {
+    let model = Model::from_hf(config, &[weights]).expect("the fixture loads");
+    let (_, meta) = SafeTensors::read_metadata(expected).unwrap();
+    let input_ids = serde_json::from_str(&meta.metadata().as_ref().unwrap()["input_ids"]).unwrap();
+    let file = SafeTensors::deserialize(expected).unwrap();
+    let read = |tensor: &str| -> Vec<f32> {
+        file.tensor(tensor)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    FamilyFixture {
+        name,
+        model,
+        input_ids,
+        logits: read("logits"),
+        attention: read("attention"),
+    }
+}
+
+/// The single-file family fixtures: Llama (GQA, tied; untied with llama3 scaling; float16),
+/// Qwen2 (and bfloat16) and GPT-NeoX (parallel residual).
+pub fn family_fixtures() -> Vec<FamilyFixture> {
+    vec![
+        family_fixture!("llama-gqa-tied"),
+        family_fixture!("llama-untied-llama3"),
+        family_fixture!("qwen2"),
+        family_fixture!("neox-parallel"),
+        family_fixture!("llama-gqa-tied-f16"),
+        family_fixture!("qwen2-bf16"),
+    ]
+}
+
+/// Every family fixture on the GPU against transformers' numbers; the GPU's top-1 equals the
+/// CPU engine's. Returns the number of fixtures checked.
+pub async fn check_family_fixtures(ctx: &GpuContext) -> usize {
+    let fixtures = family_fixtures();
+    for f in &fixtures {
+        let options = EngineOptions {
+            poison: true,
+            ..Default::default()
+        };
+        let mut gpu = GpuEngine::with_options(ctx, f.model.clone().into(), options)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        let got = gpu
+            .forward(&f.input_ids)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", f.name));
+        assert_close(&format!("{} logits", f.name), &got.logits, &f.logits);
+        assert_close(
+            &format!("{} attention", f.name),
+            &got.attention,
+            &f.attention,
+        );
+        let cpu = CpuEngine::new(f.model.clone())
+            .unwrap()
+            .forward(&f.input_ids)
+            .unwrap();
+        let last = f.input_ids.len() - 1;
+        assert_eq!(got.argmax_at(last), cpu.argmax_at(last), "{}", f.name);
+    }
+    fixtures.len()
 }

@@ -1,11 +1,14 @@
-// LayerNorm over each row: one workgroup per row, tree reductions in workgroup memory.
-// Two passes (mean, then the biased variance of the centred values), as the CPU reference.
+// LayerNorm or RMSNorm over each row: one workgroup per row, tree reductions in workgroup memory.
+// LayerNorm takes two passes (mean, then the biased variance of the centred values), as the CPU
+// reference; RMSNorm skips the mean (it is taken as zero) and LayerNorm's shift.
 
 struct Params {
     d: u32,
     eps: f32,
-    _pad0: u32,
-    _pad1: u32,
+    // 1: RMSNorm, 0: LayerNorm.
+    rms: u32,
+    // 1: add `bias` (LayerNorm's shift).
+    has_bias: u32,
 }
 
 const THREADS: u32 = 64u;
@@ -35,11 +38,14 @@ fn workgroup_sum(value: f32, tid: u32) -> f32 {
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     let base = wg.x * p.d;
-    var sum = 0.0;
-    for (var i = tid; i < p.d; i += THREADS) {
-        sum += x[base + i];
+    var mean = 0.0;
+    if (p.rms == 0u) {
+        var sum = 0.0;
+        for (var i = tid; i < p.d; i += THREADS) {
+            sum += x[base + i];
+        }
+        mean = workgroup_sum(sum, tid) / f32(p.d);
     }
-    let mean = workgroup_sum(sum, tid) / f32(p.d);
     var squares = 0.0;
     for (var i = tid; i < p.d; i += THREADS) {
         let c = x[base + i] - mean;
@@ -48,6 +54,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let variance = workgroup_sum(squares, tid) / f32(p.d);
     let inv = 1.0 / sqrt(variance + p.eps);
     for (var i = tid; i < p.d; i += THREADS) {
-        y[base + i] = (x[base + i] - mean) * inv * weight[i] + bias[i];
+        var v = (x[base + i] - mean) * inv * weight[i];
+        if (p.has_bias != 0u) {
+            v += bias[i];
+        }
+        y[base + i] = v;
     }
 }
