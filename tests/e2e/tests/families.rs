@@ -1,0 +1,116 @@
+//! Hugging Face directories of the Llama and GPT-NeoX families opened in the page from disk (the
+//! files of `tests/fixtures/families/`, written by transformers, picked in the file input): the
+//! page names the architecture, draws L × H maps, and predicts the token transformers predicts —
+//! on the CPU engine and on the WebGPU engine alike.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use attn_e2e::{dist_dir, repo_root, Browser, StaticServer, WebGpu};
+use safetensors::SafeTensors;
+
+const LOAD: Duration = Duration::from_secs(120);
+
+fn fixture_dir(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures/families").join(name)
+}
+
+/// The fixture's input ids and the token transformers ranks first after them.
+fn expected(name: &str) -> (Vec<u32>, u32) {
+    let bytes = std::fs::read(fixture_dir(name).join("expected.safetensors")).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let ids: Vec<u32> =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()["input_ids"]).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let logits: Vec<f32> = file
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let vocab = logits.len() / ids.len();
+    let last = &logits[logits.len() - vocab..];
+    let best = (0..vocab).fold(0, |best, i| if last[i] > last[best] { i } else { best });
+    (ids, best as u32)
+}
+
+/// Opens the page on `engine`, picks the directory's `config.json` and `model.safetensors` in
+/// the file input, waits for its `maps` maps and the architecture line, types the fixture's ids
+/// and returns the page's top prediction.
+fn top_prediction(name: &str, engine: &str, maps: usize, family: &str) -> (String, String) {
+    let server = StaticServer::start_with(dist_dir(), Some(fixture_dir(name)));
+    let b = Browser::start(WebGpu::Enabled);
+    b.goto(&server.url(&format!("index.html?engine={engine}")));
+    b.wait_for(
+        "the built-in model",
+        "return document.querySelectorAll('[data-testid=heatmap-cell]').length",
+        LOAD,
+    );
+    b.eval(
+        "Promise.all(['config.json', 'model.safetensors'].map(name =>
+             fetch('_test/' + name).then(r => r.arrayBuffer()).then(bytes => new File([bytes], name))
+         )).then(files => {
+             const input = document.getElementById('model-files');
+             const list = new DataTransfer();
+             files.forEach(f => list.items.add(f));
+             input.files = list.files;
+             input.dispatchEvent(new Event('change', {bubbles: true}));
+         });",
+    );
+    let architecture = b.wait_for(
+        &format!("{name} with {maps} maps"),
+        &format!(
+            "const facts = document.querySelector('.model-panel .architecture');
+             return document.querySelectorAll('[data-testid=heatmap-cell]').length === {maps}
+                 && facts && facts.textContent.startsWith('{family}:') ? facts.textContent : ''"
+        ),
+        LOAD,
+    );
+    let (ids, _) = expected(name);
+    let text = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+    b.eval(&format!(
+        "const e = document.querySelector('[data-testid=prompt-input]');
+         e.value = '{text}';
+         e.dispatchEvent(new Event('input', {{bubbles: true}}));"
+    ));
+    let top = b.wait_for(
+        "the prediction after the fixture's ids",
+        &format!(
+            "const chips = document.querySelectorAll('[data-testid=token-chips] .chip').length;
+             const used = document.querySelector('[data-testid=engine-used]');
+             const top = document.querySelector('[data-testid=output-topk-current] li .tok');
+             return chips === {} && used && used.textContent.includes('{}') && top
+                 ? top.textContent : ''",
+            ids.len(),
+            engine.to_uppercase()
+        ),
+        LOAD,
+    );
+    b.screenshot(&format!("families-{name}-{engine}"));
+    (
+        top.as_str().unwrap().to_string(),
+        architecture.as_str().unwrap().to_string(),
+    )
+}
+
+fn check(name: &str, maps: usize, family: &str) {
+    let (_, want) = expected(name);
+    let (cpu, architecture) = top_prediction(name, "cpu", maps, family);
+    println!("{name}: {architecture}");
+    assert_eq!(cpu, want.to_string(), "{name}: the CPU engine's top-1");
+    let (gpu, _) = top_prediction(name, "gpu", maps, family);
+    assert_eq!(gpu, cpu, "{name}: the GPU engine's top-1");
+}
+
+#[test]
+fn a_llama_directory_from_disk_runs_on_both_engines() {
+    // 2 layers × 6 query heads (2 key/value heads).
+    check("llama-gqa-tied", 12, "Llama");
+}
+
+#[test]
+fn a_gpt_neox_directory_from_disk_runs_on_both_engines() {
+    // 2 layers × 4 heads, partial rotary, parallel residual.
+    check("neox-parallel", 8, "GPT-NeoX");
+}
