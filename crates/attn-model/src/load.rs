@@ -87,11 +87,16 @@ pub fn from_hf_files<'a>(
     let slices: Vec<&[u8]> = weights.iter().map(|w| w.as_ref()).collect();
     let mut model = Model::from_hf(&config, &slices)?;
     drop(weights);
-    let tokenizer = hf_tokenizer(
-        vocab.as_deref(),
-        merges.as_deref(),
-        tokenizer_json.as_deref(),
-    );
+    // GPT-2 ships vocab.json + merges.txt; the other families' byte-level files (Qwen2 has
+    // them too) follow other split patterns, which only their tokenizer.json describes.
+    let tokenizer = match (model.config.family, tokenizer_json.as_deref()) {
+        (Family::Gpt2, _) | (_, None) => hf_tokenizer(
+            vocab.as_deref(),
+            merges.as_deref(),
+            tokenizer_json.as_deref(),
+        ),
+        (_, Some(json)) => hf_tokenizer(None, None, Some(json)),
+    };
     attach_tokenizer(&mut model, tokenizer)?;
     Ok(model)
 }
@@ -114,8 +119,9 @@ pub fn attach_tokenizer(model: &mut Model, tokenizer: Result<Option<TokenizerSpe
     Ok(())
 }
 
-/// The GPT-2 tokenizer of a Hugging Face directory from whichever files it has: `vocab.json` +
-/// `merges.txt` (preferred, as GPT-2 ships them) or `tokenizer.json`. `None` when neither is there.
+/// The tokenizer of a Hugging Face directory from whichever files it has: `vocab.json` +
+/// `merges.txt` (GPT-2's byte-level BPE, preferred when given) or `tokenizer.json` (GPT-2's BPE
+/// when it is one, else run by the `tokenizers` library). `None` when neither is there.
 pub fn hf_tokenizer(
     vocab_json: Option<&str>,
     merges_txt: Option<&str>,
@@ -123,7 +129,7 @@ pub fn hf_tokenizer(
 ) -> Result<Option<TokenizerSpec>> {
     let tokenizer = match (vocab_json, merges_txt, tokenizer_json) {
         (Some(vocab), Some(merges), _) => Tokenizer::gpt2_from_files(vocab, merges)?,
-        (_, _, Some(json)) => Tokenizer::gpt2_from_tokenizer_json(json)?,
+        (_, _, Some(json)) => Tokenizer::from_tokenizer_json(json)?,
         _ => return Ok(None),
     };
     Ok(Some(tokenizer.spec().clone()))

@@ -26,6 +26,7 @@ const FIXTURES: [(&str, Family); 7] = [
 ];
 
 struct Expected {
+    prompt: String,
     input_ids: Vec<u32>,
     logits: Vec<f32>,
     attention: Vec<f32>,
@@ -35,7 +36,8 @@ fn expected(name: &str) -> Expected {
     let bytes = std::fs::read(fixtures().join(name).join("expected.safetensors"))
         .expect("the fixture is committed");
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-    let input_ids = serde_json::from_str(&meta.metadata().as_ref().unwrap()["input_ids"]).unwrap();
+    let meta = meta.metadata().as_ref().unwrap();
+    let input_ids = serde_json::from_str(&meta["input_ids"]).unwrap();
     let file = SafeTensors::deserialize(&bytes).unwrap();
     let read = |name: &str| -> Vec<f32> {
         file.tensor(name)
@@ -46,6 +48,7 @@ fn expected(name: &str) -> Expected {
             .collect()
     };
     Expected {
+        prompt: meta["prompt"].clone(),
         input_ids,
         logits: read("logits"),
         attention: read("attention"),
@@ -82,6 +85,31 @@ fn every_family_matches_transformers() {
             &format!("{name} attention"),
             &output.attention,
             &want.attention,
+        );
+    }
+}
+
+#[test]
+fn each_directory_brings_its_tokenizer() {
+    // The directory's tokenizer.json turns the prompt into the ids transformers was given: the
+    // BOS of the Llama tokenizers first (SentencePiece-style for TinyLlama, Llama 3's).
+    for (name, bos) in [
+        ("llama-gqa-tied", Some("<s>")),
+        ("llama-untied-llama3", Some("<|begin_of_text|>")),
+        ("qwen2", None),
+        ("neox-parallel", None),
+        ("neox-sequential", None),
+    ] {
+        let model = load(name);
+        let tokenizer = model.build_tokenizer().unwrap().expect("a tokenizer");
+        assert_eq!(tokenizer.kind(), "hugging_face", "{name}");
+        let want = expected(name);
+        let ids = tokenizer.encode(&want.prompt).unwrap();
+        assert_eq!(ids, want.input_ids, "{name}");
+        assert_eq!(
+            tokenizer.token_label(ids[0]).as_deref() == bos,
+            bos.is_some(),
+            "{name}"
         );
     }
 }

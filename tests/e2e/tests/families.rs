@@ -1,12 +1,14 @@
 //! Hugging Face directories of the Llama and GPT-NeoX families opened in the page from disk (the
 //! files of `tests/fixtures/families/`, written by transformers, picked in the file input): the
-//! page names the architecture, draws L × H maps, and predicts the token transformers predicts —
+//! page names the architecture, tokenizes the prompt with the directory's tokenizer.json as
+//! transformers' tokenizer did, draws L × H maps, and predicts the token transformers predicts —
 //! on the CPU engine and on the WebGPU engine alike.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use attn_e2e::{dist_dir, repo_root, Browser, StaticServer, WebGpu};
+use attn_model::Tokenizer;
 use safetensors::SafeTensors;
 
 const LOAD: Duration = Duration::from_secs(120);
@@ -15,12 +17,12 @@ fn fixture_dir(name: &str) -> PathBuf {
     repo_root().join("tests/fixtures/families").join(name)
 }
 
-/// The fixture's input ids and the token transformers ranks first after them.
-fn expected(name: &str) -> (Vec<u32>, u32) {
+/// The fixture's prompt, its ids, and the label of the token transformers ranks first after it.
+fn expected(name: &str) -> (String, Vec<u32>, String) {
     let bytes = std::fs::read(fixture_dir(name).join("expected.safetensors")).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-    let ids: Vec<u32> =
-        serde_json::from_str(&meta.metadata().as_ref().unwrap()["input_ids"]).unwrap();
+    let meta = meta.metadata().as_ref().unwrap();
+    let ids: Vec<u32> = serde_json::from_str(&meta["input_ids"]).unwrap();
     let file = SafeTensors::deserialize(&bytes).unwrap();
     let logits: Vec<f32> = file
         .tensor("logits")
@@ -32,12 +34,15 @@ fn expected(name: &str) -> (Vec<u32>, u32) {
     let vocab = logits.len() / ids.len();
     let last = &logits[logits.len() - vocab..];
     let best = (0..vocab).fold(0, |best, i| if last[i] > last[best] { i } else { best });
-    (ids, best as u32)
+    let json = std::fs::read_to_string(fixture_dir(name).join("tokenizer.json")).unwrap();
+    let tokenizer = Tokenizer::from_tokenizer_json(&json).unwrap();
+    let label = tokenizer.token_label(best as u32).unwrap();
+    (meta["prompt"].clone(), ids, label)
 }
 
-/// Opens the page on `engine`, picks the directory's `config.json` and `model.safetensors` in
-/// the file input, waits for its `maps` maps and the architecture line, types the fixture's ids
-/// and returns the page's top prediction.
+/// Opens the page on `engine`, picks the directory's `config.json`, `model.safetensors` and
+/// `tokenizer.json` in the file input, waits for its `maps` maps and the architecture line,
+/// types the fixture's prompt and returns the page's top prediction (and the architecture line).
 fn top_prediction(name: &str, engine: &str, maps: usize, family: &str) -> (String, String) {
     let server = StaticServer::start_with(dist_dir(), Some(fixture_dir(name)));
     let b = Browser::start(WebGpu::Enabled);
@@ -48,7 +53,7 @@ fn top_prediction(name: &str, engine: &str, maps: usize, family: &str) -> (Strin
         LOAD,
     );
     b.eval(
-        "Promise.all(['config.json', 'model.safetensors'].map(name =>
+        "Promise.all(['config.json', 'model.safetensors', 'tokenizer.json'].map(name =>
              fetch('_test/' + name).then(r => r.arrayBuffer()).then(bytes => new File([bytes], name))
          )).then(files => {
              const input = document.getElementById('model-files');
@@ -67,11 +72,10 @@ fn top_prediction(name: &str, engine: &str, maps: usize, family: &str) -> (Strin
         ),
         LOAD,
     );
-    let (ids, _) = expected(name);
-    let text = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+    let (prompt, ids, _) = expected(name);
     b.eval(&format!(
         "const e = document.querySelector('[data-testid=prompt-input]');
-         e.value = '{text}';
+         e.value = {prompt:?};
          e.dispatchEvent(new Event('input', {{bubbles: true}}));"
     ));
     let top = b.wait_for(
@@ -95,17 +99,17 @@ fn top_prediction(name: &str, engine: &str, maps: usize, family: &str) -> (Strin
 }
 
 fn check(name: &str, maps: usize, family: &str) {
-    let (_, want) = expected(name);
+    let (_, _, want) = expected(name);
     let (cpu, architecture) = top_prediction(name, "cpu", maps, family);
-    println!("{name}: {architecture}");
-    assert_eq!(cpu, want.to_string(), "{name}: the CPU engine's top-1");
+    println!("{name}: {architecture}; top-1 {cpu:?}");
+    assert_eq!(cpu, want, "{name}: the CPU engine's top-1");
     let (gpu, _) = top_prediction(name, "gpu", maps, family);
     assert_eq!(gpu, cpu, "{name}: the GPU engine's top-1");
 }
 
 #[test]
 fn a_llama_directory_from_disk_runs_on_both_engines() {
-    // 2 layers × 6 query heads (2 key/value heads).
+    // 2 layers × 6 query heads (2 key/value heads); a SentencePiece-style tokenizer with <s>.
     check("llama-gqa-tied", 12, "Llama");
 }
 

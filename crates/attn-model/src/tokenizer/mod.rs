@@ -50,6 +50,14 @@ pub enum TokenizerSpec {
         /// first.
         merges: Vec<String>,
     },
+    /// Any other Hugging Face `tokenizer.json` (Llama 3's and Qwen2's split patterns, GPT-NeoX's,
+    /// SentencePiece-style BPE with byte fallback, …), run by Hugging Face's own `tokenizers`
+    /// library. Encoding adds the special tokens the file's post-processor declares (the BOS a
+    /// Llama model expects).
+    HuggingFace {
+        /// The `tokenizer.json` text.
+        json: String,
+    },
 }
 
 /// What can go wrong while building a tokenizer or converting between text and ids. Messages
@@ -99,6 +107,9 @@ pub enum TokenizerError {
     /// The vocabulary is unusable (empty, duplicated tokens or ids, impossible symbols).
     #[error("invalid vocabulary: {0}")]
     InvalidVocab(String),
+    /// The `tokenizers` library could not encode or decode.
+    #[error("the tokenizer failed: {0}")]
+    Library(String),
     /// `vocab.json` is not a JSON object of token → non-negative id.
     #[error("invalid vocab.json: {0}")]
     InvalidVocabJson(String),
@@ -134,6 +145,7 @@ enum Tables {
     Char { ids: HashMap<char, u32> },
     Words { ids: HashMap<String, u32> },
     Bpe(Box<Gpt2Bpe>),
+    HuggingFace(Box<tokenizers::Tokenizer>),
 }
 
 /// Short on purpose: a GPT-2 vocabulary has 50 257 entries.
@@ -181,6 +193,12 @@ impl Tokenizer {
             }
             TokenizerSpec::Gpt2Bpe { vocab, merges } => {
                 Tables::Bpe(Box::new(Gpt2Bpe::new(vocab, merges)?))
+            }
+            TokenizerSpec::HuggingFace { json } => {
+                let tokenizer = json
+                    .parse::<tokenizers::Tokenizer>()
+                    .map_err(|e| TokenizerError::InvalidTokenizerJson(e.to_string()))?;
+                Tables::HuggingFace(Box::new(tokenizer))
             }
         };
         Ok(Tokenizer { spec, tables })
@@ -334,6 +352,11 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         match &self.tables {
             Tables::Bpe(bpe) => bpe.vocab_size(),
+            Tables::HuggingFace(hf) => hf
+                .get_vocab(true)
+                .values()
+                .max()
+                .map_or(0, |&id| id as usize + 1),
             Tables::Char { .. } | Tables::Words { .. } => self.list_vocab().len(),
         }
     }
@@ -368,6 +391,10 @@ impl Tokenizer {
                 })
                 .collect(),
             Tables::Bpe(bpe) => bpe.encode(text),
+            Tables::HuggingFace(hf) => hf
+                .encode(text, true)
+                .map(|encoding| encoding.get_ids().to_vec())
+                .map_err(|e| TokenizerError::Library(e.to_string())),
         }
     }
 
@@ -378,6 +405,14 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         match &self.tables {
             Tables::Bpe(bpe) => bpe.decode(ids),
+            Tables::HuggingFace(hf) => {
+                let vocab_size = self.vocab_size();
+                if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab_size) {
+                    return Err(TokenizerError::IdOutOfRange { id, vocab_size });
+                }
+                hf.decode(ids, false)
+                    .map_err(|e| TokenizerError::Library(e.to_string()))
+            }
             Tables::Char { .. } => ids.iter().map(|&id| self.list_entry(id)).collect(),
             Tables::Words { .. } => Ok(ids
                 .iter()
@@ -396,6 +431,15 @@ impl Tokenizer {
     /// character (emoji are often split) shows those bytes as `\xF0\x9F`. Special tokens show as
     /// written (`<|endoftext|>`).
     pub fn token_label(&self, id: u32) -> Option<String> {
+        if let Tables::HuggingFace(hf) = &self.tables {
+            // The token's text when it decodes on its own; else its vocabulary entry (a byte
+            // such as `<0xF0>`, or a byte-level piece of a character).
+            let token = hf.id_to_token(id)?;
+            return Some(match hf.decode(&[id], false) {
+                Ok(text) if !text.is_empty() && !text.contains('\u{FFFD}') => visible(&text),
+                _ => token,
+            });
+        }
         let Tables::Bpe(bpe) = &self.tables else {
             return self.list_vocab().get(id as usize).map(|t| visible(t));
         };
@@ -412,12 +456,26 @@ impl Tokenizer {
         Some(label)
     }
 
-    /// `"char"`, `"words"` or `"gpt2_bpe"`: the spec's `kind` tag.
+    /// `"char"`, `"words"`, `"gpt2_bpe"` or `"hugging_face"`: the spec's `kind` tag.
     pub fn kind(&self) -> &'static str {
         match self.tables {
             Tables::Char { .. } => "char",
             Tables::Words { .. } => "words",
             Tables::Bpe(_) => "gpt2_bpe",
+            Tables::HuggingFace(_) => "hugging_face",
+        }
+    }
+
+    /// A Hugging Face `tokenizer.json`: GPT-2's byte-level BPE through the hand-written
+    /// tokenizer when it is one, anything else through the `tokenizers` library.
+    pub fn from_tokenizer_json(json: &str) -> Result<Self, TokenizerError> {
+        match Tokenizer::gpt2_from_tokenizer_json(json) {
+            Err(TokenizerError::UnsupportedTokenizerJson(_)) => {
+                Tokenizer::from_spec(TokenizerSpec::HuggingFace {
+                    json: strip_bom(json).to_string(),
+                })
+            }
+            other => other,
         }
     }
 
@@ -425,7 +483,7 @@ impl Tokenizer {
     fn list_vocab(&self) -> &[String] {
         match &self.spec {
             TokenizerSpec::Char { vocab } | TokenizerSpec::Words { vocab } => vocab,
-            TokenizerSpec::Gpt2Bpe { .. } => &[],
+            TokenizerSpec::Gpt2Bpe { .. } | TokenizerSpec::HuggingFace { .. } => &[],
         }
     }
 
