@@ -35,6 +35,8 @@ pub struct Ui {
     pub roles: RwSignal<Vec<HeadRoles>>,
     pub focus: RwSignal<Option<(usize, usize)>>,
     pub diff: RwSignal<bool>,
+    /// Which layers the attention grid shows, and how large its maps are.
+    pub grid: RwSignal<GridView>,
     pub engine_choice: RwSignal<EngineChoice>,
     pub engine_badge: RwSignal<String>,
     pub importance: RwSignal<Vec<HeadImportance>>,
@@ -79,6 +81,7 @@ impl Ui {
             roles: RwSignal::new(Vec::new()),
             focus: RwSignal::new(state.focus),
             diff: RwSignal::new(state.diff),
+            grid: RwSignal::new(GridView::default()),
             engine_choice: RwSignal::new(state.engine),
             engine_badge: RwSignal::new("Checking WebGPU…".into()),
             importance: RwSignal::new(Vec::new()),
@@ -102,5 +105,95 @@ impl Ui {
             focus: self.focus.get(),
             diff: self.diff.get(),
         }
+    }
+}
+
+/// How large the attention grid's maps are drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MapSize {
+    Small,
+    #[default]
+    Medium,
+    Large,
+}
+
+impl MapSize {
+    pub const ALL: [MapSize; 3] = [MapSize::Small, MapSize::Medium, MapSize::Large];
+
+    /// The name in the size menu and in the grid's CSS class (`size-small`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            MapSize::Small => "small",
+            MapSize::Medium => "medium",
+            MapSize::Large => "large",
+        }
+    }
+}
+
+/// The part of the attention grid on screen: layers `first..=last` at one map size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GridView {
+    pub first: usize,
+    pub last: usize,
+    pub size: MapSize,
+}
+
+impl Default for GridView {
+    fn default() -> Self {
+        GridView {
+            first: 0,
+            last: usize::MAX,
+            size: MapSize::Medium,
+        }
+    }
+}
+
+/// More maps than this and a new model opens showing only its first layers.
+pub const MAX_MAPS_AT_OPEN: usize = 256;
+
+impl GridView {
+    /// What a newly opened model of `n_layer × n_head` shows: every layer while there are at most
+    /// [`MAX_MAPS_AT_OPEN`] maps, else the first layers up to half that many maps; small maps
+    /// when a layer has more than 16 heads.
+    pub fn at_open(n_layer: usize, n_head: usize) -> GridView {
+        let last = if n_layer * n_head <= MAX_MAPS_AT_OPEN {
+            n_layer.saturating_sub(1)
+        } else {
+            ((MAX_MAPS_AT_OPEN / 2) / n_head.max(1)).clamp(1, n_layer) - 1
+        };
+        let size = if n_head > 16 {
+            MapSize::Small
+        } else {
+            MapSize::Medium
+        };
+        GridView {
+            first: 0,
+            last,
+            size,
+        }
+    }
+
+    /// Whether layer `layer` is on screen.
+    pub fn shows(&self, layer: usize) -> bool {
+        (self.first..=self.last).contains(&layer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_models_show_every_layer_and_large_ones_their_first() {
+        assert_eq!(GridView::at_open(12, 12).last, 11, "GPT-2 small: 144 maps");
+        let llama = GridView::at_open(32, 32);
+        assert_eq!(
+            (llama.first, llama.last, llama.size),
+            (0, 3, MapSize::Small)
+        );
+        assert!(llama.shows(3) && !llama.shows(4));
+        let wide = GridView::at_open(2, 300);
+        assert_eq!(wide.last, 0, "at least one layer");
+        assert_eq!(GridView::at_open(1, 1).last, 0);
     }
 }

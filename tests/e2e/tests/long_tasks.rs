@@ -229,3 +229,72 @@ fn a_bad_file_from_disk_gives_a_message_and_keeps_the_model() {
     );
     assert_eq!(still, serde_json::json!([4, true]));
 }
+
+#[test]
+fn a_32_by_32_grid_opens_on_its_first_layers_and_can_be_filtered_and_resized() {
+    // 32 layers × 32 heads (Llama-7B's grid), at a size that loads in a moment.
+    let config = ModelConfig {
+        vocab_size: 64,
+        n_ctx: 16,
+        d_model: 64,
+        n_layer: 32,
+        n_head: 32,
+        d_mlp: Some(32),
+        ..ModelConfig::tiny(64)
+    };
+    let (_server, b) = open_from_disk("grid-32x32", config);
+    let count = "return document.querySelectorAll('[data-testid=heatmap-cell]').length";
+    // 1024 maps is too many to draw at once: the first four layers, small.
+    b.wait_for(
+        "the first four layers of 32 heads",
+        "return document.querySelectorAll('[data-testid=heatmap-cell]').length === 128
+             && document.querySelector('.model-panel .facts').textContent.includes('32 layers')",
+        LOAD,
+    );
+    let class = b.eval("return document.querySelector('[data-testid=heatmap-grid]').className");
+    assert_eq!(class, serde_json::json!("grid size-small"));
+    // The model has no tokenizer: token ids.
+    b.eval(
+        "const e = document.querySelector('[data-testid=prompt-input]');
+         e.value = '1 5 9 13 2 6 10 14 3 7 11 15';
+         e.dispatchEvent(new Event('input', {bubbles: true}));",
+    );
+    b.wait_for(
+        "a prediction",
+        "return !!document.querySelector('[data-testid=output-topk-current] li')",
+        LOAD,
+    );
+    // Layers 10 to 12 only.
+    b.eval(
+        "for (const [id, v] of [['layers-to', '12'], ['layers-from', '10']]) {
+             const e = document.querySelector(`[data-testid=${id}]`);
+             e.value = v;
+             e.dispatchEvent(new Event('change', {bubbles: true}));
+         }",
+    );
+    let layers = b.wait_for(
+        "layers 10 to 12",
+        "const cells = [...document.querySelectorAll('[data-testid=heatmap-cell]')];
+         return cells.length === 96 ? [...new Set(cells.map(c => c.dataset.layer))] : null",
+        LOAD,
+    );
+    assert_eq!(layers, serde_json::json!(["10", "11", "12"]));
+    // Large maps; the grid scrolls rather than growing the page without bound.
+    b.eval(
+        "const e = document.querySelector('[data-testid=map-size]');
+         e.value = 'large';
+         e.dispatchEvent(new Event('change', {bubbles: true}));",
+    );
+    b.wait_for(
+        "large maps",
+        "return document.querySelector('[data-testid=heatmap-grid]').className === 'grid size-large'",
+        LOAD,
+    );
+    let scrolls = b.eval(
+        "const g = document.querySelector('[data-testid=heatmap-grid]');
+         return getComputedStyle(g).overflowY === 'auto' && g.scrollHeight > g.clientHeight",
+    );
+    assert_eq!(scrolls, serde_json::json!(true));
+    assert_eq!(b.eval(count), serde_json::json!(96));
+    b.screenshot("long-03-grid-32x32");
+}

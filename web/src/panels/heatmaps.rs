@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use crate::browser;
 use crate::heatmap;
 use crate::panels::controls::toggle_head;
-use crate::state::Ui;
+use crate::state::{GridView, MapSize, Ui};
 
 fn role_badge(roles: &[HeadRoles], layer: usize, head: usize) -> Option<&'static str> {
     roles
@@ -20,10 +20,18 @@ fn role_badge(roles: &[HeadRoles], layer: usize, head: usize) -> Option<&'static
 #[component]
 pub fn HeatmapGrid() -> impl IntoView {
     let ui = expect_context::<Ui>();
+    // A newly opened model starts with the view that suits its size.
+    Effect::new(move |_| {
+        if let Some((layers, heads)) = ui.info.with(|i| i.as_ref().map(|i| (i.n_layer, i.n_head))) {
+            ui.grid.set(GridView::at_open(layers, heads));
+        }
+    });
     let cells = move || {
         let info = ui.info.get()?;
+        let view = ui.grid.get();
         Some(
             (0..info.n_layer)
+                .filter(|layer| view.shows(*layer))
                 .map(|layer| {
                     let row = (0..info.n_head)
                         .map(|head| view! { <HeatmapCell layer=layer head=head causal=info.causal /> })
@@ -52,7 +60,64 @@ pub fn HeatmapGrid() -> impl IntoView {
                 view! { <span>"0"</span><span class="scale sequential"></span><span>"1"</span> }.into_any()
             }}
         </div>
-        <div class="grid" data-testid="heatmap-grid">{cells}</div>
+        <GridControls />
+        <div class=move || format!("grid size-{}", ui.grid.get().size.name()) data-testid="heatmap-grid">
+            {cells}
+        </div>
+    }
+}
+
+/// The layer range and the map size of the grid, for models with many layers and heads.
+#[component]
+fn GridControls() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let layers = move || ui.info.with(|i| i.as_ref().map_or(1, |i| i.n_layer));
+    // A typed layer number, kept inside the model and the other end of the range.
+    let set_end = move |ev: leptos::ev::Event, first: bool| {
+        let Ok(value) = event_target_value(&ev).trim().parse::<usize>() else {
+            return;
+        };
+        let top = layers().saturating_sub(1);
+        ui.grid.update(|g| {
+            if first {
+                g.first = value.min(top);
+                g.last = g.last.max(g.first);
+            } else {
+                g.last = value.min(top);
+                g.first = g.first.min(g.last);
+            }
+        });
+    };
+    let set_size = move |ev: leptos::ev::Event| {
+        let name = event_target_value(&ev);
+        if let Some(size) = MapSize::ALL.into_iter().find(|s| s.name() == name) {
+            ui.grid.update(|g| g.size = size);
+        }
+    };
+    view! {
+        <div class="grid-controls">
+            <label>
+                "Layers "
+                <input type="number" min="0" data-testid="layers-from" max=move || layers() - 1
+                    prop:value=move || ui.grid.get().first.to_string()
+                    on:change=move |ev| set_end(ev, true) />
+                " to "
+                <input type="number" min="0" data-testid="layers-to" max=move || layers() - 1
+                    prop:value=move || ui.grid.get().last.min(layers() - 1).to_string()
+                    on:change=move |ev| set_end(ev, false) />
+                {move || format!(" of {}", layers())}
+            </label>
+            <label>
+                "Map size "
+                <select data-testid="map-size" on:change=set_size>
+                    {MapSize::ALL.into_iter().map(|size| view! {
+                        <option value=size.name() selected=move || ui.grid.get().size == size>
+                            {size.name()}
+                        </option>
+                    }).collect_view()}
+                </select>
+            </label>
+        </div>
     }
 }
 
