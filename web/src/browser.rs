@@ -32,6 +32,58 @@ pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("cannot read {url}: {e}"))
 }
 
+/// GETs `url` and hands its body to `piece` as it arrives (`piece(bytes, read so far, total
+/// length when the response declares it)`), so that a large file is never held whole. An error
+/// from `piece` stops the reading and is returned.
+pub async fn read_in_pieces(
+    url: &str,
+    mut piece: impl FnMut(&[u8], u64, Option<u64>) -> Result<(), String>,
+) -> Result<(), String> {
+    let response = gloo_net::http::Request::get(url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+    if !response.ok() {
+        return Err(format!("cannot fetch {url}: HTTP {}", response.status()));
+    }
+    let total = response
+        .headers()
+        .get("content-length")
+        .and_then(|n| n.parse::<u64>().ok());
+    let body = response
+        .body()
+        .ok_or_else(|| format!("cannot read {url}: the response has no body"))?;
+    let reader: web_sys::ReadableStreamDefaultReader = body
+        .get_reader()
+        .dyn_into()
+        .map_err(|_| format!("cannot read {url}: no stream reader"))?;
+    let mut read = 0u64;
+    let mut buffer = Vec::new();
+    loop {
+        let result = wasm_bindgen_futures::JsFuture::from(reader.read())
+            .await
+            .map_err(|e| format!("cannot read {url}: {e:?}"))?;
+        if Reflect::get(&result, &"done".into())
+            .ok()
+            .and_then(|d| d.as_bool())
+            .unwrap_or(true)
+        {
+            return Ok(());
+        }
+        let chunk: js_sys::Uint8Array = Reflect::get(&result, &"value".into())
+            .ok()
+            .and_then(|v| v.dyn_into().ok())
+            .ok_or_else(|| format!("cannot read {url}: a piece is not bytes"))?;
+        buffer.resize(chunk.length() as usize, 0);
+        chunk.copy_to(&mut buffer);
+        read += buffer.len() as u64;
+        if let Err(e) = piece(&buffer, read, total) {
+            let _ = reader.cancel();
+            return Err(e);
+        }
+    }
+}
+
 /// GETs `url` as text.
 pub async fn fetch_text(url: &str) -> Result<String, String> {
     String::from_utf8(fetch_bytes(url).await?).map_err(|_| format!("{url} is not UTF-8 text"))

@@ -14,15 +14,17 @@ use std::rc::Rc;
 use attn_gpu::{is_device_failure, EngineKind, EnginePair, GpuContext, GpuError};
 use attn_model::engine::{Outcome, Step};
 use attn_model::{
-    generate, head_importance, head_roles, AblationMode, HeadImportance, Model, Sampling, Variant,
+    generate, head_importance, head_roles, AblationMode, HeadImportance, Model, Output, Sampling,
+    TensorStream, Variant,
 };
 use gloo_worker::{HandlerId, Worker, WorkerScope};
 use wasm_bindgen_futures::spawn_local;
 
-use crate::browser::fetch_bytes;
+use crate::browser::{fetch_bytes, read_in_pieces};
 use crate::protocol::{AsJson, JobOutcome, ModelSource, Request, Response};
 use crate::session::{
-    model_from_files, return_engines, run_timed, take_engines, Session, SessionCell, Yielding,
+    check_fits, return_engines, run_timed, take_engines, PickedFiles, RunResult, Session,
+    SessionCell, Yielding,
 };
 
 /// The worker's state, shared by its running tasks.
@@ -35,6 +37,9 @@ struct State {
     gpu: RefCell<Option<GpuContext>>,
     /// Jobs the page cancelled.
     cancelled: RefCell<HashSet<u32>>,
+    /// The unmodified model's last output with its logits, (model, tokens, output): what the
+    /// variant's results are compared with.
+    baseline: RefCell<Option<(u32, Vec<u32>, Output)>>,
 }
 
 /// The worker (see the module documentation).
@@ -276,19 +281,16 @@ async fn open(
                 model,
                 what: format!("Reading {title}…"),
             });
-            let mut read = Vec::with_capacity(files.len());
-            for (name, url) in files {
-                match fetch_bytes(&url).await {
-                    Ok(bytes) => read.push((name, bytes)),
-                    Err(e) => {
-                        return reply(Response::OpenFailed {
-                            model,
-                            message: format!("Could not read {name}: {e}"),
-                        })
-                    }
-                }
+            match read_picked(files, &title, &|what| {
+                reply(Response::Loading { model, what })
+            })
+            .await
+            {
+                Ok(picked) => picked
+                    .into_model()
+                    .map_err(|e| format!("Could not load {title}: {e}")),
+                Err(message) => return reply(Response::OpenFailed { model, message }),
             }
-            model_from_files(&read).map_err(|e| format!("Could not load {title}: {e}"))
         }
     };
     let session = loaded.and_then(|m| Session::new(m, title, description, examples));
@@ -323,6 +325,62 @@ async fn open(
     }
 }
 
+/// Reads the picked files: text files whole; safetensors files piece by piece into their
+/// tensors, checking the declared sizes against the page's memory before any weight is read, and
+/// saying how far each file has got.
+async fn read_picked(
+    files: Vec<(String, String)>,
+    title: &str,
+    progress: &dyn Fn(String),
+) -> Result<PickedFiles, String> {
+    const MB: u64 = 1 << 20;
+    let mut picked = PickedFiles::default();
+    let mut declared = 0u64;
+    for (name, url) in files {
+        if !name.ends_with(".safetensors") {
+            let bytes = fetch_bytes(&url)
+                .await
+                .map_err(|e| format!("Could not read {name}: {e}"))?;
+            let text = String::from_utf8(bytes).map_err(|_| format!("{name} is not UTF-8 text"))?;
+            picked.texts.insert(name, text);
+            continue;
+        }
+        let mut stream = TensorStream::new();
+        let (mut counted, mut reported) = (false, 0u64);
+        read_in_pieces(&url, |piece, read, total| {
+            stream
+                .push(piece)
+                .map_err(|e| format!("Could not load {name}: {e}"))?;
+            if let (false, Some(header)) = (counted, stream.declared()) {
+                counted = true;
+                declared += header.f32_bytes();
+                check_fits(title, declared)?;
+            }
+            if read >= reported + 16 * MB || Some(read) == total {
+                reported = read;
+                progress(match total {
+                    Some(total) => format!("Reading {name}: {} of {} MB", read / MB, total / MB),
+                    None => format!("Reading {name}: {} MB", read / MB),
+                });
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| {
+            if e.starts_with("Could not") || e.contains("float32") {
+                e
+            } else {
+                format!("Could not read {name}: {e}")
+            }
+        })?;
+        let loaded = stream
+            .finish()
+            .map_err(|e| format!("Could not load {name}: {e}"))?;
+        picked.tensors.push((name, loaded));
+    }
+    Ok(picked)
+}
+
 async fn run(
     state: &State,
     model: u32,
@@ -340,15 +398,36 @@ async fn run(
         });
     };
     let mut failures = Vec::new();
-    let baseline = if with_baseline {
+    let engine = |pair: &EnginePair| pair.kind();
+    // The baseline on these tokens: run now when the page asks for it or the worker has none.
+    let cached = state
+        .baseline
+        .borrow()
+        .as_ref()
+        .is_some_and(|(m, t, _)| *m == model && *t == tokens);
+    let mut baseline = None;
+    if with_baseline || !cached {
         let (result, failure) = run_timed(&mut pair, true, &Variant::default(), &tokens).await;
         failures.extend(failure);
-        Some(result.map_err(|e| e.to_string()))
-    } else {
-        None
-    };
+        match result {
+            Ok((output, millis)) => {
+                if with_baseline {
+                    let page =
+                        RunResult::for_page(output.clone(), None, &tokens, millis, engine(&pair));
+                    baseline = Some(Ok(page));
+                }
+                *state.baseline.borrow_mut() = Some((model, tokens.clone(), output));
+            }
+            Err(e) => baseline = with_baseline.then(|| Err(e.to_string())),
+        }
+    }
     let (current, failure) = run_timed(&mut pair, false, &variant, &tokens).await;
     failures.extend(failure);
+    let current = current.map_err(|e| e.to_string()).map(|(output, millis)| {
+        let cache = state.baseline.borrow();
+        let base = cache.as_ref().map(|(_, _, o)| o);
+        RunResult::for_page(output, base, &tokens, millis, engine(&pair))
+    });
     return_engines(&state.session, pair);
     if let Some(e) = failures.first() {
         gpu_failed(state, e, reply);
@@ -356,6 +435,6 @@ async fn run(
     reply(Response::Ran {
         model,
         baseline,
-        current: current.map_err(|e| e.to_string()),
+        current,
     });
 }

@@ -240,6 +240,14 @@ mod tests {
         let result = RunResult {
             tokens: vec![1, 2],
             output: output.clone(),
+            top: vec![(3, 0.5), (0, 0.25)],
+            comparison: Some(attn_model::Comparison {
+                kl_per_position: vec![0.0, 0.25],
+                mean_kl: 0.125,
+                top1_agreement: 0.5,
+                baseline_nll: Some(1.5),
+                variant_nll: None,
+            }),
             millis: 1.5,
             engine: attn_gpu::EngineKind::Cpu,
         };
@@ -249,6 +257,41 @@ mod tests {
         assert_eq!(back.output.attention, output.attention);
         assert_eq!(back.output.head_out_norms, output.head_out_norms);
         assert_eq!(back.output.kv_bytes_per_token, 64);
+        assert_eq!(back.top, result.top);
+        assert_eq!(back.comparison, result.comparison);
+    }
+
+    #[test]
+    fn the_page_gets_the_top_outputs_and_the_cost_but_not_the_logits() {
+        let output = |logits: Vec<f32>| attn_model::Output {
+            seq_len: 2,
+            n_layer: 1,
+            n_head: 1,
+            n_out: 3,
+            logits,
+            attention: vec![1.0, 0.0, 0.5, 0.5],
+            head_out_norms: vec![0.0; 2],
+            kv_bytes_per_token: 8,
+        };
+        let base = output(vec![0.0, 1.0, 2.0, 3.0, 2.0, 1.0]);
+        let variant = output(vec![0.0, 1.0, 2.0, 1.0, 2.0, 3.0]);
+        let page = RunResult::for_page(
+            variant.clone(),
+            Some(&base),
+            &[1, 2],
+            3.0,
+            attn_gpu::EngineKind::Cpu,
+        );
+        assert!(page.output.logits.is_empty());
+        assert_eq!(page.output.attention, variant.attention);
+        assert_eq!(page.top, variant.top_at(1, crate::session::TOP_OUTPUTS));
+        assert_eq!(page.top[0].0, 2);
+        assert_eq!(
+            page.comparison,
+            Some(attn_model::compare(&base, &variant, &[1, 2]))
+        );
+        let alone = RunResult::for_page(variant, None, &[1, 2], 3.0, attn_gpu::EngineKind::Cpu);
+        assert_eq!(alone.comparison, None);
     }
 }
 

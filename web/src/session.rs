@@ -2,14 +2,16 @@
 //! and the parts of it the page keeps to turn text into tokens and ids into labels
 //! ([`ModelText`]).
 
-use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use attn_gpu::{AnyEngine, EngineKind, EnginePair, GpuContext, GpuError, Readback};
 use attn_model::{
-    load::from_hf_files, Captured, Engine, Hooks, Model, ModelConfig, Output, Tokenizer,
+    compare,
+    load::{from_hf_source, HfSource},
+    Captured, Comparison, Engine, Hooks, LoadedTensors, Model, ModelConfig, Output, Tokenizer,
     TokenizerSpec, Variant,
 };
 use serde::{Deserialize, Serialize};
@@ -59,10 +61,46 @@ pub struct Session {
 pub struct RunResult {
     /// The input it ran on.
     pub tokens: Vec<u32>,
+    /// The attention maps and the KV-cache bytes. Its logits stay in the worker (empty here): a
+    /// real vocabulary makes them megabytes per run, and the page needs only `top` and
+    /// `comparison`.
     #[serde(with = "crate::protocol::packed_output")]
     pub output: Output,
+    /// The most probable next outputs after the last position, most probable first.
+    pub top: Vec<(u32, f32)>,
+    /// For a variant's result: its cost against the unmodified model on the same input.
+    pub comparison: Option<Comparison>,
     pub millis: f64,
     pub engine: EngineKind,
+}
+
+/// How many next outputs a result lists.
+pub const TOP_OUTPUTS: usize = 10;
+
+impl RunResult {
+    /// The result the page gets from a full `output`: everything but the logits, which give its
+    /// top outputs (and, against `baseline`, the comparison).
+    pub fn for_page(
+        mut output: Output,
+        baseline: Option<&Output>,
+        tokens: &[u32],
+        millis: f64,
+        engine: EngineKind,
+    ) -> RunResult {
+        let top = output.top_at(output.seq_len - 1, TOP_OUTPUTS);
+        let comparison = baseline
+            .filter(|b| b.seq_len == output.seq_len)
+            .map(|b| compare(b, &output, tokens));
+        output.logits = Vec::new();
+        RunResult {
+            tokens: tokens.to_vec(),
+            output,
+            top,
+            comparison,
+            millis,
+            engine,
+        }
+    }
 }
 
 /// The shared, non-reactive session (engines are not `Send`).
@@ -95,28 +133,21 @@ pub fn return_engines(cell: &SessionCell, pair: EnginePair) {
 }
 
 /// Runs one forward of `pair` (the baseline, or `variant`), timed, reading back what the page
-/// shows.
+/// shows: every logit (for the cost of the change) and every map (the grid); no panel shows the
+/// head norms, so they stay on the engine (NaN). Returns the full output and the milliseconds.
 pub async fn run_timed(
     pair: &mut EnginePair,
     baseline: bool,
     variant: &Variant,
     tokens: &[u32],
-) -> (Result<RunResult, GpuError>, Option<GpuError>) {
+) -> (Result<(Output, f64), GpuError>, Option<GpuError>) {
     let start = now_ms();
-    // Every logit (the cost panel compares all positions) and every map (the grid shows them);
-    // no panel shows the head norms, so they stay on the engine (NaN here).
     let readback = Readback {
         head_out_norms: false,
         ..Readback::everything()
     };
     let (output, failure) = pair.run(baseline, variant, tokens, &readback).await;
-    let result = output.map(|output| RunResult {
-        tokens: tokens.to_vec(),
-        output,
-        millis: now_ms() - start,
-        engine: pair.kind(),
-    });
-    (result, failure)
+    (output.map(|o| (o, now_ms() - start)), failure)
 }
 
 /// An engine that lets the event loop run before each forward: in the worker, the analyses'
@@ -295,28 +326,73 @@ impl ModelText {
     }
 }
 
-/// Builds a model from files the user picked: a project `.safetensors`, or a Hugging Face
-/// directory's `config.json` + `model.safetensors` or its shards (+ `vocab.json` and
-/// `merges.txt`, or `tokenizer.json`).
-pub fn model_from_files(files: &[(String, Vec<u8>)]) -> Result<Model, String> {
-    const MAX_BYTES: usize = 512 << 20;
-    if let Some((name, bytes)) = files.iter().find(|(_, b)| b.len() > MAX_BYTES) {
-        return Err(format!(
-            "{name} is {} MB; the playground loads models up to 512 MB",
-            bytes.len() >> 20
-        ));
+/// The most a model may take in the page once its weights are widened to `f32`: the compute
+/// worker's memory is a wasm32 address space (4 GiB at most), which also holds the engines'
+/// buffers and the tokenizer.
+pub const MAX_MODEL_BYTES: u64 = 5 << 29;
+
+/// Fails, naming what would fit, when `f32_bytes` of weights exceed [`MAX_MODEL_BYTES`].
+pub fn check_fits(what: &str, f32_bytes: u64) -> Result<(), String> {
+    if f32_bytes <= MAX_MODEL_BYTES {
+        return Ok(());
     }
-    let find = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, b)| b);
-    if find("config.json").is_some() {
-        return from_hf_files(|name| Ok(find(name).map(|b| Cow::Borrowed(b.as_slice()))))
-            .map_err(|e| e.to_string());
+    let gb = |bytes: u64| bytes as f64 / 1e9;
+    Err(format!(
+        "{what} needs {:.1} GB as float32 weights; the page holds models up to {:.1} GB (about {} M \
+         parameters). The command-line tool `attn` runs larger ones.",
+        gb(f32_bytes),
+        gb(MAX_MODEL_BYTES),
+        MAX_MODEL_BYTES / 4 / 1_000_000
+    ))
+}
+
+/// The files a person picked, read: text files whole, safetensors files piece by piece into
+/// their tensors (see the compute worker's `read_picked`).
+#[derive(Default)]
+pub struct PickedFiles {
+    pub texts: HashMap<String, String>,
+    pub tensors: Vec<(String, LoadedTensors)>,
+}
+
+impl HfSource for PickedFiles {
+    fn text(&mut self, name: &str) -> attn_model::Result<Option<String>> {
+        Ok(self.texts.get(name).cloned())
     }
-    match files.iter().find(|(n, _)| n.ends_with(".safetensors")) {
-        Some((_, bytes)) => Model::from_safetensors_bytes(bytes).map_err(|e| e.to_string()),
-        None => Err(
-            "pick a model .safetensors file, or a Hugging Face directory's config.json and \
-             model.safetensors (with vocab.json + merges.txt or tokenizer.json)"
-                .into(),
-        ),
+
+    fn tensors(&mut self, name: &str) -> attn_model::Result<Option<LoadedTensors>> {
+        let at = self.tensors.iter().position(|(n, _)| n == name);
+        Ok(at.map(|i| self.tensors.swap_remove(i).1))
+    }
+}
+
+impl PickedFiles {
+    /// The model the files make: a project `.safetensors`, or a Hugging Face directory's
+    /// `config.json` + `model.safetensors` or its shards (+ `vocab.json` and `merges.txt`, or
+    /// `tokenizer.json`).
+    pub fn into_model(mut self) -> Result<Model, String> {
+        if self.texts.contains_key("config.json") {
+            return from_hf_source(&mut self).map_err(|e| e.to_string());
+        }
+        match self.tensors.pop() {
+            Some((_, loaded)) => Model::from_loaded(loaded).map_err(|e| e.to_string()),
+            None => Err(
+                "pick a model .safetensors file, or a Hugging Face directory's config.json and \
+                 model.safetensors (with vocab.json + merges.txt or tokenizer.json)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_check_says_what_fits() {
+        assert!(check_fits("SmolLM2-360M", 362_000_000 * 4).is_ok());
+        let err = check_fits("TinyLlama-1.1B", 1_100_000_000 * 4).unwrap_err();
+        assert!(err.contains("TinyLlama-1.1B needs 4.4 GB"), "{err}");
+        assert!(err.contains("about 671 M parameters"), "{err}");
     }
 }

@@ -117,39 +117,39 @@ async fn the_sessions_gpu_engines_agree_with_its_cpu_engine() {
         Variant::from_json(r#"{"kernel": "linear", "top_k": 2}"#).unwrap(),
     ];
     let (baseline, failure) = run_timed(&mut pair, true, &Variant::default(), &tokens).await;
-    let baseline = baseline.unwrap();
+    let (baseline, _) = baseline.unwrap();
     assert!(failure.is_none());
-    assert_eq!(baseline.engine, EngineKind::Gpu);
+    assert_eq!(pair.kind(), EngineKind::Gpu);
     for variant in &variants {
-        let gpu = run_timed(&mut pair, false, variant, &tokens)
+        let (gpu, _) = run_timed(&mut pair, false, variant, &tokens)
             .await
             .0
             .unwrap();
-        let cpu = run_timed(&mut cpu_pair, false, variant, &tokens)
+        let (cpu, _) = run_timed(&mut cpu_pair, false, variant, &tokens)
             .await
             .0
             .unwrap();
-        assert_eq!(gpu.engine, EngineKind::Gpu);
-        assert_eq!(cpu.engine, EngineKind::Cpu);
+        assert_eq!(pair.kind(), EngineKind::Gpu);
+        assert_eq!(cpu_pair.kind(), EngineKind::Cpu);
         let max_diff = |a: &[f32], b: &[f32]| {
             a.iter()
                 .zip(b)
                 .map(|(x, y)| (x - y).abs())
                 .fold(0.0f32, f32::max)
         };
-        let logits = max_diff(&gpu.output.logits, &cpu.output.logits);
-        let attention = max_diff(&gpu.output.attention, &cpu.output.attention);
+        let logits = max_diff(&gpu.logits, &cpu.logits);
+        let attention = max_diff(&gpu.attention, &cpu.attention);
         assert!(logits < 1e-3, "{variant:?}: logits differ by {logits}");
         assert!(
             attention < 1e-4,
             "{variant:?}: attention differs by {attention}"
         );
-        assert_eq!(gpu.output.kv_bytes_per_token, cpu.output.kv_bytes_per_token);
+        assert_eq!(gpu.kv_bytes_per_token, cpu.kv_bytes_per_token);
     }
     // The baseline engine kept the unmodified model while the variant engine changed.
-    let again = run_timed(&mut pair, true, &Variant::default(), &tokens)
+    let (again, _) = run_timed(&mut pair, true, &Variant::default(), &tokens)
         .await
         .0
         .unwrap();
-    assert_eq!(again.output.logits, baseline.output.logits);
+    assert_eq!(again.logits, baseline.logits);
 }

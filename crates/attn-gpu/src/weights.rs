@@ -145,6 +145,19 @@ impl Uploader<'_> {
 
 impl ModelBuffers {
     pub(crate) fn upload(ctx: &GpuContext, model: &Model) -> Result<Self> {
+        // Say before uploading anything when a tensor cannot fit one buffer of this adapter.
+        let limit = ctx.max_buffer_bytes();
+        if let Some((name, _, data)) = model
+            .named_tensors()
+            .into_iter()
+            .find(|(_, _, data)| 4 * data.len() as u64 > limit)
+        {
+            return Err(GpuError::BufferTooLarge {
+                what: name,
+                bytes: 4 * data.len() as u64,
+                limit,
+            });
+        }
         let mut up = Uploader { ctx, bytes: 0 };
         let mut blocks = Vec::with_capacity(model.blocks.len());
         for (i, b) in model.blocks.iter().enumerate() {

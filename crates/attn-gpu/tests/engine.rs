@@ -185,12 +185,13 @@ fn sequences_beyond_the_kernel_limit_are_unsupported() {
 
 #[test]
 fn buffers_beyond_the_device_limit_are_a_clear_error() {
-    // Weights: tiny(50)'s largest is the MLP's first layer, 16 × 64 × 4 = 4096 bytes.
+    // Weights, checked before anything is uploaded: the first over the limit in the schema's
+    // order is tiny(50)'s token embedding, 50 × 16 × 4 = 3200 bytes.
     let err = GpuEngine::new(&ctx().with_buffer_limit(3000), model()).unwrap_err();
     match &err {
         GpuError::BufferTooLarge { what, bytes, limit } => assert_eq!(
             (what.as_str(), *bytes, *limit),
-            ("blocks.0.mlp.fc.weight", 4096, 3000),
+            ("wte", 3200, 3000),
             "{err}"
         ),
         other => panic!("expected BufferTooLarge, got {other}"),

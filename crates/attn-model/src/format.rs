@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::model::{Linear, Model, NormWeights};
-use crate::tensors::{read_metadata, write_f32_tensors, TensorMap};
+use crate::tensors::{read_metadata, write_f32_tensors, LoadedTensors, TensorMap};
 use crate::tokenizer::TokenizerSpec;
 
 /// Value of the `format` metadata key that marks a file as ours.
@@ -19,29 +19,15 @@ impl Model {
     /// Reads a model saved in the project's own format.
     pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Model> {
         let metadata = read_metadata(bytes)?;
-        match metadata.get("format").map(String::as_str) {
-            Some(FORMAT_NAME) => {}
-            Some(other) => {
-                return Err(ModelError::Config(format!(
-                    "file format is `{other}`, expected `{FORMAT_NAME}`"
-                )))
-            }
-            None => {
-                return Err(ModelError::Config(
-                    "this safetensors file carries no attn-playground config in its metadata; \
-                     a Hugging Face GPT-2 checkpoint is loaded from its directory (config.json + \
-                     model.safetensors)"
-                        .into(),
-                ))
-            }
-        }
-        if let Some(version) = metadata.get("format_version") {
-            if version != FORMAT_VERSION {
-                return Err(ModelError::Config(format!(
-                    "format version {version} is not supported (this build reads {FORMAT_VERSION})"
-                )));
-            }
-        }
+        check_format(&metadata)?;
+        Model::from_loaded(LoadedTensors::from_bytes(bytes)?)
+    }
+
+    /// [`Model::from_safetensors_bytes`] on a file already parsed (e.g. read piece by piece by a
+    /// [`crate::TensorStream`]).
+    pub fn from_loaded(loaded: LoadedTensors) -> Result<Model> {
+        let metadata = &loaded.metadata;
+        check_format(metadata)?;
         let config_json = metadata
             .get("config")
             .ok_or_else(|| ModelError::Config("metadata has no `config`".into()))?;
@@ -55,7 +41,7 @@ impl Model {
             Some(m) => parse_json("metadata", m)?,
             None => Default::default(),
         };
-        let mut tensors = TensorMap::from_bytes(bytes, |name| Some(name.to_string()))?;
+        let mut tensors = TensorMap::from_loaded(vec![loaded], |name| Some(name.to_string()))?;
         let mut model =
             Model::from_parameters(config, |spec| tensors.take(&spec.name, &spec.shape))?;
         tensors.finish()?;
@@ -149,6 +135,34 @@ impl Model {
         }
         out
     }
+}
+
+/// Fails unless `metadata` marks a file of the own format in a version this build reads.
+fn check_format(metadata: &HashMap<String, String>) -> Result<()> {
+    match metadata.get("format").map(String::as_str) {
+        Some(FORMAT_NAME) => {}
+        Some(other) => {
+            return Err(ModelError::Config(format!(
+                "file format is `{other}`, expected `{FORMAT_NAME}`"
+            )))
+        }
+        None => {
+            return Err(ModelError::Config(
+                "this safetensors file carries no attn-playground config in its metadata; \
+                 a Hugging Face checkpoint is loaded from its directory (config.json + \
+                 model.safetensors)"
+                    .into(),
+            ))
+        }
+    }
+    if let Some(version) = metadata.get("format_version") {
+        if version != FORMAT_VERSION {
+            return Err(ModelError::Config(format!(
+                "format version {version} is not supported (this build reads {FORMAT_VERSION})"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {

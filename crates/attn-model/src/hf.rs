@@ -23,7 +23,7 @@ use crate::error::{ModelError, Result};
 use crate::format::parse_json;
 use crate::model::Model;
 use crate::schema::{ParamRole, ParamSpec};
-use crate::tensors::TensorMap;
+use crate::tensors::{LoadedTensors, TensorMap};
 
 /// What the families this build reads, for messages.
 pub const SUPPORTED: &str = "GPT-2 (gpt2), Llama / SmolLM / TinyLlama (llama), Qwen2 (qwen2) and \
@@ -33,8 +33,18 @@ impl Model {
     /// Builds a model from the contents of a Hugging Face `config.json` and its safetensors
     /// files (one, or every shard of a sharded checkpoint, in any order).
     pub fn from_hf(config_json: &str, shards: &[&[u8]]) -> Result<Model> {
+        let loaded = shards
+            .iter()
+            .map(|bytes| LoadedTensors::from_bytes(bytes))
+            .collect::<Result<Vec<_>>>()?;
+        Model::from_hf_loaded(config_json, loaded)
+    }
+
+    /// [`Model::from_hf`] on files already parsed (e.g. read piece by piece by a
+    /// [`crate::TensorStream`]).
+    pub fn from_hf_loaded(config_json: &str, shards: Vec<LoadedTensors>) -> Result<Model> {
         let (family, config) = hf_config(config_json)?;
-        let mut tensors = TensorMap::from_files(shards, |name| stored_name(family, name))?;
+        let mut tensors = TensorMap::from_loaded(shards, |name| stored_name(family, name))?;
         if config.tied_embeddings {
             // A stored copy of a tied head is the embedding itself; it adds nothing.
             let head = match family {

@@ -1,12 +1,13 @@
-//! Loading models from disk (native builds; the browser passes bytes to the same constructors).
+//! Loading models from disk (native builds), and Hugging Face directories from any [`HfSource`]
+//! (the browser's picked files are one).
 
-use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::Family;
 use crate::error::{ModelError, Result};
 use crate::hf::shard_files;
 use crate::model::Model;
+use crate::tensors::LoadedTensors;
 use crate::tokenizer::{Tokenizer, TokenizerSpec};
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -30,46 +31,61 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<Model> {
 
 /// Loads a Hugging Face directory of any supported family (see [`crate::hf`]).
 pub fn load_hf_dir(dir: &Path) -> Result<Model> {
-    from_hf_files(|name| {
-        let path = dir.join(name);
-        path.exists()
-            .then(|| read(&path).map(Cow::Owned))
-            .transpose()
-    })
+    from_hf_source(&mut dir.to_path_buf())
 }
 
-/// Builds a model from the files of a Hugging Face directory, however they are stored (on disk,
-/// or picked in the browser): `file(name)` gives a file's bytes, or `None` when the directory
-/// has no such file.
-pub fn from_hf_files<'a>(
-    mut file: impl FnMut(&str) -> Result<Option<Cow<'a, [u8]>>>,
-) -> Result<Model> {
-    let mut text = |name: &str| -> Result<Option<String>> {
-        file(name)?
-            .map(|bytes| {
-                String::from_utf8(bytes.into_owned()).map_err(|_| ModelError::Io {
-                    path: name.into(),
-                    message: "not UTF-8 text".into(),
-                })
+/// The files of a Hugging Face directory, however they are stored: on disk, or picked in the
+/// browser (where the weights are read piece by piece as they arrive).
+pub trait HfSource {
+    /// The text of `name`, or `None` when the directory has no such file.
+    fn text(&mut self, name: &str) -> Result<Option<String>>;
+    /// The tensors of the safetensors file `name`, or `None` when there is no such file.
+    fn tensors(&mut self, name: &str) -> Result<Option<LoadedTensors>>;
+}
+
+/// A directory on disk.
+impl HfSource for PathBuf {
+    fn text(&mut self, name: &str) -> Result<Option<String>> {
+        let path = self.join(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        String::from_utf8(read(&path)?)
+            .map(Some)
+            .map_err(|_| ModelError::Io {
+                path: path.display().to_string(),
+                message: "not UTF-8 text".into(),
             })
-            .transpose()
-    };
-    let config = text("config.json")?.ok_or_else(|| ModelError::Io {
+    }
+
+    fn tensors(&mut self, name: &str) -> Result<Option<LoadedTensors>> {
+        let path = self.join(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        LoadedTensors::from_bytes(&read(&path)?).map(Some)
+    }
+}
+
+/// Builds a model from the files of a Hugging Face directory: `config.json`, `model.safetensors`
+/// or the shards `model.safetensors.index.json` lists, and the tokenizer's files.
+pub fn from_hf_source(source: &mut impl HfSource) -> Result<Model> {
+    let config = source.text("config.json")?.ok_or_else(|| ModelError::Io {
         path: "config.json".into(),
         message: "a Hugging Face model directory needs its config.json".into(),
     })?;
     let (vocab, merges, tokenizer_json, index) = (
-        text("vocab.json")?,
-        text("merges.txt")?,
-        text("tokenizer.json")?,
-        text("model.safetensors.index.json")?,
+        source.text("vocab.json")?,
+        source.text("merges.txt")?,
+        source.text("tokenizer.json")?,
+        source.text("model.safetensors.index.json")?,
     );
-    let weights: Vec<Cow<'a, [u8]>> = match (file("model.safetensors")?, index) {
+    let weights: Vec<LoadedTensors> = match (source.tensors("model.safetensors")?, index) {
         (Some(single), _) => vec![single],
         (None, Some(index)) => shard_files(&index)?
             .into_iter()
             .map(|name| {
-                file(&name)?.ok_or_else(|| ModelError::Io {
+                source.tensors(&name)?.ok_or_else(|| ModelError::Io {
                     path: name,
                     message: "this shard, named in model.safetensors.index.json, is missing".into(),
                 })
@@ -84,9 +100,7 @@ pub fn from_hf_files<'a>(
             })
         }
     };
-    let slices: Vec<&[u8]> = weights.iter().map(|w| w.as_ref()).collect();
-    let mut model = Model::from_hf(&config, &slices)?;
-    drop(weights);
+    let mut model = Model::from_hf_loaded(&config, weights)?;
     // GPT-2 ships vocab.json + merges.txt; the other families' byte-level files (Qwen2 has
     // them too) follow other split patterns, which only their tokenizer.json describes.
     let tokenizer = match (model.config.family, tokenizer_json.as_deref()) {

@@ -369,6 +369,38 @@ impl Browser {
         }
     }
 
+    /// Picks files from disk in the file input `selector`, as a person choosing them in the
+    /// file dialog would (WebDriver sends the paths; the page gets disk-backed `File`s).
+    pub fn pick_files(&self, selector: &str, paths: &[PathBuf]) {
+        let element = self.command(
+            "POST",
+            "element",
+            Some(json!({"using": "css selector", "value": selector})),
+        );
+        let id = element
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {selector}: {element}"))
+            .to_string();
+        let text = paths
+            .iter()
+            // WebDriver takes only canonical paths.
+            .map(|p| {
+                let p = p
+                    .canonicalize()
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                p.display().to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        self.command(
+            "POST",
+            &format!("element/{id}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
     pub fn url(&self) -> String {
         self.command("GET", "url", None)
             .as_str()

@@ -44,7 +44,7 @@ fn expected(name: &str) -> (String, Vec<u32>, String) {
 /// `tokenizer.json` in the file input, waits for its `maps` maps and the architecture line,
 /// types the fixture's prompt and returns the page's top prediction (and the architecture line).
 fn top_prediction(name: &str, engine: &str, maps: usize, family: &str) -> (String, String) {
-    let server = StaticServer::start_with(dist_dir(), Some(fixture_dir(name)));
+    let server = StaticServer::start(dist_dir());
     let b = Browser::start(WebGpu::Enabled);
     b.goto(&server.url(&format!("index.html?engine={engine}")));
     b.wait_for(
@@ -52,17 +52,8 @@ fn top_prediction(name: &str, engine: &str, maps: usize, family: &str) -> (Strin
         "return document.querySelectorAll('[data-testid=heatmap-cell]').length",
         LOAD,
     );
-    b.eval(
-        "Promise.all(['config.json', 'model.safetensors', 'tokenizer.json'].map(name =>
-             fetch('_test/' + name).then(r => r.arrayBuffer()).then(bytes => new File([bytes], name))
-         )).then(files => {
-             const input = document.getElementById('model-files');
-             const list = new DataTransfer();
-             files.forEach(f => list.items.add(f));
-             input.files = list.files;
-             input.dispatchEvent(new Event('change', {bubbles: true}));
-         });",
-    );
+    let files = ["config.json", "model.safetensors", "tokenizer.json"];
+    b.pick_files("#model-files", &files.map(|f| fixture_dir(name).join(f)));
     let architecture = b.wait_for(
         &format!("{name} with {maps} maps"),
         &format!(

@@ -2,7 +2,8 @@
 //! worker), head importance showing its progress and stopping when cancelled, a bad file giving
 //! a message while the current model stays, and a GPT-2-small-shaped model that never freezes
 //! the page. The models are made here, from random configs through the project's own code, and
-//! served beside `dist/` under `/_test/`.
+//! picked from disk in the file input through WebDriver (so the page gets disk-backed files, as
+//! from a file dialog).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,15 +26,15 @@ fn random_model(name: &str, config: ModelConfig) -> PathBuf {
     dir
 }
 
-/// Opens the page on the CPU engine and picks `/_test/NAME.safetensors` in the file input, as a
-/// person choosing it from disk would.
+/// Opens the page on the CPU engine and picks `NAME.safetensors` of the test models' folder in
+/// the file input, as a person choosing it from disk would.
 fn open_from_disk(name: &str, config: ModelConfig) -> (StaticServer, Browser) {
     open_file(name, random_model(name, config))
 }
 
 /// [`open_from_disk`] for a file already in `dir`.
 fn open_file(name: &str, dir: PathBuf) -> (StaticServer, Browser) {
-    let server = StaticServer::start_with(dist_dir(), Some(dir));
+    let server = StaticServer::start(dist_dir());
     let b = Browser::start(WebGpu::Enabled);
     b.goto(&server.url("index.html?engine=cpu"));
     b.wait_for(
@@ -41,15 +42,7 @@ fn open_file(name: &str, dir: PathBuf) -> (StaticServer, Browser) {
         "return document.querySelectorAll('[data-testid=heatmap-cell]').length",
         LOAD,
     );
-    b.eval(&format!(
-        "fetch('_test/{name}.safetensors').then(r => r.arrayBuffer()).then(bytes => {{
-           const input = document.getElementById('model-files');
-           const files = new DataTransfer();
-           files.items.add(new File([bytes], '{name}.safetensors'));
-           input.files = files.files;
-           input.dispatchEvent(new Event('change', {{bubbles: true}}));
-         }});"
-    ));
+    b.pick_files("#model-files", &[dir.join(format!("{name}.safetensors"))]);
     (server, b)
 }
 
@@ -131,14 +124,15 @@ fn importance_over_a_model_from_disk_shows_progress_and_can_be_cancelled() {
 
 #[test]
 fn a_gpt2_small_shaped_model_never_freezes_the_page() {
-    // GPT-2 small's shape (12 layers × 12 heads, d_model 768, MLP 3072) with an 8192-token
-    // vocabulary: 91 M parameters, 366 MB, random weights.
+    // GPT-2 small's shape (12 layers × 12 heads, d_model 768, MLP 3072) with a 65 536-token
+    // vocabulary: 136 M parameters, a 542 MB file (read piece by piece: more than the 512 MiB
+    // the page once read whole), random weights.
     let config = ModelConfig {
         n_ctx: 256,
         d_model: 768,
         n_layer: 12,
         n_head: 12,
-        ..ModelConfig::tiny(8192)
+        ..ModelConfig::tiny(65536)
     };
     let (_server, b) = open_and_type("gpt2-small-shape", config, 131);
     b.wait_for(
@@ -207,6 +201,32 @@ fn a_gpt2_small_shaped_model_never_freezes_the_page() {
         "main-thread tasks over 100 ms while the forward ran ([start, duration] in ms; the \
          click at {clicked:.0}, the result at {landed:.0})"
     );
+}
+
+#[test]
+fn a_model_too_large_for_the_page_is_refused_before_its_weights_are_read() {
+    // A header declaring 200 000 × 4096 float32 values (3.3 GB), followed by almost nothing: the
+    // page must refuse on the header alone, saying what fits.
+    let header = br#"{"wte":{"dtype":"F32","shape":[200000,4096],"data_offsets":[0,3276800000]}}"#;
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header);
+    file.extend_from_slice(&[0; 1024]);
+    let dir = artifacts_dir().join("test-models");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("huge.safetensors"), file).unwrap();
+    let (_server, b) = open_file("huge", dir);
+    let error = b.wait_for(
+        "the message about the size",
+        "const e = document.querySelector('[data-testid=error]'); return e ? e.textContent : '';",
+        LOAD,
+    );
+    let error = error.as_str().unwrap();
+    assert!(
+        error.contains("needs 3.3 GB as float32 weights") && error.contains("up to 2.7 GB"),
+        "{error}"
+    );
+    let still = b.eval("return document.querySelectorAll('[data-testid=heatmap-cell]').length");
+    assert_eq!(still, serde_json::json!(4), "the built-in model stays");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The cost of the change: KL, top-1 agreement, loss, KV-cache bytes and time.
 
 use attn_gpu::EngineKind;
-use attn_model::{compare, Comparison};
+use attn_model::Comparison;
 use leptos::prelude::*;
 
 use crate::state::Ui;
@@ -9,18 +9,10 @@ use crate::state::Ui;
 #[component]
 pub fn CostPanel() -> impl IntoView {
     let ui = expect_context::<Ui>();
-    // Computed once per result (a softmax over every position of both outputs), read by three
-    // rows; the results are borrowed, not copied.
+    // Computed by the worker, which holds both outputs' logits, against the baseline on the
+    // same input.
     let comparison = Memo::new(move |_| -> Option<Comparison> {
-        ui.baseline.with(|b| {
-            ui.current.with(|c| {
-                let (b, c) = (b.as_ref()?, c.as_ref()?);
-                (b.output.seq_len == c.output.seq_len).then(|| {
-                    ui.tokens
-                        .with_untracked(|tokens| compare(&b.output, &c.output, tokens))
-                })
-            })
-        })
+        ui.current.with(|c| c.as_ref()?.comparison.clone())
     });
     let comparison = move || comparison.get();
     view! {

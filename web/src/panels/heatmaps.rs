@@ -276,7 +276,7 @@ pub fn FocusView() -> impl IntoView {
             "tokens": ui.tokens.get_untracked(),
             "token_labels": ui.labels.get_untracked(),
             "variant": ui.variant.get_untracked(),
-            "top": o.top_at(o.seq_len - 1, 10),
+            "top": r.top,
             "kv_bytes_per_token": o.kv_bytes_per_token,
             "attention": maps,
         });

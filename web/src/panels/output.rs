@@ -24,7 +24,7 @@ pub fn OutputPanel() -> impl IntoView {
                 return None;
             };
             let r = r?;
-            let (top, _) = *r.output.top_at(r.output.seq_len - 1, 1).first()?;
+            let (top, _) = *r.top.first()?;
             let said = label(top);
             Some(if &said == answer {
                 format!("{said} ✓")
@@ -45,11 +45,9 @@ pub fn OutputPanel() -> impl IntoView {
     };
     let bars = move |result: Option<&RunResult>| {
         result.map(|r| {
-            let last = r.output.seq_len - 1;
-            r.output
-                .top_at(last, 10)
-                .into_iter()
-                .map(|(id, p)| {
+            r.top
+                .iter()
+                .map(|&(id, p)| {
                     let width = format!("width: {:.1}%", p * 100.0);
                     view! {
                         <li>
