@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use attn_model::engine::unwatched;
 use attn_model::{
-    compare, generate, head_importance, head_roles, load_model, AblationMode, CpuEngine, HeadRoles,
-    Model, ModelError, Output, Sampling, Tokenizer, Variant,
+    activation_patching, compare, direct_logit_attribution, generate, head_importance, head_roles,
+    load_model, logit_lens, AblationMode, CpuEngine, HeadRoles, Model, ModelError, Output,
+    Sampling, Tokenizer, Variant,
 };
 use clap::{Args, Parser, Subcommand};
 use pollster::block_on;
@@ -102,6 +103,67 @@ enum Command {
         top_k: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Which engine runs the forward passes.
+        #[arg(long, value_enum, default_value = "cpu")]
+        engine: gpu::EngineArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The logit lens: the unembedding of the residual stream before each layer and after the
+    /// last (`logits[layer][position][output]`; the last entry is the model's logits).
+    Lens {
+        model: PathBuf,
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        variant: VariantArg,
+        /// Which engine runs the forward pass.
+        #[arg(long, value_enum, default_value = "cpu")]
+        engine: gpu::EngineArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Direct logit attribution: what each head, each MLP, the embeddings and the biases write
+    /// into one logit, through the final norm with its scale frozen.
+    Attribute {
+        model: PathBuf,
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        variant: VariantArg,
+        /// The output id whose logit is attributed.
+        #[arg(long)]
+        target: u32,
+        /// The position (default: the last).
+        #[arg(long)]
+        position: Option<usize>,
+        /// Which engine runs the forward pass.
+        #[arg(long, value_enum, default_value = "cpu")]
+        engine: gpu::EngineArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Activation patching: the fraction of the logit difference (target − contrast, last
+    /// position) that each head's clean output, and the clean residual stream at each layer and
+    /// position, restores in the corrupted run.
+    Patch {
+        model: PathBuf,
+        /// The clean input as text (or --clean-tokens).
+        #[arg(long)]
+        clean: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        clean_tokens: Option<Vec<u32>>,
+        /// The corrupted input as text (or --corrupt-tokens), as long as the clean one.
+        #[arg(long)]
+        corrupt: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        corrupt_tokens: Option<Vec<u32>>,
+        #[arg(long)]
+        target: u32,
+        #[arg(long)]
+        contrast: u32,
+        #[command(flatten)]
+        variant: VariantArg,
         /// Which engine runs the forward passes.
         #[arg(long, value_enum, default_value = "cpu")]
         engine: gpu::EngineArg,
@@ -302,6 +364,141 @@ fn run(command: Command) -> Result<(), Failure> {
                         h.loss_increase,
                         h.mean_kl
                     );
+                }
+            }
+        }
+        Command::Lens {
+            model,
+            input,
+            variant,
+            engine,
+            json,
+        } => {
+            let model = load(&model)?;
+            let tokenizer = model.build_tokenizer()?;
+            let tokens = input_tokens(&input, tokenizer.as_ref())?;
+            let mut engine = gpu::engine(engine, model)?;
+            engine.set_variant(&parse_variant(&variant)?)?;
+            let lens = block_on(logit_lens(&mut engine, &tokens))?;
+            if json {
+                let rows: Vec<Vec<&[f32]>> = lens
+                    .logits
+                    .iter()
+                    .map(|depth| depth.chunks(lens.n_out).collect())
+                    .collect();
+                print_json(&json!({ "tokens": tokens, "logits": rows }));
+            } else {
+                let last = tokens.len() - 1;
+                println!("depth  top-1 at the last position");
+                for depth in 0..lens.logits.len() {
+                    let id = attn_model::forward::argmax(lens.at(depth, last));
+                    println!("{depth:>5}  {}", label(tokenizer.as_ref(), id));
+                }
+                println!("settles at depth {}", lens.settles_at(last));
+            }
+        }
+        Command::Attribute {
+            model,
+            input,
+            variant,
+            target,
+            position,
+            engine,
+            json,
+        } => {
+            let model = load(&model)?;
+            let tokenizer = model.build_tokenizer()?;
+            let tokens = input_tokens(&input, tokenizer.as_ref())?;
+            let mut engine = gpu::engine(engine, model)?;
+            engine.set_variant(&parse_variant(&variant)?)?;
+            let a = block_on(direct_logit_attribution(
+                &mut engine,
+                &tokens,
+                target,
+                position,
+            ))?;
+            if json {
+                print_json(&json!({
+                    "tokens": tokens,
+                    "target": a.target,
+                    "position": a.position,
+                    "heads": a.heads,
+                    "mlps": a.mlps,
+                    "embeddings": a.embeddings,
+                    "biases": a.biases,
+                    "logit": a.logit,
+                }));
+            } else {
+                println!(
+                    "logit {:.4} = embeddings {:.4} + biases {:.4} + heads and MLPs:",
+                    a.logit, a.embeddings, a.biases
+                );
+                for (layer, heads) in a.heads.iter().enumerate() {
+                    let heads: Vec<String> = heads.iter().map(|h| format!("{h:+.3}")).collect();
+                    println!(
+                        "  layer {layer}: heads {}  mlp {:+.3}",
+                        heads.join(" "),
+                        a.mlps[layer]
+                    );
+                }
+            }
+        }
+        Command::Patch {
+            model,
+            clean,
+            clean_tokens,
+            corrupt,
+            corrupt_tokens,
+            target,
+            contrast,
+            variant,
+            engine,
+            json,
+        } => {
+            let model = load(&model)?;
+            let tokenizer = model.build_tokenizer()?;
+            let clean = input_tokens(
+                &InputArgs {
+                    prompt: clean,
+                    tokens: clean_tokens,
+                },
+                tokenizer.as_ref(),
+            )?;
+            let corrupt = input_tokens(
+                &InputArgs {
+                    prompt: corrupt,
+                    tokens: corrupt_tokens,
+                },
+                tokenizer.as_ref(),
+            )?;
+            let mut engine = gpu::engine(engine, model)?;
+            engine.set_variant(&parse_variant(&variant)?)?;
+            let p = block_on(activation_patching(
+                &mut engine,
+                &clean,
+                &corrupt,
+                (target, contrast),
+                &mut unwatched(),
+            ))?
+            .done()
+            .expect("nothing cancels an unwatched patching");
+            if json {
+                print_json(&json!({
+                    "clean_tokens": clean,
+                    "corrupt_tokens": corrupt,
+                    "heads": p.heads,
+                    "resid": p.resid,
+                    "clean": p.clean,
+                    "corrupted": p.corrupted,
+                }));
+            } else {
+                println!(
+                    "logit difference: clean {:.4}, corrupted {:.4}",
+                    p.clean, p.corrupted
+                );
+                for (layer, heads) in p.heads.iter().enumerate() {
+                    let heads: Vec<String> = heads.iter().map(|h| format!("{h:.2}")).collect();
+                    println!("  layer {layer}: heads {}", heads.join(" "));
                 }
             }
         }

@@ -249,3 +249,99 @@ fn run_on_every_family_matches_transformers_on_both_engines() {
     }
     assert_eq!(checked, 7);
 }
+
+/// `attn lens`, `attn attribute` and `attn patch` on the HF GPT-2 fixture against transformers
+/// (`tests/fixtures/gpt2-tiny/analysis.safetensors`), on both engines.
+#[test]
+fn lens_attribute_and_patch_match_transformers_on_both_engines() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gpt2-tiny");
+    let bytes = std::fs::read(dir.join("analysis.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensor = |name: &str| -> Vec<f32> {
+        file.tensor(name)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    let ids = |key: &str| -> String {
+        let ids: Vec<u32> = serde_json::from_str(&meta[key]).unwrap();
+        ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+    };
+    let path = dir.to_str().unwrap();
+    for engine in ["cpu", "gpu"] {
+        let lens = json_of(&attn(&[
+            "lens",
+            path,
+            "--tokens",
+            &ids("tokens"),
+            "--engine",
+            engine,
+            "--json",
+        ]));
+        assert_close(
+            &format!("lens on {engine}"),
+            &flatten_floats(&lens["logits"]),
+            &tensor("lens"),
+        );
+
+        let a = json_of(&attn(&[
+            "attribute",
+            path,
+            "--tokens",
+            &ids("tokens"),
+            "--target",
+            &meta["target"],
+            "--engine",
+            engine,
+            "--json",
+        ]));
+        assert_close(
+            &format!("heads on {engine}"),
+            &flatten_floats(&a["heads"]),
+            &tensor("attribution.heads"),
+        );
+        assert_close(
+            &format!("mlps on {engine}"),
+            &flatten_floats(&a["mlps"]),
+            &tensor("attribution.mlps"),
+        );
+        let parts =
+            [&a["embeddings"], &a["biases"], &a["logit"]].map(|v| v.as_f64().unwrap() as f32);
+        assert_close(
+            &format!("parts on {engine}"),
+            &parts,
+            &tensor("attribution.parts"),
+        );
+
+        let p = json_of(&attn(&[
+            "patch",
+            path,
+            "--clean-tokens",
+            &ids("clean"),
+            "--corrupt-tokens",
+            &ids("corrupt"),
+            "--target",
+            &meta["patch_target"],
+            "--contrast",
+            &meta["patch_contrast"],
+            "--engine",
+            engine,
+            "--json",
+        ]));
+        assert_close(
+            &format!("patched heads on {engine}"),
+            &flatten_floats(&p["heads"]),
+            &tensor("patching.heads"),
+        );
+        assert_close(
+            &format!("patched residual on {engine}"),
+            &flatten_floats(&p["resid"]),
+            &tensor("patching.resid"),
+        );
+    }
+}

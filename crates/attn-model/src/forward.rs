@@ -238,17 +238,7 @@ pub fn forward_hooked(
     }
 
     hook(HookPoint::ResidPre { layer: n_layer }, &mut x);
-    let final_x = norm(&x, &model.final_norm, c.norm, c.layer_norm_eps);
-    let logits = match (&model.classifier, &model.lm_head) {
-        (Some(classifier), _) => linear(&final_x, t_len, classifier),
-        (None, head) => {
-            let unembedding = head.as_deref().unwrap_or(&model.token_embedding);
-            matmul(
-                MatRef::new(&final_x, t_len, d),
-                MatRef::new(unembedding, c.vocab_size, d).t(),
-            )
-        }
-    };
+    let logits = output_logits(model, &x, t_len);
 
     let output = Output {
         seq_len: t_len,
@@ -271,6 +261,23 @@ pub fn forward_hooked(
         })
         .collect();
     Ok((output, captured))
+}
+
+/// The output head on a residual stream `x` (`[t_len, d_model]`): the final norm, then the
+/// unembedding (or the classifier). The forward's last step, and the logit lens's at every depth.
+pub fn output_logits(model: &Model, x: &[f32], t_len: usize) -> Vec<f32> {
+    let c = &model.config;
+    let final_x = norm(x, &model.final_norm, c.norm, c.layer_norm_eps);
+    match (&model.classifier, &model.lm_head) {
+        (Some(classifier), _) => linear(&final_x, t_len, classifier),
+        (None, head) => {
+            let unembedding = head.as_deref().unwrap_or(&model.token_embedding);
+            matmul(
+                MatRef::new(&final_x, t_len, c.d_model),
+                MatRef::new(unembedding, c.vocab_size, c.d_model).t(),
+            )
+        }
+    }
 }
 
 fn add_assign(x: &mut [f32], y: &[f32]) {

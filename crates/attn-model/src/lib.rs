@@ -20,6 +20,7 @@
 //!
 //! The formulas of every variant are in `docs/VARIANTS.md`; the file format in `docs/FORMAT.md`.
 
+pub mod attribution;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -28,10 +29,12 @@ pub mod forward;
 pub mod generate;
 pub mod hf;
 pub mod importance;
+pub mod lens;
 pub mod linalg;
 pub mod load;
 pub mod metrics;
 pub mod model;
+pub mod patching;
 pub mod prepare;
 pub mod roles;
 pub mod rope;
@@ -41,15 +44,18 @@ pub mod tokenizer;
 pub mod url;
 pub mod variant;
 
+pub use attribution::{direct_logit_attribution, Attribution};
 pub use config::{Activation, Family, ModelConfig, Norm, Positional, Rope, RopeScaling};
 pub use engine::{now, Captured, Engine, HookPoint, Hooks, Outcome, Progress, Readback, Step};
 pub use error::{ModelError, Result};
 pub use forward::{forward, forward_hooked, CpuEngine, CpuEngineStats, Output};
 pub use generate::{generate, Sampling};
 pub use importance::{head_importance, prune_to_budget, HeadImportance};
+pub use lens::{logit_lens, LogitLens};
 pub use load::load_model;
 pub use metrics::{compare, Comparison};
 pub use model::{Model, NormWeights};
+pub use patching::{activation_patching, Patching};
 pub use prepare::{prepare, KvProjection, PreparedModel, WeightSettings};
 pub use roles::{head_roles, HeadRoles};
 pub use schema::{ParamRole, ParamSpec};
