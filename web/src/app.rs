@@ -11,6 +11,7 @@ use crate::browser::{self, WebGpuStatus};
 use crate::controller::{Controller, Job};
 use crate::manifest::{parse_manifest, ModelEntry};
 use crate::page_state::{EngineChoice, PageState};
+use crate::panels::analysis::AnalysisPanel;
 use crate::panels::controls::Controls;
 use crate::panels::cost::CostPanel;
 use crate::panels::heatmaps::{FocusView, HeatmapGrid};
@@ -175,6 +176,7 @@ pub fn App() -> impl IntoView {
                 <FocusView />
             </section>
             <section class="panel importance-panel"><ImportancePanel /></section>
+            <section class="panel analysis-panel"><AnalysisPanel /></section>
         </main>
         <footer class="foot">
             "Runs entirely in your browser. State lives in the URL: copy it to share this view."

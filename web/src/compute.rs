@@ -12,16 +12,17 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use attn_gpu::{is_device_failure, EngineKind, EnginePair, GpuContext, GpuError};
-use attn_model::engine::{Outcome, Step};
+use attn_model::engine::{Outcome, Progress, Step};
 use attn_model::{
-    generate, head_importance, head_roles, AblationMode, HeadImportance, Model, Output, Sampling,
+    activation_patching, direct_logit_attribution, generate, head_importance, head_roles,
+    logit_lens, AblationMode, Engine, HeadImportance, Model, Output, Readback, Sampling,
     TensorStream, Variant,
 };
 use gloo_worker::{HandlerId, Worker, WorkerScope};
 use wasm_bindgen_futures::spawn_local;
 
 use crate::browser::{fetch_bytes, read_in_pieces};
-use crate::protocol::{AsJson, JobOutcome, ModelSource, Request, Response};
+use crate::protocol::{Analysis, AnalysisTool, AsJson, JobOutcome, ModelSource, Request, Response};
 use crate::session::{
     check_fits, return_engines, run_timed, take_engines, PickedFiles, RunResult, Session,
     SessionCell, Yielding,
@@ -114,6 +115,17 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
             state.cancelled.borrow_mut().remove(&job);
             reply(Response::Generated { job, outcome });
         }
+        Request::Analyse {
+            model,
+            job,
+            tokens,
+            variant,
+            tool,
+        } => {
+            let outcome = analyse(state, model, job, &tokens, &variant.0, &tool, reply).await;
+            state.cancelled.borrow_mut().remove(&job);
+            reply(Response::Analysed { job, outcome });
+        }
         Request::Cancel { job } => {
             state.cancelled.borrow_mut().insert(job);
         }
@@ -145,6 +157,106 @@ async fn rank_heads(
     }
     return_engines(&state.session, pair);
     result.map(Outcome::done).map_err(|e| e.to_string())
+}
+
+/// One interpretability tool on the variant engine; `None` when stopped.
+#[allow(clippy::too_many_arguments)]
+async fn analyse(
+    state: &State,
+    model: u32,
+    job: u32,
+    tokens: &[u32],
+    variant: &Variant,
+    tool: &AnalysisTool,
+    reply: &dyn Fn(Response),
+) -> JobOutcome<Analysis> {
+    let mut pair = take_current(state, model)
+        .await
+        .ok_or("the model changed")?;
+    let mut watch = progress(state, job, reply);
+    let mut result = analyse_on(&mut pair, tokens, variant, tool, &mut watch).await;
+    if let Some(e) = result.as_ref().err().filter(|e| falls_back(&pair, e)) {
+        gpu_failed(state, e, reply);
+        if pair.fall_back_to_cpu().is_ok() {
+            result = analyse_on(&mut pair, tokens, variant, tool, &mut watch).await;
+        }
+    }
+    return_engines(&state.session, pair);
+    result.map(Outcome::done).map_err(|e| e.to_string())
+}
+
+async fn analyse_on(
+    pair: &mut EnginePair,
+    tokens: &[u32],
+    variant: &Variant,
+    tool: &AnalysisTool,
+    watch: &mut impl Progress,
+) -> Result<Outcome<Analysis>, GpuError> {
+    let mut engine = Yielding(&mut pair.variant);
+    engine.set_variant(variant)?;
+    let last = tokens.len().saturating_sub(1);
+    Ok(match tool {
+        AnalysisTool::Lens => {
+            let lens = logit_lens(&mut engine, tokens).await?;
+            let top = (0..lens.logits.len())
+                .map(|depth| top_of(lens.at(depth, last), 3))
+                .collect();
+            Outcome::Done(Analysis::Lens {
+                top,
+                settles_at: lens.settles_at(last),
+            })
+        }
+        AnalysisTool::Attribute { target } => {
+            let target = match target {
+                Some(t) => *t,
+                None => predicted(&mut engine, tokens).await?,
+            };
+            let attribution = direct_logit_attribution(&mut engine, tokens, target, None).await?;
+            Outcome::Done(Analysis::Attribution(attribution))
+        }
+        AnalysisTool::Patch { corrupt } => {
+            let target = predicted(&mut engine, tokens).await?;
+            let output = engine.forward(corrupt, &Readback::next_token()).await?;
+            let ranked = output.top_at(output.seq_len - 1, 2);
+            let contrast = match ranked.as_slice() {
+                [(first, _), (second, _), ..] if *first == target => *second,
+                [(first, _), ..] => *first,
+                [] => target,
+            };
+            match activation_patching(&mut engine, tokens, corrupt, (target, contrast), watch)
+                .await?
+            {
+                Outcome::Done(patching) => Outcome::Done(Analysis::Patching {
+                    patching,
+                    target,
+                    contrast,
+                }),
+                Outcome::Cancelled => Outcome::Cancelled,
+            }
+        }
+    })
+}
+
+/// The most probable next output after `tokens`.
+async fn predicted(
+    engine: &mut impl Engine<Error = GpuError>,
+    tokens: &[u32],
+) -> Result<u32, GpuError> {
+    let output = engine.forward(tokens, &Readback::next_token()).await?;
+    Ok(output.argmax_at(output.seq_len - 1))
+}
+
+/// The `k` most probable outputs of one logit row.
+fn top_of(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let probs = attn_model::linalg::softmax(logits);
+    let mut ranked: Vec<(u32, f32)> = probs
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (i as u32, p))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(k);
+    ranked
 }
 
 /// Generation under `variant` on the variant engine, as text; `None` when stopped.

@@ -18,7 +18,7 @@ use gloo_worker::{Spawnable, WorkerBridge};
 use leptos::prelude::*;
 
 use crate::compute::ComputeWorker;
-use crate::protocol::{AsJson, JobOutcome, ModelSource, Request, Response};
+use crate::protocol::{AnalysisTool, AsJson, JobOutcome, ModelSource, Request, Response};
 use crate::runner::Coalescer;
 use crate::session::ModelText;
 use crate::state::Ui;
@@ -52,6 +52,7 @@ struct Inner {
     /// The running importance ranking and generation, by job number.
     ranking: Cell<Option<u32>>,
     generating: Cell<Option<u32>>,
+    analysing: Cell<Option<u32>>,
     /// Whether the worker has answered anything yet (it did start).
     heard: Cell<bool>,
     /// Object URLs of files being opened, kept alive until the worker has read them.
@@ -82,6 +83,7 @@ impl Controller {
             last_job: Cell::new(0),
             ranking: Cell::new(None),
             generating: Cell::new(None),
+            analysing: Cell::new(None),
             heard: Cell::new(false),
             reading: RefCell::new(Vec::new()),
         })));
@@ -219,6 +221,28 @@ impl Controller {
         }
     }
 
+    /// Runs an interpretability tool on the current input and variant; progress and the result
+    /// arrive in `ui`.
+    pub fn analyse(&self, ui: Ui, tool: AnalysisTool) {
+        let Some(inner) = self.inner() else { return };
+        let job = Self::next_job(&inner);
+        inner.analysing.set(Some(job));
+        ui.analysing.set(Some(Step { done: 0, total: 0 }));
+        inner.bridge.send(Request::Analyse {
+            model: inner.installed.get(),
+            job,
+            tokens: ui.tokens.get_untracked(),
+            variant: AsJson(ui.variant.get_untracked()),
+            tool,
+        });
+    }
+
+    pub fn cancel_analysis(&self) {
+        if let Some(job) = self.inner().and_then(|i| i.analysing.get()) {
+            self.send(Request::Cancel { job });
+        }
+    }
+
     /// Continues `tokens` by `n` tokens under `variant`.
     pub fn generate(&self, ui: Ui, tokens: Vec<u32>, variant: Variant, n: usize) {
         let Some(inner) = self.inner() else { return };
@@ -344,6 +368,8 @@ impl Controller {
                     ui.ranking.set(Some(step));
                 } else if inner.generating.get() == Some(job) {
                     ui.generating.set(Some(step));
+                } else if inner.analysing.get() == Some(job) {
+                    ui.analysing.set(Some(step));
                 }
             }
             Response::Ranked { job, outcome } => {
@@ -354,6 +380,18 @@ impl Controller {
                 let last = ui.ranking.get_untracked();
                 ui.ranking.set(None);
                 ranked(ui, outcome, last);
+            }
+            Response::Analysed { job, outcome } => {
+                if inner.analysing.get() != Some(job) {
+                    return;
+                }
+                inner.analysing.set(None);
+                ui.analysing.set(None);
+                match outcome {
+                    Ok(Some(analysis)) => ui.analysis.set(Some(analysis)),
+                    Ok(None) => {}
+                    Err(e) => ui.error.set(Some(e)),
+                }
             }
             Response::Generated { job, outcome } => {
                 if inner.generating.get() != Some(job) {

@@ -83,8 +83,47 @@ pub enum Request {
         n: usize,
         sampling: Sampling,
     },
-    /// Stop a running importance ranking or generation.
+    /// One of the interpretability tools on `tokens` under `variant`.
+    Analyse {
+        model: u32,
+        job: u32,
+        tokens: Vec<u32>,
+        variant: AsJson<Variant>,
+        tool: AnalysisTool,
+    },
+    /// Stop a running importance ranking, generation or analysis.
     Cancel { job: u32 },
+}
+
+/// Which interpretability tool to run (attn-model's `lens`, `attribution`, `patching`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AnalysisTool {
+    /// The logit lens at the last position.
+    Lens,
+    /// Direct logit attribution of `target` (the predicted token when `None`) at the last
+    /// position.
+    Attribute { target: Option<u32> },
+    /// Activation patching from `tokens` (clean) into `corrupt`, on the clean prediction against
+    /// the corrupted one.
+    Patch { corrupt: Vec<u32> },
+}
+
+/// What a tool found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Analysis {
+    /// The most probable next outputs at the last position at every depth (the residual stream
+    /// before each layer, then the output), and the depth the final top-1 settles at.
+    Lens {
+        top: Vec<Vec<(u32, f32)>>,
+        settles_at: usize,
+    },
+    Attribution(attn_model::Attribution),
+    /// The patching, with the target and contrast it measured.
+    Patching {
+        patching: attn_model::Patching,
+        target: u32,
+        contrast: u32,
+    },
 }
 
 /// A long job's end: its result, `None` when cancelled, or a message.
@@ -144,6 +183,10 @@ pub enum Response {
     Generated {
         job: u32,
         outcome: JobOutcome<String>,
+    },
+    Analysed {
+        job: u32,
+        outcome: JobOutcome<Analysis>,
     },
 }
 

@@ -6,6 +6,8 @@
 use attn_gpu::EngineKind;
 use attn_model::engine::Step;
 use attn_model::{AblationMode, HeadImportance, HeadRoles, Variant};
+
+use crate::protocol::Analysis;
 use leptos::prelude::*;
 
 use crate::manifest::ModelEntry;
@@ -44,6 +46,9 @@ pub struct Ui {
     pub ranking: RwSignal<Option<Step>>,
     pub rank_status: RwSignal<Option<String>>,
     pub generated: RwSignal<Option<String>>,
+    /// The running analysis (lens, attribution, patching), and the last one's result.
+    pub analysing: RwSignal<Option<Step>>,
+    pub analysis: RwSignal<Option<Analysis>>,
     /// The running generation.
     pub generating: RwSignal<Option<Step>>,
     /// Bumped when a model is installed (or moves to another engine): results start over.
@@ -88,6 +93,8 @@ impl Ui {
             ranking: RwSignal::new(None),
             rank_status: RwSignal::new(None),
             generated: RwSignal::new(None),
+            analysing: RwSignal::new(None),
+            analysis: RwSignal::new(None),
             generating: RwSignal::new(None),
             model_version: RwSignal::new(0),
             engine_used: RwSignal::new(None),

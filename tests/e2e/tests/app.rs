@@ -538,3 +538,61 @@ fn rank_mode_diff_model_prompt_and_generate_controls_work() {
     println!("generated: {text}");
     b.screenshot("11-shakespeare-generate");
 }
+
+/// The text of a table's cells, row by row.
+fn table(b: &Browser, testid: &str) -> Vec<Vec<String>> {
+    let rows = b.eval(&format!(
+        "return [...document.querySelectorAll('[data-testid={testid}] tr')]
+             .map(r => [...r.children].map(c => c.textContent))"
+    ));
+    serde_json::from_value(rows).unwrap()
+}
+
+#[test]
+fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
+    // The induction model: 2 layers × 2 heads, its input repeating a stretch of letters.
+    let (_server, b, cells) = open_loaded("?model=induction&engine=cpu");
+    assert_eq!(cells, 4);
+    let run = |button: &str, testid: &str| -> Vec<Vec<String>> {
+        b.eval(&format!(
+            "document.querySelector('[data-testid={button}]').click()"
+        ));
+        b.wait_for(
+            testid,
+            &format!(
+                "return !document.querySelector('[data-testid=analysis-progress]')
+                     && !!document.querySelector('[data-testid={testid}]')"
+            ),
+            LOAD,
+        );
+        table(&b, testid)
+    };
+    // The lens: embeddings, after layer 0, output.
+    let lens = run("run-lens", "lens-table");
+    assert_eq!(lens.len(), 3, "{lens:?}");
+    assert_eq!(lens[2][0], "output");
+    // Attribution: a header and one row per layer, 2 heads and the MLP column each.
+    let before = run("run-attribution", "attribution-table");
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert_eq!(before[1].len(), 1 + 2 + 1);
+    b.screenshot("12-attribution");
+    // Ablating L1H1 zeroes its contribution and changes the table.
+    b.eval("document.querySelector('[data-testid=heatmap-cell][data-layer=\"1\"][data-head=\"1\"] [data-testid=ablate-toggle]').click()");
+    b.wait_for(
+        "the ablation in the URL",
+        "return location.search.includes('ablate')",
+        LOAD,
+    );
+    let after = run("run-attribution", "attribution-table");
+    assert_eq!(after[2][2], "+0.00", "{after:?}");
+    assert_ne!(after, before);
+    // Patching: corrupt one token, then restore each head.
+    b.eval("document.querySelector('[data-testid=corrupt-one]').click()");
+    let heads = run("run-patching", "patching-heads");
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    let resid = table(&b, "patching-resid");
+    assert_eq!(resid.len(), 3, "{resid:?}");
+    let tokens = b.eval("return document.querySelectorAll('[data-testid=token-chips] .chip').length");
+    assert_eq!(resid[0].len() as u64, 1 + tokens.as_u64().unwrap());
+    b.screenshot("13-patching");
+}

@@ -1,6 +1,7 @@
 //! One module per panel of the page. Each reads the page state (`Ui`) and the worker's
 //! controller from context, and only the signals it shows.
 
+pub mod analysis;
 pub mod controls;
 pub mod cost;
 pub mod heatmaps;
