@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use attn_model::engine::unwatched;
 use attn_model::{
-    activation_patching, compare, direct_logit_attribution, generate, head_importance, head_roles,
-    load_model, logit_lens, AblationMode, CpuEngine, HeadRoles, Model, ModelError, Output,
-    Sampling, Tokenizer, Variant,
+    activation_patching, compare, copying_scores, direct_logit_attribution, generate,
+    head_importance, head_roles, load_model, logit_lens, role_probe, AblationMode, CpuEngine,
+    HeadRoles, Model, ModelError, Output, Sampling, Tokenizer, Variant,
 };
 use clap::{Args, Parser, Subcommand};
 use pollster::block_on;
@@ -317,10 +317,21 @@ fn run(command: Command) -> Result<(), Failure> {
         } => {
             let mut engine = gpu::engine(engine, load(&model)?)?;
             engine.set_variant(&parse_variant(&variant)?)?;
-            let roles = block_on(head_roles(&mut engine, seed))?;
+            let mut roles = block_on(head_roles(&mut engine, seed))?;
+            let model = engine.model();
+            for (r, copying) in roles.iter_mut().zip(copying_scores(model)) {
+                r.copying = copying;
+            }
+            let c = &model.config;
+            let probe = role_probe(c.vocab_size, c.n_ctx, seed);
             if json {
-                print_json(&json!({ "seed": seed, "heads": roles }));
+                print_json(&json!({ "seed": seed, "probe": probe, "heads": roles }));
             } else {
+                println!(
+                    "{} sequences of {} distinct random tokens, each repeated (seed {seed}):",
+                    probe.len(),
+                    probe[0].len() / 2
+                );
                 print_roles(&roles);
             }
         }
@@ -825,17 +836,20 @@ fn print_inspect(model: &Model, report: &Value) {
 }
 
 fn print_roles(roles: &[HeadRoles]) {
-    println!("layer head  prev-token  first/sink  self   induction  role");
+    println!("layer head  prev-token  induction  duplicate  first/sink  self   copying  role");
     for r in roles {
+        let copying = r.copying.map_or("-".to_string(), |c| format!("{c:+.3}"));
         println!(
-            "{:>5} {:>4}  {:>10.3}  {:>10.3}  {:>5.3}  {:>9.3}  {}",
+            "{:>5} {:>4}  {:>10.3}  {:>9.3}  {:>9.3}  {:>10.3}  {:>5.3}  {:>7}  {}",
             r.layer,
             r.head,
             r.previous_token,
+            r.induction,
+            r.duplicate_token,
             r.first_token,
             r.self_attention,
-            r.induction,
-            r.dominant(0.4).unwrap_or("-")
+            copying,
+            r.role.as_deref().unwrap_or("-")
         );
     }
 }

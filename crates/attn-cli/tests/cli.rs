@@ -167,6 +167,63 @@ fn roles_score_every_head() {
     assert!(String::from_utf8_lossy(&text.stdout).contains("induction"));
 }
 
+/// The role scores are the published definitions applied to the maps `attn run --attention`
+/// returns on each probe sequence, averaged over the batch.
+#[test]
+fn roles_equal_their_definitions_on_the_maps_of_attn_run() {
+    let (path, model, _scratch) = saved_model("role-definitions");
+    let p = path.to_str().unwrap();
+    let report = json_of(&attn(&["roles", p, "--seed", "4", "--json"]));
+    let probe: Vec<Vec<u32>> = serde_json::from_value(report["probe"].clone()).unwrap();
+    assert!(probe.len() >= 8);
+    let c = &model.config;
+    // Sums over the batch, per head: previous, induction, duplicate, first, self.
+    let mut sums = vec![[0.0f64; 5]; c.n_layer * c.n_head];
+    for seq in &probe {
+        let n = seq.len() / 2;
+        assert_eq!(seq[..n], seq[n..]);
+        let tokens = seq.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let run = json_of(&attn(&[
+            "run",
+            p,
+            "--tokens",
+            &tokens,
+            "--attention",
+            "--json",
+        ]));
+        let t = seq.len();
+        for layer in 0..c.n_layer {
+            for head in 0..c.n_head {
+                let map = &run["attention"][layer][head];
+                let a = |i: usize, j: usize| map[i][j].as_f64().unwrap();
+                let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+                let s = &mut sums[layer * c.n_head + head];
+                s[0] += mean((1..t).map(|i| a(i, i - 1)).collect());
+                s[1] += mean((n..t).map(|i| a(i, i - n + 1)).collect());
+                s[2] += mean((n..t).map(|i| a(i, i - n)).collect());
+                s[3] += mean((1..t).map(|i| a(i, 0)).collect());
+                s[4] += mean((1..t).map(|i| a(i, i)).collect());
+            }
+        }
+    }
+    let keys = [
+        "previous_token",
+        "induction",
+        "duplicate_token",
+        "first_token",
+        "self_attention",
+    ];
+    for (h, head) in report["heads"].as_array().unwrap().iter().enumerate() {
+        for (k, key) in keys.iter().enumerate() {
+            let want = sums[h][k] / probe.len() as f64;
+            let got = head[key].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-5, "head {h} {key}: {got} vs {want}");
+        }
+        let copying = head["copying"].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&copying), "{copying}");
+    }
+}
+
 #[test]
 fn bad_input_fails_with_a_message() {
     let (path, _, _scratch) = saved_model("errors");

@@ -1,6 +1,8 @@
-//! Head-role scores: what each head mostly attends to, measured on a repeated random sequence so
-//! that induction (looking at the token after the previous occurrence of the current token) can
-//! be told apart from merely looking back.
+//! Head-role scores by their published definitions, measured on a probe the user can reproduce:
+//! a batch of sequences, each `n` distinct random tokens repeated twice, so that induction
+//! (attending to the token after the earlier occurrence of the current token) is told apart from
+//! merely looking back, plus a copying score from the head's OV circuit ("A Mathematical Framework
+//! for Transformer Circuits").
 
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -8,29 +10,46 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, Readback};
 use crate::forward::Output;
+use crate::linalg::{matmul, MatRef};
+use crate::model::Model;
 
-/// Role scores of one head, each a mean attention weight in `[0, 1]`.
+/// Sequences in the probe batch.
+pub const PROBE_SEQUENCES: usize = 8;
+
+/// A score below which no role is named.
+pub const ROLE_THRESHOLD: f32 = 0.4;
+
+/// Role scores of one head: each attention score is a mean attention weight in `[0, 1]` over
+/// the probe batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeadRoles {
     pub layer: usize,
     pub head: usize,
-    /// Mean weight on the previous position (`j = i − 1`), over `i ≥ 1`.
+    /// Weight on the previous position, `A[i, i−1]`, over `i ≥ 1`.
     pub previous_token: f32,
-    /// Mean weight on the first position (`j = 0`), over `i ≥ 1`: attention sinks.
-    pub first_token: f32,
-    /// Mean weight on the query's own position (`j = i`), over `i ≥ 1`.
-    pub self_attention: f32,
-    /// Mean weight, over the second copy of the sequence, on the position right after the
-    /// previous occurrence of the current token (`j = i − n + 1`).
+    /// Over the second copy, weight on the token after the earlier occurrence of the current
+    /// one, `A[i, i−n+1]`.
     pub induction: f32,
+    /// Over the second copy, weight on the earlier occurrence of the current token, `A[i, i−n]`.
+    pub duplicate_token: f32,
+    /// Weight on the first position, `A[i, 0]`, over `i ≥ 1`: attention sinks.
+    pub first_token: f32,
+    /// Weight on the query's own position, `A[i, i]`, over `i ≥ 1`.
+    pub self_attention: f32,
+    /// `Σλ / Σ|λ|` over the eigenvalues of the OV circuit `W_E W_V W_O W_U` (in `[−1, 1]`; 1: the
+    /// head copies the tokens it attends to into the output). `None` for a classifier.
+    pub copying: Option<f32>,
+    /// The strongest attention role when it reaches [`ROLE_THRESHOLD`].
+    pub role: Option<String>,
 }
 
 impl HeadRoles {
-    /// The name of the strongest role when it clearly dominates (score ≥ `threshold`).
+    /// The name of the strongest attention role when it clearly dominates (score ≥ `threshold`).
     pub fn dominant(&self, threshold: f32) -> Option<&'static str> {
         [
             ("induction", self.induction),
             ("previous-token", self.previous_token),
+            ("duplicate-token", self.duplicate_token),
             ("sink", self.first_token),
             ("self", self.self_attention),
         ]
@@ -41,50 +60,219 @@ impl HeadRoles {
     }
 }
 
-/// The repeated random sequence the scores are measured on: `n` random tokens, twice, with
-/// `2n ≤ n_ctx` (and `n ≤ 32`, enough for stable means).
-pub fn role_probe_tokens(vocab_size: usize, n_ctx: usize, seed: u64) -> Vec<u32> {
-    let n = (n_ctx / 2).clamp(1, 32);
+/// The probe: [`PROBE_SEQUENCES`] sequences, each `n` distinct random tokens twice, with
+/// `2n ≤ n_ctx`, `n ≤ 32` and `n ≤ vocab_size`. Deterministic in `seed`.
+pub fn role_probe(vocab_size: usize, n_ctx: usize, seed: u64) -> Vec<Vec<u32>> {
+    let n = (n_ctx / 2).min(32).min(vocab_size).max(1);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let half: Vec<u32> = (0..n)
-        .map(|_| (rng.next_u64() % vocab_size as u64) as u32)
-        .collect();
-    half.iter().chain(&half).copied().collect()
+    (0..PROBE_SEQUENCES)
+        .map(|_| {
+            // The first n of a partial Fisher–Yates shuffle of the vocabulary.
+            let mut ids: Vec<u32> = (0..vocab_size as u32).collect();
+            for i in 0..n {
+                let j = i + (rng.next_u64() % (vocab_size - i) as u64) as usize;
+                ids.swap(i, j);
+            }
+            let half = &ids[..n];
+            half.iter().chain(half).copied().collect()
+        })
+        .collect()
 }
 
-/// Scores every head of the engine's current variant on the probe sequence (one forward,
-/// reading back the attention maps only).
+/// Scores every head of the engine's current variant on the probe (one forward per sequence,
+/// reading back the attention maps only). The copying scores are left out (`None`): they come
+/// from the weights alone and cost a `d_model² × vocabulary` product, so callers that show them
+/// add them with [`copying_scores`].
 pub async fn head_roles<E: Engine>(engine: &mut E, seed: u64) -> Result<Vec<HeadRoles>, E::Error> {
     let c = &engine.model().config;
-    let tokens = role_probe_tokens(c.vocab_size, c.n_ctx, seed);
-    let output = engine.forward(&tokens, &Readback::attention_maps()).await?;
-    Ok(roles_from_output(&output, tokens.len() / 2))
+    let probe = role_probe(c.vocab_size, c.n_ctx, seed);
+    let mut outputs = Vec::with_capacity(probe.len());
+    for tokens in &probe {
+        outputs.push(engine.forward(tokens, &Readback::attention_maps()).await?);
+    }
+    Ok(roles_from_outputs(&outputs))
 }
 
-/// Role scores from an output computed on a sequence repeated once (period `n`).
-pub fn roles_from_output(output: &Output, n: usize) -> Vec<HeadRoles> {
-    let t_len = output.seq_len;
-    let mut roles = Vec::with_capacity(output.n_layer * output.n_head);
-    for layer in 0..output.n_layer {
-        for head in 0..output.n_head {
-            let map = output.attention_map(layer, head);
-            let at = |i: usize, j: usize| map[i * t_len + j];
-            let mean = |values: Vec<f32>| -> f32 {
-                if values.is_empty() {
-                    0.0
-                } else {
-                    values.iter().sum::<f32>() / values.len() as f32
-                }
-            };
-            roles.push(HeadRoles {
+/// Attention role scores from outputs on sequences each repeated once (period half their
+/// length), averaged over the outputs.
+pub fn roles_from_outputs(outputs: &[Output]) -> Vec<HeadRoles> {
+    let Some(first) = outputs.first() else {
+        return Vec::new();
+    };
+    let mut roles = Vec::with_capacity(first.n_layer * first.n_head);
+    for layer in 0..first.n_layer {
+        for head in 0..first.n_head {
+            let mut sums = [0.0f32; 5];
+            for output in outputs {
+                let t_len = output.seq_len;
+                let n = t_len / 2;
+                let map = output.attention_map(layer, head);
+                let at = |i: usize, j: usize| map[i * t_len + j];
+                let mean = |values: &mut dyn Iterator<Item = f32>, count: usize| -> f32 {
+                    if count == 0 {
+                        0.0
+                    } else {
+                        values.sum::<f32>() / count as f32
+                    }
+                };
+                let later = t_len.saturating_sub(1);
+                sums[0] += mean(&mut (1..t_len).map(|i| at(i, i - 1)), later);
+                sums[1] += mean(&mut (n..t_len).map(|i| at(i, i + 1 - n)), t_len - n);
+                sums[2] += mean(&mut (n..t_len).map(|i| at(i, i - n)), t_len - n);
+                sums[3] += mean(&mut (1..t_len).map(|i| at(i, 0)), later);
+                sums[4] += mean(&mut (1..t_len).map(|i| at(i, i)), later);
+            }
+            let b = outputs.len() as f32;
+            let mut r = HeadRoles {
                 layer,
                 head,
-                previous_token: mean((1..t_len).map(|i| at(i, i - 1)).collect()),
-                first_token: mean((1..t_len).map(|i| at(i, 0)).collect()),
-                self_attention: mean((1..t_len).map(|i| at(i, i)).collect()),
-                induction: mean((n..t_len).map(|i| at(i, i + 1 - n)).collect()),
-            });
+                previous_token: sums[0] / b,
+                induction: sums[1] / b,
+                duplicate_token: sums[2] / b,
+                first_token: sums[3] / b,
+                self_attention: sums[4] / b,
+                copying: None,
+                role: None,
+            };
+            r.role = r.dominant(ROLE_THRESHOLD).map(str::to_string);
+            roles.push(r);
         }
     }
     roles
+}
+
+/// The copying score of every head, `[layer · n_head + head]`: `Σλ / Σ|λ|` over the eigenvalues
+/// of the `d_head × d_head` matrix `W_O W_U W_E W_V`, which has the non-zero eigenvalues of the
+/// vocabulary-sized OV circuit `W_E W_V W_O W_U` (the final norm left out, as in the paper).
+/// `None` for a classifier, or for a head whose eigenvalues are all zero.
+pub fn copying_scores(model: &Model) -> Vec<Option<f32>> {
+    let c = &model.config;
+    let heads = c.n_layer * c.n_head;
+    if c.n_classes.is_some() {
+        return vec![None; heads];
+    }
+    let (d, dh, vocab) = (c.d_model, c.d_head(), c.vocab_size);
+    let embed = &model.token_embedding;
+    let unembed = model.lm_head.as_deref().unwrap_or(embed);
+    // W_U W_E (d × d) = Σ_v u_v e_vᵀ, once for every head.
+    let ue = matmul(
+        MatRef::new(unembed, vocab, d).t(),
+        MatRef::new(embed, vocab, d),
+    );
+    let mut scores = Vec::with_capacity(heads);
+    for block in &model.blocks {
+        let (o, v) = (&block.attn.o, &block.attn.v);
+        for head in 0..c.n_head {
+            let group = head / (c.n_head / c.kv_heads());
+            // W_O^(h) W_U W_E (d_head × d), then × W_V^(g) (d × d_head).
+            let o_ue = matmul(
+                MatRef::new(&o.weight[head * dh * d..(head + 1) * dh * d], dh, d),
+                MatRef::new(&ue, d, d),
+            );
+            let circuit = matmul(
+                MatRef::new(&o_ue, dh, d),
+                MatRef::new(&v.weight, d, v.d_out).columns(group * dh, dh),
+            );
+            scores.push(eigen_ratio(&circuit, dh));
+        }
+    }
+    scores
+}
+
+/// `Σλ / Σ|λ|` over the eigenvalues of the `n × n` row-major matrix `m`.
+fn eigen_ratio(m: &[f32], n: usize) -> Option<f32> {
+    let m = faer::Mat::<f64>::from_fn(n, n, |i, j| m[i * n + j] as f64);
+    let eigenvalues = m.eigenvalues().ok()?;
+    let sum: f64 = eigenvalues.iter().map(|l| l.re).sum();
+    let total: f64 = eigenvalues
+        .iter()
+        .map(|l| (l.re * l.re + l.im * l.im).sqrt())
+        .sum();
+    (total > 1e-30).then(|| (sum / total) as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ModelConfig;
+
+    #[test]
+    fn probe_sequences_repeat_distinct_tokens() {
+        let probe = role_probe(26, 64, 3);
+        assert_eq!(probe.len(), PROBE_SEQUENCES);
+        for seq in &probe {
+            let n = seq.len() / 2;
+            assert_eq!(n, 26, "n is capped by the vocabulary");
+            assert_eq!(seq[..n], seq[n..]);
+            let mut half = seq[..n].to_vec();
+            half.sort_unstable();
+            half.dedup();
+            assert_eq!(half.len(), n, "distinct tokens");
+        }
+        assert_eq!(role_probe(1000, 20, 1)[0].len(), 20);
+        assert_eq!(role_probe(26, 64, 3), probe, "deterministic");
+    }
+
+    /// The d_head × d_head product has the non-zero eigenvalues of the whole vocabulary-sized
+    /// circuit: the score equals the one computed on W_E W_V W_O W_U itself.
+    #[test]
+    fn the_small_circuit_gives_the_full_circuits_score() {
+        let model = Model::random(
+            ModelConfig {
+                n_kv_head: Some(2),
+                tied_embeddings: false,
+                ..ModelConfig::tiny(12)
+            },
+            5,
+            0.5,
+        )
+        .unwrap();
+        let c = &model.config;
+        let (d, dh, vocab) = (c.d_model, c.d_head(), c.vocab_size);
+        let scores = copying_scores(&model);
+        for (index, score) in scores.iter().enumerate() {
+            let (layer, head) = (index / c.n_head, index % c.n_head);
+            let group = head / (c.n_head / c.kv_heads());
+            let attn = &model.blocks[layer].attn;
+            let e_v = matmul(
+                MatRef::new(&model.token_embedding, vocab, d),
+                MatRef::new(&attn.v.weight, d, attn.v.d_out).columns(group * dh, dh),
+            );
+            let e_v_o = matmul(
+                MatRef::new(&e_v, vocab, dh),
+                MatRef::new(&attn.o.weight[head * dh * d..(head + 1) * dh * d], dh, d),
+            );
+            let unembed = model.lm_head.as_ref().unwrap();
+            let full = matmul(
+                MatRef::new(&e_v_o, vocab, d),
+                MatRef::new(unembed, vocab, d).t(),
+            );
+            let want = eigen_ratio(&full, vocab).unwrap();
+            let got = score.unwrap();
+            assert!(
+                (got - want).abs() < 1e-4,
+                "L{layer}H{head}: {got} vs {want}"
+            );
+        }
+    }
+
+    /// A head whose OV circuit is the identity on the embeddings copies perfectly.
+    #[test]
+    fn a_pure_copying_head_scores_one() {
+        let mut model = Model::random(ModelConfig::tiny(40), 2, 0.5).unwrap();
+        let d = model.config.d_model;
+        let dh = model.config.d_head();
+        // Head 0 of layer 0: W_V^(0) = first d_head columns of the identity, W_O^(0) its
+        // transpose, so W_O W_U W_E W_V = (E Eᵀ restricted), symmetric positive definite.
+        let attn = &mut model.blocks[0].attn;
+        let v_width = attn.v.d_out;
+        for r in 0..d {
+            for col in 0..dh {
+                attn.v.weight[r * v_width + col] = (r == col) as u8 as f32;
+                attn.o.weight[col * d + r] = (r == col) as u8 as f32;
+            }
+        }
+        let score = copying_scores(&model)[0].unwrap();
+        assert!((score - 1.0).abs() < 1e-5, "{score}");
+    }
 }

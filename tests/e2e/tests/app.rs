@@ -592,7 +592,8 @@ fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
     assert_eq!(heads.len(), 3, "{heads:?}");
     let resid = table(&b, "patching-resid");
     assert_eq!(resid.len(), 3, "{resid:?}");
-    let tokens = b.eval("return document.querySelectorAll('[data-testid=token-chips] .chip').length");
+    let tokens =
+        b.eval("return document.querySelectorAll('[data-testid=token-chips] .chip').length");
     assert_eq!(resid[0].len() as u64, 1 + tokens.as_u64().unwrap());
     b.screenshot("13-patching");
 }

@@ -14,7 +14,7 @@ fn role_badge(roles: &[HeadRoles], layer: usize, head: usize) -> Option<&'static
     roles
         .iter()
         .find(|r| r.layer == layer && r.head == head)
-        .and_then(|r| r.dominant(0.4))
+        .and_then(|r| r.dominant(attn_model::roles::ROLE_THRESHOLD))
 }
 
 #[component]
@@ -155,7 +155,9 @@ pub fn HeatmapCell(layer: usize, head: usize, causal: bool) -> impl IntoView {
                 on:click=move |_| ui.focus.set(Some((layer, head)))></canvas>
             <div class="cell-foot">
                 <span>{format!("H{head}")}</span>
-                {move || badge().map(|b| view! { <span class="role">{b}</span> })}
+                {move || badge().map(|b| view! {
+                    <span class="role" title="Measured on 8 random sequences of distinct tokens, each repeated (seed 0); docs/ANALYSIS.md has the definitions">{b}</span>
+                })}
                 <button class="ablate" data-testid="ablate-toggle" aria-pressed=move || ablated().to_string()
                     title="Ablate this head"
                     on:click=move |_| {
