@@ -199,7 +199,7 @@ async fn analyse_on(
         AnalysisTool::Lens => {
             let lens = logit_lens(&mut engine, tokens).await?;
             let top = (0..lens.logits.len())
-                .map(|depth| top_of(lens.at(depth, last), 3))
+                .map(|depth| attn_model::forward::top_k(lens.at(depth, last), 3))
                 .collect();
             Outcome::Done(Analysis::Lens {
                 top,
@@ -244,19 +244,6 @@ async fn predicted(
 ) -> Result<u32, GpuError> {
     let output = engine.forward(tokens, &Readback::next_token()).await?;
     Ok(output.argmax_at(output.seq_len - 1))
-}
-
-/// The `k` most probable outputs of one logit row.
-fn top_of(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let probs = attn_model::linalg::softmax(logits);
-    let mut ranked: Vec<(u32, f32)> = probs
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| (i as u32, p))
-        .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    ranked.truncate(k);
-    ranked
 }
 
 /// Generation under `variant` on the variant engine, as text; `None` when stopped.

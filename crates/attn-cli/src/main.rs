@@ -6,6 +6,7 @@ mod gpu;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use attn_gpu::AnyEngine;
 use attn_model::engine::unwatched;
 use attn_model::{
     activation_patching, compare, copying_scores, direct_logit_attribution, generate,
@@ -385,11 +386,7 @@ fn run(command: Command) -> Result<(), Failure> {
             engine,
             json,
         } => {
-            let model = load(&model)?;
-            let tokenizer = model.build_tokenizer()?;
-            let tokens = input_tokens(&input, tokenizer.as_ref())?;
-            let mut engine = gpu::engine(engine, model)?;
-            engine.set_variant(&parse_variant(&variant)?)?;
+            let (mut engine, tokenizer, tokens) = engine_on(&model, &input, &variant, engine)?;
             let lens = block_on(logit_lens(&mut engine, &tokens))?;
             if json {
                 let rows: Vec<Vec<&[f32]>> = lens
@@ -417,11 +414,7 @@ fn run(command: Command) -> Result<(), Failure> {
             engine,
             json,
         } => {
-            let model = load(&model)?;
-            let tokenizer = model.build_tokenizer()?;
-            let tokens = input_tokens(&input, tokenizer.as_ref())?;
-            let mut engine = gpu::engine(engine, model)?;
-            engine.set_variant(&parse_variant(&variant)?)?;
+            let (mut engine, _, tokens) = engine_on(&model, &input, &variant, engine)?;
             let a = block_on(direct_logit_attribution(
                 &mut engine,
                 &tokens,
@@ -524,11 +517,7 @@ fn run(command: Command) -> Result<(), Failure> {
             engine,
             json,
         } => {
-            let model = load(&model)?;
-            let tokenizer = model.build_tokenizer()?;
-            let prompt = input_tokens(&input, tokenizer.as_ref())?;
-            let mut engine = gpu::engine(engine, model)?;
-            engine.set_variant(&parse_variant(&variant)?)?;
+            let (mut engine, tokenizer, prompt) = engine_on(&model, &input, &variant, engine)?;
             let sampling = Sampling {
                 temperature,
                 top_k,
@@ -685,6 +674,22 @@ fn parse_variant(arg: &VariantArg) -> Result<Variant, Failure> {
         ))
     })?;
     Ok(Variant::from_json(&contents)?)
+}
+
+/// The engine (with the variant applied), the model's tokenizer and the input's tokens: what
+/// the commands that analyse one input start from.
+fn engine_on(
+    model: &Path,
+    input: &InputArgs,
+    variant: &VariantArg,
+    kind: gpu::EngineArg,
+) -> Result<(AnyEngine, Option<Tokenizer>, Vec<u32>), Failure> {
+    let model = load(model)?;
+    let tokenizer = model.build_tokenizer()?;
+    let tokens = input_tokens(input, tokenizer.as_ref())?;
+    let mut engine = gpu::engine(kind, model)?;
+    engine.set_variant(&parse_variant(variant)?)?;
+    Ok((engine, tokenizer, tokens))
 }
 
 fn input_tokens(input: &InputArgs, tokenizer: Option<&Tokenizer>) -> Result<Vec<u32>, Failure> {

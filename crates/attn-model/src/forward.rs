@@ -53,21 +53,26 @@ impl Output {
 
     /// The `k` most probable outputs at position `t`, as (id, probability), most probable first.
     pub fn top_at(&self, t: usize, k: usize) -> Vec<(u32, f32)> {
-        let probs = softmax(self.logits_at(t));
-        let mut ranked: Vec<(u32, f32)> = probs
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| (i as u32, p))
-            .collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        ranked.truncate(k);
-        ranked
+        top_k(self.logits_at(t), k)
     }
 
     /// The most probable output id at position `t`.
     pub fn argmax_at(&self, t: usize) -> u32 {
         argmax(self.logits_at(t))
     }
+}
+
+/// The `k` most probable ids of one row of logits, as (id, probability), most probable first
+/// (the smaller id first on ties).
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut ranked: Vec<(u32, f32)> = softmax(logits)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| (i as u32, p))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(k);
+    ranked
 }
 
 /// Index of the largest value (the first one on ties).

@@ -24,6 +24,20 @@ fn shade(value: f64, max: f64) -> String {
     format!("background: rgba({rgb}, {alpha:.3})")
 }
 
+/// One table row per layer of fractions recovered (1 = all of it).
+fn fraction_rows(rows: &[Vec<f64>]) -> impl IntoView {
+    rows.iter()
+        .enumerate()
+        .map(|(layer, row)| {
+            let cells = row
+                .iter()
+                .map(|&v| view! { <td style=shade(v, 1.0)>{format!("{v:.2}")}</td> })
+                .collect_view();
+            view! { <tr><th>{format!("L{layer}")}</th>{cells}</tr> }
+        })
+        .collect_view()
+}
+
 /// `tokens` with the middle one replaced by another token of the input (or a neighbouring id),
 /// as a space-separated list of ids: a corrupted input of the same length.
 fn corrupt_one(tokens: &[u32]) -> String {
@@ -143,35 +157,13 @@ pub fn AnalysisPanel() -> impl IntoView {
                 let header = (0..n_head)
                     .map(|h| view! { <th>{format!("H{h}")}</th> })
                     .collect_view();
-                let heads = patching
-                    .heads
-                    .iter()
-                    .enumerate()
-                    .map(|(layer, row)| {
-                        let cells = row
-                            .iter()
-                            .map(|&v| view! { <td style=shade(v, 1.0)>{format!("{v:.2}")}</td> })
-                            .collect_view();
-                        view! { <tr><th>{format!("L{layer}")}</th>{cells}</tr> }
-                    })
-                    .collect_view();
+                let heads = fraction_rows(&patching.heads);
                 let labels = ui.labels.get();
                 let positions = labels
                     .iter()
                     .map(|l| view! { <th>{l.clone()}</th> })
                     .collect_view();
-                let resid = patching
-                    .resid
-                    .iter()
-                    .enumerate()
-                    .map(|(layer, row)| {
-                        let cells = row
-                            .iter()
-                            .map(|&v| view! { <td style=shade(v, 1.0)>{format!("{v:.2}")}</td> })
-                            .collect_view();
-                        view! { <tr><th>{format!("L{layer}")}</th>{cells}</tr> }
-                    })
-                    .collect_view();
+                let resid = fraction_rows(&patching.resid);
                 view! {
                     <p class="muted">{format!(
                         "Logit difference {} − {}: clean {:.2}, corrupted {:.2}. Each cell is the fraction restored by the clean activation (1 = all of it).",
