@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test, after installing what is missing (scripts/setup.sh):
-#   1. the model crate builds for wasm32 (it must stay free of native-only dependencies),
-#   2. the web app's release build with Trunk (wasm-bindgen + wasm-opt) into dist/,
-#   3. native tests of the whole workspace: CPU engine, PyTorch parity, CLI, GPU engine on
+#   1. the web app's release build with Trunk (wasm-bindgen + wasm-opt) into dist/ — which also
+#      proves the model and GPU crates build for wasm32,
+#   2. native tests of the whole workspace: CPU engine, PyTorch parity, CLI, GPU engine on
 #      lavapipe, trainer smoke test,
-#   4. the GPU engine's parity tests and the app's component tests, compiled to wasm and run in
+#   3. the GPU engine's parity tests and the app's component tests, compiled to wasm and run in
 #      headless Chromium (wasm-bindgen-test),
-#   5. end-to-end tests: dist/ served on 127.0.0.1 and driven in headless Chromium
+#   4. end-to-end tests: dist/ served on 127.0.0.1 and driven in headless Chromium
 #      (tests/e2e, screenshots in tests/artifacts/).
-# Independent steps all run; the end-to-end step needs step 2. Exits non-zero if any failed.
+# Independent steps all run; the end-to-end step needs step 1. Exits non-zero if any failed.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 "$ROOT/scripts/setup.sh"
@@ -57,9 +57,6 @@ e2e_tests() { cargo test -p attn-e2e -- --test-threads=1 --nocapture 2>&1 | tee 
 
 # Trunk 0.21 finds the crate from its working directory: run it in web/ with the top config.
 build_web() { (cd web && trunk build --release --config ../trunk.toml); }
-
-run_step "attn-model builds for wasm32" \
-  cargo build -p attn-model --target wasm32-unknown-unknown --release || true
 
 web_ok=1
 run_step "web app: trunk build --release -> dist/" build_web || web_ok=0
