@@ -35,9 +35,13 @@ run_step() {
 
 skip_step() { summary+=("$(printf 'skipped        %s (%s)' "$1" "$2")"); failed=1; }
 
+# Temporary files of every step (Chromium leaves ~90 MB per browser in TMPDIR) go in one folder,
+# removed at the end.
+scratch="$(mktemp -d)"
+export TMPDIR="$scratch"
+trap 'rm -rf "$scratch"' EXIT
 # Test output is also collected here, to print one overall count at the end.
 results_log="$(mktemp)"
-trap 'rm -f "$results_log"' EXIT
 native_tests() { cargo test --workspace --exclude attn-e2e 2>&1 | tee -a "$results_log"; }
 # The GPU engine's parity tests again, compiled to wasm and run in headless Chromium's WebGPU
 # (crates/attn-gpu/webdriver.json holds the browser flags).

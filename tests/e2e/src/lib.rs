@@ -261,9 +261,15 @@ impl Browser {
     /// Starts chromedriver and a fresh headless Chromium (the flags that give WebGPU on SwiftShader; see the README, "Toolchain").
     pub fn start(webgpu: WebGpu) -> Browser {
         let port = free_port();
+        let profile = TempDir(std::env::temp_dir().join(format!("attn-e2e-profile-{port}")));
+        // Chromium's own scratch folders go inside the profile, so they leave with it (they
+        // would otherwise stay in /tmp, ~90 MB a browser).
+        let scratch = profile.0.join("tmp");
+        std::fs::create_dir_all(&scratch).expect("a folder for the browser's temporary files");
         let driver = Driver(Command::new(
             std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()),
         )
+        .env("TMPDIR", &scratch)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -277,7 +283,6 @@ impl Browser {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let profile = TempDir(std::env::temp_dir().join(format!("attn-e2e-profile-{port}")));
         let mut args = vec![
             "--headless=new".to_string(),
             "--no-sandbox".into(),
