@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use attn_gpu::AnyEngine;
 use attn_model::engine::unwatched;
 use attn_model::{
-    activation_patching, compare, copying_scores, direct_logit_attribution, generate,
+    activation_patching, circuits, compare, copying_scores, direct_logit_attribution, generate,
     head_importance, head_roles, load_model, logit_lens, role_probe, AblationMode, CpuEngine,
     HeadRoles, Model, ModelError, Output, Sampling, Tokenizer, Variant,
 };
@@ -168,6 +168,16 @@ enum Command {
         /// Which engine runs the forward passes.
         #[arg(long, value_enum, default_value = "cpu")]
         engine: gpu::EngineArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// QK and OV circuits of every head (largest singular values) and the Q-, K- and
+    /// V-composition scores between heads of different layers, from the weights alone.
+    Circuits {
+        model: PathBuf,
+        /// How many of the strongest links to list (text output).
+        #[arg(long, default_value_t = 10)]
+        top: usize,
         #[arg(long)]
         json: bool,
     },
@@ -503,6 +513,47 @@ fn run(command: Command) -> Result<(), Failure> {
                 for (layer, heads) in p.heads.iter().enumerate() {
                     let heads: Vec<String> = heads.iter().map(|h| format!("{h:.2}")).collect();
                     println!("  layer {layer}: heads {}", heads.join(" "));
+                }
+            }
+        }
+        Command::Circuits { model, top, json } => {
+            let model = load(&model)?;
+            let c = circuits(&model);
+            if json {
+                print_json(&json!(c));
+            } else {
+                let n_head = model.config.n_head;
+                let name = |i: usize| format!("L{}H{}", i / n_head, i % n_head);
+                println!("head   QK singular values        OV singular values");
+                for h in &c.heads {
+                    let show = |v: &[f32]| {
+                        v.iter()
+                            .map(|x| format!("{x:.2}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    };
+                    println!(
+                        "L{}H{}  {:<24}  {}",
+                        h.layer,
+                        h.head,
+                        show(&h.qk_singular_values),
+                        show(&h.ov_singular_values)
+                    );
+                }
+                let mut links: Vec<(f32, &str, usize, usize)> = Vec::new();
+                for (kind, scores) in [("Q", &c.q), ("K", &c.k), ("V", &c.v)] {
+                    for (a, row) in scores.iter().enumerate() {
+                        for (b, &score) in row.iter().enumerate() {
+                            if score > 0.0 {
+                                links.push((score, kind, a, b));
+                            }
+                        }
+                    }
+                }
+                links.sort_by(|x, y| y.0.total_cmp(&x.0));
+                println!("strongest compositions:");
+                for (score, kind, a, b) in links.into_iter().take(top) {
+                    println!("  {} → {} {kind}-composition {score:.3}", name(a), name(b));
                 }
             }
         }

@@ -330,3 +330,41 @@ fn run_on_the_hf_fixture_matches_pytorch_for_every_variant() {
         );
     }
 }
+
+/// `attn circuits --json`: every head's circuits and a composition score for every pair of heads
+/// in different layers (only from earlier to later ones).
+#[test]
+fn circuits_report_every_head_and_every_later_pair() {
+    let (path, model, _scratch) = saved_model("circuits");
+    let report = json_of(&attn(&["circuits", path.to_str().unwrap(), "--json"]));
+    let c = &model.config;
+    let heads = c.n_layer * c.n_head;
+    assert_eq!(report["heads"].as_array().unwrap().len(), heads);
+    assert_eq!(
+        report["heads"][0]["qk_singular_values"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    for kind in ["q", "k", "v"] {
+        let scores = report[kind].as_array().unwrap();
+        assert_eq!(scores.len(), heads);
+        for (a, row) in scores.iter().enumerate() {
+            for (b, score) in row.as_array().unwrap().iter().enumerate() {
+                let score = score.as_f64().unwrap();
+                let later = b / c.n_head > a / c.n_head;
+                assert!(
+                    if later {
+                        score > 0.0 && score <= 1.0
+                    } else {
+                        score == 0.0
+                    },
+                    "{kind} {a}→{b}: {score}"
+                );
+            }
+        }
+    }
+    let text = attn(&["circuits", path.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("strongest compositions"));
+}

@@ -21,6 +21,7 @@
 //! The formulas of every variant are in `docs/VARIANTS.md`; the file format in `docs/FORMAT.md`.
 
 pub mod attribution;
+pub mod circuits;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -45,6 +46,7 @@ pub mod url;
 pub mod variant;
 
 pub use attribution::{direct_logit_attribution, Attribution};
+pub use circuits::{circuits, Circuits, HeadCircuit};
 pub use config::{Activation, Family, ModelConfig, Norm, Positional, Rope, RopeScaling};
 pub use engine::{now, Captured, Engine, HookPoint, Hooks, Outcome, Progress, Readback, Step};
 pub use error::{ModelError, Result};
