@@ -198,19 +198,10 @@ fn run_on_every_family_matches_transformers_on_both_engines() {
         let dir = entry.unwrap().path();
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let expected = std::fs::read(dir.join("expected.safetensors")).unwrap();
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&expected).unwrap();
-        let ids: Vec<u32> =
-            serde_json::from_str(&meta.metadata().as_ref().unwrap()["input_ids"]).unwrap();
+        let file = attn_model::LoadedTensors::from_bytes(&expected).unwrap();
+        let ids: Vec<u32> = serde_json::from_str(&file.metadata()["input_ids"]).unwrap();
         let tokens = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-        let file = safetensors::SafeTensors::deserialize(&expected).unwrap();
-        let tensor = |t: &str| -> Vec<f32> {
-            file.tensor(t)
-                .unwrap()
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
-        };
+        let tensor = |t: &str| file.values(t).unwrap().to_vec();
         for engine in ["cpu", "gpu"] {
             let report = json_of(&attn(&[
                 "run",
@@ -257,17 +248,9 @@ fn lens_attribute_and_patch_match_transformers_on_both_engines() {
     let dir =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gpt2-tiny");
     let bytes = std::fs::read(dir.join("analysis.safetensors")).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = meta.metadata().clone().unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let tensor = |name: &str| -> Vec<f32> {
-        file.tensor(name)
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    };
+    let file = attn_model::LoadedTensors::from_bytes(&bytes).unwrap();
+    let meta = file.metadata();
+    let tensor = |name: &str| file.values(name).unwrap().to_vec();
     let ids = |key: &str| -> String {
         let ids: Vec<u32> = serde_json::from_str(&meta[key]).unwrap();
         ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")

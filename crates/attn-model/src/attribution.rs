@@ -71,8 +71,13 @@ pub async fn direct_logit_attribution<E: Engine>(
         capture,
         replace: Vec::new(),
     };
+    // Only the attributed row's logit is needed.
     let readback = Readback {
-        logits: LogitRows::All,
+        logits: if position + 1 == tokens.len() {
+            LogitRows::Last
+        } else {
+            LogitRows::All
+        },
         attention: AttentionMaps::None,
         head_out_norms: false,
     };

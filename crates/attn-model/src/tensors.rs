@@ -37,6 +37,11 @@ impl LoadedTensors {
         &self.metadata
     }
 
+    /// The values of the tensor `name` (as f32), if the file has it.
+    pub fn values(&self, name: &str) -> Option<&[f32]> {
+        self.tensors.get(name).map(|(_, values)| values.as_slice())
+    }
+
     /// Number of tensors.
     pub fn len(&self) -> usize {
         self.tensors.len()

@@ -4,51 +4,33 @@
 //! last entry is the model's logits, the attribution's parts sum to the logit, patching the whole
 //! residual stream before layer 0 recovers everything.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use attn_model::engine::{unwatched, Outcome};
 use attn_model::{
     activation_patching, direct_logit_attribution, load_model, logit_lens, now, CpuEngine, Engine,
-    HookPoint, Hooks, Model, ModelConfig, Readback,
+    HookPoint, Hooks, LoadedTensors, Model, ModelConfig, Readback,
 };
-use safetensors::SafeTensors;
 
-struct Fixture {
-    meta: HashMap<String, String>,
-    tensors: HashMap<String, Vec<f32>>,
-}
+struct Fixture(LoadedTensors);
 
 impl Fixture {
     fn load() -> Fixture {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gpt2-tiny");
         let bytes = std::fs::read(dir.join("analysis.safetensors")).unwrap();
-        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-        let file = SafeTensors::deserialize(&bytes).unwrap();
-        let tensors = file
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| {
-                let values = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                (name, values)
-            })
-            .collect();
-        Fixture {
-            meta: meta.metadata().clone().unwrap(),
-            tensors,
-        }
+        Fixture(LoadedTensors::from_bytes(&bytes).unwrap())
+    }
+
+    fn tensor(&self, name: &str) -> &[f32] {
+        self.0.values(name).unwrap()
     }
 
     fn ids(&self, key: &str) -> Vec<u32> {
-        serde_json::from_str(&self.meta[key]).unwrap()
+        serde_json::from_str(&self.0.metadata()[key]).unwrap()
     }
 
     fn id(&self, key: &str) -> u32 {
-        serde_json::from_str(&self.meta[key]).unwrap()
+        serde_json::from_str(&self.0.metadata()[key]).unwrap()
     }
 }
 
@@ -75,7 +57,7 @@ fn the_lens_matches_transformers() {
     let mut engine = CpuEngine::new(model()).unwrap();
     let lens = now(logit_lens(&mut engine, &f.ids("tokens"))).unwrap();
     let got: Vec<f64> = lens.logits.iter().flatten().map(|&v| v as f64).collect();
-    assert_close("lens", &got, &f.tensors["lens"]);
+    assert_close("lens", &got, f.tensor("lens"));
     // Its last entry is the model's output.
     let output = engine.forward(&f.ids("tokens")).unwrap();
     assert_eq!(lens.logits.last().unwrap(), &output.logits);
@@ -95,12 +77,12 @@ fn the_attribution_matches_transformers_and_sums_to_the_logit() {
     ))
     .unwrap();
     let heads: Vec<f64> = a.heads.iter().flatten().copied().collect();
-    assert_close("heads", &heads, &f.tensors["attribution.heads"]);
-    assert_close("mlps", &a.mlps, &f.tensors["attribution.mlps"]);
+    assert_close("heads", &heads, f.tensor("attribution.heads"));
+    assert_close("mlps", &a.mlps, f.tensor("attribution.mlps"));
     assert_close(
         "embeddings, biases, logit",
         &[a.embeddings, a.biases, a.logit],
-        &f.tensors["attribution.parts"],
+        f.tensor("attribution.parts"),
     );
     assert!(
         (a.total() - a.logit).abs() < 1e-4,
@@ -126,13 +108,13 @@ fn patching_matches_transformers() {
         panic!("nothing cancels an unwatched run")
     };
     let heads: Vec<f64> = p.heads.iter().flatten().copied().collect();
-    assert_close("patched heads", &heads, &f.tensors["patching.heads"]);
+    assert_close("patched heads", &heads, f.tensor("patching.heads"));
     let resid: Vec<f64> = p.resid.iter().flatten().copied().collect();
-    assert_close("patched residual", &resid, &f.tensors["patching.resid"]);
+    assert_close("patched residual", &resid, f.tensor("patching.resid"));
     assert_close(
         "metric",
         &[p.clean, p.corrupted],
-        &f.tensors["patching.metric"],
+        f.tensor("patching.metric"),
     );
 }
 

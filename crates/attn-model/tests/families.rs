@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use attn_model::{
-    load_model, CpuEngine, Family, Model, ModelConfig, Norm, Output, Positional, Variant,
+    load_model, CpuEngine, Family, LoadedTensors, Model, ModelConfig, Norm, Output, Positional,
+    Variant,
 };
 use safetensors::SafeTensors;
 
@@ -35,23 +36,13 @@ struct Expected {
 fn expected(name: &str) -> Expected {
     let bytes = std::fs::read(fixtures().join(name).join("expected.safetensors"))
         .expect("the fixture is committed");
-    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = meta.metadata().as_ref().unwrap();
-    let input_ids = serde_json::from_str(&meta["input_ids"]).unwrap();
-    let file = SafeTensors::deserialize(&bytes).unwrap();
-    let read = |name: &str| -> Vec<f32> {
-        file.tensor(name)
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    };
+    let file = LoadedTensors::from_bytes(&bytes).unwrap();
+    let meta = file.metadata();
     Expected {
         prompt: meta["prompt"].clone(),
-        input_ids,
-        logits: read("logits"),
-        attention: read("attention"),
+        input_ids: serde_json::from_str(&meta["input_ids"]).unwrap(),
+        logits: file.values("logits").unwrap().to_vec(),
+        attention: file.values("attention").unwrap().to_vec(),
     }
 }
 

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use attn_e2e::{dist_dir, repo_root, Browser, StaticServer, WebGpu};
-use attn_model::Tokenizer;
-use safetensors::SafeTensors;
+use attn_model::{LoadedTensors, Tokenizer};
 
 const LOAD: Duration = Duration::from_secs(120);
 
@@ -20,17 +19,10 @@ fn fixture_dir(name: &str) -> PathBuf {
 /// The fixture's prompt, its ids, and the label of the token transformers ranks first after it.
 fn expected(name: &str) -> (String, Vec<u32>, String) {
     let bytes = std::fs::read(fixture_dir(name).join("expected.safetensors")).unwrap();
-    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = meta.metadata().as_ref().unwrap();
+    let file = LoadedTensors::from_bytes(&bytes).unwrap();
+    let meta = file.metadata();
     let ids: Vec<u32> = serde_json::from_str(&meta["input_ids"]).unwrap();
-    let file = SafeTensors::deserialize(&bytes).unwrap();
-    let logits: Vec<f32> = file
-        .tensor("logits")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let logits = file.values("logits").unwrap();
     let vocab = logits.len() / ids.len();
     let last = &logits[logits.len() - vocab..];
     let best = (0..vocab).fold(0, |best, i| if last[i] > last[best] { i } else { best });

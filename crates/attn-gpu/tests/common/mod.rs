@@ -400,23 +400,13 @@ fn family_fixture(
     expected: &[u8],
 ) -> FamilyFixture {
     let model = Model::from_hf(config, &[weights]).expect("the fixture loads");
-    let (_, meta) = SafeTensors::read_metadata(expected).unwrap();
-    let input_ids = serde_json::from_str(&meta.metadata().as_ref().unwrap()["input_ids"]).unwrap();
-    let file = SafeTensors::deserialize(expected).unwrap();
-    let read = |tensor: &str| -> Vec<f32> {
-        file.tensor(tensor)
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    };
+    let file = attn_model::LoadedTensors::from_bytes(expected).unwrap();
     FamilyFixture {
         name,
         model,
-        input_ids,
-        logits: read("logits"),
-        attention: read("attention"),
+        input_ids: serde_json::from_str(&file.metadata()["input_ids"]).unwrap(),
+        logits: file.values("logits").unwrap().to_vec(),
+        attention: file.values("attention").unwrap().to_vec(),
     }
 }
 
