@@ -24,8 +24,8 @@ use wasm_bindgen_futures::spawn_local;
 use crate::browser::{fetch_bytes, read_in_pieces};
 use crate::protocol::{Analysis, AnalysisTool, AsJson, JobOutcome, ModelSource, Request, Response};
 use crate::session::{
-    check_fits, return_engines, run_timed, take_engines, PickedFiles, RunResult, Session,
-    SessionCell, Yielding,
+    check_fits, logits_only, return_engines, run_timed, take_engines, PickedFiles, RunResult,
+    Session, SessionCell, Yielding, TOP_OUTPUTS,
 };
 
 /// The worker's state, shared by its running tasks.
@@ -509,13 +509,22 @@ async fn run(
         let (result, failure) = run_timed(&mut pair, true, &Variant::default(), &tokens).await;
         failures.extend(failure);
         match result {
-            Ok((output, millis)) => {
+            Ok((mut output, millis)) => {
+                // The logits stay here (moved, not copied); the page gets the rest.
+                let top = output.top_at(output.seq_len - 1, TOP_OUTPUTS);
+                let kept = logits_only(&mut output);
                 if with_baseline {
-                    let page =
-                        RunResult::for_page(output.clone(), None, &tokens, millis, engine(&pair));
+                    let page = RunResult {
+                        tokens: tokens.clone(),
+                        output,
+                        top,
+                        comparison: None,
+                        millis,
+                        engine: engine(&pair),
+                    };
                     baseline = Some(Ok(page));
                 }
-                *state.baseline.borrow_mut() = Some((model, tokens.clone(), output));
+                *state.baseline.borrow_mut() = Some((model, tokens.clone(), kept));
             }
             Err(e) => baseline = with_baseline.then(|| Err(e.to_string())),
         }

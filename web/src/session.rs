@@ -74,6 +74,21 @@ pub struct RunResult {
     pub engine: EngineKind,
 }
 
+/// An output's logits alone (its maps and norms left empty): what the worker keeps of the
+/// baseline to compare the variant's results with.
+pub fn logits_only(output: &mut Output) -> Output {
+    Output {
+        seq_len: output.seq_len,
+        n_layer: output.n_layer,
+        n_head: output.n_head,
+        n_out: output.n_out,
+        logits: std::mem::take(&mut output.logits),
+        attention: Vec::new(),
+        head_out_norms: Vec::new(),
+        kv_bytes_per_token: output.kv_bytes_per_token,
+    }
+}
+
 /// How many next outputs a result lists.
 pub const TOP_OUTPUTS: usize = 10;
 
