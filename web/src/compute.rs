@@ -452,7 +452,7 @@ async fn read_picked(
                 .map_err(|e| format!("Could not load {name}: {e}"))?;
             if let (false, Some(header)) = (counted, stream.declared()) {
                 counted = true;
-                declared += header.f32_bytes();
+                declared += header.memory_bytes();
                 check_fits(title, declared)?;
             }
             if read >= reported + 16 * MB || Some(read) == total {
@@ -466,7 +466,7 @@ async fn read_picked(
         })
         .await
         .map_err(|e| {
-            if e.starts_with("Could not") || e.contains("float32") {
+            if e.starts_with("Could not") || e.contains("the page holds") {
                 e
             } else {
                 format!("Could not read {name}: {e}")

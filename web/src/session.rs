@@ -223,11 +223,12 @@ impl Session {
             classifier: c.n_classes.is_some(),
             parameters: model.parameter_count(),
             architecture: format!(
-                "{}: {}; {}; {}",
+                "{}: {}; {}; {}; {}",
                 c.family.label(),
                 c.block_label(),
                 c.positional_label(),
-                c.kv_layout_label()
+                c.kv_layout_label(),
+                model.weights_label()
             ),
             tokenizer: tokenizer.as_ref().map(|t| t.kind().to_string()),
             tokenizer_note: model
@@ -341,22 +342,24 @@ impl ModelText {
     }
 }
 
-/// The most a model may take in the page once its weights are widened to `f32`: the compute
-/// worker's memory is a wasm32 address space (4 GiB at most), which also holds the engines'
-/// buffers and the tokenizer.
+/// The most a model's weights may take in the page, as held (16-bit checkpoints stay 16-bit,
+/// f32 ones take 4 bytes a value): the compute worker's memory is a wasm32 address space (4 GiB
+/// at most), which also holds the activations, a matrix widened while it is used, and the
+/// tokenizer.
 pub const MAX_MODEL_BYTES: u64 = 5 << 29;
 
-/// Fails, naming what would fit, when `f32_bytes` of weights exceed [`MAX_MODEL_BYTES`].
-pub fn check_fits(what: &str, f32_bytes: u64) -> Result<(), String> {
-    if f32_bytes <= MAX_MODEL_BYTES {
+/// Fails, naming what would fit, when the weights take more than [`MAX_MODEL_BYTES`] in memory.
+pub fn check_fits(what: &str, memory_bytes: u64) -> Result<(), String> {
+    if memory_bytes <= MAX_MODEL_BYTES {
         return Ok(());
     }
     let gb = |bytes: u64| bytes as f64 / 1e9;
     Err(format!(
-        "{what} needs {:.1} GB as float32 weights; the page holds models up to {:.1} GB (about {} M \
-         parameters). The command-line tool `attn` runs larger ones.",
-        gb(f32_bytes),
+        "{what} needs {:.1} GB for its weights; the page holds models up to {:.1} GB (about {} M \
+         parameters in 16 bits, {} M in 32). The command-line tool `attn` runs larger ones.",
+        gb(memory_bytes),
         gb(MAX_MODEL_BYTES),
+        MAX_MODEL_BYTES / 2 / 1_000_000,
         MAX_MODEL_BYTES / 4 / 1_000_000
     ))
 }
@@ -406,8 +409,13 @@ mod tests {
     #[test]
     fn the_memory_check_says_what_fits() {
         assert!(check_fits("SmolLM2-360M", 362_000_000 * 4).is_ok());
+        // 16-bit checkpoints are held in 16 bits: TinyLlama fits as bf16, not as f32.
+        assert!(check_fits("TinyLlama-1.1B (bf16)", 1_100_000_000 * 2).is_ok());
         let err = check_fits("TinyLlama-1.1B", 1_100_000_000 * 4).unwrap_err();
         assert!(err.contains("TinyLlama-1.1B needs 4.4 GB"), "{err}");
-        assert!(err.contains("about 671 M parameters"), "{err}");
+        assert!(
+            err.contains("about 1342 M parameters in 16 bits, 671 M in 32"),
+            "{err}"
+        );
     }
 }

@@ -772,6 +772,10 @@ fn inspect_json(model: &Model) -> Result<Value, Failure> {
         "block": c.block_label(),
         "config": model.config,
         "parameters": model.parameter_count(),
+        "weights": {
+            "precision": model.weight_precision().label(),
+            "bytes": model.memory_bytes(),
+        },
         "tokenizer": tokenizer.as_ref().map(|t| json!({
             "kind": t.kind(),
             "vocab_size": t.vocab_size(),
@@ -849,11 +853,12 @@ fn print_run(report: &Value) {
 fn print_inspect(model: &Model, report: &Value) {
     let c = &model.config;
     println!(
-        "{} model: {}; {}; {}",
+        "{} model: {}; {}; {}; {}",
         c.family.label(),
         c.block_label(),
         c.positional_label(),
-        c.kv_layout_label()
+        c.kv_layout_label(),
+        model.weights_label()
     );
     println!(
         "{} layers × {} heads (key/value heads: {}), d_model {}, d_head {}, context {}",

@@ -236,6 +236,12 @@ fn run_on_every_family_matches_transformers_on_both_engines() {
             "GPT-NeoX" => assert!(positions.contains("4 of 16 dims"), "{name}: {positions}"),
             other => panic!("{name}: family {other}"),
         }
+        // 16-bit checkpoints are held in 16 bits.
+        let precision = ["f16", "bf16"]
+            .into_iter()
+            .find(|p| name.ends_with(&format!("-{p}")))
+            .unwrap_or("f32");
+        assert_eq!(report["weights"]["precision"], precision, "{name}");
         checked += 1;
     }
     assert_eq!(checked, 7);

@@ -320,7 +320,8 @@ impl<'k> Recorder<'k> {
     /// `mm` (with its epilogue) through the dense layer `w`, adding its bias if it has one.
     fn linear_with(&mut self, mut mm: Matmul, a: &Arg, w: &LinearBuffers, out: &Arg) -> Result<()> {
         mm.bias_offset = w.bias.as_ref().map(|_| 0);
-        self.matmul(&mm, a, &w.weight, w.bias.as_ref(), out)?;
+        mm.b_precision = w.weight.precision;
+        self.matmul(&mm, a, &w.weight.arg, w.bias.as_ref(), out)?;
         Ok(())
     }
 
@@ -609,12 +610,14 @@ fn record<'k>(
     };
     let mut all = Matmul::new(n.t, n_out, n.d);
     all.b = head_layout;
+    all.b_precision = head_weight.precision;
     all.bias_offset = head_bias.map(|_| 0);
     let mut last = all;
     last.m = 1;
     last.a = last.a.at((n.t - 1) * n.d);
     last.c = last.c.at((n.t - 1) * n_out);
     let flops = rec.flops;
+    let head_weight = &head_weight.arg;
     let logits_all = rec.matmul(&all, &act.xn, head_weight, head_bias, &act.logits)?;
     let logits_last = rec.matmul(&last, &act.xn, head_weight, head_bias, &act.logits)?;
 

@@ -6,7 +6,7 @@ use wgpu::util::DeviceExt;
 
 use attn_model::model::{Linear, NormWeights};
 use attn_model::rope::RotaryTable;
-use attn_model::{Model, PreparedModel};
+use attn_model::{Model, Precision, PreparedModel, Weights};
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
@@ -14,9 +14,18 @@ use crate::ops::attention::MAX_SEQ_LEN;
 use crate::ops::{head_output, rope};
 use crate::plan::Arg;
 
+/// A weight matrix on the GPU in its stored precision: `f32`, or 16-bit values packed two to a
+/// `u32` (`Weights::packed_u32`) that the kernels reading weights (matmul, embed) widen as they
+/// load them. 16-bit checkpoints therefore take half the GPU memory on every adapter; unpacking
+/// needs only core WGSL (`unpack2x16float`, a shift for bf16), not the `shader-f16` feature.
+pub(crate) struct WeightArg {
+    pub(crate) arg: Arg,
+    pub(crate) precision: Precision,
+}
+
 /// A dense layer's weight `[d_in, d_out]` and bias `[d_out]` (if it has one).
 pub(crate) struct LinearBuffers {
-    pub(crate) weight: Arg,
+    pub(crate) weight: WeightArg,
     pub(crate) bias: Option<Arg>,
 }
 
@@ -57,14 +66,14 @@ pub(crate) enum OutputHead {
     /// Logits are `x · Eᵀ` with the token embedding.
     Tied,
     /// An untied LM head `[vocab, d_model]`.
-    Untied(Arg),
+    Untied(WeightArg),
     /// A classifier `[d_model, n_classes]` with bias.
     Classifier(LinearBuffers),
 }
 
 /// Every weight of the unmodified model.
 pub(crate) struct ModelBuffers {
-    pub(crate) token_embedding: Arg,
+    pub(crate) token_embedding: WeightArg,
     /// Learned positions; `None` for rotary models.
     pub(crate) position_embedding: Option<Arg>,
     /// Rotary models: the angles' table.
@@ -128,9 +137,24 @@ impl Uploader<'_> {
         data.as_ref().map(|d| self.tensor(what, d)).transpose()
     }
 
+    /// A weight matrix in its stored precision (see [`WeightArg`]).
+    fn weights(&mut self, what: &str, weights: &Weights) -> Result<WeightArg> {
+        let arg = match weights.packed_u32() {
+            Some(words) => {
+                self.bytes += 4 * words.len() as u64;
+                upload(self.ctx, what, &words)?
+            }
+            None => self.tensor(what, &weights.f32())?,
+        };
+        Ok(WeightArg {
+            arg,
+            precision: weights.precision(),
+        })
+    }
+
     fn linear(&mut self, what: &str, l: &Linear) -> Result<LinearBuffers> {
         Ok(LinearBuffers {
-            weight: self.tensor(&format!("{what}.weight"), &l.weight)?,
+            weight: self.weights(&format!("{what}.weight"), &l.weight)?,
             bias: self.optional(&format!("{what}.bias"), &l.bias)?,
         })
     }
@@ -150,11 +174,11 @@ impl ModelBuffers {
         if let Some((name, _, data)) = model
             .named_tensors()
             .into_iter()
-            .find(|(_, _, data)| 4 * data.len() as u64 > limit)
+            .find(|(_, _, data)| data.byte_len() as u64 > limit)
         {
             return Err(GpuError::BufferTooLarge {
                 what: name,
-                bytes: 4 * data.len() as u64,
+                bytes: data.byte_len() as u64,
                 limit,
             });
         }
@@ -184,11 +208,11 @@ impl ModelBuffers {
         }
         let head = match (&model.classifier, &model.lm_head) {
             (Some(c), _) => OutputHead::Classifier(up.linear("classifier", c)?),
-            (None, Some(h)) => OutputHead::Untied(up.tensor("lm_head", h)?),
+            (None, Some(h)) => OutputHead::Untied(up.weights("lm_head", h)?),
             (None, None) => OutputHead::Tied,
         };
         Ok(ModelBuffers {
-            token_embedding: up.tensor("wte", &model.token_embedding)?,
+            token_embedding: up.weights("wte", &model.token_embedding)?,
             position_embedding: up.optional("wpe", &model.position_embedding)?,
             rotary: match model.config.rope() {
                 Some(rope) => {

@@ -8,6 +8,7 @@ mod common;
 use std::sync::OnceLock;
 
 use attn_gpu::GpuContext;
+use attn_model::Precision;
 
 fn ctx() -> GpuContext {
     static CONTEXT: OnceLock<GpuContext> = OnceLock::new();
@@ -20,14 +21,19 @@ fn ctx() -> GpuContext {
 const LENGTHS: &[usize] = &[1, 7, 33];
 
 fn check_config(name: &str) {
+    check_config_in(name, Precision::F32);
+}
+
+fn check_config_in(name: &str, precision: Precision) {
     let (_, config) = common::model_configs()
         .into_iter()
         .find(|(n, _)| *n == name)
         .unwrap();
-    let checked = pollster::block_on(common::check_variants(
+    let checked = pollster::block_on(common::check_variants_in(
         &ctx(),
         name,
         &config,
+        precision,
         common::VARIANTS,
         LENGTHS,
     ));
@@ -81,6 +87,16 @@ fn qwen2_with_llama3_scaling_every_variant_matches_the_cpu() {
 #[test]
 fn neox_every_variant_matches_the_cpu() {
     check_config("neox");
+}
+
+#[test]
+fn bf16_llama_every_variant_matches_the_cpu() {
+    check_config_in("llama", Precision::Bf16);
+}
+
+#[test]
+fn f16_untied_head_every_variant_matches_the_cpu() {
+    check_config_in("attention-only", Precision::F16);
 }
 
 #[test]

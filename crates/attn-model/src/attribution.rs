@@ -119,12 +119,13 @@ pub async fn direct_logit_attribution<E: Engine>(
             .collect();
         if !dropped.contains(&layer) {
             let o = &block.attn.o;
+            let o_weight = o.weight.f32();
             for (head, score) in heads[layer].iter_mut().enumerate() {
                 let zh = z(layer, head);
                 let rows = head * c.d_head()..(head + 1) * c.d_head();
                 let mut part = vec![0.0f64; d];
                 for (zi, r) in zh.iter().zip(rows) {
-                    for (p, w) in part.iter_mut().zip(&o.weight[r * d..(r + 1) * d]) {
+                    for (p, w) in part.iter_mut().zip(&o_weight[r * d..(r + 1) * d]) {
                         *p += zi * *w as f64;
                     }
                 }
@@ -189,14 +190,15 @@ impl FrozenNorm {
         let t = target as usize;
         let (column, head_bias): (Vec<f64>, f64) = match (&model.classifier, &model.lm_head) {
             (Some(cls), _) => (
-                (0..d)
-                    .map(|i| cls.weight[i * cls.d_out + t] as f64)
-                    .collect(),
+                {
+                    let weight = cls.weight.f32();
+                    (0..d).map(|i| weight[i * cls.d_out + t] as f64).collect()
+                },
                 cls.bias.as_ref().map_or(0.0, |b| b[t] as f64),
             ),
             (None, head) => {
-                let table = head.as_deref().unwrap_or(&model.token_embedding);
-                (widen(&table[t * d..(t + 1) * d]), 0.0)
+                let table = head.as_ref().unwrap_or(&model.token_embedding);
+                (widen(&table.range_f32(t * d..(t + 1) * d)), 0.0)
             }
         };
         let gamma = &model.final_norm.weight;

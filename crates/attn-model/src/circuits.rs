@@ -68,12 +68,11 @@ fn factors(model: &Model, layer: usize, head: usize) -> Factors {
     let columns = |w: &[f32], width: usize, block: usize| {
         Mat::<f64>::from_fn(d, dh, |r, col| w[r * width + block * dh + col] as f64)
     };
-    let q = columns(&attn.q.weight, attn.q.d_out, head);
-    let k = columns(&attn.k.weight, attn.k.d_out, group);
-    let v = columns(&attn.v.weight, attn.v.d_out, group);
-    let o = Mat::<f64>::from_fn(dh, d, |r, col| {
-        attn.o.weight[(head * dh + r) * d + col] as f64
-    });
+    let q = columns(&attn.q.weight.f32(), attn.q.d_out, head);
+    let k = columns(&attn.k.weight.f32(), attn.k.d_out, group);
+    let v = columns(&attn.v.weight.f32(), attn.v.d_out, group);
+    let o_weight = attn.o.weight.f32();
+    let o = Mat::<f64>::from_fn(dh, d, |r, col| o_weight[(head * dh + r) * d + col] as f64);
     let (r_q, r_k, r_v) = (r_factor(&q), r_factor(&k), r_factor(&v));
     let r_ot = r_factor(&o.transpose().to_owned());
     Factors {
@@ -238,8 +237,8 @@ mod tests {
             for r in 0..d {
                 for col in 0..dh {
                     let one = (r == col + offset) as u8 as f32;
-                    attn.v.weight[r * v_width + head * dh + col] = one;
-                    attn.o.weight[(head * dh + col) * d + r] = one;
+                    attn.v.weight.make_f32()[r * v_width + head * dh + col] = one;
+                    attn.o.weight.make_f32()[(head * dh + col) * d + r] = one;
                 }
             }
         };

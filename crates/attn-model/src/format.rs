@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::model::{Linear, Model, NormWeights};
-use crate::tensors::{read_metadata, write_f32_tensors, LoadedTensors, TensorMap};
+use crate::tensors::{read_metadata, write_tensors, LoadedTensors, TensorMap};
 use crate::tokenizer::TokenizerSpec;
+use crate::weights::TensorRef;
 
 /// Value of the `format` metadata key that marks a file as ours.
 pub const FORMAT_NAME: &str = "attn-playground";
@@ -79,36 +80,47 @@ impl Model {
                 json("metadata", serde_json::to_string(&self.metadata))?,
             );
         }
-        write_f32_tensors(&self.named_tensors(), metadata)
+        write_tensors(&self.named_tensors(), metadata)
     }
 
     /// Every weight with its name and shape in the own format, in the schema's order.
-    pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
+    pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, TensorRef<'_>)> {
         let c = &self.config;
         let d = c.d_model;
-        let mut out: Vec<(String, Vec<usize>, &[f32])> =
-            vec![("wte".into(), vec![c.vocab_size, d], &self.token_embedding)];
+        let mut out: Vec<(String, Vec<usize>, TensorRef<'_>)> = vec![(
+            "wte".into(),
+            vec![c.vocab_size, d],
+            (&self.token_embedding).into(),
+        )];
         if let Some(wpe) = &self.position_embedding {
-            out.push(("wpe".into(), vec![wpe.len() / d.max(1), d], wpe));
+            out.push(("wpe".into(), vec![wpe.len() / d.max(1), d], wpe.into()));
         }
         fn push_norm<'a>(
-            out: &mut Vec<(String, Vec<usize>, &'a [f32])>,
+            out: &mut Vec<(String, Vec<usize>, TensorRef<'a>)>,
             name: String,
             n: &'a NormWeights,
         ) {
-            out.push((format!("{name}.weight"), vec![n.weight.len()], &n.weight));
+            out.push((
+                format!("{name}.weight"),
+                vec![n.weight.len()],
+                (&n.weight).into(),
+            ));
             if let Some(bias) = &n.bias {
-                out.push((format!("{name}.bias"), vec![bias.len()], bias));
+                out.push((format!("{name}.bias"), vec![bias.len()], bias.into()));
             }
         }
         fn push_linear<'a>(
-            out: &mut Vec<(String, Vec<usize>, &'a [f32])>,
+            out: &mut Vec<(String, Vec<usize>, TensorRef<'a>)>,
             name: String,
             l: &'a Linear,
         ) {
-            out.push((format!("{name}.weight"), vec![l.d_in, l.d_out], &l.weight));
+            out.push((
+                format!("{name}.weight"),
+                vec![l.d_in, l.d_out],
+                (&l.weight).into(),
+            ));
             if let Some(bias) = &l.bias {
-                out.push((format!("{name}.bias"), vec![bias.len()], bias));
+                out.push((format!("{name}.bias"), vec![bias.len()], bias.into()));
             }
         }
         for (i, b) in self.blocks.iter().enumerate() {
@@ -128,7 +140,11 @@ impl Model {
         }
         push_norm(&mut out, "ln_f".into(), &self.final_norm);
         if let Some(h) = &self.lm_head {
-            out.push(("lm_head.weight".into(), vec![h.len() / d.max(1), d], h));
+            out.push((
+                "lm_head.weight".into(),
+                vec![h.len() / d.max(1), d],
+                h.into(),
+            ));
         }
         if let Some(cls) = &self.classifier {
             push_linear(&mut out, "classifier".into(), cls);

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use crate::config::ModelConfig;
 use crate::engine::{Captured, HookPoint, Hooks};
 use crate::error::{ModelError, Result};
-use crate::linalg::{activate, elu_plus_one, linear, matmul, norm, softmax, MatRef};
+use crate::linalg::{
+    activate, elu_plus_one, linear, matmul, norm, softmax, times_table_transposed, MatRef,
+};
 use crate::model::Model;
 use crate::prepare::{prepare, PreparedModel};
 use crate::rope::RotaryTable;
@@ -150,7 +152,11 @@ pub fn forward_hooked(
     let mut x = vec![0.0f32; t_len * d];
     for (t, &tok) in tokens.iter().enumerate() {
         let row = &mut x[t * d..(t + 1) * d];
-        row.copy_from_slice(&model.token_embedding[tok as usize * d..(tok as usize + 1) * d]);
+        row.copy_from_slice(
+            &model
+                .token_embedding
+                .range_f32(tok as usize * d..(tok as usize + 1) * d),
+        );
         if let Some(positions) = &model.position_embedding {
             add_assign(row, &positions[t * d..(t + 1) * d]);
         }
@@ -276,11 +282,8 @@ pub fn output_logits(model: &Model, x: &[f32], t_len: usize) -> Vec<f32> {
     match (&model.classifier, &model.lm_head) {
         (Some(classifier), _) => linear(&final_x, t_len, classifier),
         (None, head) => {
-            let unembedding = head.as_deref().unwrap_or(&model.token_embedding);
-            matmul(
-                MatRef::new(&final_x, t_len, c.d_model),
-                MatRef::new(unembedding, c.vocab_size, c.d_model).t(),
-            )
+            let unembedding = head.as_ref().unwrap_or(&model.token_embedding);
+            times_table_transposed(MatRef::new(&final_x, t_len, c.d_model), unembedding)
         }
     }
 }

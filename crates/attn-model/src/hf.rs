@@ -24,6 +24,7 @@ use crate::format::parse_json;
 use crate::model::Model;
 use crate::schema::{ParamRole, ParamSpec};
 use crate::tensors::{LoadedTensors, TensorMap};
+use crate::weights::Weights;
 
 /// What the families this build reads, for messages.
 pub const SUPPORTED: &str = "GPT-2 (gpt2), Llama / SmolLM / TinyLlama (llama), Qwen2 (qwen2) and \
@@ -492,10 +493,8 @@ fn split_fused_qkv(
         Family::Gpt2 => {
             let w = tensors.take(&format!("{name}.weight"), &[d, 3 * d])?;
             for (part, letter) in parts.clone() {
-                let values = (0..d)
-                    .flat_map(|row| indices(part).map(move |i| row * 3 * d + i))
-                    .map(|i| w[i])
-                    .collect();
+                let values =
+                    w.gather((0..d).flat_map(|row| indices(part).map(move |i| row * 3 * d + i)));
                 tensors.insert(format!("{name}.{letter}.weight"), vec![d, d], values);
             }
         }
@@ -503,16 +502,14 @@ fn split_fused_qkv(
         _ => {
             let w = tensors.take(&format!("{name}.weight"), &[3 * d, d])?;
             for (part, letter) in parts.clone() {
-                let values = indices(part)
-                    .flat_map(|i| w[i * d..(i + 1) * d].iter().copied())
-                    .collect();
+                let values = w.gather(indices(part).flat_map(|i| i * d..(i + 1) * d));
                 tensors.insert(format!("{name}.{letter}.weight"), vec![d, d], values);
             }
         }
     }
     if let Some(bias) = tensors.take_optional(&format!("{name}.bias"), &[3 * d])? {
         for (part, letter) in parts {
-            let values = indices(part).map(|i| bias[i]).collect();
+            let values = bias.gather(indices(part));
             tensors.insert(format!("{name}.{letter}.bias"), vec![d], values);
         }
     }
@@ -581,12 +578,6 @@ fn hf_name(family: Family, spec: &ParamSpec) -> (String, bool) {
 }
 
 /// `values` (`[rows, cols]`) transposed to `[cols, rows]`.
-fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = values[r * cols + c];
-        }
-    }
-    out
+fn transposed(values: &Weights, rows: usize, cols: usize) -> Weights {
+    values.gather((0..cols).flat_map(|c| (0..rows).map(move |r| r * cols + c)))
 }

@@ -44,6 +44,7 @@ pub mod tensors;
 pub mod tokenizer;
 pub mod url;
 pub mod variant;
+pub mod weights;
 
 pub use attribution::{direct_logit_attribution, Attribution};
 pub use circuits::{circuits, Circuits, HeadCircuit};
@@ -64,3 +65,4 @@ pub use schema::{ParamRole, ParamSpec};
 pub use tensors::{Declared, LoadedTensors, TensorStream};
 pub use tokenizer::{Tokenizer, TokenizerSpec};
 pub use variant::{AblationMode, HeadAblation, Kernel, KernelName, Variant};
+pub use weights::{Precision, Weights};

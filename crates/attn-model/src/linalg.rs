@@ -3,6 +3,7 @@
 
 use crate::config::{Activation, Norm};
 use crate::model::{Linear, NormWeights};
+use crate::weights::Weights;
 
 /// A strided view of a matrix inside a slice: element `(r, c)` is `data[r * row_stride + c *
 /// col_stride]`. Lets one head's columns, or a transpose, be multiplied without copying.
@@ -91,11 +92,38 @@ pub fn matmul(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
     c
 }
 
+/// Rows of a 16-bit table widened at once by [`times_table_transposed`].
+const TABLE_BLOCK_ROWS: usize = 4096;
+
+/// `x · Eᵀ` for a table `E` of `x.cols`-wide rows (the unembedding with the token embedding or
+/// an LM head). A 16-bit table is widened a block of rows at a time, so a large vocabulary never
+/// needs a whole `f32` copy.
+pub fn times_table_transposed(x: MatRef<'_>, table: &Weights) -> Vec<f32> {
+    let width = x.cols;
+    let rows = table.len().checked_div(width).unwrap_or(0);
+    if let Weights::F32(values) = table {
+        return matmul(x, MatRef::new(values, rows, width).t());
+    }
+    let mut out = vec![0.0f32; x.rows * rows];
+    for start in (0..rows).step_by(TABLE_BLOCK_ROWS) {
+        let end = (start + TABLE_BLOCK_ROWS).min(rows);
+        let block = table.range_f32(start * width..end * width);
+        let part = matmul(x, MatRef::new(&block, end - start, width).t());
+        for (out_row, part_row) in out
+            .chunks_exact_mut(rows)
+            .zip(part.chunks_exact(end - start))
+        {
+            out_row[start..end].copy_from_slice(part_row);
+        }
+    }
+    out
+}
+
 /// `x · W + b` for `rows` input rows.
 pub fn linear(x: &[f32], rows: usize, layer: &Linear) -> Vec<f32> {
     let mut y = matmul(
         MatRef::new(x, rows, layer.d_in),
-        MatRef::new(&layer.weight, layer.d_in, layer.d_out),
+        MatRef::new(&layer.weight.f32(), layer.d_in, layer.d_out),
     );
     if let Some(bias) = &layer.bias {
         for row in y.chunks_exact_mut(layer.d_out) {

@@ -1,4 +1,6 @@
-//! The weights of a model, held as plain row-major `f32` vectors.
+//! The weights of a model, held as row-major vectors: the large matrices (dense layers, token
+//! embedding, untied LM head) as [`Weights`] in the precision their file stored them in, the
+//! small ones (norms, biases, position embeddings) as `f32`.
 //!
 //! Every weight matrix is stored `[in, out]` (as GPT-2's `Conv1D` stores it), so a layer is
 //! `y = x · W + b` with `x` a `[rows, in]` matrix. The token embedding and an untied LM head are
@@ -14,14 +16,15 @@ use crate::config::{ModelConfig, Norm, Positional};
 use crate::error::{ModelError, Result};
 use crate::schema::{ParamRole, ParamSpec};
 use crate::tokenizer::TokenizerSpec;
+use crate::weights::Weights;
 
 /// A dense layer `y = x · weight + bias` with `weight` stored `[d_in, d_out]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Linear {
     pub d_in: usize,
     pub d_out: usize,
-    /// Row-major `[d_in, d_out]`.
-    pub weight: Vec<f32>,
+    /// Row-major `[d_in, d_out]`, in its stored precision.
+    pub weight: Weights,
     /// `[d_out]`, or `None` for a layer without bias (most of the Llama family's).
     pub bias: Option<Vec<f32>>,
 }
@@ -32,7 +35,7 @@ impl Linear {
         Linear {
             d_in,
             d_out,
-            weight: vec![0.0; d_in * d_out],
+            weight: vec![0.0; d_in * d_out].into(),
             bias: Some(vec![0.0; d_out]),
         }
     }
@@ -96,22 +99,28 @@ pub struct Block {
 
 /// Parameter values by schema name, claimed one by one while a [`Model`] is assembled.
 #[derive(Default)]
-struct Values(HashMap<String, Vec<f32>>);
+struct Values(HashMap<String, Weights>);
 
 impl Values {
-    fn take(&mut self, name: &str) -> Result<Vec<f32>> {
+    /// A large matrix, kept in its stored precision.
+    fn take(&mut self, name: &str) -> Result<Weights> {
         self.0
             .remove(name)
             .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
     }
 
+    /// A small tensor, widened to `f32`.
+    fn take_f32(&mut self, name: &str) -> Result<Vec<f32>> {
+        self.take(name).map(Weights::into_f32)
+    }
+
     fn optional(&mut self, name: &str, present: bool) -> Result<Option<Vec<f32>>> {
-        present.then(|| self.take(name)).transpose()
+        present.then(|| self.take_f32(name)).transpose()
     }
 
     fn norm(&mut self, config: &ModelConfig, name: &str) -> Result<NormWeights> {
         Ok(NormWeights {
-            weight: self.take(&format!("{name}.weight"))?,
+            weight: self.take_f32(&format!("{name}.weight"))?,
             bias: self.optional(&format!("{name}.bias"), config.norm == Norm::LayerNorm)?,
         })
     }
@@ -131,15 +140,15 @@ impl Values {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
     pub config: ModelConfig,
-    /// Token embeddings `[vocab_size, d_model]`.
-    pub token_embedding: Vec<f32>,
+    /// Token embeddings `[vocab_size, d_model]`, in their stored precision.
+    pub token_embedding: Weights,
     /// Learned position embeddings `[n_ctx, d_model]`; `None` for rotary models.
     pub position_embedding: Option<Vec<f32>>,
     pub blocks: Vec<Block>,
     pub final_norm: NormWeights,
     /// Untied LM head `[vocab_size, d_model]`; `None` when the embeddings are tied or the model
-    /// is a classifier.
-    pub lm_head: Option<Vec<f32>>,
+    /// is a classifier. In its stored precision.
+    pub lm_head: Option<Weights>,
     /// Classifier head `[d_model, n_classes]`, present exactly when `config.n_classes` is set.
     pub classifier: Option<Linear>,
     /// How to turn text into tokens, when the file says.
@@ -154,7 +163,7 @@ impl Model {
     /// schema alone decides which tensors a model has.
     pub fn from_parameters(
         config: ModelConfig,
-        mut value: impl FnMut(&ParamSpec) -> Result<Vec<f32>>,
+        mut value: impl FnMut(&ParamSpec) -> Result<Weights>,
     ) -> Result<Model> {
         config.validate()?;
         let mut values = Values::default();
@@ -207,10 +216,9 @@ impl Model {
             token_embedding: v.take("wte")?,
             position_embedding: v.optional("wpe", c.positional == Positional::Learned)?,
             final_norm: v.norm(c, "ln_f")?,
-            lm_head: v.optional(
-                "lm_head.weight",
-                !c.tied_embeddings && c.n_classes.is_none(),
-            )?,
+            lm_head: (!c.tied_embeddings && c.n_classes.is_none())
+                .then(|| v.take("lm_head.weight"))
+                .transpose()?,
             classifier: c
                 .n_classes
                 .map(|n| v.linear("classifier", d, n, true))
@@ -261,8 +269,64 @@ impl Model {
         Model::from_parameters(config, |spec| {
             values
                 .remove(&spec.name)
+                .map(Weights::from)
                 .ok_or_else(|| ModelError::MissingTensor(spec.name.clone()))
         })
+    }
+
+    /// The same model with its large matrices (dense layers, token embedding, untied head) held
+    /// in `precision`: 16-bit copies of a model, or a 16-bit model widened.
+    pub fn to_precision(&self, precision: crate::Precision) -> Model {
+        let mut model = self.clone();
+        let convert = |w: &mut Weights| *w = w.to_precision(precision);
+        convert(&mut model.token_embedding);
+        if let Some(head) = &mut model.lm_head {
+            convert(head);
+        }
+        for linear in model.linears_mut() {
+            convert(&mut linear.weight);
+        }
+        model
+    }
+
+    /// Every dense layer, for edits that touch them all.
+    fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
+        self.blocks
+            .iter_mut()
+            .flat_map(|b| {
+                let a = &mut b.attn;
+                let mut layers = vec![&mut a.q, &mut a.k, &mut a.v, &mut a.o];
+                if let Some(m) = &mut b.mlp {
+                    layers.extend(m.gate.iter_mut());
+                    layers.push(&mut m.fc);
+                    layers.push(&mut m.proj);
+                }
+                layers
+            })
+            .chain(self.classifier.iter_mut())
+    }
+
+    /// The precision the large matrices are held in (a checkpoint stores them in one; the token
+    /// embedding's).
+    pub fn weight_precision(&self) -> crate::Precision {
+        self.token_embedding.precision()
+    }
+
+    /// "bf16 weights, 723 MB": what the model's weights are held in and take.
+    pub fn weights_label(&self) -> String {
+        format!(
+            "{} weights, {:.0} MB",
+            self.weight_precision().label(),
+            self.memory_bytes() as f64 / 1e6
+        )
+    }
+
+    /// Bytes the weights take in memory (16-bit matrices at 2 bytes a value).
+    pub fn memory_bytes(&self) -> usize {
+        self.named_tensors()
+            .iter()
+            .map(|(_, _, t)| t.byte_len())
+            .sum()
     }
 
     /// Total number of trainable parameters (tied embeddings counted once), from the schema.

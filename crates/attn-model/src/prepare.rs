@@ -277,9 +277,11 @@ fn pool_heads(layer: &Linear, d_head: usize, per_group: usize) -> Linear {
         d_out,
         weight: layer
             .weight
+            .f32()
             .chunks_exact(layer.d_out)
             .flat_map(pool_row)
-            .collect(),
+            .collect::<Vec<f32>>()
+            .into(),
         bias: layer.bias.as_deref().map(pool_row),
     }
 }
@@ -289,11 +291,12 @@ fn pool_heads(layer: &Linear, d_head: usize, per_group: usize) -> Linear {
 fn truncate_joint_kv(k: &mut Linear, v: &mut Linear, rank: usize) -> Result<()> {
     let rows = k.d_in;
     let (dk, dv) = (k.d_out, v.d_out);
+    let (k_weight, v_weight) = (k.weight.make_f32(), v.weight.make_f32());
     let joint = faer::Mat::<f64>::from_fn(rows, dk + dv, |r, c| {
         if c < dk {
-            k.weight[r * dk + c] as f64
+            k_weight[r * dk + c] as f64
         } else {
-            v.weight[r * dv + c - dk] as f64
+            v_weight[r * dv + c - dk] as f64
         }
     });
     let svd = joint
@@ -308,10 +311,10 @@ fn truncate_joint_kv(k: &mut Linear, v: &mut Linear, rank: usize) -> Result<()> 
     };
     for r in 0..rows {
         for c in 0..dk {
-            k.weight[r * dk + c] = approx(r, c);
+            k_weight[r * dk + c] = approx(r, c);
         }
         for c in 0..dv {
-            v.weight[r * dv + c] = approx(r, dk + c);
+            v_weight[r * dv + c] = approx(r, dk + c);
         }
     }
     Ok(())

@@ -153,25 +153,37 @@ pub fn copying_scores(model: &Model) -> Vec<Option<f32>> {
     }
     let (d, dh, vocab) = (c.d_model, c.d_head(), c.vocab_size);
     let embed = &model.token_embedding;
-    let unembed = model.lm_head.as_deref().unwrap_or(embed);
-    // W_U W_E (d × d) = Σ_v u_v e_vᵀ, once for every head.
-    let ue = matmul(
-        MatRef::new(unembed, vocab, d).t(),
-        MatRef::new(embed, vocab, d),
-    );
+    let unembed = model.lm_head.as_ref().unwrap_or(embed);
+    // W_U W_E (d × d) = Σ_v u_v e_vᵀ, once for every head, summed over blocks of the
+    // vocabulary so that 16-bit tables are widened a block at a time.
+    let mut ue = vec![0.0f32; d * d];
+    const BLOCK: usize = 4096;
+    for start in (0..vocab).step_by(BLOCK) {
+        let end = (start + BLOCK).min(vocab);
+        let (u, e) = (
+            unembed.range_f32(start * d..end * d),
+            embed.range_f32(start * d..end * d),
+        );
+        let part = matmul(
+            MatRef::new(&u, end - start, d).t(),
+            MatRef::new(&e, end - start, d),
+        );
+        ue.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+    }
     let mut scores = Vec::with_capacity(heads);
     for block in &model.blocks {
-        let (o, v) = (&block.attn.o, &block.attn.v);
+        let (o, v) = (block.attn.o.weight.f32(), &block.attn.v);
+        let v_weight = v.weight.f32();
         for head in 0..c.n_head {
             let group = head / (c.n_head / c.kv_heads());
             // W_O^(h) W_U W_E (d_head × d), then × W_V^(g) (d × d_head).
             let o_ue = matmul(
-                MatRef::new(&o.weight[head * dh * d..(head + 1) * dh * d], dh, d),
+                MatRef::new(&o[head * dh * d..(head + 1) * dh * d], dh, d),
                 MatRef::new(&ue, d, d),
             );
             let circuit = matmul(
                 MatRef::new(&o_ue, dh, d),
-                MatRef::new(&v.weight, d, v.d_out).columns(group * dh, dh),
+                MatRef::new(&v_weight, d, v.d_out).columns(group * dh, dh),
             );
             scores.push(eigen_ratio(&circuit, dh));
         }
@@ -235,17 +247,21 @@ mod tests {
             let group = head / (c.n_head / c.kv_heads());
             let attn = &model.blocks[layer].attn;
             let e_v = matmul(
-                MatRef::new(&model.token_embedding, vocab, d),
-                MatRef::new(&attn.v.weight, d, attn.v.d_out).columns(group * dh, dh),
+                MatRef::new(&model.token_embedding.f32(), vocab, d),
+                MatRef::new(&attn.v.weight.f32(), d, attn.v.d_out).columns(group * dh, dh),
             );
             let e_v_o = matmul(
                 MatRef::new(&e_v, vocab, dh),
-                MatRef::new(&attn.o.weight[head * dh * d..(head + 1) * dh * d], dh, d),
+                MatRef::new(
+                    &attn.o.weight.f32()[head * dh * d..(head + 1) * dh * d],
+                    dh,
+                    d,
+                ),
             );
             let unembed = model.lm_head.as_ref().unwrap();
             let full = matmul(
                 MatRef::new(&e_v_o, vocab, d),
-                MatRef::new(unembed, vocab, d).t(),
+                MatRef::new(&unembed.f32(), vocab, d).t(),
             );
             let want = eigen_ratio(&full, vocab).unwrap();
             let got = score.unwrap();
@@ -268,8 +284,8 @@ mod tests {
         let v_width = attn.v.d_out;
         for r in 0..d {
             for col in 0..dh {
-                attn.v.weight[r * v_width + col] = (r == col) as u8 as f32;
-                attn.o.weight[col * d + r] = (r == col) as u8 as f32;
+                attn.v.weight.make_f32()[r * v_width + col] = (r == col) as u8 as f32;
+                attn.o.weight.make_f32()[col * d + r] = (r == col) as u8 as f32;
             }
         }
         let score = copying_scores(&model)[0].unwrap();

@@ -245,7 +245,7 @@ mod tests {
         let err = model.check_shapes().unwrap_err().to_string();
         assert!(err.contains("blocks.1.attn.k.bias"), "{err}");
         let mut model = Model::random(ModelConfig::tiny(30), 1, 0.1).unwrap();
-        model.lm_head = Some(vec![0.0; 30 * 16]);
+        model.lm_head = Some(vec![0.0; 30 * 16].into());
         let err = model.check_shapes().unwrap_err().to_string();
         assert!(err.contains("lm_head.weight"), "{err}");
     }

@@ -1,5 +1,5 @@
-//! Reading named tensors out of a safetensors file into `f32` vectors, with the checks that turn
-//! a bad file into a clear error instead of a panic.
+//! Reading named tensors out of a safetensors file, with the checks that turn a bad file into a
+//! clear error instead of a panic. 16-bit tensors stay 16-bit ([`Weights`]); f64 ones become f32.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -7,23 +7,24 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
 use crate::error::{ModelError, Result};
+use crate::weights::{Precision, TensorRef, Weights};
 
-/// Every tensor of one safetensors file, converted to `f32`, with the file's `__metadata__`:
+/// Every tensor of one safetensors file, in its stored precision, with the file's `__metadata__`:
 /// what a loader turns into a model. Made from bytes in memory ([`LoadedTensors::from_bytes`])
 /// or from a file read piece by piece ([`TensorStream`]).
 #[derive(Debug, Default, PartialEq)]
 pub struct LoadedTensors {
     pub(crate) metadata: HashMap<String, String>,
-    pub(crate) tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    pub(crate) tensors: BTreeMap<String, (Vec<usize>, Weights)>,
 }
 
 impl LoadedTensors {
-    /// Parses `bytes` as safetensors and converts every tensor (F32, F16, BF16 or F64) to `f32`.
+    /// Parses `bytes` as safetensors: F32, F16 and BF16 tensors as stored, F64 ones as `f32`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let file = SafeTensors::deserialize(bytes)?;
         let mut tensors = BTreeMap::new();
         for (name, view) in file.tensors() {
-            let values = to_f32(&name, view.dtype(), view.data())?;
+            let values = decode(&name, view.dtype(), view.data())?;
             tensors.insert(name, (view.shape().to_vec(), values));
         }
         Ok(LoadedTensors {
@@ -37,9 +38,14 @@ impl LoadedTensors {
         &self.metadata
     }
 
-    /// The values of the tensor `name` (as f32), if the file has it.
-    pub fn values(&self, name: &str) -> Option<&[f32]> {
-        self.tensors.get(name).map(|(_, values)| values.as_slice())
+    /// The values of the tensor `name` as `f32`, if the file has it.
+    pub fn values(&self, name: &str) -> Option<std::borrow::Cow<'_, [f32]>> {
+        self.tensors.get(name).map(|(_, values)| values.f32())
+    }
+
+    /// The tensor `name` as stored (16-bit values stay 16-bit), if the file has it.
+    pub fn weights(&self, name: &str) -> Option<&Weights> {
+        self.tensors.get(name).map(|(_, values)| values)
     }
 
     /// Number of tensors.
@@ -53,11 +59,11 @@ impl LoadedTensors {
     }
 }
 
-/// The tensors of one file (or of every shard of a checkpoint), converted to `f32`, waiting to be
+/// The tensors of one file (or of every shard of a checkpoint), as stored, waiting to be
 /// claimed by a loader. Whatever is left unclaimed at the end is reported, so a misnamed tensor is
 /// never silently ignored.
 pub(crate) struct TensorMap {
-    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    tensors: BTreeMap<String, (Vec<usize>, Weights)>,
 }
 
 impl TensorMap {
@@ -87,7 +93,7 @@ impl TensorMap {
     }
 
     /// Adds a tensor (a loader's rearrangement of stored ones).
-    pub fn insert(&mut self, name: String, shape: Vec<usize>, values: Vec<f32>) {
+    pub fn insert(&mut self, name: String, shape: Vec<usize>, values: Weights) {
         self.tensors.insert(name, (shape, values));
     }
 
@@ -97,13 +103,13 @@ impl TensorMap {
     }
 
     /// Removes the tensor `name`, checking that its shape is `shape`.
-    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Weights> {
         self.take_optional(name, shape)?
             .ok_or_else(|| ModelError::MissingTensor(name.to_string()))
     }
 
     /// Like [`take`](Self::take), but a missing tensor is `None`.
-    pub fn take_optional(&mut self, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
+    pub fn take_optional(&mut self, name: &str, shape: &[usize]) -> Result<Option<Weights>> {
         match self.tensors.remove(name) {
             None => Ok(None),
             Some((found, values)) if found == shape => Ok(Some(values)),
@@ -130,25 +136,29 @@ pub(crate) fn read_metadata(bytes: &[u8]) -> Result<HashMap<String, String>> {
     Ok(metadata.metadata().clone().unwrap_or_default())
 }
 
-/// Stored values of `dtype` as `f32`.
-fn to_f32(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
+/// Stored values of `dtype`: F32, F16 and BF16 as they are, F64 rounded to `f32`.
+fn decode(name: &str, dtype: Dtype, data: &[u8]) -> Result<Weights> {
     let values = match dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::F64 => data
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32)
-            .collect(),
+        Dtype::F32 => Weights::F32(
+            data.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ),
+        Dtype::F16 => Weights::F16(
+            data.chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+        ),
+        Dtype::BF16 => Weights::Bf16(
+            data.chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+        ),
+        Dtype::F64 => Weights::F32(
+            data.chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32)
+                .collect(),
+        ),
         other => {
             return Err(ModelError::Dtype {
                 name: name.to_string(),
@@ -159,20 +169,26 @@ fn to_f32(name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
     Ok(values)
 }
 
-/// Serialises `f32` tensors (name, shape, values) and string metadata as safetensors bytes.
-pub(crate) fn write_f32_tensors(
-    tensors: &[(String, Vec<usize>, &[f32])],
+/// Serialises tensors (name, shape, values in their precision) and string metadata as
+/// safetensors bytes.
+pub(crate) fn write_tensors(
+    tensors: &[(String, Vec<usize>, TensorRef<'_>)],
     metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
-        .map(|(_, _, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .map(|(_, _, values)| values.to_le_bytes())
         .collect();
     let views = tensors
         .iter()
         .zip(&bytes)
-        .map(|((name, shape, _), data)| {
-            TensorView::new(Dtype::F32, shape.clone(), data).map(|view| (name.clone(), view))
+        .map(|((name, shape, values), data)| {
+            let dtype = match values.precision() {
+                Precision::F32 => Dtype::F32,
+                Precision::F16 => Dtype::F16,
+                Precision::Bf16 => Dtype::BF16,
+            };
+            TensorView::new(dtype, shape.clone(), data).map(|view| (name.clone(), view))
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(safetensors::serialize(views, Some(metadata))?)
@@ -199,6 +215,8 @@ pub struct Declared {
     pub largest: u64,
     /// The whole file's length.
     pub file_bytes: u64,
+    /// Bytes once loaded (see [`Declared::memory_bytes`]).
+    memory: u64,
 }
 
 impl Declared {
@@ -206,10 +224,16 @@ impl Declared {
     pub fn f32_bytes(&self) -> u64 {
         4 * self.values
     }
+
+    /// Bytes the tensors take in memory once loaded: 16-bit values stay 16-bit, f64 ones become
+    /// `f32`.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory
+    }
 }
 
 /// A safetensors file read as it arrives (a browser reads a picked file in chunks): each tensor
-/// is converted to `f32` as soon as its bytes are in and its raw bytes are dropped, so the file is
+/// is decoded as soon as its bytes are in and its raw bytes are dropped, so the file is
 /// never held whole. The result is the same as [`LoadedTensors::from_bytes`] on the whole file.
 #[derive(Debug, Default)]
 pub struct TensorStream {
@@ -250,7 +274,7 @@ impl TensorStream {
                 break;
             }
             let start = (entry.begin - self.offset) as usize;
-            let values = to_f32(&entry.name, entry.dtype, &self.pending[start..end])?;
+            let values = decode(&entry.name, entry.dtype, &self.pending[start..end])?;
             self.done
                 .tensors
                 .insert(entry.name.clone(), (entry.shape.clone(), values));
@@ -328,6 +352,7 @@ impl TensorStream {
                 )));
             }
             declared.values += values;
+            declared.memory += values * if dtype.bitsize() == 16 { 2 } else { 4 };
             declared.largest = declared.largest.max(values);
             declared.file_bytes = declared.file_bytes.max(data_start + end);
             entries.push(Entry {

@@ -21,8 +21,8 @@ impl Fixture {
         Fixture(LoadedTensors::from_bytes(&bytes).unwrap())
     }
 
-    fn tensor(&self, name: &str) -> &[f32] {
-        self.0.values(name).unwrap()
+    fn tensor(&self, name: &str) -> Vec<f32> {
+        self.0.values(name).unwrap().into_owned()
     }
 
     fn ids(&self, key: &str) -> Vec<u32> {
@@ -57,7 +57,7 @@ fn the_lens_matches_transformers() {
     let mut engine = CpuEngine::new(model()).unwrap();
     let lens = now(logit_lens(&mut engine, &f.ids("tokens"))).unwrap();
     let got: Vec<f64> = lens.logits.iter().flatten().map(|&v| v as f64).collect();
-    assert_close("lens", &got, f.tensor("lens"));
+    assert_close("lens", &got, &f.tensor("lens"));
     // Its last entry is the model's output.
     let output = engine.forward(&f.ids("tokens")).unwrap();
     assert_eq!(lens.logits.last().unwrap(), &output.logits);
@@ -88,12 +88,12 @@ fn the_attribution_matches_transformers_and_sums_to_the_logit() {
     ))
     .unwrap();
     let heads: Vec<f64> = a.heads.iter().flatten().copied().collect();
-    assert_close("heads", &heads, f.tensor("attribution.heads"));
-    assert_close("mlps", &a.mlps, f.tensor("attribution.mlps"));
+    assert_close("heads", &heads, &f.tensor("attribution.heads"));
+    assert_close("mlps", &a.mlps, &f.tensor("attribution.mlps"));
     assert_close(
         "embeddings, biases, logit",
         &[a.embeddings, a.biases, a.logit],
-        f.tensor("attribution.parts"),
+        &f.tensor("attribution.parts"),
     );
     assert!(
         (a.total() - a.logit).abs() < 1e-4,
@@ -119,13 +119,13 @@ fn patching_matches_transformers() {
         panic!("nothing cancels an unwatched run")
     };
     let heads: Vec<f64> = p.heads.iter().flatten().copied().collect();
-    assert_close("patched heads", &heads, f.tensor("patching.heads"));
+    assert_close("patched heads", &heads, &f.tensor("patching.heads"));
     let resid: Vec<f64> = p.resid.iter().flatten().copied().collect();
-    assert_close("patched residual", &resid, f.tensor("patching.resid"));
+    assert_close("patched residual", &resid, &f.tensor("patching.resid"));
     assert_close(
         "metric",
         &[p.clean, p.corrupted],
-        f.tensor("patching.metric"),
+        &f.tensor("patching.metric"),
     );
 }
 

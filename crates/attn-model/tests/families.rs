@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use attn_model::{
     load_model, CpuEngine, Family, LoadedTensors, Model, ModelConfig, Norm, Output, Positional,
-    Variant,
+    Precision, Variant,
 };
 use safetensors::SafeTensors;
 
@@ -146,20 +146,34 @@ fn configs_are_read_in_both_forms() {
 }
 
 #[test]
-fn sixteen_bit_copies_load_the_rounded_weights() {
-    for (copy, original) in [
-        ("llama-gqa-tied-f16", "llama-gqa-tied"),
-        ("qwen2-bf16", "qwen2"),
+fn sixteen_bit_copies_load_the_rounded_weights_and_stay_sixteen_bit() {
+    for (copy, original, precision) in [
+        ("llama-gqa-tied-f16", "llama-gqa-tied", Precision::F16),
+        ("qwen2-bf16", "qwen2", Precision::Bf16),
     ] {
         let (a, b) = (load(copy), load(original));
         assert_eq!(a.config, b.config);
-        assert_ne!(a.token_embedding, b.token_embedding, "{copy} is rounded");
-        let close = a
-            .token_embedding
+        // The large matrices keep the file's precision; the model takes about half the memory.
+        assert_eq!(a.token_embedding.precision(), precision, "{copy}");
+        assert_eq!(
+            a.blocks[0].mlp.as_ref().unwrap().fc.weight.precision(),
+            precision
+        );
+        assert!(
+            (a.memory_bytes() as f64) < 0.6 * b.memory_bytes() as f64,
+            "{copy}: {} bytes against {}",
+            a.memory_bytes(),
+            b.memory_bytes()
+        );
+        let (x, y) = (a.token_embedding.f32(), b.token_embedding.f32());
+        assert_ne!(x, y, "{copy} is rounded");
+        let close = x
             .iter()
-            .zip(&b.token_embedding)
+            .zip(y.iter())
             .all(|(x, y)| (x - y).abs() <= 1e-2 * y.abs().max(1e-2));
         assert!(close, "{copy} is {original} rounded");
+        // Rounding the f32 model to the same precision gives exactly the stored copy.
+        assert_eq!(b.to_precision(precision).token_embedding, a.token_embedding);
     }
 }
 

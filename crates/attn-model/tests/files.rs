@@ -99,11 +99,19 @@ fn half_precision_tensors_are_converted() {
     let orig = model();
     let diff = back
         .token_embedding
+        .f32()
         .iter()
-        .zip(&orig.token_embedding)
+        .zip(orig.token_embedding.f32().iter())
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max);
     assert!(diff < 1e-2 && diff > 0.0);
+    // Saved again, the 16-bit tensors stay 16-bit.
+    let again = Model::from_safetensors_bytes(&back.to_safetensors_bytes().unwrap()).unwrap();
+    assert_eq!(
+        again.token_embedding.precision(),
+        attn_model::Precision::F16
+    );
+    assert_eq!(again, back);
 }
 
 fn load_err(bytes: &[u8]) -> String {

@@ -68,6 +68,11 @@ fn the_header_declares_the_sizes_before_the_weights_arrive() {
     let declared = stream.declared().unwrap().clone();
     assert_eq!(declared.values as usize, model.parameter_count());
     assert_eq!(declared.f32_bytes(), 4 * declared.values);
+    assert_eq!(
+        declared.memory_bytes(),
+        2 * declared.values,
+        "bf16 is held in 16 bits"
+    );
     assert_eq!(declared.file_bytes as usize, bytes.len());
     let embedding = (model.config.vocab_size * model.config.d_model) as u64;
     assert_eq!(declared.largest, embedding);

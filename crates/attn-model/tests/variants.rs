@@ -220,9 +220,9 @@ fn kv_groups_pool_keys_and_values() {
     // Group 1 = heads 2 and 3; column 1 of that group.
     let d = 16;
     for row in 0..d {
-        let expected =
-            0.5 * (orig.weight[row * 16 + 2 * 4 + 1] + orig.weight[row * 16 + 3 * 4 + 1]);
-        assert!((pooled.weight[row * 8 + 4 + 1] - expected).abs() < 1e-6);
+        let expected = 0.5
+            * (orig.weight.f32()[row * 16 + 2 * 4 + 1] + orig.weight.f32()[row * 16 + 3 * 4 + 1]);
+        assert!((pooled.weight.f32()[row * 8 + 4 + 1] - expected).abs() < 1e-6);
     }
     let mqa = run(&m, r#"{"kv_groups": 1}"#);
     let gqa = run(&m, r#"{"kv_groups": 2}"#);
@@ -258,9 +258,9 @@ fn kv_rank_truncates_to_that_rank_and_keeps_biases() {
     // checked by Gram-Schmidt.
     let rows: Vec<Vec<f64>> = (0..16)
         .map(|r| {
-            k.weight[r * 16..(r + 1) * 16]
+            k.weight.f32()[r * 16..(r + 1) * 16]
                 .iter()
-                .chain(&v.weight[r * 16..(r + 1) * 16])
+                .chain(&v.weight.f32()[r * 16..(r + 1) * 16])
                 .map(|&x| x as f64)
                 .collect()
         })
@@ -479,7 +479,7 @@ fn hooks_capture_and_replace_activations() {
     assert_eq!(first.len(), TOKENS.len() * d);
     for (t, &tok) in TOKENS.iter().enumerate() {
         for i in 0..d {
-            let expected = m.token_embedding[tok as usize * d + i]
+            let expected = m.token_embedding.f32()[tok as usize * d + i]
                 + m.position_embedding.as_ref().unwrap()[t * d + i];
             assert!((first[t * d + i] - expected).abs() < 1e-6);
         }

@@ -41,6 +41,7 @@ pub fn initial_model(config: &ModelConfig, seed: u64) -> attn_model::Result<Mode
             ParamRole::Weight | ParamRole::Embedding => normal(spec.len(), STD),
             ParamRole::Bias | ParamRole::NormShift => vec![0.0; spec.len()],
             ParamRole::NormScale => vec![1.0; spec.len()],
-        })
+        }
+        .into())
     })
 }

@@ -24,7 +24,7 @@ pub struct Dense {
 impl Dense {
     fn from_linear(l: &Linear, device: &Device) -> Self {
         Dense {
-            weight: param2(&l.weight, l.d_in, l.d_out, device),
+            weight: param2(&l.weight.f32(), l.d_in, l.d_out, device),
             // The trainer's own models always have biases; a layer without one starts at zero.
             bias: match &l.bias {
                 Some(bias) => param1(bias, device),
@@ -38,7 +38,7 @@ impl Dense {
         Linear {
             d_in,
             d_out,
-            weight: values(&self.weight),
+            weight: values(&self.weight).into(),
             bias: Some(values(&self.bias)),
         }
     }
@@ -150,7 +150,12 @@ impl Transformer {
             })
             .collect();
         Transformer {
-            wte: param2(&model.token_embedding, c.vocab_size, c.d_model, device),
+            wte: param2(
+                &model.token_embedding.f32(),
+                c.vocab_size,
+                c.d_model,
+                device,
+            ),
             // Only learned positions train; a rotary model has no table (and does not train here).
             wpe: match &model.position_embedding {
                 Some(wpe) => param2(wpe, c.n_ctx, c.d_model, device),
@@ -161,7 +166,7 @@ impl Transformer {
             lm_head: model
                 .lm_head
                 .as_ref()
-                .map(|h| param2(h, c.vocab_size, c.d_model, device)),
+                .map(|h| param2(&h.f32(), c.vocab_size, c.d_model, device)),
             classifier: model
                 .classifier
                 .as_ref()
@@ -196,11 +201,11 @@ impl Transformer {
             .collect();
         let model = Model {
             config: config.clone(),
-            token_embedding: values(&self.wte),
+            token_embedding: values(&self.wte).into(),
             position_embedding: Some(values(&self.wpe)),
             blocks,
             final_norm: self.ln_f.to_layer_norm(),
-            lm_head: self.lm_head.as_ref().map(values),
+            lm_head: self.lm_head.as_ref().map(|h| values(h).into()),
             classifier: self.classifier.as_ref().map(Dense::to_linear),
             tokenizer: None,
             metadata: Default::default(),

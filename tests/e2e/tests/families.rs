@@ -97,6 +97,17 @@ fn a_llama_directory_from_disk_runs_on_both_engines() {
 }
 
 #[test]
+fn a_bfloat16_qwen2_directory_runs_in_sixteen_bits_on_both_engines() {
+    // The bf16 copy of the Qwen2 fixture: its matrices stay bf16 in the worker and on the GPU.
+    let (_, _, want) = expected("qwen2-bf16");
+    let (cpu, architecture) = top_prediction("qwen2-bf16", "cpu", 12, "Qwen2");
+    assert!(architecture.contains("bf16 weights"), "{architecture}");
+    assert_eq!(cpu, want, "the CPU engine's top-1");
+    let (gpu, _) = top_prediction("qwen2-bf16", "gpu", 12, "Qwen2");
+    assert_eq!(gpu, cpu, "the GPU engine's top-1");
+}
+
+#[test]
 fn a_gpt_neox_directory_from_disk_runs_on_both_engines() {
     // 2 layers × 4 heads, partial rotary, parallel residual.
     check("neox-parallel", 8, "GPT-NeoX");

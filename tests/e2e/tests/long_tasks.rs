@@ -222,7 +222,7 @@ fn a_model_too_large_for_the_page_is_refused_before_its_weights_are_read() {
     );
     let error = error.as_str().unwrap();
     assert!(
-        error.contains("needs 3.3 GB as float32 weights") && error.contains("up to 2.7 GB"),
+        error.contains("needs 3.3 GB for its weights") && error.contains("up to 2.7 GB"),
         "{error}"
     );
     let still = b.eval("return document.querySelectorAll('[data-testid=heatmap-cell]').length");

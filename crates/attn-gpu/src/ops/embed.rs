@@ -1,10 +1,13 @@
 //! Token + position embeddings (`embed.wgsl`).
 
+use attn_model::Precision;
+
 use crate::error::Result;
 use crate::ops::{groups, Access, Kernel};
 use crate::plan::{Arg, PlanBuilder};
+use crate::weights::WeightArg;
 
-pub(crate) const SHADER: &str = include_str!("embed.wgsl");
+pub(crate) const SHADER: &str = concat!(include_str!("embed.wgsl"), include_str!("weights.wgsl"));
 
 const WORKGROUP: u32 = 256;
 
@@ -14,7 +17,7 @@ struct Params {
     t: u32,
     d: u32,
     has_positions: u32,
-    _pad: u32,
+    wte_precision: u32,
 }
 
 pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
@@ -27,7 +30,8 @@ pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kern
     )
 }
 
-/// Records `x[t] = wte[tokens[t]] (+ wpe[t])` for `t < t_len` (`x` is `[t_len, d]`). Without
+/// Records `x[t] = wte[tokens[t]] (+ wpe[t])` for `t < t_len` (`x` is `[t_len, d]`); `wte` may
+/// be 16-bit. Without
 /// a position table, `dummy` is bound in its place.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn push<'k>(
@@ -36,7 +40,7 @@ pub(crate) fn push<'k>(
     t_len: usize,
     d: usize,
     tokens: &Arg,
-    wte: &Arg,
+    wte: &WeightArg,
     wpe: Option<&Arg>,
     dummy: &Arg,
     x: &Arg,
@@ -45,8 +49,13 @@ pub(crate) fn push<'k>(
         t: t_len as u32,
         d: d as u32,
         has_positions: wpe.is_some() as u32,
-        _pad: 0,
+        wte_precision: match wte.precision {
+            Precision::F32 => 0,
+            Precision::F16 => 1,
+            Precision::Bf16 => 2,
+        },
     };
+    let wte = &wte.arg;
     let wpe = wpe.unwrap_or(dummy);
     let workgroups = [groups((t_len * d) as u32, WORKGROUP), 1, 1];
     plan.push(kernel, &params, &[tokens, wte, wpe, x], workgroups)
@@ -57,13 +66,21 @@ pub(crate) fn push<'k>(
 mod tests {
     use super::*;
     use crate::testing::{self, Rng};
+    use attn_model::Weights;
 
     #[test]
     fn embeddings_match_the_lookup() {
         let ctx = testing::context();
-        for (t_len, d, vocab, seed) in [(1, 1, 3, 1), (7, 5, 301, 2), (40, 33, 10, 3)] {
+        for (t_len, d, vocab, seed, precision) in [
+            (1, 1, 3, 1, Precision::F32),
+            (7, 5, 301, 2, Precision::F32),
+            (40, 33, 10, 3, Precision::F32),
+            (7, 5, 301, 4, Precision::F16),
+            (40, 33, 10, 5, Precision::Bf16),
+        ] {
             let mut rng = Rng::new(seed);
-            let wte = rng.normals(vocab * d, 1.0);
+            let stored = Weights::F32(rng.normals(vocab * d, 1.0)).to_precision(precision);
+            let wte = stored.f32().into_owned();
             let wpe = rng.normals(t_len * d + 3 * d, 1.0);
             let tokens: Vec<u32> = (0..t_len).map(|i| ((i * 7 + 3) % vocab) as u32).collect();
             let want: Vec<f32> = (0..t_len * d)
@@ -71,7 +88,13 @@ mod tests {
                 .collect();
             let (tok, te, pe) = (
                 testing::upload_u32(&ctx, &tokens),
-                testing::upload(&ctx, &wte),
+                WeightArg {
+                    arg: match stored.packed_u32() {
+                        Some(words) => testing::upload_u32(&ctx, &words),
+                        None => testing::upload(&ctx, &wte),
+                    },
+                    precision,
+                },
                 testing::upload(&ctx, &wpe),
             );
             let x = testing::upload(&ctx, &vec![f32::NAN; t_len * d]);

@@ -3,13 +3,13 @@
 //! layers, Q·Kᵀ per head, P·V, the feature maps of linear and random-feature attention, and the
 //! unembedding.
 
-use attn_model::Activation;
+use attn_model::{Activation, Precision};
 
 use crate::error::Result;
 use crate::ops::{groups, Access, Kernel};
 use crate::plan::{Arg, PlanBuilder};
 
-pub(crate) const SHADER: &str = include_str!("matmul.wgsl");
+pub(crate) const SHADER: &str = concat!(include_str!("matmul.wgsl"), include_str!("weights.wgsl"));
 
 /// Rows and columns of C that one workgroup computes.
 const TILE: u32 = 32;
@@ -20,6 +20,8 @@ const FLAG_ACCUMULATE: u32 = 4;
 const FLAG_GELU_ERF: u32 = 8;
 const FLAG_SILU: u32 = 16;
 const FLAG_MULTIPLY: u32 = 32;
+const FLAG_B_F16: u32 = 64;
+const FLAG_B_BF16: u32 = 128;
 
 /// The WGSL `Params` block.
 #[repr(C)]
@@ -129,6 +131,9 @@ pub(crate) struct Matmul {
     pub(crate) accumulate: bool,
     /// Multiply the result into what C holds (a gated MLP: `act(x·W_gate) · up`).
     pub(crate) multiply: bool,
+    /// How B is stored: f32, or 16-bit weights packed two to a word (B's layout still counts
+    /// elements, not words).
+    pub(crate) b_precision: Precision,
 }
 
 impl Matmul {
@@ -147,6 +152,7 @@ impl Matmul {
             activation: None,
             accumulate: false,
             multiply: false,
+            b_precision: Precision::F32,
         }
     }
 
@@ -170,7 +176,9 @@ impl Matmul {
         let flags = flag(self.bias_offset.is_some(), FLAG_BIAS)
             | activation
             | flag(self.accumulate, FLAG_ACCUMULATE)
-            | flag(self.multiply, FLAG_MULTIPLY);
+            | flag(self.multiply, FLAG_MULTIPLY)
+            | flag(self.b_precision == Precision::F16, FLAG_B_F16)
+            | flag(self.b_precision == Precision::Bf16, FLAG_B_BF16);
         Params {
             m: self.m as u32,
             n: self.n as u32,
@@ -220,6 +228,7 @@ mod tests {
     use super::*;
     use crate::testing::{self, Rng};
     use attn_model::linalg::{activate, matmul, MatRef};
+    use attn_model::Weights;
 
     /// Operand `l` of batch `batch` as a strided view for attn-model's `matmul`.
     fn view(data: &[f32], l: Layout, batch: usize, rows: usize, cols: usize) -> MatRef<'_> {
@@ -270,7 +279,10 @@ mod tests {
         let ctx = testing::context();
         let mut rng = Rng::new(seed);
         let a = rng.normals(a_len, 1.0);
-        let b = rng.normals(b_len, 1.0);
+        // B as the engine stores it (16-bit weights packed two to a word); the reference
+        // multiplies the same rounded values.
+        let stored = Weights::F32(rng.normals(b_len, 1.0)).to_precision(mm.b_precision);
+        let b = stored.f32().into_owned();
         let bias = rng.normals(mm.n + mm.bias_offset.unwrap_or(0), 0.5);
         // Accumulating products start from data; the others from NaN, so every element the
         // kernel should write but does not shows up.
@@ -284,7 +296,10 @@ mod tests {
 
         let (a_buf, b_buf, bias_buf, c_buf) = (
             testing::upload(&ctx, &a),
-            testing::upload(&ctx, &b),
+            match stored.packed_u32() {
+                Some(words) => testing::upload_u32(&ctx, &words),
+                None => testing::upload(&ctx, &b),
+            },
             testing::upload(&ctx, &bias),
             testing::upload(&ctx, &c0),
         );
@@ -371,6 +386,39 @@ mod tests {
         let mut mm = Matmul::new(t, vocab, d);
         mm.b = Layout::transposed(d);
         check("x · Eᵀ", mm, t * d, vocab * d, t * vocab, 20);
+    }
+
+    #[test]
+    fn sixteen_bit_b_is_widened_exactly() {
+        for (seed, precision) in [(40, Precision::F16), (41, Precision::Bf16)] {
+            // Odd shapes and an odd offset, so both halves of a word are read.
+            let (m, n, k) = (9, 37, 13);
+            let mut mm = Matmul::new(m, n, k);
+            mm.b_precision = precision;
+            mm.bias_offset = Some(0);
+            mm.b = mm.b.at(3);
+            check(
+                &format!("{precision:?} dense"),
+                mm,
+                m * k,
+                3 + k * n,
+                m * n,
+                seed,
+            );
+            // The unembedding with a 16-bit token table.
+            let (t, vocab, d) = (5, 301, 7);
+            let mut mm = Matmul::new(t, vocab, d);
+            mm.b = Layout::transposed(d);
+            mm.b_precision = precision;
+            check(
+                &format!("{precision:?} x · Eᵀ"),
+                mm,
+                t * d,
+                vocab * d,
+                t * vocab,
+                seed,
+            );
+        }
     }
 
     #[test]

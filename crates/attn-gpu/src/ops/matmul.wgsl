@@ -5,6 +5,10 @@
 // strides), query heads against a shared key/value head (batch_div = heads per group), and the
 // token embedding as the transposed unembedding. The output's column stride is always 1.
 //
+// B may hold 16-bit weights (f16 or bf16, two to a u32, value 2i in the low half; see
+// `weights.wgsl`): B is bound as raw 32-bit words and `load_b` widens by the flags, so 16-bit
+// checkpoints keep half the GPU memory with no `shader-f16` feature. A and C are always f32.
+//
 // Tiling: a 16×16 workgroup computes a 32×32 block of C, each invocation a 2×2 sub-block spaced
 // 16 apart; A and B tiles of depth 16 are staged in workgroup memory (2 × 2 KiB).
 
@@ -23,6 +27,9 @@ const FLAG_GELU_ERF: u32 = 8u;
 const FLAG_SILU: u32 = 16u;
 // Multiply the result into what C holds (a gated MLP's act(gate) · up).
 const FLAG_MULTIPLY: u32 = 32u;
+// B's storage precision (neither: f32).
+const FLAG_B_F16: u32 = 64u;
+const FLAG_B_BF16: u32 = 128u;
 
 const TILE: u32 = 32u;
 const TILE_K: u32 = 16u;
@@ -30,12 +37,23 @@ const THREADS: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
 var<workgroup> a_tile: array<f32, 512>; // [TILE rows][TILE_K]
 var<workgroup> b_tile: array<f32, 512>; // [TILE_K][TILE cols]
+
+// Element i of B as f32, whatever its storage precision.
+fn load_b(i: u32) -> f32 {
+    if ((p.flags & FLAG_B_F16) != 0u) {
+        return unpack_f16(b[i >> 1u], i);
+    }
+    if ((p.flags & FLAG_B_BF16) != 0u) {
+        return unpack_bf16(b[i >> 1u], i);
+    }
+    return bitcast<f32>(b[i]);
+}
 
 // GPT-2's tanh-approximated GELU, written with exp so every driver gives the same accuracy
 // (WGSL's tanh has no precision guarantee on some backends).
@@ -96,7 +114,7 @@ fn main(
             let bc = col0 + e % TILE;
             var bv = 0.0;
             if (bk < p.k && bc < p.n) {
-                bv = b[b_base + bk * p.b_row_stride + bc * p.b_col_stride];
+                bv = load_b(b_base + bk * p.b_row_stride + bc * p.b_col_stride);
             }
             b_tile[e] = bv;
         }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use attn_gpu::{EngineOptions, GpuContext, GpuEngine};
 use attn_model::{
-    CpuEngine, Family, Model, ModelConfig, Output, Positional, Rope, RopeScaling, Variant,
+    CpuEngine, Family, Model, ModelConfig, Output, Positional, Precision, Rope, RopeScaling,
+    Variant,
 };
 use safetensors::SafeTensors;
 
@@ -241,7 +242,23 @@ pub async fn check_variants(
     variants: &[(&str, &str)],
     lengths: &[usize],
 ) -> usize {
-    let model = Model::random(config.clone(), 11, 0.4).expect("a valid config");
+    check_variants_in(ctx, name, config, Precision::F32, variants, lengths).await
+}
+
+/// [`check_variants`] on a model whose weight matrices are held in `precision` (16-bit models
+/// are stored packed on the GPU and widened by the kernels; the CPU engine widens them too).
+pub async fn check_variants_in(
+    ctx: &GpuContext,
+    name: &str,
+    config: &ModelConfig,
+    precision: Precision,
+    variants: &[(&str, &str)],
+    lengths: &[usize],
+) -> usize {
+    let model = Model::random(config.clone(), 11, 0.4)
+        .expect("a valid config")
+        .to_precision(precision);
+    assert_eq!(model.token_embedding.precision(), precision);
     let mut cpu = CpuEngine::new(model.clone()).unwrap();
     let options = EngineOptions {
         poison: true,
