@@ -7,7 +7,7 @@ use crate::config::Family;
 use crate::error::{ModelError, Result};
 use crate::hf::shard_files;
 use crate::model::Model;
-use crate::tensors::LoadedTensors;
+use crate::tensors::{LoadedTensors, TensorStream};
 use crate::tokenizer::{Tokenizer, TokenizerSpec};
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -15,6 +15,26 @@ fn read(path: &Path) -> Result<Vec<u8>> {
         path: path.display().to_string(),
         message: e.to_string(),
     })
+}
+
+/// Reads a safetensors file piece by piece, so that a 16-bit checkpoint never needs its bytes
+/// and its tensors in memory at once.
+fn read_tensors(path: &Path) -> Result<LoadedTensors> {
+    use std::io::Read;
+    let io = |e: std::io::Error| ModelError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut stream = TensorStream::new();
+    let mut piece = vec![0u8; 16 << 20];
+    loop {
+        let n = file.read(&mut piece).map_err(io)?;
+        if n == 0 {
+            return stream.finish();
+        }
+        stream.push(&piece[..n])?;
+    }
 }
 
 /// Loads a model from a path: a project `.safetensors` file, or a Hugging Face directory
@@ -25,7 +45,7 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<Model> {
     if path.is_dir() {
         load_hf_dir(path)
     } else {
-        Model::from_safetensors_bytes(&read(path)?)
+        Model::from_loaded(read_tensors(path)?)
     }
 }
 
@@ -63,7 +83,7 @@ impl HfSource for PathBuf {
         if !path.exists() {
             return Ok(None);
         }
-        LoadedTensors::from_bytes(&read(&path)?).map(Some)
+        read_tensors(&path).map(Some)
     }
 }
 
