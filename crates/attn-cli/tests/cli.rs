@@ -167,6 +167,41 @@ fn roles_score_every_head() {
     assert!(String::from_utf8_lossy(&text.stdout).contains("induction"));
 }
 
+/// The built-in induction model carries the textbook circuit, and `attn roles` names it: a
+/// previous-token head in layer 0 (score ≥ 0.8) and an induction head in layer 1 (≥ 0.7).
+#[test]
+fn roles_name_the_induction_models_circuit() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../static/models/induction.safetensors");
+    let report = json_of(&attn(&["roles", path.to_str().unwrap(), "--json"]));
+    let heads = report["heads"].as_array().unwrap();
+    let best = |key: &str, layer: u64| {
+        heads
+            .iter()
+            .filter(|h| h["layer"] == layer)
+            .max_by(|a, b| {
+                a[key]
+                    .as_f64()
+                    .unwrap()
+                    .total_cmp(&b[key].as_f64().unwrap())
+            })
+            .unwrap()
+            .clone()
+    };
+    let previous = best("previous_token", 0);
+    assert!(
+        previous["previous_token"].as_f64().unwrap() >= 0.8,
+        "{previous}"
+    );
+    assert_eq!(previous["role"], "previous-token", "{previous}");
+    let induction = best("induction", 1);
+    assert!(
+        induction["induction"].as_f64().unwrap() >= 0.7,
+        "{induction}"
+    );
+    assert_eq!(induction["role"], "induction", "{induction}");
+}
+
 /// The role scores are the published definitions applied to the maps `attn run --attention`
 /// returns on each probe sequence, averaged over the batch.
 #[test]

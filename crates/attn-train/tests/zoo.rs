@@ -89,9 +89,9 @@ fn every_model_meets_its_bar() {
     }
 }
 
-/// The induction model's mechanism, as docs/MODELS.md documents it: zero-ablating either
-/// layer-0 head (they carry the earlier letters forward) or the induction head (layer 1 head 1)
-/// costs more than 0.3 accuracy; the least important head (layer 1 head 0) less than 0.05.
+/// The induction model's mechanism, as docs/MODELS.md documents it: zero-ablating the
+/// previous-token head (layer 0 head 1) or the induction head (layer 1 head 1) costs more than
+/// 0.3 accuracy; either of the other two heads less than 0.05.
 #[test]
 fn the_induction_circuit_is_where_the_docs_say() {
     let bytes = std::fs::read(models_dir().join("induction.safetensors")).unwrap();
@@ -106,13 +106,12 @@ fn the_induction_circuit_is_where_the_docs_say() {
         evaluate(&model, &variant).unwrap().value
     };
     let baseline = accuracy(None);
-    for essential in [(0, 0), (0, 1), (1, 1)] {
+    for essential in [(0, 1), (1, 1)] {
         let drop = baseline - accuracy(Some(essential));
         assert!(drop > 0.3, "ablating {essential:?} costs only {drop}");
     }
-    let drop = baseline - accuracy(Some((1, 0)));
-    assert!(
-        drop < 0.05,
-        "ablating the least important head costs {drop}"
-    );
+    for idle in [(0, 0), (1, 0)] {
+        let drop = baseline - accuracy(Some(idle));
+        assert!(drop < 0.05, "ablating {idle:?} costs {drop}");
+    }
 }

@@ -156,7 +156,7 @@ pub fn HeatmapCell(layer: usize, head: usize, causal: bool) -> impl IntoView {
             <div class="cell-foot">
                 <span>{format!("H{head}")}</span>
                 {move || badge().map(|b| view! {
-                    <span class="role" title="Measured on 8 random sequences of distinct tokens, each repeated (seed 0); docs/ANALYSIS.md has the definitions">{b}</span>
+                    <span class="role" data-testid="role-badge" title="Measured on 8 random sequences of distinct tokens, each repeated (seed 0); docs/ANALYSIS.md has the definitions">{b}</span>
                 })}
                 <button class="ablate" data-testid="ablate-toggle" aria-pressed=move || ablated().to_string()
                     title="Ablate this head"
