@@ -204,16 +204,67 @@ fn kv_overlay(model: &Model, settings: &WeightSettings) -> Result<Option<Arc<Vec
     Ok(Some(Arc::new(layers)))
 }
 
-/// The Gaussian vectors of random-feature attention, seeded.
+/// What the KV cache holds per token under `variant`, in words: the KV meter's legend. `n_kv_head`
+/// is the model's own number of key/value heads (pooling with `kv_groups` changes it).
+pub fn kv_cache_contents(
+    n_layer: usize,
+    n_kv_head: usize,
+    d_head: usize,
+    variant: &Variant,
+) -> String {
+    let dropped = variant.drop_attention_layers.as_ref().map_or(0, Vec::len);
+    let layers = match dropped {
+        0 => format!("{n_layer} layers"),
+        d => format!("{} of {n_layer} layers ({d} dropped)", n_layer - d),
+    };
+    let heads = variant.kv_groups.unwrap_or(n_kv_head);
+    match variant.kv_rank {
+        Some(rank) => {
+            format!("a rank-{rank} latent per token (K and V are rebuilt from it) × {layers}, f32")
+        }
+        None => {
+            let pooled = match variant.kv_groups {
+                Some(_) if heads != n_kv_head => format!(", pooled from {n_kv_head}"),
+                _ => String::new(),
+            };
+            format!("K and V: 2 × {heads} heads{pooled} × {d_head} dims × {layers}, f32")
+        }
+    }
+}
+
+/// The random feature vectors `ω` of every (layer, head), `[layer][head][feature][d_head]`,
+/// seeded: FAVOR+'s block-orthogonal draw (see [`orthogonal_features`]).
 fn draw_random_features(c: &ModelConfig, settings: &WeightSettings) -> Option<Arc<Vec<f32>>> {
     let (m, seed) = settings.random_features?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let count = c.n_layer * c.n_head * m * c.d_head();
-    Some(Arc::new(
-        (0..count)
-            .map(|_| StandardNormal.sample(&mut rng))
-            .collect(),
-    ))
+    let mut all = Vec::with_capacity(c.n_layer * c.n_head * m * c.d_head());
+    for _ in 0..c.n_layer * c.n_head {
+        all.extend(orthogonal_features(&mut rng, m, c.d_head()));
+    }
+    Some(Arc::new(all))
+}
+
+/// `m` random feature vectors of dimension `d`, block-orthogonal as in the Performer paper
+/// (FAVOR+): each block of `d` vectors is the orthonormal `Q` of a Gaussian matrix's QR
+/// decomposition (signs fixed so `Q` is Haar-distributed), each row rescaled by the norm of an
+/// independent `N(0, I_d)` vector, so every vector is still marginally `N(0, I_d)` while the
+/// vectors within a block are exactly orthogonal. The last block keeps its first `m mod d` rows.
+pub fn orthogonal_features(rng: &mut ChaCha8Rng, m: usize, d: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(m * d);
+    let mut normal = || -> f64 { StandardNormal.sample(&mut *rng) };
+    while out.len() < m * d {
+        let g = faer::Mat::<f64>::from_fn(d, d, |_, _| normal());
+        let qr = g.qr();
+        let (q, r) = (qr.compute_Q(), qr.R());
+        let rows = (m - out.len() / d).min(d);
+        for i in 0..rows {
+            let norm = (0..d).map(|_| normal().powi(2)).sum::<f64>().sqrt();
+            // Row i of the orthogonal matrix: column i of Q, with R's diagonal sign.
+            let sign = if r[(i, i)] < 0.0 { -1.0 } else { 1.0 };
+            out.extend((0..d).map(|j| (sign * q[(j, i)] * norm) as f32));
+        }
+    }
+    out
 }
 
 /// The runtime part of a preparation (dropped layers, the ablation table, KV-cache bytes) around

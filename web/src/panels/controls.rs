@@ -115,7 +115,7 @@ pub fn Controls() -> impl IntoView {
                 } />
         </div>
         <div class="control">
-            <label for="beta">"Temperature β: " {move || format!("{:.2}", ui.variant.get().beta())}</label>
+            <label for="beta" title="Multiplies every attention score: larger is sharper, smaller is flatter. The Hopfield β of a head is this value over √d_head.">"Inverse temperature β: " {move || format!("{:.2}", ui.variant.get().beta())}</label>
             <input id="beta" data-testid="beta" type="range" min="0.05" max="4" step="0.05"
                 prop:value=move || ui.variant.get().beta().to_string()
                 on:input=move |ev| {
@@ -135,7 +135,7 @@ pub fn Controls() -> impl IntoView {
             }>
                 {move || {
                     let current = kernel_value();
-                    [("softmax", "softmax"), ("linear", "linear (elu + 1)"), ("random_features", "random features (Performer)")]
+                    [("softmax", "softmax"), ("linear", "linear (elu + 1)"), ("random_features", "random features (FAVOR+, orthogonal)")]
                         .into_iter()
                         .map(|(value, label)| view! { <option value=value selected=current == value>{label}</option> })
                         .collect_view()

@@ -29,7 +29,12 @@ pub fn CostPanel() -> impl IntoView {
                 let kv = |r: &Option<crate::session::RunResult>| r.as_ref().map(|r| r.output.kv_bytes_per_token);
                 let (b, c) = (ui.baseline.with(kv)?, ui.current.with(kv)?);
                 Some(format!("{b} → {c} bytes"))
-            }}</dd>
+            }}
+                <span class="muted kv-contents" data-testid="kv-contents">{move || {
+                    let info = ui.info.get()?;
+                    Some(attn_model::prepare::kv_cache_contents(info.n_layer, info.n_kv_head, info.d_head, &ui.variant.get()))
+                }}</span>
+            </dd>
             <dt>"Forward time"</dt>
             <dd><span data-testid="forward-ms">{move || ui.current.with(|r| r.as_ref().map(|r| format!("{:.1}", r.millis)))}</span>" ms"
                 <span class="muted" data-testid="engine-used">{move || ui.engine_used.get().map(|e| match e {
