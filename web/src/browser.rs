@@ -16,13 +16,26 @@ fn js_message(err: JsValue) -> String {
         .unwrap_or_else(|| format!("{err:?}"))
 }
 
+/// Why a fetch failed. A picked file is read through its object URL (`blob:`); when that fails
+/// the usual cause is a Content-Security-Policy whose `connect-src` leaves `blob:` out.
+fn fetch_error(url: &str, error: gloo_net::Error) -> String {
+    if url.starts_with("blob:") {
+        format!(
+            "the browser refused to read the picked file ({error}); if this page is served with \
+             a Content-Security-Policy, its connect-src must allow blob: (see docs/HOSTING.md)"
+        )
+    } else {
+        format!("cannot fetch {url}: {error}")
+    }
+}
+
 /// GETs `url` (relative to the page, or to the worker's script) and returns its body. Works on
 /// the page and in the compute worker.
 pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
     let response = gloo_net::http::Request::get(url)
         .send()
         .await
-        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+        .map_err(|e| fetch_error(url, e))?;
     if !response.ok() {
         return Err(format!("cannot fetch {url}: HTTP {}", response.status()));
     }
@@ -42,7 +55,7 @@ pub async fn read_in_pieces(
     let response = gloo_net::http::Request::get(url)
         .send()
         .await
-        .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+        .map_err(|e| fetch_error(url, e))?;
     if !response.ok() {
         return Err(format!("cannot fetch {url}: HTTP {}", response.status()));
     }

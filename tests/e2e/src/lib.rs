@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -42,35 +43,83 @@ pub fn artifacts_dir() -> PathBuf {
     dir
 }
 
+/// The strict Content-Security-Policy the page must run under (docs/HOSTING.md): no inline
+/// script or style, no `eval`, everything from the page's own origin.
+pub const STRICT_CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+    style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; worker-src 'self' blob:; \
+    object-src 'none'; base-uri 'none'";
+
+/// Where the server takes the browser's CSP violation reports (`report-uri`).
+const CSP_REPORTS: &str = "/_csp-report";
+
 /// Serves a folder over HTTP on an ephemeral loopback port until dropped.
 pub struct StaticServer {
     pub port: u16,
+    reports: Arc<Mutex<Vec<String>>>,
+}
+
+/// What the server sends besides the files.
+#[derive(Clone, Default)]
+struct Serving {
+    test_files: Option<PathBuf>,
+    /// A `Content-Security-Policy` header for every response, with a `report-uri` to the server.
+    csp: Option<String>,
 }
 
 impl StaticServer {
     pub fn start(root: PathBuf) -> StaticServer {
-        Self::start_with(root, None)
+        Self::serve(root, Serving::default())
     }
 
     /// Serves `root`, and the files of `test_files` under `/_test/` (models a test made, so the
     /// page can fetch them without touching `dist/`).
     pub fn start_with(root: PathBuf, test_files: Option<PathBuf>) -> StaticServer {
+        Self::serve(
+            root,
+            Serving {
+                test_files,
+                ..Serving::default()
+            },
+        )
+    }
+
+    /// Serves `root` with `policy` as every response's Content-Security-Policy, plus a
+    /// `report-uri` through which the browser posts each violation (see
+    /// [`StaticServer::csp_reports`]), from the page and from its worker alike.
+    pub fn start_with_csp(root: PathBuf, policy: &str) -> StaticServer {
+        Self::serve(
+            root,
+            Serving {
+                csp: Some(format!("{policy}; report-uri {CSP_REPORTS}")),
+                ..Serving::default()
+            },
+        )
+    }
+
+    fn serve(root: PathBuf, serving: Serving) -> StaticServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         let port = listener.local_addr().unwrap().port();
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let sink = reports.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let root = root.clone();
-                let test_files = test_files.clone();
+                let (root, serving, sink) = (root.clone(), serving.clone(), sink.clone());
                 std::thread::spawn(move || {
-                    let _ = serve_one(stream, &root, test_files.as_deref());
+                    let _ = serve_one(stream, &root, &serving, &sink);
                 });
             }
         });
-        StaticServer { port }
+        StaticServer { port, reports }
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
         format!("http://127.0.0.1:{}/{}", self.port, path_and_query)
+    }
+
+    /// The CSP violation reports received so far (JSON bodies), for a server started with
+    /// [`StaticServer::start_with_csp`].
+    pub fn csp_reports(&self) -> Vec<String> {
+        self.reports.lock().unwrap().clone()
     }
 }
 
@@ -86,18 +135,48 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-fn serve_one(stream: TcpStream, root: &Path, test_files: Option<&Path>) -> std::io::Result<()> {
+fn serve_one(
+    stream: TcpStream,
+    root: &Path,
+    serving: &Serving,
+    reports: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
+    let mut body_length = 0;
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header)? == 0 || header == "\r\n" {
             break;
         }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                body_length = value.trim().parse().unwrap_or(0);
+            }
+        }
     }
     let raw_path = request_line.split_whitespace().nth(1).unwrap_or("/");
     let path = raw_path.split(['?', '#']).next().unwrap_or("/");
+    if path == CSP_REPORTS {
+        let mut body = vec![0; body_length];
+        reader.read_exact(&mut body)?;
+        reports
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&body).into_owned());
+        let mut out = stream;
+        write!(
+            out,
+            "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        return out.flush();
+    }
+    let test_files = serving.test_files.as_deref();
+    let csp = match &serving.csp {
+        Some(policy) => format!("Content-Security-Policy: {policy}\r\n"),
+        None => String::new(),
+    };
     let mut relative = path.trim_start_matches('/');
     let mut root = root;
     if let (Some(rest), Some(dir)) = (relative.strip_prefix("_test/"), test_files) {
@@ -117,7 +196,7 @@ fn serve_one(stream: TcpStream, root: &Path, test_files: Option<&Path>) -> std::
         Ok(body) if safe => {
             write!(
                 out,
-                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n{csp}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
                 content_type(&file),
                 body.len()
             )?;

@@ -57,11 +57,11 @@ pub fn ImportancePanel() -> impl IntoView {
                 ui.importance.with(|ranking| {
                     let max = ranking.iter().map(|h| h.loss_increase.abs()).fold(1e-9, f64::max);
                     ranking.iter().map(|h| {
-                        let width = format!("width: {:.1}%", (h.loss_increase.max(0.0) / max) * 100.0);
+                        let width = format!("{:.1}%", (h.loss_increase.max(0.0) / max) * 100.0);
                         view! {
                             <li>
                                 <span class="tok">{format!("L{} H{}", h.layer, h.head)}</span>
-                                <span class="bar"><span class="fill" style=width></span></span>
+                                <span class="bar"><span class="fill" style:width=width></span></span>
                                 <span class="pct">{format!("{:+.3}", h.loss_increase)}</span>
                             </li>
                         }

@@ -48,11 +48,11 @@ pub fn OutputPanel() -> impl IntoView {
             r.top
                 .iter()
                 .map(|&(id, p)| {
-                    let width = format!("width: {:.1}%", p * 100.0);
+                    let width = format!("{:.1}%", p * 100.0);
                     view! {
                         <li>
                             <span class="tok">{label(id)}</span>
-                            <span class="bar"><span class="fill" style=width></span></span>
+                            <span class="bar"><span class="fill" style:width=width></span></span>
                             <span class="pct">{format!("{:.1}%", p * 100.0)}</span>
                         </li>
                     }

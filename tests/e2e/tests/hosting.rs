@@ -1,0 +1,153 @@
+//! The release build served as a strict host would serve it: with a Content-Security-Policy on
+//! every response (`STRICT_CSP`, and the policy of docs/HOSTING.md, which adds `blob:` to
+//! connect-src for files from disk). The page must load, run, analyse and open files from disk
+//! with no violation — the policy's `report-uri` sends every one (from the page or its worker)
+//! back to the test server, which counts them.
+
+use std::time::Duration;
+
+use attn_e2e::{dist_dir, repo_root, Browser, StaticServer, WebGpu, STRICT_CSP};
+
+const LOAD: Duration = Duration::from_secs(120);
+
+/// Waits for a result, then gives the browser a moment to post any late reports.
+fn assert_no_violation(server: &StaticServer, what: &str) {
+    std::thread::sleep(Duration::from_secs(2));
+    let reports = server.csp_reports();
+    assert!(
+        reports.is_empty(),
+        "{what}: {} CSP violations: {reports:#?}",
+        reports.len()
+    );
+}
+
+fn click_and_wait(b: &Browser, button: &str, testid: &str) {
+    b.eval(&format!(
+        "document.querySelector('[data-testid={button}]').click()"
+    ));
+    b.wait_for(
+        testid,
+        &format!(
+            "return !document.querySelector('[data-testid=analysis-progress]')
+                 && !!document.querySelector('[data-testid={testid}] td')"
+        ),
+        LOAD,
+    );
+}
+
+#[test]
+fn the_page_runs_under_a_strict_content_security_policy() {
+    let server = StaticServer::start_with_csp(dist_dir(), STRICT_CSP);
+    let b = Browser::start(WebGpu::Enabled);
+    b.goto(&server.url("index.html?model=induction&engine=gpu"));
+    // The page's start-up script, its worker, the model fetch and the GPU engine all ran.
+    b.wait_for(
+        "the induction model's maps and prediction",
+        "const cells = document.querySelectorAll('[data-testid=heatmap-cell]').length;
+         const top = document.querySelector('[data-testid=output-topk-current] li');
+         const used = document.querySelector('[data-testid=engine-used]');
+         return cells === 4 && top && used && used.textContent.includes('GPU')",
+        LOAD,
+    );
+    // Bars whose width is data (set as one CSS property, not a style attribute).
+    let width = b.eval(
+        "return document.querySelector('[data-testid=output-topk-current] .fill').style.width",
+    );
+    assert!(width.as_str().unwrap().ends_with('%'), "{width}");
+    // A variant, then the analysis tables (cells coloured by their values).
+    b.eval(
+        "const e = document.querySelector('[data-testid=beta]');
+         e.value = '2';
+         e.dispatchEvent(new Event('input', {bubbles: true}));
+         e.dispatchEvent(new Event('change', {bubbles: true}));",
+    );
+    b.wait_for(
+        "a result that differs from the baseline",
+        "const k = document.querySelector('[data-testid=kl]').textContent;
+         return k !== '' && !k.startsWith('0.0000')",
+        LOAD,
+    );
+    click_and_wait(&b, "run-lens", "lens-table");
+    click_and_wait(&b, "run-attribution", "attribution-table");
+    let shaded = b.eval(
+        "return [...document.querySelectorAll('[data-testid=attribution-table] td')]
+             .some(td => td.style.backgroundColor.startsWith('rgba'))",
+    );
+    assert_eq!(shaded, true);
+    b.screenshot("hosting-strict-csp");
+    assert_no_violation(&server, "the built-in model");
+}
+
+#[test]
+fn files_from_disk_open_under_the_documented_policy() {
+    // The documented policy adds `blob:` to connect-src: the worker reads picked files through
+    // object URLs.
+    let policy = STRICT_CSP.replace("connect-src 'self'", "connect-src 'self' blob:");
+    let server = StaticServer::start_with_csp(dist_dir(), &policy);
+    let b = Browser::start(WebGpu::Enabled);
+    b.goto(&server.url("index.html?engine=cpu"));
+    b.wait_for(
+        "the built-in model",
+        "return document.querySelectorAll('[data-testid=heatmap-cell]').length",
+        LOAD,
+    );
+    let dir = repo_root().join("tests/fixtures/families/neox-parallel");
+    let files = ["config.json", "model.safetensors", "tokenizer.json"];
+    b.pick_files("#model-files", &files.map(|f| dir.join(f)));
+    b.wait_for(
+        "the GPT-NeoX directory's 8 maps",
+        "const facts = document.querySelector('.model-panel .architecture');
+         return document.querySelectorAll('[data-testid=heatmap-cell]').length === 8
+             && facts && facts.textContent.startsWith('GPT-NeoX:')",
+        LOAD,
+    );
+    assert_no_violation(&server, "a directory picked from disk");
+}
+
+/// The counting above can fail: without `'wasm-unsafe-eval'` the browser refuses to compile the
+/// page's WebAssembly, and the server receives the report.
+#[test]
+fn a_violation_is_reported_to_the_test_server() {
+    let policy = STRICT_CSP.replace(" 'wasm-unsafe-eval'", "");
+    let server = StaticServer::start_with_csp(dist_dir(), &policy);
+    let b = Browser::start(WebGpu::Enabled);
+    b.goto(&server.url("index.html"));
+    let deadline = std::time::Instant::now() + LOAD;
+    while server.csp_reports().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no report arrived for a policy that forbids WebAssembly"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let report = &server.csp_reports()[0];
+    assert!(report.contains("script-src"), "{report}");
+}
+
+/// Under the strict policy without `blob:` in connect-src, opening files from disk cannot work;
+/// the page says why and keeps its model.
+#[test]
+fn without_blob_urls_a_picked_file_gets_a_message_naming_the_policy() {
+    let server = StaticServer::start_with_csp(dist_dir(), STRICT_CSP);
+    let b = Browser::start(WebGpu::Enabled);
+    b.goto(&server.url("index.html?engine=cpu"));
+    let cells = b.wait_for(
+        "the built-in model",
+        "return document.querySelectorAll('[data-testid=heatmap-cell]').length",
+        LOAD,
+    );
+    let dir = repo_root().join("tests/fixtures/families/neox-parallel");
+    b.pick_files(
+        "#model-files",
+        &[dir.join("config.json"), dir.join("model.safetensors")],
+    );
+    let error = b.wait_for(
+        "the message about the policy",
+        "const e = document.querySelector('[data-testid=error]'); return e ? e.textContent : '';",
+        LOAD,
+    );
+    let error = error.as_str().unwrap();
+    assert!(error.contains("connect-src must allow blob:"), "{error}");
+    let still = b.eval("return document.querySelectorAll('[data-testid=heatmap-cell]').length");
+    assert_eq!(still, cells, "the built-in model stays");
+}
