@@ -234,6 +234,9 @@ async fn analyse_on(
                 Outcome::Cancelled => Outcome::Cancelled,
             }
         }
+        AnalysisTool::Circuits => {
+            Outcome::Done(Analysis::Circuits(attn_model::circuits(engine.model())))
+        }
     })
 }
 

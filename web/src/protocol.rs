@@ -106,6 +106,9 @@ pub enum AnalysisTool {
     /// Activation patching from `tokens` (clean) into `corrupt`, on the clean prediction against
     /// the corrupted one.
     Patch { corrupt: Vec<u32> },
+    /// Every head's QK and OV circuits and the composition scores between heads (from the
+    /// weights alone).
+    Circuits,
 }
 
 /// What a tool found.
@@ -124,6 +127,7 @@ pub enum Analysis {
         target: u32,
         contrast: u32,
     },
+    Circuits(attn_model::Circuits),
 }
 
 /// A long job's end: its result, `None` when cancelled, or a message.

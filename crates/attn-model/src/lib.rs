@@ -60,7 +60,7 @@ pub use metrics::{compare, Comparison};
 pub use model::{Model, NormWeights};
 pub use patching::{activation_patching, Patching};
 pub use prepare::{prepare, KvProjection, PreparedModel, WeightSettings};
-pub use roles::{copying_scores, head_roles, role_probe, HeadRoles};
+pub use roles::{copying_scores, head_roles, role_probe, roles_on_input, HeadRoles};
 pub use schema::{ParamRole, ParamSpec};
 pub use tensors::{Declared, LoadedTensors, TensorStream};
 pub use tokenizer::{Tokenizer, TokenizerSpec};

@@ -141,6 +141,51 @@ pub fn roles_from_outputs(outputs: &[Output]) -> Vec<HeadRoles> {
     roles
 }
 
+/// The attention role scores of every head on one input, `output` being the forward of
+/// `tokens`: the "roles on this input" view. Where the probe repeats a whole sequence, here the
+/// repeats are wherever they happen: for each position `i` whose token occurred before, `j` is
+/// its latest earlier occurrence, and induction is the mean of `A[i, j+1]` (the token after it)
+/// and duplicate-token the mean of `A[i, j]` over those positions. Previous-token, first-token
+/// and self are as in the probe. `None` when no token repeats (the input has nothing to score
+/// induction on); `copying` is left `None` (it depends on the weights only).
+pub fn roles_on_input(output: &Output, tokens: &[u32]) -> Option<Vec<HeadRoles>> {
+    let t_len = output.seq_len.min(tokens.len());
+    // (i, j): a position and the latest earlier position of its token.
+    let repeats: Vec<(usize, usize)> = (1..t_len)
+        .filter_map(|i| {
+            (0..i)
+                .rev()
+                .find(|&j| tokens[j] == tokens[i])
+                .map(|j| (i, j))
+        })
+        .collect();
+    if repeats.is_empty() {
+        return None;
+    }
+    let mut roles = Vec::with_capacity(output.n_layer * output.n_head);
+    for layer in 0..output.n_layer {
+        for head in 0..output.n_head {
+            let map = output.attention_map(layer, head);
+            let at = |i: usize, j: usize| map[i * output.seq_len + j];
+            let mean = |values: Vec<f32>| values.iter().sum::<f32>() / values.len().max(1) as f32;
+            let mut r = HeadRoles {
+                layer,
+                head,
+                previous_token: mean((1..t_len).map(|i| at(i, i - 1)).collect()),
+                induction: mean(repeats.iter().map(|&(i, j)| at(i, j + 1)).collect()),
+                duplicate_token: mean(repeats.iter().map(|&(i, j)| at(i, j)).collect()),
+                first_token: mean((1..t_len).map(|i| at(i, 0)).collect()),
+                self_attention: mean((1..t_len).map(|i| at(i, i)).collect()),
+                copying: None,
+                role: None,
+            };
+            r.role = r.dominant(ROLE_THRESHOLD).map(str::to_string);
+            roles.push(r);
+        }
+    }
+    Some(roles)
+}
+
 /// The copying score of every head, `[layer · n_head + head]`: `Σλ / Σ|λ|` over the eigenvalues
 /// of the `d_head × d_head` matrix `W_O W_U W_E W_V`, which has the non-zero eigenvalues of the
 /// vocabulary-sized OV circuit `W_E W_V W_O W_U` (the final norm left out, as in the paper).
@@ -223,6 +268,43 @@ mod tests {
         }
         assert_eq!(role_probe(1000, 20, 1)[0].len(), 20);
         assert_eq!(role_probe(26, 64, 3), probe, "deterministic");
+    }
+
+    /// On an input with scattered repeats, a hand-built induction head (each repeated token
+    /// attends to the token after its latest earlier occurrence, the rest to themselves) scores
+    /// 1 for induction on this input; a previous-token head scores 1 for previous-token.
+    #[test]
+    fn roles_on_an_input_follow_its_own_repeats() {
+        // a b c a d b a: position 3 repeats 0, 5 repeats 1, 6 repeats 3.
+        let tokens = [0, 1, 2, 0, 3, 1, 0];
+        let t = tokens.len();
+        let mut induction = vec![0.0f32; t * t];
+        let mut previous = vec![0.0f32; t * t];
+        let targets = [(3, 1), (5, 2), (6, 4)];
+        for i in 0..t {
+            let j = targets.iter().find(|(q, _)| *q == i).map_or(i, |&(_, k)| k);
+            induction[i * t + j] = 1.0;
+            previous[i * t + i.saturating_sub(1)] = 1.0;
+        }
+        let output = Output {
+            seq_len: t,
+            n_layer: 1,
+            n_head: 2,
+            n_out: 4,
+            logits: vec![0.0; t * 4],
+            attention: [induction, previous].concat(),
+            head_out_norms: vec![0.0; 2 * t],
+            kv_bytes_per_token: 0,
+        };
+        let roles = roles_on_input(&output, &tokens).unwrap();
+        assert_eq!(roles[0].induction, 1.0);
+        assert_eq!(roles[0].role.as_deref(), Some("induction"));
+        assert_eq!(roles[1].previous_token, 1.0);
+        assert_eq!(roles[1].role.as_deref(), Some("previous-token"));
+        // Position 6's duplicate is 3, its induction target 4: the previous-token head puts
+        // its weight on 5, so it scores neither there.
+        assert!(roles[1].induction < 0.5);
+        assert!(roles_on_input(&output, &[0, 1, 2, 3, 4, 5, 6]).is_none());
     }
 
     /// The d_head × d_head product has the non-zero eigenvalues of the whole vocabulary-sized

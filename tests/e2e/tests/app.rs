@@ -142,23 +142,26 @@ fn every_head_is_drawn_and_ablation_lives_in_the_url() {
     );
     b.screenshot("02-grid");
 
-    // Ablate the last layer's first head: the output and the URL change.
+    // Ablate the last layer's last head (the induction model's induction head): the output and
+    // the URL change.
     let before = topk_text(&b);
     b.eval(&format!(
-        "document.querySelector('[data-testid=heatmap-cell][data-layer=\"{}\"][data-head=\"0\"] [data-testid=ablate-toggle]').click()",
-        layers - 1
+        "document.querySelector('[data-testid=heatmap-cell][data-layer=\"{}\"][data-head=\"{}\"] [data-testid=ablate-toggle]').click()",
+        layers - 1,
+        heads - 1
     ));
     b.wait_for(
         "the ablated cell",
         &format!(
-            "return document.querySelector('[data-testid=heatmap-cell][data-layer=\"{}\"][data-head=\"0\"]').dataset.ablated === 'true'",
-            layers - 1
+            "return document.querySelector('[data-testid=heatmap-cell][data-layer=\"{}\"][data-head=\"{}\"]').dataset.ablated === 'true'",
+            layers - 1,
+            heads - 1
         ),
         LOAD,
     );
     let url = b.url();
     assert!(
-        url.contains(&format!("ablate={}.0", layers - 1)),
+        url.contains(&format!("ablate={}.{}", layers - 1, heads - 1)),
         "url: {url}"
     );
     b.wait_for(
@@ -179,8 +182,9 @@ fn every_head_is_drawn_and_ablation_lives_in_the_url() {
     b.wait_for(
         "the ablation restored from the URL",
         &format!(
-            "return document.querySelector('[data-testid=heatmap-cell][data-layer=\"{}\"][data-head=\"0\"]').dataset.ablated === 'true'",
-            layers - 1
+            "return document.querySelector('[data-testid=heatmap-cell][data-layer=\"{}\"][data-head=\"{}\"]').dataset.ablated === 'true'",
+            layers - 1,
+            heads - 1
         ),
         LOAD,
     );
@@ -553,6 +557,20 @@ fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
     // The induction model: 2 layers × 2 heads, its input repeating a stretch of letters.
     let (_server, b, cells) = open_loaded("?model=induction&engine=cpu");
     assert_eq!(cells, 4);
+    // The role probe names the model's circuit: a previous-token head in layer 0 and an
+    // induction head in layer 1 (docs/MODELS.md).
+    let badges = b.wait_for(
+        "the role badges",
+        "const b = [...document.querySelectorAll('[data-testid=heatmap-cell]')]
+             .map(c => [c.dataset.layer, c.dataset.head,
+                        c.querySelector('[data-testid=role-badge]')?.textContent ?? ''])
+             .filter(([, , role]) => role !== '');
+         return b.length >= 2 ? JSON.stringify(b) : ''",
+        LOAD,
+    );
+    let badges = badges.as_str().unwrap();
+    assert!(badges.contains(r#"["0","1","previous-token"]"#), "{badges}");
+    assert!(badges.contains(r#"["1","1","induction"]"#), "{badges}");
     let run = |button: &str, testid: &str| -> Vec<Vec<String>> {
         b.eval(&format!(
             "document.querySelector('[data-testid={button}]').click()"
@@ -596,4 +614,27 @@ fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
         b.eval("return document.querySelectorAll('[data-testid=token-chips] .chip').length");
     assert_eq!(resid[0].len() as u64, 1 + tokens.as_u64().unwrap());
     b.screenshot("13-patching");
+    // The circuit view: the strongest composition is the induction head's keys reading the
+    // previous-token head (K-composition L0 H1 → L1 H1), drawn in the graph.
+    let links = run("run-circuits", "composition-table");
+    assert_eq!(links[0][0], "K-composition", "{links:?}");
+    assert_eq!(links[0][1], "L0 H1 → L1 H1", "{links:?}");
+    assert_eq!(table(&b, "circuits-table").len(), 1 + 4);
+    let drawn = b.eval(
+        "const g = document.querySelector('[data-testid=composition-graph]');
+         return [g.querySelectorAll('line').length, g.querySelectorAll('circle').length]",
+    );
+    assert_eq!(drawn, serde_json::json!([links.len(), 4]));
+    b.screenshot("14-circuits");
+    // Roles on the text on screen (its repeated stretch), beside the probe's badges.
+    b.eval("document.querySelector('[data-testid=show-input-roles]').click()");
+    b.wait_for(
+        "the roles on this input",
+        "return !!document.querySelector('[data-testid=input-roles-table] td')",
+        LOAD,
+    );
+    let roles = table(&b, "input-roles-table");
+    let role = |name: &str| roles.iter().find(|r| r[0] == name).unwrap()[6].clone();
+    assert_eq!(role("L0 H1"), "previous-token", "{roles:?}");
+    assert_eq!(role("L1 H1"), "induction", "{roles:?}");
 }

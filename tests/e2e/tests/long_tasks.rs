@@ -123,6 +123,68 @@ fn importance_over_a_model_from_disk_shows_progress_and_can_be_cancelled() {
 }
 
 #[test]
+fn patching_runs_off_the_main_thread_with_progress_and_can_be_cancelled() {
+    // The same 6 × 8 model: patching is one forward per head and per (layer, position).
+    let config = ModelConfig {
+        n_ctx: 64,
+        d_model: 256,
+        n_layer: 6,
+        n_head: 8,
+        ..ModelConfig::tiny(512)
+    };
+    let (_server, b) = open_and_type("six-by-eight-patching", config, 37);
+    b.eval(
+        "document.querySelector('[data-testid=corrupt-one]').click();
+         setTimeout(() => document.querySelector('[data-testid=run-patching]').click(), 50);",
+    );
+    b.wait_for(
+        "the patching's progress",
+        "const p = document.querySelector('[data-testid=analysis-progress]');
+         return p && / of \\d+ forwards/.test(p.textContent) ? p.textContent : '';",
+        LOAD,
+    );
+    // While it runs, a click on another control changes the page at once.
+    b.eval(
+        "const legend = document.querySelector('.legend');
+         new MutationObserver(() => { window.reacted ??= performance.now() - window.clicked; })
+           .observe(legend, {childList: true, subtree: true, characterData: true});
+         window.clicked = performance.now();
+         document.querySelector('[data-testid=diff-toggle]').click();",
+    );
+    let reacted = b.wait_for(
+        "the page to answer the click",
+        "return window.reacted !== undefined ? window.reacted + 1e-6 : 0",
+        LOAD,
+    );
+    let running = b.eval("return !!document.querySelector('[data-testid=analysis-progress]')");
+    assert_eq!(
+        running,
+        serde_json::json!(true),
+        "the click came while patching ran"
+    );
+    let reacted = reacted.as_f64().unwrap();
+    println!("during patching, a click changed the page after {reacted:.1} ms");
+    assert!(
+        reacted < 100.0,
+        "the click changed the page after {reacted:.0} ms"
+    );
+    b.screenshot("long-03-patching-progress");
+    b.eval("document.querySelector('[data-testid=cancel-analysis]').click()");
+    b.wait_for(
+        "the patching to stop",
+        "return !document.querySelector('[data-testid=analysis-progress]')
+             && !document.querySelector('[data-testid=run-patching]').disabled",
+        LOAD,
+    );
+    let tables = b.eval("return !!document.querySelector('[data-testid=patching-heads]')");
+    assert_eq!(
+        tables,
+        serde_json::json!(false),
+        "a cancelled patching shows no result"
+    );
+}
+
+#[test]
 fn a_gpt2_small_shaped_model_never_freezes_the_page() {
     // GPT-2 small's shape (12 layers × 12 heads, d_model 768, MLP 3072) with a 65 536-token
     // vocabulary: 136 M parameters, a 542 MB file (read piece by piece: more than the 512 MiB

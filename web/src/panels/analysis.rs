@@ -8,8 +8,9 @@ use crate::controller::Controller;
 use crate::protocol::{Analysis, AnalysisTool};
 use crate::state::Ui;
 
-/// A cell's background for `value` on a diverging scale whose ends are `±max`: blue for what
-/// raises the logit, red for what lowers it.
+/// A cell's background colour for `value` on a diverging scale whose ends are `±max`: blue for
+/// what raises the logit, red for what lowers it. Set as one CSS property (`style:`), never a
+/// `style` attribute, so the page runs under a strict Content-Security-Policy.
 fn shade(value: f64, max: f64) -> String {
     let alpha = if max > 0.0 && value.is_finite() {
         (value.abs() / max).min(1.0) * 0.85
@@ -21,7 +22,7 @@ fn shade(value: f64, max: f64) -> String {
     } else {
         "178, 24, 43"
     };
-    format!("background: rgba({rgb}, {alpha:.3})")
+    format!("rgba({rgb}, {alpha:.3})")
 }
 
 /// One table row per layer of fractions recovered (1 = all of it).
@@ -31,11 +32,108 @@ fn fraction_rows(rows: &[Vec<f64>]) -> impl IntoView {
         .map(|(layer, row)| {
             let cells = row
                 .iter()
-                .map(|&v| view! { <td style=shade(v, 1.0)>{format!("{v:.2}")}</td> })
+                .map(|&v| view! { <td style:background-color=shade(v, 1.0)>{format!("{v:.2}")}</td> })
                 .collect_view();
             view! { <tr><th>{format!("L{layer}")}</th>{cells}</tr> }
         })
         .collect_view()
+}
+
+/// How many composition links the circuit view lists and draws.
+const LINKS: usize = 8;
+
+/// The strongest composition links between heads of different layers: (kind, earlier head,
+/// later head, score), strongest first, at most [`LINKS`].
+fn strongest_links(c: &attn_model::Circuits) -> Vec<(&'static str, usize, usize, f32)> {
+    let mut links: Vec<(&'static str, usize, usize, f32)> = [("Q", &c.q), ("K", &c.k), ("V", &c.v)]
+        .into_iter()
+        .flat_map(|(kind, scores)| {
+            scores.iter().enumerate().flat_map(move |(a, row)| {
+                row.iter()
+                    .enumerate()
+                    .filter(|(_, s)| **s > 0.0)
+                    .map(move |(b, &s)| (kind, a, b, s))
+            })
+        })
+        .collect();
+    links.sort_by(|x, y| y.3.total_cmp(&x.3));
+    links.truncate(LINKS);
+    links
+}
+
+/// The circuit view: every head's largest QK and OV singular values, and the strongest
+/// composition links as a table and as a layer-to-layer graph.
+fn circuits_view(c: attn_model::Circuits) -> impl IntoView {
+    let n_head = c.heads.iter().map(|h| h.head + 1).max().unwrap_or(1);
+    let n_layer = c.heads.iter().map(|h| h.layer + 1).max().unwrap_or(1);
+    let values = |v: &[f32]| {
+        v.iter()
+            .take(3)
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let heads = c
+        .heads
+        .iter()
+        .map(|h| {
+            view! {
+                <tr><th>{format!("L{} H{}", h.layer, h.head)}</th>
+                    <td>{values(&h.qk_singular_values)}</td><td>{values(&h.ov_singular_values)}</td></tr>
+            }
+        })
+        .collect_view();
+    let links = strongest_links(&c);
+    let name = |i: usize| format!("L{} H{}", i / n_head, i % n_head);
+    let rows = links
+        .iter()
+        .map(|&(kind, a, b, s)| {
+            view! { <tr><td>{format!("{kind}-composition")}</td><td>{format!("{} → {}", name(a), name(b))}</td><td>{format!("{s:.3}")}</td></tr> }
+        })
+        .collect_view();
+    // The graph: one column of nodes per layer, one row per head.
+    let (dx, dy, pad) = (120.0, 26.0, 24.0);
+    let at = |i: usize| {
+        (
+            pad + (i / n_head) as f64 * dx,
+            pad + (i % n_head) as f64 * dy,
+        )
+    };
+    let strongest = links.first().map_or(1.0, |l| l.3.max(1e-6));
+    let lines = links
+        .iter()
+        .map(|&(kind, a, b, s)| {
+            let ((x1, y1), (x2, y2)) = (at(a), at(b));
+            view! {
+                <line class=format!("link {}", kind.to_lowercase()) x1=x1 y1=y1 x2=x2 y2=y2
+                    stroke-width=format!("{:.2}", 1.0 + 5.0 * s / strongest)>
+                    <title>{format!("{kind}-composition {} → {}: {s:.3}", name(a), name(b))}</title>
+                </line>
+            }
+        })
+        .collect_view();
+    let nodes = (0..n_layer * n_head)
+        .map(|i| {
+            let (x, y) = at(i);
+            view! {
+                <g class="node">
+                    <circle cx=x cy=y r="6"><title>{name(i)}</title></circle>
+                    <text x=x + 9.0 y=y + 4.0>{name(i)}</text>
+                </g>
+            }
+        })
+        .collect_view();
+    let width = 2.0 * pad + (n_layer.max(1) - 1) as f64 * dx + 60.0;
+    let height = 2.0 * pad + (n_head.max(1) - 1) as f64 * dy;
+    view! {
+        <p class="muted">"Each head's three largest singular values of its QK circuit (what it looks for) and its OV circuit (what it writes), and the strongest compositions between heads: how much a later head's queries (Q), keys (K) or values (V) read what an earlier head writes."</p>
+        <table class="analysis" data-testid="circuits-table"><tr><th></th><th>"QK σ"</th><th>"OV σ"</th></tr>{heads}</table>
+        <table class="analysis" data-testid="composition-table">{rows}</table>
+        <svg class="composition" data-testid="composition-graph" data-links=links.len().to_string()
+            viewBox=format!("0 0 {width} {height}") width=width height=height>
+            {lines}{nodes}
+        </svg>
+    }
 }
 
 /// `tokens` with the middle one replaced by another token of the input (or a neighbouring id),
@@ -55,6 +153,7 @@ pub fn AnalysisPanel() -> impl IntoView {
     let ui = expect_context::<Ui>();
     let ctl = expect_context::<Controller>();
     let corrupt = RwSignal::new(String::new());
+    let input_roles = RwSignal::new(false);
     let busy = move || ui.analysing.get().is_some();
     let label = move |id: u32| {
         ctl.with_text(|t| t.output_label(id))
@@ -128,11 +227,11 @@ pub fn AnalysisPanel() -> impl IntoView {
                     .map(|(layer, (heads, mlp))| {
                         let cells = heads
                             .iter()
-                            .map(|&v| view! { <td style=shade(v, max)>{format!("{v:+.2}")}</td> })
+                            .map(|&v| view! { <td style:background-color=shade(v, max)>{format!("{v:+.2}")}</td> })
                             .collect_view();
                         view! {
                             <tr><th>{format!("L{layer}")}</th>{cells}
-                                <td class="mlp" style=shade(*mlp, max)>{format!("{mlp:+.2}")}</td></tr>
+                                <td class="mlp" style:background-color=shade(*mlp, max)>{format!("{mlp:+.2}")}</td></tr>
                         }
                     })
                     .collect_view();
@@ -148,6 +247,7 @@ pub fn AnalysisPanel() -> impl IntoView {
                 }
                 .into_any()
             }
+            Analysis::Circuits(c) => circuits_view(c).into_any(),
             Analysis::Patching {
                 patching,
                 target,
@@ -199,7 +299,17 @@ pub fn AnalysisPanel() -> impl IntoView {
                     "Corrupt one token"
                 </button>
             </p>
+            <p>
+                <button data-testid="run-circuits" disabled=busy on:click=move |_| ctl.analyse(ui, AnalysisTool::Circuits)>"Circuits"</button>
+                " What each head looks for and writes (its QK and OV circuits), and which heads read what earlier heads write, from the weights alone."
+            </p>
+            <p>
+                <button data-testid="show-input-roles" aria-pressed=move || input_roles.get().to_string()
+                    on:click=move |_| input_roles.update(|on| *on = !*on)>"Roles on this input"</button>
+                " The role scores of every head measured on the text on screen, wherever a token repeats (the badges on the maps come from a fixed random probe)."
+            </p>
         </div>
+        {move || input_roles.get().then(|| input_roles_view(ui))}
         {move || ui.analysing.get().map(|step| view! {
             <span class="progress" data-testid="analysis-progress">
                 {if step.total > 0 { format!("Working… {} of {} forwards ", step.done, step.total) } else { "Working… ".to_string() }}
@@ -210,9 +320,67 @@ pub fn AnalysisPanel() -> impl IntoView {
     }
 }
 
+/// The "roles on this input" table: attn-model's `roles_on_input` on the current result.
+fn input_roles_view(ui: Ui) -> impl IntoView {
+    move || {
+        let roles = ui.current.with(|r| {
+            let r = r.as_ref()?;
+            Some(attn_model::roles_on_input(&r.output, &r.tokens))
+        });
+        match roles {
+            None => view! { <p class="muted">"No result yet."</p> }.into_any(),
+            Some(None) => view! {
+                <p class="muted" data-testid="input-roles-none">"No token repeats in this input, so there is nothing to score induction on: type text in which something occurs twice."</p>
+            }
+            .into_any(),
+            Some(Some(roles)) => {
+                let rows = roles
+                    .into_iter()
+                    .map(|r| {
+                        let cell = |v: f32| view! { <td style:background-color=shade(v as f64, 1.0)>{format!("{v:.2}")}</td> };
+                        view! {
+                            <tr><th>{format!("L{} H{}", r.layer, r.head)}</th>
+                                {cell(r.previous_token)}{cell(r.induction)}{cell(r.duplicate_token)}
+                                {cell(r.first_token)}{cell(r.self_attention)}
+                                <td class="role">{r.role.unwrap_or_default()}</td></tr>
+                        }
+                    })
+                    .collect_view();
+                view! {
+                    <table class="analysis" data-testid="input-roles-table">
+                        <tr><th></th><th>"previous"</th><th>"induction"</th><th>"duplicate"</th><th>"first"</th><th>"self"</th><th>"role"</th></tr>
+                        {rows}
+                    </table>
+                }
+                .into_any()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_strongest_links_come_first_and_skip_empty_pairs() {
+        let zeros = vec![vec![0.0; 4]; 4];
+        let mut k = zeros.clone();
+        k[0][2] = 0.5;
+        k[1][3] = 0.9;
+        let mut v = zeros.clone();
+        v[0][3] = 0.7;
+        let c = attn_model::Circuits {
+            heads: Vec::new(),
+            q: zeros,
+            k,
+            v,
+        };
+        assert_eq!(
+            strongest_links(&c),
+            vec![("K", 1, 3, 0.9), ("V", 0, 3, 0.7), ("K", 0, 2, 0.5)]
+        );
+    }
 
     #[test]
     fn corrupting_one_token_keeps_the_length_and_changes_one_id() {
