@@ -98,19 +98,26 @@ pub fn App() -> impl IntoView {
         let text = ui.prompt.get();
         ui.model_version.track();
         let tokenized = ctl.with_text(|t| {
-            t.tokenize(&text)
-                .map(|tokens| (tokens.iter().map(|&id| t.label(id)).collect(), tokens))
+            t.tokenize_clamped(&text).map(|(tokens, notice)| {
+                (
+                    tokens.iter().map(|&id| t.label(id)).collect(),
+                    tokens,
+                    notice,
+                )
+            })
         });
         match tokenized {
             None => {}
-            Some(Ok((labels, tokens))) => {
+            Some(Ok((labels, tokens, notice))) => {
                 ui.labels.set(labels);
                 ui.tokens.set(tokens);
+                ui.input_notice.set(notice);
                 ui.error.set(None);
             }
             Some(Err(e)) => {
                 ui.tokens.set(Vec::new());
                 ui.labels.set(Vec::new());
+                ui.input_notice.set(None);
                 ui.error.set(Some(e));
             }
         }

@@ -298,9 +298,33 @@ impl ModelText {
         })
     }
 
+    /// The input box as the model reads it: [`ModelText::tokenize`], keeping the last `n_ctx`
+    /// tokens of a longer input, with a notice saying how many were left out.
+    pub fn tokenize_clamped(&self, text: &str) -> Result<(Vec<u32>, Option<String>), String> {
+        let mut tokens = self.tokenize_unchecked(text)?;
+        let n_ctx = self.config.n_ctx;
+        let notice = (tokens.len() > n_ctx).then(|| {
+            let dropped = tokens.len() - n_ctx;
+            tokens.drain(..dropped);
+            format!(
+                "The input has {} tokens and the model reads at most {n_ctx}: the first {dropped} \
+                 are left out.",
+                n_ctx + dropped
+            )
+        });
+        attn_model::forward::check_tokens(&self.config, &tokens).map_err(|e| e.to_string())?;
+        Ok((tokens, notice))
+    }
+
     /// Turns the input box into tokens: text through the tokenizer, or comma/space separated ids
     /// for a model without one. Checks length and vocabulary.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, String> {
+        let tokens = self.tokenize_unchecked(text)?;
+        attn_model::forward::check_tokens(&self.config, &tokens).map_err(|e| e.to_string())?;
+        Ok(tokens)
+    }
+
+    fn tokenize_unchecked(&self, text: &str) -> Result<Vec<u32>, String> {
         let tokens = match &self.tokenizer {
             Some(t) => t.encode(text).map_err(|e| e.to_string())?,
             None => text
@@ -313,7 +337,6 @@ impl ModelText {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        attn_model::forward::check_tokens(&self.config, &tokens).map_err(|e| e.to_string())?;
         Ok(tokens)
     }
 
@@ -405,6 +428,25 @@ impl PickedFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_input_keeps_its_last_context_of_tokens_and_says_so() {
+        let config = ModelConfig {
+            n_ctx: 4,
+            ..ModelConfig::tiny(10)
+        };
+        let text = ModelText::from_parts(None, None, config).unwrap();
+        let (tokens, notice) = text.tokenize_clamped("1 2 3 4 5 6").unwrap();
+        assert_eq!(tokens, [3, 4, 5, 6]);
+        assert_eq!(
+            notice.as_deref(),
+            Some("The input has 6 tokens and the model reads at most 4: the first 2 are left out.")
+        );
+        assert_eq!(text.tokenize_clamped("1 2").unwrap(), (vec![1, 2], None));
+        // Out-of-vocabulary ids are still an error; the plain tokenizer still checks length.
+        assert!(text.tokenize_clamped("1 99").is_err());
+        assert!(text.tokenize("1 2 3 4 5").is_err());
+    }
 
     #[test]
     fn the_memory_check_says_what_fits() {

@@ -29,6 +29,8 @@ pub struct Ui {
     pub prompt: RwSignal<String>,
     pub tokens: RwSignal<Vec<u32>>,
     pub labels: RwSignal<Vec<String>>,
+    /// Set when the input is longer than the model's context and was cut to fit.
+    pub input_notice: RwSignal<Option<String>>,
     pub variant: RwSignal<Variant>,
     pub ablate_mode: RwSignal<AblationMode>,
     /// The unmodified model's output on the current input, and the variant's.
@@ -72,6 +74,7 @@ impl Ui {
             prompt: RwSignal::new(state.prompt.clone().unwrap_or_default()),
             tokens: RwSignal::new(Vec::new()),
             labels: RwSignal::new(Vec::new()),
+            input_notice: RwSignal::new(None),
             ablate_mode: RwSignal::new(
                 state
                     .variant

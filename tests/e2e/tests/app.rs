@@ -426,6 +426,36 @@ fn the_enlarged_map_exports_as_png_and_json() {
 }
 
 #[test]
+fn an_input_longer_than_the_context_keeps_its_end_with_a_notice() {
+    // The induction model reads 32 letters; type 40.
+    let (_server, b, _) = open_loaded("?model=induction&engine=cpu");
+    let letters: Vec<String> = (0..40)
+        .map(|i| ((b'a' + (i % 26) as u8) as char).to_string())
+        .collect();
+    b.eval(&format!(
+        "const e = document.querySelector('[data-testid=prompt-input]');
+         e.value = {:?};
+         e.dispatchEvent(new Event('input', {{bubbles: true}}));",
+        letters.join(" ")
+    ));
+    let notice = b.wait_for(
+        "the notice about the context",
+        "const n = document.querySelector('[data-testid=input-clamped]');
+         const chips = document.querySelectorAll('[data-testid=token-chips] .chip');
+         return n && chips.length === 32 && chips[0].textContent === 'i' ? n.textContent : ''",
+        LOAD,
+    );
+    assert_eq!(
+        notice.as_str().unwrap(),
+        "The input has 40 tokens and the model reads at most 32: the first 8 are left out."
+    );
+    // The model still runs on what it reads, and no error is shown.
+    wait_for_grid(&b);
+    let error = b.eval("return !!document.querySelector('[data-testid=error]')");
+    assert_eq!(error, Value::Bool(false));
+}
+
+#[test]
 fn a_bad_link_opens_with_a_message_and_defaults() {
     let (_server, b) = open(
         WebGpu::Enabled,

@@ -28,6 +28,7 @@ pub fn InputPanel() -> impl IntoView {
                     .collect_view()
             })}
         </div>
+        {move || ui.input_notice.get().map(|m| view! { <p class="notice" data-testid="input-clamped">{m}</p> })}
         <div class="tokens" data-testid="token-chips" aria-label="Tokens">
             {move || ui.labels.get().into_iter().enumerate().map(|(i, l)| view! {
                 <span class="chip" title=format!("position {i}")>{l}</span>
