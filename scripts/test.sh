@@ -50,6 +50,13 @@ browser_gpu_tests() {
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     cargo test -p attn-gpu --target wasm32-unknown-unknown --test browser 2>&1 | tee -a "$results_log")
 }
+# The CPU engine's wasm build (simd128) against the PyTorch/transformers fixtures and the
+# hand-checkable variants, in headless Chromium, the way a Rust developer runs it: wasm-pack
+# (crates/attn-model/webdriver.json holds the browser flags).
+browser_model_tests() {
+  (cd crates/attn-model && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=600 \
+    wasm-pack test --headless --chrome 2>&1 | tee -a "$results_log")
+}
 # The app's components (the page, the heatmap painter, the session's engines) in headless
 # Chromium (web/webdriver.json holds the same flags).
 browser_web_tests() {
@@ -66,6 +73,8 @@ web_ok=1
 run_step "web app: trunk build --release -> dist/" build_web || web_ok=0
 
 run_step "native tests: cargo test --workspace" native_tests || true
+
+run_step "CPU engine in headless Chromium (wasm-pack test)" browser_model_tests || true
 
 run_step "GPU engine in headless Chromium (wasm-bindgen-test)" browser_gpu_tests || true
 

@@ -3,6 +3,9 @@
 //! from `GPT2LMHeadModel` in float64 with hooks), and their invariants on every family: the lens's
 //! last entry is the model's logits, the attribution's parts sum to the logit, patching the whole
 //! residual stream before layer 0 recovers everything.
+// Reads its fixtures from disk, so it runs natively; tests/browser.rs runs the fixture parity,
+// family, tokenizer and bad-input checks inside a browser.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::path::Path;
 

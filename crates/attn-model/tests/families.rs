@@ -2,6 +2,9 @@
 //! checkpoints saved by `transformers` with the logits and attention maps it computes for them
 //! (`tests/fixtures/generate_family_fixtures.py` writes `tests/fixtures/families/`), then the
 //! variants' hand-checkable cases on each family and the errors a bad directory gets.
+// Reads its fixtures from disk, so it runs natively; tests/browser.rs runs the fixture parity,
+// family, tokenizer and bad-input checks inside a browser.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,7 @@
 //! The own file format round-trips, and every kind of bad input gets a clear error, never a panic.
+// Reads its fixtures from disk, so it runs natively; tests/browser.rs runs the fixture parity,
+// family, tokenizer and bad-input checks inside a browser.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::collections::HashMap;
 

@@ -1,6 +1,9 @@
 //! The CPU engine against PyTorch: a tiny random GPT-2 saved by `transformers`, and every variant
 //! computed in PyTorch from the definitions in docs/VARIANTS.md
 //! (`tests/fixtures/generate_fixtures.py` writes the fixture; see the README beside it).
+// Reads its fixtures from disk, so it runs natively; tests/browser.rs runs the fixture parity,
+// family, tokenizer and bad-input checks inside a browser.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

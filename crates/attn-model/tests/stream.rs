@@ -1,6 +1,9 @@
 //! Reading safetensors files piece by piece (as the page reads a picked file): the same tensors
 //! as reading the whole file, whatever the pieces, with the header's declared sizes first and a
 //! clear error for a cut or malformed file.
+// Reads its fixtures from disk, so it runs natively; tests/browser.rs runs the fixture parity,
+// family, tokenizer and bad-input checks inside a browser.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::path::Path;
 

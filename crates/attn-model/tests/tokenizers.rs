@@ -3,6 +3,9 @@
 //! BPE, SentencePiece-style BPE with byte fallback) and the ids Python gives for a corpus of
 //! multilingual, emoji, whitespace and digit texts (`tests/fixtures/generate_tokenizer_fixtures.py`
 //! writes `tests/fixtures/tokenizers/`).
+// Reads its fixtures from disk, so it runs natively; tests/browser.rs runs the fixture parity,
+// family, tokenizer and bad-input checks inside a browser.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,12 @@
 //! Every variant on cases whose answer can be checked by hand.
+//!
+//! They need no files, so they run natively and, as wasm-bindgen tests, inside a browser on the
+//! wasm build (`wasm-pack test --headless --chrome`, see tests/browser.rs).
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use attn_model::config::ModelConfig;
 use attn_model::forward::attention_probs;
