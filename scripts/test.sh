@@ -4,8 +4,9 @@
 #      proves the model and GPU crates build for wasm32,
 #   2. native tests of the whole workspace: CPU engine, PyTorch parity, CLI, GPU engine on
 #      lavapipe, trainer smoke test,
-#   3. the GPU engine's parity tests and the app's component tests, compiled to wasm and run in
-#      headless Chromium (wasm-bindgen-test),
+#   3. the browser suites of attn-model (the CPU engine's wasm build against the fixtures),
+#      attn-gpu (WebGPU parity) and web (components) in headless Chromium, each through
+#      `wasm-pack test --headless --chrome` in its crate,
 #   4. end-to-end tests: dist/ served on 127.0.0.1 and driven in headless Chromium
 #      (tests/e2e, screenshots in tests/artifacts/).
 # Independent steps all run; the end-to-end step needs step 1. Exits non-zero if any failed.
@@ -47,8 +48,7 @@ native_tests() { cargo test --workspace --exclude attn-e2e 2>&1 | tee -a "$resul
 # (crates/attn-gpu/webdriver.json holds the browser flags).
 browser_gpu_tests() {
   (cd crates/attn-gpu && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900 \
-    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-    cargo test -p attn-gpu --target wasm32-unknown-unknown --test browser 2>&1 | tee -a "$results_log")
+    wasm-pack test --headless --chrome 2>&1 | tee -a "$results_log")
 }
 # The CPU engine's wasm build (simd128) against the PyTorch/transformers fixtures and the
 # hand-checkable variants, in headless Chromium, the way a Rust developer runs it: wasm-pack
@@ -61,8 +61,7 @@ browser_model_tests() {
 # Chromium (web/webdriver.json holds the same flags).
 browser_web_tests() {
   (cd web && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=600 \
-    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-    cargo test -p attn-web --target wasm32-unknown-unknown --test components 2>&1 | tee -a "$results_log")
+    wasm-pack test --headless --chrome 2>&1 | tee -a "$results_log")
 }
 e2e_tests() { cargo test -p attn-e2e -- --test-threads=1 --nocapture 2>&1 | tee -a "$results_log"; }
 
@@ -76,9 +75,9 @@ run_step "native tests: cargo test --workspace" native_tests || true
 
 run_step "CPU engine in headless Chromium (wasm-pack test)" browser_model_tests || true
 
-run_step "GPU engine in headless Chromium (wasm-bindgen-test)" browser_gpu_tests || true
+run_step "GPU engine in headless Chromium (wasm-pack test)" browser_gpu_tests || true
 
-run_step "app components in headless Chromium (wasm-bindgen-test)" browser_web_tests || true
+run_step "app components in headless Chromium (wasm-pack test)" browser_web_tests || true
 
 if [ "$web_ok" -eq 1 ]; then
   # One browser at a time: Chromium on SwiftShader wants both cores.

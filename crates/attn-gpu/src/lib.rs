@@ -6,6 +6,9 @@
 //! variant by variant.
 //!
 //! ```no_run
+//! # // The blocking calls are native only; the browser awaits `new()` and `forward()`.
+//! # #[cfg(target_arch = "wasm32")] fn main() {}
+//! # #[cfg(not(target_arch = "wasm32"))]
 //! # fn main() -> Result<(), attn_gpu::GpuError> {
 //! use attn_gpu::{GpuContext, GpuEngine};
 //! use attn_model::{Model, ModelConfig, Variant};
