@@ -493,6 +493,52 @@ impl Browser {
     }
 
     /// Saves a PNG screenshot under tests/artifacts/.
+    /// The text of every cell of the table `[data-testid=TESTID]`, row by row.
+    pub fn table(&self, testid: &str) -> Vec<Vec<String>> {
+        let rows = self.eval(&format!(
+            "return [...document.querySelectorAll('[data-testid={testid}] tr')]
+                 .map(r => [...r.children].map(c => c.textContent))"
+        ));
+        serde_json::from_value(rows).expect("rows of cells")
+    }
+
+    /// Clicks a *Look inside* tool's button and waits until its table `[data-testid=TESTID]`
+    /// has cells and no analysis is running; returns the table.
+    pub fn run_tool(&self, button: &str, testid: &str, timeout: Duration) -> Vec<Vec<String>> {
+        self.eval(&format!(
+            "document.querySelector('[data-testid={button}]').click()"
+        ));
+        self.wait_for(
+            testid,
+            &format!(
+                "return !document.querySelector('[data-testid=analysis-progress]')
+                     && !!document.querySelector('[data-testid={testid}] td')"
+            ),
+            timeout,
+        );
+        self.table(testid)
+    }
+
+    /// Waits for the page's error message and returns it.
+    pub fn error_message(&self, what: &str, timeout: Duration) -> String {
+        let error = self.wait_for(
+            what,
+            "const e = document.querySelector('[data-testid=error]'); return e ? e.textContent : '';",
+            timeout,
+        );
+        error.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Opens `index.html{query}` of `server` and waits until a model's maps are drawn.
+    pub fn open_page(&self, server: &StaticServer, query: &str, timeout: Duration) {
+        self.goto(&server.url(&format!("index.html{query}")));
+        self.wait_for(
+            "a model's maps",
+            "return document.querySelectorAll('[data-testid=heatmap-cell]').length",
+            timeout,
+        );
+    }
+
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let data = self.command("GET", "screenshot", None);
         let png = base64::engine::general_purpose::STANDARD

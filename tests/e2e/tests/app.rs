@@ -574,14 +574,6 @@ fn rank_mode_diff_model_prompt_and_generate_controls_work() {
 }
 
 /// The text of a table's cells, row by row.
-fn table(b: &Browser, testid: &str) -> Vec<Vec<String>> {
-    let rows = b.eval(&format!(
-        "return [...document.querySelectorAll('[data-testid={testid}] tr')]
-             .map(r => [...r.children].map(c => c.textContent))"
-    ));
-    serde_json::from_value(rows).unwrap()
-}
-
 #[test]
 fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
     // The induction model: 2 layers × 2 heads, its input repeating a stretch of letters.
@@ -601,20 +593,7 @@ fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
     let badges = badges.as_str().unwrap();
     assert!(badges.contains(r#"["0","1","previous-token"]"#), "{badges}");
     assert!(badges.contains(r#"["1","1","induction"]"#), "{badges}");
-    let run = |button: &str, testid: &str| -> Vec<Vec<String>> {
-        b.eval(&format!(
-            "document.querySelector('[data-testid={button}]').click()"
-        ));
-        b.wait_for(
-            testid,
-            &format!(
-                "return !document.querySelector('[data-testid=analysis-progress]')
-                     && !!document.querySelector('[data-testid={testid}]')"
-            ),
-            LOAD,
-        );
-        table(&b, testid)
-    };
+    let run = |button: &str, testid: &str| b.run_tool(button, testid, LOAD);
     // The lens: embeddings, after layer 0, output.
     let lens = run("run-lens", "lens-table");
     assert_eq!(lens.len(), 3, "{lens:?}");
@@ -638,7 +617,7 @@ fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
     b.eval("document.querySelector('[data-testid=corrupt-one]').click()");
     let heads = run("run-patching", "patching-heads");
     assert_eq!(heads.len(), 3, "{heads:?}");
-    let resid = table(&b, "patching-resid");
+    let resid = b.table("patching-resid");
     assert_eq!(resid.len(), 3, "{resid:?}");
     let tokens =
         b.eval("return document.querySelectorAll('[data-testid=token-chips] .chip').length");
@@ -649,7 +628,7 @@ fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
     let links = run("run-circuits", "composition-table");
     assert_eq!(links[0][0], "K-composition", "{links:?}");
     assert_eq!(links[0][1], "L0 H1 → L1 H1", "{links:?}");
-    assert_eq!(table(&b, "circuits-table").len(), 1 + 4);
+    assert_eq!(b.table("circuits-table").len(), 1 + 4);
     let drawn = b.eval(
         "const g = document.querySelector('[data-testid=composition-graph]');
          return [g.querySelectorAll('line').length, g.querySelectorAll('circle').length]",
@@ -663,7 +642,7 @@ fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
         "return !!document.querySelector('[data-testid=input-roles-table] td')",
         LOAD,
     );
-    let roles = table(&b, "input-roles-table");
+    let roles = b.table("input-roles-table");
     let role = |name: &str| roles.iter().find(|r| r[0] == name).unwrap()[6].clone();
     assert_eq!(role("L0 H1"), "previous-token", "{roles:?}");
     assert_eq!(role("L1 H1"), "induction", "{roles:?}");

@@ -21,20 +21,6 @@ fn assert_no_violation(server: &StaticServer, what: &str) {
     );
 }
 
-fn click_and_wait(b: &Browser, button: &str, testid: &str) {
-    b.eval(&format!(
-        "document.querySelector('[data-testid={button}]').click()"
-    ));
-    b.wait_for(
-        testid,
-        &format!(
-            "return !document.querySelector('[data-testid=analysis-progress]')
-                 && !!document.querySelector('[data-testid={testid}] td')"
-        ),
-        LOAD,
-    );
-}
-
 #[test]
 fn the_page_runs_under_a_strict_content_security_policy() {
     let server = StaticServer::start_with_csp(dist_dir(), STRICT_CSP);
@@ -67,8 +53,8 @@ fn the_page_runs_under_a_strict_content_security_policy() {
          return k !== '' && !k.startsWith('0.0000')",
         LOAD,
     );
-    click_and_wait(&b, "run-lens", "lens-table");
-    click_and_wait(&b, "run-attribution", "attribution-table");
+    b.run_tool("run-lens", "lens-table", LOAD);
+    b.run_tool("run-attribution", "attribution-table", LOAD);
     let shaded = b.eval(
         "return [...document.querySelectorAll('[data-testid=attribution-table] td')]
              .some(td => td.style.backgroundColor.startsWith('rgba'))",
@@ -85,12 +71,7 @@ fn files_from_disk_open_under_the_documented_policy() {
     let policy = STRICT_CSP.replace("connect-src 'self'", "connect-src 'self' blob:");
     let server = StaticServer::start_with_csp(dist_dir(), &policy);
     let b = Browser::start(WebGpu::Enabled);
-    b.goto(&server.url("index.html?engine=cpu"));
-    b.wait_for(
-        "the built-in model",
-        "return document.querySelectorAll('[data-testid=heatmap-cell]').length",
-        LOAD,
-    );
+    b.open_page(&server, "?engine=cpu", LOAD);
     let dir = repo_root().join("tests/fixtures/families/neox-parallel");
     let files = ["config.json", "model.safetensors", "tokenizer.json"];
     b.pick_files("#model-files", &files.map(|f| dir.join(f)));
@@ -130,23 +111,14 @@ fn a_violation_is_reported_to_the_test_server() {
 fn without_blob_urls_a_picked_file_gets_a_message_naming_the_policy() {
     let server = StaticServer::start_with_csp(dist_dir(), STRICT_CSP);
     let b = Browser::start(WebGpu::Enabled);
-    b.goto(&server.url("index.html?engine=cpu"));
-    let cells = b.wait_for(
-        "the built-in model",
-        "return document.querySelectorAll('[data-testid=heatmap-cell]').length",
-        LOAD,
-    );
+    b.open_page(&server, "?engine=cpu", LOAD);
+    let cells = b.eval("return document.querySelectorAll('[data-testid=heatmap-cell]').length");
     let dir = repo_root().join("tests/fixtures/families/neox-parallel");
     b.pick_files(
         "#model-files",
         &[dir.join("config.json"), dir.join("model.safetensors")],
     );
-    let error = b.wait_for(
-        "the message about the policy",
-        "const e = document.querySelector('[data-testid=error]'); return e ? e.textContent : '';",
-        LOAD,
-    );
-    let error = error.as_str().unwrap();
+    let error = b.error_message("the message about the policy", LOAD);
     assert!(error.contains("connect-src must allow blob:"), "{error}");
     let still = b.eval("return document.querySelectorAll('[data-testid=heatmap-cell]').length");
     assert_eq!(still, cells, "the built-in model stays");

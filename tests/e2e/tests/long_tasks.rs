@@ -36,12 +36,7 @@ fn open_from_disk(name: &str, config: ModelConfig) -> (StaticServer, Browser) {
 fn open_file(name: &str, dir: PathBuf) -> (StaticServer, Browser) {
     let server = StaticServer::start(dist_dir());
     let b = Browser::start(WebGpu::Enabled);
-    b.goto(&server.url("index.html?engine=cpu"));
-    b.wait_for(
-        "the built-in model",
-        "return document.querySelectorAll('[data-testid=heatmap-cell]').length",
-        LOAD,
-    );
+    b.open_page(&server, "?engine=cpu", LOAD);
     b.pick_files("#model-files", &[dir.join(format!("{name}.safetensors"))]);
     (server, b)
 }
@@ -77,15 +72,20 @@ fn open_and_type(name: &str, config: ModelConfig, stride: usize) -> (StaticServe
     (server, b)
 }
 
-#[test]
-fn importance_over_a_model_from_disk_shows_progress_and_can_be_cancelled() {
-    let config = ModelConfig {
+/// 6 layers × 8 heads, d_model 256: ranking or patching it takes long enough to watch.
+fn six_by_eight() -> ModelConfig {
+    ModelConfig {
         n_ctx: 64,
         d_model: 256,
         n_layer: 6,
         n_head: 8,
         ..ModelConfig::tiny(512)
-    };
+    }
+}
+
+#[test]
+fn importance_over_a_model_from_disk_shows_progress_and_can_be_cancelled() {
+    let config = six_by_eight();
     let (_server, b) = open_and_type("six-by-eight", config, 37);
     b.eval("document.querySelector('[data-testid=rank-heads]').click()");
     let shown = b.wait_for(
@@ -125,13 +125,7 @@ fn importance_over_a_model_from_disk_shows_progress_and_can_be_cancelled() {
 #[test]
 fn patching_runs_off_the_main_thread_with_progress_and_can_be_cancelled() {
     // The same 6 × 8 model: patching is one forward per head and per (layer, position).
-    let config = ModelConfig {
-        n_ctx: 64,
-        d_model: 256,
-        n_layer: 6,
-        n_head: 8,
-        ..ModelConfig::tiny(512)
-    };
+    let config = six_by_eight();
     let (_server, b) = open_and_type("six-by-eight-patching", config, 37);
     b.eval(
         "document.querySelector('[data-testid=corrupt-one]').click();
@@ -277,12 +271,7 @@ fn a_model_too_large_for_the_page_is_refused_before_its_weights_are_read() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("huge.safetensors"), file).unwrap();
     let (_server, b) = open_file("huge", dir);
-    let error = b.wait_for(
-        "the message about the size",
-        "const e = document.querySelector('[data-testid=error]'); return e ? e.textContent : '';",
-        LOAD,
-    );
-    let error = error.as_str().unwrap();
+    let error = b.error_message("the message about the size", LOAD);
     assert!(
         error.contains("needs 3.3 GB for its weights") && error.contains("up to 2.7 GB"),
         "{error}"
@@ -297,12 +286,7 @@ fn a_bad_file_from_disk_gives_a_message_and_keeps_the_model() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("broken.safetensors"), b"this is not a model").unwrap();
     let (_server, b) = open_file("broken", dir);
-    let error = b.wait_for(
-        "the message about the bad file",
-        "const e = document.querySelector('[data-testid=error]'); return e ? e.textContent : '';",
-        LOAD,
-    );
-    let error = error.as_str().unwrap();
+    let error = b.error_message("the message about the bad file", LOAD);
     assert!(error.contains("broken.safetensors"), "{error}");
     // The built-in model is still there and still runs.
     let still = b.eval(

@@ -34,12 +34,7 @@ fn markup_in_a_file_name_a_vocabulary_and_the_prompt_renders_as_text() {
 
     let server = StaticServer::start(dist_dir());
     let b = Browser::start(WebGpu::Enabled);
-    b.goto(&server.url("index.html?engine=cpu"));
-    b.wait_for(
-        "the built-in model",
-        "return document.querySelectorAll('[data-testid=heatmap-cell]').length",
-        LOAD,
-    );
+    b.open_page(&server, "?engine=cpu", LOAD);
     b.pick_files("#model-files", &[file]);
     // ModelConfig::tiny has 2 layers × 4 heads; the built-in model 2 × 2.
     b.wait_for(
