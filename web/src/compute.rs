@@ -234,6 +234,12 @@ async fn analyse_on(
                 Outcome::Cancelled => Outcome::Cancelled,
             }
         }
+        AnalysisTool::KvTradeoff => {
+            match attn_model::kv_cache_tradeoff(&mut engine, tokens, watch).await? {
+                Outcome::Done(points) => Outcome::Done(Analysis::KvTradeoff(AsJson(points))),
+                Outcome::Cancelled => Outcome::Cancelled,
+            }
+        }
         AnalysisTool::Circuits => {
             Outcome::Done(Analysis::Circuits(attn_model::circuits(engine.model())))
         }

@@ -109,6 +109,9 @@ pub enum AnalysisTool {
     /// Every head's QK and OV circuits and the composition scores between heads (from the
     /// weights alone).
     Circuits,
+    /// The KV-cache / quality trade-off: every `kv_groups` and a halving series of `kv_rank`
+    /// on the current input, against the unmodified model.
+    KvTradeoff,
 }
 
 /// What a tool found.
@@ -128,6 +131,8 @@ pub enum Analysis {
         contrast: u32,
     },
     Circuits(attn_model::Circuits),
+    /// The points carry their `Variant`, so they travel as JSON like every variant.
+    KvTradeoff(AsJson<Vec<attn_model::TradeoffPoint>>),
 }
 
 /// A long job's end: its result, `None` when cancelled, or a message.
@@ -270,6 +275,22 @@ mod tests {
         };
         assert_eq!(tokenizer.0, Some(spec));
         assert_eq!(c, config);
+        // Analyses, the trade-off's points with their variants among them.
+        let points = vec![attn_model::TradeoffPoint {
+            label: "kv_rank 4".into(),
+            variant: Variant::from_json(r#"{"kv_rank": 4}"#).unwrap(),
+            kv_bytes_per_token: 32,
+            mean_kl: 0.5,
+            top1_agreement: 0.75,
+        }];
+        let analysis = Analysis::KvTradeoff(AsJson(points));
+        let Response::Analysed { outcome, .. } = round_trip(&Response::Analysed {
+            job: 2,
+            outcome: Ok(Some(analysis.clone())),
+        }) else {
+            panic!("not analysed")
+        };
+        assert_eq!(outcome, Ok(Some(analysis)));
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod rope;
 pub mod schema;
 pub mod tensors;
 pub mod tokenizer;
+pub mod tradeoff;
 pub mod url;
 pub mod variant;
 pub mod weights;
@@ -64,5 +65,6 @@ pub use roles::{copying_scores, head_roles, role_probe, roles_on_input, HeadRole
 pub use schema::{ParamRole, ParamSpec};
 pub use tensors::{Declared, LoadedTensors, TensorStream};
 pub use tokenizer::{Tokenizer, TokenizerSpec};
+pub use tradeoff::{kv_cache_tradeoff, TradeoffPoint};
 pub use variant::{AblationMode, HeadAblation, Kernel, KernelName, Variant};
 pub use weights::{Precision, Weights};

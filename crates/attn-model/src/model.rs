@@ -312,13 +312,16 @@ impl Model {
         self.token_embedding.precision()
     }
 
-    /// "bf16 weights, 723 MB": what the model's weights are held in and take.
+    /// "bf16 weights, 723 MB" (or "f32 weights, 150 KB"): what the model's weights are held in
+    /// and take.
     pub fn weights_label(&self) -> String {
-        format!(
-            "{} weights, {:.0} MB",
-            self.weight_precision().label(),
-            self.memory_bytes() as f64 / 1e6
-        )
+        let bytes = self.memory_bytes() as f64;
+        let size = if bytes < 1e6 {
+            format!("{:.0} KB", bytes / 1e3)
+        } else {
+            format!("{:.0} MB", bytes / 1e6)
+        };
+        format!("{} weights, {size}", self.weight_precision().label())
     }
 
     /// Bytes the weights take in memory (16-bit matrices at 2 bytes a value).

@@ -175,6 +175,15 @@ fn sixteen_bit_copies_load_the_rounded_weights_and_stay_sixteen_bit() {
             .zip(y.iter())
             .all(|(x, y)| (x - y).abs() <= 1e-2 * y.abs().max(1e-2));
         assert!(close, "{copy} is {original} rounded");
+        // The page and `attn inspect` say so, in KB for models this small.
+        assert_eq!(
+            a.weights_label(),
+            format!(
+                "{} weights, {:.0} KB",
+                precision.label(),
+                a.memory_bytes() as f64 / 1e3
+            )
+        );
         // Rounding the f32 model to the same precision gives exactly the stored copy.
         assert_eq!(b.to_precision(precision).token_embedding, a.token_embedding);
     }

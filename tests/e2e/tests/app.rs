@@ -456,6 +456,51 @@ fn an_input_longer_than_the_context_keeps_its_end_with_a_notice() {
 }
 
 #[test]
+fn the_kv_cache_tradeoff_plots_every_setting_and_exports_svg_and_csv() {
+    // The induction model: 2 key/value heads of 32 dims in a 64-wide model → kv_groups 1 and
+    // kv_rank 32, 16, 8, 4, 2, 1, plus the unmodified model: 8 points. The current setting
+    // (kv_groups 1, set first) is marked.
+    let (_server, b, _) = open_loaded("?model=induction&engine=cpu&kv_groups=1");
+    let rows = b.run_tool("run-kv-tradeoff", "tradeoff-table", LOAD);
+    assert_eq!(rows.len(), 1 + 8, "{rows:?}");
+    assert_eq!(rows[1][0], "unmodified");
+    assert_eq!(rows[1][2], "0.0000");
+    let drawn = b.eval(
+        "const p = document.querySelector('[data-testid=plot]');
+         return [p.dataset.points, p.querySelectorAll('circle.point').length,
+                 !!p.querySelector('[data-testid=plot-marked]')]",
+    );
+    assert_eq!(drawn, serde_json::json!(["8", 8, true]));
+    b.screenshot("15-kv-tradeoff");
+    // Both exports, read back from the blob before the page revokes it.
+    b.eval(
+        "window.__downloads = [];
+         HTMLAnchorElement.prototype.click = function () {
+             const x = new XMLHttpRequest();
+             x.open('GET', this.href, false);
+             x.send();
+             window.__downloads.push({name: this.download, text: x.responseText});
+         };
+         document.querySelector('[data-testid=export-svg]').click();
+         document.querySelector('[data-testid=export-csv]').click();",
+    );
+    let downloads = b.eval("return window.__downloads");
+    assert_eq!(downloads[0]["name"], "kv-cache-tradeoff.svg");
+    let svg = downloads[0]["text"].as_str().unwrap();
+    assert!(
+        svg.starts_with("<?xml") && svg.matches("<circle").count() >= 8,
+        "{svg}"
+    );
+    assert_eq!(downloads[1]["name"], "kv-cache-tradeoff.csv");
+    let csv = downloads[1]["text"].as_str().unwrap();
+    assert_eq!(csv.lines().count(), 1 + 8, "{csv}");
+    assert!(
+        csv.starts_with("label,\"KV cache bytes per token\""),
+        "{csv}"
+    );
+}
+
+#[test]
 fn a_bad_link_opens_with_a_message_and_defaults() {
     let (_server, b) = open(
         WebGpu::Enabled,

@@ -5,6 +5,7 @@
 use leptos::prelude::*;
 
 use crate::controller::Controller;
+use crate::panels::plot::{Plot, PlotData, PlotPoint};
 use crate::protocol::{Analysis, AnalysisTool};
 use crate::state::Ui;
 
@@ -248,6 +249,7 @@ pub fn AnalysisPanel() -> impl IntoView {
                 .into_any()
             }
             Analysis::Circuits(c) => circuits_view(c).into_any(),
+            Analysis::KvTradeoff(points) => tradeoff_view(ui, points.0).into_any(),
             Analysis::Patching {
                 patching,
                 target,
@@ -304,6 +306,10 @@ pub fn AnalysisPanel() -> impl IntoView {
                 " What each head looks for and writes (its QK and OV circuits), and which heads read what earlier heads write, from the weights alone."
             </p>
             <p>
+                <button data-testid="run-kv-tradeoff" disabled=busy on:click=move |_| ctl.analyse(ui, AnalysisTool::KvTradeoff)>"KV cache vs quality"</button>
+                " Every way to shrink the key/value cache — fewer key/value heads (MHA → GQA → MQA) or a lower joint K/V rank — run on this input: bytes per token against KL to the unmodified model. Lower left is better; the ring is your current setting."
+            </p>
+            <p>
                 <button data-testid="show-input-roles" aria-pressed=move || input_roles.get().to_string()
                     on:click=move |_| input_roles.update(|on| *on = !*on)>"Roles on this input"</button>
                 " The role scores of every head measured on the text on screen, wherever a token repeats (the badges on the maps come from a fixed random probe)."
@@ -317,6 +323,47 @@ pub fn AnalysisPanel() -> impl IntoView {
             </span>
         })}
         {result}
+    }
+}
+
+/// The KV-cache / quality plot and its table; the current setting is marked.
+fn tradeoff_view(ui: Ui, points: Vec<attn_model::TradeoffPoint>) -> impl IntoView {
+    let marked = ui.current.with(|r| {
+        let r = r.as_ref()?;
+        Some((
+            r.output.kv_bytes_per_token as f64,
+            r.comparison.as_ref().map_or(0.0, |c| c.mean_kl),
+        ))
+    });
+    let data = PlotData {
+        name: "kv-cache-tradeoff".into(),
+        x_label: "KV cache bytes per token".into(),
+        y_label: "KL to the unmodified model (nats)".into(),
+        points: points
+            .iter()
+            .map(|p| PlotPoint {
+                x: p.kv_bytes_per_token as f64,
+                y: p.mean_kl,
+                label: p.label.clone(),
+            })
+            .collect(),
+        marked,
+    };
+    let rows = points
+        .into_iter()
+        .map(|p| {
+            view! {
+                <tr><th>{p.label}</th><td>{p.kv_bytes_per_token}</td>
+                    <td>{format!("{:.4}", p.mean_kl)}</td><td>{format!("{:.0}%", p.top1_agreement * 100.0)}</td></tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <Plot data=data />
+        <table class="analysis" data-testid="tradeoff-table">
+            <tr><th></th><th>"bytes / token"</th><th>"KL"</th><th>"top-1 kept"</th></tr>
+            {rows}
+        </table>
     }
 }
 

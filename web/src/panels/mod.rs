@@ -10,3 +10,4 @@ pub mod input;
 pub mod model;
 pub mod notices;
 pub mod output;
+pub mod plot;
