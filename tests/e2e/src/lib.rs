@@ -493,6 +493,17 @@ impl Browser {
     }
 
     /// Saves a PNG screenshot under tests/artifacts/.
+    /// Types `text` into the input box as a person would (an `input` event follows). The text
+    /// goes in as a JSON string, so any character survives.
+    pub fn type_prompt(&self, text: &str) {
+        self.eval(&format!(
+            "const e = document.querySelector('[data-testid=prompt-input]');
+             e.value = {};
+             e.dispatchEvent(new Event('input', {{bubbles: true}}));",
+            serde_json::to_string(text).expect("a string")
+        ));
+    }
+
     /// The text of every cell of the table `[data-testid=TESTID]`, row by row.
     pub fn table(&self, testid: &str) -> Vec<Vec<String>> {
         let rows = self.eval(&format!(

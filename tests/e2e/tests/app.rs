@@ -432,12 +432,7 @@ fn an_input_longer_than_the_context_keeps_its_end_with_a_notice() {
     let letters: Vec<String> = (0..40)
         .map(|i| ((b'a' + (i % 26) as u8) as char).to_string())
         .collect();
-    b.eval(&format!(
-        "const e = document.querySelector('[data-testid=prompt-input]');
-         e.value = {:?};
-         e.dispatchEvent(new Event('input', {{bubbles: true}}));",
-        letters.join(" ")
-    ));
+    b.type_prompt(&letters.join(" "));
     let notice = b.wait_for(
         "the notice about the context",
         "const n = document.querySelector('[data-testid=input-clamped]');
@@ -582,10 +577,7 @@ fn rank_mode_diff_model_prompt_and_generate_controls_work() {
     );
 
     // Typing a new input: the tokens, the prediction and the right answer follow.
-    b.eval(
-        "const p = document.querySelector('[data-testid=prompt-input]');
-         p.value = '12 3 7 |'; p.dispatchEvent(new Event('input', {bubbles: true}));",
-    );
+    b.type_prompt("12 3 7 |");
     let check = b.wait_for(
         "the right answer for the new input",
         "const e = document.querySelector('[data-testid=task-check]');

@@ -56,11 +56,7 @@ fn top_prediction(name: &str, engine: &str, maps: usize, family: &str) -> (Strin
         LOAD,
     );
     let (prompt, ids, _) = expected(name);
-    b.eval(&format!(
-        "const e = document.querySelector('[data-testid=prompt-input]');
-         e.value = {prompt:?};
-         e.dispatchEvent(new Event('input', {{bubbles: true}}));"
-    ));
+    b.type_prompt(&prompt);
     let top = b.wait_for(
         "the prediction after the fixture's ids",
         &format!(

@@ -59,11 +59,10 @@ fn open_and_type(name: &str, config: ModelConfig, stride: usize) -> (StaticServe
         ),
         LOAD,
     );
-    b.eval(&format!(
-        "const e = document.querySelector('[data-testid=prompt-input]');
-         e.value = Array.from({{length: 64}}, (_, i) => (i * {stride}) % {vocab}).join(' ');
-         e.dispatchEvent(new Event('input', {{bubbles: true}}));"
-    ));
+    let ids: Vec<String> = (0..64)
+        .map(|i| ((i * stride) % vocab).to_string())
+        .collect();
+    b.type_prompt(&ids.join(" "));
     b.wait_for(
         "64 token chips",
         "return document.querySelectorAll('[data-testid=token-chips] .chip').length === 64",
@@ -320,11 +319,7 @@ fn a_32_by_32_grid_opens_on_its_first_layers_and_can_be_filtered_and_resized() {
     let class = b.eval("return document.querySelector('[data-testid=heatmap-grid]').className");
     assert_eq!(class, serde_json::json!("grid size-small"));
     // The model has no tokenizer: token ids.
-    b.eval(
-        "const e = document.querySelector('[data-testid=prompt-input]');
-         e.value = '1 5 9 13 2 6 10 14 3 7 11 15';
-         e.dispatchEvent(new Event('input', {bubbles: true}));",
-    );
+    b.type_prompt("1 5 9 13 2 6 10 14 3 7 11 15");
     b.wait_for(
         "a prediction",
         "return !!document.querySelector('[data-testid=output-topk-current] li')",

@@ -43,11 +43,7 @@ fn markup_in_a_file_name_a_vocabulary_and_the_prompt_renders_as_text() {
         LOAD,
     );
     let prompt = format!("{IMG} {BOLD} <script>window.pwned=2</script> &amp; a b");
-    b.eval(&format!(
-        "const e = document.querySelector('[data-testid=prompt-input]');
-         e.value = {prompt:?};
-         e.dispatchEvent(new Event('input', {{bubbles: true}}));"
-    ));
+    b.type_prompt(&prompt);
     let chips = b.wait_for(
         "six token chips",
         "const c = [...document.querySelectorAll('[data-testid=token-chips] .chip')];
