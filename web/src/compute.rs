@@ -15,8 +15,8 @@ use attn_gpu::{is_device_failure, EngineKind, EnginePair, GpuContext, GpuError};
 use attn_model::engine::{Outcome, Progress, Step};
 use attn_model::{
     activation_patching, direct_logit_attribution, generate, head_importance, head_roles,
-    logit_lens, AblationMode, Engine, HeadImportance, Model, Output, Readback, Sampling,
-    TensorStream, Variant,
+    logit_lens, run_measurement, AblationMode, Engine, HeadImportance, Measured, Measurement,
+    Model, Output, Readback, Sampling, TensorStream, Variant,
 };
 use gloo_worker::{HandlerId, Worker, WorkerScope};
 use wasm_bindgen_futures::spawn_local;
@@ -125,6 +125,16 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
             let outcome = analyse(state, model, job, &tokens, &variant.0, &tool, reply).await;
             state.cancelled.borrow_mut().remove(&job);
             reply(Response::Analysed { job, outcome });
+        }
+        Request::Measure {
+            model,
+            job,
+            tokens,
+            measurement,
+        } => {
+            let outcome = measure(state, model, job, &tokens, &measurement.0, reply).await;
+            state.cancelled.borrow_mut().remove(&job);
+            reply(Response::Measured { job, outcome });
         }
         Request::Cancel { job } => {
             state.cancelled.borrow_mut().insert(job);
@@ -244,6 +254,37 @@ async fn analyse_on(
             Outcome::Done(Analysis::Circuits(attn_model::circuits(engine.model())))
         }
     })
+}
+
+/// A lesson step's measurement on the variant engine; `None` when cancelled.
+async fn measure(
+    state: &State,
+    model: u32,
+    job: u32,
+    tokens: &[u32],
+    measurement: &Measurement,
+    reply: &dyn Fn(Response),
+) -> JobOutcome<Measured> {
+    let mut pair = take_current(state, model)
+        .await
+        .ok_or("the model changed")?;
+    let checked = measurement.check(&pair.variant.model().config, tokens);
+    if let Err(e) = checked {
+        return_engines(&state.session, pair);
+        return Err(e.to_string());
+    }
+    let mut watch = progress(state, job, reply);
+    let mut engine = Yielding(&mut pair.variant);
+    let mut result = run_measurement(&mut engine, tokens, measurement, &mut watch).await;
+    if let Some(e) = result.as_ref().err().filter(|e| falls_back(&pair, e)) {
+        gpu_failed(state, e, reply);
+        if pair.fall_back_to_cpu().is_ok() {
+            let mut engine = Yielding(&mut pair.variant);
+            result = run_measurement(&mut engine, tokens, measurement, &mut watch).await;
+        }
+    }
+    return_engines(&state.session, pair);
+    result.map(Outcome::done).map_err(|e| e.to_string())
 }
 
 /// The most probable next output after `tokens`.

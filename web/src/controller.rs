@@ -53,6 +53,7 @@ struct Inner {
     ranking: Cell<Option<u32>>,
     generating: Cell<Option<u32>>,
     analysing: Cell<Option<u32>>,
+    measuring: Cell<Option<u32>>,
     /// Whether the worker has answered anything yet (it did start).
     heard: Cell<bool>,
     /// Object URLs of files being opened, kept alive until the worker has read them.
@@ -84,6 +85,7 @@ impl Controller {
             ranking: Cell::new(None),
             generating: Cell::new(None),
             analysing: Cell::new(None),
+            measuring: Cell::new(None),
             heard: Cell::new(false),
             reading: RefCell::new(Vec::new()),
         })));
@@ -237,6 +239,30 @@ impl Controller {
         });
     }
 
+    /// Runs a lesson step's measurement on the current input; progress and the result arrive
+    /// in `ui`.
+    pub fn measure(&self, ui: Ui, measurement: attn_model::Measurement) {
+        let Some(inner) = self.inner() else { return };
+        let job = Self::next_job(&inner);
+        inner.measuring.set(Some(job));
+        ui.measured.set(None);
+        ui.measuring.set(Some(Step { done: 0, total: 0 }));
+        inner.bridge.send(Request::Measure {
+            model: inner.installed.get(),
+            job,
+            tokens: ui.tokens.get_untracked(),
+            measurement: AsJson(measurement),
+        });
+    }
+
+    /// Stops the running measurement, or forgets it when the lesson moved on.
+    pub fn cancel_measurement(&self, ui: Ui) {
+        if let Some(job) = self.inner().and_then(|i| i.measuring.take()) {
+            self.send(Request::Cancel { job });
+        }
+        ui.measuring.set(None);
+    }
+
     pub fn cancel_analysis(&self) {
         if let Some(job) = self.inner().and_then(|i| i.analysing.get()) {
             self.send(Request::Cancel { job });
@@ -370,6 +396,8 @@ impl Controller {
                     ui.generating.set(Some(step));
                 } else if inner.analysing.get() == Some(job) {
                     ui.analysing.set(Some(step));
+                } else if inner.measuring.get() == Some(job) {
+                    ui.measuring.set(Some(step));
                 }
             }
             Response::Ranked { job, outcome } => {
@@ -391,6 +419,18 @@ impl Controller {
                     Ok(Some(analysis)) => ui.analysis.set(Some(analysis)),
                     Ok(None) => {}
                     Err(e) => ui.error.set(Some(e)),
+                }
+            }
+            Response::Measured { job, outcome } => {
+                if inner.measuring.get() != Some(job) {
+                    return;
+                }
+                inner.measuring.set(None);
+                ui.measuring.set(None);
+                match outcome {
+                    Ok(Some(measured)) => ui.measured.set(Some(Ok(measured))),
+                    Ok(None) => {}
+                    Err(e) => ui.measured.set(Some(Err(e))),
                 }
             }
             Response::Generated { job, outcome } => {

@@ -44,6 +44,11 @@ pub struct PageState {
     pub focus: Option<(usize, usize)>,
     /// Show maps as the difference to the baseline.
     pub diff: bool,
+    /// The open lesson and its step (1-based in the URL, 0-based here).
+    pub lesson: Option<String>,
+    pub step: usize,
+    /// Show only what the open lesson uses (for an `<iframe>` in slides or a course page).
+    pub embed: bool,
 }
 
 impl PageState {
@@ -65,6 +70,13 @@ impl PageState {
         }
         if self.diff {
             pairs.push(("diff".to_string(), "1".to_string()));
+        }
+        if let Some(lesson) = &self.lesson {
+            pairs.push(("lesson".to_string(), lesson.clone()));
+            pairs.push(("step".to_string(), (self.step + 1).to_string()));
+        }
+        if self.embed {
+            pairs.push(("embed".to_string(), "1".to_string()));
         }
         pairs
     }
@@ -99,6 +111,14 @@ impl PageState {
                     }
                 }
                 "diff" => state.diff = value == "1" || value == "true",
+                "lesson" if !value.is_empty() => state.lesson = Some(value.clone()),
+                "step" => match value.parse::<usize>() {
+                    Ok(n) if n >= 1 => state.step = n - 1,
+                    _ => problems.push(format!(
+                        "ignored step={value:?}: expected a step number from 1"
+                    )),
+                },
+                "embed" => state.embed = value == "1" || value == "true",
                 _ => {}
             }
         }
@@ -120,8 +140,16 @@ mod tests {
                 .unwrap(),
             focus: Some((1, 0)),
             diff: true,
+            lesson: Some("induction-heads".into()),
+            step: 2,
+            embed: true,
         };
-        let (back, problems) = PageState::from_pairs(&state.to_pairs());
+        let pairs = state.to_pairs();
+        assert!(
+            pairs.contains(&("step".to_string(), "3".to_string())),
+            "steps count from 1"
+        );
+        let (back, problems) = PageState::from_pairs(&pairs);
         assert!(problems.is_empty());
         assert_eq!(back, state);
         assert!(PageState::default().to_pairs().is_empty());
@@ -129,12 +157,17 @@ mod tests {
 
     #[test]
     fn bad_values_are_reported_not_fatal() {
-        let pairs: Vec<(String, String)> = [("engine", "tpu"), ("focus", "x"), ("kv_groups", "2")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let pairs: Vec<(String, String)> = [
+            ("engine", "tpu"),
+            ("focus", "x"),
+            ("kv_groups", "2"),
+            ("step", "0"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let (state, problems) = PageState::from_pairs(&pairs);
         assert_eq!(state.variant.kv_groups, Some(2));
-        assert_eq!(problems.len(), 2);
+        assert_eq!(problems.len(), 3);
     }
 }

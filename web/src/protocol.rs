@@ -91,7 +91,14 @@ pub enum Request {
         variant: AsJson<Variant>,
         tool: AnalysisTool,
     },
-    /// Stop a running importance ranking, generation or analysis.
+    /// A lesson step's measurement on `tokens` (attn-model's `run_measurement`).
+    Measure {
+        model: u32,
+        job: u32,
+        tokens: Vec<u32>,
+        measurement: AsJson<attn_model::Measurement>,
+    },
+    /// Stop a running importance ranking, generation, analysis or measurement.
     Cancel { job: u32 },
 }
 
@@ -196,6 +203,10 @@ pub enum Response {
     Analysed {
         job: u32,
         outcome: JobOutcome<Analysis>,
+    },
+    Measured {
+        job: u32,
+        outcome: JobOutcome<attn_model::Measured>,
     },
 }
 

@@ -5,7 +5,7 @@
 
 use attn_gpu::EngineKind;
 use attn_model::engine::Step;
-use attn_model::{AblationMode, HeadImportance, HeadRoles, Variant};
+use attn_model::{AblationMode, HeadImportance, HeadRoles, Lesson, Measured, Variant};
 
 use crate::protocol::Analysis;
 use leptos::prelude::*;
@@ -59,6 +59,16 @@ pub struct Ui {
     pub engine_used: RwSignal<Option<EngineKind>>,
     /// The built-in model being loaded, until it is installed (`None` while loading from disk).
     pub opening: StoredValue<Option<ModelEntry>>,
+    /// The built-in lessons (`lessons/index.json`), the open one (its id, from the URL) and its
+    /// step (0-based).
+    pub lessons: RwSignal<Vec<Lesson>>,
+    pub lesson_id: RwSignal<Option<String>>,
+    pub lesson_step: RwSignal<usize>,
+    /// Show only what the open lesson uses.
+    pub embed: bool,
+    /// The running lesson measurement, and the step's result (or why it failed).
+    pub measuring: RwSignal<Option<Step>>,
+    pub measured: RwSignal<Option<Result<Measured, String>>>,
 }
 
 impl Ui {
@@ -102,6 +112,12 @@ impl Ui {
             model_version: RwSignal::new(0),
             engine_used: RwSignal::new(None),
             opening: StoredValue::new(None),
+            lessons: RwSignal::new(Vec::new()),
+            lesson_id: RwSignal::new(state.lesson.clone()),
+            lesson_step: RwSignal::new(state.step),
+            embed: state.embed,
+            measuring: RwSignal::new(None),
+            measured: RwSignal::new(None),
         }
     }
 
@@ -114,6 +130,30 @@ impl Ui {
             variant: self.variant.get(),
             focus: self.focus.get(),
             diff: self.diff.get(),
+            lesson: self.lesson_id.get(),
+            step: self.lesson_step.get(),
+            embed: self.embed,
+        }
+    }
+}
+
+impl Ui {
+    /// The open lesson, once the lessons are loaded.
+    pub fn lesson(&self) -> Option<Lesson> {
+        let id = self.lesson_id.get()?;
+        self.lessons
+            .with(|all| all.iter().find(|l| l.id == id).cloned())
+    }
+
+    /// Whether a part of the page is shown: always, except in embed mode with a lesson open,
+    /// where only what the lesson uses is.
+    pub fn shows(&self, part: &str) -> bool {
+        if !self.embed {
+            return true;
+        }
+        match self.lesson() {
+            Some(lesson) => lesson.uses.iter().any(|u| u == part),
+            None => self.lesson_id.get().is_none(),
         }
     }
 }
