@@ -17,6 +17,7 @@ use crate::panels::cost::CostPanel;
 use crate::panels::heatmaps::{FocusView, HeatmapGrid};
 use crate::panels::importance::ImportancePanel;
 use crate::panels::input::InputPanel;
+use crate::panels::lesson::{self, apply_step, load_lessons, LessonPanel};
 use crate::panels::model::ModelPanel;
 use crate::panels::notices::Notices;
 use crate::panels::output::OutputPanel;
@@ -78,7 +79,10 @@ pub fn App() -> impl IntoView {
                     },
                     None => models.first().cloned(),
                 };
+                // A lesson opened without a model loads its step's model itself.
+                let lesson_chooses = wanted.is_none() && ui.lesson_id.get_untracked().is_some();
                 match entry {
+                    Some(_) if lesson_chooses => {}
                     Some(entry) => load_builtin(ui, ctl, entry),
                     None => ui.loading.set(Some(
                         "No built-in models are listed; load one from disk.".into(),
@@ -90,6 +94,48 @@ pub fn App() -> impl IntoView {
                 ui.error
                     .set(Some(format!("{e}. You can still load a model from disk.")));
             }
+        }
+    });
+
+    // Lessons: the list, the arrow keys, and each step's state applied when the step opens. A
+    // link that names a model keeps the page it describes (a reload keeps what the learner
+    // changed); a step opened from the page, or a lesson link without a model, sets the page.
+    load_lessons(ui);
+    lesson::keyboard(ui);
+    let url_has_model = ui.model_id.get_untracked().is_some();
+    let applied = StoredValue::new(None::<(String, usize)>);
+    let first = StoredValue::new(true);
+    Effect::new(move |_| {
+        let lesson = ui.lesson();
+        let step = ui.lesson_step.get();
+        if ui.manifest.with(Vec::is_empty) || !ui.lessons_loaded.get() {
+            return;
+        }
+        let Some(lesson) = lesson else {
+            applied.set_value(None);
+            // An unknown lesson: show the first model, so the page is not empty.
+            if ui.lesson_id.get_untracked().is_some()
+                && ui.model_id.get_untracked().is_none()
+                && ui.opening.with_value(Option::is_none)
+                && ui.info.get_untracked().is_none()
+            {
+                if let Some(entry) = ui.manifest.with_untracked(|m| m.first().cloned()) {
+                    load_builtin(ui, ctl, entry);
+                }
+            }
+            return;
+        };
+        let n = step.min(lesson.steps.len() - 1);
+        let key = Some((lesson.id.clone(), n));
+        if applied.get_value() == key {
+            return;
+        }
+        applied.set_value(key);
+        let keep_url = first.get_value() && url_has_model;
+        first.set_value(false);
+        let s = &lesson.steps[n];
+        if !(keep_url && ui.model_id.get_untracked().as_deref() == Some(s.model.as_str())) {
+            apply_step(ui, ctl, s);
         }
     });
 
@@ -153,6 +199,8 @@ pub fn App() -> impl IntoView {
         ui.variant.set(state.variant);
         ui.focus.set(state.focus);
         ui.diff.set(state.diff);
+        ui.lesson_id.set(state.lesson);
+        ui.lesson_step.set(state.step);
         if let Some(p) = state.prompt {
             ui.prompt.set(p);
         }
@@ -166,28 +214,37 @@ pub fn App() -> impl IntoView {
         }
     });
 
+    // In embed mode (`embed=1`) with a lesson open, only the lesson and what it uses are shown.
+    let shows = move |part: &'static str| move || ui.shows(part);
     view! {
-        <header class="top">
-            <h1 data-testid="app-title">"Attention Playground"</h1>
-            <span class="badge" data-testid="engine-badge">{move || ui.engine_badge.get()}</span>
-        </header>
+        <Show when=move || !ui.embed>
+            <header class="top">
+                <h1 data-testid="app-title">"Attention Playground"</h1>
+                <span class="badge" data-testid="engine-badge">{move || ui.engine_badge.get()}</span>
+            </header>
+        </Show>
         <Notices />
-        <main class="layout">
-            <section class="panel model-panel"><ModelPanel /></section>
-            <section class="panel input-panel"><InputPanel /></section>
-            <section class="panel controls-panel"><Controls /></section>
-            <section class="panel output-panel"><OutputPanel /></section>
-            <section class="panel cost-panel-wrap"><CostPanel /></section>
-            <section class="panel heatmap-panel">
-                <HeatmapGrid />
-                <FocusView />
-            </section>
-            <section class="panel importance-panel"><ImportancePanel /></section>
-            <section class="panel analysis-panel"><AnalysisPanel /></section>
+        <main class="layout" class:embed=ui.embed>
+            <section class="panel lesson-panel"><LessonPanel /></section>
+            <Show when=shows("model")><section class="panel model-panel"><ModelPanel /></section></Show>
+            <Show when=shows("input")><section class="panel input-panel"><InputPanel /></section></Show>
+            <Show when=shows("controls")><section class="panel controls-panel"><Controls /></section></Show>
+            <Show when=shows("output")><section class="panel output-panel"><OutputPanel /></section></Show>
+            <Show when=shows("cost")><section class="panel cost-panel-wrap"><CostPanel /></section></Show>
+            <Show when=shows("heatmaps")>
+                <section class="panel heatmap-panel">
+                    <HeatmapGrid />
+                    <FocusView />
+                </section>
+            </Show>
+            <Show when=shows("importance")><section class="panel importance-panel"><ImportancePanel /></section></Show>
+            <Show when=shows("analysis")><section class="panel analysis-panel"><AnalysisPanel /></section></Show>
         </main>
-        <footer class="foot">
-            "Runs entirely in your browser. State lives in the URL: copy it to share this view."
-        </footer>
+        <Show when=move || !ui.embed>
+            <footer class="foot">
+                "Runs entirely in your browser. State lives in the URL: copy it to share this view."
+            </footer>
+        </Show>
     }
 }
 
@@ -249,6 +306,10 @@ pub fn install(ui: Ui, info: ModelInfo, config: &ModelConfig) {
             ui.model_id.set(Some(entry.id));
         }
         None => ui.model_id.set(None),
+    }
+    // A lesson step's variant, which waited for its model.
+    if let Some(variant) = ui.pending_variant.try_update_value(Option::take).flatten() {
+        ui.variant.set(variant);
     }
     // Variants that do not fit the new model are dropped with a message rather than failing.
     let fits = ui.variant.with_untracked(|v| v.validate(config));

@@ -138,17 +138,22 @@ pub fn query_pairs() -> Vec<(String, String)> {
 }
 
 /// Writes `pairs` as the page's query string, as a new history entry (`push`) or in place.
-pub fn set_query(pairs: &[(String, String)], push: bool) {
-    let Some(window) = web_sys::window() else {
-        return;
-    };
+/// Query pairs as URL query text (without the `?`), encoded as the browser encodes forms.
+pub fn encode_query(pairs: &[(String, String)]) -> String {
     let Ok(params) = web_sys::UrlSearchParams::new() else {
-        return;
+        return String::new();
     };
     for (k, v) in pairs {
         params.append(k, v);
     }
-    let query = String::from(params.to_string());
+    String::from(params.to_string())
+}
+
+pub fn set_query(pairs: &[(String, String)], push: bool) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let query = encode_query(pairs);
     let url = if query.is_empty() {
         window.location().pathname().unwrap_or_default()
     } else {

@@ -62,6 +62,8 @@ pub struct Ui {
     /// The built-in lessons (`lessons/index.json`), the open one (its id, from the URL) and its
     /// step (0-based).
     pub lessons: RwSignal<Vec<Lesson>>,
+    /// Whether the lesson list has been read (or failed to be).
+    pub lessons_loaded: RwSignal<bool>,
     pub lesson_id: RwSignal<Option<String>>,
     pub lesson_step: RwSignal<usize>,
     /// Show only what the open lesson uses.
@@ -69,6 +71,8 @@ pub struct Ui {
     /// The running lesson measurement, and the step's result (or why it failed).
     pub measuring: RwSignal<Option<Step>>,
     pub measured: RwSignal<Option<Result<Measured, String>>>,
+    /// A lesson step's variant, set once the step's model is installed.
+    pub pending_variant: StoredValue<Option<Variant>>,
 }
 
 impl Ui {
@@ -113,11 +117,13 @@ impl Ui {
             engine_used: RwSignal::new(None),
             opening: StoredValue::new(None),
             lessons: RwSignal::new(Vec::new()),
+            lessons_loaded: RwSignal::new(false),
             lesson_id: RwSignal::new(state.lesson.clone()),
             lesson_step: RwSignal::new(state.step),
             embed: state.embed,
             measuring: RwSignal::new(None),
             measured: RwSignal::new(None),
+            pending_variant: StoredValue::new(None),
         }
     }
 

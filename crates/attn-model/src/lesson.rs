@@ -263,7 +263,7 @@ impl Metric {
             Metric::Accuracy => "accuracy",
             Metric::Loss => "loss (nats)",
             Metric::Kl => "KL to the unmodified model (nats)",
-            Metric::Entropy => "attention entropy (fraction of the maximum)",
+            Metric::Entropy => "attention entropy / maximum",
         }
     }
 }

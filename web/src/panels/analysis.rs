@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 
 use crate::controller::Controller;
-use crate::panels::plot::{Plot, PlotData, PlotPoint};
+use crate::panels::plot::{Plot, PlotData, PlotPoint, PlotSeries};
 use crate::protocol::{Analysis, AnalysisTool};
 use crate::state::Ui;
 
@@ -339,15 +339,20 @@ fn tradeoff_view(ui: Ui, points: Vec<attn_model::TradeoffPoint>) -> impl IntoVie
         name: "kv-cache-tradeoff".into(),
         x_label: "KV cache bytes per token".into(),
         y_label: "KL to the unmodified model (nats)".into(),
-        points: points
-            .iter()
-            .map(|p| PlotPoint {
-                x: p.kv_bytes_per_token as f64,
-                y: p.mean_kl,
-                label: p.label.clone(),
-            })
-            .collect(),
+        series: vec![PlotSeries {
+            name: "KV cache settings".into(),
+            points: points
+                .iter()
+                .map(|p| PlotPoint {
+                    x: p.kv_bytes_per_token as f64,
+                    y: p.mean_kl,
+                    label: p.label.clone(),
+                })
+                .collect(),
+        }],
+        lines: true,
         marked,
+        ..PlotData::default()
     };
     let rows = points
         .into_iter()

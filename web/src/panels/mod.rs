@@ -7,6 +7,7 @@ pub mod cost;
 pub mod heatmaps;
 pub mod importance;
 pub mod input;
+pub mod lesson;
 pub mod model;
 pub mod notices;
 pub mod output;

@@ -1,0 +1,295 @@
+//! Lessons in the page: every built-in lesson runs step by step in headless Chromium on the
+//! page's engine, each measurement finishes with a plot, and each measured number lands in the
+//! range the lesson claims; `lesson=…&step=N` opens a step, the arrow keys move between steps,
+//! `embed=1` (also inside an `<iframe>`) shows only what the lesson uses, and an unknown lesson
+//! gives a message and the list.
+
+use std::time::Duration;
+
+use attn_e2e::{dist_dir, repo_root, Browser, StaticServer, WebGpu};
+use attn_model::Lesson;
+
+const LOAD: Duration = Duration::from_secs(120);
+const MEASURE: Duration = Duration::from_secs(300);
+
+fn lessons() -> Vec<Lesson> {
+    let dir = repo_root().join("static/lessons");
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    index["lessons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| {
+            let path = dir.join(format!("{}.json", id.as_str().unwrap()));
+            Lesson::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// `document.querySelector` in the page, or inside its first iframe when `frame`.
+fn query(frame: bool, selector: &str) -> String {
+    let doc = if frame {
+        "document.querySelector('iframe').contentDocument"
+    } else {
+        "document"
+    };
+    format!("{doc}.querySelector('{selector}')")
+}
+
+/// Walks through every step of `lesson` (open at step 1), running each measurement; returns
+/// the failures (a number outside its claimed range).
+fn walk(b: &Browser, lesson: &Lesson, frame: bool) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (n, step) in lesson.steps.iter().enumerate() {
+        let at = query(
+            frame,
+            &format!("[data-testid=lesson-step][data-step=\"{}\"]", n + 1),
+        );
+        b.wait_for(
+            &format!("{} step {}", lesson.id, n + 1),
+            &format!("return !!{at}"),
+            LOAD,
+        );
+        if step.measure.is_some() {
+            let button = query(frame, "[data-testid=lesson-measure]");
+            b.wait_for(
+                &format!("{} step {}: the step's model and input", lesson.id, n + 1),
+                &format!("const e = {button}; return e && !e.disabled"),
+                LOAD,
+            );
+            b.eval(&format!("{button}.click()"));
+            let done = b.wait_for(
+                &format!("{} step {}: the measurement", lesson.id, n + 1),
+                &format!(
+                    "const error = {}; if (error) return 'error: ' + error.textContent;
+                     const plot = {}; return plot ? 'plot' : ''",
+                    query(frame, "[data-testid=lesson-measure-error]"),
+                    query(frame, "[data-testid=lesson-step] [data-testid=plot]")
+                ),
+                MEASURE,
+            );
+            assert_eq!(done, "plot", "{} step {}", lesson.id, n + 1);
+            let points = b.eval(&format!(
+                "return Number({}.getAttribute('data-points'))",
+                query(frame, "[data-testid=lesson-step] [data-testid=plot]")
+            ));
+            assert!(
+                points.as_f64().unwrap() >= 1.0,
+                "{} step {}: a plot with points",
+                lesson.id,
+                n + 1
+            );
+            let doc = if frame {
+                "document.querySelector('iframe').contentDocument"
+            } else {
+                "document"
+            };
+            let values: Vec<f64> = serde_json::from_value(b.eval(&format!(
+                "return [...{doc}.querySelectorAll('[data-testid=lesson-result]')].map(e => Number(e.getAttribute('data-value')))"
+            )))
+            .unwrap();
+            assert_eq!(
+                values.len(),
+                step.results.len(),
+                "{} step {}: one number per result",
+                lesson.id,
+                n + 1
+            );
+            for (spec, value) in step.results.iter().zip(values) {
+                println!(
+                    "{} step {}: {} = {value:.4} (claims {})",
+                    lesson.id,
+                    n + 1,
+                    spec.label,
+                    spec.range_text()
+                );
+                if !spec.holds(value) {
+                    failures.push(format!(
+                        "{} step {}: {} = {value}, claimed {}",
+                        lesson.id,
+                        n + 1,
+                        spec.label,
+                        spec.range_text()
+                    ));
+                }
+            }
+            if !frame && lesson.id == "hopfield-beta" && n == 0 {
+                // The README's picture of a lesson (docs/lesson.png is a copy).
+                b.screenshot("lesson-hopfield-beta");
+            }
+        }
+        if n + 1 < lesson.steps.len() {
+            b.eval(&format!(
+                "{}.click()",
+                query(frame, "[data-testid=lesson-next]")
+            ));
+        }
+    }
+    failures
+}
+
+#[test]
+fn every_lesson_runs_in_the_page_and_reproduces_its_claims() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Enabled);
+    let lessons = lessons();
+    assert!(lessons.len() >= 8);
+    // The list names every lesson.
+    b.goto(&server.url("index.html"));
+    let listed = b.wait_for(
+        "the lesson list",
+        "return [...document.querySelectorAll('[data-testid=lesson-list] [data-lesson-id]')].map(e => e.getAttribute('data-lesson-id')).join(' ')",
+        LOAD,
+    );
+    let ids: Vec<&str> = lessons.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(listed, ids.join(" "));
+    let mut failures = Vec::new();
+    for lesson in &lessons {
+        b.goto(&server.url(&format!("index.html?lesson={}&embed=1", lesson.id)));
+        let title = b.wait_for(
+            "the lesson's title",
+            "const e = document.querySelector('[data-testid=lesson-title]'); return e ? e.textContent : ''",
+            LOAD,
+        );
+        assert_eq!(title, lesson.title.as_str());
+        failures.extend(walk(&b, lesson, false));
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn a_lesson_runs_on_the_gpu_engine_too() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Enabled);
+    let lesson = lessons().into_iter().find(|l| l.id == "one-head").unwrap();
+    b.goto(&server.url("index.html?lesson=one-head&engine=gpu"));
+    b.wait_for(
+        "the GPU engine",
+        "const e = document.querySelector('[data-testid=engine-badge]'); return e && /GPU engine/.test(e.textContent)",
+        LOAD,
+    );
+    let failures = walk(&b, &lesson, false);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn steps_open_by_url_and_keys_and_embed_mode_shows_only_the_lesson() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Enabled);
+    // Step 2 of a lesson that uses the controls but not the head-importance panel.
+    b.open_page(&server, "?lesson=sharing-kv&step=2&embed=1", LOAD);
+    b.wait_for(
+        "step 2",
+        "return !!document.querySelector('[data-testid=lesson-step][data-step=\"2\"]')",
+        LOAD,
+    );
+    let shown = |testid: &str| {
+        b.eval(&format!(
+            "return !!document.querySelector('[data-testid={testid}]')"
+        ))
+        .as_bool()
+        .unwrap()
+    };
+    assert!(!shown("model-select"), "embed mode hides the model list");
+    assert!(!shown("app-title"), "and the page's header");
+    assert!(
+        !shown("rank-heads"),
+        "and the panels the lesson does not use"
+    );
+    assert!(shown("kv-groups"), "but keeps the controls it uses");
+    // The arrow keys move between steps; the URL follows.
+    let key = |k: &str| {
+        b.eval(&format!(
+            "document.body.dispatchEvent(new KeyboardEvent('keydown', {{key: '{k}', bubbles: true}}))"
+        ));
+    };
+    key("ArrowRight");
+    b.wait_for(
+        "step 3",
+        "return !!document.querySelector('[data-testid=lesson-step][data-step=\"3\"]')",
+        LOAD,
+    );
+    b.wait_for(
+        "step=3 in the URL",
+        "return location.search.includes('step=3')",
+        LOAD,
+    );
+    // Step 3 runs on the model trained with one key/value head.
+    b.wait_for(
+        "the step's model",
+        "return location.search.includes('model=sort-mqa')",
+        LOAD,
+    );
+    key("ArrowLeft");
+    b.wait_for(
+        "back to step 2",
+        "return !!document.querySelector('[data-testid=lesson-step][data-step=\"2\"]')",
+        LOAD,
+    );
+    // Without embed=1 the whole page is there, the lesson on top.
+    b.open_page(&server, "?lesson=few-heads", LOAD);
+    assert!(shown("model-select") && shown("rank-heads") && shown("lesson-title"));
+    // Closing the lesson shows the list.
+    b.eval("document.querySelector('[data-testid=lesson-close]').click()");
+    b.wait_for(
+        "the list",
+        "return document.querySelectorAll('[data-testid=lesson-list] li').length >= 8",
+        LOAD,
+    );
+}
+
+#[test]
+fn a_lesson_embedded_in_an_iframe_shows_just_the_experiment_and_runs() {
+    let dir = std::env::temp_dir().join(format!("attn-e2e-iframe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("slides.html"),
+        "<!doctype html><html><body><h1>Slides</h1>\
+         <iframe src=\"/index.html?lesson=hopfield-beta&embed=1\" width=\"900\" height=\"900\"></iframe>\
+         </body></html>",
+    )
+    .unwrap();
+    let server = StaticServer::start_with(dist_dir(), Some(dir.clone()));
+    let b = Browser::start(WebGpu::Enabled);
+    b.goto(&server.url("_test/slides.html"));
+    let lesson = lessons()
+        .into_iter()
+        .find(|l| l.id == "hopfield-beta")
+        .unwrap();
+    b.wait_for(
+        "the lesson inside the iframe",
+        "const d = document.querySelector('iframe').contentDocument; return !!(d && d.querySelector('[data-testid=lesson-title]'))",
+        LOAD,
+    );
+    let hidden = b.eval(&format!(
+        "return !{} && !{}",
+        query(true, "[data-testid=model-select]"),
+        query(true, "[data-testid=app-title]")
+    ));
+    assert_eq!(
+        hidden, true,
+        "the iframe shows only the lesson and what it uses"
+    );
+    let failures = walk(&b, &lesson, true);
+    assert!(failures.is_empty(), "{failures:#?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_unknown_lesson_gives_a_message_and_the_list() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Enabled);
+    b.open_page(&server, "?lesson=no-such-lesson", LOAD);
+    let message = b.wait_for(
+        "the message",
+        "const e = document.querySelector('[data-testid=lesson-error]'); return e ? e.textContent : ''",
+        LOAD,
+    );
+    assert!(
+        message.as_str().unwrap().contains("no-such-lesson"),
+        "{message}"
+    );
+    let items = b.eval("return document.querySelectorAll('[data-testid=lesson-list] li').length");
+    assert!(items.as_u64().unwrap() >= 8);
+}

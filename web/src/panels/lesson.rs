@@ -1,0 +1,332 @@
+//! Lessons: the list of built-in lessons (`lessons/index.json`, one JSON file each, format in
+//! `docs/LESSONS.md`), and the open lesson's step — its text, the question to predict, the
+//! measurement run in the worker, the measured numbers beside the claimed ranges, and a plot.
+//! A step sets the page (model, input, variant); `?lesson=ID&step=N` opens one, the arrow keys
+//! move between steps, and `embed=1` keeps only what the lesson uses.
+
+use attn_model::lesson::{Experiment, LessonStep};
+use attn_model::{Lesson, Measured, Variant};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::app::load_builtin;
+use crate::browser;
+use crate::controller::Controller;
+use crate::manifest::ModelEntry;
+use crate::panels::plot::{Plot, PlotData, PlotPoint, PlotSeries};
+use crate::state::Ui;
+
+/// Where the lessons live, relative to the page.
+const LESSONS_BASE: &str = "lessons/";
+
+/// Reads the lesson list and every lesson; a lesson that cannot be read is left out with a
+/// notice.
+pub fn load_lessons(ui: Ui) {
+    spawn_local(async move {
+        let index = browser::fetch_text(&format!("{LESSONS_BASE}index.json"))
+            .await
+            .and_then(|t| {
+                let v: serde_json::Value =
+                    serde_json::from_str(&t).map_err(|e| format!("lessons/index.json: {e}"))?;
+                Ok(v["lessons"]
+                    .as_array()
+                    .map(|ids| {
+                        ids.iter()
+                            .filter_map(|id| id.as_str().map(str::to_string))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default())
+            });
+        let ids = match index {
+            Ok(ids) => ids,
+            Err(e) => {
+                ui.notices
+                    .update(|n| n.push(format!("The lessons could not be read: {e}")));
+                Vec::new()
+            }
+        };
+        let mut lessons = Vec::new();
+        for id in ids {
+            let lesson = browser::fetch_text(&format!("{LESSONS_BASE}{id}.json"))
+                .await
+                .and_then(|t| Lesson::from_json(&t).map_err(|e| e.to_string()));
+            match lesson {
+                Ok(l) => lessons.push(l),
+                Err(e) => ui
+                    .notices
+                    .update(|n| n.push(format!("Lesson {id:?} could not be read: {e}"))),
+            }
+        }
+        ui.lessons.set(lessons);
+        ui.lessons_loaded.set(true);
+    });
+}
+
+/// The manifest entry a step runs on, with the step's input as its first example (what
+/// `install` puts in the input box).
+fn entry_for(ui: Ui, step: &LessonStep) -> Option<ModelEntry> {
+    let mut entry = ui
+        .manifest
+        .with_untracked(|m| m.iter().find(|e| e.id == step.model).cloned())?;
+    if let Some(prompt) = &step.prompt {
+        entry.examples.retain(|e| e != prompt);
+        entry.examples.insert(0, prompt.clone());
+    }
+    Some(entry)
+}
+
+/// Puts the page in the state a step describes: its model (loaded when another one is shown),
+/// its input and its variant.
+pub fn apply_step(ui: Ui, ctl: Controller, step: &LessonStep) {
+    ctl.cancel_measurement(ui);
+    ui.measured.set(None);
+    let Some(entry) = entry_for(ui, step) else {
+        ui.error.set(Some(format!(
+            "This step runs on the built-in model {:?}, which is not in the model list.",
+            step.model
+        )));
+        return;
+    };
+    if ui.model_id.get_untracked().as_deref() == Some(step.model.as_str())
+        && ui.opening.with_value(Option::is_none)
+    {
+        if let Some(prompt) = entry.examples.first() {
+            ui.prompt.set(prompt.clone());
+        }
+        ui.variant.set(step.variant.clone());
+    } else {
+        // The variant waits for the model: it may not fit the one shown now.
+        ui.variant.set(Variant::default());
+        ui.pending_variant.set_value(Some(step.variant.clone()));
+        load_builtin(ui, ctl, entry);
+    }
+}
+
+/// Opens step `n` of the open lesson.
+fn go_to(ui: Ui, n: usize) {
+    ui.lesson_step.set(n);
+}
+
+/// Arrow keys move between steps, unless the focus is in a text field.
+pub fn keyboard(ui: Ui) {
+    let _ = window_event_listener(leptos::ev::keydown, move |ev| {
+        let typing = ev
+            .target()
+            .and_then(|t| {
+                use wasm_bindgen::JsCast;
+                t.dyn_into::<web_sys::Element>().ok()
+            })
+            .is_some_and(|el| matches!(el.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT"));
+        if typing || ev.alt_key() || ev.ctrl_key() || ev.meta_key() {
+            return;
+        }
+        let Some(lesson) = ui.lesson() else { return };
+        let step = ui.lesson_step.get_untracked();
+        match ev.key().as_str() {
+            "ArrowRight" if step + 1 < lesson.steps.len() => go_to(ui, step + 1),
+            "ArrowLeft" if step > 0 => go_to(ui, step - 1),
+            _ => {}
+        }
+    });
+}
+
+#[component]
+pub fn LessonPanel() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    move || {
+        let loaded = ui.lessons_loaded.get();
+        match (ui.lesson_id.get(), ui.lesson()) {
+            (None, _) => lesson_list(ui).into_any(),
+            (Some(_), Some(lesson)) => lesson_view(ui, lesson).into_any(),
+            (Some(_), None) if !loaded => {
+                view! { <p class="muted">"Loading the lesson…"</p> }.into_any()
+            }
+            (Some(id), None) => view! {
+                <p class="error" data-testid="lesson-error">
+                    {format!("There is no lesson called {id:?}. These are the lessons:")}
+                </p>
+                {lesson_list(ui)}
+            }
+            .into_any(),
+        }
+    }
+}
+
+/// The built-in lessons, each opening at its first step.
+fn lesson_list(ui: Ui) -> impl IntoView {
+    let items = move || {
+        ui.lessons
+            .get()
+            .into_iter()
+            .map(|l| {
+                let id = l.id.clone();
+                view! {
+                    <li data-lesson-id=l.id.clone()>
+                        <button class="link" on:click=move |_| {
+                            ui.lesson_step.set(0);
+                            ui.lesson_id.set(Some(id.clone()));
+                        }>{l.title.clone()}</button>
+                        " — " {l.summary.clone()}
+                    </li>
+                }
+            })
+            .collect_view()
+    };
+    view! {
+        <h2>"Lessons"</h2>
+        <p class="muted">"Guided experiments: each reproduces a research claim about multi-head attention live on a built-in model, with the number it measures beside what the paper reports."</p>
+        <ul class="lessons" data-testid="lesson-list">{items}</ul>
+    }
+}
+
+fn lesson_view(ui: Ui, lesson: Lesson) -> impl IntoView {
+    let ctl = expect_context::<Controller>();
+    let count = lesson.steps.len();
+    let n = ui.lesson_step.get().min(count - 1);
+    let step = lesson.steps[n].clone();
+    let paragraphs = step
+        .text
+        .split("\n\n")
+        .map(|p| view! { <p>{p.to_string()}</p> })
+        .collect_view();
+    let measurement = step.measure.clone();
+    let model = step.model.clone();
+    let ready = move || {
+        ui.model_id.get().as_deref() == Some(model.as_str())
+            && ui.loading.get().is_none()
+            && !ui.tokens.with(Vec::is_empty)
+            && ui.measuring.get().is_none()
+    };
+    let measure_button = measurement.clone().map(|m| {
+        view! {
+            <p>
+                <button data-testid="lesson-measure" disabled=move || !ready()
+                    on:click=move |_| ctl.measure(ui, m.clone())>"Run the experiment"</button>
+                {move || ui.measuring.get().map(|s| view! {
+                    <span class="progress" data-testid="lesson-progress">
+                        {if s.total > 0 { format!(" Measuring… {} of {} forwards ", s.done, s.total) } else { " Measuring… ".to_string() }}
+                        <button on:click=move |_| ctl.cancel_measurement(ui)>"Cancel"</button>
+                    </span>
+                })}
+            </p>
+        }
+    });
+    let results_step = step.clone();
+    let results = move || {
+        let measured = ui.measured.get()?;
+        Some(match measured {
+            Err(e) => {
+                view! { <p class="error" data-testid="lesson-measure-error">{e}</p> }.into_any()
+            }
+            Ok(m) => measured_view(&results_step, m).into_any(),
+        })
+    };
+    // The same page without `embed=1`, for the link out of an iframe.
+    let open_full = move || {
+        let mut state = ui.page_state();
+        state.embed = false;
+        format!("?{}", browser::encode_query(&state.to_pairs()))
+    };
+    view! {
+        <div class="lesson-head">
+            <h2 data-testid="lesson-title">{lesson.title.clone()}</h2>
+            <button class="link" data-testid="lesson-close" on:click=move |_| ui.lesson_id.set(None)>"All lessons"</button>
+            {ui.embed.then(|| view! { <a href=open_full target="_blank" rel="noopener">"Open in the playground"</a> })}
+        </div>
+        <p class="muted source">{lesson.source.clone()}</p>
+        <section class="lesson-step" data-testid="lesson-step" data-step=(n + 1).to_string()>
+            <h3>{format!("Step {} of {count}: {}", n + 1, step.title)}</h3>
+            {paragraphs}
+            {step.ask.clone().map(|q| view! { <p class="ask"><strong>"Predict: "</strong>{q}</p> })}
+            {measure_button}
+            {results}
+        </section>
+        <nav class="lesson-nav">
+            <button data-testid="lesson-prev" disabled={n == 0} on:click=move |_| go_to(ui, n.saturating_sub(1))>"← Previous"</button>
+            <span class="muted">{format!("{} / {count}", n + 1)}</span>
+            <button data-testid="lesson-next" disabled={n + 1 >= count} on:click=move |_| go_to(ui, n + 1)>"Next →"</button>
+        </nav>
+    }
+}
+
+/// The step's numbers (each against its claimed range), what the paper reports, and the plot.
+fn measured_view(step: &LessonStep, m: Measured) -> impl IntoView {
+    let results = step
+        .results
+        .iter()
+        .map(|spec| match m.result(spec) {
+            Ok(value) => {
+                let holds = spec.holds(value);
+                view! {
+                    <li data-testid="lesson-result" data-value=value.to_string() class:holds=holds class:differs=!holds>
+                        {format!("{}: ", spec.label)}<strong>{format!("{value:.3}")}</strong>
+                        {format!(" — the lesson claims {}: {}", spec.range_text(),
+                            if holds { "✓ reproduced" } else { "✗ not reproduced on this input" })}
+                    </li>
+                }
+                .into_any()
+            }
+            Err(e) => view! { <li class="error">{format!("{}: {e}", spec.label)}</li> }.into_any(),
+        })
+        .collect_view();
+    let lines = step.measure.as_ref().is_some_and(|s| {
+        !matches!(
+            s.experiment,
+            Experiment::Ablate { .. } | Experiment::EachHead | Experiment::Variants { .. }
+        )
+    });
+    let bands = step
+        .measure
+        .as_ref()
+        .map(|s| {
+            s.bands
+                .iter()
+                .map(|b| (b.from, b.to, b.label.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let data = PlotData {
+        name: step.title.to_lowercase().replace(' ', "-"),
+        x_label: m.x_label.clone(),
+        y_label: m.y_label.clone(),
+        series: m
+            .series
+            .iter()
+            .map(|s| PlotSeries {
+                name: s.name.clone(),
+                points: s
+                    .points
+                    .iter()
+                    .map(|p| PlotPoint {
+                        x: p.x,
+                        y: p.y,
+                        label: p.label.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        lines,
+        x_log: m.x_log,
+        marked: None,
+        reference: Some((m.unmodified, "unmodified".into())),
+        bands,
+    };
+    let points = m
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .map(|p| view! { <tr><th>{p.label.clone()}</th><td>{format!("{:.4}", p.y)}</td></tr> })
+        .collect_view();
+    view! {
+        <ul class="lesson-results">{results}</ul>
+        {step.reported.clone().map(|r| view! { <p class="reported"><strong>"The paper: "</strong>{r}</p> })}
+        <Plot data=data />
+        <details>
+            <summary>"Every point"</summary>
+            <table class="analysis" data-testid="lesson-points">
+                <tr><th>"unmodified"</th><td>{format!("{:.4}", m.unmodified)}</td></tr>
+                {points}
+            </table>
+        </details>
+    }
+}
