@@ -236,7 +236,7 @@ impl ModelBuffers {
 
 /// What a variant changes in the weights.
 pub(crate) struct VariantBuffers {
-    /// Per layer, the key and value projections after `kv_groups` pooling and `kv_rank`
+    /// Per layer, the key and value projections after `kv_groups` pooling, `kv_rank` or `kv_pca`
     /// truncation; `None` when the variant keeps the model's own.
     pub(crate) kv: Option<Vec<(LinearBuffers, LinearBuffers)>>,
     /// The random features `ω`, `[layer][head][feature][d_head]`.
@@ -249,8 +249,7 @@ pub(crate) struct VariantBuffers {
 impl VariantBuffers {
     pub(crate) fn upload(ctx: &GpuContext, prepared: &PreparedModel) -> Result<Self> {
         let mut up = Uploader { ctx, bytes: 0 };
-        let v = &prepared.variant;
-        let kv = if v.kv_groups.is_some() || v.kv_rank.is_some() {
+        let kv = if prepared.weight_settings().changes_kv() {
             let mut layers = Vec::with_capacity(prepared.config.n_layer);
             for i in 0..prepared.config.n_layer {
                 layers.push((

@@ -119,8 +119,8 @@ pub enum Experiment {
     },
     /// Drop more and more attention layers in each order: the metric against layers dropped.
     DropLayers { orders: Vec<LayerOrder> },
-    /// Every `kv_groups` that divides the key/value heads and a halving series of `kv_rank`:
-    /// the metric against KV-cache bytes per token.
+    /// Every `kv_groups` that divides the key/value heads and halving series of `kv_rank` and
+    /// `kv_pca`: the metric against KV-cache bytes per token.
     KvCache,
 }
 
@@ -199,6 +199,7 @@ pub enum Setting {
     RandomFeatures,
     KvGroups,
     KvRank,
+    KvPca,
     TopK,
     Window,
 }
@@ -218,6 +219,7 @@ impl Setting {
             }
             Setting::KvGroups => v.kv_groups = Some(n),
             Setting::KvRank => v.kv_rank = Some(n),
+            Setting::KvPca => v.kv_pca = Some(n),
             Setting::TopK => v.top_k = Some(n),
             Setting::Window => v.window = Some(n),
         }
@@ -231,6 +233,7 @@ impl Setting {
             Setting::RandomFeatures => "random features m",
             Setting::KvGroups => "key/value heads",
             Setting::KvRank => "joint K/V rank",
+            Setting::KvPca => "PCA components per K/V head",
             Setting::TopK => "keys kept (top-k)",
             Setting::Window => "window",
         }
@@ -857,16 +860,21 @@ async fn measure<E: Engine>(
             ("attention layers dropped".to_string(), false, plan)
         }
         Experiment::KvCache => {
-            let settings =
-                tradeoff_variants(config.kv_heads(), Variant::default().max_kv_rank(&config));
+            let settings = tradeoff_variants(
+                config.kv_heads(),
+                Variant::default().max_kv_rank(&config),
+                config.d_head(),
+            );
             let plan = settings
                 .into_iter()
                 .skip(1)
                 .map(|(label, variant)| Planned {
                     series: if variant.kv_groups.is_some() {
                         "fewer key/value heads".into()
-                    } else {
+                    } else if variant.kv_rank.is_some() {
                         "lower K/V rank".into()
+                    } else {
+                        "fewer PCA components".into()
                     },
                     x: 0.0,
                     label,

@@ -23,6 +23,8 @@ pub struct WeightSettings {
     pub kv_groups: Option<usize>,
     /// Rank of the joint `[W_k | W_v]` after truncation.
     pub kv_rank: Option<usize>,
+    /// Principal components kept per key/value head.
+    pub kv_pca: Option<usize>,
     /// Random features `(m, seed)` of the random-feature kernel.
     pub random_features: Option<(usize, u64)>,
 }
@@ -33,6 +35,7 @@ impl WeightSettings {
         WeightSettings {
             kv_groups: variant.kv_groups,
             kv_rank: variant.kv_rank,
+            kv_pca: variant.kv_pca,
             random_features: match variant.kernel() {
                 Kernel::RandomFeatures {
                     random_features,
@@ -45,7 +48,7 @@ impl WeightSettings {
 
     /// Whether these settings change the key/value projections.
     pub fn changes_kv(&self) -> bool {
-        self.kv_groups.is_some() || self.kv_rank.is_some()
+        self.kv_groups.is_some() || self.kv_rank.is_some() || self.kv_pca.is_some()
     }
 }
 
@@ -133,7 +136,8 @@ impl PreparedModel {
         let variant = variant.normalised();
         let settings = WeightSettings::of(&variant);
         let previous = self.weight_settings();
-        let kv = if (settings.kv_groups, settings.kv_rank) == (previous.kv_groups, previous.kv_rank)
+        let kv = if (settings.kv_groups, settings.kv_rank, settings.kv_pca)
+            == (previous.kv_groups, previous.kv_rank, previous.kv_pca)
         {
             self.kv.clone()
         } else {
@@ -178,7 +182,10 @@ pub fn prepare(model: &Arc<Model>, variant: &Variant) -> Result<PreparedModel> {
 
 /// The pooled / truncated key and value projections of every layer, when the settings ask for
 /// any.
-fn kv_overlay(model: &Model, settings: &WeightSettings) -> Result<Option<Arc<Vec<KvProjection>>>> {
+fn kv_overlay(
+    model: &Arc<Model>,
+    settings: &WeightSettings,
+) -> Result<Option<Arc<Vec<KvProjection>>>> {
     if !settings.changes_kv() {
         return Ok(None);
     }
@@ -201,7 +208,173 @@ fn kv_overlay(model: &Model, settings: &WeightSettings) -> Result<Option<Arc<Vec
         }
         layers.push(KvProjection { k, v });
     }
+    if let Some(components) = settings.kv_pca {
+        let calibration = calibration_inputs(model);
+        project_on_principal_components(model, &mut layers, &calibration, components)?;
+    }
     Ok(Some(Arc::new(layers)))
+}
+
+/// How many tokens of each calibration input PCA uses at most.
+const CALIBRATION_TOKENS: usize = 128;
+
+/// The calibration text of per-head PCA (`kv_pca`): the model's example inputs (its metadata's
+/// `example_inputs`, through its tokenizer), each cut to the context and to
+/// [`CALIBRATION_TOKENS`]; for a model without examples or tokenizer, the role probe (random
+/// tokens, a stretch repeated; [`crate::roles::role_probe`]).
+pub fn calibration_inputs(model: &Model) -> Vec<Vec<u32>> {
+    let c = &model.config;
+    let limit = c.n_ctx.min(CALIBRATION_TOKENS);
+    let examples: Vec<Vec<u32>> = model
+        .tokenizer
+        .clone()
+        .and_then(|spec| crate::Tokenizer::from_spec(spec).ok())
+        .zip(
+            model
+                .metadata
+                .get("example_inputs")
+                .and_then(|e| e.as_array()),
+        )
+        .map(|(tokenizer, examples)| {
+            examples
+                .iter()
+                .filter_map(|e| tokenizer.encode(e.as_str()?).ok())
+                .map(|mut ids| {
+                    ids.truncate(limit);
+                    ids
+                })
+                .filter(|ids| ids.len() > 1 && ids.iter().all(|&t| (t as usize) < c.vocab_size))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !examples.is_empty() {
+        return examples;
+    }
+    crate::roles::role_probe(c.vocab_size, limit, 0)
+        .into_iter()
+        .map(|mut ids| {
+            ids.truncate(limit);
+            ids
+        })
+        .collect()
+}
+
+/// Per-head PCA of keys and values (MatryoshkaKV-style, fitted post hoc): runs the unmodified
+/// model on `calibration`, computes every layer's keys and values from its attention input with
+/// the projections in `layers` (already pooled, if pooling), and for each key/value head keeps
+/// the `components` principal directions of its centred samples (`U`, `d_head × r`, from an SVD
+/// in f64). With `P = U Uᵀ` and the samples' mean `μ`, `k ↦ μ + (k − μ) P` becomes
+/// `W ← W P`, `b ← b P + μ (I − P)`: the cache holds the `r` coordinates `(k − μ) U` per head,
+/// and the basis rebuilds `k` from them. Keys are fitted before the rotary embedding.
+pub fn project_on_principal_components(
+    model: &Arc<Model>,
+    layers: &mut [KvProjection],
+    calibration: &[Vec<u32>],
+    components: usize,
+) -> Result<()> {
+    let c = &model.config;
+    let base = prepare(model, &Variant::default())?;
+    let hooks = crate::engine::Hooks {
+        capture: (0..c.n_layer)
+            .map(|layer| crate::engine::HookPoint::ResidPre { layer })
+            .collect(),
+        replace: Vec::new(),
+    };
+    // Every layer's attention input, all calibration positions stacked.
+    let mut inputs: Vec<Vec<f32>> = vec![Vec::new(); c.n_layer];
+    let mut rows = 0;
+    for tokens in calibration {
+        let (_, captured) = crate::forward::forward_hooked(&base, tokens, &hooks)?;
+        for (layer, (_, resid)) in captured.into_iter().enumerate() {
+            let block = &model.blocks[layer];
+            inputs[layer].extend(crate::linalg::norm(
+                &resid,
+                &block.attn_norm,
+                c.norm,
+                c.layer_norm_eps,
+            ));
+        }
+        rows += tokens.len();
+    }
+    let d_head = c.d_head();
+    for (layer, kv) in layers.iter_mut().enumerate() {
+        for projection in [&mut kv.k, &mut kv.v] {
+            let samples = crate::linalg::linear(&inputs[layer], rows, projection);
+            let width = projection.d_out;
+            let weight = projection.weight.make_f32();
+            let bias = projection.bias.get_or_insert_with(|| vec![0.0; width]);
+            for head in 0..width / d_head {
+                let cols = head * d_head..(head + 1) * d_head;
+                let (mean, basis) =
+                    principal_components(&samples, width, cols.clone(), components)?;
+                // P = U Uᵀ, d_head × d_head.
+                let p = |i: usize, j: usize| -> f64 {
+                    (0..components)
+                        .map(|r| basis[i * components + r] * basis[j * components + r])
+                        .sum()
+                };
+                let p: Vec<f64> = (0..d_head * d_head)
+                    .map(|ij| p(ij / d_head, ij % d_head))
+                    .collect();
+                let project = |row: &[f32]| -> Vec<f32> {
+                    (0..d_head)
+                        .map(|j| {
+                            (0..d_head)
+                                .map(|i| row[i] as f64 * p[i * d_head + j])
+                                .sum::<f64>() as f32
+                        })
+                        .collect()
+                };
+                for r in 0..projection.d_in {
+                    let row = &mut weight[r * width..(r + 1) * width][cols.clone()];
+                    let projected = project(row);
+                    row.copy_from_slice(&projected);
+                }
+                let b = &mut bias[cols.clone()];
+                let projected_b = project(b);
+                let mean_f32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+                let projected_mean = project(&mean_f32);
+                for j in 0..d_head {
+                    b[j] = projected_b[j] + (mean[j] as f32 - projected_mean[j]);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The mean and the first `components` principal directions (`d × r`, row-major, unit columns)
+/// of the columns `cols` of `samples` (`[rows, width]`), from an SVD of the centred samples.
+fn principal_components(
+    samples: &[f32],
+    width: usize,
+    cols: std::ops::Range<usize>,
+    components: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let d = cols.len();
+    let rows = samples.len() / width;
+    let mut mean = vec![0.0f64; d];
+    for r in 0..rows {
+        for (j, m) in mean.iter_mut().enumerate() {
+            *m += samples[r * width + cols.start + j] as f64;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= rows.max(1) as f64);
+    let centred = faer::Mat::<f64>::from_fn(rows, d, |r, j| {
+        samples[r * width + cols.start + j] as f64 - mean[j]
+    });
+    let svd = centred
+        .thin_svd()
+        .map_err(|e| ModelError::Variant(format!("kv_pca: the SVD did not converge ({e:?})")))?;
+    let v = svd.V();
+    let r = components.min(v.ncols());
+    let mut basis = vec![0.0f64; d * components];
+    for i in 0..d {
+        for k in 0..r {
+            basis[i * components + k] = v[(i, k)];
+        }
+    }
+    Ok((mean, basis))
 }
 
 /// What the KV cache holds per token under `variant`, in words: the KV meter's legend. `n_kv_head`
@@ -218,11 +391,15 @@ pub fn kv_cache_contents(
         d => format!("{} of {n_layer} layers ({d} dropped)", n_layer - d),
     };
     let heads = variant.kv_groups.unwrap_or(n_kv_head);
-    match variant.kv_rank {
-        Some(rank) => {
+    match (variant.kv_rank, variant.kv_pca) {
+        (Some(rank), _) => {
             format!("a rank-{rank} latent per token (K and V are rebuilt from it) × {layers}, f32")
         }
-        None => {
+        (None, Some(components)) => format!(
+            "K and V: 2 × {heads} heads × {components} of {d_head} PCA components (a fixed basis \
+             per head, fitted on calibration text, rebuilds them) × {layers}, f32"
+        ),
+        (None, None) => {
             let pooled = match variant.kv_groups {
                 Some(_) if heads != n_kv_head => format!(", pooled from {n_kv_head}"),
                 _ => String::new(),
@@ -288,9 +465,10 @@ fn assemble(
     for &[layer, head] in variant.heads.iter().flat_map(|h| &h.ablate) {
         ablated[layer * n_head + head] = true;
     }
-    let per_layer = match variant.kv_rank {
-        Some(rank) => rank * 4,
-        None => 2 * config.kv_heads() * d_head * 4,
+    let per_layer = match (variant.kv_rank, variant.kv_pca) {
+        (Some(rank), _) => rank * 4,
+        (None, Some(components)) => 2 * config.kv_heads() * components * 4,
+        (None, None) => 2 * config.kv_heads() * d_head * 4,
     };
     let kv_bytes_per_token = attention_dropped.iter().filter(|d| !**d).count() * per_layer;
     PreparedModel {

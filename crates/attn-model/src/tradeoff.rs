@@ -1,6 +1,7 @@
 //! The KV-cache / quality trade-off: every way the playground shrinks the key/value cache —
-//! pooling key/value heads (`kv_groups`, MHA → GQA → MQA) and cutting the joint K/V rank
-//! (`kv_rank`, an MLA-style latent) — run on one input and compared with the unmodified model.
+//! pooling key/value heads (`kv_groups`, MHA → GQA → MQA), cutting the joint K/V rank
+//! (`kv_rank`, an MLA-style latent) and keeping fewer principal components per head (`kv_pca`,
+//! MatryoshkaKV-style) — run on one input and compared with the unmodified model.
 //! The points of a bytes-against-KL plot (a Pareto front: lower-left is better).
 
 use serde::{Deserialize, Serialize};
@@ -24,9 +25,13 @@ pub struct TradeoffPoint {
 }
 
 /// The settings the sweep runs: the unmodified model; every `kv_groups` that divides the model's
-/// key/value heads, fewer than it has; and `kv_rank` at the full joint rank halved again and
-/// again down to 1.
-pub fn tradeoff_variants(n_kv_head: usize, max_kv_rank: usize) -> Vec<(String, Variant)> {
+/// key/value heads, fewer than it has; `kv_rank` at the full joint rank halved again and again
+/// down to 1; and `kv_pca` at `d_head` halved again and again down to 1.
+pub fn tradeoff_variants(
+    n_kv_head: usize,
+    max_kv_rank: usize,
+    d_head: usize,
+) -> Vec<(String, Variant)> {
     let mut out = vec![("unmodified".to_string(), Variant::default())];
     for groups in (1..n_kv_head).rev().filter(|g| n_kv_head % g == 0) {
         out.push((
@@ -47,6 +52,17 @@ pub fn tradeoff_variants(n_kv_head: usize, max_kv_rank: usize) -> Vec<(String, V
             },
         ));
         rank /= 2;
+    }
+    let mut components = d_head / 2;
+    while components >= 1 {
+        out.push((
+            format!("kv_pca {components}"),
+            Variant {
+                kv_pca: Some(components),
+                ..Variant::default()
+            },
+        ));
+        components /= 2;
     }
     out
 }
@@ -72,7 +88,11 @@ async fn sweep<E: Engine>(
     progress: &mut impl Progress,
 ) -> Result<Outcome<Vec<TradeoffPoint>>, E::Error> {
     let config = engine.model().config.clone();
-    let settings = tradeoff_variants(config.kv_heads(), Variant::default().max_kv_rank(&config));
+    let settings = tradeoff_variants(
+        config.kv_heads(),
+        Variant::default().max_kv_rank(&config),
+        config.d_head(),
+    );
     let readback = Readback::logits();
     let total = settings.len();
     let mut points = Vec::with_capacity(total);
@@ -105,8 +125,9 @@ mod tests {
 
     #[test]
     fn the_sweep_pools_heads_and_cuts_ranks_and_costs_what_each_variant_costs() {
-        // 4 key/value heads of 4 dims in a 16-wide model: groups 2 and 1, ranks 8, 4, 2, 1.
-        let labels: Vec<String> = tradeoff_variants(4, 16)
+        // 4 key/value heads of 4 dims in a 16-wide model: groups 2 and 1, ranks 8, 4, 2, 1,
+        // components 2, 1.
+        let labels: Vec<String> = tradeoff_variants(4, 16, 4)
             .into_iter()
             .map(|(l, _)| l)
             .collect();
@@ -119,7 +140,9 @@ mod tests {
                 "kv_rank 8",
                 "kv_rank 4",
                 "kv_rank 2",
-                "kv_rank 1"
+                "kv_rank 1",
+                "kv_pca 2",
+                "kv_pca 1"
             ]
         );
         let model = Model::random(ModelConfig::tiny(30), 4, 0.4).unwrap();

@@ -18,6 +18,7 @@ pub const VARIANT_KEYS: &[&str] = &[
     "drop",
     "kv_groups",
     "kv_rank",
+    "kv_pca",
 ];
 
 /// Encodes `variant` as `(key, value)` pairs; the unmodified model gives no pairs.
@@ -59,6 +60,9 @@ pub fn variant_to_query(variant: &Variant) -> Vec<(String, String)> {
     if let Some(r) = v.kv_rank {
         push("kv_rank", r.to_string());
     }
+    if let Some(r) = v.kv_pca {
+        push("kv_pca", r.to_string());
+    }
     pairs
 }
 
@@ -76,11 +80,13 @@ pub fn variant_from_query<'a>(
             problems.push(format!("ignored {key}={value:?}: {what}"));
         };
         match key {
-            "window" | "top_k" | "kv_groups" | "kv_rank" => match value.parse::<usize>() {
+            "window" | "top_k" | "kv_groups" | "kv_rank" | "kv_pca" => match value.parse::<usize>()
+            {
                 Ok(n) if n >= 1 => match key {
                     "window" => v.window = Some(n),
                     "top_k" => v.top_k = Some(n),
                     "kv_groups" => v.kv_groups = Some(n),
+                    "kv_pca" => v.kv_pca = Some(n),
                     _ => v.kv_rank = Some(n),
                 },
                 _ => bad("expected a whole number of at least 1"),
@@ -171,6 +177,8 @@ mod tests {
         assert_eq!(round_trip(&v), v.normalised());
         let linear = Variant::from_json(r#"{"kernel": "linear"}"#).unwrap();
         assert_eq!(round_trip(&linear), linear);
+        let pca = Variant::from_json(r#"{"kv_pca": 3, "kv_groups": 2}"#).unwrap();
+        assert_eq!(round_trip(&pca), pca);
         assert!(variant_to_query(&Variant::default()).is_empty());
     }
 

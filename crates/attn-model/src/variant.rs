@@ -92,6 +92,10 @@ pub struct Variant {
     /// Latent K/V: best rank-`r` approximation of each layer's `[W_k | W_v]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_rank: Option<usize>,
+    /// Per-head PCA of keys and values: each key/value head keeps this many principal
+    /// components, fitted on the model's calibration text (`prepare::calibration_inputs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_pca: Option<usize>,
     /// Attention temperature (Hopfield β); 1.0 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta: Option<f32>,
@@ -215,6 +219,19 @@ impl Variant {
             let max = self.max_kv_rank(config);
             if rank == 0 || rank > max {
                 return err(format!("kv_rank must be between 1 and {max}, got {rank}"));
+            }
+        }
+        if let Some(components) = self.kv_pca {
+            let d_head = config.d_head();
+            if components == 0 || components > d_head {
+                return err(format!(
+                    "kv_pca must be between 1 and d_head ({d_head}), got {components}"
+                ));
+            }
+            if self.kv_rank.is_some() {
+                return err(
+                    "kv_pca and kv_rank are two ways to compress the same cache: choose one".into(),
+                );
             }
         }
         Ok(())

@@ -265,6 +265,11 @@ fn the_kv_cache_contents_match_the_bytes_counted() {
             r#"{"kv_rank": 3, "drop_attention_layers": [0]}"#,
             "a rank-3 latent per token (K and V are rebuilt from it) × 1 of 2 layers (1 dropped), f32",
         ),
+        (
+            r#"{"kv_pca": 2}"#,
+            "K and V: 2 × 4 heads × 2 of 4 PCA components (a fixed basis per head, fitted on \
+             calibration text, rebuilds them) × 2 layers, f32",
+        ),
     ] {
         let variant = Variant::from_json(json).unwrap();
         let text = attn_model::prepare::kv_cache_contents(c.n_layer, c.kv_heads(), c.d_head(), &variant);
@@ -280,10 +285,12 @@ fn bytes(text: &str, variant: &Variant) -> usize {
         .split(|ch: char| !ch.is_ascii_digit())
         .filter_map(|n| n.parse().ok())
         .collect();
-    match variant.kv_rank {
+    match (variant.kv_rank, variant.kv_pca) {
         // rank, 3 → [rank, kept layers, all layers, dropped]; "f32" contributes 32.
-        Some(_) => n[0] * n[1] * 4,
-        None => {
+        (Some(_), _) => n[0] * n[1] * 4,
+        // [2, heads, components, d_head, layers, 32]
+        (None, Some(_)) => n[0] * n[1] * n[2] * n[4] * 4,
+        (None, None) => {
             let pooled = usize::from(text.contains("pooled"));
             // [2, heads, (from), dims, kept layers, …, 32]
             n[0] * n[1] * n[2 + pooled] * n[3 + pooled] * 4

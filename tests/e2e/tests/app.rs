@@ -452,12 +452,12 @@ fn an_input_longer_than_the_context_keeps_its_end_with_a_notice() {
 
 #[test]
 fn the_kv_cache_tradeoff_plots_every_setting_and_exports_svg_and_csv() {
-    // The induction model: 2 key/value heads of 32 dims in a 64-wide model → kv_groups 1 and
-    // kv_rank 32, 16, 8, 4, 2, 1, plus the unmodified model: 8 points. The current setting
-    // (kv_groups 1, set first) is marked.
+    // The induction model: 2 key/value heads of 32 dims in a 64-wide model → kv_groups 1,
+    // kv_rank 32, 16, 8, 4, 2, 1 and kv_pca 16, 8, 4, 2, 1, plus the unmodified model: 13
+    // points. The current setting (kv_groups 1, set first) is marked.
     let (_server, b, _) = open_loaded("?model=induction&engine=cpu&kv_groups=1");
     let rows = b.run_tool("run-kv-tradeoff", "tradeoff-table", LOAD);
-    assert_eq!(rows.len(), 1 + 8, "{rows:?}");
+    assert_eq!(rows.len(), 1 + 13, "{rows:?}");
     assert_eq!(rows[1][0], "unmodified");
     assert_eq!(rows[1][2], "0.0000");
     let drawn = b.eval(
@@ -465,7 +465,7 @@ fn the_kv_cache_tradeoff_plots_every_setting_and_exports_svg_and_csv() {
          return [p.dataset.points, p.querySelectorAll('circle.point').length,
                  !!p.querySelector('[data-testid=plot-marked]')]",
     );
-    assert_eq!(drawn, serde_json::json!(["8", 8, true]));
+    assert_eq!(drawn, serde_json::json!(["13", 13, true]));
     b.screenshot("15-kv-tradeoff");
     // Both exports, read back from the blob before the page revokes it.
     b.eval(
@@ -483,14 +483,14 @@ fn the_kv_cache_tradeoff_plots_every_setting_and_exports_svg_and_csv() {
     assert_eq!(downloads[0]["name"], "kv-cache-tradeoff.svg");
     let svg = downloads[0]["text"].as_str().unwrap();
     assert!(
-        svg.starts_with("<?xml") && svg.matches("<circle").count() >= 8,
+        svg.starts_with("<?xml") && svg.matches("<circle").count() >= 13,
         "{svg}"
     );
     assert_eq!(downloads[1]["name"], "kv-cache-tradeoff.csv");
     let csv = downloads[1]["text"].as_str().unwrap();
-    assert_eq!(csv.lines().count(), 1 + 8, "{csv}");
+    assert_eq!(csv.lines().count(), 1 + 13, "{csv}");
     assert!(
-        csv.starts_with("label,\"KV cache bytes per token\""),
+        csv.starts_with("series,label,\"KV cache bytes per token\""),
         "{csv}"
     );
 }

@@ -307,7 +307,7 @@ pub fn AnalysisPanel() -> impl IntoView {
             </p>
             <p>
                 <button data-testid="run-kv-tradeoff" disabled=busy on:click=move |_| ctl.analyse(ui, AnalysisTool::KvTradeoff)>"KV cache vs quality"</button>
-                " Every way to shrink the key/value cache — fewer key/value heads (MHA → GQA → MQA) or a lower joint K/V rank — run on this input: bytes per token against KL to the unmodified model. Lower left is better; the ring is your current setting."
+                " Every way to shrink the key/value cache — fewer key/value heads (MHA → GQA → MQA), a lower joint K/V rank (a latent) or fewer PCA components per head — run on this input: bytes per token against KL to the unmodified model. Lower left is better; the ring is your current setting."
             </p>
             <p>
                 <button data-testid="show-input-roles" aria-pressed=move || input_roles.get().to_string()
@@ -335,21 +335,37 @@ fn tradeoff_view(ui: Ui, points: Vec<attn_model::TradeoffPoint>) -> impl IntoVie
             r.comparison.as_ref().map_or(0.0, |c| c.mean_kl),
         ))
     });
+    // One series per way of shrinking the cache, so each line joins settings of one kind.
+    let kind = |p: &attn_model::TradeoffPoint| match (
+        p.variant.kv_groups,
+        p.variant.kv_rank,
+        p.variant.kv_pca,
+    ) {
+        (Some(_), _, _) => "fewer key/value heads",
+        (_, Some(_), _) => "lower K/V rank",
+        (_, _, Some(_)) => "fewer PCA components",
+        _ => "unmodified",
+    };
+    let mut series: Vec<PlotSeries> = Vec::new();
+    for p in &points {
+        let point = PlotPoint {
+            x: p.kv_bytes_per_token as f64,
+            y: p.mean_kl,
+            label: p.label.clone(),
+        };
+        match series.iter_mut().find(|s| s.name == kind(p)) {
+            Some(s) => s.points.push(point),
+            None => series.push(PlotSeries {
+                name: kind(p).into(),
+                points: vec![point],
+            }),
+        }
+    }
     let data = PlotData {
         name: "kv-cache-tradeoff".into(),
         x_label: "KV cache bytes per token".into(),
         y_label: "KL to the unmodified model (nats)".into(),
-        series: vec![PlotSeries {
-            name: "KV cache settings".into(),
-            points: points
-                .iter()
-                .map(|p| PlotPoint {
-                    x: p.kv_bytes_per_token as f64,
-                    y: p.mean_kl,
-                    label: p.label.clone(),
-                })
-                .collect(),
-        }],
+        series,
         lines: true,
         marked,
         ..PlotData::default()

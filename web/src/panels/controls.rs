@@ -50,6 +50,7 @@ pub fn Controls() -> impl IntoView {
             })
             .unwrap_or(1)
     };
+    let d_head = move || info().map(|i| i.d_head).unwrap_or(1);
     let kernel_value = move || match ui.variant.get().kernel() {
         Kernel::Named(KernelName::Softmax) => "softmax".to_string(),
         Kernel::Named(KernelName::Linear) => "linear".to_string(),
@@ -85,7 +86,31 @@ pub fn Controls() -> impl IntoView {
                 on:input=move |ev| {
                     let r = event_target_value(&ev).parse::<usize>().ok();
                     let max = max_rank();
-                    set(Box::new(move |v| v.kv_rank = r.filter(|&r| r < max)));
+                    set(Box::new(move |v| {
+                        v.kv_rank = r.filter(|&r| r < max);
+                        // A latent and per-head PCA compress the same cache: one at a time.
+                        if v.kv_rank.is_some() {
+                            v.kv_pca = None;
+                        }
+                    }));
+                } />
+            <label for="kv-pca">
+                "PCA components per K/V head: "
+                {move || ui.variant.get().kv_pca.map(|r| r.to_string()).unwrap_or_else(|| "all".into())}
+            </label>
+            <input id="kv-pca" data-testid="kv-pca" type="range" min="1"
+                title="Each key/value head keeps its first principal components, fitted on the model's example inputs (MatryoshkaKV-style)"
+                max=move || d_head().to_string()
+                prop:value=move || ui.variant.get().kv_pca.unwrap_or_else(d_head).to_string()
+                on:input=move |ev| {
+                    let r = event_target_value(&ev).parse::<usize>().ok();
+                    let max = d_head();
+                    set(Box::new(move |v| {
+                        v.kv_pca = r.filter(|&r| r < max);
+                        if v.kv_pca.is_some() {
+                            v.kv_rank = None;
+                        }
+                    }));
                 } />
             <p class="meter">"KV cache: "
                 <span data-testid="kv-bytes">{move || ui.current.get().map(|r| r.output.kv_bytes_per_token.to_string()).unwrap_or_default()}</span>

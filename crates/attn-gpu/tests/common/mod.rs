@@ -222,6 +222,8 @@ pub const VARIANTS: &[(&str, &str)] = &[
     ("mqa", r#"{"kv_groups": 1}"#),
     ("rank3", r#"{"kv_rank": 3}"#),
     ("gqa1_rank2", r#"{"kv_groups": 1, "kv_rank": 2}"#),
+    ("pca2", r#"{"kv_pca": 2}"#),
+    ("gqa2_pca1", r#"{"kv_groups": 2, "kv_pca": 1}"#),
     (
         "combo",
         r#"{"window": 5, "top_k": 3, "beta": 1.5, "heads": {"ablate": [[1, 0]], "mode": "mean"}}"#,
