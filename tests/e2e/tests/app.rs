@@ -339,6 +339,13 @@ fn every_variant_control_changes_the_output_and_the_url() {
     reset(&b);
     change_control(&b, "kernel", "random_features", "kernel=rf");
     reset(&b);
+    change_control(&b, "kv-pca", "1", "kv_pca=1");
+    let legend = b.eval("return document.querySelector('[data-testid=kv-contents]').textContent");
+    assert!(
+        legend.as_str().unwrap().contains("1 of 32 PCA components"),
+        "the KV meter says what is cached: {legend}"
+    );
+    reset(&b);
 
     // Dropping a layer's attention.
     b.eval("document.querySelector('[data-testid=drop-layer][data-layer=\"0\"]').click()");
