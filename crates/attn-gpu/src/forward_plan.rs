@@ -48,6 +48,8 @@ pub(crate) struct LaunchShape {
     kernel: AttnKernel,
     attention_dropped: Vec<bool>,
     mean_ablated: Vec<bool>,
+    /// Whether the routing proxy's launch is recorded (its `k` is a parameter).
+    routed: bool,
 }
 
 impl LaunchShape {
@@ -59,6 +61,7 @@ impl LaunchShape {
             mean_ablated: (0..c.n_layer)
                 .map(|layer| mean_ablated(prepared, layer, c.n_head))
                 .collect(),
+            routed: prepared.variant.route_heads.is_some(),
         }
     }
 }
@@ -717,6 +720,7 @@ fn attention_block(
         n.d_head,
         layer,
         mean_ablated,
+        prepared.variant.route_heads,
         &buffers,
     )?;
 

@@ -183,7 +183,8 @@ pub fn forward_hooked(
             let k_all = MatRef::new(&k, t_len, kv_heads * d_head);
             let v_all = MatRef::new(&v, t_len, kv_heads * d_head);
 
-            let mut z_all = vec![0.0f32; t_len * n_head * d_head];
+            // Every head's output (after ablation), then the routing proxy, then the hooks.
+            let mut heads_z = Vec::with_capacity(n_head);
             for head in 0..n_head {
                 let group = head / (n_head / kv_heads);
                 let q_h = q_all.columns(head * d_head, d_head);
@@ -211,6 +212,20 @@ pub fn forward_hooked(
                     head_out_norms[(layer * n_head + head) * t_len + t] =
                         row.iter().map(|v| v * v).sum::<f32>().sqrt();
                 }
+                heads_z.push(z);
+            }
+            if let Some(k) = prepared.variant.route_heads {
+                let norms = &head_out_norms[layer * n_head * t_len..(layer + 1) * n_head * t_len];
+                for t in 0..t_len {
+                    for (head, z) in heads_z.iter_mut().enumerate() {
+                        if routing_rank(norms, n_head, t_len, head, t) >= k {
+                            z[t * d_head..(t + 1) * d_head].fill(0.0);
+                        }
+                    }
+                }
+            }
+            let mut z_all = vec![0.0f32; t_len * n_head * d_head];
+            for (head, mut z) in heads_z.into_iter().enumerate() {
                 hook(HookPoint::HeadOutput { layer, head }, &mut z);
                 for t in 0..t_len {
                     let row = &z[t * d_head..(t + 1) * d_head];
@@ -272,6 +287,19 @@ pub fn forward_hooked(
         })
         .collect();
     Ok((output, captured))
+}
+
+/// Where head `head` ranks at position `t` for the routing proxy: how many heads of the layer
+/// write more (a larger output norm), or as much with a smaller index. `norms` is the layer's
+/// `[n_head, t_len]`. The GPU's `head_output.wgsl` (`route`) ranks the same way.
+pub fn routing_rank(norms: &[f32], n_head: usize, t_len: usize, head: usize, t: usize) -> usize {
+    let mine = norms[head * t_len + t];
+    (0..n_head)
+        .filter(|&h| {
+            let other = norms[h * t_len + t];
+            other > mine || (other == mine && h < head)
+        })
+        .count()
 }
 
 /// The output head on a residual stream `x` (`[t_len, d_model]`): the final norm, then the

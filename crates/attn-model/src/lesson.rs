@@ -200,6 +200,7 @@ pub enum Setting {
     KvGroups,
     KvRank,
     KvPca,
+    RouteHeads,
     TopK,
     Window,
 }
@@ -220,6 +221,7 @@ impl Setting {
             Setting::KvGroups => v.kv_groups = Some(n),
             Setting::KvRank => v.kv_rank = Some(n),
             Setting::KvPca => v.kv_pca = Some(n),
+            Setting::RouteHeads => v.route_heads = Some(n),
             Setting::TopK => v.top_k = Some(n),
             Setting::Window => v.window = Some(n),
         }
@@ -234,6 +236,7 @@ impl Setting {
             Setting::KvGroups => "key/value heads",
             Setting::KvRank => "joint K/V rank",
             Setting::KvPca => "PCA components per K/V head",
+            Setting::RouteHeads => "heads per token (routing proxy)",
             Setting::TopK => "keys kept (top-k)",
             Setting::Window => "window",
         }

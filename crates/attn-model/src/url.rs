@@ -19,6 +19,7 @@ pub const VARIANT_KEYS: &[&str] = &[
     "kv_groups",
     "kv_rank",
     "kv_pca",
+    "route",
 ];
 
 /// Encodes `variant` as `(key, value)` pairs; the unmodified model gives no pairs.
@@ -63,6 +64,9 @@ pub fn variant_to_query(variant: &Variant) -> Vec<(String, String)> {
     if let Some(r) = v.kv_pca {
         push("kv_pca", r.to_string());
     }
+    if let Some(k) = v.route_heads {
+        push("route", k.to_string());
+    }
     pairs
 }
 
@@ -80,17 +84,19 @@ pub fn variant_from_query<'a>(
             problems.push(format!("ignored {key}={value:?}: {what}"));
         };
         match key {
-            "window" | "top_k" | "kv_groups" | "kv_rank" | "kv_pca" => match value.parse::<usize>()
-            {
-                Ok(n) if n >= 1 => match key {
-                    "window" => v.window = Some(n),
-                    "top_k" => v.top_k = Some(n),
-                    "kv_groups" => v.kv_groups = Some(n),
-                    "kv_pca" => v.kv_pca = Some(n),
-                    _ => v.kv_rank = Some(n),
-                },
-                _ => bad("expected a whole number of at least 1"),
-            },
+            "window" | "top_k" | "kv_groups" | "kv_rank" | "kv_pca" | "route" => {
+                match value.parse::<usize>() {
+                    Ok(n) if n >= 1 => match key {
+                        "route" => v.route_heads = Some(n),
+                        "window" => v.window = Some(n),
+                        "top_k" => v.top_k = Some(n),
+                        "kv_groups" => v.kv_groups = Some(n),
+                        "kv_pca" => v.kv_pca = Some(n),
+                        _ => v.kv_rank = Some(n),
+                    },
+                    _ => bad("expected a whole number of at least 1"),
+                }
+            }
             "beta" => match value.parse::<f32>() {
                 Ok(b) if b.is_finite() && b > 0.0 => v.beta = Some(b),
                 _ => bad("expected a positive number"),
@@ -177,7 +183,7 @@ mod tests {
         assert_eq!(round_trip(&v), v.normalised());
         let linear = Variant::from_json(r#"{"kernel": "linear"}"#).unwrap();
         assert_eq!(round_trip(&linear), linear);
-        let pca = Variant::from_json(r#"{"kv_pca": 3, "kv_groups": 2}"#).unwrap();
+        let pca = Variant::from_json(r#"{"kv_pca": 3, "kv_groups": 2, "route_heads": 2}"#).unwrap();
         assert_eq!(round_trip(&pca), pca);
         assert!(variant_to_query(&Variant::default()).is_empty());
     }

@@ -92,6 +92,10 @@ pub struct Variant {
     /// Latent K/V: best rank-`r` approximation of each layer's `[W_k | W_v]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_rank: Option<usize>,
+    /// Routing proxy (Mixture-of-Head-style, untrained): in every layer each token keeps only
+    /// the `k` heads whose output is largest (Euclidean norm), the others are zeroed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_heads: Option<usize>,
     /// Per-head PCA of keys and values: each key/value head keeps this many principal
     /// components, fitted on the model's calibration text (`prepare::calibration_inputs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,6 +223,14 @@ impl Variant {
             let max = self.max_kv_rank(config);
             if rank == 0 || rank > max {
                 return err(format!("kv_rank must be between 1 and {max}, got {rank}"));
+            }
+        }
+        if let Some(k) = self.route_heads {
+            if k == 0 || k > config.n_head {
+                return err(format!(
+                    "route_heads must be between 1 and the number of heads ({}), got {k}",
+                    config.n_head
+                ));
             }
         }
         if let Some(components) = self.kv_pca {

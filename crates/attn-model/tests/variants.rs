@@ -623,3 +623,55 @@ fn hooks_capture_and_replace_activations() {
     };
     assert!(forward_hooked(&base, &TOKENS, &short).is_err());
 }
+
+#[test]
+fn the_routing_proxy_keeps_exactly_k_heads_per_token_the_largest() {
+    let m = model();
+    let (n_layer, n_head) = (m.config.n_layer, m.config.n_head);
+    let prepared_all = prepare(&Arc::new(m.clone()), &Variant::default()).unwrap();
+    let hooks = attn_model::Hooks {
+        capture: (0..n_layer)
+            .flat_map(|layer| {
+                (0..n_head).map(move |head| attn_model::HookPoint::HeadOutput { layer, head })
+            })
+            .collect(),
+        replace: Vec::new(),
+    };
+    assert_eq!(
+        run(&m, &format!(r#"{{"route_heads": {n_head}}}"#)),
+        run(&m, "{}"),
+        "every head kept: a no-op"
+    );
+    for k in 1..n_head {
+        let variant = Variant::from_json(&format!(r#"{{"route_heads": {k}}}"#)).unwrap();
+        let prepared = prepare(&Arc::new(m.clone()), &variant).unwrap();
+        let (out, captured) = attn_model::forward_hooked(&prepared, &TOKENS, &hooks).unwrap();
+        let d_head = m.config.d_head();
+        for layer in 0..n_layer {
+            for t in 0..TOKENS.len() {
+                let kept: Vec<usize> = (0..n_head)
+                    .filter(|&h| {
+                        let z = &captured[layer * n_head + h].1[t * d_head..(t + 1) * d_head];
+                        z.iter().any(|v| *v != 0.0)
+                    })
+                    .collect();
+                assert_eq!(kept.len(), k, "layer {layer} position {t}");
+                // The kept heads are those that write the most (the norms are reported before routing).
+                let norm = |h: usize| out.head_norms(layer, h)[t];
+                let smallest_kept = kept.iter().map(|&h| norm(h)).fold(f32::INFINITY, f32::min);
+                assert!((0..n_head)
+                    .filter(|h| !kept.contains(h))
+                    .all(|h| norm(h) <= smallest_kept));
+            }
+        }
+        assert!(compare(&forward_all(&prepared_all), &out, &TOKENS).mean_kl > 0.0);
+    }
+    assert!(Variant::from_json(r#"{"route_heads": 9}"#)
+        .unwrap()
+        .validate(&m.config)
+        .is_err());
+}
+
+fn forward_all(prepared: &attn_model::PreparedModel) -> Output {
+    attn_model::forward(prepared, &TOKENS).unwrap()
+}

@@ -51,6 +51,7 @@ pub fn Controls() -> impl IntoView {
             .unwrap_or(1)
     };
     let d_head = move || info().map(|i| i.d_head).unwrap_or(1);
+    let n_head = move || info().map(|i| i.n_head).unwrap_or(1);
     let kernel_value = move || match ui.variant.get().kernel() {
         Kernel::Named(KernelName::Softmax) => "softmax".to_string(),
         Kernel::Named(KernelName::Linear) => "linear".to_string(),
@@ -177,6 +178,21 @@ pub fn Controls() -> impl IntoView {
                 }),
                 _ => None,
             }}
+        </div>
+        <div class="control">
+            <label for="route-heads">
+                "Heads per token (routing proxy, untrained): "
+                {move || ui.variant.get().route_heads.map(|k| k.to_string()).unwrap_or_else(|| "all".into())}
+            </label>
+            <input id="route-heads" data-testid="route-heads" type="range" min="1"
+                title="Mixture-of-Head-style: in every layer each token keeps only the k heads whose output is largest; no router was trained"
+                max=move || n_head().to_string()
+                prop:value=move || ui.variant.get().route_heads.unwrap_or_else(n_head).to_string()
+                on:input=move |ev| {
+                    let k = event_target_value(&ev).parse::<usize>().ok();
+                    let max = n_head();
+                    set(Box::new(move |v| v.route_heads = k.filter(|&k| k < max)));
+                } />
         </div>
         <div class="control">
             <label for="ablate-mode">"Ablated heads output"</label>

@@ -1,4 +1,5 @@
-//! Head ablation (zero / mean) and per-head output norms (`head_output.wgsl`).
+//! Head ablation (zero / mean), per-head output norms and the routing proxy
+//! (`head_output.wgsl`).
 
 use crate::error::Result;
 use crate::ops::{groups, Access, Kernel, Kernels};
@@ -20,6 +21,8 @@ struct Params {
     heads: u32,
     d_head: u32,
     layer: u32,
+    route_k: u32,
+    _pad: [u32; 3],
 }
 
 const STORAGE: &[Access] = &[
@@ -37,6 +40,10 @@ pub(crate) fn means_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -
     Kernel::new::<Params>(device, module, "head_means", "column_means", STORAGE)
 }
 
+pub(crate) fn route_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
+    Kernel::new::<Params>(device, module, "head_route", "route", STORAGE)
+}
+
 /// The buffers of one layer's head post-processing: `z` is `[t, heads · d_head]`, `norms` is
 /// `[layers, heads, t]`, `ablation` is `[layers, heads]`, `means` is `[heads, d_head]` scratch.
 pub(crate) struct HeadBuffers<'a> {
@@ -47,7 +54,8 @@ pub(crate) struct HeadBuffers<'a> {
 }
 
 /// Records ablation and norms for every head of `layer`; `mean_ablated` says whether any head
-/// of the layer is replaced by its mean (which adds the column-means launch).
+/// of the layer is replaced by its mean (which adds the column-means launch); `route` keeps only
+/// that many heads per position, those with the largest norms (one more launch).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
@@ -57,6 +65,7 @@ pub(crate) fn push<'k>(
     d_head: usize,
     layer: usize,
     mean_ablated: bool,
+    route: Option<usize>,
     b: &HeadBuffers,
 ) -> Result<()> {
     let params = Params {
@@ -64,6 +73,8 @@ pub(crate) fn push<'k>(
         heads: heads as u32,
         d_head: d_head as u32,
         layer: layer as u32,
+        route_k: route.unwrap_or(heads) as u32,
+        _pad: [0; 3],
     };
     let args = [b.z, b.norms, b.ablation, b.means];
     if mean_ablated {
@@ -82,6 +93,14 @@ pub(crate) fn push<'k>(
         &args,
         [groups(n, THREADS), 1, 1],
     )?;
+    if route.is_some() {
+        plan.push(
+            &kernels.head_route,
+            &params,
+            &args,
+            [groups(n, THREADS), 1, 1],
+        )?;
+    }
     Ok(())
 }
 
@@ -150,13 +169,80 @@ mod tests {
                 means: &means,
             };
             let z_got = testing::run(&ctx, &z, |plan| {
-                push(plan, &ctx.kernels, t, heads, d, layer, true, &buffers).unwrap();
+                push(plan, &ctx.kernels, t, heads, d, layer, true, None, &buffers).unwrap();
             });
             testing::assert_close("ablated z", &z_got, &z_want, 1e-6);
             let n_got = testing::read(&ctx, &norms);
             let range = layer * heads * t..(layer + 1) * heads * t;
             testing::assert_close("norms", &n_got[range.clone()], &n_want[range], 1e-6);
             assert!(n_got[..layer * heads * t].iter().all(|v| v.is_nan()));
+        }
+    }
+
+    #[test]
+    fn routing_keeps_the_k_heads_that_write_most_at_each_position() {
+        let ctx = testing::context();
+        for (t, heads, d, k, seed) in [
+            (1, 1, 1, 1, 5),
+            (9, 4, 3, 2, 6),
+            (33, 6, 5, 1, 7),
+            (5, 3, 8, 3, 8),
+        ] {
+            let layers = 2;
+            let layer = 1;
+            let mut rng = Rng::new(seed);
+            let z0 = rng.normals(t * heads * d, 1.0);
+            let modes = vec![KEEP; layers * heads];
+            let (mut z_want, mut n_want) = (z0.clone(), vec![f32::NAN; layers * heads * t]);
+            reference(&mut z_want, &mut n_want, &modes, t, heads, d, layer);
+            // attn-model's rule, on the norms written before routing.
+            let layer_norms = &n_want[layer * heads * t..(layer + 1) * heads * t];
+            for r in 0..t {
+                for h in 0..heads {
+                    if attn_model::forward::routing_rank(layer_norms, heads, t, h, r) >= k {
+                        let row = r * heads * d + h * d;
+                        z_want[row..row + d].fill(0.0);
+                    }
+                }
+            }
+            let (z, norms, ablation, means) = (
+                testing::upload(&ctx, &z0),
+                testing::upload(&ctx, &vec![f32::NAN; layers * heads * t]),
+                testing::upload_u32(&ctx, &modes),
+                testing::upload(&ctx, &vec![0.0; heads * d]),
+            );
+            let buffers = HeadBuffers {
+                z: &z,
+                norms: &norms,
+                ablation: &ablation,
+                means: &means,
+            };
+            let z_got = testing::run(&ctx, &z, |plan| {
+                push(
+                    plan,
+                    &ctx.kernels,
+                    t,
+                    heads,
+                    d,
+                    layer,
+                    false,
+                    Some(k),
+                    &buffers,
+                )
+                .unwrap();
+            });
+            testing::assert_close("routed z", &z_got, &z_want, 1e-6);
+            // Exactly k heads write at each position.
+            for r in 0..t {
+                let writing = (0..heads)
+                    .filter(|h| {
+                        z_got[r * heads * d + h * d..][..d]
+                            .iter()
+                            .any(|v| *v != 0.0)
+                    })
+                    .count();
+                assert_eq!(writing, k.min(heads), "t={t} heads={heads} k={k} row {r}");
+            }
         }
     }
 }

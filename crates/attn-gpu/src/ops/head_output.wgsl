@@ -7,6 +7,9 @@
 //               mean-ablated head.
 // main:         one invocation per (head, row): replace the row by zeros or the means if the
 //               head is ablated, then write its norm. Rows are independent: no barriers.
+// route:        the routing proxy, after main: one invocation per (head, row); the head's row
+//               is zeroed unless fewer than `route_k` heads write more at that position (a
+//               larger norm, or the same with a smaller index). Launched only when routing.
 // (A single kernel with a workgroup-shared mean phase was 10× slower on lavapipe even when the
 // phase was skipped, hence two entry points with flat control flow.)
 
@@ -15,6 +18,11 @@ struct Params {
     heads: u32,
     d_head: u32,
     layer: u32,
+    // Heads kept per position by the routing proxy.
+    route_k: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const KEEP: u32 = 0u;
@@ -65,4 +73,29 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         squares += v * v;
     }
     norms[(p.layer * p.heads + head) * p.t + t] = sqrt(squares);
+}
+
+@compute @workgroup_size(64)
+fn route(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let index = gid.x;
+    if (index >= p.heads * p.t) {
+        return;
+    }
+    let head = index / p.t;
+    let t = index % p.t;
+    let row = p.layer * p.heads;
+    let mine = norms[(row + head) * p.t + t];
+    var rank = 0u;
+    for (var h = 0u; h < p.heads; h++) {
+        let other = norms[(row + h) * p.t + t];
+        if (other > mine || (other == mine && h < head)) {
+            rank += 1u;
+        }
+    }
+    if (rank >= p.route_k) {
+        let base = t * p.heads * p.d_head + head * p.d_head;
+        for (var c = 0u; c < p.d_head; c++) {
+            z[base + c] = 0.0;
+        }
+    }
 }

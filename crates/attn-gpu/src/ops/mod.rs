@@ -109,6 +109,7 @@ pub(crate) struct Kernels {
     pub(crate) random_feature_key: Kernel,
     pub(crate) head_output: Kernel,
     pub(crate) head_means: Kernel,
+    pub(crate) head_route: Kernel,
     pub(crate) copy: Kernel,
 }
 
@@ -136,6 +137,7 @@ impl Kernels {
             random_feature_key: features::random_key_kernel(device, &features),
             head_output: head_output::kernel(device, &head_module),
             head_means: head_output::means_kernel(device, &head_module),
+            head_route: head_output::route_kernel(device, &head_module),
             copy: copy::kernel(device, &module("copy", copy::SHADER)),
         }
     }

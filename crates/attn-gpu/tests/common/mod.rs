@@ -223,6 +223,11 @@ pub const VARIANTS: &[(&str, &str)] = &[
     ("rank3", r#"{"kv_rank": 3}"#),
     ("gqa1_rank2", r#"{"kv_groups": 1, "kv_rank": 2}"#),
     ("pca2", r#"{"kv_pca": 2}"#),
+    ("route1", r#"{"route_heads": 1}"#),
+    (
+        "route2_ablate_mean",
+        r#"{"route_heads": 2, "heads": {"ablate": [[0, 1]], "mode": "mean"}, "window": 4}"#,
+    ),
     ("gqa2_pca1", r#"{"kv_groups": 2, "kv_pca": 1}"#),
     (
         "combo",
