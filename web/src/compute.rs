@@ -15,8 +15,8 @@ use attn_gpu::{is_device_failure, EngineKind, EnginePair, GpuContext, GpuError};
 use attn_model::engine::{Outcome, Progress, Step};
 use attn_model::{
     activation_patching, direct_logit_attribution, generate, head_importance, head_roles,
-    logit_lens, run_measurement, AblationMode, Engine, HeadImportance, Measured, Measurement,
-    Model, Output, Readback, Sampling, TensorStream, Variant,
+    layer_similarity, logit_lens, run_measurement, AblationMode, Engine, HeadImportance, Measured,
+    Measurement, Model, Output, Readback, Sampling, TensorStream, Variant,
 };
 use gloo_worker::{HandlerId, Worker, WorkerScope};
 use wasm_bindgen_futures::spawn_local;
@@ -250,6 +250,9 @@ async fn analyse_on(
                 Outcome::Cancelled => Outcome::Cancelled,
             }
         }
+        AnalysisTool::LayerDrop => Outcome::Done(Analysis::LayerDrop(
+            layer_similarity(&mut engine, tokens).await?,
+        )),
         AnalysisTool::Circuits => {
             Outcome::Done(Analysis::Circuits(attn_model::circuits(engine.model())))
         }

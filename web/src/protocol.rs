@@ -116,9 +116,12 @@ pub enum AnalysisTool {
     /// Every head's QK and OV circuits and the composition scores between heads (from the
     /// weights alone).
     Circuits,
-    /// The KV-cache / quality trade-off: every `kv_groups` and a halving series of `kv_rank`
-    /// on the current input, against the unmodified model.
+    /// The KV-cache / quality trade-off: every `kv_groups` and halving series of `kv_rank` and
+    /// `kv_pca` on the current input, against the unmodified model.
     KvTradeoff,
+    /// The layer-drop criterion of every attention layer on the current input
+    /// (`attn_model::layer_similarity`).
+    LayerDrop,
 }
 
 /// What a tool found.
@@ -140,6 +143,8 @@ pub enum Analysis {
     Circuits(attn_model::Circuits),
     /// The points carry their `Variant`, so they travel as JSON like every variant.
     KvTradeoff(AsJson<Vec<attn_model::TradeoffPoint>>),
+    /// Per layer, the cosine similarity of the stream before and after its attention.
+    LayerDrop(Vec<f64>),
 }
 
 /// A long job's end: its result, `None` when cancelled, or a message.

@@ -306,6 +306,20 @@ fn reset(b: &Browser) {
 }
 
 #[test]
+fn the_routing_proxy_changes_a_language_models_output_and_the_url() {
+    // On the induction model each token's largest head is the one that matters, so routing to
+    // one head per token changes nothing there; the Shakespeare model spreads its work.
+    let (_server, b, _) = open_loaded("?model=shakespeare&engine=cpu");
+    change_control(&b, "route-heads", "1", "route=1");
+    let label = b.eval("return document.querySelector('label[for=route-heads]').textContent");
+    assert!(
+        label.as_str().unwrap().contains("routing proxy, untrained"),
+        "{label}"
+    );
+    reset(&b);
+}
+
+#[test]
 fn every_variant_control_changes_the_output_and_the_url() {
     let (_server, b, _) = open_loaded("");
     assert_eq!(kl(&b), 0.0, "the page opens on the baseline");
@@ -690,4 +704,20 @@ fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
     let role = |name: &str| roles.iter().find(|r| r[0] == name).unwrap()[6].clone();
     assert_eq!(role("L0 H1"), "previous-token", "{roles:?}");
     assert_eq!(role("L1 H1"), "induction", "{roles:?}");
+    // The layer-drop ranking: both layers with their similarity, most droppable first; its
+    // button drops that layer's attention.
+    let ranking = run("run-layer-drop", "layer-drop-table");
+    assert_eq!(ranking.len(), 1 + 2, "{ranking:?}");
+    let similarity = |row: usize| ranking[row][2].parse::<f64>().unwrap();
+    assert!(
+        similarity(1) >= similarity(2) && similarity(1) <= 1.0,
+        "{ranking:?}"
+    );
+    let first = ranking[1][1].trim_start_matches("layer ").to_string();
+    b.eval("document.querySelector('[data-testid=layer-drop-table] button').click()");
+    b.wait_for(
+        "the dropped layer in the URL",
+        &format!("return location.search.includes('drop={first}')"),
+        LOAD,
+    );
 }

@@ -250,6 +250,7 @@ pub fn AnalysisPanel() -> impl IntoView {
             }
             Analysis::Circuits(c) => circuits_view(c).into_any(),
             Analysis::KvTradeoff(points) => tradeoff_view(ui, points.0).into_any(),
+            Analysis::LayerDrop(similarity) => layer_drop_view(similarity).into_any(),
             Analysis::Patching {
                 patching,
                 target,
@@ -308,6 +309,10 @@ pub fn AnalysisPanel() -> impl IntoView {
             <p>
                 <button data-testid="run-kv-tradeoff" disabled=busy on:click=move |_| ctl.analyse(ui, AnalysisTool::KvTradeoff)>"KV cache vs quality"</button>
                 " Every way to shrink the key/value cache — fewer key/value heads (MHA → GQA → MQA), a lower joint K/V rank (a latent) or fewer PCA components per head — run on this input: bytes per token against KL to the unmodified model. Lower left is better; the ring is your current setting."
+            </p>
+            <p>
+                <button data-testid="run-layer-drop" disabled=busy on:click=move |_| ctl.analyse(ui, AnalysisTool::LayerDrop)>"Layer-drop ranking"</button>
+                " Which attention layers change the residual stream least on this input (the cosine similarity of the stream before and after each layer's attention): the first candidates to drop."
             </p>
             <p>
                 <button data-testid="show-input-roles" aria-pressed=move || input_roles.get().to_string()
@@ -383,6 +388,41 @@ fn tradeoff_view(ui: Ui, points: Vec<attn_model::TradeoffPoint>) -> impl IntoVie
         <Plot data=data />
         <table class="analysis" data-testid="tradeoff-table">
             <tr><th></th><th>"bytes / token"</th><th>"KL"</th><th>"top-1 kept"</th></tr>
+            {rows}
+        </table>
+    }
+}
+
+/// The layer-drop criterion, most droppable first: each layer's similarity, and a button that
+/// drops that layer's attention.
+fn layer_drop_view(similarity: Vec<f64>) -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let mut order: Vec<usize> = (0..similarity.len()).collect();
+    order.sort_by(|&a, &b| similarity[b].total_cmp(&similarity[a]));
+    let rows = order
+        .into_iter()
+        .enumerate()
+        .map(|(rank, layer)| {
+            let drop = move |_| {
+                ui.variant.update(|v| {
+                    let layers = v.drop_attention_layers.get_or_insert_with(Vec::new);
+                    if !layers.contains(&layer) {
+                        layers.push(layer);
+                    }
+                    *v = v.normalised();
+                })
+            };
+            view! {
+                <tr><th>{format!("{}.", rank + 1)}</th><td>{format!("layer {layer}")}</td>
+                    <td>{format!("{:.4}", similarity[layer])}</td>
+                    <td><button on:click=drop>"drop its attention"</button></td></tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <p class="muted">"Mean over positions of cos(x, x + attn(x)), x the stream entering the layer's attention: close to 1, the layer changes little (He et al., 2024, drop layers in this order)."</p>
+        <table class="analysis" data-testid="layer-drop-table">
+            <tr><th></th><th>"layer"</th><th>"similarity"</th><th></th></tr>
             {rows}
         </table>
     }
