@@ -27,6 +27,7 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod forward;
+pub mod fuzzing;
 pub mod generate;
 pub mod hf;
 pub mod importance;

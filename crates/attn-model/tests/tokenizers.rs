@@ -110,3 +110,19 @@ fn out_of_range_ids_are_an_error() {
     let err = tokenizer.decode(&[5, 100_000]).unwrap_err().to_string();
     assert!(err.contains("100000"), "{err}");
 }
+
+/// Found by fuzzing: `tokenizers` accepts a template naming a special token that the
+/// post-processor does not define, then panics when encoding. The loader refuses it by name.
+#[test]
+fn a_template_with_an_undefined_special_token_is_refused_with_its_name() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/regressions/tokenizer_json/undefined-template-special-token.json"
+    );
+    let json = String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned();
+    let error = attn_model::Tokenizer::from_tokenizer_json(&json)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("\"<s6\""), "{error}");
+}

@@ -158,6 +158,60 @@ impl fmt::Debug for Tokenizer {
     }
 }
 
+/// Checks what `tokenizers` accepts but panics on when encoding (found by fuzzing): a
+/// `TemplateProcessing` post-processor (alone or in a `Sequence`) whose templates name a special
+/// token its `special_tokens` do not define, or one whose `ids` and `tokens` differ in length.
+fn check_post_processor(json: &str) -> Result<(), String> {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else {
+        return Ok(()); // `tokenizers` reports the syntax error itself.
+    };
+    fn check(p: &serde_json::Value) -> Result<(), String> {
+        match p.get("type").and_then(|t| t.as_str()) {
+            Some("Sequence") => {
+                for inner in p
+                    .get("processors")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    check(inner)?;
+                }
+            }
+            Some("TemplateProcessing") => {
+                let defined = p.get("special_tokens").and_then(|v| v.as_object());
+                for (name, token) in defined.into_iter().flatten() {
+                    let len = |key: &str| token.get(key).and_then(|v| v.as_array()).map(Vec::len);
+                    if len("ids") != len("tokens") {
+                        return Err(format!(
+                            "the post-processor's special token {name:?} has a different number of ids and tokens"
+                        ));
+                    }
+                }
+                for template in ["single", "pair"] {
+                    let pieces = p.get(template).and_then(|v| v.as_array());
+                    for piece in pieces.into_iter().flatten() {
+                        let Some(id) = piece.pointer("/SpecialToken/id").and_then(|v| v.as_str())
+                        else {
+                            continue;
+                        };
+                        if !defined.is_some_and(|d| d.contains_key(id)) {
+                            return Err(format!(
+                                "the post-processor's {template} template uses the special token {id:?}, which its special_tokens do not define"
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    match value.get("post_processor") {
+        Some(p) if !p.is_null() => check(p),
+        _ => Ok(()),
+    }
+}
+
 impl Tokenizer {
     /// Builds the lookup tables of `spec`, checking it.
     ///
@@ -195,6 +249,7 @@ impl Tokenizer {
                 Tables::Bpe(Box::new(Gpt2Bpe::new(vocab, merges)?))
             }
             TokenizerSpec::HuggingFace { json } => {
+                check_post_processor(json).map_err(TokenizerError::InvalidTokenizerJson)?;
                 let tokenizer = json
                     .parse::<tokenizers::Tokenizer>()
                     .map_err(|e| TokenizerError::InvalidTokenizerJson(e.to_string()))?;
