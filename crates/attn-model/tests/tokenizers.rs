@@ -120,9 +120,9 @@ fn a_template_with_an_undefined_special_token_is_refused_with_its_name() {
         "/../../fuzz/regressions/tokenizer_json/undefined-template-special-token.json"
     );
     let json = String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned();
-    let error = attn_model::Tokenizer::from_tokenizer_json(&json)
-        .err()
-        .expect("refused")
-        .to_string();
+    let Err(error) = attn_model::Tokenizer::from_tokenizer_json(&json) else {
+        panic!("refused")
+    };
+    let error = error.to_string();
     assert!(error.contains("\"<s6\""), "{error}");
 }
