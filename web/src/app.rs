@@ -35,6 +35,7 @@ pub fn App() -> impl IntoView {
     let ctl = Controller::new(ui);
     provide_context(ui);
     provide_context(ctl);
+    expose_fault_injection(ctl);
 
     // The engine: WebGPU on a hardware adapter (or when the URL asks for it), the CPU engine
     // otherwise; the badge names the adapter and the engine in use, and why. The worker opens
@@ -246,6 +247,28 @@ pub fn App() -> impl IntoView {
             </footer>
         </Show>
     }
+}
+
+/// `window.attnFaults.loseDevice()` and `.crashWorker()`: fault injection for the recovery tests
+/// (docs/RELIABILITY.md). They do to the page what a driver reset or a bug in the worker would;
+/// nothing else calls them.
+fn expose_fault_injection(ctl: Controller) {
+    use wasm_bindgen::prelude::Closure;
+    use wasm_bindgen::JsCast;
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let faults = js_sys::Object::new();
+    let entries: [(&str, Box<dyn Fn()>); 2] = [
+        ("loseDevice", Box::new(move || ctl.simulate_device_loss())),
+        ("crashWorker", Box::new(move || ctl.crash_worker())),
+    ];
+    for (name, f) in entries {
+        let closure = Closure::<dyn Fn()>::new(f);
+        let _ = js_sys::Reflect::set(&faults, &name.into(), closure.as_ref().unchecked_ref());
+        closure.forget();
+    }
+    let _ = js_sys::Reflect::set(&window, &"attnFaults".into(), &faults);
 }
 
 /// The badge when the page stays on the CPU engine: which adapter there is, and why it is not used.

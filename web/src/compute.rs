@@ -43,6 +43,11 @@ struct State {
     baseline: RefCell<Option<(u32, Vec<u32>, Output)>>,
 }
 
+thread_local! {
+    /// Sends the page `Response::Crashed` from the panic hook (the latest page connection).
+    static CRASH_REPORT: RefCell<Option<Box<dyn Fn(String)>>> = const { RefCell::new(None) };
+}
+
 /// The worker (see the module documentation).
 pub struct ComputeWorker {
     state: Rc<State>,
@@ -54,6 +59,18 @@ impl Worker for ComputeWorker {
     type Output = Response;
 
     fn create(_scope: &WorkerScope<Self>) -> Self {
+        // A panic leaves the worker's wasm unusable: the hook tells the page, which starts a
+        // new worker (`controller.rs`), after the usual console message.
+        std::panic::set_hook(Box::new(|info| {
+            console_error_panic_hook::hook(info);
+            CRASH_REPORT.with(|report| {
+                if let Ok(report) = report.try_borrow() {
+                    if let Some(report) = report.as_ref() {
+                        report(info.to_string());
+                    }
+                }
+            });
+        }));
         ComputeWorker {
             state: Rc::new(State::default()),
         }
@@ -62,9 +79,24 @@ impl Worker for ComputeWorker {
     fn update(&mut self, _scope: &WorkerScope<Self>, _msg: Self::Message) {}
 
     fn received(&mut self, scope: &WorkerScope<Self>, request: Request, id: HandlerId) {
-        if let Request::Cancel { job } = request {
-            self.state.cancelled.borrow_mut().insert(job);
-            return;
+        let crash_scope = scope.clone();
+        CRASH_REPORT.with(|report| {
+            *report.borrow_mut() = Some(Box::new(move |why: String| {
+                crash_scope.respond(id, Response::Crashed { why })
+            }));
+        });
+        match request {
+            Request::Cancel { job } => {
+                self.state.cancelled.borrow_mut().insert(job);
+                return;
+            }
+            Request::SimulateDeviceLoss => {
+                if let Some(gpu) = self.state.gpu.borrow().as_ref() {
+                    gpu.simulate_device_loss();
+                }
+                return;
+            }
+            _ => {}
         }
         let state = self.state.clone();
         let scope = scope.clone();
@@ -139,6 +171,8 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
         Request::Cancel { job } => {
             state.cancelled.borrow_mut().insert(job);
         }
+        Request::SimulateDeviceLoss => {}
+        Request::Crash => panic!("fault injection: the page asked the compute worker to crash"),
     }
 }
 

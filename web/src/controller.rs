@@ -39,7 +39,10 @@ pub struct Controller {
 }
 
 struct Inner {
-    bridge: WorkerBridge<ComputeWorker>,
+    /// The worker's connection; replaced when the worker crashes.
+    bridge: RefCell<WorkerBridge<ComputeWorker>>,
+    /// Whether the page asked for the GPU (a restarted worker is asked again).
+    gpu_requested: Cell<bool>,
     /// The page state the answers go to.
     ui: Ui,
     /// The installed model's text side.
@@ -69,13 +72,10 @@ impl Controller {
         let ctl = Controller {
             inner: StoredValue::new_local(None),
         };
-        let bridge = ComputeWorker::spawner()
-            .callback(move |response| ctl.receive(ui, response))
-            .with_loader(true)
-            .as_module(false)
-            .spawn(WORKER_SCRIPT);
+        let bridge = Self::spawn(ctl, ui);
         ctl.inner.set_value(Some(Rc::new(Inner {
-            bridge,
+            bridge: RefCell::new(bridge),
+            gpu_requested: Cell::new(false),
             ui,
             text: RefCell::new(None),
             installed: Cell::new(0),
@@ -92,13 +92,72 @@ impl Controller {
         ctl
     }
 
+    /// Starts a compute worker whose answers go to `ui`.
+    fn spawn(ctl: Controller, ui: Ui) -> WorkerBridge<ComputeWorker> {
+        ComputeWorker::spawner()
+            .callback(move |response| ctl.receive(ui, response))
+            .with_loader(true)
+            .as_module(false)
+            .spawn(WORKER_SCRIPT)
+    }
+
+    /// Replaces a crashed worker by a new one and puts the page's state back: the engine it
+    /// asked for and the built-in model it shows (the input, variant and view are the page's and
+    /// stay). Running jobs are forgotten; a model from disk must be picked again.
+    fn restart(&self, ui: Ui, why: &str) {
+        let Some(inner) = self.inner() else { return };
+        // Dropping the old connection asks the old worker to close, if it still can.
+        *inner.bridge.borrow_mut() = Self::spawn(*self, ui);
+        inner.runner.reset();
+        for job in [
+            &inner.ranking,
+            &inner.generating,
+            &inner.analysing,
+            &inner.measuring,
+        ] {
+            job.set(None);
+        }
+        ui.ranking.set(None);
+        ui.generating.set(None);
+        ui.analysing.set(None);
+        ui.measuring.set(None);
+        if inner.gpu_requested.get() {
+            self.send(Request::UseGpu);
+        }
+        ui.notices.update(|n| {
+            n.push(format!(
+                "The compute worker stopped ({why}) and was restarted; the page keeps its state."
+            ))
+        });
+        let entry = ui.model_id.get_untracked().and_then(|id| {
+            ui.manifest
+                .with_untracked(|m| m.iter().find(|e| e.id == id).cloned())
+        });
+        match entry {
+            Some(entry) => crate::app::load_builtin(ui, *self, entry),
+            None => ui.error.set(Some(
+                "The model loaded from disk was lost with the worker: pick its files again.".into(),
+            )),
+        }
+    }
+
+    /// Fault injection for the recovery tests: destroys the worker's WebGPU device.
+    pub fn simulate_device_loss(&self) {
+        self.send(Request::SimulateDeviceLoss);
+    }
+
+    /// Fault injection for the recovery tests: makes the worker panic.
+    pub fn crash_worker(&self) {
+        self.send(Request::Crash);
+    }
+
     fn inner(&self) -> Option<Rc<Inner>> {
         self.inner.get_value()
     }
 
     fn send(&self, request: Request) {
         if let Some(inner) = self.inner() {
-            inner.bridge.send(request);
+            inner.bridge.borrow().send(request);
         }
     }
 
@@ -111,6 +170,9 @@ impl Controller {
 
     /// Asks the worker to run on the WebGPU device from now on.
     pub fn use_gpu(&self) {
+        if let Some(inner) = self.inner() {
+            inner.gpu_requested.set(true);
+        }
         self.send(Request::UseGpu);
     }
 
@@ -125,7 +187,7 @@ impl Controller {
         let Some(inner) = self.inner() else { return };
         let model = inner.last_model.get() + 1;
         inner.last_model.set(model);
-        inner.bridge.send(Request::Open {
+        inner.bridge.borrow().send(Request::Open {
             model,
             source,
             title,
@@ -183,7 +245,7 @@ impl Controller {
         let with_baseline = ui
             .baseline
             .with_untracked(|b| b.as_ref().map(|r| &r.tokens) != Some(&tokens));
-        inner.bridge.send(Request::Run {
+        inner.bridge.borrow().send(Request::Run {
             model: inner.installed.get(),
             tokens,
             variant: AsJson(variant),
@@ -207,7 +269,7 @@ impl Controller {
         inner.ranking.set(Some(job));
         ui.ranking.set(Some(Step { done: 0, total }));
         ui.rank_status.set(None);
-        inner.bridge.send(Request::Importance {
+        inner.bridge.borrow().send(Request::Importance {
             model: inner.installed.get(),
             job,
             base: AsJson(base),
@@ -230,7 +292,7 @@ impl Controller {
         let job = Self::next_job(&inner);
         inner.analysing.set(Some(job));
         ui.analysing.set(Some(Step { done: 0, total: 0 }));
-        inner.bridge.send(Request::Analyse {
+        inner.bridge.borrow().send(Request::Analyse {
             model: inner.installed.get(),
             job,
             tokens: ui.tokens.get_untracked(),
@@ -247,7 +309,7 @@ impl Controller {
         inner.measuring.set(Some(job));
         ui.measured.set(None);
         ui.measuring.set(Some(Step { done: 0, total: 0 }));
-        inner.bridge.send(Request::Measure {
+        inner.bridge.borrow().send(Request::Measure {
             model: inner.installed.get(),
             job,
             tokens: ui.tokens.get_untracked(),
@@ -275,7 +337,7 @@ impl Controller {
         let job = Self::next_job(&inner);
         inner.generating.set(Some(job));
         ui.generating.set(Some(Step { done: 0, total: n }));
-        inner.bridge.send(Request::Generate {
+        inner.bridge.borrow().send(Request::Generate {
             model: inner.installed.get(),
             job,
             tokens,
@@ -312,6 +374,7 @@ impl Controller {
                 ui.current.set(None);
                 ui.model_version.update(|v| *v += 1);
             }
+            Response::Crashed { why } => self.restart(ui, &why),
             Response::GpuFailed { why } => {
                 crate::app::leave_gpu(ui, &format!("the GPU engine failed ({why})"))
             }

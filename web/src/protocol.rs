@@ -100,6 +100,11 @@ pub enum Request {
     },
     /// Stop a running importance ranking, generation, analysis or measurement.
     Cancel { job: u32 },
+    /// Fault injection, for the tests of the page's recovery: destroy the WebGPU device, as a
+    /// driver reset would (the next GPU forward fails and the worker moves to the CPU engine).
+    SimulateDeviceLoss,
+    /// Fault injection: panic, as a bug in the worker would (the page restarts the worker).
+    Crash,
 }
 
 /// Which interpretability tool to run (attn-model's `lens`, `attribution`, `patching`).
@@ -212,6 +217,10 @@ pub enum Response {
     Measured {
         job: u32,
         outcome: JobOutcome<attn_model::Measured>,
+    },
+    /// The worker panicked (its panic hook sends this last): the page restarts it.
+    Crashed {
+        why: String,
     },
 }
 

@@ -37,6 +37,12 @@ impl<T> Coalescer<T> {
         job
     }
 
+    /// Forgets the running and the waiting job (the worker that ran them is gone).
+    pub fn reset(&self) {
+        self.busy.set(false);
+        self.pending.borrow_mut().take();
+    }
+
     /// Whether a loop is running.
     #[cfg(test)]
     pub fn is_busy(&self) -> bool {

@@ -1,0 +1,115 @@
+//! Faults in the page: a WebGPU device lost mid-visit moves the page to the CPU engine and the
+//! next forward shows a result; a compute worker that crashes is restarted, reloads the model and
+//! the page keeps its input, variant and URL. Both faults are injected through
+//! `window.attnFaults` (docs/RELIABILITY.md).
+
+use std::time::Duration;
+
+use attn_e2e::{dist_dir, Browser, StaticServer, WebGpu};
+
+const LOAD: Duration = Duration::from_secs(120);
+
+fn kl(b: &Browser) -> String {
+    b.eval("const k = document.querySelector('[data-testid=kl]'); return k ? k.textContent : ''")
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn wait_for_variant_result(b: &Browser, what: &str) {
+    b.wait_for(
+        what,
+        "const k = document.querySelector('[data-testid=kl]');
+         return !!k && k.textContent !== '' && !k.textContent.startsWith('0.0000')
+             && document.querySelectorAll('[data-testid=heatmap-cell]').length > 0",
+        LOAD,
+    );
+}
+
+#[test]
+fn a_crashed_worker_is_restarted_and_the_page_keeps_its_state() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Enabled);
+    b.goto(&server.url("index.html?model=induction&engine=cpu&kv_groups=1&prompt=a+b+c+d+a+b+c"));
+    wait_for_variant_result(&b, "the variant's first result");
+    let before = kl(&b);
+    let url = b.url();
+    b.eval("window.attnFaults.crashWorker()");
+    let notice = b.wait_for(
+        "the restart notice",
+        "return [...document.querySelectorAll('.notice')].map(n => n.textContent).find(t => t.includes('restarted')) || ''",
+        LOAD,
+    );
+    assert!(
+        notice.as_str().unwrap().contains("fault injection"),
+        "{notice}"
+    );
+    // The new worker loads the model again and runs the same input and variant.
+    b.wait_for(
+        "the same result from the new worker",
+        &format!(
+            "const k = document.querySelector('[data-testid=kl]');
+             return !!k && k.textContent === {before:?} && !document.querySelector('.loading')"
+        ),
+        LOAD,
+    );
+    assert_eq!(b.url(), url, "the URL state is kept");
+    let prompt = b.eval("return document.querySelector('[data-testid=prompt-input]').value");
+    assert_eq!(prompt, "a b c d a b c");
+    // And it keeps working: another setting gives another result.
+    b.eval(
+        "const e = document.querySelector('[data-testid=window]');
+         e.value = '1';
+         e.dispatchEvent(new Event('input', {bubbles: true}));",
+    );
+    b.wait_for(
+        "a result for the new setting",
+        &format!("const k = document.querySelector('[data-testid=kl]').textContent; return k !== {before:?} && location.search.includes('window=1')"),
+        LOAD,
+    );
+}
+
+#[test]
+fn a_lost_device_moves_the_page_to_the_cpu_engine_and_keeps_its_state() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Enabled);
+    b.goto(&server.url("index.html?model=induction&engine=gpu&kv_groups=1"));
+    b.wait_for(
+        "the GPU engine",
+        "const e = document.querySelector('[data-testid=engine-badge]'); return !!e && e.textContent.includes('GPU engine')",
+        LOAD,
+    );
+    wait_for_variant_result(&b, "the first result on the GPU");
+    b.eval("window.attnFaults.loseDevice()");
+    // The next forward finds the device gone, moves to the CPU engine and still answers.
+    b.eval(
+        "const e = document.querySelector('[data-testid=window]');
+         e.value = '2';
+         e.dispatchEvent(new Event('input', {bubbles: true}));",
+    );
+    let badge = b.wait_for(
+        "the CPU fallback",
+        "const e = document.querySelector('[data-testid=engine-badge]'); return e.textContent.includes('CPU fallback') ? e.textContent : ''",
+        LOAD,
+    );
+    assert!(
+        badge.as_str().unwrap().contains("GPU engine failed"),
+        "{badge}"
+    );
+    b.wait_for(
+        "a result on the CPU engine",
+        "return location.search.includes('window=2') && location.search.includes('kv_groups=1')
+             && !document.querySelector('[data-testid=kl]').textContent.startsWith('0.0000')",
+        LOAD,
+    );
+    let notices = b.eval(
+        "return [...document.querySelectorAll('.notice')].map(n => n.textContent).join(' | ')",
+    );
+    assert!(
+        notices
+            .as_str()
+            .unwrap()
+            .contains("Switched to the CPU engine"),
+        "{notices}"
+    );
+}
