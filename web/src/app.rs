@@ -259,12 +259,17 @@ fn expose_fault_injection(ctl: Controller) {
         return;
     };
     let faults = js_sys::Object::new();
-    let entries: [(&str, Box<dyn Fn()>); 2] = [
-        ("loseDevice", Box::new(move || ctl.simulate_device_loss())),
-        ("crashWorker", Box::new(move || ctl.crash_worker())),
+    let entries = [
+        (
+            "loseDevice",
+            Closure::<dyn Fn()>::new(move || ctl.simulate_device_loss()),
+        ),
+        (
+            "crashWorker",
+            Closure::<dyn Fn()>::new(move || ctl.crash_worker()),
+        ),
     ];
-    for (name, f) in entries {
-        let closure = Closure::<dyn Fn()>::new(f);
+    for (name, closure) in entries {
         let _ = js_sys::Reflect::set(&faults, &name.into(), closure.as_ref().unchecked_ref());
         closure.forget();
     }

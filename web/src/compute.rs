@@ -43,9 +43,12 @@ struct State {
     baseline: RefCell<Option<(u32, Vec<u32>, Output)>>,
 }
 
+/// Sends the page `Response::Crashed { why }`.
+type CrashReport = Box<dyn Fn(String)>;
+
 thread_local! {
-    /// Sends the page `Response::Crashed` from the panic hook (the latest page connection).
-    static CRASH_REPORT: RefCell<Option<Box<dyn Fn(String)>>> = const { RefCell::new(None) };
+    /// How the panic hook reaches the page (through its latest connection).
+    static CRASH_REPORT: RefCell<Option<CrashReport>> = const { RefCell::new(None) };
 }
 
 /// The worker (see the module documentation).
