@@ -21,6 +21,49 @@ fn parse_opt(s: &str) -> Option<usize> {
     s.parse::<usize>().ok().filter(|&n| n >= 1)
 }
 
+/// A slider from 1 to a model-dependent maximum, where the maximum means "unchanged" (`None`).
+struct CappedSlider {
+    id: &'static str,
+    label: &'static str,
+    /// What the label says at the maximum.
+    full: &'static str,
+    title: &'static str,
+    get: fn(&Variant) -> Option<usize>,
+    put: fn(&mut Variant, Option<usize>),
+}
+
+fn capped_slider(
+    ui: Ui,
+    s: CappedSlider,
+    max: impl Fn() -> usize + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    let CappedSlider {
+        id,
+        label,
+        full,
+        title,
+        get,
+        put,
+    } = s;
+    view! {
+        <label for=id>
+            {label}
+            {move || get(&ui.variant.get()).map(|r| r.to_string()).unwrap_or_else(|| full.into())}
+        </label>
+        <input id=id data-testid=id type="range" min="1" title=title
+            max=move || max().to_string()
+            prop:value=move || get(&ui.variant.get()).unwrap_or_else(max).to_string()
+            on:input=move |ev| {
+                let n = event_target_value(&ev).parse::<usize>().ok();
+                let cap = max();
+                ui.variant.update(|v| {
+                    put(v, n.filter(|&n| n < cap));
+                    *v = v.normalised();
+                });
+            } />
+    }
+}
+
 #[component]
 pub fn Controls() -> impl IntoView {
     let ui = expect_context::<Ui>();
@@ -77,42 +120,33 @@ pub fn Controls() -> impl IntoView {
             </select>
         </div>
         <div class="control">
-            <label for="kv-rank">
-                "Latent K/V rank: "
-                {move || ui.variant.get().kv_rank.map(|r| r.to_string()).unwrap_or_else(|| "full".into())}
-            </label>
-            <input id="kv-rank" data-testid="kv-rank" type="range" min="1"
-                max=move || max_rank().to_string()
-                prop:value=move || ui.variant.get().kv_rank.unwrap_or_else(max_rank).to_string()
-                on:input=move |ev| {
-                    let r = event_target_value(&ev).parse::<usize>().ok();
-                    let max = max_rank();
-                    set(Box::new(move |v| {
-                        v.kv_rank = r.filter(|&r| r < max);
-                        // A latent and per-head PCA compress the same cache: one at a time.
-                        if v.kv_rank.is_some() {
-                            v.kv_pca = None;
-                        }
-                    }));
-                } />
-            <label for="kv-pca">
-                "PCA components per K/V head: "
-                {move || ui.variant.get().kv_pca.map(|r| r.to_string()).unwrap_or_else(|| "all".into())}
-            </label>
-            <input id="kv-pca" data-testid="kv-pca" type="range" min="1"
-                title="Each key/value head keeps its first principal components, fitted on the model's example inputs (MatryoshkaKV-style)"
-                max=move || d_head().to_string()
-                prop:value=move || ui.variant.get().kv_pca.unwrap_or_else(d_head).to_string()
-                on:input=move |ev| {
-                    let r = event_target_value(&ev).parse::<usize>().ok();
-                    let max = d_head();
-                    set(Box::new(move |v| {
-                        v.kv_pca = r.filter(|&r| r < max);
-                        if v.kv_pca.is_some() {
-                            v.kv_rank = None;
-                        }
-                    }));
-                } />
+            {capped_slider(ui, CappedSlider {
+                id: "kv-rank",
+                label: "Latent K/V rank: ",
+                full: "full",
+                title: "The best rank-r approximation of each layer's [W_k | W_v] (an MLA-style latent)",
+                get: |v| v.kv_rank,
+                // A latent and per-head PCA compress the same cache: one at a time.
+                put: |v, r| {
+                    v.kv_rank = r;
+                    if r.is_some() {
+                        v.kv_pca = None;
+                    }
+                },
+            }, max_rank)}
+            {capped_slider(ui, CappedSlider {
+                id: "kv-pca",
+                label: "PCA components per K/V head: ",
+                full: "all",
+                title: "Each key/value head keeps its first principal components, fitted on the model's example inputs (MatryoshkaKV-style)",
+                get: |v| v.kv_pca,
+                put: |v, r| {
+                    v.kv_pca = r;
+                    if r.is_some() {
+                        v.kv_rank = None;
+                    }
+                },
+            }, d_head)}
             <p class="meter">"KV cache: "
                 <span data-testid="kv-bytes">{move || ui.current.get().map(|r| r.output.kv_bytes_per_token.to_string()).unwrap_or_default()}</span>
                 " bytes per token"
@@ -180,19 +214,14 @@ pub fn Controls() -> impl IntoView {
             }}
         </div>
         <div class="control">
-            <label for="route-heads">
-                "Heads per token (routing proxy, untrained): "
-                {move || ui.variant.get().route_heads.map(|k| k.to_string()).unwrap_or_else(|| "all".into())}
-            </label>
-            <input id="route-heads" data-testid="route-heads" type="range" min="1"
-                title="Mixture-of-Head-style: in every layer each token keeps only the k heads whose output is largest; no router was trained"
-                max=move || n_head().to_string()
-                prop:value=move || ui.variant.get().route_heads.unwrap_or_else(n_head).to_string()
-                on:input=move |ev| {
-                    let k = event_target_value(&ev).parse::<usize>().ok();
-                    let max = n_head();
-                    set(Box::new(move |v| v.route_heads = k.filter(|&k| k < max)));
-                } />
+            {capped_slider(ui, CappedSlider {
+                id: "route-heads",
+                label: "Heads per token (routing proxy, untrained): ",
+                full: "all",
+                title: "Mixture-of-Head-style: in every layer each token keeps only the k heads whose output is largest; no router was trained",
+                get: |v| v.route_heads,
+                put: |v, k| v.route_heads = k,
+            }, n_head)}
         </div>
         <div class="control">
             <label for="ablate-mode">"Ablated heads output"</label>
