@@ -446,6 +446,44 @@ impl Lesson {
     }
 }
 
+/// The lesson ids a lesson index lists (`static/lessons/index.json`: `{"lessons": [ids]}`), in
+/// order.
+pub fn lesson_index(text: &str) -> Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Index {
+        lessons: Vec<String>,
+    }
+    serde_json::from_str::<Index>(text)
+        .map(|i| i.lessons)
+        .map_err(|e| ModelError::Json {
+            what: "lessons/index.json".into(),
+            message: e.to_string(),
+        })
+}
+
+/// Every lesson `dir/index.json` lists, read from `dir/<id>.json`; a lesson whose `id` is not its
+/// file name is an error.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_lessons(dir: &std::path::Path) -> Result<Vec<Lesson>> {
+    let read = |name: String| {
+        std::fs::read_to_string(dir.join(&name))
+            .map_err(|e| ModelError::Input(format!("{name}: {e}")))
+    };
+    lesson_index(&read("index.json".into())?)?
+        .into_iter()
+        .map(|id| {
+            let lesson = Lesson::from_json(&read(format!("{id}.json"))?)?;
+            if lesson.id != id {
+                return Err(ModelError::Input(format!(
+                    "{id}.json holds the lesson {:?}: a lesson's id is its file name",
+                    lesson.id
+                )));
+            }
+            Ok(lesson)
+        })
+        .collect()
+}
+
 impl Measurement {
     /// Checks the measurement against the model and the input before any forward runs.
     pub fn check(&self, config: &ModelConfig, tokens: &[u32]) -> Result<()> {

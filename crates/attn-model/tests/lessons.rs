@@ -13,21 +13,7 @@ fn root() -> PathBuf {
 }
 
 fn lessons() -> Vec<Lesson> {
-    let dir = root().join("static/lessons");
-    let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
-    index["lessons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|id| {
-            let id = id.as_str().unwrap();
-            let text = std::fs::read_to_string(dir.join(format!("{id}.json"))).unwrap();
-            let lesson = Lesson::from_json(&text).unwrap_or_else(|e| panic!("{id}: {e}"));
-            assert_eq!(lesson.id, id, "a lesson's id is its file name");
-            lesson
-        })
-        .collect()
+    attn_model::lesson::read_lessons(&root().join("static/lessons")).unwrap()
 }
 
 #[test]

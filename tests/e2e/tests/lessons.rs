@@ -13,18 +13,7 @@ const LOAD: Duration = Duration::from_secs(120);
 const MEASURE: Duration = Duration::from_secs(300);
 
 fn lessons() -> Vec<Lesson> {
-    let dir = repo_root().join("static/lessons");
-    let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
-    index["lessons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|id| {
-            let path = dir.join(format!("{}.json", id.as_str().unwrap()));
-            Lesson::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
-        })
-        .collect()
+    attn_model::lesson::read_lessons(&repo_root().join("static/lessons")).unwrap()
 }
 
 /// `document.querySelector` in the page, or inside its first iframe when `frame`.

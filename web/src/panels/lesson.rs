@@ -25,18 +25,7 @@ pub fn load_lessons(ui: Ui) {
     spawn_local(async move {
         let index = browser::fetch_text(&format!("{LESSONS_BASE}index.json"))
             .await
-            .and_then(|t| {
-                let v: serde_json::Value =
-                    serde_json::from_str(&t).map_err(|e| format!("lessons/index.json: {e}"))?;
-                Ok(v["lessons"]
-                    .as_array()
-                    .map(|ids| {
-                        ids.iter()
-                            .filter_map(|id| id.as_str().map(str::to_string))
-                            .collect::<Vec<_>>()
-                    })
-                    .unwrap_or_default())
-            });
+            .and_then(|t| attn_model::lesson::lesson_index(&t).map_err(|e| e.to_string()));
         let ids = match index {
             Ok(ids) => ids,
             Err(e) => {
