@@ -143,6 +143,22 @@ mod tests {
         }
     }
 
+    /// The kernel's buffers: `z`, the norms, the ablation codes and `means` scratch (NaN).
+    fn upload(
+        ctx: &crate::GpuContext,
+        z: &[f32],
+        norms: &[f32],
+        modes: &[u32],
+        means: usize,
+    ) -> (Arg, Arg, Arg, Arg) {
+        (
+            testing::upload(ctx, z),
+            testing::upload(ctx, norms),
+            testing::upload_u32(ctx, modes),
+            testing::upload(ctx, &vec![f32::NAN; means]),
+        )
+    }
+
     #[test]
     fn ablation_and_norms() {
         let ctx = testing::context();
@@ -156,12 +172,7 @@ mod tests {
             let norms0 = vec![f32::NAN; layers * heads * t];
             let (mut z_want, mut n_want) = (z0.clone(), norms0.clone());
             reference(&mut z_want, &mut n_want, &modes, t, heads, d, layer);
-            let (z, norms, ablation, means) = (
-                testing::upload(&ctx, &z0),
-                testing::upload(&ctx, &norms0),
-                testing::upload_u32(&ctx, &modes),
-                testing::upload(&ctx, &vec![f32::NAN; heads * d]),
-            );
+            let (z, norms, ablation, means) = upload(&ctx, &z0, &norms0, &modes, heads * d);
             let buffers = HeadBuffers {
                 z: &z,
                 norms: &norms,
@@ -205,12 +216,8 @@ mod tests {
                     }
                 }
             }
-            let (z, norms, ablation, means) = (
-                testing::upload(&ctx, &z0),
-                testing::upload(&ctx, &vec![f32::NAN; layers * heads * t]),
-                testing::upload_u32(&ctx, &modes),
-                testing::upload(&ctx, &vec![0.0; heads * d]),
-            );
+            let norms0 = vec![f32::NAN; layers * heads * t];
+            let (z, norms, ablation, means) = upload(&ctx, &z0, &norms0, &modes, heads * d);
             let buffers = HeadBuffers {
                 z: &z,
                 norms: &norms,
