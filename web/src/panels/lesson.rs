@@ -125,7 +125,7 @@ pub fn LessonPanel() -> impl IntoView {
     move || {
         let loaded = ui.lessons_loaded.get();
         match (ui.lesson_id.get(), ui.lesson()) {
-            (None, _) => lesson_list(ui).into_any(),
+            (None, _) => lesson_list(ui, false).into_any(),
             (Some(_), Some(lesson)) => lesson_view(ui, lesson).into_any(),
             (Some(_), None) if !loaded => {
                 view! { <p class="muted">"Loading the lesson…"</p> }.into_any()
@@ -134,15 +134,16 @@ pub fn LessonPanel() -> impl IntoView {
                 <p class="error" data-testid="lesson-error">
                     {format!("There is no lesson called {id:?}. These are the lessons:")}
                 </p>
-                {lesson_list(ui)}
+                {lesson_list(ui, true)}
             }
             .into_any(),
         }
     }
 }
 
-/// The built-in lessons, each opening at its first step.
-fn lesson_list(ui: Ui) -> impl IntoView {
+/// The built-in lessons, each opening at its first step; folded unless `open`, so the playground
+/// stays at the top of the page.
+fn lesson_list(ui: Ui, open: bool) -> impl IntoView {
     let items = move || {
         ui.lessons
             .get()
@@ -161,10 +162,14 @@ fn lesson_list(ui: Ui) -> impl IntoView {
             })
             .collect_view()
     };
+    let count = move || ui.lessons.with(Vec::len);
     view! {
-        <h2>"Lessons"</h2>
-        <p class="muted">"Guided experiments: each reproduces a research claim about multi-head attention live on a built-in model, with the number it measures beside what the paper reports."</p>
-        <ul class="lessons" data-testid="lesson-list">{items}</ul>
+        <details class="lessons" open=open>
+            <summary><h2>"Lessons"</h2>
+                <span class="muted">{move || format!(" {} guided experiments, each reproducing a research claim about multi-head attention live on a built-in model", count())}</span>
+            </summary>
+            <ul class="lessons" data-testid="lesson-list">{items}</ul>
+        </details>
     }
 }
 
