@@ -27,10 +27,11 @@ fi
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/attn-playground/fuzz-target}"
 mkdir -p fuzz/artifacts
 for target in "${targets[@]}"; do
-    mkdir -p "fuzz/corpus/$target"
+    # New inputs go to fuzz/work/ (not committed); the committed seeds are read from fuzz/corpus/.
+    mkdir -p "fuzz/work/$target"
     echo "==> $target for ${seconds}s"
     # -rss_limit_mb: a parser that allocates from an untrusted length fails here.
-    cargo +nightly fuzz run "$target" "fuzz/corpus/$target" -- \
+    cargo +nightly fuzz run "$target" "fuzz/work/$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=262144 -print_final_stats=1 \
         2>&1 | tee "fuzz/artifacts/$target.log" | grep -E "^(#[0-9]+ +DONE|stat::|==[0-9]+==|SUMMARY|Done)" || true
 done
