@@ -492,15 +492,21 @@ impl Browser {
             .to_string()
     }
 
-    /// Saves a PNG screenshot under tests/artifacts/.
     /// Types `text` into the input box as a person would (an `input` event follows). The text
     /// goes in as a JSON string, so any character survives.
     pub fn type_prompt(&self, text: &str) {
+        self.set_value("prompt-input", text);
+    }
+
+    /// Sets the control `[data-testid=TESTID]` to `value` as a person would: its `input` and
+    /// `change` events follow. The value goes in as a JSON string, so any character survives.
+    pub fn set_value(&self, testid: &str, value: &str) {
         self.eval(&format!(
-            "const e = document.querySelector('[data-testid=prompt-input]');
+            "const e = document.querySelector('[data-testid={testid}]');
              e.value = {};
-             e.dispatchEvent(new Event('input', {{bubbles: true}}));",
-            serde_json::to_string(text).expect("a string")
+             e.dispatchEvent(new Event('input', {{bubbles: true}}));
+             e.dispatchEvent(new Event('change', {{bubbles: true}}));",
+            serde_json::to_string(value).expect("a string")
         ));
     }
 
@@ -550,6 +556,7 @@ impl Browser {
         );
     }
 
+    /// Saves a PNG screenshot under tests/artifacts/.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let data = self.command("GET", "screenshot", None);
         let png = base64::engine::general_purpose::STANDARD

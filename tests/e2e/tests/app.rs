@@ -274,12 +274,7 @@ fn kl(b: &Browser) -> f64 {
 /// Sets a control's value as a person would (input and change events) and returns once the
 /// page shows a result that differs from the baseline and the URL carries `url_part`.
 fn change_control(b: &Browser, testid: &str, value: &str, url_part: &str) {
-    b.eval(&format!(
-        "const e = document.querySelector('[data-testid={testid}]');
-         e.value = {value:?};
-         e.dispatchEvent(new Event('input', {{bubbles: true}}));
-         e.dispatchEvent(new Event('change', {{bubbles: true}}));"
-    ));
+    b.set_value(testid, value);
     b.wait_for(
         &format!("a result that differs from the baseline after {testid} = {value}"),
         "const k = document.querySelector('[data-testid=kl]').textContent;

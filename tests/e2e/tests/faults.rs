@@ -57,11 +57,7 @@ fn a_crashed_worker_is_restarted_and_the_page_keeps_its_state() {
     let prompt = b.eval("return document.querySelector('[data-testid=prompt-input]').value");
     assert_eq!(prompt, "a b c d a b c");
     // And it keeps working: another setting gives another result.
-    b.eval(
-        "const e = document.querySelector('[data-testid=window]');
-         e.value = '1';
-         e.dispatchEvent(new Event('input', {bubbles: true}));",
-    );
+    b.set_value("window", "1");
     b.wait_for(
         "a result for the new setting",
         &format!("const k = document.querySelector('[data-testid=kl]').textContent; return k !== {before:?} && location.search.includes('window=1')"),
@@ -82,11 +78,7 @@ fn a_lost_device_moves_the_page_to_the_cpu_engine_and_keeps_its_state() {
     wait_for_variant_result(&b, "the first result on the GPU");
     b.eval("window.attnFaults.loseDevice()");
     // The next forward finds the device gone, moves to the CPU engine and still answers.
-    b.eval(
-        "const e = document.querySelector('[data-testid=window]');
-         e.value = '2';
-         e.dispatchEvent(new Event('input', {bubbles: true}));",
-    );
+    b.set_value("window", "2");
     let badge = b.wait_for(
         "the CPU fallback",
         "const e = document.querySelector('[data-testid=engine-badge]'); return e.textContent.includes('CPU fallback') ? e.textContent : ''",

@@ -41,12 +41,7 @@ fn the_page_runs_under_a_strict_content_security_policy() {
     );
     assert!(width.as_str().unwrap().ends_with('%'), "{width}");
     // A variant, then the analysis tables (cells coloured by their values).
-    b.eval(
-        "const e = document.querySelector('[data-testid=beta]');
-         e.value = '2';
-         e.dispatchEvent(new Event('input', {bubbles: true}));
-         e.dispatchEvent(new Event('change', {bubbles: true}));",
-    );
+    b.set_value("beta", "2");
     b.wait_for(
         "a result that differs from the baseline",
         "const k = document.querySelector('[data-testid=kl]').textContent;
