@@ -159,6 +159,16 @@ mod tests {
         )
     }
 
+    /// The kernel's view of the uploaded buffers.
+    fn bound(args: &(Arg, Arg, Arg, Arg)) -> HeadBuffers<'_> {
+        HeadBuffers {
+            z: &args.0,
+            norms: &args.1,
+            ablation: &args.2,
+            means: &args.3,
+        }
+    }
+
     #[test]
     fn ablation_and_norms() {
         let ctx = testing::context();
@@ -172,18 +182,13 @@ mod tests {
             let norms0 = vec![f32::NAN; layers * heads * t];
             let (mut z_want, mut n_want) = (z0.clone(), norms0.clone());
             reference(&mut z_want, &mut n_want, &modes, t, heads, d, layer);
-            let (z, norms, ablation, means) = upload(&ctx, &z0, &norms0, &modes, heads * d);
-            let buffers = HeadBuffers {
-                z: &z,
-                norms: &norms,
-                ablation: &ablation,
-                means: &means,
-            };
-            let z_got = testing::run(&ctx, &z, |plan| {
+            let args = upload(&ctx, &z0, &norms0, &modes, heads * d);
+            let (buffers, z, norms) = (bound(&args), &args.0, &args.1);
+            let z_got = testing::run(&ctx, z, |plan| {
                 push(plan, &ctx.kernels, t, heads, d, layer, true, None, &buffers).unwrap();
             });
             testing::assert_close("ablated z", &z_got, &z_want, 1e-6);
-            let n_got = testing::read(&ctx, &norms);
+            let n_got = testing::read(&ctx, norms);
             let range = layer * heads * t..(layer + 1) * heads * t;
             testing::assert_close("norms", &n_got[range.clone()], &n_want[range], 1e-6);
             assert!(n_got[..layer * heads * t].iter().all(|v| v.is_nan()));
@@ -217,14 +222,9 @@ mod tests {
                 }
             }
             let norms0 = vec![f32::NAN; layers * heads * t];
-            let (z, norms, ablation, means) = upload(&ctx, &z0, &norms0, &modes, heads * d);
-            let buffers = HeadBuffers {
-                z: &z,
-                norms: &norms,
-                ablation: &ablation,
-                means: &means,
-            };
-            let z_got = testing::run(&ctx, &z, |plan| {
+            let args = upload(&ctx, &z0, &norms0, &modes, heads * d);
+            let (buffers, z) = (bound(&args), &args.0);
+            let z_got = testing::run(&ctx, z, |plan| {
                 push(
                     plan,
                     &ctx.kernels,
