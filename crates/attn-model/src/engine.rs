@@ -213,6 +213,19 @@ impl<F: FnMut(Step) -> bool> Progress for F {
     }
 }
 
+/// Puts `previous` back as the engine's variant after a job that changed it, also when the job
+/// failed or was cancelled: the job's error comes first, then the restoring's.
+pub fn restore_variant<E: Engine, T>(
+    engine: &mut E,
+    previous: &Variant,
+    outcome: std::result::Result<T, E::Error>,
+) -> std::result::Result<T, E::Error> {
+    let restored = engine.set_variant(previous);
+    let outcome = outcome?;
+    restored?;
+    Ok(outcome)
+}
+
 /// Progress that nobody watches: never cancels.
 pub fn unwatched() -> impl Progress {
     |_: Step| true

@@ -35,10 +35,7 @@ pub async fn head_importance<E: Engine>(
 ) -> Result<Outcome<Vec<HeadImportance>>, E::Error> {
     let previous = engine.variant().clone();
     let outcome = rank_heads(engine, base, tokens, mode, progress).await;
-    let restored = engine.set_variant(&previous);
-    let outcome = outcome?;
-    restored?;
-    Ok(outcome)
+    crate::engine::restore_variant(engine, &previous, outcome)
 }
 
 async fn rank_heads<E: Engine>(

@@ -670,10 +670,7 @@ pub async fn run_measurement<E: Engine>(
 ) -> std::result::Result<Outcome<Measured>, E::Error> {
     let previous = engine.variant().clone();
     let outcome = measure(engine, tokens, measurement, progress).await;
-    let restored = engine.set_variant(&previous);
-    let outcome = outcome?;
-    restored?;
-    Ok(outcome)
+    crate::engine::restore_variant(engine, &previous, outcome)
 }
 
 async fn measure<E: Engine>(

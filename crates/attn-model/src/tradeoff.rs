@@ -76,10 +76,7 @@ pub async fn kv_cache_tradeoff<E: Engine>(
 ) -> Result<Outcome<Vec<TradeoffPoint>>, E::Error> {
     let previous = engine.variant().clone();
     let outcome = sweep(engine, tokens, progress).await;
-    let restored = engine.set_variant(&previous);
-    let outcome = outcome?;
-    restored?;
-    Ok(outcome)
+    crate::engine::restore_variant(engine, &previous, outcome)
 }
 
 async fn sweep<E: Engine>(
