@@ -907,13 +907,7 @@ async fn measure<E: Engine>(
                 .into_iter()
                 .skip(1)
                 .map(|(label, variant)| Planned {
-                    series: if variant.kv_groups.is_some() {
-                        "fewer key/value heads".into()
-                    } else if variant.kv_rank.is_some() {
-                        "lower K/V rank".into()
-                    } else {
-                        "fewer PCA components".into()
-                    },
+                    series: crate::tradeoff::cache_reduction(&variant).into(),
                     x: 0.0,
                     label,
                     variant,

@@ -67,6 +67,16 @@ pub fn tradeoff_variants(
     out
 }
 
+/// Which way of shrinking the cache a sweep setting is: the name of its line on a plot.
+pub fn cache_reduction(variant: &Variant) -> &'static str {
+    match (variant.kv_groups, variant.kv_rank, variant.kv_pca) {
+        (Some(_), _, _) => "fewer key/value heads",
+        (_, Some(_), _) => "lower K/V rank",
+        (_, _, Some(_)) => "fewer PCA components",
+        _ => "unmodified",
+    }
+}
+
 /// Runs every setting of [`tradeoff_variants`] on `tokens` (one forward each, logits only),
 /// reporting progress, and puts the engine's variant back when it ends.
 pub async fn kv_cache_tradeoff<E: Engine>(

@@ -341,16 +341,7 @@ fn tradeoff_view(ui: Ui, points: Vec<attn_model::TradeoffPoint>) -> impl IntoVie
         ))
     });
     // One series per way of shrinking the cache, so each line joins settings of one kind.
-    let kind = |p: &attn_model::TradeoffPoint| match (
-        p.variant.kv_groups,
-        p.variant.kv_rank,
-        p.variant.kv_pca,
-    ) {
-        (Some(_), _, _) => "fewer key/value heads",
-        (_, Some(_), _) => "lower K/V rank",
-        (_, _, Some(_)) => "fewer PCA components",
-        _ => "unmodified",
-    };
+    let kind = |p: &attn_model::TradeoffPoint| attn_model::tradeoff::cache_reduction(&p.variant);
     let mut series: Vec<PlotSeries> = Vec::new();
     for p in &points {
         let point = PlotPoint {
