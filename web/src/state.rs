@@ -157,10 +157,15 @@ impl Ui {
         if !self.embed {
             return true;
         }
-        match self.lesson() {
-            Some(lesson) => lesson.uses.iter().any(|u| u == part),
-            None => self.lesson_id.get().is_none(),
-        }
+        let Some(id) = self.lesson_id.get() else {
+            return true;
+        };
+        // Read in place: this runs for every panel on every change of the lesson list.
+        self.lessons.with(|all| {
+            all.iter()
+                .find(|l| l.id == id)
+                .is_some_and(|l| l.uses.iter().any(|u| u == part))
+        })
     }
 }
 
