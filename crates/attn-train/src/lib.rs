@@ -1,7 +1,8 @@
 //! Offline trainer for the built-in models (native only).
 //!
 //! - [`tasks`]: the tasks (induction, sort, reverse, recall, brackets, and the Shakespeare
-//!   character model), their seeded generators and fixed held-out sets.
+//!   character model); their seeded generators, held-out sets, the training config and the
+//!   initial weights are attn-model's (`attn_model::training`), shared with the page.
 //! - [`net`]: the trainable transformer in burn, the same architecture as attn-model's CPU
 //!   forward; weights move in and out through [`attn_model::Model`].
 //! - [`train`]: the training loop (AdamW, warm-up + cosine schedule) and the export to the
@@ -14,7 +15,6 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod eval;
-pub mod init;
 pub mod net;
 pub mod tasks;
 pub mod train;
@@ -22,5 +22,5 @@ pub mod train;
 pub use config::{parse_config_arg, ArchConfig, TrainConfig};
 pub use error::{Result, TrainError};
 pub use eval::{evaluate, EvalReport};
-pub use tasks::{MetricKind, Sequence, Task, TaskData};
+pub use tasks::{task_from_name, MetricKind, Sequence, Task, TaskData};
 pub use train::{train, TrainOutcome};

@@ -1,6 +1,6 @@
 //! The training loop and the export of its result.
 //!
-//! A run is deterministic in its config: the initial weights ([`crate::init`]) and the data
+//! A run is deterministic in its config: the initial weights (`attn_model::training::initial_model`) and the data
 //! stream come from the seed, and the held-out set is fixed. Each step draws a batch, computes
 //! the masked cross-entropy over the positions that carry a target, and takes an AdamW step at
 //! the scheduled learning rate. At the end the weights are copied into an attn-model
@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use attn_model::training::initial_model;
 use attn_model::{Model, ModelConfig, ModelError, Variant};
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
@@ -22,9 +23,8 @@ use serde_json::{json, Map, Value};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::eval::{evaluate_with_data, EvalReport};
-use crate::init::initial_model;
 use crate::net::{token_tensor, Transformer};
-use crate::tasks::{Sequence, Task, TaskData};
+use crate::tasks::{task_data, Sequence, Task, TaskData};
 
 /// How many held-out sequences the periodic in-training estimate uses (the final score uses
 /// the whole set).
@@ -79,7 +79,7 @@ impl Trainer {
         let arch = &config.model;
         if task != Task::Shakespeare && arch.n_ctx.is_some() {
             // Checked before loading anything: the synthetic tasks fix their context.
-            let data = task.data(None)?;
+            let data = task_data(task, None)?;
             if arch.n_ctx != Some(data.n_ctx()) {
                 return Err(TrainError::Config(format!(
                     "model.n_ctx is fixed by the {} task to {}; leave it null",
@@ -88,7 +88,7 @@ impl Trainer {
                 )));
             }
         }
-        let data = task.data(arch.n_ctx)?;
+        let data = task_data(task, arch.n_ctx)?;
         let model_config = ModelConfig {
             vocab_size: data.vocab_size(),
             n_ctx: data.n_ctx(),

@@ -1,7 +1,7 @@
 //! Reverse: a sequence of digits, a `|`, then the same digits backwards. The attention of the
 //! output positions forms an anti-diagonal.
 
-use attn_model::TokenizerSpec;
+use crate::tokenizer::TokenizerSpec;
 use rand_chacha::ChaCha8Rng;
 
 use super::{held_out_from, number_symbols, uniform, words_text, Sequence, TaskData};

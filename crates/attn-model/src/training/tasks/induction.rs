@@ -5,7 +5,7 @@
 //! so position alone cannot solve it, and the prefix may use the stretch's letters too, so
 //! "guess a letter seen once" is no shortcut either.
 
-use attn_model::TokenizerSpec;
+use crate::tokenizer::TokenizerSpec;
 use rand_chacha::ChaCha8Rng;
 
 use super::{distinct, held_out_from, uniform, words_text, Sequence, TaskData};

@@ -1,7 +1,7 @@
 //! Sort: a list of distinct small numbers, a `|`, then the same numbers in increasing order.
 //! Each output position should attend to where the next larger number sits in the input.
 
-use attn_model::TokenizerSpec;
+use crate::tokenizer::TokenizerSpec;
 use rand_chacha::ChaCha8Rng;
 
 use super::{distinct, held_out_from, number_symbols, uniform, words_text, Sequence, TaskData};

@@ -2,7 +2,7 @@
 //! by its value. Answering needs a content-based lookup: attend to the earlier copy of the
 //! queried key and read the value next to it.
 
-use attn_model::TokenizerSpec;
+use crate::tokenizer::TokenizerSpec;
 use rand_chacha::ChaCha8Rng;
 
 use super::{distinct, held_out_from, uniform, words_text, Sequence, TaskData};

@@ -4,7 +4,7 @@
 //! identity. Drawn on the host from ChaCha8 (stream [`INIT_STREAM`] of the run's seed), so a
 //! seed gives the same start on any machine.
 
-use attn_model::{Model, ModelConfig, ParamRole, ParamSpec};
+use crate::{Model, ModelConfig, ParamRole, ParamSpec};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -16,7 +16,7 @@ const STD: f32 = 0.02;
 
 /// The starting point of a training run with `config` and `seed`: every parameter of the
 /// config's schema, drawn in the schema's order.
-pub fn initial_model(config: &ModelConfig, seed: u64) -> attn_model::Result<Model> {
+pub fn initial_model(config: &ModelConfig, seed: u64) -> crate::Result<Model> {
     config.validate()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(INIT_STREAM);

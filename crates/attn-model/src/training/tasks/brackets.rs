@@ -3,7 +3,7 @@
 //! prefix closes more brackets than it opened, so the model has to count over prefixes, not
 //! just compare totals; the negatives are chosen to test both conditions.
 
-use attn_model::TokenizerSpec;
+use crate::tokenizer::TokenizerSpec;
 use rand_chacha::ChaCha8Rng;
 
 use super::{held_out_from, shuffle, uniform, Sequence, TaskData};
