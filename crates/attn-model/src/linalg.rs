@@ -61,16 +61,24 @@ impl<'a> MatRef<'a> {
 
 /// `a · b` as a new dense row-major matrix.
 pub fn matmul(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
+    let mut c = vec![0.0f32; a.rows * b.cols];
+    matmul_add(a, b, &mut c);
+    c
+}
+
+/// `out += a · b`, `out` a dense row-major `a.rows × b.cols` matrix: how the backward pass
+/// accumulates gradients.
+pub fn matmul_add(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32]) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     a.check();
     b.check();
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    let mut c = vec![0.0f32; m * n];
+    assert_eq!(out.len(), m * n, "output has the wrong size");
     if m == 0 || n == 0 || k == 0 {
-        return c;
+        return;
     }
     // SAFETY: `check` verified that every element the strides address lies inside `a.data` and
-    // `b.data`; `c` is a fresh dense `m × n` buffer with strides (n, 1).
+    // `b.data`; `out` is a dense `m × n` buffer with strides (n, 1).
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -83,13 +91,12 @@ pub fn matmul(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
             b.data.as_ptr(),
             b.row_stride as isize,
             b.col_stride as isize,
-            0.0,
-            c.as_mut_ptr(),
+            1.0,
+            out.as_mut_ptr(),
             n as isize,
             1,
         );
     }
-    c
 }
 
 /// Rows of a 16-bit table widened at once by [`times_table_transposed`].

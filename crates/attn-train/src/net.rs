@@ -12,7 +12,7 @@
 use attn_model::model::{Attention, Block, Linear, Mlp, NormWeights};
 use attn_model::{Model, ModelConfig};
 use burn::module::{Module, Param};
-use burn::tensor::{activation, Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{activation, Bool, Device, Gradients, Int, Tensor, TensorData};
 
 /// A dense layer `y = x · weight + bias`, `weight` stored `[in, out]`.
 #[derive(Module, Debug)]
@@ -33,13 +33,13 @@ impl Dense {
         }
     }
 
-    fn to_linear(&self) -> Linear {
+    fn to_linear(&self, source: Source<'_>) -> Linear {
         let [d_in, d_out] = self.weight.val().dims();
         Linear {
             d_in,
             d_out,
-            weight: values(&self.weight).into(),
-            bias: Some(values(&self.bias)),
+            weight: source.read(&self.weight).into(),
+            bias: Some(source.read(&self.bias)),
         }
     }
 
@@ -68,10 +68,10 @@ impl Norm {
         }
     }
 
-    fn to_layer_norm(&self) -> NormWeights {
+    fn to_layer_norm(&self, source: Source<'_>) -> NormWeights {
         NormWeights {
-            weight: values(&self.weight),
-            bias: Some(values(&self.bias)),
+            weight: source.read(&self.weight),
+            bias: Some(source.read(&self.bias)),
         }
     }
 
@@ -180,33 +180,43 @@ impl Transformer {
     /// The weights as an attn-model [`Model`] with `config` (which must be the config this
     /// network was built from), without tokenizer or metadata.
     pub fn to_model(&self, config: &ModelConfig) -> attn_model::Result<Model> {
+        self.export(config, Source::Values)
+    }
+
+    /// The gradient of every parameter in `grads` (from `loss.backward()` on an autodiff
+    /// device), laid out as an attn-model [`Model`]: what the page's trainer is checked against.
+    pub fn gradients(&self, config: &ModelConfig, grads: &Gradients) -> attn_model::Result<Model> {
+        self.export(config, Source::Gradients(grads))
+    }
+
+    fn export(&self, config: &ModelConfig, source: Source<'_>) -> attn_model::Result<Model> {
         let blocks = self
             .blocks
             .iter()
             .map(|b| Block {
-                attn_norm: b.attn_norm.to_layer_norm(),
+                attn_norm: b.attn_norm.to_layer_norm(source),
                 attn: Attention {
-                    q: b.attn.q.to_linear(),
-                    k: b.attn.k.to_linear(),
-                    v: b.attn.v.to_linear(),
-                    o: b.attn.o.to_linear(),
+                    q: b.attn.q.to_linear(source),
+                    k: b.attn.k.to_linear(source),
+                    v: b.attn.v.to_linear(source),
+                    o: b.attn.o.to_linear(source),
                 },
                 mlp: b.mlp.as_ref().map(|m| Mlp {
                     gate: None,
-                    norm: m.norm.to_layer_norm(),
-                    fc: m.fc.to_linear(),
-                    proj: m.proj.to_linear(),
+                    norm: m.norm.to_layer_norm(source),
+                    fc: m.fc.to_linear(source),
+                    proj: m.proj.to_linear(source),
                 }),
             })
             .collect();
         let model = Model {
             config: config.clone(),
-            token_embedding: values(&self.wte).into(),
-            position_embedding: Some(values(&self.wpe)),
+            token_embedding: source.read(&self.wte).into(),
+            position_embedding: Some(source.read(&self.wpe)),
             blocks,
-            final_norm: self.ln_f.to_layer_norm(),
-            lm_head: self.lm_head.as_ref().map(|h| values(h).into()),
-            classifier: self.classifier.as_ref().map(Dense::to_linear),
+            final_norm: self.ln_f.to_layer_norm(source),
+            lm_head: self.lm_head.as_ref().map(|h| source.read(h).into()),
+            classifier: self.classifier.as_ref().map(|c| c.to_linear(source)),
             tokenizer: None,
             metadata: Default::default(),
         };
@@ -323,13 +333,30 @@ fn param2(data: &[f32], rows: usize, cols: usize, device: &Device) -> Param<Tens
     Param::from_data(TensorData::new(data.to_vec(), [rows, cols]), device)
 }
 
-/// A parameter's values, row-major.
-fn values<const D: usize>(param: &Param<Tensor<D>>) -> Vec<f32> {
-    param
-        .val()
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("parameters are f32")
+/// What an export reads from each parameter.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Its values.
+    Values,
+    /// Its gradient (zeros where the loss does not depend on it).
+    Gradients(&'a Gradients),
+}
+
+impl Source<'_> {
+    /// The parameter's values or gradient, row-major.
+    fn read<const D: usize>(self, param: &Param<Tensor<D>>) -> Vec<f32> {
+        let tensor = match self {
+            Source::Values => param.val(),
+            Source::Gradients(grads) => match param.val().grad(grads) {
+                Some(grad) => grad,
+                None => return vec![0.0; param.val().shape().num_elements()],
+            },
+        };
+        tensor
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("parameters are f32")
+    }
 }
 
 /// Token ids `[batch, T]` as a burn tensor.

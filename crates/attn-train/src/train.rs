@@ -10,8 +10,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use attn_model::training::initial_model;
-use attn_model::{Model, ModelConfig, ModelError, Variant};
+use attn_model::training::{initial_model, run_metadata};
+use attn_model::{Model, ModelConfig, Variant};
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -76,37 +76,8 @@ impl Trainer {
     /// Loads the task's data and checks that `config` fits it.
     pub fn new(task: Task, config: TrainConfig) -> Result<Trainer> {
         config.validate()?;
-        let arch = &config.model;
-        if task != Task::Shakespeare && arch.n_ctx.is_some() {
-            // Checked before loading anything: the synthetic tasks fix their context.
-            let data = task_data(task, None)?;
-            if arch.n_ctx != Some(data.n_ctx()) {
-                return Err(TrainError::Config(format!(
-                    "model.n_ctx is fixed by the {} task to {}; leave it null",
-                    task.name(),
-                    data.n_ctx()
-                )));
-            }
-        }
-        let data = task_data(task, arch.n_ctx)?;
-        let model_config = ModelConfig {
-            vocab_size: data.vocab_size(),
-            n_ctx: data.n_ctx(),
-            d_model: arch.d_model,
-            n_layer: arch.n_layer,
-            n_head: arch.n_head,
-            n_kv_head: arch.n_kv_head,
-            d_mlp: arch.d_mlp,
-            mlp: arch.mlp,
-            causal: data.causal(),
-            tied_embeddings: true,
-            n_classes: data.classes().map(|c| c.len()),
-            ..ModelConfig::tiny(1)
-        };
-        model_config.validate().map_err(|e| match e {
-            ModelError::Config(m) => TrainError::Config(format!("model: {m}")),
-            other => TrainError::Model(other),
-        })?;
+        let data = task_data(task, config.model.n_ctx)?;
+        let model_config = attn_model::training::model_config(&config, data.as_ref())?;
         Ok(Trainer {
             task,
             config,
@@ -208,43 +179,18 @@ impl Trainer {
         seconds: f64,
         report: Option<&EvalReport>,
     ) -> Map<String, Value> {
-        let c = &self.config;
-        let m = &self.model_config;
-        let kv = if m.kv_heads() == m.n_head {
-            String::new()
-        } else {
-            format!(", {} key/value heads", m.kv_heads())
-        };
-        let mut meta = Map::new();
-        meta.insert(
-            "title".into(),
-            json!(format!(
-                "{} — {} layers × {} heads{kv}, d_model {}",
-                self.task.name(),
-                m.n_layer,
-                m.n_head,
-                m.d_model
-            )),
+        let trainer = format!(
+            "attn-train {} (burn 0.22, flex CPU backend)",
+            env!("CARGO_PKG_VERSION")
         );
-        meta.insert("task".into(), json!(self.task.name()));
-        meta.insert("scoring".into(), json!(self.data.scoring()));
-        if let Some(classes) = self.data.classes() {
-            meta.insert("classes".into(), json!(classes));
-        }
-        meta.insert("example_inputs".into(), json!(self.data.example_inputs()));
-        meta.insert("steps".into(), json!(steps));
-        meta.insert("seed".into(), json!(c.seed));
-        meta.insert("train_config".into(), json!(c));
-        meta.insert(
-            "train_seconds".into(),
-            json!((seconds * 10.0).round() / 10.0),
-        );
-        meta.insert(
-            "trainer".into(),
-            json!(format!(
-                "attn-train {} (burn 0.22, flex CPU backend)",
-                env!("CARGO_PKG_VERSION")
-            )),
+        let mut meta = run_metadata(
+            self.task,
+            self.data.as_ref(),
+            &self.config,
+            &self.model_config,
+            steps,
+            seconds,
+            &trainer,
         );
         if let Some(report) = report {
             meta.insert("metrics".into(), json!(report));
@@ -288,7 +234,11 @@ fn batch_tensors(
 
 /// Mean cross-entropy over the positions of `batch` that carry a target, and the summed head
 /// output norms (for the optional head-sparsity penalty).
-fn batch_loss(net: &Transformer, batch: &[Sequence], device: &Device) -> (Tensor<1>, Tensor<1>) {
+pub fn batch_loss(
+    net: &Transformer,
+    batch: &[Sequence],
+    device: &Device,
+) -> (Tensor<1>, Tensor<1>) {
     let (tokens, targets, weights, count) = batch_tensors(batch, device);
     let (logits, head_norms) = net.forward_with_head_norms(tokens);
     let log_probs = activation::log_softmax(logits, 2);

@@ -3,10 +3,16 @@
 //! its worker, and the same data and config the offline trainer (attn-train, with burn's
 //! autodiff) uses, so that the two agree batch for batch.
 
+pub mod backprop;
 pub mod config;
 pub mod init;
+pub mod optimizer;
 pub mod tasks;
+pub mod trainer;
 
+pub use backprop::{check_trainable, loss_and_gradients, BatchLoss};
 pub use config::{ArchConfig, TrainConfig};
 pub use init::{initial_model, INIT_STREAM};
+pub use optimizer::AdamW;
 pub use tasks::{Corpus, MetricKind, Sequence, ShakespeareTask, Task, TaskData};
+pub use trainer::{model_config, run_metadata, score, StepReport, Trainer};

@@ -1,0 +1,325 @@
+//! A training run one step at a time: the page's worker calls [`Trainer::step`] between other
+//! work (so a run can pause, resume and report as it goes), and the whole run is deterministic
+//! in its config — the initial weights and the batches come from the seed, exactly as in the
+//! offline trainer, so the same seed gives the same loss curve.
+
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Map, Value};
+
+use crate::error::{ModelError, Result};
+use crate::forward::CpuEngine;
+use crate::linalg::log_softmax;
+use crate::model::Model;
+use crate::training::backprop::{check_trainable, loss_and_gradients, BatchLoss};
+use crate::training::config::TrainConfig;
+use crate::training::init::initial_model;
+use crate::training::optimizer::AdamW;
+use crate::training::tasks::{Sequence, Task, TaskData};
+use crate::ModelConfig;
+
+/// The architecture `config` asks for on `data`'s task: the task decides the vocabulary, the
+/// output head, causal or bidirectional attention and (for the synthetic tasks) the context.
+pub fn model_config(config: &TrainConfig, data: &dyn TaskData) -> Result<ModelConfig> {
+    let arch = &config.model;
+    if arch.n_ctx.is_some_and(|n| n != data.n_ctx()) {
+        return Err(ModelError::Training(format!(
+            "model.n_ctx is fixed by the task to {}; leave it null",
+            data.n_ctx()
+        )));
+    }
+    let model_config = ModelConfig {
+        vocab_size: data.vocab_size(),
+        n_ctx: data.n_ctx(),
+        d_model: arch.d_model,
+        n_layer: arch.n_layer,
+        n_head: arch.n_head,
+        n_kv_head: arch.n_kv_head,
+        d_mlp: arch.d_mlp,
+        mlp: arch.mlp,
+        causal: data.causal(),
+        tied_embeddings: true,
+        n_classes: data.classes().map(|c| c.len()),
+        ..ModelConfig::tiny(1)
+    };
+    model_config.validate().map_err(|e| match e {
+        ModelError::Config(m) => ModelError::Training(format!("model: {m}")),
+        other => other,
+    })?;
+    Ok(model_config)
+}
+
+/// Loss and accuracy over the targets of `sequences` (the CPU engine's forward, as `attn eval`
+/// and the page score).
+pub fn score(model: &Model, sequences: &[Sequence]) -> Result<(f64, f64)> {
+    let engine = CpuEngine::new(model.clone())?;
+    let (mut nll, mut correct, mut n) = (0.0f64, 0usize, 0usize);
+    for sequence in sequences {
+        let output = engine.forward(&sequence.tokens)?;
+        for (t, target) in sequence.targets.iter().enumerate() {
+            let Some(target) = *target else { continue };
+            n += 1;
+            nll -= log_softmax(output.logits_at(t))[target as usize];
+            correct += usize::from(output.argmax_at(t) == target);
+        }
+    }
+    Ok((nll / n.max(1) as f64, correct as f64 / n.max(1) as f64))
+}
+
+/// What one step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// Steps done, this one included.
+    pub step: usize,
+    pub learning_rate: f64,
+    /// The batch's loss and accuracy before the update.
+    pub batch: BatchLoss,
+}
+
+/// A training run in progress (see the module documentation).
+pub struct Trainer {
+    task: Task,
+    config: TrainConfig,
+    data: Box<dyn TaskData>,
+    model_config: ModelConfig,
+    model: Model,
+    optimizer: AdamW,
+    rng: ChaCha8Rng,
+    step: usize,
+}
+
+impl Trainer {
+    /// A run of `config` on `task` (whose data is `data`) from the seed's initial weights.
+    pub fn new(task: Task, data: Box<dyn TaskData>, config: TrainConfig) -> Result<Trainer> {
+        config.validate()?;
+        let model_config = model_config(&config, data.as_ref())?;
+        let model = initial_model(&model_config, config.seed)?;
+        Trainer::from_weights(task, data, config, model)
+    }
+
+    /// A run that starts from `model`'s weights (fine-tuning), which must fit the task.
+    pub fn from_weights(
+        task: Task,
+        data: Box<dyn TaskData>,
+        config: TrainConfig,
+        model: Model,
+    ) -> Result<Trainer> {
+        config.validate()?;
+        check_trainable(&model.config)?;
+        let c = &model.config;
+        if c.vocab_size != data.vocab_size()
+            || c.n_out() != data.classes().map_or(data.vocab_size(), |k| k.len())
+            || c.causal != data.causal()
+            || c.n_ctx < data.n_ctx()
+        {
+            return Err(ModelError::Training(format!(
+                "this model (vocabulary {}, context {}) does not fit the {} task",
+                c.vocab_size,
+                c.n_ctx,
+                task.name()
+            )));
+        }
+        let mut model = model.to_precision(crate::Precision::F32);
+        model.tokenizer = Some(data.tokenizer());
+        Ok(Trainer {
+            task,
+            model_config: model.config.clone(),
+            optimizer: AdamW::new(&config),
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            config,
+            data,
+            model,
+            step: 0,
+        })
+    }
+
+    /// One optimiser step on the next batch. Past the configured number of steps the schedule
+    /// stays at its final learning rate.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let batch = self.data.batch(&mut self.rng, self.config.batch_size);
+        let learning_rate = self.config.learning_rate_at(self.step);
+        let (loss, mut grads) =
+            loss_and_gradients(&self.model, &batch, self.config.head_penalty as f32)?;
+        self.optimizer
+            .step(learning_rate, &mut self.model, &mut grads);
+        self.step += 1;
+        Ok(StepReport {
+            step: self.step,
+            learning_rate,
+            batch: loss,
+        })
+    }
+
+    /// Steps done.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// Whether the configured number of steps is done.
+    pub fn finished(&self) -> bool {
+        self.step >= self.config.steps
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    pub fn task(&self) -> Task {
+        self.task
+    }
+
+    pub fn data(&self) -> &dyn TaskData {
+        self.data.as_ref()
+    }
+
+    /// The architecture being trained.
+    pub fn model_config(&self) -> &ModelConfig {
+        &self.model_config
+    }
+
+    /// The weights as they are now (with the task's tokenizer, without metadata).
+    pub fn weights(&self) -> &Model {
+        &self.model
+    }
+
+    /// Loss and accuracy on the first `limit` sequences of the task's fixed held-out set.
+    pub fn held_out_score(&self, limit: usize) -> Result<(f64, f64)> {
+        let held_out = self.data.held_out();
+        score(&self.model, &held_out[..held_out.len().min(limit)])
+    }
+
+    /// The model as it is now, labelled like a trained model file: tokenizer, title, task,
+    /// scoring, example inputs, steps, seed, the config and `trainer`.
+    pub fn labelled_model(&self, trainer: &str, seconds: f64) -> Model {
+        let mut model = self.model.clone();
+        model.metadata = run_metadata(
+            self.task,
+            self.data.as_ref(),
+            &self.config,
+            &self.model_config,
+            self.step,
+            seconds,
+            trainer,
+        );
+        model
+    }
+}
+
+/// The metadata of a trained model file (what `attn train` and the page's trainer write).
+pub fn run_metadata(
+    task: Task,
+    data: &dyn TaskData,
+    config: &TrainConfig,
+    model_config: &ModelConfig,
+    steps: usize,
+    seconds: f64,
+    trainer: &str,
+) -> Map<String, Value> {
+    let m = model_config;
+    let kv = if m.kv_heads() == m.n_head {
+        String::new()
+    } else {
+        format!(", {} key/value heads", m.kv_heads())
+    };
+    let mut meta = Map::new();
+    meta.insert(
+        "title".into(),
+        json!(format!(
+            "{} — {} layers × {} heads{kv}, d_model {}",
+            task.name(),
+            m.n_layer,
+            m.n_head,
+            m.d_model
+        )),
+    );
+    meta.insert("task".into(), json!(task.name()));
+    meta.insert("scoring".into(), json!(data.scoring()));
+    if let Some(classes) = data.classes() {
+        meta.insert("classes".into(), json!(classes));
+    }
+    meta.insert("example_inputs".into(), json!(data.example_inputs()));
+    meta.insert("steps".into(), json!(steps));
+    meta.insert("seed".into(), json!(config.seed));
+    meta.insert("train_config".into(), json!(config));
+    meta.insert(
+        "train_seconds".into(),
+        json!((seconds * 10.0).round() / 10.0),
+    );
+    meta.insert("trainer".into(), json!(trainer));
+    meta
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::training::ArchConfig;
+
+    fn small_induction(seed: u64) -> Trainer {
+        let config = TrainConfig {
+            model: ArchConfig {
+                d_model: 32,
+                n_layer: 2,
+                n_head: 2,
+                n_kv_head: None,
+                mlp: false,
+                d_mlp: None,
+                n_ctx: None,
+            },
+            batch_size: 8,
+            steps: 20,
+            warmup_steps: 5,
+            seed,
+            ..Task::Induction.default_config()
+        };
+        Trainer::new(
+            Task::Induction,
+            Task::Induction.synthetic_data().unwrap(),
+            config,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_run() {
+        let (mut a, mut b, mut c) = (small_induction(3), small_induction(3), small_induction(4));
+        let mut losses = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..5 {
+            losses.0.push(a.step().unwrap().batch.loss);
+            losses.1.push(b.step().unwrap().batch.loss);
+            losses.2.push(c.step().unwrap().batch.loss);
+        }
+        assert_eq!(losses.0, losses.1);
+        assert_ne!(losses.0, losses.2);
+        assert_eq!(a.steps_done(), 5);
+        let model = a.labelled_model("test", 1.0);
+        assert_eq!(model.metadata["task"], "induction");
+        assert!(model.tokenizer.is_some());
+        // A labelled model is a valid file.
+        Model::from_safetensors_bytes(&model.to_safetensors_bytes().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn training_lowers_the_held_out_loss() {
+        let mut trainer = small_induction(0);
+        let (before, _) = trainer.held_out_score(64).unwrap();
+        for _ in 0..20 {
+            trainer.step().unwrap();
+        }
+        let (after, _) = trainer.held_out_score(64).unwrap();
+        assert!(after < before - 0.01, "{before} → {after}");
+    }
+
+    #[test]
+    fn a_model_that_does_not_fit_the_task_is_refused() {
+        let model = Model::random(ModelConfig::tiny(9), 1, 0.1).unwrap();
+        let e = Trainer::from_weights(
+            Task::Induction,
+            Task::Induction.synthetic_data().unwrap(),
+            Task::Induction.default_config(),
+            model,
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("does not fit"), "{e}");
+    }
+}
