@@ -21,6 +21,7 @@ use crate::panels::lesson::{self, apply_step, load_lessons, LessonPanel};
 use crate::panels::model::ModelPanel;
 use crate::panels::notices::Notices;
 use crate::panels::output::OutputPanel;
+use crate::panels::train::TrainPanel;
 use crate::protocol::ModelSource;
 use crate::session::ModelInfo;
 use crate::state::Ui;
@@ -202,6 +203,7 @@ pub fn App() -> impl IntoView {
         ui.diff.set(state.diff);
         ui.lesson_id.set(state.lesson);
         ui.lesson_step.set(state.step);
+        ui.train.set(state.train);
         if let Some(p) = state.prompt {
             ui.prompt.set(p);
         }
@@ -240,6 +242,7 @@ pub fn App() -> impl IntoView {
             </Show>
             <Show when=shows("importance")><section class="panel importance-panel"><ImportancePanel /></section></Show>
             <Show when=shows("analysis")><section class="panel analysis-panel"><AnalysisPanel /></section></Show>
+            <Show when=move || !ui.embed><section class="panel train-panel"><TrainPanel /></section></Show>
         </main>
         <Show when=move || !ui.embed>
             <footer class="foot">
@@ -333,7 +336,12 @@ pub fn install(ui: Ui, info: ModelInfo, config: &ModelConfig) {
             }
             ui.model_id.set(Some(entry.id));
         }
-        None => ui.model_id.set(None),
+        None => {
+            ui.model_id.set(None);
+            if let Some(prompt) = ui.pending_prompt.try_update_value(Option::take).flatten() {
+                ui.prompt.set(prompt);
+            }
+        }
     }
     // A lesson step's variant, which waited for its model.
     if let Some(variant) = ui.pending_variant.try_update_value(Option::take).flatten() {

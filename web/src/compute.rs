@@ -21,8 +21,13 @@ use attn_model::{
 use gloo_worker::{HandlerId, Worker, WorkerScope};
 use wasm_bindgen_futures::spawn_local;
 
-use crate::browser::{fetch_bytes, read_in_pieces};
-use crate::protocol::{Analysis, AnalysisTool, AsJson, JobOutcome, ModelSource, Request, Response};
+use attn_model::training::{Task, Trainer};
+
+use crate::browser::{fetch_bytes, next_tick, read_in_pieces};
+use crate::protocol::{
+    Analysis, AnalysisTool, AsJson, JobOutcome, ModelSource, Request, Response, TrainState,
+    TrainUpdate,
+};
 use crate::session::{
     check_fits, logits_only, return_engines, run_timed, take_engines, PickedFiles, RunResult,
     Session, SessionCell, Yielding, TOP_OUTPUTS,
@@ -41,7 +46,26 @@ struct State {
     /// The unmodified model's last output with its logits, (model, tokens, output): what the
     /// variant's results are compared with.
     baseline: RefCell<Option<(u32, Vec<u32>, Output)>>,
+    /// The training run, running or paused.
+    training: RefCell<Option<TrainRun>>,
 }
+
+/// A training run in the worker.
+struct TrainRun {
+    /// The page's job number of the loop that steps it; an older loop stops when it sees a
+    /// newer number (the run was restarted or resumed meanwhile).
+    job: u32,
+    trainer: Trainer,
+    /// Milliseconds spent stepping (for the saved file's `train_seconds`).
+    millis: f64,
+}
+
+/// How long the worker steps before it reports and lets other requests in.
+const TRAIN_BURST_MS: f64 = 60.0;
+/// Steps between checkpoints (held-out score and the probe's maps and roles).
+const TRAIN_CHECK_EVERY: usize = 20;
+/// Held-out sequences scored at a checkpoint.
+const TRAIN_HELD_OUT: usize = 200;
 
 /// Sends the page `Response::Crashed { why }`.
 type CrashReport = Box<dyn Fn(String)>;
@@ -97,6 +121,10 @@ impl Worker for ComputeWorker {
                 if let Some(gpu) = self.state.gpu.borrow().as_ref() {
                     gpu.simulate_device_loss();
                 }
+                return;
+            }
+            Request::ResetTraining => {
+                *self.state.training.borrow_mut() = None;
                 return;
             }
             _ => {}
@@ -170,6 +198,58 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
             let outcome = measure(state, model, job, &tokens, &measurement.0, reply).await;
             state.cancelled.borrow_mut().remove(&job);
             reply(Response::Measured { job, outcome });
+        }
+        Request::Train { job, task, config } => {
+            let created = Task::from_name(&task)
+                .and_then(Task::synthetic_data)
+                .ok_or_else(|| format!("there is no task called {task:?} to train in the page"))
+                .and_then(|data| {
+                    Trainer::new(Task::from_name(&task).expect("found above"), data, config.0)
+                        .map_err(|e| e.to_string())
+                });
+            match created {
+                Ok(trainer) => {
+                    *state.training.borrow_mut() = Some(TrainRun {
+                        job,
+                        trainer,
+                        millis: 0.0,
+                    });
+                    train(state, job, reply).await;
+                }
+                Err(message) => reply(Response::TrainFailed { job, message }),
+            }
+        }
+        Request::ResumeTraining { job } => {
+            if let Some(run) = state.training.borrow_mut().as_mut() {
+                run.job = job;
+                if run.trainer.finished() {
+                    // Another run's length, at the final learning rate.
+                    let more = run.trainer.config().steps;
+                    run.trainer.continue_for(more);
+                }
+            }
+            train(state, job, reply).await
+        }
+        Request::ResetTraining => {}
+        Request::SaveTrained => {
+            let training = state.training.borrow();
+            if let Some(run) = training.as_ref() {
+                let model = labelled(run);
+                let name = format!(
+                    "{}-{}x{}-step{}.safetensors",
+                    run.trainer.task().name(),
+                    run.trainer.model_config().n_layer,
+                    run.trainer.model_config().n_head,
+                    run.trainer.steps_done()
+                );
+                match model.to_safetensors_bytes() {
+                    Ok(bytes) => reply(Response::TrainedFile { name, bytes }),
+                    Err(e) => reply(Response::TrainFailed {
+                        job: 0,
+                        message: format!("Could not write the model: {e}"),
+                    }),
+                }
+            }
         }
         Request::Cancel { job } => {
             state.cancelled.borrow_mut().insert(job);
@@ -465,6 +545,10 @@ async fn open(
                 Err(e) => Err(e),
             }
         }
+        ModelSource::Trained => match state.training.borrow().as_ref() {
+            Some(run) => Ok(labelled(run)),
+            None => Err("There is no trained model to open: train one first.".to_string()),
+        },
         ModelSource::Files(files) => {
             reply(Response::Loading {
                 model,
@@ -512,6 +596,79 @@ async fn open(
             roles: roles.unwrap_or_default(),
         });
     }
+}
+
+/// The run's model as it is now, labelled like a trained model file.
+fn labelled(run: &TrainRun) -> Model {
+    let trainer = format!(
+        "the playground's trainer (CPU, in the browser), attn-web {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    run.trainer.labelled_model(&trainer, run.millis / 1000.0)
+}
+
+/// Runs the worker's training run as job `job` until it finishes or the page pauses it
+/// (`Cancel`), stepping in bursts of [`TRAIN_BURST_MS`] and reporting after each; other requests
+/// run between bursts.
+async fn train(state: &State, job: u32, reply: &dyn Fn(Response)) {
+    loop {
+        let paused = state.cancelled.borrow_mut().remove(&job);
+        let outcome = match state.training.borrow_mut().as_mut() {
+            None => Err("There is no training run to continue: start one.".to_string()),
+            Some(run) if run.job != job => return, // A newer loop steps this run now.
+            Some(run) => train_burst(run, paused),
+        };
+        match outcome {
+            Ok(update) => {
+                let running = update.state == TrainState::Running;
+                reply(Response::Training { job, update });
+                if !running {
+                    return;
+                }
+            }
+            Err(message) => return reply(Response::TrainFailed { job, message }),
+        }
+        next_tick().await;
+    }
+}
+
+/// Steps `run` for about [`TRAIN_BURST_MS`] (none when `paused`), up to the next checkpoint,
+/// and says what happened; at a checkpoint, the end or a pause, with the held-out score and the
+/// probe.
+fn train_burst(run: &mut TrainRun, paused: bool) -> Result<TrainUpdate, String> {
+    let started = js_sys::Date::now();
+    let mut losses = Vec::new();
+    let mut checkpoint = false;
+    while !paused && !run.trainer.finished() {
+        let report = run.trainer.step().map_err(|e| e.to_string())?;
+        losses.push((report.step, report.batch.loss));
+        checkpoint = run.trainer.steps_done() % TRAIN_CHECK_EVERY == 0;
+        if checkpoint || js_sys::Date::now() - started > TRAIN_BURST_MS {
+            break;
+        }
+    }
+    let elapsed = js_sys::Date::now() - started;
+    run.millis += elapsed;
+    let trainer = &run.trainer;
+    let finished = trainer.finished();
+    let check = checkpoint || finished || paused;
+    Ok(TrainUpdate {
+        step: trainer.steps_done(),
+        steps: trainer.run_length(),
+        steps_per_second: losses.len() as f64 / (elapsed / 1000.0).max(1e-3),
+        losses,
+        held_out: check
+            .then(|| trainer.held_out_score(TRAIN_HELD_OUT).ok())
+            .flatten(),
+        probe: check.then(|| trainer.probe().ok()).flatten().map(AsJson),
+        state: if paused {
+            TrainState::Paused
+        } else if finished {
+            TrainState::Finished
+        } else {
+            TrainState::Running
+        },
+    })
 }
 
 /// Reads the picked files: text files whole; safetensors files piece by piece into their

@@ -17,8 +17,12 @@ use gloo_file::ObjectUrl;
 use gloo_worker::{Spawnable, WorkerBridge};
 use leptos::prelude::*;
 
+use crate::browser;
 use crate::compute::ComputeWorker;
-use crate::protocol::{AnalysisTool, AsJson, JobOutcome, ModelSource, Request, Response};
+use crate::panels::train::{Checkpoint, TrainSettings, TrainView};
+use crate::protocol::{
+    AnalysisTool, AsJson, JobOutcome, ModelSource, Request, Response, TrainState,
+};
 use crate::runner::Coalescer;
 use crate::session::ModelText;
 use crate::state::Ui;
@@ -121,6 +125,12 @@ impl Controller {
         ui.generating.set(None);
         ui.analysing.set(None);
         ui.measuring.set(None);
+        ui.training.update(|t| {
+            if t.state.is_some() {
+                t.state = None;
+                t.error = Some("The training run was lost with the worker: start it again.".into());
+            }
+        });
         if inner.gpu_requested.get() {
             self.send(Request::UseGpu);
         }
@@ -228,6 +238,83 @@ impl Controller {
             .collect();
         inner.reading.borrow_mut().extend(urls);
         self.open(ModelSource::Files(named), title, String::new(), Vec::new());
+    }
+
+    /// Starts a training run of `settings` in the worker (replacing any run there).
+    pub fn train_start(&self, ui: Ui, settings: TrainSettings) {
+        let Some(inner) = self.inner() else { return };
+        let job = Self::next_job(&inner);
+        ui.training.set(TrainView {
+            job: Some(job),
+            state: Some(TrainState::Running),
+            steps: settings.steps,
+            settings: Some(settings.clone()),
+            ..TrainView::default()
+        });
+        self.send(Request::Train {
+            job,
+            task: settings.task.name().to_string(),
+            config: AsJson(settings.to_config()),
+        });
+    }
+
+    /// Pauses the running training run (the worker keeps it).
+    pub fn train_pause(&self) {
+        if let Some(inner) = self.inner() {
+            if let Some(job) = inner.ui.training.with_untracked(|t| t.job) {
+                self.send(Request::Cancel { job });
+            }
+        }
+    }
+
+    /// Continues the paused (or finished) run.
+    pub fn train_resume(&self, ui: Ui) {
+        let Some(inner) = self.inner() else { return };
+        let job = Self::next_job(&inner);
+        ui.training.update(|t| {
+            t.job = Some(job);
+            t.state = Some(TrainState::Running);
+            t.error = None;
+        });
+        self.send(Request::ResumeTraining { job });
+    }
+
+    /// Forgets the run, in the worker and on the page.
+    pub fn train_reset(&self, ui: Ui) {
+        self.train_pause();
+        self.send(Request::ResetTraining);
+        ui.training.set(TrainView::default());
+    }
+
+    /// Asks the worker for the run's weights as a file (downloaded when it answers).
+    pub fn train_save(&self) {
+        self.send(Request::SaveTrained);
+    }
+
+    /// Opens the run's weights as they are now as the page's model.
+    pub fn train_open(&self, ui: Ui) {
+        let Some(settings) = ui.training.with_untracked(|t| t.settings.clone()) else {
+            return;
+        };
+        let examples = settings
+            .task
+            .synthetic_data()
+            .map(|d| d.example_inputs())
+            .unwrap_or_default();
+        ui.loading
+            .set(Some(format!("Opening {}…", settings.title())));
+        ui.opening.set_value(None);
+        ui.pending_prompt.set_value(examples.first().cloned());
+        let step = ui.training.with_untracked(|t| t.step);
+        self.open(
+            ModelSource::Trained,
+            settings.title(),
+            format!(
+                "Trained in this page for {step} steps (seed {}); every tool of the page works on it.",
+                settings.seed
+            ),
+            examples,
+        );
     }
 
     /// Asks for a forward of `job`; while one runs, the newest request waits in its place.
@@ -375,6 +462,41 @@ impl Controller {
                 ui.model_version.update(|v| *v += 1);
             }
             Response::Crashed { why } => self.restart(ui, &why),
+            Response::Training { job, update } => ui.training.update(|t| {
+                if t.job != Some(job) {
+                    return;
+                }
+                t.step = update.step;
+                t.steps = update.steps;
+                t.losses.extend(update.losses);
+                t.steps_per_second = update.steps_per_second;
+                if let Some(probe) = update.probe {
+                    let (loss, accuracy) = update.held_out.unwrap_or((f64::NAN, f64::NAN));
+                    t.checkpoints.retain(|c| c.step != update.step);
+                    t.checkpoints.push(Checkpoint {
+                        step: update.step,
+                        loss,
+                        accuracy,
+                        roles: probe.0.roles.clone(),
+                    });
+                    t.probe = Some(probe.0);
+                }
+                t.state = Some(update.state);
+            }),
+            Response::TrainFailed { job, message } => ui.training.update(|t| {
+                if job == 0 || t.job == Some(job) {
+                    if job != 0 {
+                        t.state = None;
+                    }
+                    t.error = Some(message);
+                }
+            }),
+            Response::TrainedFile { name, bytes } => {
+                if let Err(e) = browser::download(&name, &bytes, "application/octet-stream") {
+                    ui.training
+                        .update(|t| t.error = Some(format!("Could not save: {e}")));
+                }
+            }
             Response::GpuFailed { why } => {
                 crate::app::leave_gpu(ui, &format!("the GPU engine failed ({why})"))
             }

@@ -4,6 +4,8 @@
 use attn_model::url::{variant_from_query, variant_to_query};
 use attn_model::Variant;
 
+use crate::panels::train::TrainSettings;
+
 /// Which engine runs the model.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EngineChoice {
@@ -49,6 +51,8 @@ pub struct PageState {
     pub step: usize,
     /// Show only what the open lesson uses (for an `<iframe>` in slides or a course page).
     pub embed: bool,
+    /// The training panel's settings, when it is open.
+    pub train: Option<TrainSettings>,
 }
 
 impl PageState {
@@ -77,6 +81,9 @@ impl PageState {
         }
         if self.embed {
             pairs.push(("embed".to_string(), "1".to_string()));
+        }
+        if let Some(train) = &self.train {
+            pairs.extend(train.to_pairs());
         }
         pairs
     }
@@ -122,6 +129,7 @@ impl PageState {
                 _ => {}
             }
         }
+        state.train = TrainSettings::from_pairs(pairs, &mut problems);
         (state, problems)
     }
 }
@@ -143,6 +151,11 @@ mod tests {
             lesson: Some("induction-heads".into()),
             step: 2,
             embed: true,
+            train: Some(TrainSettings {
+                n_head: 4,
+                seed: 3,
+                ..TrainSettings::default()
+            }),
         };
         let pairs = state.to_pairs();
         assert!(

@@ -4,6 +4,7 @@
 //! repeats it, so the page drops answers about a model it has since replaced.
 
 use attn_model::engine::Step;
+use attn_model::training::TrainConfig;
 use attn_model::{
     AblationMode, HeadImportance, HeadRoles, ModelConfig, Sampling, TokenizerSpec, Variant,
 };
@@ -44,6 +45,8 @@ pub enum ModelSource {
     /// Files the user picked: their names and object URLs (`blob:`), which the worker reads
     /// itself, so a large model is never copied on the page.
     Files(Vec<(String, String)>),
+    /// The weights of the worker's training run, as they are now.
+    Trained,
 }
 
 /// What the page asks of the worker.
@@ -98,7 +101,20 @@ pub enum Request {
         tokens: Vec<u32>,
         measurement: AsJson<attn_model::Measurement>,
     },
-    /// Stop a running importance ranking, generation, analysis or measurement.
+    /// Start a training run of `task` (a synthetic task's name) with `config`, replacing any
+    /// run the worker holds; it reports as it goes (`Response::Training`).
+    Train {
+        job: u32,
+        task: String,
+        config: AsJson<TrainConfig>,
+    },
+    /// Continue the paused run as job `job`. (`Cancel` pauses a run; the worker keeps it.)
+    ResumeTraining { job: u32 },
+    /// Forget the run.
+    ResetTraining,
+    /// The run's weights as a model file (`Response::TrainedFile`).
+    SaveTrained,
+    /// Stop a running importance ranking, generation, analysis, measurement or training run.
     Cancel { job: u32 },
     /// Fault injection, for the tests of the page's recovery: destroy the WebGPU device, as a
     /// driver reset would (the next GPU forward fails and the worker moves to the CPU engine).
@@ -150,6 +166,31 @@ pub enum Analysis {
     KvTradeoff(AsJson<Vec<attn_model::TradeoffPoint>>),
     /// Per layer, the cosine similarity of the stream before and after its attention.
     LayerDrop(Vec<f64>),
+}
+
+/// Where a training run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrainState {
+    Running,
+    Paused,
+    Finished,
+}
+
+/// What a training run reports between bursts of steps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainUpdate {
+    /// Steps done, and the run's length.
+    pub step: usize,
+    pub steps: usize,
+    /// The training loss of every step since the previous update, `(step, loss)`.
+    pub losses: Vec<(usize, f64)>,
+    /// Held-out loss and accuracy, at checkpoints.
+    pub held_out: Option<(f64, f64)>,
+    /// The heads on the fixed probe, at checkpoints.
+    pub probe: Option<AsJson<attn_model::training::Probe>>,
+    /// Steps per second over the last burst.
+    pub steps_per_second: f64,
+    pub state: TrainState,
 }
 
 /// A long job's end: its result, `None` when cancelled, or a message.
@@ -217,6 +258,21 @@ pub enum Response {
     Measured {
         job: u32,
         outcome: JobOutcome<attn_model::Measured>,
+    },
+    /// Progress of training job `job`.
+    Training {
+        job: u32,
+        update: TrainUpdate,
+    },
+    /// The training run failed (bad settings, a model the trainer cannot hold).
+    TrainFailed {
+        job: u32,
+        message: String,
+    },
+    /// The run's weights, labelled, as a `.safetensors` file.
+    TrainedFile {
+        name: String,
+        bytes: Vec<u8>,
     },
     /// The worker panicked (its panic hook sends this last): the page restarts it.
     Crashed {

@@ -12,6 +12,7 @@ use leptos::prelude::*;
 
 use crate::manifest::ModelEntry;
 use crate::page_state::{EngineChoice, PageState};
+use crate::panels::train::{TrainSettings, TrainView};
 use crate::session::{ModelInfo, RunResult};
 
 /// Every signal of the page. `Copy`: signals are handles.
@@ -73,6 +74,12 @@ pub struct Ui {
     pub measured: RwSignal<Option<Result<Measured, String>>>,
     /// A lesson step's variant, set once the step's model is installed.
     pub pending_variant: StoredValue<Option<Variant>>,
+    /// The input to show once the model being opened is installed (a trained model's example).
+    pub pending_prompt: StoredValue<Option<String>>,
+    /// The training panel's settings (in the URL); `None` while the panel is closed.
+    pub train: RwSignal<Option<TrainSettings>>,
+    /// The training run as the page shows it.
+    pub training: RwSignal<TrainView>,
 }
 
 impl Ui {
@@ -124,6 +131,9 @@ impl Ui {
             measuring: RwSignal::new(None),
             measured: RwSignal::new(None),
             pending_variant: StoredValue::new(None),
+            pending_prompt: StoredValue::new(None),
+            train: RwSignal::new(state.train.clone()),
+            training: RwSignal::new(TrainView::default()),
         }
     }
 
@@ -139,6 +149,7 @@ impl Ui {
             lesson: self.lesson_id.get(),
             step: self.lesson_step.get(),
             embed: self.embed,
+            train: self.train.get(),
         }
     }
 }

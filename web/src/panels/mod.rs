@@ -12,3 +12,4 @@ pub mod model;
 pub mod notices;
 pub mod output;
 pub mod plot;
+pub mod train;

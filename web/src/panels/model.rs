@@ -64,6 +64,10 @@ pub fn ModelPanel() -> impl IntoView {
             }}
         </select>
         {move || ui.info.get().map(|info| view! {
+            // A model from disk or from the training panel is not in the list: name it.
+            {ui.model_id.get().is_none().then(|| view! {
+                <p class="model-title" data-testid="model-title">{info.title.clone()}</p>
+            })}
             <p class="description">{info.description.clone()}</p>
             <p class="facts">
                 {format!(

@@ -102,8 +102,9 @@ pub fn to_csv(data: &PlotData) -> String {
 /// Series colours (colour-blind safe), in order.
 const COLOURS: [&str; 4] = ["#2166ac", "#d6604d", "#1b7837", "#762a83"];
 
+/// `testid` names the `<svg>` for the tests (default `plot`).
 #[component]
-pub fn Plot(data: PlotData) -> impl IntoView {
+pub fn Plot(data: PlotData, #[prop(optional)] testid: Option<&'static str>) -> impl IntoView {
     let (left, right, top, bottom) = MARGIN;
     // On a log axis x is drawn at log₂ x (non-positive values cannot be placed and are left out).
     let log = data.x_log;
@@ -218,7 +219,7 @@ pub fn Plot(data: PlotData) -> impl IntoView {
     let count = data.points().filter(|p| placed(p)).count();
     view! {
         <figure class="plot">
-            <svg node_ref=svg_ref xmlns="http://www.w3.org/2000/svg" data-testid="plot"
+            <svg node_ref=svg_ref xmlns="http://www.w3.org/2000/svg" data-testid=testid.unwrap_or("plot")
                 data-points=count.to_string()
                 viewBox=format!("0 0 {WIDTH} {HEIGHT}") width=WIDTH height=HEIGHT>
                 {bands}

@@ -15,4 +15,4 @@ pub use config::{ArchConfig, TrainConfig};
 pub use init::{initial_model, INIT_STREAM};
 pub use optimizer::AdamW;
 pub use tasks::{Corpus, MetricKind, Sequence, ShakespeareTask, Task, TaskData};
-pub use trainer::{model_config, run_metadata, score, StepReport, Trainer};
+pub use trainer::{model_config, run_metadata, score, Probe, StepReport, Trainer};

@@ -5,12 +5,14 @@
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::{ModelError, Result};
 use crate::forward::CpuEngine;
 use crate::linalg::log_softmax;
 use crate::model::Model;
+use crate::roles::{role_probe, roles_from_outputs, HeadRoles};
 use crate::training::backprop::{check_trainable, loss_and_gradients, BatchLoss};
 use crate::training::config::TrainConfig;
 use crate::training::init::initial_model;
@@ -66,6 +68,17 @@ pub fn score(model: &Model, sequences: &[Sequence]) -> Result<(f64, f64)> {
     Ok((nll / n.max(1) as f64, correct as f64 / n.max(1) as f64))
 }
 
+/// The heads on a fixed input during training (see [`Trainer::probe`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    /// The probe's first sequence.
+    pub tokens: Vec<u32>,
+    /// Every head's attention map on it, layer by layer (`[T, T]` each, row = query).
+    pub maps: Vec<Vec<f32>>,
+    /// Every head's role scores over the whole probe (copying scores left out).
+    pub roles: Vec<HeadRoles>,
+}
+
 /// What one step did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepReport {
@@ -86,6 +99,8 @@ pub struct Trainer {
     optimizer: AdamW,
     rng: ChaCha8Rng,
     step: usize,
+    /// Where the run stops: the config's steps, raised by [`Trainer::continue_for`].
+    limit: usize,
 }
 
 impl Trainer {
@@ -126,6 +141,7 @@ impl Trainer {
             model_config: model.config.clone(),
             optimizer: AdamW::new(&config),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
+            limit: config.steps,
             config,
             data,
             model,
@@ -155,9 +171,20 @@ impl Trainer {
         self.step
     }
 
-    /// Whether the configured number of steps is done.
+    /// Whether the run's steps are done.
     pub fn finished(&self) -> bool {
-        self.step >= self.config.steps
+        self.step >= self.limit
+    }
+
+    /// The step the run stops at.
+    pub fn run_length(&self) -> usize {
+        self.limit
+    }
+
+    /// Lets a finished (or running) run go on for `more` steps, at the schedule's final
+    /// learning rate once past the configured steps.
+    pub fn continue_for(&mut self, more: usize) {
+        self.limit = self.limit.max(self.step) + more;
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -186,6 +213,29 @@ impl Trainer {
     pub fn held_out_score(&self, limit: usize) -> Result<(f64, f64)> {
         let held_out = self.data.held_out();
         score(&self.model, &held_out[..held_out.len().min(limit)])
+    }
+
+    /// The attention of every head on a fixed probe — the role probe's first sequence, random
+    /// tokens repeated once, where a previous-token head draws the sub-diagonal and an
+    /// induction head the stripe one after the earlier copy — and every head's role scores
+    /// over the whole probe: what the page redraws as the heads form.
+    pub fn probe(&self) -> Result<Probe> {
+        let c = &self.model.config;
+        let sequences = role_probe(c.vocab_size, c.n_ctx, 0);
+        let engine = CpuEngine::new(self.model.clone())?;
+        let outputs = sequences
+            .iter()
+            .map(|tokens| engine.forward(tokens))
+            .collect::<Result<Vec<_>>>()?;
+        let first = &outputs[0];
+        Ok(Probe {
+            tokens: sequences[0].clone(),
+            maps: (0..c.n_layer)
+                .flat_map(|l| (0..c.n_head).map(move |h| (l, h)))
+                .map(|(l, h)| first.attention_map(l, h).to_vec())
+                .collect(),
+            roles: roles_from_outputs(&outputs),
+        })
     }
 
     /// The model as it is now, labelled like a trained model file: tokenizer, title, task,
@@ -291,6 +341,12 @@ mod tests {
         assert_eq!(losses.0, losses.1);
         assert_ne!(losses.0, losses.2);
         assert_eq!(a.steps_done(), 5);
+        a.continue_for(3);
+        assert_eq!(a.run_length(), 23);
+        let probe = a.probe().unwrap();
+        assert_eq!(probe.maps.len(), 4);
+        assert_eq!(probe.roles.len(), 4);
+        assert_eq!(probe.maps[0].len(), probe.tokens.len() * probe.tokens.len());
         let model = a.labelled_model("test", 1.0);
         assert_eq!(model.metadata["task"], "induction");
         assert!(model.tokenizer.is_some());

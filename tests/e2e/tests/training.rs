@@ -1,0 +1,130 @@
+//! Training in the page, on the CPU engine in the compute worker: a link opens the training
+//! panel with its settings, the induction task with 2 layers × 2 heads learns (the loss falls
+//! through the plateau, the held-out accuracy rises), the curve is plotted, "Open in the
+//! playground" shows the trained model's four maps, and the same link trains the same run
+//! again, to the same loss.
+
+use std::time::Duration;
+
+use attn_e2e::{dist_dir, Browser, StaticServer, WebGpu};
+
+const LOAD: Duration = Duration::from_secs(120);
+/// 200 steps of batch 64: a few seconds natively, a little longer in wasm.
+const TRAIN: Duration = Duration::from_secs(400);
+
+const QUERY: &str = "?model=sort&engine=cpu&train=induction&train_layers=2&train_heads=2\
+                     &train_kv=2&train_steps=200&train_seed=3";
+
+fn text(b: &Browser, testid: &str) -> String {
+    b.eval(&format!(
+        "const e = document.querySelector('[data-testid={testid}]'); return e ? e.textContent : ''"
+    ))
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
+}
+
+/// Clicks Start and waits for the run to finish; returns its last training loss.
+fn train_to_the_end(b: &Browser) -> f64 {
+    b.eval("document.querySelector('[data-testid=train-start]').click()");
+    b.wait_for(
+        "the end of the run",
+        "const s = document.querySelector('.train-status');
+         return !!s && s.textContent.includes('Step 200 of 200') && s.textContent.includes('finished')",
+        TRAIN,
+    );
+    text(b, "train-loss").parse().expect("the loss is a number")
+}
+
+#[test]
+fn the_induction_task_trains_in_the_page_and_opens_in_the_playground() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Disabled);
+    b.open_page(&server, QUERY, LOAD);
+    assert_eq!(
+        b.eval("return document.querySelector('[data-testid=train-panel]').open"),
+        true,
+        "a link with train= opens the panel"
+    );
+    let chosen = b.eval(
+        "return ['train-task', 'train-heads', 'train-kv-heads']
+             .map(id => document.querySelector(`[data-testid=${id}]`).value)",
+    );
+    assert_eq!(chosen, serde_json::json!(["induction", "2", "2"]));
+
+    let loss = train_to_the_end(&b);
+    // Chance on 26 letters is ln 26 ≈ 3.26 nats; the plateau sits near 3; the induction head
+    // takes the loss far below it (≈ 0.4 at step 200 natively).
+    assert!(
+        loss < 1.0,
+        "the loss did not fall through the plateau: {loss}"
+    );
+    let accuracy: f64 = text(&b, "train-accuracy").parse().unwrap();
+    assert!(accuracy > 0.8, "held-out accuracy {accuracy}");
+    let points: usize = b
+        .eval(
+            "return document.querySelector('[data-testid=train-plot]').getAttribute('data-points')",
+        )
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(points >= 200, "the curve has {points} points");
+    let maps = b.eval("return document.querySelectorAll('[data-testid=train-probe-map]').length");
+    assert_eq!(maps, 4, "one probe map per head");
+    let best_induction = b.eval(
+        "return document.querySelector('[data-testid=train-roles-plot]').getAttribute('data-points')",
+    );
+    assert!(best_induction.as_str().is_some_and(|n| n != "0"));
+
+    b.eval("document.querySelector('[data-testid=train-panel]').scrollIntoView()");
+    b.screenshot("training-panel");
+
+    // Open in the playground: the trained model replaces the sort model, with its four maps.
+    b.eval("document.querySelector('[data-testid=train-open]').click()");
+    b.wait_for(
+        "the trained model in the playground",
+        "return document.querySelector('[data-testid=model-title]')?.textContent.includes('Trained here')
+             && document.querySelectorAll('[data-testid=heatmap-cell]').length === 4
+             && !!document.querySelector('[data-testid=output-topk-current] li')",
+        LOAD,
+    );
+    b.screenshot("training-opened");
+
+    // The same link trains the same run.
+    b.goto(&server.url(&format!("index.html{QUERY}")));
+    b.wait_for(
+        "the panel again",
+        "return !!document.querySelector('[data-testid=train-start]')",
+        LOAD,
+    );
+    let again = train_to_the_end(&b);
+    assert_eq!(again, loss, "the same seed gives the same loss at step 200");
+
+    // A finished run continues for another run's length (at the final learning rate), and a
+    // running one pauses where it is.
+    b.eval("document.querySelector('[data-testid=train-pause]').click()");
+    b.wait_for(
+        "the run going on",
+        "return document.querySelector('[data-testid=train-pause]').textContent === 'Pause'",
+        LOAD,
+    );
+    b.eval("document.querySelector('[data-testid=train-pause]').click()");
+    b.wait_for(
+        "the pause",
+        "return document.querySelector('.train-status').textContent.includes('paused')",
+        LOAD,
+    );
+    let paused_at = text(&b, "train-step");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(text(&b, "train-step"), paused_at, "a paused run does not step");
+    let step: usize = paused_at
+        .trim_start_matches("Step ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((200..=400).contains(&step), "{paused_at}");
+    assert!(paused_at.ends_with("of 400"), "{paused_at}");
+}
