@@ -21,7 +21,7 @@ use attn_model::{
 use gloo_worker::{HandlerId, Worker, WorkerScope};
 use wasm_bindgen_futures::spawn_local;
 
-use attn_model::training::{Task, Trainer};
+use attn_model::training::{score, Task, Trainer};
 
 use crate::browser::{fetch_bytes, next_tick, read_in_pieces};
 use crate::protocol::{
@@ -219,6 +219,23 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
                 Err(message) => reply(Response::TrainFailed { job, message }),
             }
         }
+        Request::Heal {
+            job,
+            model,
+            variant,
+            steps,
+        } => match start_healing(state, model, &variant.0, steps) {
+            Ok((trainer, before, cut)) => {
+                *state.training.borrow_mut() = Some(TrainRun {
+                    job,
+                    trainer,
+                    millis: 0.0,
+                });
+                reply(Response::HealStarted { job, before, cut });
+                train(state, job, reply).await;
+            }
+            Err(message) => reply(Response::TrainFailed { job, message }),
+        },
         Request::ResumeTraining { job } => {
             if let Some(run) = state.training.borrow_mut().as_mut() {
                 run.job = job;
@@ -596,6 +613,46 @@ async fn open(
             roles: roles.unwrap_or_default(),
         });
     }
+}
+
+/// Held-out (loss, accuracy).
+type Score = (f64, f64);
+
+/// A healing run of the loaded model `model` (a built-in task's) under `variant`, with the
+/// held-out (loss, accuracy) before and right after the cut. The fine-tune uses the task's
+/// recipe at a third of its learning rate, warming up over a tenth of the steps.
+fn start_healing(
+    state: &State,
+    model: u32,
+    variant: &Variant,
+    steps: usize,
+) -> Result<(Trainer, Score, Score), String> {
+    let session = state.session.borrow();
+    let session = session
+        .as_ref()
+        .filter(|_| state.model.get() == model)
+        .ok_or("the model changed")?;
+    let base = session.model.as_ref();
+    let task_name = base.metadata.get("task").and_then(|t| t.as_str());
+    let task = task_name.and_then(Task::from_name);
+    let data = task.and_then(Task::synthetic_data).ok_or_else(|| {
+        "Healing fine-tunes a model of a built-in task (induction, sort, reverse, recall, \
+         brackets) on that task; this model names no such task."
+            .to_string()
+    })?;
+    let task = task.expect("a task has data");
+    let mut config = task.default_config();
+    config.steps = steps.max(1);
+    config.warmup_steps = (steps / 10).max(1);
+    config.learning_rate /= 3.0;
+    let held_out = data.held_out();
+    let held_out = &held_out[..held_out.len().min(TRAIN_HELD_OUT)];
+    let before = score(base, held_out).map_err(|e| e.to_string())?;
+    let trainer = Trainer::healing(task, data, config, base, variant).map_err(|e| e.to_string())?;
+    let cut = trainer
+        .held_out_score(TRAIN_HELD_OUT)
+        .map_err(|e| e.to_string())?;
+    Ok((trainer, before, cut))
 }
 
 /// The run's model as it is now, labelled like a trained model file.

@@ -19,13 +19,14 @@ use leptos::prelude::*;
 
 use crate::browser;
 use crate::compute::ComputeWorker;
-use crate::panels::train::{Checkpoint, TrainSettings, TrainView};
+use crate::panels::train::{Checkpoint, HealScores, TrainSettings, TrainView};
 use crate::protocol::{
     AnalysisTool, AsJson, JobOutcome, ModelSource, Request, Response, TrainState,
 };
 use crate::runner::Coalescer;
 use crate::session::ModelText;
 use crate::state::Ui;
+use attn_model::training::Task;
 
 /// The worker's script: Trunk writes it next to `index.html` (`data-loader-shim`).
 const WORKER_SCRIPT: &str = "./attn-worker_loader.js";
@@ -248,13 +249,39 @@ impl Controller {
             job: Some(job),
             state: Some(TrainState::Running),
             steps: settings.steps,
-            settings: Some(settings.clone()),
+            title: settings.title(),
+            task: Some(settings.task),
+            seed: Some(settings.seed),
             ..TrainView::default()
         });
         self.send(Request::Train {
             job,
             task: settings.task.name().to_string(),
             config: AsJson(settings.to_config()),
+        });
+    }
+
+    /// Heals the model on screen: fine-tunes it on its task for `steps` steps with the page's
+    /// variant built in.
+    pub fn heal_start(&self, ui: Ui, steps: usize) {
+        let Some(inner) = self.inner() else { return };
+        let Some(info) = ui.info.get_untracked() else {
+            return;
+        };
+        let job = Self::next_job(&inner);
+        ui.training.set(TrainView {
+            job: Some(job),
+            state: Some(TrainState::Running),
+            steps,
+            title: format!("Healed: {}", info.title),
+            task: info.task.as_deref().and_then(Task::from_name),
+            ..TrainView::default()
+        });
+        self.send(Request::Heal {
+            job,
+            model: inner.installed.get(),
+            variant: AsJson(ui.variant.get_untracked()),
+            steps,
         });
     }
 
@@ -293,26 +320,27 @@ impl Controller {
 
     /// Opens the run's weights as they are now as the page's model.
     pub fn train_open(&self, ui: Ui) {
-        let Some(settings) = ui.training.with_untracked(|t| t.settings.clone()) else {
+        let (title, task, seed, step) = ui
+            .training
+            .with_untracked(|t| (t.title.clone(), t.task, t.seed, t.step));
+        if title.is_empty() {
             return;
-        };
-        let examples = settings
-            .task
-            .synthetic_data()
+        }
+        let examples = task
+            .and_then(Task::synthetic_data)
             .map(|d| d.example_inputs())
             .unwrap_or_default();
-        ui.loading
-            .set(Some(format!("Opening {}…", settings.title())));
+        ui.loading.set(Some(format!("Opening {title}…")));
         ui.opening.set_value(None);
         ui.pending_prompt.set_value(examples.first().cloned());
-        let step = ui.training.with_untracked(|t| t.step);
+        let how = match seed {
+            Some(seed) => format!("Trained in this page for {step} steps (seed {seed})"),
+            None => format!("Fine-tuned in this page for {step} steps with the changes built in"),
+        };
         self.open(
             ModelSource::Trained,
-            settings.title(),
-            format!(
-                "Trained in this page for {step} steps (seed {}); every tool of the page works on it.",
-                settings.seed
-            ),
+            title,
+            format!("{how}; every tool of the page works on it."),
             examples,
         );
     }
@@ -482,6 +510,11 @@ impl Controller {
                     t.probe = Some(probe.0);
                 }
                 t.state = Some(update.state);
+            }),
+            Response::HealStarted { job, before, cut } => ui.training.update(|t| {
+                if t.job == Some(job) {
+                    t.heal = Some(HealScores { before, cut });
+                }
             }),
             Response::TrainFailed { job, message } => ui.training.update(|t| {
                 if job == 0 || t.job == Some(job) {

@@ -108,6 +108,14 @@ pub enum Request {
         task: String,
         config: AsJson<TrainConfig>,
     },
+    /// Heal model `model`: fine-tune it on its task for `steps` steps with `variant` built into
+    /// its weights (attn-model's `Trainer::healing`), as a training run.
+    Heal {
+        job: u32,
+        model: u32,
+        variant: AsJson<Variant>,
+        steps: usize,
+    },
     /// Continue the paused run as job `job`. (`Cancel` pauses a run; the worker keeps it.)
     ResumeTraining { job: u32 },
     /// Forget the run.
@@ -263,6 +271,13 @@ pub enum Response {
     Training {
         job: u32,
         update: TrainUpdate,
+    },
+    /// A healing run started: held-out (loss, accuracy) of the unmodified model and right after
+    /// the cut.
+    HealStarted {
+        job: u32,
+        before: (f64, f64),
+        cut: (f64, f64),
     },
     /// The training run failed (bad settings, a model the trainer cannot hold).
     TrainFailed {

@@ -485,7 +485,7 @@ fn assemble(
 
 /// Averages contiguous groups of `per_group` heads (each `d_head` columns wide) of a key or value
 /// projection into one head: weights and biases alike.
-fn pool_heads(layer: &Linear, d_head: usize, per_group: usize) -> Linear {
+pub(crate) fn pool_heads(layer: &Linear, d_head: usize, per_group: usize) -> Linear {
     let heads = layer.d_out / d_head;
     let groups = heads / per_group;
     let d_out = groups * d_head;
@@ -517,7 +517,7 @@ fn pool_heads(layer: &Linear, d_head: usize, per_group: usize) -> Linear {
 
 /// Replaces the joint matrix `[W_k | W_v]` by its best rank-`rank` approximation (truncated SVD,
 /// computed in f64). Biases are kept.
-fn truncate_joint_kv(k: &mut Linear, v: &mut Linear, rank: usize) -> Result<()> {
+pub(crate) fn truncate_joint_kv(k: &mut Linear, v: &mut Linear, rank: usize) -> Result<()> {
     let rows = k.d_in;
     let (dk, dv) = (k.d_out, v.d_out);
     let (k_weight, v_weight) = (k.weight.make_f32(), v.weight.make_f32());

@@ -117,7 +117,11 @@ fn the_induction_task_trains_in_the_page_and_opens_in_the_playground() {
     );
     let paused_at = text(&b, "train-step");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(text(&b, "train-step"), paused_at, "a paused run does not step");
+    assert_eq!(
+        text(&b, "train-step"),
+        paused_at,
+        "a paused run does not step"
+    );
     let step: usize = paused_at
         .trim_start_matches("Step ")
         .split(' ')
@@ -127,4 +131,51 @@ fn the_induction_task_trains_in_the_page_and_opens_in_the_playground() {
         .unwrap();
     assert!((200..=400).contains(&step), "{paused_at}");
     assert!(paused_at.ends_with("of 400"), "{paused_at}");
+}
+
+#[test]
+fn a_model_pooled_to_one_key_value_head_heals_with_the_pooling_built_in() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Disabled);
+    b.open_page(
+        &server,
+        "?model=sort&engine=cpu&kv_groups=1&train=sort",
+        LOAD,
+    );
+    b.wait_for(
+        "the healing controls",
+        "return !!document.querySelector('[data-testid=heal-start]')",
+        LOAD,
+    );
+    b.set_value("heal-steps", "60");
+    b.eval("document.querySelector('[data-testid=heal-start]').click()");
+    b.wait_for(
+        "the end of healing",
+        "const s = document.querySelector('.train-status');
+         return !!s && s.textContent.includes('Step 60 of 60') && s.textContent.includes('finished')
+             && document.querySelectorAll('[data-testid=heal-table] tr').length === 4",
+        TRAIN,
+    );
+    let table = b.table("heal-table");
+    let accuracy = |row: usize| -> f64 { table[row][2].parse().unwrap() };
+    let (before, cut, healed) = (accuracy(1), accuracy(2), accuracy(3));
+    eprintln!("healing the sort model pooled to MQA: {table:?}");
+    assert!(
+        table[3][0].contains("after healing (60 steps)"),
+        "{table:?}"
+    );
+    // Pooling the sort model's four key/value heads into one costs accuracy; 60 steps with the
+    // pooling built in win much of it back.
+    assert!(cut < before - 0.1, "before {before}, after the cut {cut}");
+    assert!(healed > cut + 0.1, "after the cut {cut}, healed {healed}");
+
+    // The healed model opens in the playground, multi-query as it was trained.
+    b.eval("document.querySelector('[data-testid=train-open]').click()");
+    b.wait_for(
+        "the healed model in the playground",
+        "return document.querySelector('[data-testid=model-title]')?.textContent.includes('Healed')
+             && [...document.querySelectorAll('.facts')].some(f => f.textContent.includes('(1 key/value)'))
+             && document.querySelectorAll('[data-testid=heatmap-cell]').length === 8",
+        LOAD,
+    );
 }

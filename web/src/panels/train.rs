@@ -199,14 +199,25 @@ pub struct Checkpoint {
     pub roles: Vec<attn_model::HeadRoles>,
 }
 
+/// Held-out (loss, accuracy) of the unmodified model and of the cut one, before healing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HealScores {
+    pub before: (f64, f64),
+    pub cut: (f64, f64),
+}
+
 /// The run as the page shows it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TrainView {
     /// The job the page listens to.
     pub job: Option<u32>,
     pub state: Option<TrainState>,
-    /// The settings the run started with.
-    pub settings: Option<TrainSettings>,
+    /// The run's title (what its model is called in the playground), its task and seed.
+    pub title: String,
+    pub task: Option<Task>,
+    pub seed: Option<u64>,
+    /// For a healing run: the held-out scores before and right after the cut.
+    pub heal: Option<HealScores>,
     pub step: usize,
     pub steps: usize,
     /// Every step's training loss.
@@ -266,6 +277,9 @@ fn curve_plot(view: &TrainView) -> PlotData {
         y_label: "loss (nats) / accuracy".into(),
         series,
         lines: true,
+        reference: view
+            .heal
+            .map(|h| (h.before.1, "accuracy before the cut".to_string())),
         ..PlotData::default()
     }
 }
@@ -506,11 +520,74 @@ pub fn TrainPanel() -> impl IntoView {
             </div>
             {status}
             {move || ui.training.with(|t| t.error.clone()).map(|e| view! { <p class="error" data-testid="train-error">{e}</p> })}
+            <Heal />
             <div class="train-views">
                 {curves}
                 <ProbeMaps />
             </div>
         </details>
+    }
+}
+
+/// Healing the model on screen: fine-tune it on its task with the page's changes built in, and
+/// compare the held-out score before the cut, right after it and after healing.
+#[component]
+fn Heal() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let ctl = expect_context::<Controller>();
+    let steps = RwSignal::new(100usize);
+    let heals = move || {
+        ui.info.with(|i| {
+            i.as_ref()
+                .and_then(|i| i.task.as_deref())
+                .and_then(Task::from_name)
+                .is_some_and(|t| TASKS.contains(&t))
+        })
+    };
+    let start = move |_| ctl.heal_start(ui, steps.get_untracked());
+    let table = move || {
+        ui.training.with(|t| {
+            let heal = t.heal?;
+            let last = t.checkpoints.last().filter(|c| c.step > 0);
+            let row = |what: String, (loss, accuracy): (f64, f64)| {
+                view! { <tr><th>{what}</th><td>{format!("{loss:.4}")}</td><td>{format!("{accuracy:.3}")}</td></tr> }
+            };
+            Some(view! {
+                <table class="heal-table" data-testid="heal-table">
+                    <tr><th></th><th>"held-out loss"</th><th>"accuracy"</th></tr>
+                    {row("unmodified".into(), heal.before)}
+                    {row("after the cut".into(), heal.cut)}
+                    {last.map(|c| row(format!("after healing ({} steps)", c.step), (c.loss, c.accuracy)))}
+                </table>
+            })
+        })
+    };
+    view! {
+        <Show when=heals>
+            <div class="heal" data-testid="heal">
+                <h3>"Heal the model on screen"</h3>
+                <p class="hint">
+                    "Fine-tune it on its task with your changes built into the weights — pooled "
+                    "key/value heads stay pooled, a K/V rank cut stays cut, zero-ablated heads stay "
+                    "silent — and see how much of the loss comes back (the uptraining of the GQA and "
+                    "MLA papers)."
+                </p>
+                <div class="field">
+                    <label for="heal-steps">"Steps"</label>
+                    <input id="heal-steps" data-testid="heal-steps" type="text" inputmode="numeric" size="7"
+                        prop:value=move || steps.get().to_string()
+                        on:change=move |ev| {
+                            if let Ok(n) = event_target_value(&ev).trim().parse::<usize>() {
+                                if (1..=100_000).contains(&n) {
+                                    steps.set(n);
+                                }
+                            }
+                        } />
+                </div>
+                <button data-testid="heal-start" on:click=start>"Heal with the changes built in"</button>
+                {table}
+            </div>
+        </Show>
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod backprop;
 pub mod config;
+pub mod heal;
 pub mod init;
 pub mod optimizer;
 pub mod tasks;
@@ -12,6 +13,7 @@ pub mod trainer;
 
 pub use backprop::{check_trainable, loss_and_gradients, BatchLoss};
 pub use config::{ArchConfig, TrainConfig};
+pub use heal::{build_in, Constraint};
 pub use init::{initial_model, INIT_STREAM};
 pub use optimizer::AdamW;
 pub use tasks::{Corpus, MetricKind, Sequence, ShakespeareTask, Task, TaskData};

@@ -15,6 +15,7 @@ use crate::model::Model;
 use crate::roles::{role_probe, roles_from_outputs, HeadRoles};
 use crate::training::backprop::{check_trainable, loss_and_gradients, BatchLoss};
 use crate::training::config::TrainConfig;
+use crate::training::heal::{build_in, Constraint};
 use crate::training::init::initial_model;
 use crate::training::optimizer::AdamW;
 use crate::training::tasks::{Sequence, Task, TaskData};
@@ -101,6 +102,8 @@ pub struct Trainer {
     step: usize,
     /// Where the run stops: the config's steps, raised by [`Trainer::continue_for`].
     limit: usize,
+    /// What stays true of the weights after every step (a built-in variant being healed).
+    constraint: Option<Constraint>,
 }
 
 impl Trainer {
@@ -142,11 +145,28 @@ impl Trainer {
             optimizer: AdamW::new(&config),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             limit: config.steps,
+            constraint: None,
             config,
             data,
             model,
             step: 0,
         })
+    }
+
+    /// A run that fine-tunes `model` with `variant` built into its weights (healing; see
+    /// [`crate::training::heal`]): the variant's pooled key/value heads, rank cut and
+    /// zero-ablated heads stay as they are after every step.
+    pub fn healing(
+        task: Task,
+        data: Box<dyn TaskData>,
+        config: TrainConfig,
+        model: &Model,
+        variant: &crate::Variant,
+    ) -> Result<Trainer> {
+        let (built, constraint) = build_in(model, variant)?;
+        let mut trainer = Trainer::from_weights(task, data, config, built)?;
+        trainer.constraint = Some(constraint);
+        Ok(trainer)
     }
 
     /// One optimiser step on the next batch. Past the configured number of steps the schedule
@@ -158,6 +178,9 @@ impl Trainer {
             loss_and_gradients(&self.model, &batch, self.config.head_penalty as f32)?;
         self.optimizer
             .step(learning_rate, &mut self.model, &mut grads);
+        if let Some(constraint) = &self.constraint {
+            constraint.apply(&mut self.model)?;
+        }
         self.step += 1;
         Ok(StepReport {
             step: self.step,

@@ -1,0 +1,44 @@
+//! Healing a built-in model: the sort model (4 heads a layer) pooled to one key/value head
+//! loses accuracy, and a short fine-tune with the pooling built in wins most of it back while
+//! the model stays multi-query.
+
+use std::path::Path;
+
+use attn_model::training::{score, Task, Trainer};
+use attn_model::{load_model, Variant};
+
+#[test]
+fn fine_tuning_with_mqa_built_in_heals_the_sort_model() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../static/models/sort.safetensors");
+    let model = load_model(&path).unwrap();
+    let task = Task::Sort;
+    let data = task.synthetic_data().unwrap();
+    let held_out = data.held_out()[..200].to_vec();
+    let (_, before) = score(&model, &held_out).unwrap();
+
+    let variant = Variant::from_json(r#"{"kv_groups": 1, "heads": {"ablate": [[1, 3]]}}"#).unwrap();
+    let mut config = task.default_config();
+    config.steps = 60;
+    config.warmup_steps = 5;
+    config.learning_rate /= 3.0;
+    let mut trainer = Trainer::healing(task, data, config, &model, &variant).unwrap();
+    let (_, cut) = trainer.held_out_score(200).unwrap();
+    while !trainer.finished() {
+        trainer.step().unwrap();
+    }
+    let (_, healed) = trainer.held_out_score(200).unwrap();
+    assert!(
+        before > 0.9 && cut < before - 0.1,
+        "before {before}, after the cut {cut}"
+    );
+    assert!(healed > cut + 0.1, "after the cut {cut}, healed {healed}");
+
+    // The healed model is still multi-query, and the ablated head still silent.
+    let healed_model = trainer.weights();
+    assert_eq!(healed_model.config.kv_heads(), 1);
+    let o = &healed_model.blocks[1].attn.o;
+    let d_head = healed_model.config.d_head();
+    assert!(o.weight.f32()[3 * d_head * o.d_out..]
+        .iter()
+        .all(|&w| w == 0.0));
+}
