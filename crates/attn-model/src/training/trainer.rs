@@ -325,25 +325,15 @@ pub fn run_metadata(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::training::ArchConfig;
 
+    /// The induction recipe at half the width, a short batch and run.
     fn small_induction(seed: u64) -> Trainer {
-        let config = TrainConfig {
-            model: ArchConfig {
-                d_model: 32,
-                n_layer: 2,
-                n_head: 2,
-                n_kv_head: None,
-                mlp: false,
-                d_mlp: None,
-                n_ctx: None,
-            },
-            batch_size: 8,
-            steps: 20,
-            warmup_steps: 5,
-            seed,
-            ..Task::Induction.default_config()
-        };
+        let mut config = Task::Induction.default_config();
+        config.model.d_model = 32;
+        config.batch_size = 8;
+        config.steps = 20;
+        config.warmup_steps = 5;
+        config.seed = seed;
         Trainer::new(
             Task::Induction,
             Task::Induction.synthetic_data().unwrap(),
