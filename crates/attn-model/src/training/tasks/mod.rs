@@ -171,6 +171,15 @@ impl Task {
         }
     }
 
+    /// A few inputs to try on a model of this task (without loading the character model's
+    /// corpus).
+    pub fn example_inputs(self) -> Vec<String> {
+        match self.synthetic_data() {
+            Some(data) => data.example_inputs(),
+            None => shakespeare::EXAMPLES.map(String::from).to_vec(),
+        }
+    }
+
     /// The data of a synthetic task (its seeded generator and held-out set); `None` for the
     /// character language model, whose text is a [`Corpus`] from outside
     /// ([`ShakespeareTask::new`]).

@@ -16,6 +16,13 @@ const VALIDATION_FRACTION: f64 = 0.1;
 /// Number of validation windows in the held-out set, spread evenly over the validation text.
 const HELD_OUT_WINDOWS: usize = 256;
 
+/// Lines to try on a character model of the plays.
+pub const EXAMPLES: [&str; 3] = [
+    "ROMEO:\nBut soft, what light through yonder window breaks?\n",
+    "KING HENRY V:\nOnce more unto the breach, dear friends, once more;\n",
+    "First Citizen:\nWe are accounted poor citizens, the patricians good.\n",
+];
+
 /// The encoded corpus.
 #[derive(Clone, Debug)]
 pub struct Corpus {
@@ -29,7 +36,28 @@ pub struct Corpus {
     pub plays: usize,
 }
 
+/// The JSON `attn plays` writes (and the page bundles as `train/shakespeare.json`).
+#[derive(serde::Deserialize)]
+struct PlaysFile {
+    plays: Vec<Play>,
+}
+
+#[derive(serde::Deserialize)]
+struct Play {
+    text: String,
+}
+
 impl Corpus {
+    /// The corpus of the JSON `attn plays` writes: `{"plays": [{"name": …, "text": …}, …]}`.
+    pub fn from_json(text: &str) -> Result<Corpus> {
+        let file: PlaysFile = serde_json::from_str(text).map_err(|e| ModelError::Json {
+            what: "the training text".into(),
+            message: e.to_string(),
+        })?;
+        let plays: Vec<String> = file.plays.into_iter().map(|p| p.text).collect();
+        Ok(Corpus::from_plays(&plays))
+    }
+
     /// Splits every play (plain script text) 90 / 10 and encodes the whole by its characters.
     pub fn from_plays(plays: &[String]) -> Corpus {
         let mut train_text = Vec::new();
@@ -125,11 +153,7 @@ impl TaskData for ShakespeareTask {
             .collect()
     }
     fn example_inputs(&self) -> Vec<String> {
-        vec![
-            "ROMEO:\nBut soft, what light through yonder window breaks?\n".into(),
-            "KING HENRY V:\nOnce more unto the breach, dear friends, once more;\n".into(),
-            "First Citizen:\nWe are accounted poor citizens, the patricians good.\n".into(),
-        ]
+        EXAMPLES.map(String::from).to_vec()
     }
     fn scoring(&self) -> &'static str {
         "every position of held-out text: the next character"
@@ -159,6 +183,20 @@ mod tests {
                     .collect::<Vec<_>>()[..]
             );
         }
+    }
+
+    #[test]
+    fn the_pages_bundled_plays_make_a_corpus() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../static/train/shakespeare.json"
+        );
+        let corpus = Corpus::from_json(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(corpus.plays, 2);
+        assert!(corpus.train.len() > 150_000 && corpus.validation.len() > 15_000);
+        let task = ShakespeareTask::new(corpus, 64).unwrap();
+        assert!(task.vocab_size() > 50 && task.vocab_size() < 100);
+        assert!(Corpus::from_json("{\"plays\": 3}").is_err());
     }
 
     #[test]
