@@ -90,6 +90,27 @@ impl RotaryTable {
             }
         }
     }
+
+    /// The transpose of [`RotaryTable::apply`] (the rotation back by the same angles): how a
+    /// gradient with respect to rotated queries or keys becomes one with respect to the
+    /// projections' outputs.
+    pub fn apply_transpose(&self, x: &mut [f32], rows: usize, d_head: usize) {
+        let half = self.half;
+        let width = x.len() / rows;
+        for (t, row) in x.chunks_exact_mut(width).enumerate() {
+            let (cos, sin) = (
+                &self.cos[t * half..(t + 1) * half],
+                &self.sin[t * half..(t + 1) * half],
+            );
+            for head in row.chunks_exact_mut(d_head) {
+                for i in 0..half {
+                    let (a, b) = (head[i], head[i + half]);
+                    head[i] = a * cos[i] + b * sin[i];
+                    head[i + half] = b * cos[i] - a * sin[i];
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

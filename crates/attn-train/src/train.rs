@@ -76,6 +76,13 @@ impl Trainer {
     /// Loads the task's data and checks that `config` fits it.
     pub fn new(task: Task, config: TrainConfig) -> Result<Trainer> {
         config.validate()?;
+        if config.model.rotary {
+            return Err(TrainError::Config(
+                "model.rotary: the offline trainer trains learned positions only (rotary models \
+                 train in the page)"
+                    .into(),
+            ));
+        }
         let data = task_data(task, config.model.n_ctx)?;
         let model_config = attn_model::training::model_config(&config, data.as_ref())?;
         Ok(Trainer {

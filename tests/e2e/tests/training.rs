@@ -212,3 +212,35 @@ fn the_character_model_trains_on_the_bundled_plays() {
         LOAD,
     );
 }
+
+#[test]
+fn a_rotary_model_trains_and_opens_with_its_rotary_positions() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Disabled);
+    b.open_page(
+        &server,
+        "?model=induction&engine=cpu&train=induction&train_rope=1&train_steps=60&train_batch=16",
+        LOAD,
+    );
+    assert_eq!(
+        b.eval("return document.querySelector('[data-testid=train-rotary]').checked"),
+        true
+    );
+    b.eval("document.querySelector('[data-testid=train-start]').click()");
+    b.wait_for(
+        "the end of the run",
+        "const s = document.querySelector('.train-status');
+         return !!s && s.textContent.includes('Step 60 of 60') && s.textContent.includes('finished')",
+        TRAIN,
+    );
+    let loss: f64 = text(&b, "train-loss").parse().unwrap();
+    assert!(loss.is_finite() && loss < 3.5, "loss {loss}");
+    b.eval("document.querySelector('[data-testid=train-open]').click()");
+    b.wait_for(
+        "the rotary model in the playground",
+        "return document.querySelector('[data-testid=model-title]')?.textContent.includes('rotary')
+             && document.querySelector('.facts.architecture')?.textContent.includes('rotary')
+             && document.querySelectorAll('[data-testid=heatmap-cell]').length === 4",
+        LOAD,
+    );
+}

@@ -43,6 +43,8 @@ pub struct TrainSettings {
     pub n_kv_head: usize,
     pub d_model: usize,
     pub mlp: bool,
+    /// Rotary positions instead of a learned position table.
+    pub rotary: bool,
     pub seed: u64,
     pub learning_rate: f64,
     pub batch_size: usize,
@@ -77,6 +79,7 @@ impl TrainSettings {
             n_kv_head: c.model.n_kv_head.unwrap_or(c.model.n_head),
             d_model: c.model.d_model,
             mlp: c.model.mlp,
+            rotary: c.model.rotary,
             seed: c.seed,
             learning_rate: c.learning_rate,
             batch_size: c.batch_size,
@@ -102,6 +105,7 @@ impl TrainSettings {
         c.model.n_kv_head = (self.n_kv_head != self.n_head).then_some(self.n_kv_head);
         c.model.d_model = self.d_model;
         c.model.mlp = self.mlp;
+        c.model.rotary = self.rotary;
         c.seed = self.seed;
         c.learning_rate = self.learning_rate;
         c.batch_size = self.batch_size;
@@ -122,6 +126,7 @@ impl TrainSettings {
             ("train_kv", self.n_kv_head.to_string()),
             ("train_d", self.d_model.to_string()),
             ("train_mlp", u8::from(self.mlp).to_string()),
+            ("train_rope", u8::from(self.rotary).to_string()),
             ("train_seed", self.seed.to_string()),
             ("train_lr", self.learning_rate.to_string()),
             ("train_batch", self.batch_size.to_string()),
@@ -176,6 +181,9 @@ impl TrainSettings {
         if let Some(v) = number("train_mlp", &count(0.0, 1.0)) {
             s.mlp = v == 1.0;
         }
+        if let Some(v) = number("train_rope", &count(0.0, 1.0)) {
+            s.rotary = v == 1.0;
+        }
         if let Some(v) = number("train_seed", &count(0.0, 1e9)) {
             s.seed = v as u64;
         }
@@ -208,10 +216,11 @@ impl TrainSettings {
             format!(", {} K/V heads", self.n_kv_head)
         };
         format!(
-            "Trained here: {} — {} layers × {} heads{kv}",
+            "Trained here: {} — {} layers × {} heads{kv}{}",
             self.task.name(),
             self.n_layer,
-            self.n_head
+            self.n_head,
+            if self.rotary { ", rotary" } else { "" }
         )
     }
 }
@@ -520,6 +529,15 @@ pub fn TrainPanel() -> impl IntoView {
                         ui.train.update(|s| if let Some(s) = s { s.mlp = on });
                     } />
                 </div>
+                <div class="field">
+                <label for="train-rotary" title="Rotary position embeddings on queries and keys instead of a learned position table">"Rotary positions"</label>
+                <input id="train-rotary" data-testid="train-rotary" type="checkbox"
+                    prop:checked=move || ui.train.get().is_some_and(|s| s.rotary)
+                    on:change=move |ev| {
+                        let on = event_target_checked(&ev);
+                        ui.train.update(|s| if let Some(s) = s { s.rotary = on });
+                    } />
+                </div>
                 {number_input(ui, "train-seed", "Seed", |s| s.seed.to_string(), |s, v| {
                     if let Ok(n) = v.parse() { s.seed = n }
                 })}
@@ -682,6 +700,7 @@ mod tests {
             n_kv_head: 2,
             d_model: 32,
             mlp: true,
+            rotary: true,
             seed: 17,
             learning_rate: 0.002,
             batch_size: 16,
@@ -693,6 +712,7 @@ mod tests {
         assert!(problems.is_empty());
         let config = settings.to_config();
         assert_eq!(config.model.n_kv_head, Some(2));
+        assert!(config.model.rotary);
         assert_eq!(
             (config.steps, config.seed, config.batch_size),
             (250, 17, 16)

@@ -11,10 +11,11 @@
 //! position of a causal model sees the padding, but the padded positions do count in the
 //! head-norm mean, exactly as in the offline trainer.
 
-use crate::config::{Activation, Norm, Positional};
+use crate::config::{Activation, Norm};
 use crate::error::{ModelError, Result};
 use crate::linalg::{matmul, matmul_add, MatRef};
 use crate::model::{Linear, Model, NormWeights};
+use crate::rope::RotaryTable;
 use crate::training::tasks::Sequence;
 use crate::ModelConfig;
 
@@ -35,21 +36,18 @@ pub struct BatchLoss {
     pub scored: usize,
 }
 
-/// Checks that `config` is a model this module differentiates: LayerNorm, learned positions,
-/// the tanh GELU, plain (ungated, sequential) blocks with biases everywhere — the models the
-/// trainers make.
+/// Checks that `config` is a model this module differentiates: LayerNorm, learned or rotary
+/// positions, the tanh GELU, plain (ungated, sequential) blocks with biases everywhere — the
+/// models the trainers make.
 pub fn check_trainable(config: &ModelConfig) -> Result<()> {
     let refuse = |what: &str| {
         Err(ModelError::Training(format!(
-            "training supports GPT-2-style models (LayerNorm, learned positions, tanh GELU, \
-             biases); this one has {what}"
+            "training supports GPT-2-style models (LayerNorm, learned or rotary positions, \
+             tanh GELU, biases); this one has {what}"
         )))
     };
     if config.norm != Norm::LayerNorm {
         return refuse("RMSNorm");
-    }
-    if config.positional != Positional::Learned {
-        return refuse("rotary positions");
     }
     if config.mlp && config.activation != Activation::GeluTanh {
         return refuse("a different MLP activation");
@@ -243,6 +241,8 @@ struct BlockPass {
 struct Pass {
     t_len: usize,
     d_head: usize,
+    /// The rotation of queries and keys, for a rotary model.
+    rotary: Option<RotaryTable>,
     blocks: Vec<BlockPass>,
     final_norm: NormPass,
     logits: Vec<f32>,
@@ -309,11 +309,16 @@ impl Pass {
                     wte[tok as usize * d + i] + wpe.get(t * d + i).copied().unwrap_or(0.0);
             }
         }
+        let rotary = c.rope().map(|rope| RotaryTable::new(rope, t_len));
         let mut blocks = Vec::with_capacity(c.n_layer);
         for block in &model.blocks {
             let attn_norm = NormPass::forward(&x, &block.attn_norm, c.layer_norm_eps);
-            let q = dense(&attn_norm.out, &block.attn.q);
-            let k = dense(&attn_norm.out, &block.attn.k);
+            let mut q = dense(&attn_norm.out, &block.attn.q);
+            let mut k = dense(&attn_norm.out, &block.attn.k);
+            if let Some(table) = &rotary {
+                table.apply(&mut q, t_len, d_head);
+                table.apply(&mut k, t_len, d_head);
+            }
             let v = dense(&attn_norm.out, &block.attn.v);
             let (q_width, kv_width) = (n_head * d_head, n_kv * d_head);
             let mut probs = vec![0.0f32; n_head * t_len * t_len];
@@ -379,6 +384,7 @@ impl Pass {
         Pass {
             t_len,
             d_head,
+            rotary,
             blocks,
             final_norm,
             logits,
@@ -552,6 +558,11 @@ impl Pass {
                     }
                 }
             }
+            // The rotation is orthogonal: its backward is its transpose.
+            if let Some(table) = &self.rotary {
+                table.apply_transpose(&mut dq, t_len, d_head);
+                table.apply_transpose(&mut dk, t_len, d_head);
+            }
             let a = &pass.attn_norm.out;
             let mut da = vec![0.0f32; t_len * d];
             dense_backward(a, &dq, &block.attn.q, &mut g.attn.q, Some(&mut da));
@@ -670,10 +681,23 @@ mod tests {
             ModelConfig {
                 n_kv_head: Some(1),
                 tied_embeddings: false,
-                ..base
+                ..base.clone()
             },
             &[7, 3, 5],
             0.1,
+        );
+        check_against_finite_differences(
+            ModelConfig {
+                n_kv_head: Some(2),
+                positional: crate::Positional::Rope(crate::Rope {
+                    theta: 10000.0,
+                    rotary_dim: 4,
+                    scaling: crate::RopeScaling::None,
+                }),
+                ..base
+            },
+            &[7, 5],
+            0.0,
         );
     }
 
@@ -701,6 +725,35 @@ mod tests {
             nll / scored as f64
         );
         assert_eq!((loss.correct, loss.scored), (correct, scored));
+    }
+
+    #[test]
+    fn rotary_gradients_follow_the_engines_forward() {
+        // The loss the backward pass differentiates is the CPU engine's, rotation included.
+        let config = ModelConfig {
+            positional: crate::Positional::Rope(crate::Rope {
+                theta: 10000.0,
+                rotary_dim: 4,
+                scaling: crate::RopeScaling::None,
+            }),
+            ..ModelConfig::tiny(13)
+        };
+        let model = Model::random(config.clone(), 2, 0.3).unwrap();
+        let batch = sequences(&config, &[9]);
+        let (loss, _) = loss_and_gradients(&model, &batch, 0.0).unwrap();
+        let out = crate::CpuEngine::new(model)
+            .unwrap()
+            .forward(&batch[0].tokens)
+            .unwrap();
+        let nll: f64 = batch[0]
+            .targets
+            .iter()
+            .enumerate()
+            .filter_map(|(t, target)| {
+                target.map(|y| -crate::linalg::log_softmax(out.logits_at(t))[y as usize])
+            })
+            .sum();
+        assert!((loss.loss - nll / batch[0].scored() as f64).abs() < 1e-5);
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub struct ArchConfig {
     /// MLP hidden width; `null` means `4 · d_model`.
     #[serde(default)]
     pub d_mlp: Option<usize>,
+    /// Rotary positions (θ = 10 000 over every dimension of a head) instead of a learned
+    /// position table. Only the page's trainer trains them.
+    #[serde(default)]
+    pub rotary: bool,
     /// Context length. Only the language model lets it be chosen; the synthetic tasks fix it to
     /// their longest sequence, so it must stay `null` (or equal that length) for them.
     #[serde(default)]
@@ -178,6 +182,7 @@ mod tests {
                 n_kv_head: None,
                 mlp: false,
                 d_mlp: None,
+                rotary: false,
                 n_ctx: None,
             },
             steps: 100,

@@ -19,7 +19,7 @@ use crate::training::heal::{build_in, Constraint};
 use crate::training::init::initial_model;
 use crate::training::optimizer::AdamW;
 use crate::training::tasks::{Sequence, Task, TaskData};
-use crate::ModelConfig;
+use crate::{ModelConfig, Positional, Rope, RopeScaling};
 
 /// The architecture `config` asks for on `data`'s task: the task decides the vocabulary, the
 /// output head, causal or bidirectional attention and (for the synthetic tasks) the context.
@@ -43,6 +43,15 @@ pub fn model_config(config: &TrainConfig, data: &dyn TaskData) -> Result<ModelCo
         causal: data.causal(),
         tied_embeddings: true,
         n_classes: data.classes().map(|c| c.len()),
+        positional: if arch.rotary {
+            Positional::Rope(Rope {
+                theta: 10_000.0,
+                rotary_dim: arch.d_model / arch.n_head.max(1),
+                scaling: RopeScaling::None,
+            })
+        } else {
+            Positional::Learned
+        },
         ..ModelConfig::tiny(1)
     };
     model_config.validate().map_err(|e| match e {
@@ -365,6 +374,28 @@ mod tests {
         assert!(model.tokenizer.is_some());
         // A labelled model is a valid file.
         Model::from_safetensors_bytes(&model.to_safetensors_bytes().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_rotary_model_trains_and_saves() {
+        let mut config = Task::Induction.default_config();
+        config.model.d_model = 32;
+        config.model.rotary = true;
+        config.batch_size = 8;
+        config.steps = 5;
+        let mut trainer = Trainer::new(
+            Task::Induction,
+            Task::Induction.synthetic_data().unwrap(),
+            config,
+        )
+        .unwrap();
+        assert!(trainer.weights().position_embedding.is_none());
+        while !trainer.finished() {
+            trainer.step().unwrap();
+        }
+        let model = trainer.labelled_model("test", 0.1);
+        let back = Model::from_safetensors_bytes(&model.to_safetensors_bytes().unwrap()).unwrap();
+        assert!(matches!(back.config.positional, Positional::Rope(_)));
     }
 
     #[test]

@@ -112,6 +112,7 @@ impl Task {
             n_kv_head: None,
             mlp,
             d_mlp: None,
+            rotary: false,
             n_ctx: None,
         };
         let base = |model, steps, learning_rate| TrainConfig {
