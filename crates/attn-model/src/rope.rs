@@ -74,27 +74,18 @@ impl RotaryTable {
     /// Rotates every head of `x` (`[rows, heads · d_head]`, heads contiguous; row `t` is
     /// position `t`) in place.
     pub fn apply(&self, x: &mut [f32], rows: usize, d_head: usize) {
-        let half = self.half;
-        let width = x.len() / rows;
-        for (t, row) in x.chunks_exact_mut(width).enumerate() {
-            let (cos, sin) = (
-                &self.cos[t * half..(t + 1) * half],
-                &self.sin[t * half..(t + 1) * half],
-            );
-            for head in row.chunks_exact_mut(d_head) {
-                for i in 0..half {
-                    let (a, b) = (head[i], head[i + half]);
-                    head[i] = a * cos[i] - b * sin[i];
-                    head[i + half] = b * cos[i] + a * sin[i];
-                }
-            }
-        }
+        self.rotate(x, rows, d_head, 1.0);
     }
 
     /// The transpose of [`RotaryTable::apply`] (the rotation back by the same angles): how a
     /// gradient with respect to rotated queries or keys becomes one with respect to the
     /// projections' outputs.
     pub fn apply_transpose(&self, x: &mut [f32], rows: usize, d_head: usize) {
+        self.rotate(x, rows, d_head, -1.0);
+    }
+
+    /// Rotates by the table's angles times `direction` (±1).
+    fn rotate(&self, x: &mut [f32], rows: usize, d_head: usize, direction: f32) {
         let half = self.half;
         let width = x.len() / rows;
         for (t, row) in x.chunks_exact_mut(width).enumerate() {
@@ -105,8 +96,9 @@ impl RotaryTable {
             for head in row.chunks_exact_mut(d_head) {
                 for i in 0..half {
                     let (a, b) = (head[i], head[i + half]);
-                    head[i] = a * cos[i] + b * sin[i];
-                    head[i + half] = b * cos[i] - a * sin[i];
+                    let sin = direction * sin[i];
+                    head[i] = a * cos[i] - b * sin;
+                    head[i + half] = b * cos[i] + a * sin;
                 }
             }
         }

@@ -24,13 +24,17 @@ fn text(b: &Browser, testid: &str) -> String {
     .to_string()
 }
 
-/// Clicks Start and waits for the run to finish; returns its last training loss.
-fn train_to_the_end(b: &Browser) -> f64 {
+/// Clicks Start and waits for the run of `steps` steps to finish; returns its last training
+/// loss.
+fn train_to_the_end(b: &Browser, steps: usize) -> f64 {
     b.eval("document.querySelector('[data-testid=train-start]').click()");
     b.wait_for(
         "the end of the run",
-        "const s = document.querySelector('.train-status');
-         return !!s && s.textContent.includes('Step 200 of 200') && s.textContent.includes('finished')",
+        &format!(
+            "const s = document.querySelector('.train-status');
+             return !!s && s.textContent.includes('Step {steps} of {steps}')
+                 && s.textContent.includes('finished')"
+        ),
         TRAIN,
     );
     text(b, "train-loss").parse().expect("the loss is a number")
@@ -52,7 +56,7 @@ fn the_induction_task_trains_in_the_page_and_opens_in_the_playground() {
     );
     assert_eq!(chosen, serde_json::json!(["induction", "2", "2"]));
 
-    let loss = train_to_the_end(&b);
+    let loss = train_to_the_end(&b, 200);
     // Chance on 26 letters is ln 26 ≈ 3.26 nats; the plateau sits near 3; the induction head
     // takes the loss far below it (≈ 0.4 at step 200 natively).
     assert!(
@@ -98,7 +102,7 @@ fn the_induction_task_trains_in_the_page_and_opens_in_the_playground() {
         "return !!document.querySelector('[data-testid=train-start]')",
         LOAD,
     );
-    let again = train_to_the_end(&b);
+    let again = train_to_the_end(&b, 200);
     assert_eq!(again, loss, "the same seed gives the same loss at step 200");
 
     // A finished run continues for another run's length (at the final learning rate), and a
@@ -189,16 +193,9 @@ fn the_character_model_trains_on_the_bundled_plays() {
         "?model=induction&engine=cpu&train=shakespeare&train_steps=40",
         LOAD,
     );
-    b.eval("document.querySelector('[data-testid=train-start]').click()");
-    b.wait_for(
-        "the end of the run",
-        "const s = document.querySelector('.train-status');
-         return !!s && s.textContent.includes('Step 40 of 40') && s.textContent.includes('finished')",
-        TRAIN,
-    );
     // Chance over the plays' ≈ 65 characters is ≈ 4.2 nats; 40 steps learn the letter
     // frequencies and the commonest pairs.
-    let loss: f64 = text(&b, "train-loss").parse().unwrap();
+    let loss = train_to_the_end(&b, 40);
     assert!(
         loss < 3.6,
         "the character model's loss after 40 steps: {loss}"
@@ -226,14 +223,7 @@ fn a_rotary_model_trains_and_opens_with_its_rotary_positions() {
         b.eval("return document.querySelector('[data-testid=train-rotary]').checked"),
         true
     );
-    b.eval("document.querySelector('[data-testid=train-start]').click()");
-    b.wait_for(
-        "the end of the run",
-        "const s = document.querySelector('.train-status');
-         return !!s && s.textContent.includes('Step 60 of 60') && s.textContent.includes('finished')",
-        TRAIN,
-    );
-    let loss: f64 = text(&b, "train-loss").parse().unwrap();
+    let loss = train_to_the_end(&b, 60);
     assert!(loss.is_finite() && loss < 3.5, "loss {loss}");
     b.eval("document.querySelector('[data-testid=train-open]').click()");
     b.wait_for(

@@ -14,17 +14,6 @@ use crate::panels::plot::{Plot, PlotData, PlotPoint, PlotSeries};
 use crate::protocol::TrainState;
 use crate::state::Ui;
 
-/// The tasks the page trains; `shakespeare` is the character model on the two plays the page
-/// bundles (`static/train/shakespeare.json`).
-pub const TASKS: [Task; 6] = [
-    Task::Induction,
-    Task::Sort,
-    Task::Reverse,
-    Task::Recall,
-    Task::Brackets,
-    Task::Shakespeare,
-];
-
 /// The character model's context in the page (the offline recipe's 128 is slow to train here).
 pub const TEXT_CONTEXT: usize = 64;
 
@@ -147,10 +136,10 @@ impl TrainSettings {
                 .map(|(_, v)| v.as_str())
         };
         let name = get("train")?;
-        let Some(task) = Task::from_name(name).filter(|t| TASKS.contains(t)) else {
+        let Some(task) = Task::from_name(name) else {
             problems.push(format!(
                 "ignored train={name:?}: the page trains {}",
-                TASKS.map(Task::name).join(", ")
+                Task::ALL.map(Task::name).join(", ")
             ));
             return None;
         };
@@ -410,6 +399,27 @@ fn choice(
     }
 }
 
+/// A checkbox bound to one switch of the settings.
+fn checkbox(
+    ui: Ui,
+    id: &'static str,
+    label: &'static str,
+    title: &'static str,
+    field: fn(&mut TrainSettings) -> &mut bool,
+) -> impl IntoView {
+    view! {
+        <div class="field">
+        <label for=id title=title>{label}</label>
+        <input id=id data-testid=id type="checkbox"
+            prop:checked=move || ui.train.get().is_some_and(|mut s| *field(&mut s))
+            on:change=move |ev| {
+                let on = event_target_checked(&ev);
+                ui.train.update(|s| if let Some(s) = s { *field(s) = on });
+            } />
+        </div>
+    }
+}
+
 #[component]
 pub fn TrainPanel() -> impl IntoView {
     let ui = expect_context::<Ui>();
@@ -503,7 +513,7 @@ pub fn TrainPanel() -> impl IntoView {
                 <select id="train-task" data-testid="train-task" on:change=task_select>
                     {move || {
                         let current = ui.train.get().map(|s| s.task);
-                        TASKS.iter().map(|t| {
+                        Task::ALL.iter().map(|t| {
                             view! { <option value=t.name() selected={Some(*t) == current}>{t.name()}</option> }
                         }).collect_view()
                     }}
@@ -520,24 +530,10 @@ pub fn TrainPanel() -> impl IntoView {
                     (1..=s.n_head).filter(|k| s.n_head % k == 0).collect()
                 }, |s| s.n_kv_head, |s, n| s.n_kv_head = n)}
                 {choice(ui, "train-d", "d_model", |_| vec![16, 32, 64, 128], |s| s.d_model, |s, n| s.d_model = n)}
-                <div class="field">
-                <label for="train-mlp">"MLPs"</label>
-                <input id="train-mlp" data-testid="train-mlp" type="checkbox"
-                    prop:checked=move || ui.train.get().is_some_and(|s| s.mlp)
-                    on:change=move |ev| {
-                        let on = event_target_checked(&ev);
-                        ui.train.update(|s| if let Some(s) = s { s.mlp = on });
-                    } />
-                </div>
-                <div class="field">
-                <label for="train-rotary" title="Rotary position embeddings on queries and keys instead of a learned position table">"Rotary positions"</label>
-                <input id="train-rotary" data-testid="train-rotary" type="checkbox"
-                    prop:checked=move || ui.train.get().is_some_and(|s| s.rotary)
-                    on:change=move |ev| {
-                        let on = event_target_checked(&ev);
-                        ui.train.update(|s| if let Some(s) = s { s.rotary = on });
-                    } />
-                </div>
+                {checkbox(ui, "train-mlp", "MLPs", "An MLP after each attention layer", |s| &mut s.mlp)}
+                {checkbox(ui, "train-rotary", "Rotary positions",
+                    "Rotary position embeddings on queries and keys instead of a learned position table",
+                    |s| &mut s.rotary)}
                 {number_input(ui, "train-seed", "Seed", |s| s.seed.to_string(), |s, v| {
                     if let Ok(n) = v.parse() { s.seed = n }
                 })}
