@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The browser benchmark, from one command on a fresh machine (docs/BENCHMARKS.md):
+#   bash bench/run.sh [--quick]
+# Installs its dev-only dependencies when missing (onnxruntime-web and playwright-core from npm
+# into bench/node_modules, onnx for the export from PyPI), writes random GPT-2 models in both
+# formats (bench/models), builds the engines' wasm module (bench/pkg), then times everything in
+# one headless Chromium and prints the ratios. Results: bench/results/latest.json.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
+"$ROOT/scripts/setup.sh"
+bench="$ROOT/bench"
+
+if [ ! -d "$bench/node_modules/onnxruntime-web" ] || [ ! -d "$bench/node_modules/playwright-core" ]; then
+  (cd "$bench" && npm install --no-audit --no-fund)
+fi
+if ! python3 -c "import onnx, torch, transformers" 2>/dev/null; then
+  python3 -m pip install --quiet onnx torch transformers
+fi
+if [ ! -f "$bench/models/gpt2small/t64.onnx" ] || [ "$bench/export.py" -nt "$bench/models/gpt2small/t64.onnx" ]; then
+  python3 "$bench/export.py" "$bench/models"
+fi
+
+# The same profile and target features as the page's worker (release, +simd128 from
+# .cargo/config.toml); wasm-bindgen from scripts/setup.sh.
+cargo build --release -p attn-bench --target wasm32-unknown-unknown
+wasm-bindgen --target web --out-dir "$bench/pkg" \
+  "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/attn_bench.wasm"
+
+node "$bench/run.mjs" "$@"
