@@ -51,7 +51,10 @@ function serve() {
 const gpu = ["ours-gpu", "ort-webgpu"];
 const cpu = ["ours-cpu", "ort-wasm"];
 const runs = quick
-  ? [{ model: "l4d128", t: 64, threads: 1, sides: cpu, warmup: 2, rounds: 3 }]
+  ? [
+      { model: "l4d128", t: 64, threads: 1, sides: cpu, warmup: 2, rounds: 3 },
+      { model: "l4d128", t: 256, threads: 1, sides: cpu, warmup: 2, rounds: 3 },
+    ]
   : [
       { model: "l4d128", t: 64, threads: 1, sides: cpu, warmup: 4, rounds: 5 },
       { model: "l4d128", t: 64, threads: 2, sides: cpu, warmup: 4, rounds: 5 },

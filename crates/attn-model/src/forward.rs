@@ -7,8 +7,9 @@ use std::sync::Arc;
 use crate::config::ModelConfig;
 use crate::engine::{Captured, HookPoint, Hooks};
 use crate::error::{ModelError, Result};
+use crate::fastmath::softmax_into;
 use crate::linalg::{
-    activate, elu_plus_one, linear, matmul, norm, softmax, times_table_transposed, MatRef,
+    activate_in_place, elu_plus_one, linear, matmul, norm, softmax, times_table_transposed, MatRef,
 };
 use crate::model::Model;
 use crate::prepare::{prepare, PreparedModel};
@@ -246,14 +247,13 @@ pub fn forward_hooked(
             let mut hidden = linear(&normed, t_len, &mlp.fc);
             match &mlp.gate {
                 Some(gate) => {
-                    let gate = linear(&normed, t_len, gate);
+                    let mut gate = linear(&normed, t_len, gate);
+                    activate_in_place(c.activation, &mut gate);
                     for (h, g) in hidden.iter_mut().zip(gate) {
-                        *h *= activate(c.activation, g);
+                        *h *= g;
                     }
                 }
-                None => hidden
-                    .iter_mut()
-                    .for_each(|h| *h = activate(c.activation, *h)),
+                None => activate_in_place(c.activation, &mut hidden),
             }
             let mlp_out = linear(&hidden, t_len, &mlp.proj);
             add_assign(&mut x, &mlp_out);
@@ -350,6 +350,24 @@ pub fn is_allowed(causal: bool, window: Option<usize>, i: usize, j: usize) -> bo
     }
 }
 
+/// The keys query `i` of `t_len` may look at, [`is_allowed`] as one range: the causal mask and
+/// the sliding window both leave a contiguous run.
+pub fn allowed_keys(
+    causal: bool,
+    window: Option<usize>,
+    i: usize,
+    t_len: usize,
+) -> std::ops::Range<usize> {
+    let end = if causal { i + 1 } else { t_len };
+    match window {
+        None => 0..end,
+        Some(w) => {
+            let start = (i + 1).saturating_sub(w);
+            start..end.min(i + w).max(start)
+        }
+    }
+}
+
 /// The keys query row `i` keeps: the allowed ones, cut to the `top_k` highest scores (ties go to
 /// the smaller index).
 pub fn kept_keys(scores: &[f32], i: usize, causal: bool, variant: &Variant) -> Vec<usize> {
@@ -404,6 +422,12 @@ pub fn attention_probs(
     let mut probs = vec![0.0f32; t_len * t_len];
     for i in 0..t_len {
         let row_scores = &scores[i * t_len..(i + 1) * t_len];
+        if weights.is_none() && variant.top_k.is_none() {
+            // Plain softmax: the kept keys are one run, so no list and no branches per key.
+            let keys = allowed_keys(config.causal, variant.window, i, t_len);
+            softmax_into(&row_scores[keys.clone()], &mut probs[i * t_len..][keys]);
+            continue;
+        }
         let kept = kept_keys(row_scores, i, config.causal, variant);
         let row = &mut probs[i * t_len..(i + 1) * t_len];
         match &weights {
@@ -553,5 +577,26 @@ impl CpuEngine {
     /// Runs one forward pass under the current variant.
     pub fn forward(&self, tokens: &[u32]) -> Result<Output> {
         forward(&self.prepared, tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_keys_are_the_keys_is_allowed_allows() {
+        let t_len = 9;
+        for causal in [true, false] {
+            for window in [None, Some(0), Some(1), Some(3), Some(20)] {
+                for i in 0..t_len {
+                    let want: Vec<usize> = (0..t_len)
+                        .filter(|&j| is_allowed(causal, window, i, j))
+                        .collect();
+                    let got: Vec<usize> = allowed_keys(causal, window, i, t_len).collect();
+                    assert_eq!(got, want, "causal {causal}, window {window:?}, query {i}");
+                }
+            }
+        }
     }
 }

@@ -25,6 +25,7 @@ pub mod circuits;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod fastmath;
 pub mod format;
 pub mod forward;
 pub mod fuzzing;
