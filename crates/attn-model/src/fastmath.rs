@@ -58,19 +58,17 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + exp(-x))
 }
 
-/// Softmax of `scores` into `out` (same length): `exp(s − max)` normalised to sum 1. A row whose
-/// sum is not a positive finite number (NaN scores) becomes uniform rather than NaN.
-pub fn softmax_into(scores: &[f32], out: &mut [f32]) {
-    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    for (o, &s) in out.iter_mut().zip(scores) {
-        *o = exp(s - max);
-    }
-    let sum: f32 = out.iter().sum();
+/// Softmax of `row` in place: `exp(s − max)` normalised to sum 1. A row whose sum is not a
+/// positive finite number (NaN scores) becomes uniform rather than NaN.
+pub fn softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    row.iter_mut().for_each(|s| *s = exp(*s - max));
+    let sum: f32 = row.iter().sum();
     if sum > 0.0 && sum.is_finite() {
         let inv = 1.0 / sum;
-        out.iter_mut().for_each(|o| *o *= inv);
+        row.iter_mut().for_each(|p| *p *= inv);
     } else {
-        out.fill(1.0 / out.len().max(1) as f32);
+        row.fill(1.0 / row.len().max(1) as f32);
     }
 }
 
@@ -111,7 +109,10 @@ mod tests {
             let want = (x as f64).tanh();
             assert!((tanh(x) as f64 - want).abs() < 2e-7, "tanh({x})");
             let gelu = crate::linalg::gelu_tanh(x);
-            assert!((gelu_tanh(x) - gelu).abs() <= 4e-7 * gelu.abs().max(1.0), "gelu({x})");
+            assert!(
+                (gelu_tanh(x) - gelu).abs() <= 4e-7 * gelu.abs().max(1.0),
+                "gelu({x})"
+            );
             let silu_want = x as f64 / (1.0 + (-x as f64).exp());
             assert!((silu(x) as f64 - silu_want).abs() <= 3e-7 * silu_want.abs().max(1.0));
             x += 0.001_37;
@@ -122,14 +123,15 @@ mod tests {
 
     #[test]
     fn softmax_sums_to_one_and_handles_nan_rows() {
-        let mut out = [0.0; 3];
-        softmax_into(&[1.0, 2.0, 3.0], &mut out);
+        let mut out = [1.0, 2.0, 3.0];
+        softmax_in_place(&mut out);
         let e = [(-2.0f32).exp(), (-1.0f32).exp(), 1.0];
         let sum: f32 = e.iter().sum();
         for (o, e) in out.iter().zip(e) {
             assert!((o - e / sum).abs() < 1e-7);
         }
-        softmax_into(&[f32::NAN, 1.0], &mut out[..2]);
-        assert_eq!(&out[..2], &[0.5, 0.5]);
+        let mut out = [f32::NAN, 1.0];
+        softmax_in_place(&mut out);
+        assert_eq!(out, [0.5, 0.5]);
     }
 }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use crate::config::ModelConfig;
 use crate::engine::{Captured, HookPoint, Hooks};
 use crate::error::{ModelError, Result};
-use crate::fastmath::softmax_into;
+use crate::fastmath::softmax_in_place;
 use crate::linalg::{
-    activate_in_place, elu_plus_one, linear, matmul, norm, softmax, times_table_transposed, MatRef,
+    activate_in_place, elu_plus_one, linear, matmul, matmul_add, norm, softmax,
+    times_table_transposed, MatRef,
 };
 use crate::model::Model;
 use crate::prepare::{prepare, PreparedModel};
@@ -196,8 +197,11 @@ pub fn forward_hooked(
                     let start = (layer * n_head + head) * m * d_head;
                     MatRef::new(&all[start..start + m * d_head], m, d_head)
                 });
-                let probs = attention_probs(c, &prepared.variant, q_h, k_g, omega);
-                let mut z = matmul(MatRef::new(&probs, t_len, t_len), v_g);
+                // The probabilities are written straight into the output's map.
+                let map_start = (layer * n_head + head) * t_len * t_len;
+                let probs = &mut attention[map_start..map_start + t_len * t_len];
+                attention_probs_into(c, &prepared.variant, q_h, k_g, omega, probs);
+                let mut z = matmul(MatRef::new(probs, t_len, t_len), v_g);
                 if prepared.is_ablated(layer, head) {
                     ablate(
                         &mut z,
@@ -206,8 +210,6 @@ pub fn forward_hooked(
                     );
                 }
 
-                let map_start = (layer * n_head + head) * t_len * t_len;
-                attention[map_start..map_start + t_len * t_len].copy_from_slice(&probs);
                 for t in 0..t_len {
                     let row = &z[t * d_head..(t + 1) * d_head];
                     head_out_norms[(layer * n_head + head) * t_len + t] =
@@ -394,15 +396,49 @@ pub fn attention_probs(
     k: MatRef<'_>,
     omega: Option<MatRef<'_>>,
 ) -> Vec<f32> {
+    let mut probs = vec![0.0; q.rows * q.rows];
+    attention_probs_into(config, variant, q, k, omega, &mut probs);
+    probs
+}
+
+/// [`attention_probs`] written into `probs` (`T × T`, row-major).
+pub fn attention_probs_into(
+    config: &ModelConfig,
+    variant: &Variant,
+    q: MatRef<'_>,
+    k: MatRef<'_>,
+    omega: Option<MatRef<'_>>,
+    probs: &mut [f32],
+) {
     let t_len = q.rows;
     let d_head = q.cols;
+    assert_eq!(
+        probs.len(),
+        t_len * t_len,
+        "probabilities have the wrong size"
+    );
     let beta = variant.beta();
     let scale = beta / (d_head as f32).sqrt();
+    let kernel = variant.kernel();
+    if variant.top_k.is_none() && kernel.is_softmax() {
+        // Plain softmax, the common case, in place: the scores go straight into `probs`, and
+        // each row's kept keys are one run (no list, no branch per key).
+        probs.fill(0.0);
+        matmul_add(q, k.t(), probs);
+        for (i, row) in probs.chunks_exact_mut(t_len).enumerate() {
+            let keys = allowed_keys(config.causal, variant.window, i, t_len);
+            row[..keys.start].fill(0.0);
+            row[keys.end..].fill(0.0);
+            let kept = &mut row[keys];
+            kept.iter_mut().for_each(|s| *s *= scale);
+            softmax_in_place(kept);
+        }
+        return;
+    }
     let mut scores = matmul(q, k.t());
     scores.iter_mut().for_each(|s| *s *= scale);
 
     // Unnormalised kernel weights for every (i, j); only kept entries are used below.
-    let kernel = variant.kernel();
     let weights = match &kernel {
         Kernel::Named(KernelName::Softmax) => None,
         Kernel::Named(KernelName::Linear) => {
@@ -419,15 +455,9 @@ pub fn attention_probs(
         }
     };
 
-    let mut probs = vec![0.0f32; t_len * t_len];
+    probs.fill(0.0);
     for i in 0..t_len {
         let row_scores = &scores[i * t_len..(i + 1) * t_len];
-        if weights.is_none() && variant.top_k.is_none() {
-            // Plain softmax: the kept keys are one run, so no list and no branches per key.
-            let keys = allowed_keys(config.causal, variant.window, i, t_len);
-            softmax_into(&row_scores[keys.clone()], &mut probs[i * t_len..][keys]);
-            continue;
-        }
         let kept = kept_keys(row_scores, i, config.causal, variant);
         let row = &mut probs[i * t_len..(i + 1) * t_len];
         match &weights {
@@ -458,7 +488,6 @@ pub fn attention_probs(
             }
         }
     }
-    probs
 }
 
 /// A dense copy of `m` with `f` applied to every element.
