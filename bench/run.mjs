@@ -2,7 +2,7 @@
 // prints each side's median forward time and the ratios the project tracks. bench/run.sh builds
 // what it needs first; run that, not this.
 //
-//   node bench/run.mjs [--quick] [--out FILE]
+//   node bench/run.mjs [--quick] [--only MODEL] [--out FILE]
 //
 // A local server gives the page the two headers that make it cross-origin isolated, which
 // onnxruntime-web needs for more than one thread (and which a static host must send for the
@@ -16,6 +16,8 @@ import { chromium } from "playwright-core";
 const root = fileURLToPath(new URL(".", import.meta.url));
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
+const onlyIndex = args.indexOf("--only");
+const only = onlyIndex >= 0 ? args[onlyIndex + 1] : null;
 const outIndex = args.indexOf("--out");
 const outFile = outIndex >= 0 ? args[outIndex + 1] : join(root, "results", "latest.json");
 
@@ -50,7 +52,7 @@ function serve() {
 // Each run is one page load: onnxruntime-web fixes its thread count when its wasm starts.
 const gpu = ["ours-gpu", "ort-webgpu"];
 const cpu = ["ours-cpu", "ort-wasm"];
-const runs = quick
+const allRuns = quick
   ? [
       { model: "l4d128", t: 64, threads: 1, sides: cpu, warmup: 2, rounds: 3 },
       { model: "l4d128", t: 256, threads: 1, sides: cpu, warmup: 2, rounds: 3 },
@@ -65,6 +67,8 @@ const runs = quick
       // WebGPU on a software adapter is slow: few rounds.
       { model: "l4d128", t: 64, threads: 1, sides: gpu, warmup: 4, rounds: 3, per_round: 2 },
     ];
+
+const runs = allRuns.filter((run) => !only || run.model === only);
 
 const server = await serve();
 const base = `http://127.0.0.1:${server.address().port}/bench.html`;

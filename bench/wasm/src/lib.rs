@@ -31,7 +31,11 @@ fn js_error(error: impl std::fmt::Display) -> JsValue {
 impl BenchEngine {
     /// `kind` is `"cpu"` or `"gpu"`; the model is a Hugging Face GPT-2 (`config.json` and
     /// `model.safetensors`).
-    pub async fn load(kind: String, config_json: String, weights: Vec<u8>) -> Result<BenchEngine, JsValue> {
+    pub async fn load(
+        kind: String,
+        config_json: String,
+        weights: Vec<u8>,
+    ) -> Result<BenchEngine, JsValue> {
         let model = Model::from_hf(&config_json, &[&weights]).map_err(js_error)?;
         match kind.as_str() {
             "cpu" => Ok(BenchEngine {

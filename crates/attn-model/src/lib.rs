@@ -29,6 +29,8 @@ pub mod fastmath;
 pub mod format;
 pub mod forward;
 pub mod fuzzing;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod gemm_simd128;
 pub mod generate;
 pub mod hf;
 pub mod importance;

@@ -1,5 +1,6 @@
 //! The few dense operations the forward pass needs. Matrix products go through the
-//! `matrixmultiply` crate; everything here is row-major `f32`.
+//! `matrixmultiply` crate natively and through [`crate::gemm_simd128`] in the browser;
+//! everything here is row-major `f32`.
 
 use crate::config::{Activation, Norm};
 use crate::model::{Linear, NormWeights};
@@ -78,7 +79,26 @@ pub fn matmul_add(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32]) {
         return;
     }
     // SAFETY: `check` verified that every element the strides address lies inside `a.data` and
-    // `b.data`; `out` is a dense `m × n` buffer with strides (n, 1).
+    // `b.data`; `out` is a dense `m × n` buffer with strides (n, 1), and a `&mut` that cannot
+    // overlap them.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    unsafe {
+        crate::gemm_simd128::sgemm_add(
+            m,
+            k,
+            n,
+            a.data.as_ptr(),
+            a.row_stride,
+            a.col_stride,
+            b.data.as_ptr(),
+            b.row_stride,
+            b.col_stride,
+            out.as_mut_ptr(),
+            n,
+        );
+    }
+    // SAFETY: as above.
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     unsafe {
         matrixmultiply::sgemm(
             m,

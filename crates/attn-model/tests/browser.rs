@@ -191,3 +191,74 @@ fn bad_files_are_clear_errors_in_the_browser() {
         .is_err());
     assert!(engine.forward(&[1, 99_999]).is_err());
 }
+
+/// The browser's matrix product (`gemm_simd128`: packed panels, a 4 × 8 `simd128` micro-kernel)
+/// against a plain f64 triple loop, on shapes that leave partial panels on every side, depths
+/// over one packed block, more rows than one packed block of A, and every stride the forward
+/// pass uses (a transposed B for the unembedding and Q·Kᵀ, one head's columns, a transposed A).
+#[wasm_bindgen_test]
+fn the_browser_matrix_product_matches_a_plain_loop() {
+    use attn_model::linalg::{matmul, matmul_add, MatRef};
+    let mut state = 0x2545_f491_u32;
+    let mut random = move |len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    };
+    let shapes = [
+        (1, 1, 1),
+        (3, 5, 7),
+        (4, 8, 8),
+        (13, 300, 17),
+        (64, 128, 384),
+        (130, 33, 9),
+        (65, 513, 24),
+    ];
+    for (m, k, n) in shapes {
+        for (a_transposed, b_transposed) in [(false, false), (false, true), (true, false)] {
+            let a_data = random(m * k);
+            let b_data = random(k * n + 3 * k);
+            let a = if a_transposed {
+                MatRef::new(&a_data, k, m).t()
+            } else {
+                MatRef::new(&a_data, m, k)
+            };
+            // B as columns 2.. of a wider matrix, or as the transpose of an n × k one.
+            let b = if b_transposed {
+                MatRef::new(&b_data[..k * n], n, k).t()
+            } else {
+                MatRef::new(&b_data, k, n + 3).columns(2, n)
+            };
+            let start = random(m * n);
+            let mut got = start.clone();
+            matmul_add(a, b, &mut got);
+            let fresh = matmul(a, b);
+            for i in 0..m {
+                for j in 0..n {
+                    let at = |mat: MatRef<'_>, r: usize, c: usize| {
+                        mat.data[r * mat.row_stride + c * mat.col_stride] as f64
+                    };
+                    let dot: f64 = (0..k).map(|p| at(a, i, p) * at(b, p, j)).sum();
+                    let scale: f64 = (0..k).map(|p| (at(a, i, p) * at(b, p, j)).abs()).sum();
+                    let tol = 1e-6 * scale.max(1.0);
+                    let what =
+                        format!("{m}×{k}×{n} (A^T {a_transposed}, B^T {b_transposed}) [{i},{j}]");
+                    let sum = got[i * n + j] as f64;
+                    assert!(
+                        (sum - start[i * n + j] as f64 - dot).abs() <= tol,
+                        "{what}: {sum}"
+                    );
+                    assert!(
+                        (fresh[i * n + j] as f64 - dot).abs() <= tol,
+                        "{what}: fresh"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The matrix product of the CPU engine in the browser: `C += A · B` with wasm SIMD (`simd128`).
+//!
+//! The usual packed-panel scheme: B is copied, `KC` rows by `NR` columns at a time, into
+//! contiguous panels, A likewise `MR` rows at a time, and a register-blocked micro-kernel
+//! multiplies one A panel by one B panel into an `MR × NR` block of C held in `MR · NR / 4`
+//! vector registers. The block is sized for the 16 vector registers V8 has on x86-64: 4 × 8
+//! needs 8 accumulators, 2 vectors of B and the 4 broadcasts of A that LLVM loads together.
+//! (`matrixmultiply`'s wasm kernel is 8 × 8, and 6 × 8 or 5 × 8 here: more live vectors than
+//! registers, and the spills made GPT-2 small's forward 3–10 % slower in Chromium.)
+//!
+//! Every `f32` is multiplied and added in the same order as a plain loop over `k` would (one
+//! multiply, one add per term, no fused multiply-add: plain `simd128` has none), so the result
+//! differs from `matrixmultiply`'s only by the order of the sums across `KC` blocks.
+
+use core::arch::wasm32::*;
+use std::cell::RefCell;
+
+/// Rows of A, and of C, per micro-kernel call.
+const MR: usize = 4;
+/// Columns of B, and of C, per micro-kernel call (two vectors of four).
+const NR: usize = 8;
+/// Depth of one packed panel: 256 rows of an 8-wide B panel is 8 KiB, which stays in L1.
+const KC: usize = 256;
+/// Rows of A packed at once (a multiple of MR): 64 × 256 × 4 B = 64 KiB, in L2.
+const MC: usize = 64;
+
+thread_local! {
+    /// The packed panels, reused from call to call (the forward pass makes hundreds of products).
+    static PACKED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `c[i·rsc + j] += Σ_p a[i·rsa + p·csa] · b[p·rsb + j·csb]` for `i < m`, `j < n`, `p < k`.
+///
+/// # Safety
+/// Every element those strides address must lie inside the allocations behind `a`, `b` and `c`
+/// (`linalg::matmul_add` checks this for its `MatRef`s), and `c` must not overlap `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm_add(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    rsb: usize,
+    csb: usize,
+    c: *mut f32,
+    rsc: usize,
+) {
+    PACKED.with(|packed| {
+        let (a_pack, b_pack) = &mut *packed.borrow_mut();
+        let n_panels = n.div_ceil(NR);
+        b_pack.resize(n_panels * NR * KC.min(k), 0.0);
+        a_pack.resize(MC.min(m.div_ceil(MR) * MR) * KC.min(k), 0.0);
+        for p0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - p0);
+            pack_b(b_pack, b.add(p0 * rsb), rsb, csb, kc, n);
+            for i0 in (0..m).step_by(MC) {
+                let mc = MC.min(m - i0);
+                pack_a(a_pack, a.add(i0 * rsa + p0 * csa), rsa, csa, mc, kc);
+                for jp in 0..n_panels {
+                    let cols = NR.min(n - jp * NR);
+                    let b_panel = b_pack.as_ptr().add(jp * NR * kc);
+                    for ip in 0..mc.div_ceil(MR) {
+                        let rows = MR.min(mc - ip * MR);
+                        let a_panel = a_pack.as_ptr().add(ip * MR * kc);
+                        let c_block = c.add((i0 + ip * MR) * rsc + jp * NR);
+                        micro_kernel(kc, a_panel, b_panel, c_block, rsc, rows, cols);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Packs `kc` rows of B's `n` columns into panels of `NR` columns, each `kc × NR` row-major,
+/// the columns past `n` zero.
+unsafe fn pack_b(out: &mut [f32], b: *const f32, rsb: usize, csb: usize, kc: usize, n: usize) {
+    for (jp, panel) in out[..n.div_ceil(NR) * NR * kc]
+        .chunks_exact_mut(NR * kc)
+        .enumerate()
+    {
+        let j0 = jp * NR;
+        let cols = NR.min(n - j0);
+        if rsb == 1 && csb != 1 {
+            // B is the transpose of a row-major matrix (the unembedding): read along its rows.
+            panel.fill(0.0);
+            for j in 0..cols {
+                let src = b.add((j0 + j) * csb);
+                for p in 0..kc {
+                    panel[p * NR + j] = *src.add(p);
+                }
+            }
+            continue;
+        }
+        for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+            let src = b.add(p * rsb + j0 * csb);
+            if csb == 1 && cols == NR {
+                row.copy_from_slice(std::slice::from_raw_parts(src, NR));
+            } else {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = if j < cols { *src.add(j * csb) } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Packs `mc` rows of A's `kc` columns into panels of `MR` rows, each stored column by column
+/// (`kc × MR`), the rows past `mc` zero.
+unsafe fn pack_a(out: &mut [f32], a: *const f32, rsa: usize, csa: usize, mc: usize, kc: usize) {
+    for (ip, panel) in out[..mc.div_ceil(MR) * MR * kc]
+        .chunks_exact_mut(MR * kc)
+        .enumerate()
+    {
+        let i0 = ip * MR;
+        let rows = MR.min(mc - i0);
+        for (p, column) in panel.chunks_exact_mut(MR).enumerate() {
+            for (i, v) in column.iter_mut().enumerate() {
+                *v = if i < rows {
+                    *a.add((i0 + i) * rsa + p * csa)
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// `C[rows × cols] += A panel · B panel` over depth `kc`; C's rows are `rsc` apart.
+#[inline(always)]
+unsafe fn micro_kernel(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    rows: usize,
+    cols: usize,
+) {
+    let zero = f32x4_splat(0.0);
+    let mut acc = [[zero; 2]; MR];
+    for p in 0..kc {
+        let b0 = v128_load(b.add(p * NR) as *const v128);
+        let b1 = v128_load(b.add(p * NR + 4) as *const v128);
+        let a_col = a.add(p * MR);
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = v128_load32_splat(a_col.add(i) as *const u32);
+            row[0] = f32x4_add(row[0], f32x4_mul(ai, b0));
+            row[1] = f32x4_add(row[1], f32x4_mul(ai, b1));
+        }
+    }
+    if rows == MR && cols == NR {
+        for (i, row) in acc.iter().enumerate() {
+            let c_row = c.add(i * rsc);
+            let lo = f32x4_add(v128_load(c_row as *const v128), row[0]);
+            let hi = f32x4_add(v128_load(c_row.add(4) as *const v128), row[1]);
+            v128_store(c_row as *mut v128, lo);
+            v128_store(c_row.add(4) as *mut v128, hi);
+        }
+    } else {
+        // An edge block: only the rows and columns inside C.
+        for (i, row) in acc.iter().enumerate().take(rows) {
+            let mut values = [0.0f32; NR];
+            v128_store(values.as_mut_ptr() as *mut v128, row[0]);
+            v128_store(values.as_mut_ptr().add(4) as *mut v128, row[1]);
+            for (j, v) in values.iter().enumerate().take(cols) {
+                *c.add(i * rsc + j) += v;
+            }
+        }
+    }
+}
