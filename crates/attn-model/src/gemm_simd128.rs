@@ -128,6 +128,17 @@ unsafe fn pack_a(out: &mut [f32], a: *const f32, rsa: usize, csa: usize, mc: usi
     }
 }
 
+/// `a · b + c`: a multiply and an add, or one fused multiply-add where the build enables
+/// relaxed SIMD (`+relaxed-simd`; not in the shipped bundles, which must run in every browser
+/// with `simd128`: docs/BENCHMARKS.md has what it would gain).
+#[inline(always)]
+fn multiply_add(a: v128, b: v128, c: v128) -> v128 {
+    #[cfg(target_feature = "relaxed-simd")]
+    return f32x4_relaxed_madd(a, b, c);
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    return f32x4_add(f32x4_mul(a, b), c);
+}
+
 /// `C[rows × cols] += A panel · B panel` over depth `kc`; C's rows are `rsc` apart.
 #[inline(always)]
 unsafe fn micro_kernel(
@@ -147,8 +158,8 @@ unsafe fn micro_kernel(
         let a_col = a.add(p * MR);
         for (i, row) in acc.iter_mut().enumerate() {
             let ai = v128_load32_splat(a_col.add(i) as *const u32);
-            row[0] = f32x4_add(row[0], f32x4_mul(ai, b0));
-            row[1] = f32x4_add(row[1], f32x4_mul(ai, b1));
+            row[0] = multiply_add(ai, b0, row[0]);
+            row[1] = multiply_add(ai, b1, row[1]);
         }
     }
     if rows == MR && cols == NR {
