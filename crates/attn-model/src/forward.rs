@@ -373,9 +373,7 @@ pub fn allowed_keys(
 /// The keys query row `i` keeps: the allowed ones, cut to the `top_k` highest scores (ties go to
 /// the smaller index).
 pub fn kept_keys(scores: &[f32], i: usize, causal: bool, variant: &Variant) -> Vec<usize> {
-    let mut keys: Vec<usize> = (0..scores.len())
-        .filter(|&j| is_allowed(causal, variant.window, i, j))
-        .collect();
+    let mut keys: Vec<usize> = allowed_keys(causal, variant.window, i, scores.len()).collect();
     if let Some(k) = variant.top_k {
         if k < keys.len() {
             keys.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
