@@ -97,6 +97,45 @@ pub async fn read_in_pieces(
     }
 }
 
+/// Shows a panic of the page's own code as a message at the top of the page (the page may be
+/// half updated after one; a reload restores it from its link) and appends it to
+/// `window.attnPanics`, which the e2e suite checks stays empty. Written with the DOM directly:
+/// the reactive system may be what panicked.
+pub fn report_page_panic(message: &str) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let panics = match Reflect::get(&window, &"attnPanics".into()) {
+        Ok(list) if list.is_array() => js_sys::Array::from(&list),
+        _ => {
+            let list = js_sys::Array::new();
+            let _ = Reflect::set(&window, &"attnPanics".into(), &list);
+            list
+        }
+    };
+    panics.push(&message.into());
+    let Some(document) = window.document() else {
+        return;
+    };
+    if document
+        .query_selector("[data-testid=page-panic]")
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        return;
+    }
+    if let (Ok(note), Some(body)) = (document.create_element("p"), document.body()) {
+        note.set_class_name("error page-panic");
+        let _ = note.set_attribute("role", "alert");
+        let _ = note.set_attribute("data-testid", "page-panic");
+        note.set_text_content(Some(&format!(
+            "The page hit an internal error and may be out of date; reload it to continue              (the link keeps your model, input and settings). Details: {message}"
+        )));
+        let _ = body.prepend_with_node_1(&note);
+    }
+}
+
 /// GETs `url` as text.
 pub async fn fetch_text(url: &str) -> Result<String, String> {
     String::from_utf8(fetch_bytes(url).await?).map_err(|_| format!("{url} is not UTF-8 text"))

@@ -598,6 +598,7 @@ impl Controller {
                             }
                             ui.engine_used.set(Some(r.engine));
                             ui.current.set(Some(r));
+                            ui.results_shown.update(|n| *n += 1);
                             ui.error.set(None);
                         }
                     }

@@ -37,6 +37,10 @@ pub struct Ui {
     /// The unmodified model's output on the current input, and the variant's.
     pub baseline: RwSignal<Option<RunResult>>,
     pub current: RwSignal<Option<RunResult>>,
+    /// How many results the page has shown. The figures themselves can repeat from one run to
+    /// the next, so this count (the cost panel's `data-results`) is what tells a watcher outside
+    /// (the benchmark's input → repaint timer) that a new result has landed.
+    pub results_shown: RwSignal<u64>,
     pub roles: RwSignal<Vec<HeadRoles>>,
     pub focus: RwSignal<Option<(usize, usize)>>,
     pub diff: RwSignal<bool>,
@@ -107,6 +111,7 @@ impl Ui {
             variant: RwSignal::new(state.variant.clone()),
             baseline: RwSignal::new(None),
             current: RwSignal::new(None),
+            results_shown: RwSignal::new(0),
             roles: RwSignal::new(Vec::new()),
             focus: RwSignal::new(state.focus),
             diff: RwSignal::new(state.diff),

@@ -427,11 +427,20 @@ impl Browser {
         )
     }
 
+    /// Fails the test if the page's own code has panicked (the page's panic hook keeps every
+    /// message in `window.attnPanics`): a page that panics may look right and be half updated.
+    pub fn assert_no_page_panic(&self) {
+        let panics = self.eval("return window.attnPanics ?? []");
+        assert_eq!(panics, json!([]), "the page panicked");
+    }
+
     /// Polls `script` until it returns something truthy (not null/false/""/0), or panics with
-    /// `what` and the page's visible error after `timeout`.
+    /// `what` and the page's visible error after `timeout`. Also fails as soon as the page has
+    /// panicked ([`Browser::assert_no_page_panic`]).
     pub fn wait_for(&self, what: &str, script: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
+            self.assert_no_page_panic();
             let v = self.eval(script);
             let truthy = match &v {
                 Value::Null => false,

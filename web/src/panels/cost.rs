@@ -17,7 +17,7 @@ pub fn CostPanel() -> impl IntoView {
     let comparison = move || comparison.get();
     view! {
         <h2>"Cost of the change"</h2>
-        <dl class="costs" data-testid="cost-panel">
+        <dl class="costs" data-testid="cost-panel" data-results=move || ui.results_shown.get().to_string()>
             <dt>"KL(baseline ‖ variant)"</dt>
             <dd data-testid="kl">{move || comparison().map(|c| format!("{:.4} nats", c.mean_kl))}</dd>
             <dt>"Top-1 agreement"</dt>

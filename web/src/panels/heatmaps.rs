@@ -179,7 +179,9 @@ fn paint_cell(
     head: usize,
     causal: bool,
 ) {
-    let Some(el) = canvas.get_untracked() else {
+    // The cell may be gone by the time its paint runs (a newly opened model replaces the grid
+    // right after its first result): then there is nothing to paint.
+    let Some(el) = canvas.try_get_untracked().flatten() else {
         return;
     };
     let diff = ui.diff.get_untracked();
