@@ -1,8 +1,9 @@
 // Drives bench/bench.html in one headless Chromium (the machine's, through playwright-core) and
-// prints each side's median forward time and the ratios the project tracks. bench/run.sh builds
-// what it needs first; run that, not this.
+// prints each side's median forward time and the ratios the project tracks; then opens the app
+// itself (dist/) on every built-in model and on the L4 d128 model at T=64 and times input →
+// repaint. bench/run.sh builds what it needs first; run that, not this.
 //
-//   node bench/run.mjs [--quick] [--only MODEL] [--out FILE]
+//   node bench/run.mjs [--quick] [--only MODEL|engines|page] [--out FILE]
 //
 // A local server gives the page the two headers that make it cross-origin isolated, which
 // onnxruntime-web needs for more than one thread (and which a static host must send for the
@@ -14,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 const root = fileURLToPath(new URL(".", import.meta.url));
+const dist = join(root, "..", "dist");
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
 const onlyIndex = args.indexOf("--only");
@@ -27,18 +29,27 @@ const types = {
   ".mjs": "text/javascript",
   ".wasm": "application/wasm",
   ".json": "application/json",
+  ".css": "text/css",
+  ".svg": "image/svg+xml",
 };
 
-function serve() {
+// Serves `folder`; `isolated` adds the two headers that make a page cross-origin isolated.
+// The app is served without them, as from a plain static host.
+function serve(folder, isolated) {
   const server = createServer(async (request, response) => {
-    const path = normalize(decodeURIComponent(new URL(request.url, "http://x").pathname));
-    const file = join(root, path);
+    let path = normalize(decodeURIComponent(new URL(request.url, "http://x").pathname));
+    if (path.endsWith("/")) path += "index.html";
+    const file = join(folder, path);
     try {
-      if (!file.startsWith(root) || !(await stat(file)).isFile()) throw new Error("not found");
+      if (!file.startsWith(folder) || !(await stat(file)).isFile()) throw new Error("not found");
       response.writeHead(200, {
         "Content-Type": types[extname(file)] ?? "application/octet-stream",
-        "Cross-Origin-Opener-Policy": "same-origin",
-        "Cross-Origin-Embedder-Policy": "require-corp",
+        ...(isolated
+          ? {
+              "Cross-Origin-Opener-Policy": "same-origin",
+              "Cross-Origin-Embedder-Policy": "require-corp",
+            }
+          : {}),
       });
       response.end(await readFile(file));
     } catch {
@@ -68,9 +79,9 @@ const allRuns = quick
       { model: "l4d128", t: 64, threads: 1, sides: gpu, warmup: 4, rounds: 3, per_round: 2 },
     ];
 
-const runs = allRuns.filter((run) => !only || run.model === only);
+const runs = allRuns.filter((run) => !only || only === "engines" || run.model === only);
 
-const server = await serve();
+const server = await serve(root, true);
 const base = `http://127.0.0.1:${server.address().port}/bench.html`;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -86,6 +97,145 @@ const browser = await chromium.launch({
   ],
 });
 const all = [];
+const pageResults = [];
+
+// The page-level figure: input event → repaint in the app itself, on the CPU engine. Every
+// built-in model with its first example input, then the L4 d128 model above picked from disk in
+// the file input with 64 token ids (it has no tokenizer).
+const index = JSON.parse(await readFile(join(dist, "models", "index.json"), "utf8"));
+const builtIn = index.models.map((m) => ({ id: m.id, prompt: m.example_inputs[0] }));
+const pageModels = [
+  ...builtIn,
+  { id: "l4d128", files: ["config.json", "model.safetensors"], tokens: 64 },
+].filter((m) => !only || only === "page" || m.id === only);
+
+// In the page: flips β between 1.5 and 2 and times each change from its input event to the
+// first frame after the new result is in the page (the cost panel's data-results counts the
+// results shown; after that frame's callbacks the heatmaps are drawn). Time-based warm-up, then
+// `rounds` changes. Also reads the worker's own forward time of each.
+async function measureInPage({ warmupMs, rounds }) {
+  const panel = document.querySelector("[data-testid=cost-panel]");
+  const beta = document.querySelector("[data-testid=beta]");
+  const shown = () => Number(panel.dataset.results ?? 0);
+  const forwardMs = () => Number(document.querySelector("[data-testid=forward-ms]").textContent);
+  const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  let flip = 0;
+  const change = () =>
+    new Promise((resolve, reject) => {
+      const before = shown();
+      const observer = new MutationObserver(() => {
+        if (shown() > before) {
+          const landed = performance.now() - start;
+          observer.disconnect();
+          clearTimeout(timer);
+          requestAnimationFrame(() =>
+            setTimeout(() => resolve({ landed, painted: performance.now() - start }), 0),
+          );
+        }
+      });
+      const timer = setTimeout(() => {
+        observer.disconnect();
+        reject(new Error("no result 60 s after the input"));
+      }, 60_000);
+      observer.observe(panel, { attributes: true, attributeFilter: ["data-results"] });
+      flip ^= 1;
+      const start = performance.now();
+      beta.value = flip ? "1.5" : "2";
+      beta.dispatchEvent(new Event("input", { bubbles: true }));
+    });
+  const warmEnd = performance.now() + warmupMs;
+  while (performance.now() < warmEnd) {
+    await change();
+    await pause(20);
+  }
+  const repaint = [];
+  const landed = [];
+  const forward = [];
+  for (let i = 0; i < rounds; i++) {
+    const times = await change();
+    repaint.push(times.painted);
+    landed.push(times.landed);
+    forward.push(forwardMs());
+    await pause(20);
+  }
+  return { repaint, landed, forward };
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+async function timeThePage(browser) {
+  const appServer = await serve(dist, false);
+  const app = `http://127.0.0.1:${appServer.address().port}/`;
+  try {
+    for (const model of pageModels) {
+      const page = await browser.newPage();
+      page.on("console", (message) => {
+        if (message.type() === "error") console.error(`  page: ${message.text()}`);
+      });
+      const ready = (n) =>
+        page.waitForFunction(
+          (n) =>
+            Number(document.querySelector("[data-testid=cost-panel]")?.dataset.results ?? 0) >= n &&
+            document.querySelectorAll("[data-testid=heatmap-cell]").length > 0,
+          n,
+          { timeout: 5 * 60_000 },
+        );
+      if (model.files) {
+        await page.goto(`${app}?engine=cpu`);
+        await page.waitForSelector("#model-files", { state: "attached" });
+        await page.setInputFiles(
+          "#model-files",
+          model.files.map((f) => join(root, "models", model.id, f)),
+        );
+        await page.waitForFunction(
+          () => document.querySelector(".model-panel .facts")?.textContent.includes("4 layers"),
+          null,
+          { timeout: 5 * 60_000 },
+        );
+        const ids = Array.from({ length: model.tokens }, (_, i) => (i * 7) % 80).join(" ");
+        await page.fill("[data-testid=prompt-input]", ids);
+        await page.waitForFunction(
+          (n) => document.querySelectorAll("[data-testid=token-chips] .chip").length === n,
+          model.tokens,
+          { timeout: 60_000 },
+        );
+      } else {
+        const query = new URLSearchParams({ model: model.id, engine: "cpu", prompt: model.prompt });
+        await page.goto(`${app}?${query}`);
+      }
+      await ready(1);
+      const tokens = await page.evaluate(
+        () => document.querySelectorAll("[data-testid=token-chips] .chip").length,
+      );
+      const { repaint, landed, forward } = await page.evaluate(measureInPage, {
+        warmupMs: quick ? 1000 : 3000,
+        rounds: quick ? 7 : 21,
+      });
+      await page.close();
+      const result = {
+        model: model.id,
+        tokens,
+        repaintMs: median(repaint),
+        landedMs: median(landed),
+        forwardMs: median(forward),
+        allRepaintMs: repaint,
+      };
+      pageResults.push(result);
+      console.log(
+        `page ${model.id} (${tokens} tokens): input → repaint ${result.repaintMs.toFixed(1)} ms ` +
+          `(result in the page after ${result.landedMs.toFixed(1)} ms), ` +
+          `forward in the worker ${result.forwardMs.toFixed(1)} ms ` +
+          `(${(result.repaintMs / result.forwardMs).toFixed(2)}×)`,
+      );
+    }
+  } finally {
+    appServer.close();
+  }
+}
+
 try {
   for (const run of runs) {
     const query = new URLSearchParams({
@@ -117,10 +267,16 @@ try {
       console.log(`  speed-up over onnxruntime-web: ${(theirs.medianMs / ours.medianMs).toFixed(2)}×`);
     }
   }
+  if (!only || only === "page" || pageModels.some((m) => m.id === only)) {
+    await timeThePage(browser);
+  }
 } finally {
   await browser.close();
   server.close();
 }
 await mkdir(join(outFile, ".."), { recursive: true });
-await writeFile(outFile, JSON.stringify({ browser: browser.version?.() ?? null, runs: all }, null, 1));
+await writeFile(
+  outFile,
+  JSON.stringify({ browser: browser.version?.() ?? null, runs: all, page: pageResults }, null, 1),
+);
 console.log(`wrote ${outFile}`);

@@ -4,7 +4,8 @@
 # Installs its dev-only dependencies when missing (onnxruntime-web and playwright-core from npm
 # into bench/node_modules, onnx for the export from PyPI), writes random GPT-2 models in both
 # formats (bench/models), builds the engines' wasm module (bench/pkg), then times everything in
-# one headless Chromium and prints the ratios. Results: bench/results/latest.json.
+# one headless Chromium and prints the ratios; then builds the app (dist/) and times input →
+# repaint on every built-in model. Results: bench/results/latest.json.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 "$ROOT/scripts/setup.sh"
@@ -25,5 +26,8 @@ fi
 cargo build --release -p attn-bench --target wasm32-unknown-unknown
 wasm-bindgen --target web --out-dir "$bench/pkg" \
   "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/attn_bench.wasm"
+
+# The app itself, for the page-level figure (the same build as scripts/serve.sh).
+(cd "$ROOT/web" && trunk build --release --config ../trunk.toml)
 
 node "$bench/run.mjs" "$@"
