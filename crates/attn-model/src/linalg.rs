@@ -41,6 +41,16 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Rows `[start, start + count)` of this matrix.
+    pub fn row_block(self, start: usize, count: usize) -> Self {
+        assert!(start + count <= self.rows, "row block out of range");
+        MatRef {
+            data: self.data.get(start * self.row_stride..).unwrap_or(&[]),
+            rows: count,
+            ..self
+        }
+    }
+
     /// The transpose (no copy).
     pub fn t(self) -> Self {
         MatRef {
@@ -70,17 +80,27 @@ pub fn matmul(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
 /// `out += a · b`, `out` a dense row-major `a.rows × b.cols` matrix: how the backward pass
 /// accumulates gradients.
 pub fn matmul_add(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32]) {
+    assert_eq!(out.len(), a.rows * b.cols, "output has the wrong size");
+    matmul_add_rows(a, b, out, b.cols);
+}
+
+/// `out += a · b` where the product's row `i` is `out[i * out_row_stride..][..b.cols]`: a block
+/// of a wider row-major matrix (`out` starts at the block's first element).
+pub fn matmul_add_rows(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32], out_row_stride: usize) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     a.check();
     b.check();
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(out.len(), m * n, "output has the wrong size");
     if m == 0 || n == 0 || k == 0 {
         return;
     }
+    assert!(
+        n <= out_row_stride && (m - 1) * out_row_stride + n <= out.len(),
+        "output block runs past its data"
+    );
     // SAFETY: `check` verified that every element the strides address lies inside `a.data` and
-    // `b.data`; `out` is a dense `m × n` buffer with strides (n, 1), and a `&mut` that cannot
-    // overlap them.
+    // `b.data`; the assertion above that the `m × n` block of `out` with row stride
+    // `out_row_stride` lies inside `out`, a `&mut` that cannot overlap them.
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     unsafe {
         crate::gemm_simd128::sgemm_add(
@@ -94,7 +114,7 @@ pub fn matmul_add(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32]) {
             b.row_stride,
             b.col_stride,
             out.as_mut_ptr(),
-            n,
+            out_row_stride,
         );
     }
     // SAFETY: as above.
@@ -113,7 +133,7 @@ pub fn matmul_add(a: MatRef<'_>, b: MatRef<'_>, out: &mut [f32]) {
             b.col_stride as isize,
             1.0,
             out.as_mut_ptr(),
-            n as isize,
+            out_row_stride as isize,
             1,
         );
     }
