@@ -3,7 +3,7 @@
 // itself (dist/) on every built-in model and on the L4 d128 model at T=64 and times input →
 // repaint. bench/run.sh builds what it needs first; run that, not this.
 //
-//   node bench/run.mjs [--quick] [--only MODEL|engines|page] [--out FILE]
+//   node bench/run.mjs [--quick] [--only MODEL|engines|cpu|gpu|page] [--out FILE]
 //
 // A local server gives the page the two headers that make it cross-origin isolated, which
 // onnxruntime-web needs for more than one thread (and which a static host must send for the
@@ -79,7 +79,14 @@ const allRuns = quick
       { model: "l4d128", t: 64, threads: 1, sides: gpu, warmup: 4, rounds: 3, per_round: 2 },
     ];
 
-const runs = allRuns.filter((run) => !only || only === "engines" || run.model === only);
+const runs = allRuns.filter(
+  (run) =>
+    !only ||
+    only === "engines" ||
+    run.model === only ||
+    (only === "gpu" && run.sides === gpu) ||
+    (only === "cpu" && run.sides === cpu),
+);
 
 const server = await serve(root, true);
 const base = `http://127.0.0.1:${server.address().port}/bench.html`;
@@ -171,69 +178,99 @@ async function timeThePage(browser) {
   const app = `http://127.0.0.1:${appServer.address().port}/`;
   try {
     for (const model of pageModels) {
-      const page = await browser.newPage();
-      page.on("console", (message) => {
-        if (message.type() === "error") console.error(`  page: ${message.text()}`);
-      });
-      const ready = (n) =>
-        page.waitForFunction(
-          (n) =>
-            Number(document.querySelector("[data-testid=cost-panel]")?.dataset.results ?? 0) >= n &&
-            document.querySelectorAll("[data-testid=heatmap-cell]").length > 0,
-          n,
-          { timeout: 5 * 60_000 },
-        );
-      if (model.files) {
-        await page.goto(`${app}?engine=cpu`);
-        await page.waitForSelector("#model-files", { state: "attached" });
-        await page.setInputFiles(
-          "#model-files",
-          model.files.map((f) => join(root, "models", model.id, f)),
-        );
-        await page.waitForFunction(
-          () => document.querySelector(".model-panel .facts")?.textContent.includes("4 layers"),
-          null,
-          { timeout: 5 * 60_000 },
-        );
-        const ids = Array.from({ length: model.tokens }, (_, i) => (i * 7) % 80).join(" ");
-        await page.fill("[data-testid=prompt-input]", ids);
-        await page.waitForFunction(
-          (n) => document.querySelectorAll("[data-testid=token-chips] .chip").length === n,
-          model.tokens,
-          { timeout: 60_000 },
-        );
-      } else {
-        const query = new URLSearchParams({ model: model.id, engine: "cpu", prompt: model.prompt });
-        await page.goto(`${app}?${query}`);
+      try {
+        pageResults.push(await timeOnePage(browser, app, model));
+      } catch (error) {
+        // One model that fails leaves the others' figures (and says why).
+        console.error(`page ${model.id}: ${error.message.split("\n")[0]}`);
+        pageResults.push({ model: model.id, error: error.message });
       }
-      await ready(1);
-      const tokens = await page.evaluate(
-        () => document.querySelectorAll("[data-testid=token-chips] .chip").length,
-      );
-      const { repaint, landed, forward } = await page.evaluate(measureInPage, {
-        warmupMs: quick ? 1000 : 3000,
-        rounds: quick ? 7 : 21,
-      });
-      await page.close();
-      const result = {
-        model: model.id,
-        tokens,
-        repaintMs: median(repaint),
-        landedMs: median(landed),
-        forwardMs: median(forward),
-        allRepaintMs: repaint,
-      };
-      pageResults.push(result);
-      console.log(
-        `page ${model.id} (${tokens} tokens): input → repaint ${result.repaintMs.toFixed(1)} ms ` +
-          `(result in the page after ${result.landedMs.toFixed(1)} ms), ` +
-          `forward in the worker ${result.forwardMs.toFixed(1)} ms ` +
-          `(${(result.repaintMs / result.forwardMs).toFixed(2)}×)`,
-      );
+      await save();
     }
   } finally {
     appServer.close();
   }
+}
+
+async function timeOnePage(browser, app, model) {
+  const page = await browser.newPage();
+  try {
+    page.on("console", (message) => {
+      if (message.type() === "error") console.error(`  page: ${message.text()}`);
+    });
+    const ready = (n) =>
+      page.waitForFunction(
+        (n) =>
+          Number(document.querySelector("[data-testid=cost-panel]")?.dataset.results ?? 0) >= n &&
+          document.querySelectorAll("[data-testid=heatmap-cell]").length > 0,
+        n,
+        { timeout: 5 * 60_000 },
+      );
+    if (model.files) {
+      await page.goto(`${app}?engine=cpu`);
+      await page.waitForSelector("#model-files", { state: "attached" });
+      await page.setInputFiles(
+        "#model-files",
+        model.files.map((f) => join(root, "models", model.id, f)),
+      );
+      await page.waitForFunction(
+        () => document.querySelector(".model-panel .facts")?.textContent.includes("4 layers"),
+        null,
+        { timeout: 5 * 60_000 },
+      );
+      const ids = Array.from({ length: model.tokens }, (_, i) => (i * 7) % 80).join(" ");
+      await page.fill("[data-testid=prompt-input]", ids);
+      await page.waitForFunction(
+        (n) => document.querySelectorAll("[data-testid=token-chips] .chip").length === n,
+        model.tokens,
+        { timeout: 60_000 },
+      );
+    } else {
+      const query = new URLSearchParams({ model: model.id, engine: "cpu", prompt: model.prompt });
+      await page.goto(`${app}?${query}`);
+    }
+    await ready(1);
+    const tokens = await page.evaluate(
+      () => document.querySelectorAll("[data-testid=token-chips] .chip").length,
+    );
+    const { repaint, landed, forward } = await page.evaluate(measureInPage, {
+      warmupMs: quick ? 1000 : 3000,
+      rounds: quick ? 7 : 21,
+    });
+    const result = {
+      model: model.id,
+      tokens,
+      repaintMs: median(repaint),
+      landedMs: median(landed),
+      forwardMs: median(forward),
+      allRepaintMs: repaint,
+    };
+    console.log(
+      `page ${model.id} (${tokens} tokens): input → repaint ${result.repaintMs.toFixed(1)} ms ` +
+        `(result in the page after ${result.landedMs.toFixed(1)} ms), ` +
+        `forward in the worker ${result.forwardMs.toFixed(1)} ms ` +
+        `(${(result.repaintMs / result.forwardMs).toFixed(2)}×)`,
+    );
+    return result;
+  } catch (error) {
+    const shown = await page
+      .evaluate(() =>
+        [...document.querySelectorAll(".error, .notice, .loading")].map((e) => e.textContent).join(" | "),
+      )
+      .catch(() => "");
+    throw new Error(`${error.message.split("\n")[0]}; the page says: ${shown || "nothing"}`);
+  } finally {
+    await page.close();
+  }
+}
+
+// Writes what has been measured so far, so a run that stops early still leaves its figures.
+async function save() {
+  await mkdir(join(outFile, ".."), { recursive: true });
+  await writeFile(
+    outFile,
+    JSON.stringify({ browser: browser.version?.() ?? null, runs: all, page: pageResults }, null, 1),
+  );
 }
 
 try {
@@ -257,6 +294,7 @@ try {
     await page.close();
     if (result.error) throw new Error(`${run.model} T=${run.t}: ${result.error}`);
     all.push(result);
+    await save();
     const line = Object.entries(result.sides)
       .map(([name, side]) => `${name} ${side.medianMs.toFixed(2)} ms (|Δ| ${side.maxAbsDiffVsTorch.toExponential(1)})`)
       .join(", ");
@@ -267,16 +305,12 @@ try {
       console.log(`  speed-up over onnxruntime-web: ${(theirs.medianMs / ours.medianMs).toFixed(2)}×`);
     }
   }
-  if (!only || only === "page" || pageModels.some((m) => m.id === only)) {
+  if (pageModels.length > 0) {
     await timeThePage(browser);
   }
 } finally {
+  await save();
   await browser.close();
   server.close();
 }
-await mkdir(join(outFile, ".."), { recursive: true });
-await writeFile(
-  outFile,
-  JSON.stringify({ browser: browser.version?.() ?? null, runs: all, page: pageResults }, null, 1),
-);
 console.log(`wrote ${outFile}`);

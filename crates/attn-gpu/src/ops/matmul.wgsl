@@ -9,8 +9,11 @@
 // `weights.wgsl`): B is bound as raw 32-bit words and `load_b` widens by the flags, so 16-bit
 // checkpoints keep half the GPU memory with no `shader-f16` feature. A and C are always f32.
 //
-// Tiling: a 16×16 workgroup computes a 32×32 block of C, each invocation a 2×2 sub-block spaced
-// 16 apart; A and B tiles of depth 16 are staged in workgroup memory (2 × 2 KiB).
+// Tiling: an 8×8 workgroup computes a 32×32 block of C, each invocation a 4×4 sub-block whose
+// rows and columns are spaced 8 apart (neighbouring invocations touch neighbouring columns);
+// A and B tiles of depth 16 are staged in workgroup memory (2 × 2 KiB). Per step of depth an
+// invocation reads 4 values of A and 4 of B from workgroup memory for 16 multiply-adds held in
+// registers.
 
 struct Params {
     m: u32, n: u32, k: u32, batch: u32,
@@ -33,7 +36,10 @@ const FLAG_B_BF16: u32 = 128u;
 
 const TILE: u32 = 32u;
 const TILE_K: u32 = 16u;
-const THREADS: u32 = 256u;
+// Invocations along each side of the workgroup, and outputs per invocation along each side.
+const SIDE: u32 = 8u;
+const PER: u32 = 4u;
+const THREADS: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -83,7 +89,7 @@ fn silu(x: f32) -> f32 {
     return select(x * e / (1.0 + e), x / (1.0 + e), x >= 0.0);
 }
 
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(8, 8, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -95,10 +101,12 @@ fn main(
     let a_base = p.a_offset + (batch / p.a_batch_div) * p.a_batch_stride;
     let b_base = p.b_offset + (batch / p.b_batch_div) * p.b_batch_stride;
 
-    var acc00 = 0.0;
-    var acc01 = 0.0;
-    var acc10 = 0.0;
-    var acc11 = 0.0;
+    // acc<i>[j]: row lid.y + SIDE·i, column lid.x + SIDE·j of the block (written out rather
+    // than an array, so that no driver keeps them in memory).
+    var acc0 = vec4<f32>();
+    var acc1 = vec4<f32>();
+    var acc2 = vec4<f32>();
+    var acc3 = vec4<f32>();
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
         for (var e = li; e < TILE * TILE_K; e += THREADS) {
             // A tile element e: row e / TILE_K, depth e % TILE_K.
@@ -120,22 +128,31 @@ fn main(
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let a0 = a_tile[lid.y * TILE_K + kk];
-            let a1 = a_tile[(lid.y + 16u) * TILE_K + kk];
-            let b0 = b_tile[kk * TILE + lid.x];
-            let b1 = b_tile[kk * TILE + lid.x + 16u];
-            acc00 += a0 * b0;
-            acc01 += a0 * b1;
-            acc10 += a1 * b0;
-            acc11 += a1 * b1;
+            let bv = vec4<f32>(
+                b_tile[kk * TILE + lid.x],
+                b_tile[kk * TILE + lid.x + SIDE],
+                b_tile[kk * TILE + lid.x + 2u * SIDE],
+                b_tile[kk * TILE + lid.x + 3u * SIDE],
+            );
+            acc0 += a_tile[lid.y * TILE_K + kk] * bv;
+            acc1 += a_tile[(lid.y + SIDE) * TILE_K + kk] * bv;
+            acc2 += a_tile[(lid.y + 2u * SIDE) * TILE_K + kk] * bv;
+            acc3 += a_tile[(lid.y + 3u * SIDE) * TILE_K + kk] * bv;
         }
         workgroupBarrier();
     }
 
-    store(row0 + lid.y, col0 + lid.x, batch, acc00);
-    store(row0 + lid.y, col0 + lid.x + 16u, batch, acc01);
-    store(row0 + lid.y + 16u, col0 + lid.x, batch, acc10);
-    store(row0 + lid.y + 16u, col0 + lid.x + 16u, batch, acc11);
+    store_row(row0 + lid.y, col0 + lid.x, batch, acc0);
+    store_row(row0 + lid.y + SIDE, col0 + lid.x, batch, acc1);
+    store_row(row0 + lid.y + 2u * SIDE, col0 + lid.x, batch, acc2);
+    store_row(row0 + lid.y + 3u * SIDE, col0 + lid.x, batch, acc3);
+}
+
+// One invocation's four outputs of a row: columns `col`, `col + SIDE`, … .
+fn store_row(row: u32, col: u32, batch: u32, acc: vec4<f32>) {
+    for (var j = 0u; j < PER; j++) {
+        store(row, col + j * SIDE, batch, acc[j]);
+    }
 }
 
 fn store(row: u32, col: u32, batch: u32, acc: f32) {
