@@ -112,17 +112,84 @@ fn time_engine(
     Ok(times)
 }
 
+/// What `attn bench` runs.
+pub struct BenchOptions {
+    pub engines: BenchEngines,
+    /// Sequence length (default: the model's context, at most 64).
+    pub seq: Option<usize>,
+    /// Timed forwards per engine.
+    pub runs: usize,
+    /// Untimed forwards first.
+    pub warmup: usize,
+    /// Then a per-kernel profile of the GPU engine from GPU timestamps.
+    pub profile: bool,
+    pub json: bool,
+}
+
+/// Forwards whose per-kernel times are taken (the median of each launch is reported).
+const PROFILED_RUNS: usize = 5;
+
+/// One kernel's share of a profiled forward.
+struct KernelShare {
+    kernel: &'static str,
+    launches: usize,
+    millis: f64,
+}
+
+/// A launch of a profiled forward: its index, its kernel and its median milliseconds.
+type Launch = (usize, &'static str, f64);
+
+/// Profiles `PROFILED_RUNS` forwards of `engine`: the median time of each launch, summed per
+/// kernel (largest first), and the slowest launches.
+fn profile_kernels(
+    engine: &mut GpuEngine,
+    tokens: &[u32],
+) -> Result<(Vec<KernelShare>, Vec<Launch>), Failure> {
+    engine.set_profiling(true)?;
+    let mut runs: Vec<Vec<attn_gpu::KernelTime>> = Vec::new();
+    for _ in 0..PROFILED_RUNS {
+        engine.forward_with_blocking(tokens, &Readback::everything())?;
+        runs.push(engine.last_profile().to_vec());
+    }
+    engine.set_profiling(false)?;
+    let launches: Vec<Launch> = (0..runs[0].len())
+        .map(|i| {
+            let mut times: Vec<f64> = runs.iter().map(|r| r[i].millis).collect();
+            times.sort_by(f64::total_cmp);
+            (i, runs[0][i].kernel, times[times.len() / 2])
+        })
+        .collect();
+    let mut shares: Vec<KernelShare> = Vec::new();
+    for &(_, kernel, millis) in &launches {
+        match shares.iter_mut().find(|s| s.kernel == kernel) {
+            Some(s) => {
+                s.launches += 1;
+                s.millis += millis;
+            }
+            None => shares.push(KernelShare {
+                kernel,
+                launches: 1,
+                millis,
+            }),
+        }
+    }
+    shares.sort_by(|a, b| b.millis.total_cmp(&a.millis));
+    let mut slowest = launches;
+    slowest.sort_by(|a, b| b.2.total_cmp(&a.2));
+    slowest.truncate(5);
+    Ok((shares, slowest))
+}
+
 /// `attn bench`: times `runs` forward passes over `seq` tokens after `warmup` untimed ones.
-#[allow(clippy::too_many_arguments)]
-pub fn bench(
-    model: Model,
-    variant: &Variant,
-    engines: BenchEngines,
-    seq: Option<usize>,
-    runs: usize,
-    warmup: usize,
-    json_out: bool,
-) -> Result<(), Failure> {
+pub fn bench(model: Model, variant: &Variant, options: &BenchOptions) -> Result<(), Failure> {
+    let &BenchOptions {
+        engines,
+        seq,
+        runs,
+        warmup,
+        profile,
+        json: json_out,
+    } = options;
     if runs == 0 {
         return Err(Failure("--runs must be at least 1".into()));
     }
@@ -153,15 +220,19 @@ pub fn bench(
             submits: None,
         });
     }
+    let mut profiled = None;
     if matches!(engines, BenchEngines::Gpu | BenchEngines::Both) {
         let ctx = gpu_context()?;
         let mut engine = AnyEngine::Gpu(Box::new(GpuEngine::shared(&ctx, model)?));
         engine.set_variant(variant)?;
         let times = time_engine(&mut engine, &tokens, warmup.max(1), runs)?;
-        let stats = match &engine {
-            AnyEngine::Gpu(g) => g.stats().last_forward,
-            AnyEngine::Cpu(_) => unreachable!("this is the GPU engine"),
+        let AnyEngine::Gpu(gpu) = &mut engine else {
+            unreachable!("this is the GPU engine")
         };
+        let stats = gpu.stats().last_forward;
+        if profile {
+            profiled = Some(profile_kernels(gpu, &tokens)?);
+        }
         timings.push(Timing {
             engine: "gpu",
             adapter: Some(format!(
@@ -189,6 +260,9 @@ pub fn bench(
             "warmup": warmup,
             "flops_per_forward": flops,
             "engines": timings.iter().map(|tm| tm.json(flops)).collect::<Vec<_>>(),
+            "gpu_kernels": profiled.as_ref().map(|(shares, _)| shares.iter().map(|s| json!({
+                "kernel": s.kernel, "launches": s.launches, "millis": s.millis,
+            })).collect::<Vec<_>>()),
         });
         println!(
             "{}",
@@ -226,6 +300,27 @@ pub fn bench(
                 _ => String::new(),
             }
         );
+    }
+    if let Some((shares, slowest)) = &profiled {
+        let total: f64 = shares.iter().map(|s| s.millis).sum();
+        println!(
+            "GPU time per kernel (timestamps around each launch in a pass of its own, median of \
+             {PROFILED_RUNS} forwards): {total:.3} ms in all"
+        );
+        for s in shares {
+            println!(
+                "  {:<22} {:>4} launches {:>10.3} ms {:>5.1} %",
+                s.kernel,
+                s.launches,
+                s.millis,
+                100.0 * s.millis / total.max(f64::MIN_POSITIVE)
+            );
+        }
+        let slowest: Vec<String> = slowest
+            .iter()
+            .map(|(i, kernel, ms)| format!("#{i} {kernel} {ms:.3} ms"))
+            .collect();
+        println!("  slowest launches: {}", slowest.join(", "));
     }
     Ok(())
 }

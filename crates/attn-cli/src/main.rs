@@ -240,6 +240,10 @@ enum Command {
         /// Untimed forward passes first (the GPU engine builds its plan in the first).
         #[arg(long, default_value_t = 3)]
         warmup: usize,
+        /// Then time every kernel launch of the GPU engine with GPU timestamps (where the
+        /// adapter has timestamp queries) and print the time per kernel.
+        #[arg(long)]
+        profile: bool,
         #[arg(long)]
         json: bool,
     },
@@ -687,11 +691,20 @@ fn run(command: Command) -> Result<(), Failure> {
             seq,
             runs,
             warmup,
+            profile,
             json,
         } => {
             let model = load(&model)?;
             let variant = parse_variant(&variant)?;
-            gpu::bench(model, &variant, engine, seq, runs, warmup, json)?;
+            let options = gpu::BenchOptions {
+                engines: engine,
+                seq,
+                runs,
+                warmup,
+                profile,
+                json,
+            };
+            gpu::bench(model, &variant, &options)?;
         }
         Command::Compare {
             model,

@@ -102,6 +102,36 @@ fn bench_reports_both_engines_with_the_adapter() {
         );
         assert!(0.0 < min && min <= median && median <= max, "{e}");
     }
+    // A per-kernel profile: every launch's kernel counted once, matmul the most launched.
+    let profiled = attn(&[
+        "bench",
+        dir.to_str().unwrap(),
+        "--seq",
+        "9",
+        "--runs",
+        "1",
+        "--engine",
+        "gpu",
+        "--profile",
+        "--json",
+    ]);
+    if profiled.status.success() {
+        let kernels = json_of(&profiled)["gpu_kernels"].clone();
+        let kernels = kernels.as_array().unwrap();
+        let launches: u64 = kernels
+            .iter()
+            .map(|k| k["launches"].as_u64().unwrap())
+            .sum();
+        assert_eq!(launches, 27, "{kernels:?}");
+        assert_eq!(
+            kernels.iter().find(|k| k["kernel"] == "matmul").unwrap()["launches"],
+            17
+        );
+    } else {
+        // An adapter without timestamp queries says so.
+        let message = String::from_utf8_lossy(&profiled.stderr).to_string();
+        assert!(message.contains("timestamp"), "{message}");
+    }
     // Plain text works too, and bad arguments are errors, not panics.
     let out = attn(&[
         "bench",

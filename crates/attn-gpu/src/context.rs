@@ -61,6 +61,8 @@ pub struct GpuContext {
     reports: Arc<Mutex<Reports>>,
     /// The largest buffer the engine may create: the device's limit unless lowered.
     buffer_limit: u64,
+    /// Whether the device writes GPU timestamps (per-kernel profiles).
+    timestamps: bool,
 }
 
 impl GpuContext {
@@ -116,10 +118,16 @@ impl GpuContext {
             adapter: summary.name.clone(),
             message,
         };
+        // GPU timestamps where the adapter has them: only `attn bench --profile` uses them.
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("attn-gpu"),
-                required_features: wgpu::Features::empty(),
+                required_features: if timestamps {
+                    wgpu::Features::TIMESTAMP_QUERY
+                } else {
+                    wgpu::Features::empty()
+                },
                 required_limits: limits,
                 ..Default::default()
             })
@@ -155,6 +163,7 @@ impl GpuContext {
 
         let device_limits = device.limits();
         Ok(GpuContext {
+            timestamps,
             buffer_limit: device_limits
                 .max_buffer_size
                 .min(device_limits.max_storage_buffer_binding_size),
@@ -164,6 +173,11 @@ impl GpuContext {
             adapter: summary,
             reports,
         })
+    }
+
+    /// Whether the device writes GPU timestamps ([`crate::GpuEngine::set_profiling`]).
+    pub fn has_timestamps(&self) -> bool {
+        self.timestamps
     }
 
     /// The adapter this context runs on.

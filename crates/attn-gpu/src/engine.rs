@@ -63,6 +63,52 @@ pub struct ForwardStats {
     pub flops: u64,
 }
 
+/// One kernel launch of a profiled forward ([`GpuEngine::set_profiling`]) and the GPU time
+/// between the start and the end of its pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The kernel's name (`matmul`, `attention_probs`, `norm`, …).
+    pub kernel: &'static str,
+    pub millis: f64,
+}
+
+/// The timestamp queries of profiled forwards and the buffers they are read back through.
+struct Profiler {
+    queries: wgpu::QuerySet,
+    /// Launches the query set has room for (two timestamps each).
+    launches: u32,
+    resolved: wgpu::Buffer,
+    read: wgpu::Buffer,
+    last: Vec<KernelTime>,
+}
+
+impl Profiler {
+    fn new(ctx: &GpuContext, launches: u32) -> Profiler {
+        let bytes = 16 * launches as u64;
+        Profiler {
+            queries: ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("kernel timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * launches,
+            }),
+            launches,
+            resolved: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kernel timestamps (resolved)"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            read: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kernel timestamps (read back)"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            last: Vec::new(),
+        }
+    }
+}
+
 /// Counters over the engine's life, to check that the hot path allocates nothing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -98,6 +144,8 @@ pub struct GpuEngine {
     dummy: Arg,
     options: EngineOptions,
     stats: EngineStats,
+    /// Set while forwards are profiled.
+    profiler: Option<Profiler>,
 }
 
 impl GpuEngine {
@@ -158,6 +206,7 @@ impl GpuEngine {
             prepared,
             variant,
             plan: None,
+            profiler: None,
             params_stale: false,
             pool: BufferPool::default(),
             dummy,
@@ -229,6 +278,29 @@ impl GpuEngine {
             buffers_created: self.pool.created,
             ..self.stats
         }
+    }
+
+    /// Times every kernel launch of the forwards that follow with GPU timestamps (one compute
+    /// pass per launch), until turned off; [`GpuEngine::last_profile`] has the last forward's.
+    /// Fails with [`GpuError::Unsupported`] where the device has no timestamp queries.
+    pub fn set_profiling(&mut self, on: bool) -> Result<()> {
+        if !on {
+            self.profiler = None;
+        } else if !self.ctx.has_timestamps() {
+            return Err(GpuError::Unsupported(format!(
+                "{} has no timestamp queries, so kernels cannot be timed",
+                self.ctx.adapter().name
+            )));
+        } else if self.profiler.is_none() {
+            self.profiler = Some(Profiler::new(&self.ctx, 64));
+        }
+        Ok(())
+    }
+
+    /// Every kernel launch of the last profiled forward, in order, with its GPU time (empty
+    /// before one).
+    pub fn last_profile(&self) -> &[KernelTime] {
+        self.profiler.as_ref().map_or(&[], |p| &p.last)
     }
 
     /// Runs one forward pass and reads back everything (the CPU engine's [`Output`]).
@@ -336,12 +408,34 @@ impl GpuEngine {
         } else {
             plan.logits_last
         };
-        let dispatches = {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("forward"),
-                timestamp_writes: None,
-            });
-            plan.program.encode(&mut pass, |i| i != skip)
+        let mut timed = Vec::new();
+        let dispatches = match &mut self.profiler {
+            None => {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("forward"),
+                    timestamp_writes: None,
+                });
+                plan.program.encode(&mut pass, |i| i != skip)
+            }
+            Some(profiler) => {
+                let launches = plan.program.dispatches.len() as u32;
+                if profiler.launches < launches {
+                    *profiler = Profiler::new(ctx, launches.next_power_of_two());
+                }
+                timed = plan
+                    .program
+                    .encode_timed(&mut encoder, &profiler.queries, |i| i != skip);
+                let queries = 2 * timed.len() as u32;
+                encoder.resolve_query_set(&profiler.queries, 0..queries, &profiler.resolved, 0);
+                encoder.copy_buffer_to_buffer(
+                    &profiler.resolved,
+                    0,
+                    &profiler.read,
+                    0,
+                    8 * queries as u64,
+                );
+                timed.len() as u32
+            }
         };
 
         // Read-back copies, packed one after another into the staging buffer; `scatter` says
@@ -425,6 +519,29 @@ impl GpuEngine {
             }
         };
         ctx.check_health()?;
+        if let Some(profiler) = &mut self.profiler {
+            // Timestamps are 64-bit ticks; `read_f32` hands back their 32-bit halves unchanged.
+            let words = read_f32(
+                ctx,
+                &profiler.read,
+                16 * timed.len() as u64,
+                self.options.timeout,
+            )
+            .await?;
+            let ticks: Vec<u64> = words
+                .chunks_exact(2)
+                .map(|w| w[0].to_bits() as u64 | (w[1].to_bits() as u64) << 32)
+                .collect();
+            let nanos_per_tick = ctx.queue.get_timestamp_period() as f64;
+            profiler.last = timed
+                .iter()
+                .zip(ticks.chunks_exact(2))
+                .map(|(&kernel, t)| KernelTime {
+                    kernel,
+                    millis: t[1].saturating_sub(t[0]) as f64 * nanos_per_tick / 1e6,
+                })
+                .collect();
+        }
 
         let mut output = Output {
             seq_len: t,

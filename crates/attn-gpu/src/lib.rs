@@ -43,7 +43,8 @@ pub use any_engine::{is_device_failure, AnyEngine, EngineKind, EnginePair};
 pub use context::{AdapterSummary, GpuContext};
 pub use cost::forward_flops;
 pub use engine::{
-    AttentionMaps, EngineOptions, EngineStats, ForwardStats, GpuEngine, LogitRows, Readback,
+    AttentionMaps, EngineOptions, EngineStats, ForwardStats, GpuEngine, KernelTime, LogitRows,
+    Readback,
 };
 pub use error::{GpuError, Result};
 pub use ops::attention::MAX_SEQ_LEN;

@@ -40,6 +40,8 @@ impl Arg {
 /// One recorded kernel launch.
 #[derive(Debug)]
 pub(crate) struct Dispatch {
+    /// The kernel's name, for profiles.
+    pub(crate) name: &'static str,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     params_offset: u32,
@@ -73,6 +75,39 @@ impl Program {
             count += 1;
         }
         count
+    }
+
+    /// [`Program::encode`] with each launch in a compute pass of its own whose start and end
+    /// write GPU timestamps: queries `2i` and `2i + 1` for the `i`-th launch recorded. Returns
+    /// the recorded launches' kernel names, in order. (Passes of one launch each are slower
+    /// than one pass of all: a profile shows where the time goes, not the forward's time.)
+    pub(crate) fn encode_timed(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        queries: &wgpu::QuerySet,
+        include: impl Fn(usize) -> bool,
+    ) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        for (i, d) in self.dispatches.iter().enumerate() {
+            if !include(i) {
+                continue;
+            }
+            let slot = 2 * names.len() as u32;
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(d.name),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: queries,
+                    beginning_of_pass_write_index: Some(slot),
+                    end_of_pass_write_index: Some(slot + 1),
+                }),
+            });
+            pass.set_pipeline(&d.pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[d.params_offset]);
+            let [x, y, z] = d.workgroups;
+            pass.dispatch_workgroups(x, y, z);
+            names.push(d.name);
+        }
+        names
     }
 }
 
@@ -182,6 +217,7 @@ impl<'k> PlanBuilder<'k> {
                     entries: &entries,
                 });
                 Dispatch {
+                    name: p.kernel.name,
                     pipeline: p.kernel.pipeline.clone(),
                     bind_group,
                     params_offset: p.params_offset as u32,

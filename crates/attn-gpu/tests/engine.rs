@@ -58,6 +58,42 @@ fn one_submit_and_no_allocation_on_the_hot_path() {
 }
 
 #[test]
+fn a_profiled_forward_times_every_launch_and_gives_the_same_output() {
+    let mut engine = GpuEngine::new(&ctx(), model()).unwrap();
+    let tokens = [1, 2, 3, 4, 5, 6];
+    let plain = engine.forward_blocking(&tokens).unwrap();
+    if !ctx().has_timestamps() {
+        // Where the device cannot time kernels, asking is a clear error and nothing changes.
+        assert!(matches!(
+            engine.set_profiling(true),
+            Err(GpuError::Unsupported(_))
+        ));
+        return;
+    }
+    engine.set_profiling(true).unwrap();
+    let profiled = engine.forward_blocking(&tokens).unwrap();
+    assert_eq!(profiled.logits, plain.logits);
+    assert_eq!(profiled.attention, plain.attention);
+    let profile = engine.last_profile();
+    let dispatches = engine.stats().last_forward.dispatches as usize;
+    assert_eq!(profile.len(), dispatches, "one time per launch");
+    // tiny(): 2 layers of Q, K, V, scores, P·V, O, fc, proj, and the output projection.
+    let matmuls = profile.iter().filter(|k| k.kernel == "matmul").count();
+    assert_eq!(matmuls, 2 * 8 + 1);
+    assert_eq!(profile[0].kernel, "embed");
+    assert!(
+        profile
+            .iter()
+            .all(|k| k.millis.is_finite() && k.millis >= 0.0),
+        "{profile:?}"
+    );
+    assert!(profile.iter().any(|k| k.millis > 0.0), "{profile:?}");
+    engine.set_profiling(false).unwrap();
+    engine.forward_blocking(&tokens).unwrap();
+    assert_eq!(engine.stats().last_forward.dispatches as usize, dispatches);
+}
+
+#[test]
 fn flop_count_matches_the_launches_for_every_kernel() {
     let mut engine = GpuEngine::new(&ctx(), model()).unwrap();
     for json in [
