@@ -539,7 +539,7 @@ pub fn attention_probs_into(
 }
 
 /// A dense copy of `m` with `f` applied to every element.
-fn map_rows(m: MatRef<'_>, f: impl Fn(f32) -> f32) -> Vec<f32> {
+pub(crate) fn map_rows(m: MatRef<'_>, f: impl Fn(f32) -> f32) -> Vec<f32> {
     let mut out = Vec::with_capacity(m.rows * m.cols);
     for r in 0..m.rows {
         for c in 0..m.cols {

@@ -83,6 +83,13 @@ impl Trainer {
                     .into(),
             ));
         }
+        if config.model.linear_attention {
+            return Err(TrainError::Config(
+                "model.linear_attention: the offline trainer trains softmax attention only \
+                 (linear attention trains in the page)"
+                    .into(),
+            ));
+        }
         let data = task_data(task, config.model.n_ctx)?;
         let model_config = attn_model::training::model_config(&config, data.as_ref())?;
         Ok(Trainer {

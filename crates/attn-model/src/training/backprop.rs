@@ -13,10 +13,12 @@
 
 use crate::config::{Activation, Norm};
 use crate::error::{ModelError, Result};
-use crate::linalg::{matmul, matmul_add, MatRef};
+use crate::forward::map_rows;
+use crate::linalg::{elu_plus_one, matmul, matmul_add, MatRef};
 use crate::model::{Linear, Model, NormWeights};
 use crate::rope::RotaryTable;
 use crate::training::tasks::Sequence;
+use crate::variant::KernelName;
 use crate::ModelConfig;
 
 /// Added under the square root of a head's output norm so that its gradient stays finite at 0
@@ -119,6 +121,18 @@ pub fn loss_and_gradients(
     batch: &[Sequence],
     head_penalty: f32,
 ) -> Result<(BatchLoss, Model)> {
+    loss_and_gradients_with(model, KernelName::Softmax, batch, head_penalty)
+}
+
+/// [`loss_and_gradients`] with the attention weights of `kernel`: softmax, or linear attention
+/// (`φ(q̃_i)·φ(k_j)` normalised over the allowed keys, `φ = elu + 1`, as the forward's
+/// [`KernelName::Linear`]).
+pub fn loss_and_gradients_with(
+    model: &Model,
+    kernel: KernelName,
+    batch: &[Sequence],
+    head_penalty: f32,
+) -> Result<(BatchLoss, Model)> {
     check_trainable(&model.config)?;
     let c = &model.config;
     let t_len = batch.iter().map(|s| s.tokens.len()).max().unwrap_or(0);
@@ -147,7 +161,7 @@ pub fn loss_and_gradients(
         }
         let mut targets = sequence.targets.clone();
         targets.resize(t_len, None);
-        let pass = Pass::forward(model, &tokens);
+        let pass = Pass::forward(model, kernel, &tokens);
         let (loss, correct) = pass.backward(
             model,
             &tokens,
@@ -241,6 +255,7 @@ struct BlockPass {
 struct Pass {
     t_len: usize,
     d_head: usize,
+    kernel: KernelName,
     /// The rotation of queries and keys, for a rotary model.
     rotary: Option<RotaryTable>,
     blocks: Vec<BlockPass>,
@@ -284,6 +299,28 @@ fn dense_backward(
     }
 }
 
+/// Linear attention's unnormalised weights `φ(q · scale) · φ(k)ᵀ` (`T × T`), `φ = elu + 1`,
+/// as the forward computes them.
+fn linear_weights(q: MatRef<'_>, k: MatRef<'_>, scale: f32) -> Vec<f32> {
+    let t_len = q.rows;
+    let d_head = q.cols;
+    let phi_q = map_rows(q, |v| elu_plus_one(v * scale));
+    let phi_k = map_rows(k, elu_plus_one);
+    matmul(
+        MatRef::new(&phi_q, t_len, d_head),
+        MatRef::new(&phi_k, k.rows, d_head).t(),
+    )
+}
+
+/// The derivative of `elu(x) + 1`.
+fn elu_plus_one_grad(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else {
+        x.exp()
+    }
+}
+
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
 /// The derivative of the tanh GELU.
@@ -294,7 +331,7 @@ fn gelu_tanh_grad(x: f32) -> f32 {
 }
 
 impl Pass {
-    fn forward(model: &Model, tokens: &[u32]) -> Pass {
+    fn forward(model: &Model, kernel: KernelName, tokens: &[u32]) -> Pass {
         let c = &model.config;
         let (t_len, d) = (tokens.len(), c.d_model);
         let (n_head, n_kv, d_head) = (c.n_head, c.kv_heads(), c.d_head());
@@ -328,21 +365,36 @@ impl Pass {
                 let q_h = MatRef::new(&q, t_len, q_width).columns(h * d_head, d_head);
                 let k_j = MatRef::new(&k, t_len, kv_width).columns(j * d_head, d_head);
                 let v_j = MatRef::new(&v, t_len, kv_width).columns(j * d_head, d_head);
-                let scores = matmul(q_h, k_j.t());
                 let p = &mut probs[h * t_len * t_len..(h + 1) * t_len * t_len];
-                for i in 0..t_len {
-                    let keys = if c.causal { i + 1 } else { t_len };
-                    let row = &scores[i * t_len..i * t_len + keys];
-                    let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
-                    let mut sum = 0.0;
-                    for (jk, &s) in row.iter().enumerate() {
-                        let e = (s * scale - max).exp();
-                        p[i * t_len + jk] = e;
-                        sum += e;
+                match kernel {
+                    KernelName::Softmax => {
+                        let scores = matmul(q_h, k_j.t());
+                        for i in 0..t_len {
+                            let keys = if c.causal { i + 1 } else { t_len };
+                            let row = &scores[i * t_len..i * t_len + keys];
+                            let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
+                            let mut sum = 0.0;
+                            for (jk, &s) in row.iter().enumerate() {
+                                let e = (s * scale - max).exp();
+                                p[i * t_len + jk] = e;
+                                sum += e;
+                            }
+                            p[i * t_len..i * t_len + keys]
+                                .iter_mut()
+                                .for_each(|e| *e /= sum);
+                        }
                     }
-                    p[i * t_len..i * t_len + keys]
-                        .iter_mut()
-                        .for_each(|e| *e /= sum);
+                    KernelName::Linear => {
+                        let weights = linear_weights(q_h, k_j, scale);
+                        for i in 0..t_len {
+                            let keys = if c.causal { i + 1 } else { t_len };
+                            let row = &weights[i * t_len..i * t_len + keys];
+                            let sum: f32 = row.iter().sum();
+                            for (jk, &w) in row.iter().enumerate() {
+                                p[i * t_len + jk] = w / sum;
+                            }
+                        }
+                    }
                 }
                 let z_h = matmul(MatRef::new(p, t_len, t_len), v_j);
                 for t in 0..t_len {
@@ -384,6 +436,7 @@ impl Pass {
         Pass {
             t_len,
             d_head,
+            kernel,
             rotary,
             blocks,
             final_norm,
@@ -531,8 +584,14 @@ impl Pass {
                 // dP = dz_h · v_jᵀ; dv_j += Pᵀ · dz_h.
                 let dp = matmul(dz_h, v_j.t());
                 let dv_j = matmul(p_mat.t(), dz_h);
-                // Softmax: dS = P ⊙ (dP − rowsum(dP ⊙ P)), then the score scale.
+                let q_h = MatRef::new(&pass.q, t_len, q_width).columns(h * d_head, d_head);
+                let k_j = MatRef::new(&pass.k, t_len, kv_width).columns(j * d_head, d_head);
+                // Through the normalisation: with P = W / rowsum(W), the softmax's W = exp(S)
+                // gives dS = P ⊙ (dP − rowsum(dP ⊙ P)); linear attention's dW is that over W's
+                // row sum instead. Masked entries have P = 0 and stay out.
                 let mut ds = vec![0.0f32; t_len * t_len];
+                let weights =
+                    (self.kernel == KernelName::Linear).then(|| linear_weights(q_h, k_j, scale));
                 for i in 0..t_len {
                     let row = i * t_len..(i + 1) * t_len;
                     let dot: f32 = dp[row.clone()]
@@ -540,15 +599,44 @@ impl Pass {
                         .zip(&p[row.clone()])
                         .map(|(a, b)| a * b)
                         .sum();
-                    for jk in row {
-                        ds[jk] = p[jk] * (dp[jk] - dot) * scale;
+                    match &weights {
+                        None => {
+                            for jk in row {
+                                ds[jk] = p[jk] * (dp[jk] - dot) * scale;
+                            }
+                        }
+                        Some(w) => {
+                            let keys = if c.causal { i + 1 } else { t_len };
+                            let sum: f32 = w[i * t_len..i * t_len + keys].iter().sum();
+                            for jk in i * t_len..i * t_len + keys {
+                                ds[jk] = (dp[jk] - dot) / sum;
+                            }
+                        }
                     }
                 }
                 let ds = MatRef::new(&ds, t_len, t_len);
-                let q_h = MatRef::new(&pass.q, t_len, q_width).columns(h * d_head, d_head);
-                let k_j = MatRef::new(&pass.k, t_len, kv_width).columns(j * d_head, d_head);
-                let dq_h = matmul(ds, k_j);
-                let dk_j = matmul(ds.t(), q_h);
+                let (dq_h, dk_j) = match self.kernel {
+                    KernelName::Softmax => (matmul(ds, k_j), matmul(ds.t(), q_h)),
+                    KernelName::Linear => {
+                        // W = φ(q̃)·φ(k)ᵀ with q̃ = q · scale: dφ(q̃) = dW · φ(k),
+                        // dφ(k) = dWᵀ · φ(q̃), then φ' (1 above zero, eˣ below) and q̃'s scale.
+                        let phi_q = map_rows(q_h, |v| elu_plus_one(v * scale));
+                        let phi_k = map_rows(k_j, elu_plus_one);
+                        let mut dq = matmul(ds, MatRef::new(&phi_k, t_len, d_head));
+                        let mut dk = matmul(ds.t(), MatRef::new(&phi_q, t_len, d_head));
+                        let row_major = |m: MatRef<'_>, t: usize, e: usize| {
+                            m.data[t * m.row_stride + e * m.col_stride]
+                        };
+                        for t in 0..t_len {
+                            for e in 0..d_head {
+                                dq[t * d_head + e] *=
+                                    elu_plus_one_grad(row_major(q_h, t, e) * scale) * scale;
+                                dk[t * d_head + e] *= elu_plus_one_grad(row_major(k_j, t, e));
+                            }
+                        }
+                        (dq, dk)
+                    }
+                };
                 for t in 0..t_len {
                     let (qa, ka) = (t * q_width + h * d_head, t * kv_width + j * d_head);
                     for e in 0..d_head {
@@ -612,8 +700,8 @@ mod tests {
             .collect()
     }
 
-    fn total(model: &Model, batch: &[Sequence], penalty: f32) -> f64 {
-        let (l, _) = loss_and_gradients(model, batch, penalty).unwrap();
+    fn total(model: &Model, kernel: KernelName, batch: &[Sequence], penalty: f32) -> f64 {
+        let (l, _) = loss_and_gradients_with(model, kernel, batch, penalty).unwrap();
         l.loss + penalty as f64 * l.head_norms
     }
 
@@ -621,9 +709,18 @@ mod tests {
     /// large enough that the f32 rounding of the loss (≈ 1e-7 relative) stays far below the
     /// difference measured.
     fn check_against_finite_differences(config: ModelConfig, lengths: &[usize], penalty: f32) {
+        check_kernel_against_finite_differences(config, KernelName::Softmax, lengths, penalty);
+    }
+
+    fn check_kernel_against_finite_differences(
+        config: ModelConfig,
+        kernel: KernelName,
+        lengths: &[usize],
+        penalty: f32,
+    ) {
         let model = Model::random(config.clone(), 5, 0.4).unwrap();
         let batch = sequences(&config, lengths);
-        let (_, grads) = loss_and_gradients(&model, &batch, penalty).unwrap();
+        let (_, grads) = loss_and_gradients_with(&model, kernel, &batch, penalty).unwrap();
         let mut probe = model.clone();
         let mut grads = grads;
         let analytic: Vec<Vec<f32>> = parameters_mut(&mut grads)
@@ -637,15 +734,15 @@ mod tests {
                 let h = 1e-3f32;
                 let original = parameters_mut(&mut probe)[p][i];
                 parameters_mut(&mut probe)[p][i] = original + h;
-                let up = total(&probe, &batch, penalty);
+                let up = total(&probe, kernel, &batch, penalty);
                 parameters_mut(&mut probe)[p][i] = original - h;
-                let down = total(&probe, &batch, penalty);
+                let down = total(&probe, kernel, &batch, penalty);
                 parameters_mut(&mut probe)[p][i] = original;
                 let numeric = (up - down) / (2.0 * h as f64);
                 let error = (numeric - grad[i] as f64).abs() / (0.05 + numeric.abs());
                 assert!(
                     error < 5e-3,
-                    "{config:?}: parameter {p}[{i}]: analytic {} numeric {numeric}",
+                    "{config:?}, {kernel:?}: parameter {p}[{i}]: analytic {} numeric {numeric}",
                     grad[i]
                 );
             }
@@ -702,12 +799,54 @@ mod tests {
     }
 
     #[test]
+    fn linear_attention_gradients_match_finite_differences() {
+        let base = ModelConfig {
+            n_ctx: 8,
+            ..ModelConfig::tiny(11)
+        };
+        check_kernel_against_finite_differences(base.clone(), KernelName::Linear, &[6, 4], 0.0);
+        check_kernel_against_finite_differences(
+            ModelConfig {
+                mlp: false,
+                n_head: 2,
+                n_kv_head: Some(1),
+                ..base.clone()
+            },
+            KernelName::Linear,
+            &[5, 7],
+            0.3,
+        );
+        check_kernel_against_finite_differences(
+            ModelConfig {
+                causal: false,
+                n_classes: Some(3),
+                ..base
+            },
+            KernelName::Linear,
+            &[5, 5],
+            0.0,
+        );
+    }
+
+    #[test]
     fn the_loss_is_the_engines_cross_entropy() {
+        for kernel in [KernelName::Softmax, KernelName::Linear] {
+            the_loss_is_the_engines_cross_entropy_with(kernel);
+        }
+    }
+
+    fn the_loss_is_the_engines_cross_entropy_with(kernel: KernelName) {
         let config = ModelConfig::tiny(13);
         let model = Model::random(config.clone(), 2, 0.3).unwrap();
         let batch = sequences(&config, &[9, 6]);
-        let (loss, _) = loss_and_gradients(&model, &batch, 0.0).unwrap();
-        let engine = crate::CpuEngine::new(model).unwrap();
+        let (loss, _) = loss_and_gradients_with(&model, kernel, &batch, 0.0).unwrap();
+        let mut engine = crate::CpuEngine::new(model).unwrap();
+        engine
+            .set_variant(&crate::Variant {
+                kernel: Some(crate::variant::Kernel::Named(kernel)),
+                ..crate::Variant::default()
+            })
+            .unwrap();
         let (mut nll, mut correct) = (0.0f64, 0);
         for s in &batch {
             let out = engine.forward(&s.tokens).unwrap();

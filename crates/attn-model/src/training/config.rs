@@ -35,6 +35,11 @@ pub struct ArchConfig {
     /// position table. Only the page's trainer trains them.
     #[serde(default)]
     pub rotary: bool,
+    /// Linear attention (`φ(q̃_i)·φ(k_j)` normalised over the allowed keys, `φ = elu + 1`:
+    /// the forward's `kernel: linear`) instead of softmax; the model must then run with that
+    /// kernel. Only the page's trainer trains it.
+    #[serde(default)]
+    pub linear_attention: bool,
     /// Context length. Only the language model lets it be chosen; the synthetic tasks fix it to
     /// their longest sequence, so it must stay `null` (or equal that length) for them.
     #[serde(default)]
@@ -183,6 +188,7 @@ mod tests {
                 mlp: false,
                 d_mlp: None,
                 rotary: false,
+                linear_attention: false,
                 n_ctx: None,
             },
             steps: 100,

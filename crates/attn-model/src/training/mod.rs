@@ -11,10 +11,10 @@ pub mod optimizer;
 pub mod tasks;
 pub mod trainer;
 
-pub use backprop::{check_trainable, loss_and_gradients, BatchLoss};
+pub use backprop::{check_trainable, loss_and_gradients, loss_and_gradients_with, BatchLoss};
 pub use config::{ArchConfig, TrainConfig};
 pub use heal::{build_in, Constraint};
 pub use init::{initial_model, INIT_STREAM};
 pub use optimizer::AdamW;
 pub use tasks::{Corpus, MetricKind, Sequence, ShakespeareTask, Task, TaskData};
-pub use trainer::{model_config, run_metadata, score, Probe, StepReport, Trainer};
+pub use trainer::{model_config, run_metadata, score, score_with, Probe, StepReport, Trainer};

@@ -13,12 +13,13 @@ use crate::forward::CpuEngine;
 use crate::linalg::log_softmax;
 use crate::model::Model;
 use crate::roles::{role_probe, roles_from_outputs, HeadRoles};
-use crate::training::backprop::{check_trainable, loss_and_gradients, BatchLoss};
+use crate::training::backprop::{check_trainable, loss_and_gradients_with, BatchLoss};
 use crate::training::config::TrainConfig;
 use crate::training::heal::{build_in, Constraint};
 use crate::training::init::initial_model;
 use crate::training::optimizer::AdamW;
 use crate::training::tasks::{Sequence, Task, TaskData};
+use crate::variant::{Kernel, KernelName, Variant};
 use crate::{ModelConfig, Positional, Rope, RopeScaling};
 
 /// The architecture `config` asks for on `data`'s task: the task decides the vocabulary, the
@@ -64,7 +65,13 @@ pub fn model_config(config: &TrainConfig, data: &dyn TaskData) -> Result<ModelCo
 /// Loss and accuracy over the targets of `sequences` (the CPU engine's forward, as `attn eval`
 /// and the page score).
 pub fn score(model: &Model, sequences: &[Sequence]) -> Result<(f64, f64)> {
-    let engine = CpuEngine::new(model.clone())?;
+    score_with(model, &Variant::default(), sequences)
+}
+
+/// [`score`] of `model` run with `variant` (a linear-attention model's kernel).
+pub fn score_with(model: &Model, variant: &Variant, sequences: &[Sequence]) -> Result<(f64, f64)> {
+    let mut engine = CpuEngine::new(model.clone())?;
+    engine.set_variant(variant)?;
     let (mut nll, mut correct, mut n) = (0.0f64, 0usize, 0usize);
     for sequence in sequences {
         let output = engine.forward(&sequence.tokens)?;
@@ -170,7 +177,7 @@ impl Trainer {
         data: Box<dyn TaskData>,
         config: TrainConfig,
         model: &Model,
-        variant: &crate::Variant,
+        variant: &Variant,
     ) -> Result<Trainer> {
         let (built, constraint) = build_in(model, variant)?;
         let mut trainer = Trainer::from_weights(task, data, config, built)?;
@@ -183,8 +190,12 @@ impl Trainer {
     pub fn step(&mut self) -> Result<StepReport> {
         let batch = self.data.batch(&mut self.rng, self.config.batch_size);
         let learning_rate = self.config.learning_rate_at(self.step);
-        let (loss, mut grads) =
-            loss_and_gradients(&self.model, &batch, self.config.head_penalty as f32)?;
+        let (loss, mut grads) = loss_and_gradients_with(
+            &self.model,
+            self.kernel(),
+            &batch,
+            self.config.head_penalty as f32,
+        )?;
         self.optimizer
             .step(learning_rate, &mut self.model, &mut grads);
         if let Some(constraint) = &self.constraint {
@@ -196,6 +207,27 @@ impl Trainer {
             learning_rate,
             batch: loss,
         })
+    }
+
+    /// The attention weights the run trains: softmax, or linear attention.
+    pub fn kernel(&self) -> KernelName {
+        if self.config.model.linear_attention {
+            KernelName::Linear
+        } else {
+            KernelName::Softmax
+        }
+    }
+
+    /// What the trained weights run with: the unmodified model, or the linear kernel they were
+    /// trained with.
+    pub fn variant(&self) -> Variant {
+        match self.kernel() {
+            KernelName::Softmax => Variant::default(),
+            kernel => Variant {
+                kernel: Some(Kernel::Named(kernel)),
+                ..Variant::default()
+            },
+        }
     }
 
     /// Steps done.
@@ -244,7 +276,11 @@ impl Trainer {
     /// Loss and accuracy on the first `limit` sequences of the task's fixed held-out set.
     pub fn held_out_score(&self, limit: usize) -> Result<(f64, f64)> {
         let held_out = self.data.held_out();
-        score(&self.model, &held_out[..held_out.len().min(limit)])
+        score_with(
+            &self.model,
+            &self.variant(),
+            &held_out[..held_out.len().min(limit)],
+        )
     }
 
     /// The attention of every head on a fixed probe — the role probe's first sequence, random
@@ -254,7 +290,8 @@ impl Trainer {
     pub fn probe(&self) -> Result<Probe> {
         let c = &self.model.config;
         let sequences = role_probe(c.vocab_size, c.n_ctx, 0);
-        let engine = CpuEngine::new(self.model.clone())?;
+        let mut engine = CpuEngine::new(self.model.clone())?;
+        engine.set_variant(&self.variant())?;
         let outputs = sequences
             .iter()
             .map(|tokens| engine.forward(tokens))
@@ -396,6 +433,42 @@ mod tests {
         let model = trainer.labelled_model("test", 0.1);
         let back = Model::from_safetensors_bytes(&model.to_safetensors_bytes().unwrap()).unwrap();
         assert!(matches!(back.config.positional, Positional::Rope(_)));
+    }
+
+    #[test]
+    fn a_linear_attention_model_trains_and_runs_with_its_kernel() {
+        let mut config = Task::Sort.default_config();
+        config.model.d_model = 32;
+        config.model.linear_attention = true;
+        config.batch_size = 8;
+        config.steps = 30;
+        config.warmup_steps = 3;
+        let mut trainer =
+            Trainer::new(Task::Sort, Task::Sort.synthetic_data().unwrap(), config).unwrap();
+        assert_eq!(trainer.kernel(), KernelName::Linear);
+        let before = trainer.held_out_score(64).unwrap();
+        while !trainer.finished() {
+            trainer.step().unwrap();
+        }
+        let after = trainer.held_out_score(64).unwrap();
+        assert!(after.0 < before.0, "held-out loss {before:?} → {after:?}");
+        // The scores are those of the weights run with the linear kernel.
+        let held_out = trainer.data().held_out();
+        let held_out = &held_out[..64.min(held_out.len())];
+        assert_eq!(
+            score_with(trainer.weights(), &trainer.variant(), held_out).unwrap(),
+            after
+        );
+        assert_ne!(score(trainer.weights(), held_out).unwrap(), after);
+        // The saved run says how it was trained.
+        let model = trainer.labelled_model("test", 0.1);
+        assert!(
+            serde_json::to_string(&model.metadata)
+                .unwrap()
+                .contains("\"linear_attention\":true"),
+            "{:?}",
+            model.metadata
+        );
     }
 
     #[test]

@@ -113,6 +113,7 @@ impl Task {
             mlp,
             d_mlp: None,
             rotary: false,
+            linear_attention: false,
             n_ctx: None,
         };
         let base = |model, steps, learning_rate| TrainConfig {
