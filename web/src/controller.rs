@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use attn_model::engine::Step;
-use attn_model::{AblationMode, HeadImportance, Sampling, Variant};
+use attn_model::{AblationMode, HeadImportance, Kernel, KernelName, Sampling, Variant};
 use gloo_file::ObjectUrl;
 use gloo_worker::{Spawnable, WorkerBridge};
 use leptos::prelude::*;
@@ -252,6 +252,7 @@ impl Controller {
             title: settings.title(),
             task: Some(settings.task),
             seed: Some(settings.seed),
+            linear: settings.linear,
             ..TrainView::default()
         });
         self.send(Request::Train {
@@ -320,9 +321,9 @@ impl Controller {
 
     /// Opens the run's weights as they are now as the page's model.
     pub fn train_open(&self, ui: Ui) {
-        let (title, task, seed, step) = ui
+        let (title, task, seed, step, linear) = ui
             .training
-            .with_untracked(|t| (t.title.clone(), t.task, t.seed, t.step));
+            .with_untracked(|t| (t.title.clone(), t.task, t.seed, t.step, t.linear));
         if title.is_empty() {
             return;
         }
@@ -330,6 +331,14 @@ impl Controller {
         ui.loading.set(Some(format!("Opening {title}…")));
         ui.opening.set_value(None);
         ui.pending_prompt.set_value(examples.first().cloned());
+        // Weights trained with linear attention run with it (the unmodified model, the
+        // baseline, is still their softmax forward).
+        if linear {
+            ui.pending_variant.set_value(Some(Variant {
+                kernel: Some(Kernel::Named(KernelName::Linear)),
+                ..Variant::default()
+            }));
+        }
         let how = match seed {
             Some(seed) => format!("Trained in this page for {step} steps (seed {seed})"),
             None => format!("Fine-tuned in this page for {step} steps with the changes built in"),

@@ -234,3 +234,35 @@ fn a_rotary_model_trains_and_opens_with_its_rotary_positions() {
         LOAD,
     );
 }
+
+#[test]
+fn a_linear_attention_model_trains_and_opens_with_its_kernel() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Disabled);
+    b.open_page(
+        &server,
+        "?model=sort&engine=cpu&train=sort&train_kernel=linear&train_steps=80&train_batch=16",
+        LOAD,
+    );
+    assert_eq!(
+        b.eval("return document.querySelector('[data-testid=train-linear]').checked"),
+        true
+    );
+    let loss = train_to_the_end(&b, 80);
+    // Chance on the sort task's 22 outputs is ln 22 ≈ 3.09 nats.
+    assert!(loss.is_finite() && loss < 2.5, "loss {loss}");
+    b.eval("document.querySelector('[data-testid=train-open]').click()");
+    b.wait_for(
+        "the linear-attention model in the playground, run with its kernel",
+        "return document.querySelector('[data-testid=model-title]')?.textContent
+                 .includes('linear attention')
+             && document.querySelector('[data-testid=kernel]')?.value === 'linear'
+             && document.querySelectorAll('[data-testid=heatmap-cell]').length > 0",
+        LOAD,
+    );
+    assert!(
+        b.url().contains("kernel=linear"),
+        "the link keeps the kernel: {}",
+        b.url()
+    );
+}

@@ -34,6 +34,8 @@ pub struct TrainSettings {
     pub mlp: bool,
     /// Rotary positions instead of a learned position table.
     pub rotary: bool,
+    /// Linear attention (elu + 1) instead of softmax.
+    pub linear: bool,
     pub seed: u64,
     pub learning_rate: f64,
     pub batch_size: usize,
@@ -69,6 +71,7 @@ impl TrainSettings {
             d_model: c.model.d_model,
             mlp: c.model.mlp,
             rotary: c.model.rotary,
+            linear: c.model.linear_attention,
             seed: c.seed,
             learning_rate: c.learning_rate,
             batch_size: c.batch_size,
@@ -95,6 +98,7 @@ impl TrainSettings {
         c.model.d_model = self.d_model;
         c.model.mlp = self.mlp;
         c.model.rotary = self.rotary;
+        c.model.linear_attention = self.linear;
         c.seed = self.seed;
         c.learning_rate = self.learning_rate;
         c.batch_size = self.batch_size;
@@ -116,6 +120,10 @@ impl TrainSettings {
             ("train_d", self.d_model.to_string()),
             ("train_mlp", u8::from(self.mlp).to_string()),
             ("train_rope", u8::from(self.rotary).to_string()),
+            (
+                "train_kernel",
+                if self.linear { "linear" } else { "softmax" }.to_string(),
+            ),
             ("train_seed", self.seed.to_string()),
             ("train_lr", self.learning_rate.to_string()),
             ("train_batch", self.batch_size.to_string()),
@@ -144,6 +152,13 @@ impl TrainSettings {
             return None;
         };
         let mut s = TrainSettings::for_task(task);
+        match get("train_kernel") {
+            None | Some("softmax") => {}
+            Some("linear") => s.linear = true,
+            Some(other) => problems.push(format!(
+                "ignored train_kernel={other:?}: expected softmax or linear"
+            )),
+        }
         let mut number = |key: &str, ok: &dyn Fn(f64) -> bool| -> Option<f64> {
             let value = get(key)?;
             match value.parse::<f64>() {
@@ -205,11 +220,16 @@ impl TrainSettings {
             format!(", {} K/V heads", self.n_kv_head)
         };
         format!(
-            "Trained here: {} — {} layers × {} heads{kv}{}",
+            "Trained here: {} — {} layers × {} heads{kv}{}{}",
             self.task.name(),
             self.n_layer,
             self.n_head,
-            if self.rotary { ", rotary" } else { "" }
+            if self.rotary { ", rotary" } else { "" },
+            if self.linear {
+                ", linear attention"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -240,6 +260,8 @@ pub struct TrainView {
     pub title: String,
     pub task: Option<Task>,
     pub seed: Option<u64>,
+    /// The run trains linear attention: its model opens in the playground with that kernel.
+    pub linear: bool,
     /// For a healing run: the held-out scores before and right after the cut.
     pub heal: Option<HealScores>,
     pub step: usize,
@@ -534,6 +556,9 @@ pub fn TrainPanel() -> impl IntoView {
                 {checkbox(ui, "train-rotary", "Rotary positions",
                     "Rotary position embeddings on queries and keys instead of a learned position table",
                     |s| &mut s.rotary)}
+                {checkbox(ui, "train-linear", "Linear attention",
+                    "Train with linear attention (φ(q)·φ(k) with φ = elu + 1, normalised over the keys) instead of softmax; the model opens in the playground with that kernel",
+                    |s| &mut s.linear)}
                 {number_input(ui, "train-seed", "Seed", |s| s.seed.to_string(), |s, v| {
                     if let Ok(n) = v.parse() { s.seed = n }
                 })}
@@ -697,6 +722,7 @@ mod tests {
             d_model: 32,
             mlp: true,
             rotary: true,
+            linear: true,
             seed: 17,
             learning_rate: 0.002,
             batch_size: 16,
@@ -708,7 +734,7 @@ mod tests {
         assert!(problems.is_empty());
         let config = settings.to_config();
         assert_eq!(config.model.n_kv_head, Some(2));
-        assert!(config.model.rotary);
+        assert!(config.model.rotary && config.model.linear_attention);
         assert_eq!(
             (config.steps, config.seed, config.batch_size),
             (250, 17, 16)
@@ -723,6 +749,7 @@ mod tests {
             ("train_heads", "3"),
             ("train_lr", "-1"),
             ("train_d", "48"),
+            ("train_kernel", "cubic"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -730,7 +757,7 @@ mod tests {
         let mut problems = Vec::new();
         let s = TrainSettings::from_pairs(&pairs, &mut problems).unwrap();
         assert_eq!(s, TrainSettings::for_task(Task::Induction));
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
         let mut problems = Vec::new();
         let none = TrainSettings::from_pairs(
             &[("train".to_string(), "translation".to_string())],
