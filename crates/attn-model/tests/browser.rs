@@ -262,3 +262,77 @@ fn the_browser_matrix_product_matches_a_plain_loop() {
         }
     }
 }
+
+/// The page's trainer in the browser against the offline trainer (burn's autodiff and AdamW,
+/// which does not run here): for the same initial weights and batch, the loss, the head norms
+/// and every parameter's gradient agree to 1e-4 of that parameter's largest gradient, on every
+/// architecture option; 50 steps give the same loss curve within 1e-3. burn's side is the
+/// fixture attn-train's `tests/agreement.rs` writes and keeps in step with burn natively.
+#[wasm_bindgen_test]
+fn the_page_trainer_agrees_with_the_offline_trainer_in_the_browser() {
+    use attn_model::training::backprop::{loss_and_gradients, parameters_mut};
+    use attn_model::training::{initial_model, model_config, Task, TrainConfig, Trainer};
+    use rand_chacha::rand_core::SeedableRng;
+
+    let fixture: serde_json::Value =
+        serde_json::from_slice(fixture!("training/agreement.json")).unwrap();
+    let cases = fixture["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 5, "one case per training option");
+    for case in cases {
+        let task = Task::from_name(case["task"].as_str().unwrap()).unwrap();
+        let config: TrainConfig = serde_json::from_value(case["config"].clone()).unwrap();
+        let data = task.synthetic_data().unwrap();
+        let model_config = model_config(&config, data.as_ref()).unwrap();
+        let model = initial_model(&model_config, case["init_seed"].as_u64().unwrap()).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(case["batch_seed"].as_u64().unwrap());
+        let batch = data.batch(&mut rng, config.batch_size);
+        let (loss, mut grads) =
+            loss_and_gradients(&model, &batch, config.head_penalty as f32).unwrap();
+
+        let (burn_loss, burn_norms) = (
+            case["loss"].as_f64().unwrap(),
+            case["head_norms"].as_f64().unwrap(),
+        );
+        assert!(
+            (loss.loss - burn_loss).abs() < 1e-5 * (1.0 + burn_loss),
+            "{task:?}: loss {} vs burn {burn_loss}",
+            loss.loss
+        );
+        assert!(
+            (loss.head_norms - burn_norms).abs() < 1e-4 * (1.0 + burn_norms),
+            "{task:?}: head norms {} vs burn {burn_norms}",
+            loss.head_norms
+        );
+        let burn: Vec<Vec<f32>> = serde_json::from_value(case["gradients"].clone()).unwrap();
+        let mine = parameters_mut(&mut grads);
+        assert_eq!(mine.len(), burn.len(), "{task:?}: parameters");
+        for (p, (mine, theirs)) in mine.into_iter().zip(&burn).enumerate() {
+            assert_eq!(mine.len(), theirs.len(), "{task:?}: parameter {p}");
+            let scale = theirs.iter().fold(0.0f32, |m, g| m.max(g.abs())).max(1e-6);
+            let worst = mine
+                .iter()
+                .zip(theirs)
+                .map(|(a, b)| (a - b).abs() / scale)
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst < 1e-4,
+                "{task:?}: gradient of parameter {p} differs by {worst} of its scale {scale}"
+            );
+        }
+
+        let Some(curve) = case["curve"].as_array() else {
+            continue;
+        };
+        let config: TrainConfig = serde_json::from_value(case["curve_config"].clone()).unwrap();
+        let mut trainer = Trainer::new(task, task.synthetic_data().unwrap(), config).unwrap();
+        for (step, burn) in curve.iter().enumerate() {
+            let page = trainer.step().unwrap().batch.loss;
+            let burn = burn.as_f64().unwrap();
+            assert!(
+                (page - burn).abs() < 1e-3,
+                "{task:?} step {}: page {page} vs offline {burn}",
+                step + 1
+            );
+        }
+    }
+}
