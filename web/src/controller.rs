@@ -276,6 +276,10 @@ impl Controller {
             steps,
             title: format!("Healed: {}", info.title),
             task: info.task.as_deref().and_then(Task::from_name),
+            // Healing into linear attention trains with it; the healed model opens with it.
+            linear: ui
+                .variant
+                .with_untracked(|v| v.kernel == Some(Kernel::Named(KernelName::Linear))),
             ..TrainView::default()
         });
         self.send(Request::Heal {

@@ -42,3 +42,43 @@ fn fine_tuning_with_mqa_built_in_heals_the_sort_model() {
         .iter()
         .all(|&w| w == 0.0));
 }
+
+#[test]
+fn fine_tuning_with_linear_attention_heals_the_sort_model() {
+    // Switching a softmax model to linear attention costs most of its accuracy; fine-tuning with
+    // the linear kernel (the trainer's backward through it) wins much of it back.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../static/models/sort.safetensors");
+    let model = load_model(&path).unwrap();
+    let task = Task::Sort;
+    let data = task.synthetic_data().unwrap();
+    let held_out = data.held_out()[..200].to_vec();
+    let (_, before) = score(&model, &held_out).unwrap();
+
+    let variant = Variant::from_json(r#"{"kernel": "linear"}"#).unwrap();
+    let mut config = task.default_config();
+    config.steps = 60;
+    config.warmup_steps = 5;
+    config.learning_rate /= 3.0;
+    let mut trainer = Trainer::healing(task, data, config, &model, &variant).unwrap();
+    assert_eq!(
+        trainer.variant(),
+        variant,
+        "the run keeps the linear kernel"
+    );
+    let (_, cut) = trainer.held_out_score(200).unwrap();
+    while !trainer.finished() {
+        trainer.step().unwrap();
+    }
+    let (_, healed) = trainer.held_out_score(200).unwrap();
+    println!(
+        "sort model, linear attention: before {before}, after the switch {cut}, healed {healed}"
+    );
+    assert!(
+        before > 0.9 && cut < before - 0.1,
+        "before {before}, after the switch {cut}"
+    );
+    assert!(
+        healed > cut + 0.1,
+        "after the switch {cut}, healed {healed}"
+    );
+}

@@ -266,3 +266,52 @@ fn a_linear_attention_model_trains_and_opens_with_its_kernel() {
         b.url()
     );
 }
+
+#[test]
+fn the_sort_model_switched_to_linear_attention_heals_with_the_kernel() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Disabled);
+    b.open_page(
+        &server,
+        "?model=sort&engine=cpu&kernel=linear&train=sort",
+        LOAD,
+    );
+    b.wait_for(
+        "the healing controls",
+        "return !!document.querySelector('[data-testid=heal-start]')",
+        LOAD,
+    );
+    b.set_value("heal-steps", "60");
+    b.eval("document.querySelector('[data-testid=heal-start]').click()");
+    b.wait_for(
+        "the end of healing",
+        "const s = document.querySelector('.train-status');
+         return !!s && s.textContent.includes('Step 60 of 60') && s.textContent.includes('finished')
+             && document.querySelectorAll('[data-testid=heal-table] tr').length === 4",
+        TRAIN,
+    );
+    let table = b.table("heal-table");
+    let accuracy = |row: usize| -> f64 { table[row][2].parse().unwrap() };
+    let (before, cut, healed) = (accuracy(1), accuracy(2), accuracy(3));
+    eprintln!("healing the sort model switched to linear attention: {table:?}");
+    // Linear attention costs the softmax-trained model most of its accuracy; 60 steps of
+    // training with the linear kernel win much of it back.
+    assert!(
+        cut < before - 0.1,
+        "before {before}, after the switch {cut}"
+    );
+    assert!(
+        healed > cut + 0.1,
+        "after the switch {cut}, healed {healed}"
+    );
+
+    // The healed model opens in the playground with the kernel it was healed with.
+    b.eval("document.querySelector('[data-testid=train-open]').click()");
+    b.wait_for(
+        "the healed model in the playground, on linear attention",
+        "return document.querySelector('[data-testid=model-title]')?.textContent.includes('Healed')
+             && document.querySelector('[data-testid=kernel]')?.value === 'linear'
+             && document.querySelectorAll('[data-testid=heatmap-cell]').length === 8",
+        LOAD,
+    );
+}

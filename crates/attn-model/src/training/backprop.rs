@@ -214,25 +214,62 @@ impl NormPass {
 
     /// Accumulates the scale's and shift's gradients and adds the input's to `dx`.
     fn backward(&self, dy: &[f32], weights: &NormWeights, grads: &mut NormWeights, dx: &mut [f32]) {
-        let d = weights.weight.len();
-        let mut dn = vec![0.0f32; d];
-        for (r, &inv) in self.inv_std.iter().enumerate() {
-            let (dy, n) = (
-                &dy[r * d..(r + 1) * d],
-                &self.normalised[r * d..(r + 1) * d],
-            );
-            for i in 0..d {
-                grads.weight[i] += dy[i] * n[i];
-                if let Some(b) = grads.bias.as_mut() {
-                    b[i] += dy[i];
-                }
-                dn[i] = dy[i] * weights.weight[i];
+        layer_norm_backward(
+            dy,
+            &self.normalised,
+            &self.inv_std,
+            &weights.weight,
+            &mut grads.weight,
+            grads.bias.as_deref_mut(),
+            dx,
+        );
+    }
+}
+
+/// LayerNorm's backward over rows of width `gamma.len()`, from its normalised rows `x̂` and
+/// each row's `1 / sqrt(var + eps)`: accumulates the scale's gradient `Σ dy ⊙ x̂` and the
+/// shift's `Σ dy` over the rows, and adds to `dx` the input's gradient
+/// `inv · (g − mean(g) − x̂ · mean(g ⊙ x̂))` with `g = dy ⊙ γ`. The CPU twin of the GPU
+/// trainer's kernel.
+pub fn layer_norm_backward(
+    dy: &[f32],
+    normalised: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    dgamma: &mut [f32],
+    mut dbeta: Option<&mut [f32]>,
+    dx: &mut [f32],
+) {
+    let d = gamma.len();
+    let mut dn = vec![0.0f32; d];
+    for (r, &inv) in inv_std.iter().enumerate() {
+        let (dy, n) = (&dy[r * d..(r + 1) * d], &normalised[r * d..(r + 1) * d]);
+        for i in 0..d {
+            dgamma[i] += dy[i] * n[i];
+            if let Some(b) = dbeta.as_deref_mut() {
+                b[i] += dy[i];
             }
-            let mean_dn = dn.iter().sum::<f32>() / d as f32;
-            let mean_dn_n = dn.iter().zip(n).map(|(a, b)| a * b).sum::<f32>() / d as f32;
-            for i in 0..d {
-                dx[r * d + i] += inv * (dn[i] - mean_dn - n[i] * mean_dn_n);
-            }
+            dn[i] = dy[i] * gamma[i];
+        }
+        let mean_dn = dn.iter().sum::<f32>() / d as f32;
+        let mean_dn_n = dn.iter().zip(n).map(|(a, b)| a * b).sum::<f32>() / d as f32;
+        for i in 0..d {
+            dx[r * d + i] += inv * (dn[i] - mean_dn - n[i] * mean_dn_n);
+        }
+    }
+}
+
+/// Softmax's backward over rows of `width`: `ds = p ⊙ (dp − Σ_row dp ⊙ p) · scale` (the score
+/// scale folded in). The CPU twin of the GPU trainer's kernel.
+pub fn softmax_backward(p: &[f32], dp: &[f32], width: usize, scale: f32, ds: &mut [f32]) {
+    for ((p, dp), ds) in p
+        .chunks_exact(width)
+        .zip(dp.chunks_exact(width))
+        .zip(ds.chunks_exact_mut(width))
+    {
+        let dot: f32 = dp.iter().zip(p).map(|(a, b)| a * b).sum();
+        for j in 0..width {
+            ds[j] = p[j] * (dp[j] - dot) * scale;
         }
     }
 }
@@ -323,8 +360,8 @@ fn elu_plus_one_grad(x: f32) -> f32 {
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
-/// The derivative of the tanh GELU.
-fn gelu_tanh_grad(x: f32) -> f32 {
+/// The derivative of the tanh GELU (the CPU twin of the GPU trainer's kernel).
+pub fn gelu_tanh_grad(x: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
     let th = u.tanh();
     0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x)
@@ -590,22 +627,17 @@ impl Pass {
                 // gives dS = P ⊙ (dP − rowsum(dP ⊙ P)); linear attention's dW is that over W's
                 // row sum instead. Masked entries have P = 0 and stay out.
                 let mut ds = vec![0.0f32; t_len * t_len];
-                let weights =
-                    (self.kernel == KernelName::Linear).then(|| linear_weights(q_h, k_j, scale));
-                for i in 0..t_len {
-                    let row = i * t_len..(i + 1) * t_len;
-                    let dot: f32 = dp[row.clone()]
-                        .iter()
-                        .zip(&p[row.clone()])
-                        .map(|(a, b)| a * b)
-                        .sum();
-                    match &weights {
-                        None => {
-                            for jk in row {
-                                ds[jk] = p[jk] * (dp[jk] - dot) * scale;
-                            }
-                        }
-                        Some(w) => {
+                match self.kernel {
+                    KernelName::Softmax => softmax_backward(p, &dp, t_len, scale, &mut ds),
+                    KernelName::Linear => {
+                        let w = linear_weights(q_h, k_j, scale);
+                        for i in 0..t_len {
+                            let row = i * t_len..(i + 1) * t_len;
+                            let dot: f32 = dp[row.clone()]
+                                .iter()
+                                .zip(&p[row])
+                                .map(|(a, b)| a * b)
+                                .sum();
                             let keys = if c.causal { i + 1 } else { t_len };
                             let sum: f32 = w[i * t_len..i * t_len + keys].iter().sum();
                             for jk in i * t_len..i * t_len + keys {

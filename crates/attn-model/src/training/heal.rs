@@ -5,13 +5,14 @@
 //! the rank cut replaces each layer's `[W_k | W_v]` by its best rank-r approximation; an ablated
 //! head's rows of the output projection are zeroed. The [`Constraint`] puts the rank cut and
 //! the zeroed rows back after every optimiser step, so training never leaves the cut model's
-//! family. Other parts of a variant change the forward itself, not the weights, and are refused
-//! with a message.
+//! family. Linear attention is the one change of the forward that heals too: the trainer then
+//! trains with that kernel ("linearising" a softmax model). Other parts of a variant change the
+//! forward itself, not the weights, and are refused with a message.
 
 use crate::error::{ModelError, Result};
 use crate::model::Model;
 use crate::prepare::{pool_heads, truncate_joint_kv};
-use crate::variant::{AblationMode, Variant};
+use crate::variant::{AblationMode, Kernel, KernelName, Variant};
 use crate::Precision;
 
 /// What stays true of the weights while a built-in variant heals.
@@ -42,15 +43,20 @@ impl Constraint {
 }
 
 /// `model` with `variant` built into its weights (see the module documentation), and what must
-/// stay true of them while it trains. The built-in model's unmodified forward equals `model`'s
-/// forward under `variant`.
+/// stay true of them while it trains. The built-in model's forward (with the linear kernel, if
+/// the variant has it) equals `model`'s forward under `variant`.
 pub fn build_in(model: &Model, variant: &Variant) -> Result<(Model, Constraint)> {
     variant.validate(&model.config)?;
     let v = variant.normalised();
     let forward_changes = [
         (v.window.is_some(), "a sliding window"),
         (v.top_k.is_some(), "top-k keys"),
-        (v.kernel.is_some(), "another attention kernel"),
+        (
+            v.kernel
+                .as_ref()
+                .is_some_and(|k| *k != Kernel::Named(KernelName::Linear)),
+            "random-feature attention",
+        ),
         (v.beta.is_some(), "an inverse temperature β"),
         (
             v.drop_attention_layers.is_some(),
@@ -111,13 +117,21 @@ mod tests {
             r#"{"kv_groups": 1, "heads": {"ablate": [[0, 1], [1, 3]]}}"#,
             r#"{"kv_rank": 3}"#,
             r#"{"kv_groups": 2, "kv_rank": 5, "heads": {"ablate": [[1, 0]]}}"#,
+            r#"{"kv_groups": 1, "kernel": "linear"}"#,
         ] {
             let variant = Variant::from_json(json).unwrap();
             let mut engine = CpuEngine::new(model.clone()).unwrap();
             engine.set_variant(&variant).unwrap();
             let expected = engine.forward(&tokens).unwrap();
             let (built, _) = build_in(&model, &variant).unwrap();
-            let got = CpuEngine::new(built).unwrap().forward(&tokens).unwrap();
+            // The kernel stays a part of the forward: the built model runs with it.
+            let kernel = Variant {
+                kernel: variant.kernel.clone(),
+                ..Variant::default()
+            };
+            let mut engine = CpuEngine::new(built).unwrap();
+            engine.set_variant(&kernel).unwrap();
+            let got = engine.forward(&tokens).unwrap();
             let worst = expected
                 .logits
                 .iter()
@@ -133,6 +147,10 @@ mod tests {
         let model = Model::random(ModelConfig::tiny(13), 3, 0.3).unwrap();
         for (json, word) in [
             (r#"{"window": 2}"#, "sliding window"),
+            (
+                r#"{"kernel": {"random_features": 16, "seed": 1}}"#,
+                "random-feature",
+            ),
             (r#"{"heads": {"ablate": [[0, 0]], "mode": "mean"}}"#, "zero"),
         ] {
             let e = build_in(&model, &Variant::from_json(json).unwrap())

@@ -180,6 +180,8 @@ impl Trainer {
         variant: &Variant,
     ) -> Result<Trainer> {
         let (built, constraint) = build_in(model, variant)?;
+        let mut config = config;
+        config.model.linear_attention = variant.kernel == Some(Kernel::Named(KernelName::Linear));
         let mut trainer = Trainer::from_weights(task, data, config, built)?;
         trainer.constraint = Some(constraint);
         Ok(trainer)
