@@ -3,7 +3,7 @@
 //! them: the engine choice, the model list, input → tokens → forwards, state ↔ URL, and what
 //! happens when a model is installed.
 
-use attn_model::{ModelConfig, Variant};
+use attn_model::{Kernel, KernelName, ModelConfig, Variant};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -346,6 +346,12 @@ pub fn install(ui: Ui, info: ModelInfo, config: &ModelConfig) {
     // A lesson step's variant, which waited for its model.
     if let Some(variant) = ui.pending_variant.try_update_value(Option::take).flatten() {
         ui.variant.set(variant);
+    }
+    // Weights trained with linear attention run with it (their unmodified baseline is still the
+    // softmax forward), unless a kernel was chosen.
+    if info.linear_attention && ui.variant.with_untracked(|v| v.kernel.is_none()) {
+        ui.variant
+            .update(|v| v.kernel = Some(Kernel::Named(KernelName::Linear)));
     }
     // Variants that do not fit the new model are dropped with a message rather than failing.
     let fits = ui.variant.with_untracked(|v| v.validate(config));

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use attn_model::engine::Step;
-use attn_model::{AblationMode, HeadImportance, Kernel, KernelName, Sampling, Variant};
+use attn_model::{AblationMode, HeadImportance, Sampling, Variant};
 use gloo_file::ObjectUrl;
 use gloo_worker::{Spawnable, WorkerBridge};
 use leptos::prelude::*;
@@ -252,7 +252,6 @@ impl Controller {
             title: settings.title(),
             task: Some(settings.task),
             seed: Some(settings.seed),
-            linear: settings.linear,
             ..TrainView::default()
         });
         self.send(Request::Train {
@@ -276,10 +275,6 @@ impl Controller {
             steps,
             title: format!("Healed: {}", info.title),
             task: info.task.as_deref().and_then(Task::from_name),
-            // Healing into linear attention trains with it; the healed model opens with it.
-            linear: ui
-                .variant
-                .with_untracked(|v| v.kernel == Some(Kernel::Named(KernelName::Linear))),
             ..TrainView::default()
         });
         self.send(Request::Heal {
@@ -325,9 +320,9 @@ impl Controller {
 
     /// Opens the run's weights as they are now as the page's model.
     pub fn train_open(&self, ui: Ui) {
-        let (title, task, seed, step, linear) = ui
+        let (title, task, seed, step) = ui
             .training
-            .with_untracked(|t| (t.title.clone(), t.task, t.seed, t.step, t.linear));
+            .with_untracked(|t| (t.title.clone(), t.task, t.seed, t.step));
         if title.is_empty() {
             return;
         }
@@ -335,14 +330,7 @@ impl Controller {
         ui.loading.set(Some(format!("Opening {title}…")));
         ui.opening.set_value(None);
         ui.pending_prompt.set_value(examples.first().cloned());
-        // Weights trained with linear attention run with it (the unmodified model, the
-        // baseline, is still their softmax forward).
-        if linear {
-            ui.pending_variant.set_value(Some(Variant {
-                kernel: Some(Kernel::Named(KernelName::Linear)),
-                ..Variant::default()
-            }));
-        }
+
         let how = match seed {
             Some(seed) => format!("Trained in this page for {step} steps (seed {seed})"),
             None => format!("Fine-tuned in this page for {step} steps with the changes built in"),

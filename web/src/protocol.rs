@@ -353,6 +353,7 @@ mod tests {
             tokenizer_note: Some("a note".into()),
             examples: vec!["a b".into()],
             task: None,
+            linear_attention: true,
         };
         let Response::Opened {
             tokenizer,

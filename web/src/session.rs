@@ -41,6 +41,9 @@ pub struct ModelInfo {
     pub examples: Vec<String>,
     /// The built-in task it was trained on (`metadata.task`), e.g. `sort`.
     pub task: Option<String>,
+    /// Trained with linear attention (`metadata.attention_kernel = "linear"`): the page runs it
+    /// with that kernel.
+    pub linear_attention: bool,
 }
 
 /// A model ready to run.
@@ -242,6 +245,10 @@ impl Session {
                 .get("task")
                 .and_then(|t| t.as_str())
                 .map(str::to_string),
+            linear_attention: model
+                .metadata
+                .get("attention_kernel")
+                .is_some_and(|k| k == "linear"),
         };
         // A classifier's outputs are classes, not tokens: name them from `metadata.classes`.
         let classes = model

@@ -260,8 +260,6 @@ pub struct TrainView {
     pub title: String,
     pub task: Option<Task>,
     pub seed: Option<u64>,
-    /// The run trains linear attention: its model opens in the playground with that kernel.
-    pub linear: bool,
     /// For a healing run: the held-out scores before and right after the cut.
     pub heal: Option<HealScores>,
     pub step: usize,

@@ -342,17 +342,23 @@ pub fn run_metadata(
     } else {
         format!(", {} key/value heads", m.kv_heads())
     };
+    let linear = config.model.linear_attention;
     let mut meta = Map::new();
     meta.insert(
         "title".into(),
         json!(format!(
-            "{} — {} layers × {} heads{kv}, d_model {}",
+            "{} — {} layers × {} heads{kv}, d_model {}{}",
             task.name(),
             m.n_layer,
             m.n_head,
-            m.d_model
+            m.d_model,
+            if linear { ", linear attention" } else { "" }
         )),
     );
+    if linear {
+        // The weights run with the kernel they were trained with: the page opens them so.
+        meta.insert("attention_kernel".into(), json!("linear"));
+    }
     meta.insert("task".into(), json!(task.name()));
     meta.insert("scoring".into(), json!(data.scoring()));
     if let Some(classes) = data.classes() {
@@ -462,7 +468,7 @@ mod tests {
             after
         );
         assert_ne!(score(trainer.weights(), held_out).unwrap(), after);
-        // The saved run says how it was trained.
+        // The saved run says how it was trained, and with which kernel the weights run.
         let model = trainer.labelled_model("test", 0.1);
         assert!(
             serde_json::to_string(&model.metadata)
@@ -471,6 +477,8 @@ mod tests {
             "{:?}",
             model.metadata
         );
+        let back = Model::from_safetensors_bytes(&model.to_safetensors_bytes().unwrap()).unwrap();
+        assert_eq!(back.metadata["attention_kernel"], "linear");
     }
 
     #[test]
