@@ -16,6 +16,17 @@ pub(crate) mod matmul;
 pub(crate) mod norm;
 pub(crate) mod rope;
 
+// The GPU trainer's kernels (see [`TrainKernels`]): checked against their CPU twins; no training
+// plan launches them yet.
+#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod adamw;
+#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod gelu_backward;
+#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod norm_backward;
+#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod softmax_backward;
+
 /// How a kernel uses one of its storage bindings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Access {
@@ -139,6 +150,54 @@ impl Kernels {
             head_means: head_output::means_kernel(device, &head_module),
             head_route: head_output::route_kernel(device, &head_module),
             copy: copy::kernel(device, &module("copy", copy::SHADER)),
+        }
+    }
+}
+
+/// The GPU trainer's own kernels: the steps of the backward pass that are not matrix products
+/// (those reuse [`Kernels::matmul`], whose strides give the transposes and whose accumulate
+/// flag sums the gradients) and AdamW. Compiled apart from [`Kernels`], when training on the
+/// GPU starts, so that opening a model never waits for them. Each matches its CPU twin in
+/// attn-model's trainer (`layer_norm_backward`, `softmax_backward`, `gelu_tanh_grad`,
+/// `clip_coefficient` + `adamw_update`) on random shapes; the plan that runs them as one
+/// training step — the forward keeping its activations, the backward, the update — is not
+/// built yet.
+#[derive(Debug)]
+#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
+pub(crate) struct TrainKernels {
+    pub(crate) norm_backward_rows: Kernel,
+    pub(crate) norm_backward_params: Kernel,
+    pub(crate) softmax_backward: Kernel,
+    pub(crate) gelu_backward: Kernel,
+    pub(crate) adamw_clip: Kernel,
+    pub(crate) adamw_update: Kernel,
+}
+
+#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
+impl TrainKernels {
+    pub(crate) fn new(device: &wgpu::Device) -> TrainKernels {
+        let module = |label: &str, source: &str| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            })
+        };
+        let (norm_backward_rows, norm_backward_params) =
+            norm_backward::kernels(device, &module("norm_backward", norm_backward::SHADER));
+        let (adamw_clip, adamw_update) = adamw::kernels(device, &module("adamw", adamw::SHADER));
+        TrainKernels {
+            norm_backward_rows,
+            norm_backward_params,
+            softmax_backward: softmax_backward::kernel(
+                device,
+                &module("softmax_backward", softmax_backward::SHADER),
+            ),
+            gelu_backward: gelu_backward::kernel(
+                device,
+                &module("gelu_backward", gelu_backward::SHADER),
+            ),
+            adamw_clip,
+            adamw_update,
         }
     }
 }

@@ -59,25 +59,60 @@ impl AdamW {
         let lr = learning_rate as f32;
         let decay_rate = learning_rate * self.weight_decay as f64;
         let keep = (1.0 - decay_rate) as f32;
+        let step = AdamStep {
+            learning_rate: lr,
+            correction_1,
+            correction_2,
+            // Exactly 1 without decay: θ · 1 is θ.
+            keep: if decay_rate == 0.0 { 1.0 } else { keep },
+        };
         for ((param, grad), (m, v)) in params.into_iter().zip(grads).zip(&mut self.moments) {
-            if let Some(threshold) = self.grad_clip {
-                let norm = grad.iter().map(|g| g * g).sum::<f32>().sqrt();
-                let coef = (threshold / (norm + f32::MIN_POSITIVE)).min(1.0);
-                grad.iter_mut().for_each(|g| *g *= coef);
-            }
-            for i in 0..param.len() {
-                let g = grad[i];
-                m[i] = m[i] * BETA_1 + g * (1.0 - BETA_1);
-                v[i] = v[i] * BETA_2 + g * g * (1.0 - BETA_2);
-                let delta = (m[i] / correction_1) / ((v[i] / correction_2).sqrt() + EPSILON);
-                let decayed = if decay_rate == 0.0 {
-                    param[i]
-                } else {
-                    param[i] * keep
-                };
-                param[i] = decayed - delta * lr;
-            }
+            let coef = clip_coefficient(grad, self.grad_clip);
+            adamw_update(param, grad, coef, m, v, step);
         }
+    }
+}
+
+/// The constants of one AdamW step, the same for every parameter.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    pub learning_rate: f32,
+    /// The bias corrections `1 − β₁ᵗ` and `1 − β₂ᵗ`.
+    pub correction_1: f32,
+    pub correction_2: f32,
+    /// The decoupled weight decay's factor `1 − lr · λ` (1 without decay).
+    pub keep: f32,
+}
+
+/// The factor that clips `grad` to an L2 norm of `threshold`: `min(threshold / (‖grad‖ + tiny),
+/// 1)`, or 1 without clipping. The CPU twin of the GPU trainer's `clip` kernel.
+pub fn clip_coefficient(grad: &[f32], threshold: Option<f32>) -> f32 {
+    match threshold {
+        Some(threshold) => {
+            let norm = grad.iter().map(|g| g * g).sum::<f32>().sqrt();
+            (threshold / (norm + f32::MIN_POSITIVE)).min(1.0)
+        }
+        None => 1.0,
+    }
+}
+
+/// One parameter tensor's AdamW update with its gradient scaled by `coef` (the clipping):
+/// the moments, bias-corrected, then `θ ← θ · keep − lr · m̂ / (√v̂ + ε)`. The CPU twin of the
+/// GPU trainer's `update` kernel.
+pub fn adamw_update(
+    param: &mut [f32],
+    grad: &[f32],
+    coef: f32,
+    m: &mut [f32],
+    v: &mut [f32],
+    step: AdamStep,
+) {
+    for i in 0..param.len() {
+        let g = grad[i] * coef;
+        m[i] = m[i] * BETA_1 + g * (1.0 - BETA_1);
+        v[i] = v[i] * BETA_2 + g * g * (1.0 - BETA_2);
+        let delta = (m[i] / step.correction_1) / ((v[i] / step.correction_2).sqrt() + EPSILON);
+        param[i] = param[i] * step.keep - delta * step.learning_rate;
     }
 }
 

@@ -1,0 +1,74 @@
+//! The tanh GELU's backward for the GPU trainer (`gelu_backward.wgsl`).
+
+use crate::error::Result;
+use crate::ops::{Access, Kernel};
+use crate::plan::{Arg, PlanBuilder};
+
+pub(crate) const SHADER: &str = include_str!("gelu_backward.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+}
+
+pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
+    Kernel::new::<Params>(
+        device,
+        module,
+        "gelu_backward",
+        "main",
+        &[Access::Read, Access::Read, Access::ReadWrite],
+    )
+}
+
+/// Workgroups covering `n` elements, 64 each: along x up to 65 535, then along y.
+pub(crate) fn elementwise_groups(n: usize, per_group: usize) -> [u32; 3] {
+    let groups = n.div_ceil(per_group) as u32;
+    [groups.min(65_535), groups.div_ceil(65_535), 1]
+}
+
+/// Records `dpre = dact · gelu'(pre)` over `n` elements.
+pub(crate) fn push<'k>(
+    plan: &mut PlanBuilder<'k>,
+    kernel: &'k Kernel,
+    n: usize,
+    (pre, dact, dpre): (&Arg, &Arg, &Arg),
+) -> Result<usize> {
+    let params = Params { n: n as u32 };
+    plan.push(
+        kernel,
+        &params,
+        &[pre, dact, dpre],
+        elementwise_groups(n, 64),
+    )
+}
+
+// Native only: these run on lavapipe through `crate::testing`.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::testing::{self, Rng};
+    use attn_model::training::backprop::gelu_tanh_grad;
+
+    #[test]
+    fn matches_the_cpu_twin_over_the_activation_range() {
+        let ctx = testing::context();
+        let kernels = crate::ops::TrainKernels::new(&ctx.device);
+        let mut rng = Rng::new(9);
+        // Wide pre-activations, the tails included, and an awkward length.
+        let pre: Vec<f32> = rng.normals(1000, 4.0);
+        let dact = rng.normals(1000, 1.0);
+        let want: Vec<f32> = pre
+            .iter()
+            .zip(&dact)
+            .map(|(&x, g)| g * gelu_tanh_grad(x))
+            .collect();
+        let (pre_b, dact_b) = (testing::upload(&ctx, &pre), testing::upload(&ctx, &dact));
+        let out = testing::upload(&ctx, &vec![f32::NAN; 1000]);
+        let got = testing::run(&ctx, &out, |plan| {
+            push(plan, &kernels.gelu_backward, 1000, (&pre_b, &dact_b, &out)).unwrap();
+        });
+        testing::assert_close("dpre", &got, &want, 2e-5);
+    }
+}
