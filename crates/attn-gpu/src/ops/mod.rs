@@ -21,6 +21,12 @@ pub(crate) mod rope;
 #[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod adamw;
 #[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod column_sums;
+#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod cross_entropy;
+#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod embedding_backward;
+#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod gelu_backward;
 #[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod norm_backward;
@@ -159,7 +165,8 @@ impl Kernels {
 /// flag sums the gradients) and AdamW. Compiled apart from [`Kernels`], when training on the
 /// GPU starts, so that opening a model never waits for them. Each matches its CPU twin in
 /// attn-model's trainer (`layer_norm_backward`, `softmax_backward`, `gelu_tanh_grad`,
-/// `clip_coefficient` + `adamw_update`) on random shapes; the plan that runs them as one
+/// `cross_entropy_backward`, `embedding_backward`, `column_sums_add`, `clip_coefficient` +
+/// `adamw_update`) on random shapes; the plan that runs them as one
 /// training step — the forward keeping its activations, the backward, the update — is not
 /// built yet.
 #[derive(Debug)]
@@ -171,6 +178,9 @@ pub(crate) struct TrainKernels {
     pub(crate) gelu_backward: Kernel,
     pub(crate) adamw_clip: Kernel,
     pub(crate) adamw_update: Kernel,
+    pub(crate) cross_entropy: Kernel,
+    pub(crate) embedding_backward: Kernel,
+    pub(crate) column_sums: Kernel,
 }
 
 #[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
@@ -198,6 +208,15 @@ impl TrainKernels {
             ),
             adamw_clip,
             adamw_update,
+            cross_entropy: cross_entropy::kernel(
+                device,
+                &module("cross_entropy", cross_entropy::SHADER),
+            ),
+            embedding_backward: embedding_backward::kernel(
+                device,
+                &module("embedding_backward", embedding_backward::SHADER),
+            ),
+            column_sums: column_sums::kernel(device, &module("column_sums", column_sums::SHADER)),
         }
     }
 }

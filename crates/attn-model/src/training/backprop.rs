@@ -259,6 +259,49 @@ pub fn layer_norm_backward(
     }
 }
 
+/// Adds each column's sum over the rows of `dy` (rows of `sums.len()`) to `sums`: a dense
+/// layer's bias gradient. The CPU twin of the GPU trainer's kernel.
+pub fn column_sums_add(dy: &[f32], sums: &mut [f32]) {
+    for row in dy.chunks_exact(sums.len()) {
+        sums.iter_mut().zip(row).for_each(|(s, g)| *s += g);
+    }
+}
+
+/// The token embedding's gradient: row `tokens[t]` of `dtable` gains row `t` of `dx` (rows of
+/// `dx.len() / tokens.len()`), in the order of the positions. The CPU twin of the GPU
+/// trainer's kernel.
+pub fn embedding_backward(tokens: &[u32], dx: &[f32], dtable: &mut [f32]) {
+    let d = dx.len() / tokens.len().max(1);
+    for (t, &tok) in tokens.iter().enumerate() {
+        let row = &dx[t * d..(t + 1) * d];
+        dtable[tok as usize * d..(tok as usize + 1) * d]
+            .iter_mut()
+            .zip(row)
+            .for_each(|(g, v)| *g += v);
+    }
+}
+
+/// One position's cross-entropy against `target` and its gradient: writes `weight ·
+/// (softmax(logits) − one-hot(target))` to `dlogits` and returns the negative log-likelihood
+/// (in f64) and whether the most probable output is the target. The CPU twin of the GPU
+/// trainer's kernel.
+pub fn cross_entropy_backward(
+    logits: &[f32],
+    target: u32,
+    weight: f32,
+    dlogits: &mut [f32],
+) -> (f64, bool) {
+    let log_probs = crate::linalg::log_softmax(logits);
+    for (g, lp) in dlogits.iter_mut().zip(&log_probs) {
+        *g = lp.exp() as f32 * weight;
+    }
+    dlogits[target as usize] -= weight;
+    (
+        -log_probs[target as usize],
+        crate::forward::argmax(logits) == target,
+    )
+}
+
 /// Softmax's backward over rows of `width`: `ds = p ⊙ (dp − Σ_row dp ⊙ p) · scale` (the score
 /// scale folded in). The CPU twin of the GPU trainer's kernel.
 pub fn softmax_backward(p: &[f32], dp: &[f32], width: usize, scale: f32, ds: &mut [f32]) {
@@ -322,9 +365,7 @@ fn dense_backward(
         grads.weight.make_f32(),
     );
     if let Some(bias) = grads.bias.as_mut() {
-        for row in dy.chunks_exact(d_out) {
-            bias.iter_mut().zip(row).for_each(|(b, g)| *b += g);
-        }
+        column_sums_add(dy, bias);
     }
     if let Some(dx) = dx {
         let weight = layer.weight.f32();
@@ -520,19 +561,15 @@ impl Pass {
         let mut dlogits = vec![0.0f32; self.logits.len()];
         for (t, target) in targets.iter().enumerate() {
             let Some(target) = *target else { continue };
-            let row = &self.logits[t * n_out..(t + 1) * n_out];
-            let log_probs = crate::linalg::log_softmax(row);
-            loss -= log_probs[target as usize];
-            if crate::forward::argmax(row) == target {
-                correct += 1;
-            }
-            for (g, lp) in dlogits[t * n_out..(t + 1) * n_out]
-                .iter_mut()
-                .zip(&log_probs)
-            {
-                *g = lp.exp() as f32 * loss_weight;
-            }
-            dlogits[t * n_out + target as usize] -= loss_weight;
+            let row = t * n_out..(t + 1) * n_out;
+            let (nll, right) = cross_entropy_backward(
+                &self.logits[row.clone()],
+                target,
+                loss_weight,
+                &mut dlogits[row],
+            );
+            loss += nll;
+            correct += usize::from(right);
         }
 
         // The output head.
@@ -693,14 +730,7 @@ impl Pass {
         }
 
         // Embeddings.
-        let dwte = grads.token_embedding.make_f32();
-        for (t, &tok) in tokens.iter().enumerate() {
-            let row = &dx[t * d..(t + 1) * d];
-            dwte[tok as usize * d..(tok as usize + 1) * d]
-                .iter_mut()
-                .zip(row)
-                .for_each(|(g, v)| *g += v);
-        }
+        embedding_backward(tokens, &dx, grads.token_embedding.make_f32());
         if let Some(dwpe) = grads.position_embedding.as_mut() {
             dwpe[..t_len * d]
                 .iter_mut()
