@@ -29,7 +29,11 @@ pub(crate) mod embedding_backward;
 #[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod gelu_backward;
 #[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod head_norm_backward;
+#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod norm_backward;
+#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
+pub(crate) mod norm_keep;
 #[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod softmax_backward;
 
@@ -160,13 +164,13 @@ impl Kernels {
     }
 }
 
-/// The GPU trainer's own kernels: the steps of the backward pass that are not matrix products
-/// (those reuse [`Kernels::matmul`], whose strides give the transposes and whose accumulate
-/// flag sums the gradients) and AdamW. Compiled apart from [`Kernels`], when training on the
+/// The GPU trainer's own kernels: LayerNorm's forward keeping its statistics, the steps of the
+/// backward pass that are not matrix products (those reuse [`Kernels::matmul`], whose strides
+/// give the transposes and whose accumulate flag sums the gradients) and AdamW. Compiled apart from [`Kernels`], when training on the
 /// GPU starts, so that opening a model never waits for them. Each matches its CPU twin in
-/// attn-model's trainer (`layer_norm_backward`, `softmax_backward`, `gelu_tanh_grad`,
-/// `cross_entropy_backward`, `embedding_backward`, `column_sums_add`, `clip_coefficient` +
-/// `adamw_update`) on random shapes; the plan that runs them as one
+/// attn-model's trainer (`layer_norm_keep`, `layer_norm_backward`, `softmax_backward`,
+/// `gelu_tanh_grad`, `cross_entropy_backward`, `embedding_backward`, `column_sums_add`,
+/// `head_norm_backward`, `clip_coefficient` + `adamw_update`) on random shapes; the plan that runs them as one
 /// training step — the forward keeping its activations, the backward, the update — is not
 /// built yet.
 #[derive(Debug)]
@@ -181,6 +185,8 @@ pub(crate) struct TrainKernels {
     pub(crate) cross_entropy: Kernel,
     pub(crate) embedding_backward: Kernel,
     pub(crate) column_sums: Kernel,
+    pub(crate) norm_keep: Kernel,
+    pub(crate) head_norm_backward: Kernel,
 }
 
 #[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
@@ -217,6 +223,11 @@ impl TrainKernels {
                 &module("embedding_backward", embedding_backward::SHADER),
             ),
             column_sums: column_sums::kernel(device, &module("column_sums", column_sums::SHADER)),
+            norm_keep: norm_keep::kernel(device, &module("norm_keep", norm_keep::SHADER)),
+            head_norm_backward: head_norm_backward::kernel(
+                device,
+                &module("head_norm_backward", head_norm_backward::SHADER),
+            ),
         }
     }
 }

@@ -192,19 +192,15 @@ impl NormPass {
         let mut normalised = vec![0.0; x.len()];
         let mut inv_std = vec![0.0; rows];
         let mut out = vec![0.0; x.len()];
-        for r in 0..rows {
-            let row = &x[r * d..(r + 1) * d];
-            let mean = row.iter().sum::<f32>() / d as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            inv_std[r] = inv;
-            for i in 0..d {
-                let n = (row[i] - mean) * inv;
-                normalised[r * d + i] = n;
-                out[r * d + i] =
-                    n * weights.weight[i] + weights.bias.as_ref().map_or(0.0, |b| b[i]);
-            }
-        }
+        layer_norm_keep(
+            x,
+            &weights.weight,
+            weights.bias.as_deref(),
+            eps,
+            &mut out,
+            &mut normalised,
+            &mut inv_std,
+        );
         NormPass {
             normalised,
             inv_std,
@@ -255,6 +251,45 @@ pub fn layer_norm_backward(
         let mean_dn_n = dn.iter().zip(n).map(|(a, b)| a * b).sum::<f32>() / d as f32;
         for i in 0..d {
             dx[r * d + i] += inv * (dn[i] - mean_dn - n[i] * mean_dn_n);
+        }
+    }
+}
+
+/// The head penalty's gradient: every `d_head`-wide piece `z_h` of `z` (one head at one
+/// position) adds `weight · z_h / sqrt(‖z_h‖² + floor)` to the same piece of `dz`. The CPU twin
+/// of the GPU trainer's kernel.
+pub fn head_norm_backward(z: &[f32], d_head: usize, weight: f32, dz: &mut [f32]) {
+    for (dzh, zh) in dz.chunks_exact_mut(d_head).zip(z.chunks_exact(d_head)) {
+        let n = (zh.iter().map(|v| v * v).sum::<f32>() + NORM_FLOOR).sqrt();
+        dzh.iter_mut()
+            .zip(zh)
+            .for_each(|(g, z)| *g += weight * z / n);
+    }
+}
+
+/// LayerNorm's forward as the trainer runs it, keeping what its backward needs: writes the
+/// output rows to `out`, the normalised rows `x̂` to `normalised` and each row's
+/// `1 / sqrt(var + eps)` to `inv_std` (two passes: the mean, then the biased variance of the
+/// centred values). The CPU twin of the GPU trainer's kernel.
+pub fn layer_norm_keep(
+    x: &[f32],
+    gamma: &[f32],
+    beta: Option<&[f32]>,
+    eps: f32,
+    out: &mut [f32],
+    normalised: &mut [f32],
+    inv_std: &mut [f32],
+) {
+    let d = gamma.len();
+    for (r, row) in x.chunks_exact(d).enumerate() {
+        let mean = row.iter().sum::<f32>() / d as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        inv_std[r] = inv;
+        for i in 0..d {
+            let n = (row[i] - mean) * inv;
+            normalised[r * d + i] = n;
+            out[r * d + i] = n * gamma[i] + beta.map_or(0.0, |b| b[i]);
         }
     }
 }
@@ -631,20 +666,7 @@ impl Pass {
             let mut dz = vec![0.0f32; t_len * q_width];
             dense_backward(&pass.z, &dx, &block.attn.o, &mut g.attn.o, Some(&mut dz));
             if norm_weight != 0.0 {
-                for (dz_row, z_row) in dz
-                    .chunks_exact_mut(q_width)
-                    .zip(pass.z.chunks_exact(q_width))
-                {
-                    for (dzh, zh) in dz_row
-                        .chunks_exact_mut(d_head)
-                        .zip(z_row.chunks_exact(d_head))
-                    {
-                        let n = (zh.iter().map(|v| v * v).sum::<f32>() + NORM_FLOOR).sqrt();
-                        dzh.iter_mut()
-                            .zip(zh)
-                            .for_each(|(g, z)| *g += norm_weight * z / n);
-                    }
-                }
+                head_norm_backward(&pass.z, d_head, norm_weight, &mut dz);
             }
             let mut dq = vec![0.0f32; t_len * q_width];
             let mut dk = vec![0.0f32; t_len * kv_width];
