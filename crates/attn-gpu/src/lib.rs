@@ -37,6 +37,7 @@ mod plan;
 mod readback;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod testing;
+pub mod training;
 mod weights;
 
 pub use any_engine::{is_device_failure, AnyEngine, EngineKind, EnginePair};

@@ -16,25 +16,17 @@ pub(crate) mod matmul;
 pub(crate) mod norm;
 pub(crate) mod rope;
 
-// The GPU trainer's kernels (see [`TrainKernels`]): checked against their CPU twins; no training
-// plan launches them yet.
+// The GPU trainer's kernels (see [`TrainKernels`]); AdamW's are not launched outside their
+// tests yet.
 #[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod adamw;
-#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod column_sums;
-#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod cross_entropy;
-#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod embedding_backward;
-#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod gelu_backward;
-#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod head_norm_backward;
-#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod norm_backward;
-#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod norm_keep;
-#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) mod softmax_backward;
 
 /// How a kernel uses one of its storage bindings.
@@ -170,17 +162,18 @@ impl Kernels {
 /// GPU starts, so that opening a model never waits for them. Each matches its CPU twin in
 /// attn-model's trainer (`layer_norm_keep`, `layer_norm_backward`, `softmax_backward`,
 /// `gelu_tanh_grad`, `cross_entropy_backward`, `embedding_backward`, `column_sums_add`,
-/// `head_norm_backward`, `clip_coefficient` + `adamw_update`) on random shapes; the plan that runs them as one
-/// training step — the forward keeping its activations, the backward, the update — is not
-/// built yet.
+/// `head_norm_backward`, `clip_coefficient` + `adamw_update`) on random shapes.
+/// [`crate::training`] runs them as a batch's forward and backward; AdamW on the GPU between
+/// steps is not wired yet.
 #[derive(Debug)]
-#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 pub(crate) struct TrainKernels {
     pub(crate) norm_backward_rows: Kernel,
     pub(crate) norm_backward_params: Kernel,
     pub(crate) softmax_backward: Kernel,
     pub(crate) gelu_backward: Kernel,
+    #[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
     pub(crate) adamw_clip: Kernel,
+    #[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
     pub(crate) adamw_update: Kernel,
     pub(crate) cross_entropy: Kernel,
     pub(crate) embedding_backward: Kernel,
@@ -189,7 +182,6 @@ pub(crate) struct TrainKernels {
     pub(crate) head_norm_backward: Kernel,
 }
 
-#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
 impl TrainKernels {
     pub(crate) fn new(device: &wgpu::Device) -> TrainKernels {
         let module = |label: &str, source: &str| {

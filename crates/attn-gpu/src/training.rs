@@ -1,0 +1,754 @@
+//! The training loss of a batch and its gradient, on the GPU: the same computation as
+//! attn-model's `training::backprop::loss_and_gradients` (the CPU trainer, its oracle), built
+//! from the forward's kernels (`matmul`, `embed`, `attention_probs`) and the trainer's own
+//! ([`crate::ops::TrainKernels`]). A batch of `B` sequences padded to `T` runs as `B · T` rows
+//! through every dense layer at once, and sequence by sequence through attention (a matrix
+//! product's batch is its heads).
+//!
+//! This is the first piece of the GPU trainer: one call uploads the weights, runs the forward
+//! that keeps its activations and the backward in one submit, and reads every gradient back.
+//! Keeping weights, gradients and AdamW's moments on the GPU between steps is the next.
+//! Supported: what the page trains with softmax attention and learned positions (LayerNorm,
+//! tanh GELU MLPs or none, MHA/GQA/MQA, tied or untied heads, causal or classifier, the head
+//! penalty); rotary positions and linear attention are refused with [`GpuError::Unsupported`].
+
+use attn_model::training::backprop::{check_trainable, parameters_mut, zeros_like, BatchLoss};
+use attn_model::training::Sequence;
+use attn_model::{Activation, Model, Positional, Precision};
+use wgpu::util::DeviceExt;
+
+use crate::context::GpuContext;
+use crate::error::{GpuError, Result};
+use crate::ops::attention::{self, Masking};
+use crate::ops::matmul::{Layout, Matmul};
+use crate::ops::{
+    column_sums, cross_entropy, embed, embedding_backward, gelu_backward, head_norm_backward,
+    norm_backward, norm_keep, softmax_backward, TrainKernels,
+};
+use crate::plan::{Arg, BufferPool, PlanBuilder};
+use crate::readback::read_f32;
+use crate::weights::WeightArg;
+
+/// Where a norm's scale and shift sit among the parameters.
+#[derive(Clone, Copy)]
+struct NormAt {
+    weight: usize,
+    bias: Option<usize>,
+}
+
+/// Where a dense layer's weight and bias sit among the parameters, and its shape.
+#[derive(Clone, Copy)]
+struct LinearAt {
+    weight: usize,
+    bias: Option<usize>,
+    d_in: usize,
+    d_out: usize,
+}
+
+struct BlockAt {
+    attn_norm: NormAt,
+    q: LinearAt,
+    k: LinearAt,
+    v: LinearAt,
+    o: LinearAt,
+    /// The MLP's norm, fc and proj.
+    mlp: Option<(NormAt, LinearAt, LinearAt)>,
+}
+
+/// Every parameter's place in `parameters_mut`'s order.
+struct ParamsAt {
+    token_embedding: usize,
+    position_embedding: Option<usize>,
+    blocks: Vec<BlockAt>,
+    final_norm: NormAt,
+    lm_head: Option<usize>,
+    classifier: Option<LinearAt>,
+}
+
+impl ParamsAt {
+    /// Walks `model` in `parameters_mut`'s order.
+    fn of(model: &Model) -> ParamsAt {
+        let mut next = 0;
+        let mut take = || {
+            next += 1;
+            next - 1
+        };
+        let token_embedding = take();
+        let position_embedding = model.position_embedding.as_ref().map(|_| take());
+        let norm = |n: &attn_model::model::NormWeights, take: &mut dyn FnMut() -> usize| NormAt {
+            weight: take(),
+            bias: n.bias.as_ref().map(|_| take()),
+        };
+        let linear = |l: &attn_model::model::Linear, take: &mut dyn FnMut() -> usize| LinearAt {
+            weight: take(),
+            bias: l.bias.as_ref().map(|_| take()),
+            d_in: l.d_in,
+            d_out: l.d_out,
+        };
+        let mut blocks = Vec::new();
+        for block in &model.blocks {
+            let attn_norm = norm(&block.attn_norm, &mut take);
+            let q = linear(&block.attn.q, &mut take);
+            let k = linear(&block.attn.k, &mut take);
+            let v = linear(&block.attn.v, &mut take);
+            let o = linear(&block.attn.o, &mut take);
+            let mlp = block.mlp.as_ref().map(|m| {
+                let n = norm(&m.norm, &mut take);
+                let fc = linear(&m.fc, &mut take);
+                let proj = linear(&m.proj, &mut take);
+                (n, fc, proj)
+            });
+            blocks.push(BlockAt {
+                attn_norm,
+                q,
+                k,
+                v,
+                o,
+                mlp,
+            });
+        }
+        let final_norm = norm(&model.final_norm, &mut take);
+        let lm_head = model.lm_head.as_ref().map(|_| take());
+        let classifier = model.classifier.as_ref().map(|c| linear(c, &mut take));
+        ParamsAt {
+            token_embedding,
+            position_embedding,
+            blocks,
+            final_norm,
+            lm_head,
+            classifier,
+        }
+    }
+}
+
+/// A zeroed storage buffer of `len` `f32`s (at least one, so that it can be bound).
+fn zeros(ctx: &GpuContext, len: usize) -> Arg {
+    let size = 4 * len.max(1) as u64;
+    let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("training"),
+        size,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    Arg::new(&buffer, size)
+}
+
+/// A storage buffer holding `data`.
+fn upload<T: bytemuck::Pod>(ctx: &GpuContext, data: &[T]) -> Arg {
+    let mut bytes = bytemuck::cast_slice::<T, u8>(data).to_vec();
+    bytes.resize(bytes.len().max(4), 0);
+    let buffer = ctx
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("training"),
+            contents: &bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        });
+    Arg::new(&buffer, bytes.len() as u64)
+}
+
+/// The first `len` values of `arg`.
+async fn read(ctx: &GpuContext, arg: &Arg, len: usize) -> Result<Vec<f32>> {
+    let bytes = 4 * len as u64;
+    if bytes == 0 {
+        return Ok(Vec::new());
+    }
+    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("training read-back"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(&arg.buffer, arg.offset, &staging, 0, bytes);
+    ctx.queue.submit([encoder.finish()]);
+    read_f32(ctx, &staging, bytes, std::time::Duration::from_secs(120)).await
+}
+
+/// A dense row-major operand `cols` wide starting `offset` elements in.
+fn rows_at(cols: usize, offset: usize) -> Layout {
+    Layout::rows(cols).at(offset)
+}
+
+/// Records the launches of one batch's forward and backward (see [`loss_and_gradients`]).
+struct Recorder<'k> {
+    plan: PlanBuilder<'k>,
+    kernels: &'k crate::ops::Kernels,
+    train: &'k TrainKernels,
+    ctx: &'k GpuContext,
+    params: Vec<Arg>,
+    grads: Vec<Arg>,
+    dummy: Arg,
+    /// Rows of every dense layer: sequences × positions.
+    rows: usize,
+    d: usize,
+    eps: f32,
+}
+
+impl Recorder<'_> {
+    /// `x · W (+ b)` into `y` over the rows, with `accumulate` adding to what `y` holds.
+    fn dense(
+        &mut self,
+        x: &Arg,
+        l: LinearAt,
+        y: &Arg,
+        activation: Option<Activation>,
+        accumulate: bool,
+    ) -> Result<()> {
+        let mm = Matmul {
+            bias_offset: l.bias.map(|_| 0),
+            activation,
+            accumulate,
+            ..Matmul::new(self.rows, l.d_out, l.d_in)
+        };
+        let bias = l.bias.map_or(&self.dummy, |b| &self.params[b]);
+        let kernels = self.kernels;
+        mm.push(
+            &mut self.plan,
+            &kernels.matmul,
+            x,
+            &self.params[l.weight],
+            bias,
+            y,
+        )?;
+        Ok(())
+    }
+
+    /// A dense layer's backward: `dW += xᵀ·dy`, `db += Σ_rows dy`, and `dx += dy·Wᵀ` when asked.
+    fn dense_backward(&mut self, x: &Arg, dy: &Arg, l: LinearAt, dx: Option<&Arg>) -> Result<()> {
+        let (kernels, train, rows) = (self.kernels, self.train, self.rows);
+        let dw = Matmul {
+            a: Layout::transposed(l.d_in),
+            accumulate: true,
+            ..Matmul::new(l.d_in, l.d_out, rows)
+        };
+        dw.push(
+            &mut self.plan,
+            &kernels.matmul,
+            x,
+            dy,
+            &self.dummy,
+            &self.grads[l.weight],
+        )?;
+        if let Some(b) = l.bias {
+            column_sums::push(
+                &mut self.plan,
+                &train.column_sums,
+                (rows, l.d_out),
+                (dy, &self.grads[b]),
+            )?;
+        }
+        if let Some(dx) = dx {
+            let back = Matmul {
+                b: Layout::transposed(l.d_out),
+                accumulate: true,
+                ..Matmul::new(rows, l.d_in, l.d_out)
+            };
+            back.push(
+                &mut self.plan,
+                &kernels.matmul,
+                dy,
+                &self.params[l.weight],
+                &self.dummy,
+                dx,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// LayerNorm of `x`, keeping `[output, x̂, 1/σ]` for the backward.
+    fn norm_forward(&mut self, x: &Arg, n: NormAt) -> Result<[Arg; 3]> {
+        let (rows, d) = (self.rows, self.d);
+        let kept = [
+            zeros(self.ctx, rows * d),
+            zeros(self.ctx, rows * d),
+            zeros(self.ctx, rows),
+        ];
+        let train = self.train;
+        norm_keep::push(
+            &mut self.plan,
+            &train.norm_keep,
+            (rows, d, self.eps),
+            (x, &self.params[n.weight], n.bias.map(|b| &self.params[b])),
+            (&kept[0], &kept[1], &kept[2]),
+        )?;
+        Ok(kept)
+    }
+
+    /// LayerNorm's backward from what [`Recorder::norm_forward`] kept: `dx += …`, `dγ`, `dβ`.
+    fn norm_backward(&mut self, kept: &[Arg; 3], n: NormAt, dy: &Arg, dx: &Arg) -> Result<()> {
+        let train = self.train;
+        norm_backward::push(
+            &mut self.plan,
+            (&train.norm_backward_rows, &train.norm_backward_params),
+            self.rows,
+            self.d,
+            &norm_backward::NormBackward {
+                dy,
+                normalised: &kept[1],
+                inv_std: &kept[2],
+                gamma: &self.params[n.weight],
+                dx,
+                dgamma: &self.grads[n.weight],
+                dbeta: n.bias.map(|b| &self.grads[b]),
+            },
+        )
+    }
+}
+
+/// The GPU twin of `attn_model::training::loss_and_gradients` (see the module documentation).
+pub async fn loss_and_gradients(
+    ctx: &GpuContext,
+    model: &Model,
+    batch: &[Sequence],
+    head_penalty: f32,
+) -> Result<(BatchLoss, Model)> {
+    check_trainable(&model.config)?;
+    let c = &model.config;
+    if matches!(c.positional, Positional::Rope(_)) {
+        return Err(GpuError::Unsupported(
+            "the GPU trainer does not train rotary positions yet".into(),
+        ));
+    }
+    let t_len = batch.iter().map(|s| s.tokens.len()).max().unwrap_or(0);
+    if t_len == 0 || t_len > c.n_ctx {
+        return Err(attn_model::ModelError::Training(format!(
+            "a batch needs sequences of 1 to {} tokens (found {t_len})",
+            c.n_ctx
+        ))
+        .into());
+    }
+    let n_seq = batch.len();
+    let rows = n_seq * t_len;
+    let (d, heads, kv_heads, d_head) = (c.d_model, c.n_head, c.kv_heads(), c.d_head());
+    let group = heads / kv_heads;
+    let (q_width, kv_width) = (heads * d_head, kv_heads * d_head);
+    let n_out = c.n_out();
+    let scale = 1.0 / (d_head as f32).sqrt();
+    let scored: usize = batch.iter().map(Sequence::scored).sum();
+    let norm_scale = 1.0 / rows as f32;
+
+    // The padded batch, as the CPU trainer pads it: token 0 and no target.
+    let mut tokens = Vec::with_capacity(rows);
+    let mut targets = Vec::with_capacity(rows);
+    for sequence in batch {
+        for t in 0..t_len {
+            let token = sequence.tokens.get(t).copied().unwrap_or(0);
+            if token as usize >= c.vocab_size {
+                return Err(attn_model::ModelError::Training(format!(
+                    "token {token} is outside the vocabulary of {}",
+                    c.vocab_size
+                ))
+                .into());
+            }
+            tokens.push(token);
+            targets.push(
+                sequence
+                    .targets
+                    .get(t)
+                    .copied()
+                    .flatten()
+                    .unwrap_or(cross_entropy::NO_TARGET),
+            );
+        }
+    }
+
+    // Weights (f32) and zeroed gradients, in `parameters_mut`'s order.
+    let mut weights_model = model.to_precision(Precision::F32);
+    let at = ParamsAt::of(&weights_model);
+    let params: Vec<Arg> = parameters_mut(&mut weights_model)
+        .iter()
+        .map(|p| upload(ctx, p))
+        .collect();
+    let mut grads_model = zeros_like(model)?;
+    let sizes: Vec<usize> = parameters_mut(&mut grads_model)
+        .iter()
+        .map(|g| g.len())
+        .collect();
+    let grads: Vec<Arg> = sizes.iter().map(|&n| zeros(ctx, n)).collect();
+
+    let kernels = &ctx.kernels;
+    let train = TrainKernels::new(&ctx.device);
+    let dummy = zeros(ctx, 1);
+    let tokens_b = upload(ctx, &tokens);
+    let targets_b = upload(ctx, &targets);
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+
+    let mut r = Recorder {
+        plan: PlanBuilder::new(ctx),
+        kernels,
+        train: &train,
+        ctx,
+        params,
+        grads,
+        dummy: dummy.clone(),
+        rows,
+        d,
+        eps: c.layer_norm_eps,
+    };
+    let (params, grads) = (r.params.clone(), r.grads.clone());
+    let rec = &mut r;
+
+    // Forward: embeddings (the position table repeated once per sequence).
+    let x = zeros(ctx, rows * d);
+    let positions = at.position_embedding.map(|p| {
+        let tiled = zeros(ctx, rows * d);
+        for s in 0..n_seq {
+            encoder.copy_buffer_to_buffer(
+                &params[p].buffer,
+                0,
+                &tiled.buffer,
+                4 * (s * t_len * d) as u64,
+                4 * (t_len * d) as u64,
+            );
+        }
+        tiled
+    });
+    let wte = WeightArg {
+        arg: params[at.token_embedding].clone(),
+        precision: Precision::F32,
+    };
+    embed::push(
+        &mut rec.plan,
+        &kernels.embed,
+        rows,
+        d,
+        &tokens_b,
+        &wte,
+        positions.as_ref(),
+        &dummy,
+        &x,
+    )?;
+
+    struct Kept {
+        attn_norm: [Arg; 3],
+        q: Arg,
+        k: Arg,
+        v: Arg,
+        probs: Arg,
+        z: Arg,
+        /// The MLP's norm, pre-activation and activation.
+        mlp: Option<([Arg; 3], Arg, Arg)>,
+    }
+    let map = t_len * t_len;
+    let mut kept = Vec::new();
+    for block in &at.blocks {
+        let attn_norm = rec.norm_forward(&x, block.attn_norm)?;
+        let (q, k, v) = (
+            zeros(ctx, rows * q_width),
+            zeros(ctx, rows * kv_width),
+            zeros(ctx, rows * kv_width),
+        );
+        rec.dense(&attn_norm[0], block.q, &q, None, false)?;
+        rec.dense(&attn_norm[0], block.k, &k, None, false)?;
+        rec.dense(&attn_norm[0], block.v, &v, None, false)?;
+        let probs = zeros(ctx, n_seq * heads * map);
+        let z = zeros(ctx, rows * q_width);
+        for s in 0..n_seq {
+            // Scaled scores of every head of sequence s: q_h · k_gᵀ.
+            let scores = Matmul {
+                batch: heads,
+                a: rows_at(q_width, s * t_len * q_width).batched(d_head, 1),
+                b: Layout {
+                    offset: (s * t_len * kv_width) as u32,
+                    row_stride: 1,
+                    col_stride: kv_width as u32,
+                    batch_stride: d_head as u32,
+                    batch_div: group as u32,
+                },
+                c: rows_at(t_len, s * heads * map).batched(map, 1),
+                alpha: scale,
+                ..Matmul::new(t_len, t_len, d_head)
+            };
+            scores.push(&mut rec.plan, &kernels.matmul, &q, &k, &dummy, &probs)?;
+        }
+        attention::push(
+            &mut rec.plan,
+            &kernels.attention_probs,
+            t_len,
+            n_seq * heads,
+            Masking {
+                causal: c.causal,
+                window: None,
+                top_k: None,
+            },
+            false,
+            &probs,
+            &dummy,
+        )?;
+        for s in 0..n_seq {
+            let weighted = Matmul {
+                batch: heads,
+                a: rows_at(t_len, s * heads * map).batched(map, 1),
+                b: rows_at(kv_width, s * t_len * kv_width).batched(d_head, group),
+                c: rows_at(q_width, s * t_len * q_width).batched(d_head, 1),
+                ..Matmul::new(t_len, d_head, t_len)
+            };
+            weighted.push(&mut rec.plan, &kernels.matmul, &probs, &v, &dummy, &z)?;
+        }
+        rec.dense(&z, block.o, &x, None, true)?;
+        let mlp = match block.mlp {
+            Some((norm, fc, proj)) => {
+                let normed = rec.norm_forward(&x, norm)?;
+                let (pre, act) = (zeros(ctx, rows * fc.d_out), zeros(ctx, rows * fc.d_out));
+                rec.dense(&normed[0], fc, &pre, None, false)?;
+                rec.dense(&normed[0], fc, &act, Some(Activation::GeluTanh), false)?;
+                rec.dense(&act, proj, &x, None, true)?;
+                Some((normed, pre, act))
+            }
+            None => None,
+        };
+        kept.push(Kept {
+            attn_norm,
+            q,
+            k,
+            v,
+            probs,
+            z,
+            mlp,
+        });
+    }
+    let final_norm = rec.norm_forward(&x, at.final_norm)?;
+    let logits = zeros(ctx, rows * n_out);
+    let table = at.lm_head.unwrap_or(at.token_embedding);
+    match at.classifier {
+        Some(classifier) => rec.dense(&final_norm[0], classifier, &logits, None, false)?,
+        None => {
+            let unembed = Matmul {
+                b: Layout::transposed(d),
+                ..Matmul::new(rows, n_out, d)
+            };
+            unembed.push(
+                &mut rec.plan,
+                &kernels.matmul,
+                &final_norm[0],
+                &params[table],
+                &dummy,
+                &logits,
+            )?;
+        }
+    }
+
+    // Backward: the loss, then the output head.
+    let (dlogits, nll, correct) = (zeros(ctx, rows * n_out), zeros(ctx, rows), zeros(ctx, rows));
+    cross_entropy::push(
+        &mut rec.plan,
+        &train.cross_entropy,
+        (rows, n_out, 1.0 / scored.max(1) as f32),
+        (&logits, &targets_b),
+        (&dlogits, &nll, &correct),
+    )?;
+    let dfinal = zeros(ctx, rows * d);
+    match at.classifier {
+        Some(classifier) => {
+            rec.dense_backward(&final_norm[0], &dlogits, classifier, Some(&dfinal))?
+        }
+        None => {
+            let dtable = Matmul {
+                a: Layout::transposed(n_out),
+                accumulate: true,
+                ..Matmul::new(n_out, d, rows)
+            };
+            dtable.push(
+                &mut rec.plan,
+                &kernels.matmul,
+                &dlogits,
+                &final_norm[0],
+                &dummy,
+                &grads[table],
+            )?;
+            let back = Matmul::new(rows, d, n_out);
+            back.push(
+                &mut rec.plan,
+                &kernels.matmul,
+                &dlogits,
+                &params[table],
+                &dummy,
+                &dfinal,
+            )?;
+        }
+    }
+    let dx = zeros(ctx, rows * d);
+    rec.norm_backward(&final_norm, at.final_norm, &dfinal, &dx)?;
+
+    for (block, kept) in at.blocks.iter().zip(&kept).rev() {
+        if let (Some((norm, fc, proj)), Some((normed, pre, act))) = (block.mlp, &kept.mlp) {
+            let dact = zeros(ctx, rows * fc.d_out);
+            rec.dense_backward(act, &dx, proj, Some(&dact))?;
+            let dpre = zeros(ctx, rows * fc.d_out);
+            gelu_backward::push(
+                &mut rec.plan,
+                &train.gelu_backward,
+                rows * fc.d_out,
+                (pre, &dact, &dpre),
+            )?;
+            let dnormed = zeros(ctx, rows * d);
+            rec.dense_backward(&normed[0], &dpre, fc, Some(&dnormed))?;
+            rec.norm_backward(normed, norm, &dnormed, &dx)?;
+        }
+
+        // Attention: x += z · Wo + bo.
+        let dz = zeros(ctx, rows * q_width);
+        rec.dense_backward(&kept.z, &dx, block.o, Some(&dz))?;
+        if head_penalty != 0.0 {
+            head_norm_backward::push(
+                &mut rec.plan,
+                &train.head_norm_backward,
+                (rows * heads, d_head, head_penalty * norm_scale),
+                (&kept.z, &dz),
+            )?;
+        }
+        let (dp, ds) = (
+            zeros(ctx, n_seq * heads * map),
+            zeros(ctx, n_seq * heads * map),
+        );
+        let (dq, dk, dv) = (
+            zeros(ctx, rows * q_width),
+            zeros(ctx, rows * kv_width),
+            zeros(ctx, rows * kv_width),
+        );
+        for s in 0..n_seq {
+            // dP = dz_h · v_gᵀ.
+            let dprobs = Matmul {
+                batch: heads,
+                a: rows_at(q_width, s * t_len * q_width).batched(d_head, 1),
+                b: Layout {
+                    offset: (s * t_len * kv_width) as u32,
+                    row_stride: 1,
+                    col_stride: kv_width as u32,
+                    batch_stride: d_head as u32,
+                    batch_div: group as u32,
+                },
+                c: rows_at(t_len, s * heads * map).batched(map, 1),
+                ..Matmul::new(t_len, t_len, d_head)
+            };
+            dprobs.push(&mut rec.plan, &kernels.matmul, &dz, &kept.v, &dummy, &dp)?;
+            // dv_g += Pᵀ · dz_h, one head at a time: the heads of a group add to one place.
+            for h in 0..heads {
+                let g = h / group;
+                let dvalues = Matmul {
+                    a: Layout {
+                        row_stride: 1,
+                        col_stride: t_len as u32,
+                        ..rows_at(t_len, (s * heads + h) * map)
+                    },
+                    b: rows_at(q_width, s * t_len * q_width + h * d_head),
+                    c: rows_at(kv_width, s * t_len * kv_width + g * d_head),
+                    accumulate: true,
+                    ..Matmul::new(t_len, d_head, t_len)
+                };
+                dvalues.push(
+                    &mut rec.plan,
+                    &kernels.matmul,
+                    &kept.probs,
+                    &dz,
+                    &dummy,
+                    &dv,
+                )?;
+            }
+        }
+        softmax_backward::push(
+            &mut rec.plan,
+            &train.softmax_backward,
+            (n_seq * heads * t_len, t_len, scale),
+            (&kept.probs, &dp, &ds),
+        )?;
+        for s in 0..n_seq {
+            // dq_h = dS · k_g.
+            let dqueries = Matmul {
+                batch: heads,
+                a: rows_at(t_len, s * heads * map).batched(map, 1),
+                b: rows_at(kv_width, s * t_len * kv_width).batched(d_head, group),
+                c: rows_at(q_width, s * t_len * q_width).batched(d_head, 1),
+                ..Matmul::new(t_len, d_head, t_len)
+            };
+            dqueries.push(&mut rec.plan, &kernels.matmul, &ds, &kept.k, &dummy, &dq)?;
+            // dk_g += dSᵀ · q_h, one head at a time.
+            for h in 0..heads {
+                let g = h / group;
+                let dkeys = Matmul {
+                    a: Layout {
+                        row_stride: 1,
+                        col_stride: t_len as u32,
+                        ..rows_at(t_len, (s * heads + h) * map)
+                    },
+                    b: rows_at(q_width, s * t_len * q_width + h * d_head),
+                    c: rows_at(kv_width, s * t_len * kv_width + g * d_head),
+                    accumulate: true,
+                    ..Matmul::new(t_len, d_head, t_len)
+                };
+                dkeys.push(&mut rec.plan, &kernels.matmul, &ds, &kept.q, &dummy, &dk)?;
+            }
+        }
+        let da = zeros(ctx, rows * d);
+        let a = &kept.attn_norm[0];
+        rec.dense_backward(a, &dq, block.q, Some(&da))?;
+        rec.dense_backward(a, &dk, block.k, Some(&da))?;
+        rec.dense_backward(a, &dv, block.v, Some(&da))?;
+        rec.norm_backward(&kept.attn_norm, block.attn_norm, &da, &dx)?;
+    }
+
+    // Embeddings: the token table's rows, and the position table's summed over the sequences.
+    embedding_backward::push(
+        &mut rec.plan,
+        &train.embedding_backward,
+        (rows, d, c.vocab_size),
+        (&tokens_b, &dx, &grads[at.token_embedding]),
+    )?;
+    if let Some(p) = at.position_embedding {
+        column_sums::push(
+            &mut rec.plan,
+            &train.column_sums,
+            (n_seq, t_len * d),
+            (&dx, &grads[p]),
+        )?;
+    }
+
+    let mut pool = BufferPool::default();
+    let (program, _params) = r.plan.finish(&mut pool)?;
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        program.encode(&mut pass, |_| true);
+    }
+    ctx.queue.submit([encoder.finish()]);
+
+    let nll = read(ctx, &nll, rows).await?;
+    let correct = read(ctx, &correct, rows).await?;
+    let mut head_norms = 0.0f64;
+    for kept in &kept {
+        let z = read(ctx, &kept.z, rows * q_width).await?;
+        for piece in z.chunks_exact(d_head) {
+            let squares: f32 = piece.iter().map(|v| v * v).sum();
+            head_norms += (squares + 1e-8).sqrt() as f64;
+        }
+    }
+    for (grad, (arg, &len)) in parameters_mut(&mut grads_model)
+        .into_iter()
+        .zip(grads.iter().zip(&sizes))
+    {
+        *grad = read(ctx, arg, len).await?;
+    }
+    ctx.check_health()?;
+    let loss = BatchLoss {
+        loss: nll.iter().map(|&v| v as f64).sum::<f64>() / scored.max(1) as f64,
+        correct: correct.iter().filter(|&&v| v > 0.5).count(),
+        scored,
+        head_norms: head_norms * norm_scale as f64,
+    };
+    Ok((loss, grads_model))
+}
+
+/// [`loss_and_gradients`], blocking the current thread (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn loss_and_gradients_blocking(
+    ctx: &GpuContext,
+    model: &Model,
+    batch: &[Sequence],
+    head_penalty: f32,
+) -> Result<(BatchLoss, Model)> {
+    pollster::block_on(loss_and_gradients(ctx, model, batch, head_penalty))
+}

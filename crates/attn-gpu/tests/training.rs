@@ -1,0 +1,124 @@
+//! The GPU trainer's gradients against the CPU trainer's (attn-model's hand-written backward
+//! pass, itself checked against finite differences and against burn's autodiff): for the same
+//! weights and batch, the loss, the head norms and every parameter's gradient agree to 1e-4 of
+//! that parameter's largest gradient, on every architecture option the GPU trainer supports.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use attn_gpu::training::loss_and_gradients_blocking;
+use attn_gpu::GpuError;
+use attn_model::training::backprop::{loss_and_gradients, parameters_mut};
+use attn_model::training::{initial_model, model_config, Task, TrainConfig};
+use rand_chacha::rand_core::SeedableRng;
+use serde_json::{json, Value};
+
+/// The training options (the offline trainer's agreement test's), each on the task that uses it.
+fn options() -> Vec<(Task, Value)> {
+    vec![
+        // Attention-only, two heads, with the head penalty.
+        (
+            Task::Induction,
+            json!({"model": {"d_model": 16, "n_layer": 2, "n_head": 2}, "head_penalty": 0.03}),
+        ),
+        // MLPs and four heads; sequences of different lengths (padding).
+        (
+            Task::Sort,
+            json!({"model": {"d_model": 16, "n_layer": 2, "n_head": 4, "mlp": true}}),
+        ),
+        // Grouped-query and multi-query attention.
+        (
+            Task::Reverse,
+            json!({"model": {"d_model": 16, "n_layer": 1, "n_head": 4, "n_kv_head": 2}}),
+        ),
+        (
+            Task::Recall,
+            json!({"model": {"d_model": 16, "n_layer": 2, "n_head": 2, "n_kv_head": 1}}),
+        ),
+        // A bidirectional classifier.
+        (
+            Task::Brackets,
+            json!({"model": {"d_model": 16, "n_layer": 1, "n_head": 2, "mlp": true, "d_mlp": 24}}),
+        ),
+    ]
+}
+
+fn config(task: Task, overrides: &Value) -> TrainConfig {
+    task.default_config()
+        .with_overrides(Some(&json!({"batch_size": 6})), Some(10), Some(7))
+        .and_then(|c| c.with_overrides(Some(overrides), None, None))
+        .unwrap()
+}
+
+#[test]
+fn gpu_gradients_match_the_cpu_trainer_on_every_option() {
+    let ctx = pollster::block_on(common::new_context());
+    for (task, overrides) in options() {
+        let config = config(task, &overrides);
+        let data = task.synthetic_data().unwrap();
+        let model = initial_model(&model_config(&config, data.as_ref()).unwrap(), 3).unwrap();
+        let batch = data.batch(
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(5),
+            config.batch_size,
+        );
+        let penalty = config.head_penalty as f32;
+        let (cpu_loss, mut cpu_grads) = loss_and_gradients(&model, &batch, penalty).unwrap();
+        let (gpu_loss, mut gpu_grads) =
+            loss_and_gradients_blocking(&ctx, &model, &batch, penalty).unwrap();
+
+        assert!(
+            (gpu_loss.loss - cpu_loss.loss).abs() < 1e-5 * (1.0 + cpu_loss.loss),
+            "{task:?}: loss {} vs CPU {}",
+            gpu_loss.loss,
+            cpu_loss.loss
+        );
+        assert!(
+            (gpu_loss.head_norms - cpu_loss.head_norms).abs() < 1e-4 * (1.0 + cpu_loss.head_norms),
+            "{task:?}: head norms {} vs CPU {}",
+            gpu_loss.head_norms,
+            cpu_loss.head_norms
+        );
+        assert_eq!(
+            (gpu_loss.correct, gpu_loss.scored),
+            (cpu_loss.correct, cpu_loss.scored),
+            "{task:?}: hits"
+        );
+        let names: Vec<String> = model
+            .config
+            .parameters()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        for (i, (gpu, cpu)) in parameters_mut(&mut gpu_grads)
+            .into_iter()
+            .zip(parameters_mut(&mut cpu_grads))
+            .enumerate()
+        {
+            assert_eq!(gpu.len(), cpu.len(), "{task:?}: parameter {i}");
+            let scale = cpu.iter().fold(0.0f32, |m, g| m.max(g.abs())).max(1e-6);
+            let worst = gpu
+                .iter()
+                .zip(cpu.iter())
+                .map(|(a, b)| (a - b).abs() / scale)
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst < 1e-4,
+                "{task:?}: gradient of parameter {i} ({}) differs by {worst} of its scale {scale}",
+                names.get(i).map_or("?", String::as_str)
+            );
+        }
+    }
+}
+
+#[test]
+fn what_the_gpu_trainer_does_not_train_yet_is_refused() {
+    let ctx = pollster::block_on(common::new_context());
+    let task = Task::Induction;
+    let mut config = config(task, &json!({}));
+    config.model.rotary = true;
+    let data = task.synthetic_data().unwrap();
+    let model = initial_model(&model_config(&config, data.as_ref()).unwrap(), 3).unwrap();
+    let batch = data.batch(&mut rand_chacha::ChaCha8Rng::seed_from_u64(5), 2);
+    let e = loss_and_gradients_blocking(&ctx, &model, &batch, 0.0).unwrap_err();
+    assert!(matches!(e, GpuError::Unsupported(_)), "{e}");
+}
