@@ -14,7 +14,7 @@
 
 use attn_model::training::backprop::{check_trainable, parameters_mut, zeros_like, BatchLoss};
 use attn_model::training::Sequence;
-use attn_model::{Activation, Model, Positional, Precision};
+use attn_model::{Activation, Model, ModelConfig, Positional, Precision};
 use wgpu::util::DeviceExt;
 
 use crate::context::GpuContext;
@@ -300,20 +300,41 @@ impl Recorder<'_> {
     }
 }
 
-/// The GPU twin of `attn_model::training::loss_and_gradients` (see the module documentation).
-pub async fn loss_and_gradients(
-    ctx: &GpuContext,
-    model: &Model,
-    batch: &[Sequence],
-    head_penalty: f32,
-) -> Result<(BatchLoss, Model)> {
-    check_trainable(&model.config)?;
-    let c = &model.config;
+/// What a recorded batch leaves to read once it has run: each row's loss and hit, and every
+/// layer's head outputs (for the head norms).
+struct Recorded {
+    nll: Arg,
+    correct: Arg,
+    z: Vec<Arg>,
+    rows: usize,
+    scored: usize,
+}
+
+/// Refuses what the GPU trainer does not train.
+fn check_supported(c: &ModelConfig) -> Result<()> {
+    check_trainable(c)?;
     if matches!(c.positional, Positional::Rope(_)) {
         return Err(GpuError::Unsupported(
             "the GPU trainer does not train rotary positions yet".into(),
         ));
     }
+    Ok(())
+}
+
+/// Records the forward and backward of `batch` under the weights `params` (in
+/// `parameters_mut`'s order, placed by `at`), adding every gradient to `grads`: copies into
+/// `encoder`, launches into the returned recorder's plan (to which more can be added).
+#[allow(clippy::too_many_arguments)]
+fn record_batch<'k>(
+    ctx: &'k GpuContext,
+    train: &'k TrainKernels,
+    c: &ModelConfig,
+    at: &ParamsAt,
+    (params, grads): (&[Arg], &[Arg]),
+    batch: &[Sequence],
+    head_penalty: f32,
+    encoder: &mut wgpu::CommandEncoder,
+) -> Result<(Recorder<'k>, Recorded)> {
     let t_len = batch.iter().map(|s| s.tokens.len()).max().unwrap_or(0);
     if t_len == 0 || t_len > c.n_ctx {
         return Err(attn_model::ModelError::Training(format!(
@@ -357,40 +378,22 @@ pub async fn loss_and_gradients(
         }
     }
 
-    // Weights (f32) and zeroed gradients, in `parameters_mut`'s order.
-    let mut weights_model = model.to_precision(Precision::F32);
-    let at = ParamsAt::of(&weights_model);
-    let params: Vec<Arg> = parameters_mut(&mut weights_model)
-        .iter()
-        .map(|p| upload(ctx, p))
-        .collect();
-    let mut grads_model = zeros_like(model)?;
-    let sizes: Vec<usize> = parameters_mut(&mut grads_model)
-        .iter()
-        .map(|g| g.len())
-        .collect();
-    let grads: Vec<Arg> = sizes.iter().map(|&n| zeros(ctx, n)).collect();
-
-    let kernels = &ctx.kernels;
-    let train = TrainKernels::new(&ctx.device);
+    let kernels: &'k crate::ops::Kernels = &ctx.kernels;
     let dummy = zeros(ctx, 1);
     let tokens_b = upload(ctx, &tokens);
     let targets_b = upload(ctx, &targets);
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-
     let mut r = Recorder {
         plan: PlanBuilder::new(ctx),
         kernels,
-        train: &train,
+        train,
         ctx,
-        params,
-        grads,
+        params: params.to_vec(),
+        grads: grads.to_vec(),
         dummy: dummy.clone(),
         rows,
         d,
         eps: c.layer_norm_eps,
     };
-    let (params, grads) = (r.params.clone(), r.grads.clone());
     let rec = &mut r;
 
     // Forward: embeddings (the position table repeated once per sequence).
@@ -708,24 +711,88 @@ pub async fn loss_and_gradients(
         )?;
     }
 
+    let recorded = Recorded {
+        nll,
+        correct,
+        z: kept.into_iter().map(|k| k.z).collect(),
+        rows,
+        scored,
+    };
+    Ok((r, recorded))
+}
+
+/// Runs the recorded launches (after the copies already in `encoder`) in one submit.
+fn submit(
+    ctx: &GpuContext,
+    recorder: Recorder<'_>,
+    mut encoder: wgpu::CommandEncoder,
+) -> Result<()> {
     let mut pool = BufferPool::default();
-    let (program, _params) = r.plan.finish(&mut pool)?;
+    let (program, _params) = recorder.plan.finish(&mut pool)?;
     {
         let mut pass = encoder.begin_compute_pass(&Default::default());
         program.encode(&mut pass, |_| true);
     }
     ctx.queue.submit([encoder.finish()]);
+    Ok(())
+}
 
-    let nll = read(ctx, &nll, rows).await?;
-    let correct = read(ctx, &correct, rows).await?;
+/// The batch's loss, hits and head norms, as the CPU trainer's `BatchLoss` reports them.
+async fn batch_loss(ctx: &GpuContext, c: &ModelConfig, r: &Recorded) -> Result<BatchLoss> {
+    let nll = read(ctx, &r.nll, r.rows).await?;
+    let correct = read(ctx, &r.correct, r.rows).await?;
+    let d_head = c.d_head();
     let mut head_norms = 0.0f64;
-    for kept in &kept {
-        let z = read(ctx, &kept.z, rows * q_width).await?;
+    for z in &r.z {
+        let z = read(ctx, z, r.rows * c.n_head * d_head).await?;
         for piece in z.chunks_exact(d_head) {
             let squares: f32 = piece.iter().map(|v| v * v).sum();
             head_norms += (squares + 1e-8).sqrt() as f64;
         }
     }
+    Ok(BatchLoss {
+        loss: nll.iter().map(|&v| v as f64).sum::<f64>() / r.scored.max(1) as f64,
+        correct: correct.iter().filter(|&&v| v > 0.5).count(),
+        scored: r.scored,
+        head_norms: head_norms / r.rows as f64,
+    })
+}
+
+/// The GPU twin of `attn_model::training::loss_and_gradients` (see the module documentation).
+pub async fn loss_and_gradients(
+    ctx: &GpuContext,
+    model: &Model,
+    batch: &[Sequence],
+    head_penalty: f32,
+) -> Result<(BatchLoss, Model)> {
+    check_supported(&model.config)?;
+    // Weights (f32) and zeroed gradients, in `parameters_mut`'s order.
+    let mut weights_model = model.to_precision(Precision::F32);
+    let at = ParamsAt::of(&weights_model);
+    let params: Vec<Arg> = parameters_mut(&mut weights_model)
+        .iter()
+        .map(|p| upload(ctx, p))
+        .collect();
+    let mut grads_model = zeros_like(model)?;
+    let sizes: Vec<usize> = parameters_mut(&mut grads_model)
+        .iter()
+        .map(|g| g.len())
+        .collect();
+    let grads: Vec<Arg> = sizes.iter().map(|&n| zeros(ctx, n)).collect();
+    let train = TrainKernels::new(&ctx.device);
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    let (recorder, recorded) = record_batch(
+        ctx,
+        &train,
+        &model.config,
+        &at,
+        (&params, &grads),
+        batch,
+        head_penalty,
+        &mut encoder,
+    )?;
+    submit(ctx, recorder, encoder)?;
+    let loss = batch_loss(ctx, &model.config, &recorded).await?;
     for (grad, (arg, &len)) in parameters_mut(&mut grads_model)
         .into_iter()
         .zip(grads.iter().zip(&sizes))
@@ -733,12 +800,6 @@ pub async fn loss_and_gradients(
         *grad = read(ctx, arg, len).await?;
     }
     ctx.check_health()?;
-    let loss = BatchLoss {
-        loss: nll.iter().map(|&v| v as f64).sum::<f64>() / scored.max(1) as f64,
-        correct: correct.iter().filter(|&&v| v > 0.5).count(),
-        scored,
-        head_norms: head_norms * norm_scale as f64,
-    };
     Ok((loss, grads_model))
 }
 
