@@ -13,8 +13,13 @@
 //! penalty); rotary positions and linear attention are refused with [`GpuError::Unsupported`].
 
 use attn_model::training::backprop::{check_trainable, parameters_mut, zeros_like, BatchLoss};
-use attn_model::training::Sequence;
+use attn_model::training::optimizer::AdamStep;
+use attn_model::training::{
+    initial_model, model_config, Sequence, StepReport, Task, TaskData, TrainConfig,
+};
 use attn_model::{Activation, Model, ModelConfig, Positional, Precision};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use wgpu::util::DeviceExt;
 
 use crate::context::GpuContext;
@@ -22,8 +27,8 @@ use crate::error::{GpuError, Result};
 use crate::ops::attention::{self, Masking};
 use crate::ops::matmul::{Layout, Matmul};
 use crate::ops::{
-    column_sums, cross_entropy, embed, embedding_backward, gelu_backward, head_norm_backward,
-    norm_backward, norm_keep, softmax_backward, TrainKernels,
+    adamw, column_sums, cross_entropy, embed, embedding_backward, gelu_backward,
+    head_norm_backward, norm_backward, norm_keep, softmax_backward, TrainKernels,
 };
 use crate::plan::{Arg, BufferPool, PlanBuilder};
 use crate::readback::read_f32;
@@ -812,4 +817,165 @@ pub fn loss_and_gradients_blocking(
     head_penalty: f32,
 ) -> Result<(BatchLoss, Model)> {
     pollster::block_on(loss_and_gradients(ctx, model, batch, head_penalty))
+}
+
+/// A training run on the GPU: the CPU trainer's (`attn_model::training::Trainer`) run of the
+/// same task, config and seed — the same initial weights, the same batches from the same
+/// generator, the same schedule and AdamW — with the weights, the gradients and the optimiser's
+/// moments kept on the GPU. A step is one submit: the batch's forward and backward, then AdamW
+/// on every parameter; only the batch's loss comes back.
+pub struct GpuTrainer {
+    task: Task,
+    ctx: GpuContext,
+    kernels: TrainKernels,
+    config: TrainConfig,
+    data: Box<dyn TaskData>,
+    rng: ChaCha8Rng,
+    /// The initial model: its shapes, config and tokenizer for [`GpuTrainer::weights`].
+    template: Model,
+    at: ParamsAt,
+    sizes: Vec<usize>,
+    params: Vec<Arg>,
+    grads: Vec<Arg>,
+    /// AdamW's first and second moments, in the parameters' order.
+    moments: Vec<(Arg, Arg)>,
+    /// One `f32` of scratch for the clipping coefficient.
+    coef: Arg,
+    step: usize,
+}
+
+impl GpuTrainer {
+    /// A run of `config` on `task` (whose data is `data`) from the seed's initial weights.
+    pub fn new(
+        ctx: &GpuContext,
+        task: Task,
+        data: Box<dyn TaskData>,
+        config: TrainConfig,
+    ) -> Result<GpuTrainer> {
+        config.validate()?;
+        if config.model.linear_attention {
+            return Err(GpuError::Unsupported(
+                "the GPU trainer does not train linear attention yet".into(),
+            ));
+        }
+        let model_config = model_config(&config, data.as_ref())?;
+        check_supported(&model_config)?;
+        let mut model = initial_model(&model_config, config.seed)?;
+        model.tokenizer = Some(data.tokenizer());
+        let at = ParamsAt::of(&model);
+        let mut copy = model.clone();
+        let values = parameters_mut(&mut copy);
+        let sizes: Vec<usize> = values.iter().map(|p| p.len()).collect();
+        let params = values.iter().map(|p| upload(ctx, p)).collect();
+        Ok(GpuTrainer {
+            task,
+            ctx: ctx.clone(),
+            kernels: TrainKernels::new(&ctx.device),
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            grads: sizes.iter().map(|&n| zeros(ctx, n)).collect(),
+            moments: sizes
+                .iter()
+                .map(|&n| (zeros(ctx, n), zeros(ctx, n)))
+                .collect(),
+            coef: zeros(ctx, 1),
+            template: model,
+            at,
+            sizes,
+            params,
+            config,
+            data,
+            step: 0,
+        })
+    }
+
+    /// One optimiser step on the next batch (see the type's documentation).
+    pub async fn step(&mut self) -> Result<StepReport> {
+        let batch = self.data.batch(&mut self.rng, self.config.batch_size);
+        let learning_rate = self.config.learning_rate_at(self.step);
+        let ctx = &self.ctx;
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        for grad in &self.grads {
+            encoder.clear_buffer(&grad.buffer, 0, None);
+        }
+        let (mut recorder, recorded) = record_batch(
+            ctx,
+            &self.kernels,
+            &self.template.config,
+            &self.at,
+            (&self.params, &self.grads),
+            &batch,
+            self.config.head_penalty as f32,
+            &mut encoder,
+        )?;
+        // AdamW, as attn_model::training::AdamW::step computes its constants.
+        let time = self.step as i32 + 1;
+        let decay_rate = learning_rate * self.config.weight_decay;
+        let adam = AdamStep {
+            learning_rate: learning_rate as f32,
+            correction_1: 1.0 - 0.9f32.powi(time),
+            correction_2: 1.0 - 0.99f32.powi(time),
+            keep: if decay_rate == 0.0 {
+                1.0
+            } else {
+                (1.0 - decay_rate) as f32
+            },
+        };
+        let clip = self.config.grad_clip.map(|c| c as f32);
+        for (i, (m, v)) in self.moments.iter().enumerate() {
+            adamw::push(
+                &mut recorder.plan,
+                (&self.kernels.adamw_clip, &self.kernels.adamw_update),
+                self.sizes[i],
+                clip,
+                adam,
+                &adamw::AdamBuffers {
+                    param: &self.params[i],
+                    grad: &self.grads[i],
+                    m,
+                    v,
+                    coef: &self.coef,
+                },
+            )?;
+        }
+        submit(ctx, recorder, encoder)?;
+        let loss = batch_loss(ctx, &self.template.config, &recorded).await?;
+        ctx.check_health()?;
+        self.step += 1;
+        Ok(StepReport {
+            step: self.step,
+            learning_rate,
+            batch: loss,
+        })
+    }
+
+    /// [`GpuTrainer::step`], blocking the current thread (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn step_blocking(&mut self) -> Result<StepReport> {
+        pollster::block_on(self.step())
+    }
+
+    /// Steps done.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    pub fn task(&self) -> Task {
+        self.task
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The weights as they are now, read back from the GPU (with the task's tokenizer).
+    pub async fn weights(&self) -> Result<Model> {
+        let mut model = self.template.clone();
+        for (value, (arg, &len)) in parameters_mut(&mut model)
+            .into_iter()
+            .zip(self.params.iter().zip(&self.sizes))
+        {
+            *value = read(&self.ctx, arg, len).await?;
+        }
+        Ok(model)
+    }
 }

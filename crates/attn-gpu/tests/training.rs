@@ -122,3 +122,45 @@ fn what_the_gpu_trainer_does_not_train_yet_is_refused() {
     let e = loss_and_gradients_blocking(&ctx, &model, &batch, 0.0).unwrap_err();
     assert!(matches!(e, GpuError::Unsupported(_)), "{e}");
 }
+
+#[test]
+fn fifty_gpu_steps_follow_the_cpu_trainers_loss_curve() {
+    use attn_gpu::training::GpuTrainer;
+    use attn_model::training::Trainer;
+    let ctx = pollster::block_on(common::new_context());
+    for (task, overrides) in options().into_iter().take(3) {
+        let mut config = config(task, &overrides);
+        config.steps = 50;
+        config.warmup_steps = 5;
+        let mut cpu = Trainer::new(task, task.synthetic_data().unwrap(), config.clone()).unwrap();
+        let mut gpu = GpuTrainer::new(&ctx, task, task.synthetic_data().unwrap(), config).unwrap();
+        for step in 1..=50 {
+            let (a, b) = (cpu.step().unwrap(), gpu.step_blocking().unwrap());
+            assert_eq!((a.step, a.learning_rate), (b.step, b.learning_rate));
+            assert!(
+                (a.batch.loss - b.batch.loss).abs() < 1e-3,
+                "{task:?} step {step}: CPU {} vs GPU {}",
+                a.batch.loss,
+                b.batch.loss
+            );
+        }
+        // The weights after 50 steps: the same run.
+        let mut gpu_weights = pollster::block_on(gpu.weights()).unwrap();
+        let mut cpu_weights = cpu.weights().clone();
+        for (i, (g, c)) in parameters_mut(&mut gpu_weights)
+            .into_iter()
+            .zip(parameters_mut(&mut cpu_weights))
+            .enumerate()
+        {
+            let worst = g
+                .iter()
+                .zip(c.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst < 1e-2,
+                "{task:?}: parameter {i} differs by {worst} after 50 steps"
+            );
+        }
+    }
+}
