@@ -25,6 +25,7 @@ use wgpu::util::DeviceExt;
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::ops::attention::{self, Masking};
+use crate::ops::heads::{self, HeadShape};
 use crate::ops::matmul::{Layout, Matmul};
 use crate::ops::{
     adamw, column_sums, cross_entropy, embed, embedding_backward, gelu_backward,
@@ -172,6 +173,12 @@ async fn read(ctx: &GpuContext, arg: &Arg, len: usize) -> Result<Vec<f32>> {
     encoder.copy_buffer_to_buffer(&arg.buffer, arg.offset, &staging, 0, bytes);
     ctx.queue.submit([encoder.finish()]);
     read_f32(ctx, &staging, bytes, std::time::Duration::from_secs(120)).await
+}
+
+/// Head-major activations `[heads, t, d_head]` as a batch of `t × d_head` matrices; batch `i`
+/// reads matrix `i / div` (several query heads sharing a key/value head).
+fn head_major(d_head: usize, t: usize, div: usize) -> Layout {
+    Layout::rows(d_head).batched(t * d_head, div)
 }
 
 /// A dense row-major operand `cols` wide starting `offset` elements in.
@@ -434,15 +441,53 @@ fn record_batch<'k>(
 
     struct Kept {
         attn_norm: [Arg; 3],
-        q: Arg,
-        k: Arg,
-        v: Arg,
+        /// Queries, keys and values, head-major.
+        qh: Arg,
+        kh: Arg,
+        vh: Arg,
         probs: Arg,
         z: Arg,
         /// The MLP's norm, pre-activation and activation.
         mlp: Option<([Arg; 3], Arg, Arg)>,
     }
     let map = t_len * t_len;
+    // Rows ↔ head-major copies of `heads` heads.
+    let reorder = |rec: &mut Recorder<'k>,
+                   kernel: &'k crate::ops::Kernel,
+                   heads: usize,
+                   pair: (&Arg, &Arg)|
+     -> Result<()> {
+        let shape = HeadShape {
+            seqs: n_seq,
+            t: t_len,
+            heads,
+            d_head,
+        };
+        heads::push(&mut rec.plan, kernel, shape, pair).map(|_| ())
+    };
+    // `out_g += mapsᵀ · rows_of_h` for every head h of key/value head g (dv from P and dz, dk
+    // from dS and q). The heads of a group add to one place, so one launch per member r of a
+    // group, over every (sequence, group) pair j: head j · group + r.
+    let per_group = |rec: &mut Recorder<'k>, maps: &Arg, rows_of: &Arg, out: &Arg| -> Result<()> {
+        for r in 0..group {
+            let product = Matmul {
+                batch: n_seq * kv_heads,
+                a: Layout {
+                    offset: (r * map) as u32,
+                    row_stride: 1,
+                    col_stride: t_len as u32,
+                    batch_stride: (group * map) as u32,
+                    batch_div: 1,
+                },
+                b: rows_at(d_head, r * t_len * d_head).batched(group * t_len * d_head, 1),
+                c: head_major(d_head, t_len, 1),
+                accumulate: true,
+                ..Matmul::new(t_len, d_head, t_len)
+            };
+            product.push(&mut rec.plan, &kernels.matmul, maps, rows_of, &dummy, out)?;
+        }
+        Ok(())
+    };
     let mut kept = Vec::new();
     for block in &at.blocks {
         let attn_norm = rec.norm_forward(&x, block.attn_norm)?;
@@ -454,26 +499,30 @@ fn record_batch<'k>(
         rec.dense(&attn_norm[0], block.q, &q, None, false)?;
         rec.dense(&attn_norm[0], block.k, &k, None, false)?;
         rec.dense(&attn_norm[0], block.v, &v, None, false)?;
+        // Head-major copies, so that one product covers every head of every sequence.
+        let (qh, kh, vh) = (
+            zeros(ctx, rows * q_width),
+            zeros(ctx, rows * kv_width),
+            zeros(ctx, rows * kv_width),
+        );
+        reorder(rec, &train.to_heads, heads, (&q, &qh))?;
+        reorder(rec, &train.to_heads, kv_heads, (&k, &kh))?;
+        reorder(rec, &train.to_heads, kv_heads, (&v, &vh))?;
         let probs = zeros(ctx, n_seq * heads * map);
-        let z = zeros(ctx, rows * q_width);
-        for s in 0..n_seq {
-            // Scaled scores of every head of sequence s: q_h · k_gᵀ.
-            let scores = Matmul {
-                batch: heads,
-                a: rows_at(q_width, s * t_len * q_width).batched(d_head, 1),
-                b: Layout {
-                    offset: (s * t_len * kv_width) as u32,
-                    row_stride: 1,
-                    col_stride: kv_width as u32,
-                    batch_stride: d_head as u32,
-                    batch_div: group as u32,
-                },
-                c: rows_at(t_len, s * heads * map).batched(map, 1),
-                alpha: scale,
-                ..Matmul::new(t_len, t_len, d_head)
-            };
-            scores.push(&mut rec.plan, &kernels.matmul, &q, &k, &dummy, &probs)?;
-        }
+        // Scaled scores of every head: q_h · k_gᵀ (head i uses key/value head i / group).
+        let scores = Matmul {
+            batch: n_seq * heads,
+            a: head_major(d_head, t_len, 1),
+            b: Layout {
+                row_stride: 1,
+                col_stride: d_head as u32,
+                ..head_major(d_head, t_len, group)
+            },
+            c: rows_at(t_len, 0).batched(map, 1),
+            alpha: scale,
+            ..Matmul::new(t_len, t_len, d_head)
+        };
+        scores.push(&mut rec.plan, &kernels.matmul, &qh, &kh, &dummy, &probs)?;
         attention::push(
             &mut rec.plan,
             &kernels.attention_probs,
@@ -488,16 +537,17 @@ fn record_batch<'k>(
             &probs,
             &dummy,
         )?;
-        for s in 0..n_seq {
-            let weighted = Matmul {
-                batch: heads,
-                a: rows_at(t_len, s * heads * map).batched(map, 1),
-                b: rows_at(kv_width, s * t_len * kv_width).batched(d_head, group),
-                c: rows_at(q_width, s * t_len * q_width).batched(d_head, 1),
-                ..Matmul::new(t_len, d_head, t_len)
-            };
-            weighted.push(&mut rec.plan, &kernels.matmul, &probs, &v, &dummy, &z)?;
-        }
+        let zh = zeros(ctx, rows * q_width);
+        let weighted = Matmul {
+            batch: n_seq * heads,
+            a: rows_at(t_len, 0).batched(map, 1),
+            b: head_major(d_head, t_len, group),
+            c: head_major(d_head, t_len, 1),
+            ..Matmul::new(t_len, d_head, t_len)
+        };
+        weighted.push(&mut rec.plan, &kernels.matmul, &probs, &vh, &dummy, &zh)?;
+        let z = zeros(ctx, rows * q_width);
+        reorder(rec, &train.from_heads, heads, (&zh, &z))?;
         rec.dense(&z, block.o, &x, None, true)?;
         let mlp = match block.mlp {
             Some((norm, fc, proj)) => {
@@ -512,9 +562,9 @@ fn record_batch<'k>(
         };
         kept.push(Kept {
             attn_norm,
-            q,
-            k,
-            v,
+            qh,
+            kh,
+            vh,
             probs,
             z,
             mlp,
@@ -610,88 +660,55 @@ fn record_batch<'k>(
                 (&kept.z, &dz),
             )?;
         }
+        let dzh = zeros(ctx, rows * q_width);
+        reorder(rec, &train.to_heads, heads, (&dz, &dzh))?;
         let (dp, ds) = (
             zeros(ctx, n_seq * heads * map),
             zeros(ctx, n_seq * heads * map),
         );
-        let (dq, dk, dv) = (
+        let (dqh, dkh, dvh) = (
             zeros(ctx, rows * q_width),
             zeros(ctx, rows * kv_width),
             zeros(ctx, rows * kv_width),
         );
-        for s in 0..n_seq {
-            // dP = dz_h · v_gᵀ.
-            let dprobs = Matmul {
-                batch: heads,
-                a: rows_at(q_width, s * t_len * q_width).batched(d_head, 1),
-                b: Layout {
-                    offset: (s * t_len * kv_width) as u32,
-                    row_stride: 1,
-                    col_stride: kv_width as u32,
-                    batch_stride: d_head as u32,
-                    batch_div: group as u32,
-                },
-                c: rows_at(t_len, s * heads * map).batched(map, 1),
-                ..Matmul::new(t_len, t_len, d_head)
-            };
-            dprobs.push(&mut rec.plan, &kernels.matmul, &dz, &kept.v, &dummy, &dp)?;
-            // dv_g += Pᵀ · dz_h, one head at a time: the heads of a group add to one place.
-            for h in 0..heads {
-                let g = h / group;
-                let dvalues = Matmul {
-                    a: Layout {
-                        row_stride: 1,
-                        col_stride: t_len as u32,
-                        ..rows_at(t_len, (s * heads + h) * map)
-                    },
-                    b: rows_at(q_width, s * t_len * q_width + h * d_head),
-                    c: rows_at(kv_width, s * t_len * kv_width + g * d_head),
-                    accumulate: true,
-                    ..Matmul::new(t_len, d_head, t_len)
-                };
-                dvalues.push(
-                    &mut rec.plan,
-                    &kernels.matmul,
-                    &kept.probs,
-                    &dz,
-                    &dummy,
-                    &dv,
-                )?;
-            }
-        }
+        // dP = dz_h · v_gᵀ for every head.
+        let dprobs = Matmul {
+            batch: n_seq * heads,
+            a: head_major(d_head, t_len, 1),
+            b: Layout {
+                row_stride: 1,
+                col_stride: d_head as u32,
+                ..head_major(d_head, t_len, group)
+            },
+            c: rows_at(t_len, 0).batched(map, 1),
+            ..Matmul::new(t_len, t_len, d_head)
+        };
+        dprobs.push(&mut rec.plan, &kernels.matmul, &dzh, &kept.vh, &dummy, &dp)?;
+        per_group(rec, &kept.probs, &dzh, &dvh)?;
         softmax_backward::push(
             &mut rec.plan,
             &train.softmax_backward,
             (n_seq * heads * t_len, t_len, scale),
             (&kept.probs, &dp, &ds),
         )?;
-        for s in 0..n_seq {
-            // dq_h = dS · k_g.
-            let dqueries = Matmul {
-                batch: heads,
-                a: rows_at(t_len, s * heads * map).batched(map, 1),
-                b: rows_at(kv_width, s * t_len * kv_width).batched(d_head, group),
-                c: rows_at(q_width, s * t_len * q_width).batched(d_head, 1),
-                ..Matmul::new(t_len, d_head, t_len)
-            };
-            dqueries.push(&mut rec.plan, &kernels.matmul, &ds, &kept.k, &dummy, &dq)?;
-            // dk_g += dSᵀ · q_h, one head at a time.
-            for h in 0..heads {
-                let g = h / group;
-                let dkeys = Matmul {
-                    a: Layout {
-                        row_stride: 1,
-                        col_stride: t_len as u32,
-                        ..rows_at(t_len, (s * heads + h) * map)
-                    },
-                    b: rows_at(q_width, s * t_len * q_width + h * d_head),
-                    c: rows_at(kv_width, s * t_len * kv_width + g * d_head),
-                    accumulate: true,
-                    ..Matmul::new(t_len, d_head, t_len)
-                };
-                dkeys.push(&mut rec.plan, &kernels.matmul, &ds, &kept.q, &dummy, &dk)?;
-            }
-        }
+        // dq_h = dS · k_g for every head.
+        let dqueries = Matmul {
+            batch: n_seq * heads,
+            a: rows_at(t_len, 0).batched(map, 1),
+            b: head_major(d_head, t_len, group),
+            c: head_major(d_head, t_len, 1),
+            ..Matmul::new(t_len, d_head, t_len)
+        };
+        dqueries.push(&mut rec.plan, &kernels.matmul, &ds, &kept.kh, &dummy, &dqh)?;
+        per_group(rec, &ds, &kept.qh, &dkh)?;
+        let (dq, dk, dv) = (
+            zeros(ctx, rows * q_width),
+            zeros(ctx, rows * kv_width),
+            zeros(ctx, rows * kv_width),
+        );
+        reorder(rec, &train.from_heads, heads, (&dqh, &dq))?;
+        reorder(rec, &train.from_heads, kv_heads, (&dkh, &dk))?;
+        reorder(rec, &train.from_heads, kv_heads, (&dvh, &dv))?;
         let da = zeros(ctx, rows * d);
         let a = &kept.attn_norm[0];
         rec.dense_backward(a, &dq, block.q, Some(&da))?;

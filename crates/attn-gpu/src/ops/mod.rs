@@ -25,6 +25,7 @@ pub(crate) mod cross_entropy;
 pub(crate) mod embedding_backward;
 pub(crate) mod gelu_backward;
 pub(crate) mod head_norm_backward;
+pub(crate) mod heads;
 pub(crate) mod norm_backward;
 pub(crate) mod norm_keep;
 pub(crate) mod softmax_backward;
@@ -180,6 +181,8 @@ pub(crate) struct TrainKernels {
     pub(crate) column_sums: Kernel,
     pub(crate) norm_keep: Kernel,
     pub(crate) head_norm_backward: Kernel,
+    pub(crate) to_heads: Kernel,
+    pub(crate) from_heads: Kernel,
 }
 
 impl TrainKernels {
@@ -193,6 +196,7 @@ impl TrainKernels {
         let (norm_backward_rows, norm_backward_params) =
             norm_backward::kernels(device, &module("norm_backward", norm_backward::SHADER));
         let (adamw_clip, adamw_update) = adamw::kernels(device, &module("adamw", adamw::SHADER));
+        let (to_heads, from_heads) = heads::kernels(device, &module("heads", heads::SHADER));
         TrainKernels {
             norm_backward_rows,
             norm_backward_params,
@@ -220,6 +224,8 @@ impl TrainKernels {
                 device,
                 &module("head_norm_backward", head_norm_backward::SHADER),
             ),
+            to_heads,
+            from_heads,
         }
     }
 }
