@@ -37,6 +37,83 @@ async fn every_variant_matches_the_cpu_in_the_browser() {
     }
 }
 
+#[wasm_bindgen_test]
+async fn the_gpu_trainer_matches_the_cpu_trainer_in_the_browser() {
+    // The training kernels compiled by Chromium's own WGSL compiler: one batch's gradients on
+    // two options (the head penalty; grouped-query attention with an MLP), then five steps.
+    use attn_gpu::training::{loss_and_gradients, GpuTrainer};
+    use attn_model::training::backprop::{loss_and_gradients as cpu_gradients, parameters_mut};
+    use attn_model::training::{initial_model, model_config, Task, Trainer};
+    use rand_chacha::rand_core::SeedableRng;
+
+    let ctx = common::new_context().await;
+    let options = [
+        (
+            Task::Induction,
+            serde_json::json!({"model": {"d_model": 16, "n_layer": 2, "n_head": 2}, "head_penalty": 0.03}),
+        ),
+        (
+            Task::Sort,
+            serde_json::json!({"model": {"d_model": 16, "n_layer": 1, "n_head": 4, "n_kv_head": 2, "mlp": true}}),
+        ),
+    ];
+    for (task, overrides) in options {
+        let config = task
+            .default_config()
+            .with_overrides(
+                Some(&serde_json::json!({"batch_size": 3, "warmup_steps": 2})),
+                Some(5),
+                Some(7),
+            )
+            .and_then(|c| c.with_overrides(Some(&overrides), None, None))
+            .unwrap();
+        let data = task.synthetic_data().unwrap();
+        let model = initial_model(&model_config(&config, data.as_ref()).unwrap(), 3).unwrap();
+        let batch = data.batch(&mut rand_chacha::ChaCha8Rng::seed_from_u64(5), 3);
+        let penalty = config.head_penalty as f32;
+        let (cpu_loss, mut cpu) = cpu_gradients(&model, &batch, penalty).unwrap();
+        let (gpu_loss, mut gpu) = loss_and_gradients(&ctx, &model, &batch, penalty)
+            .await
+            .unwrap();
+        assert!(
+            (gpu_loss.loss - cpu_loss.loss).abs() < 1e-5 * (1.0 + cpu_loss.loss),
+            "{task:?}: loss {} vs CPU {}",
+            gpu_loss.loss,
+            cpu_loss.loss
+        );
+        for (i, (g, c)) in parameters_mut(&mut gpu)
+            .into_iter()
+            .zip(parameters_mut(&mut cpu))
+            .enumerate()
+        {
+            let scale = c.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
+            let worst = g
+                .iter()
+                .zip(c.iter())
+                .map(|(a, b)| (a - b).abs() / scale)
+                .fold(0.0, f32::max);
+            assert!(
+                worst < 1e-4,
+                "{task:?}: parameter {i} differs by {worst} of {scale}"
+            );
+        }
+
+        let mut cpu_run =
+            Trainer::new(task, task.synthetic_data().unwrap(), config.clone()).unwrap();
+        let mut gpu_run =
+            GpuTrainer::new(&ctx, task, task.synthetic_data().unwrap(), config).unwrap();
+        for step in 1..=5 {
+            let (a, b) = (cpu_run.step().unwrap(), gpu_run.step().await.unwrap());
+            assert!(
+                (a.batch.loss - b.batch.loss).abs() < 1e-3,
+                "{task:?} step {step}: CPU {} vs GPU {}",
+                a.batch.loss,
+                b.batch.loss
+            );
+        }
+    }
+}
+
 fn now_ms() -> f64 {
     web_sys::window()
         .and_then(|w| w.performance())

@@ -24,7 +24,7 @@ const BETA_2: f32 = 0.99;
 const EPSILON: f32 = 1e-8;
 const THREADS: u32 = 256u;
 // The smallest positive normal f32 (Rust's f32::MIN_POSITIVE).
-const TINY: f32 = 1.1754944e-38;
+const TINY: f32 = 0x1p-126f;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;

@@ -39,7 +39,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         return;
     }
     // The largest logit and its first index.
-    var best = -3.4028235e38;
+    var best = -0x1.fffffep+127f;
     var best_index = 0xffffffffu;
     for (var j = tid; j < p.n; j += THREADS) {
         let x = logits[base + j];
