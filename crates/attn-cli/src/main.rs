@@ -44,7 +44,7 @@ enum Command {
         input: InputArgs,
         #[command(flatten)]
         variant: VariantArg,
-        /// Include the attention matrices [layer][head][query][key] in the JSON.
+        /// Include the attention matrices (`[layer][head][query][key]`) in the JSON.
         #[arg(long)]
         attention: bool,
         /// How many of the most probable next tokens to list.

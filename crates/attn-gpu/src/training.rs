@@ -1,16 +1,16 @@
-//! The training loss of a batch and its gradient, on the GPU: the same computation as
-//! attn-model's `training::backprop::loss_and_gradients` (the CPU trainer, its oracle), built
+//! Training on the GPU: the same computation as attn-model's CPU trainer (its oracle), built
 //! from the forward's kernels (`matmul`, `embed`, `attention_probs`) and the trainer's own
-//! ([`crate::ops::TrainKernels`]). A batch of `B` sequences padded to `T` runs as `B · T` rows
-//! through every dense layer at once, and sequence by sequence through attention (a matrix
-//! product's batch is its heads).
+//! (`TrainKernels` in `ops`). A batch of `B` sequences padded to `T` runs as `B · T` rows
+//! through every dense layer at once, and through attention as one batched product over every
+//! head of every sequence, on head-major copies of Q, K and V.
 //!
-//! This is the first piece of the GPU trainer: one call uploads the weights, runs the forward
-//! that keeps its activations and the backward in one submit, and reads every gradient back.
-//! Keeping weights, gradients and AdamW's moments on the GPU between steps is the next.
-//! Supported: what the page trains with softmax attention and learned positions (LayerNorm,
-//! tanh GELU MLPs or none, MHA/GQA/MQA, tied or untied heads, causal or classifier, the head
-//! penalty); rotary positions and linear attention are refused with [`GpuError::Unsupported`].
+//! [`loss_and_gradients`] is one batch's loss and gradient (uploads the weights, reads every
+//! gradient back): the check against `training::backprop::loss_and_gradients`. [`GpuTrainer`]
+//! is a run, with the weights, the gradients and AdamW's moments kept on the GPU and a step in
+//! one submit. Supported: what the page trains with softmax attention and learned positions
+//! (LayerNorm, tanh GELU MLPs or none, MHA/GQA/MQA, tied or untied heads, causal or classifier,
+//! the head penalty); rotary positions and linear attention are refused with
+//! [`GpuError::Unsupported`]. The page's worker does not use it yet.
 
 use attn_model::training::backprop::{check_trainable, parameters_mut, zeros_like, BatchLoss};
 use attn_model::training::optimizer::AdamStep;

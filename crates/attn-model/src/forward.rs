@@ -1,6 +1,6 @@
 //! The CPU reference forward pass: plain, readable `f32` Rust that every other engine is checked
 //! against. Runtime-side variants (window, top-k, β, kernel, ablation, dropped layers) are
-//! applied here; weight-side ones were applied by [`crate::prepare`].
+//! applied here; weight-side ones were applied by [`crate::prepare()`].
 
 use std::sync::Arc;
 

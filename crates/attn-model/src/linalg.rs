@@ -1,5 +1,5 @@
 //! The few dense operations the forward pass needs. Matrix products go through the
-//! `matrixmultiply` crate natively and through [`crate::gemm_simd128`] in the browser;
+//! `matrixmultiply` crate natively and through `gemm_simd128` in the browser;
 //! everything here is row-major `f32`.
 
 use crate::config::{Activation, Norm};

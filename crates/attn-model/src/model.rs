@@ -47,7 +47,7 @@ impl Linear {
 }
 
 /// A norm's scale and (for LayerNorm) shift, `[d_model]` each. Which norm it is — LayerNorm or
-/// RMSNorm — is the config's [`Norm`](crate::Norm).
+/// RMSNorm — is the config's [`crate::Norm`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct NormWeights {
     pub weight: Vec<f32>,

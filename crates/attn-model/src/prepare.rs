@@ -220,7 +220,7 @@ const CALIBRATION_TOKENS: usize = 128;
 
 /// The calibration text of per-head PCA (`kv_pca`): the model's example inputs (its metadata's
 /// `example_inputs`, through its tokenizer), each cut to the context and to
-/// [`CALIBRATION_TOKENS`]; for a model without examples or tokenizer, the role probe (random
+/// `CALIBRATION_TOKENS` (128); for a model without examples or tokenizer, the role probe (random
 /// tokens, a stretch repeated; [`crate::roles::role_probe`]).
 pub fn calibration_inputs(model: &Model) -> Vec<Vec<u32>> {
     let c = &model.config;

@@ -1,5 +1,5 @@
 //! `Variant`: every toggle the playground offers, as one plain serde struct. The formulas are in
-//! `docs/VARIANTS.md`; [`crate::forward`] and [`crate::prepare`] implement them.
+//! `docs/VARIANTS.md`; [`mod@crate::forward`] and [`mod@crate::prepare`] implement them.
 
 use serde::{Deserialize, Serialize};
 

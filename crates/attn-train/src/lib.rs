@@ -5,7 +5,7 @@
 //!   initial weights are attn-model's (`attn_model::training`), shared with the page.
 //! - [`net`]: the trainable transformer in burn, the same architecture as attn-model's CPU
 //!   forward; weights move in and out through [`attn_model::Model`].
-//! - [`train`]: the training loop (AdamW, warm-up + cosine schedule) and the export to the
+//! - [`mod@train`]: the training loop (AdamW, warm-up + cosine schedule) and the export to the
 //!   project's own `.safetensors` format with tokenizer and training metadata.
 //! - [`command`]: `attn train` end to end (config resolution, checkpoints, saving).
 //! - [`eval`]: a task's metric on its held-out set, computed with attn-model's CPU engine so

@@ -144,7 +144,7 @@ impl TaskData for ShakespeareTask {
             .map(|_| Self::window(text, (rng.next_u64() % starts) as usize, self.n_ctx))
             .collect()
     }
-    /// [`HELD_OUT_WINDOWS`] windows spread evenly over the validation text (every play's tail).
+    /// `HELD_OUT_WINDOWS` (256) windows spread evenly over the validation text (every play's tail).
     fn held_out(&self) -> Vec<Sequence> {
         let text = &self.corpus.validation;
         let last_start = text.len() - self.n_ctx - 1;
