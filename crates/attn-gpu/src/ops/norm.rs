@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::ops::{Access, Kernel};
 use crate::plan::{Arg, PlanBuilder};
 
-pub(crate) const SHADER: &str = include_str!("norm.wgsl");
+pub(crate) const SHADER: &str = concat!(include_str!("norm.wgsl"), include_str!("reduce.wgsl"));
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]

@@ -1,4 +1,5 @@
-// LayerNorm or RMSNorm over each row: one workgroup per row, tree reductions in workgroup memory.
+// LayerNorm or RMSNorm over each row: one workgroup per row, tree reductions in workgroup memory
+// (`workgroup_sum`, appended from reduce.wgsl).
 // LayerNorm takes two passes (mean, then the biased variance of the centred values), as the CPU
 // reference; RMSNorm skips the mean (it is taken as zero) and LayerNorm's shift.
 
@@ -11,29 +12,11 @@ struct Params {
     has_bias: u32,
 }
 
-const THREADS: u32 = 64u;
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
-var<workgroup> partial: array<f32, THREADS>;
-
-fn workgroup_sum(value: f32, tid: u32) -> f32 {
-    partial[tid] = value;
-    workgroupBarrier();
-    for (var stride = THREADS / 2u; stride > 0u; stride /= 2u) {
-        if (tid < stride) {
-            partial[tid] += partial[tid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {

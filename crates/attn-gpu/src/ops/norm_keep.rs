@@ -4,7 +4,8 @@ use crate::error::Result;
 use crate::ops::{Access, Kernel};
 use crate::plan::{Arg, PlanBuilder};
 
-pub(crate) const SHADER: &str = include_str!("norm_keep.wgsl");
+pub(crate) const SHADER: &str =
+    concat!(include_str!("norm_keep.wgsl"), include_str!("reduce.wgsl"));
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]

@@ -10,8 +10,6 @@ struct Params {
     _pad: u32,
 }
 
-const THREADS: u32 = 64u;
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
@@ -19,22 +17,6 @@ const THREADS: u32 = 64u;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read_write> normalised: array<f32>;
 @group(0) @binding(6) var<storage, read_write> inv_std: array<f32>;
-
-var<workgroup> partial: array<f32, THREADS>;
-
-fn workgroup_sum(value: f32, tid: u32) -> f32 {
-    partial[tid] = value;
-    workgroupBarrier();
-    for (var stride = THREADS / 2u; stride > 0u; stride /= 2u) {
-        if (tid < stride) {
-            partial[tid] += partial[tid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {

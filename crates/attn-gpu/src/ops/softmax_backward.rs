@@ -5,7 +5,10 @@ use crate::error::Result;
 use crate::ops::{Access, Kernel};
 use crate::plan::{Arg, PlanBuilder};
 
-pub(crate) const SHADER: &str = include_str!("softmax_backward.wgsl");
+pub(crate) const SHADER: &str = concat!(
+    include_str!("softmax_backward.wgsl"),
+    include_str!("reduce.wgsl")
+);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]

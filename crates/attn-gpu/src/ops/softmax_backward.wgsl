@@ -1,7 +1,7 @@
 // Softmax's backward for the GPU trainer, row by row (every head's T × T map, one row per query):
 //   ds = p ⊙ (dp − Σ_row dp ⊙ p) · scale
 // with the score scale folded in. Masked keys have p = 0, so their ds is 0. One workgroup per
-// row, a tree reduction for the row's dot product.
+// row, the row's dot product summed in a tree (reduce.wgsl).
 // CPU twin: attn_model::training::backprop::softmax_backward.
 
 struct Params {
@@ -9,14 +9,10 @@ struct Params {
     scale: f32,
 }
 
-const THREADS: u32 = 64u;
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> probs: array<f32>;
 @group(0) @binding(2) var<storage, read> dp: array<f32>;
 @group(0) @binding(3) var<storage, read_write> ds: array<f32>;
-
-var<workgroup> partial: array<f32, THREADS>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -27,15 +23,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     for (var j = tid; j < p.width; j += THREADS) {
         dot += dp[base + j] * probs[base + j];
     }
-    partial[tid] = dot;
-    workgroupBarrier();
-    for (var stride = THREADS / 2u; stride > 0u; stride /= 2u) {
-        if (tid < stride) {
-            partial[tid] += partial[tid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
+    let total = workgroup_sum(dot, tid);
     for (var j = tid; j < p.width; j += THREADS) {
         ds[base + j] = probs[base + j] * (dp[base + j] - total) * p.scale;
     }
