@@ -43,30 +43,22 @@ async fn the_gpu_trainer_matches_the_cpu_trainer_in_the_browser() {
     // two options (the head penalty; grouped-query attention with an MLP), then five steps.
     use attn_gpu::training::{loss_and_gradients, GpuTrainer};
     use attn_model::training::backprop::{loss_and_gradients as cpu_gradients, parameters_mut};
-    use attn_model::training::{initial_model, model_config, Task, Trainer};
+    use attn_model::training::{initial_model, model_config, Task, TrainConfig, Trainer};
     use rand_chacha::rand_core::SeedableRng;
 
     let ctx = common::new_context().await;
-    let options = [
-        (
-            Task::Induction,
-            serde_json::json!({"model": {"d_model": 16, "n_layer": 2, "n_head": 2}, "head_penalty": 0.03}),
-        ),
-        (
-            Task::Sort,
-            serde_json::json!({"model": {"d_model": 16, "n_layer": 1, "n_head": 4, "n_kv_head": 2, "mlp": true}}),
-        ),
-    ];
-    for (task, overrides) in options {
-        let config = task
-            .default_config()
-            .with_overrides(
-                Some(&serde_json::json!({"batch_size": 3, "warmup_steps": 2})),
-                Some(5),
-                Some(7),
-            )
-            .and_then(|c| c.with_overrides(Some(&overrides), None, None))
-            .unwrap();
+    // The trainers' agreement options (attn-train writes them with burn's results): the head
+    // penalty, and grouped-query attention; batches of 3, for SwiftShader.
+    let fixture: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/training/agreement.json"
+    )))
+    .unwrap();
+    for case in [&fixture["cases"][0], &fixture["cases"][2]] {
+        let task = Task::from_name(case["task"].as_str().unwrap()).unwrap();
+        let mut config: TrainConfig = serde_json::from_value(case["config"].clone()).unwrap();
+        config.batch_size = 3;
+        config.steps = 5;
         let data = task.synthetic_data().unwrap();
         let model = initial_model(&model_config(&config, data.as_ref()).unwrap(), 3).unwrap();
         let batch = data.batch(&mut rand_chacha::ChaCha8Rng::seed_from_u64(5), 3);

@@ -11,50 +11,36 @@ use attn_gpu::GpuError;
 use attn_model::training::backprop::{loss_and_gradients, parameters_mut};
 use attn_model::training::{initial_model, model_config, Task, TrainConfig};
 use rand_chacha::rand_core::SeedableRng;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-/// The training options (the offline trainer's agreement test's), each on the task that uses it.
-fn options() -> Vec<(Task, Value)> {
-    vec![
-        // Attention-only, two heads, with the head penalty.
-        (
-            Task::Induction,
-            json!({"model": {"d_model": 16, "n_layer": 2, "n_head": 2}, "head_penalty": 0.03}),
-        ),
-        // MLPs and four heads; sequences of different lengths (padding).
-        (
-            Task::Sort,
-            json!({"model": {"d_model": 16, "n_layer": 2, "n_head": 4, "mlp": true}}),
-        ),
-        // Grouped-query and multi-query attention.
-        (
-            Task::Reverse,
-            json!({"model": {"d_model": 16, "n_layer": 1, "n_head": 4, "n_kv_head": 2}}),
-        ),
-        (
-            Task::Recall,
-            json!({"model": {"d_model": 16, "n_layer": 2, "n_head": 2, "n_kv_head": 1}}),
-        ),
-        // A bidirectional classifier.
-        (
-            Task::Brackets,
-            json!({"model": {"d_model": 16, "n_layer": 1, "n_head": 2, "mlp": true, "d_mlp": 24}}),
-        ),
-    ]
-}
-
-fn config(task: Task, overrides: &Value) -> TrainConfig {
-    task.default_config()
-        .with_overrides(Some(&json!({"batch_size": 6})), Some(10), Some(7))
-        .and_then(|c| c.with_overrides(Some(overrides), None, None))
+/// The training options of the trainers' agreement test, each on the task that uses it, with
+/// its batch: read from the fixture attn-train's `tests/agreement.rs` writes, so that the GPU
+/// trainer is checked on exactly the options the page's trainer is checked against burn on.
+fn options() -> Vec<(Task, TrainConfig)> {
+    let fixture: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/training/agreement.json"
+    )))
+    .unwrap();
+    fixture["cases"]
+        .as_array()
         .unwrap()
+        .iter()
+        .map(|case| {
+            (
+                Task::from_name(case["task"].as_str().unwrap()).unwrap(),
+                serde_json::from_value(case["config"].clone()).unwrap(),
+            )
+        })
+        .collect()
 }
 
 #[test]
 fn gpu_gradients_match_the_cpu_trainer_on_every_option() {
     let ctx = pollster::block_on(common::new_context());
-    for (task, overrides) in options() {
-        let config = config(task, &overrides);
+    let options = options();
+    assert_eq!(options.len(), 5, "every training option");
+    for (task, config) in options {
         let data = task.synthetic_data().unwrap();
         let model = initial_model(&model_config(&config, data.as_ref()).unwrap(), 3).unwrap();
         let batch = data.batch(
@@ -113,8 +99,7 @@ fn gpu_gradients_match_the_cpu_trainer_on_every_option() {
 #[test]
 fn what_the_gpu_trainer_does_not_train_yet_is_refused() {
     let ctx = pollster::block_on(common::new_context());
-    let task = Task::Induction;
-    let mut config = config(task, &json!({}));
+    let (task, mut config) = options().remove(0);
     config.model.rotary = true;
     let data = task.synthetic_data().unwrap();
     let model = initial_model(&model_config(&config, data.as_ref()).unwrap(), 3).unwrap();
@@ -128,8 +113,7 @@ fn fifty_gpu_steps_follow_the_cpu_trainers_loss_curve() {
     use attn_gpu::training::GpuTrainer;
     use attn_model::training::Trainer;
     let ctx = pollster::block_on(common::new_context());
-    for (task, overrides) in options().into_iter().take(3) {
-        let mut config = config(task, &overrides);
+    for (task, mut config) in options().into_iter().take(3) {
         config.steps = 50;
         config.warmup_steps = 5;
         let mut cpu = Trainer::new(task, task.synthetic_data().unwrap(), config.clone()).unwrap();
