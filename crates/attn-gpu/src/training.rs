@@ -451,6 +451,14 @@ fn record_batch<'k>(
         mlp: Option<([Arg; 3], Arg, Arg)>,
     }
     let map = t_len * t_len;
+    // Zeroed buffers for one layer's queries, keys and values (or their gradients).
+    let qkv_zeros = || {
+        (
+            zeros(ctx, rows * q_width),
+            zeros(ctx, rows * kv_width),
+            zeros(ctx, rows * kv_width),
+        )
+    };
     // Rows ↔ head-major copies of `heads` heads.
     let reorder = |rec: &mut Recorder<'k>,
                    kernel: &'k crate::ops::Kernel,
@@ -491,20 +499,12 @@ fn record_batch<'k>(
     let mut kept = Vec::new();
     for block in &at.blocks {
         let attn_norm = rec.norm_forward(&x, block.attn_norm)?;
-        let (q, k, v) = (
-            zeros(ctx, rows * q_width),
-            zeros(ctx, rows * kv_width),
-            zeros(ctx, rows * kv_width),
-        );
+        let (q, k, v) = qkv_zeros();
         rec.dense(&attn_norm[0], block.q, &q, None, false)?;
         rec.dense(&attn_norm[0], block.k, &k, None, false)?;
         rec.dense(&attn_norm[0], block.v, &v, None, false)?;
         // Head-major copies, so that one product covers every head of every sequence.
-        let (qh, kh, vh) = (
-            zeros(ctx, rows * q_width),
-            zeros(ctx, rows * kv_width),
-            zeros(ctx, rows * kv_width),
-        );
+        let (qh, kh, vh) = qkv_zeros();
         reorder(rec, &train.to_heads, heads, (&q, &qh))?;
         reorder(rec, &train.to_heads, kv_heads, (&k, &kh))?;
         reorder(rec, &train.to_heads, kv_heads, (&v, &vh))?;
@@ -666,11 +666,7 @@ fn record_batch<'k>(
             zeros(ctx, n_seq * heads * map),
             zeros(ctx, n_seq * heads * map),
         );
-        let (dqh, dkh, dvh) = (
-            zeros(ctx, rows * q_width),
-            zeros(ctx, rows * kv_width),
-            zeros(ctx, rows * kv_width),
-        );
+        let (dqh, dkh, dvh) = qkv_zeros();
         // dP = dz_h · v_gᵀ for every head.
         let dprobs = Matmul {
             batch: n_seq * heads,
@@ -701,11 +697,7 @@ fn record_batch<'k>(
         };
         dqueries.push(&mut rec.plan, &kernels.matmul, &ds, &kept.kh, &dummy, &dqh)?;
         per_group(rec, &ds, &kept.qh, &dkh)?;
-        let (dq, dk, dv) = (
-            zeros(ctx, rows * q_width),
-            zeros(ctx, rows * kv_width),
-            zeros(ctx, rows * kv_width),
-        );
+        let (dq, dk, dv) = qkv_zeros();
         reorder(rec, &train.from_heads, heads, (&dqh, &dq))?;
         reorder(rec, &train.from_heads, kv_heads, (&dkh, &dk))?;
         reorder(rec, &train.from_heads, kv_heads, (&dvh, &dv))?;
