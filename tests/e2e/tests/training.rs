@@ -40,6 +40,30 @@ fn train_to_the_end(b: &Browser, steps: usize) -> f64 {
     text(b, "train-loss").parse().expect("the loss is a number")
 }
 
+/// Opens `query`, heals the model on screen for 60 steps and returns the server, the browser
+/// and the healing table's cells (a header row, then unmodified, after the cut, healed).
+fn heal_for_60_steps(query: &str) -> (StaticServer, Browser, Vec<Vec<String>>) {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Disabled);
+    b.open_page(&server, query, LOAD);
+    b.wait_for(
+        "the healing controls",
+        "return !!document.querySelector('[data-testid=heal-start]')",
+        LOAD,
+    );
+    b.set_value("heal-steps", "60");
+    b.eval("document.querySelector('[data-testid=heal-start]').click()");
+    b.wait_for(
+        "the end of healing",
+        "const s = document.querySelector('.train-status');
+         return !!s && s.textContent.includes('Step 60 of 60') && s.textContent.includes('finished')
+             && document.querySelectorAll('[data-testid=heal-table] tr').length === 4",
+        TRAIN,
+    );
+    let table = b.table("heal-table");
+    (server, b, table)
+}
+
 #[test]
 fn the_induction_task_trains_in_the_page_and_opens_in_the_playground() {
     let server = StaticServer::start(dist_dir());
@@ -139,28 +163,7 @@ fn the_induction_task_trains_in_the_page_and_opens_in_the_playground() {
 
 #[test]
 fn a_model_pooled_to_one_key_value_head_heals_with_the_pooling_built_in() {
-    let server = StaticServer::start(dist_dir());
-    let b = Browser::start(WebGpu::Disabled);
-    b.open_page(
-        &server,
-        "?model=sort&engine=cpu&kv_groups=1&train=sort",
-        LOAD,
-    );
-    b.wait_for(
-        "the healing controls",
-        "return !!document.querySelector('[data-testid=heal-start]')",
-        LOAD,
-    );
-    b.set_value("heal-steps", "60");
-    b.eval("document.querySelector('[data-testid=heal-start]').click()");
-    b.wait_for(
-        "the end of healing",
-        "const s = document.querySelector('.train-status');
-         return !!s && s.textContent.includes('Step 60 of 60') && s.textContent.includes('finished')
-             && document.querySelectorAll('[data-testid=heal-table] tr').length === 4",
-        TRAIN,
-    );
-    let table = b.table("heal-table");
+    let (_server, b, table) = heal_for_60_steps("?model=sort&engine=cpu&kv_groups=1&train=sort");
     let accuracy = |row: usize| -> f64 { table[row][2].parse().unwrap() };
     let (before, cut, healed) = (accuracy(1), accuracy(2), accuracy(3));
     eprintln!("healing the sort model pooled to MQA: {table:?}");
@@ -269,28 +272,7 @@ fn a_linear_attention_model_trains_and_opens_with_its_kernel() {
 
 #[test]
 fn the_sort_model_switched_to_linear_attention_heals_with_the_kernel() {
-    let server = StaticServer::start(dist_dir());
-    let b = Browser::start(WebGpu::Disabled);
-    b.open_page(
-        &server,
-        "?model=sort&engine=cpu&kernel=linear&train=sort",
-        LOAD,
-    );
-    b.wait_for(
-        "the healing controls",
-        "return !!document.querySelector('[data-testid=heal-start]')",
-        LOAD,
-    );
-    b.set_value("heal-steps", "60");
-    b.eval("document.querySelector('[data-testid=heal-start]').click()");
-    b.wait_for(
-        "the end of healing",
-        "const s = document.querySelector('.train-status');
-         return !!s && s.textContent.includes('Step 60 of 60') && s.textContent.includes('finished')
-             && document.querySelectorAll('[data-testid=heal-table] tr').length === 4",
-        TRAIN,
-    );
-    let table = b.table("heal-table");
+    let (_server, b, table) = heal_for_60_steps("?model=sort&engine=cpu&kernel=linear&train=sort");
     let accuracy = |row: usize| -> f64 { table[row][2].parse().unwrap() };
     let (before, cut, healed) = (accuracy(1), accuracy(2), accuracy(3));
     eprintln!("healing the sort model switched to linear attention: {table:?}");
