@@ -42,7 +42,9 @@ async fn the_gpu_trainer_matches_the_cpu_trainer_in_the_browser() {
     // The training kernels compiled by Chromium's own WGSL compiler: one batch's gradients on
     // two options (the head penalty; grouped-query attention with an MLP), then five steps.
     use attn_gpu::training::{loss_and_gradients, GpuTrainer};
-    use attn_model::training::backprop::{loss_and_gradients as cpu_gradients, parameters_mut};
+    use attn_model::training::backprop::{
+        gradient_differences, loss_and_gradients as cpu_gradients,
+    };
     use attn_model::training::{initial_model, model_config, Task, TrainConfig, Trainer};
     use rand_chacha::rand_core::SeedableRng;
 
@@ -63,8 +65,8 @@ async fn the_gpu_trainer_matches_the_cpu_trainer_in_the_browser() {
         let model = initial_model(&model_config(&config, data.as_ref()).unwrap(), 3).unwrap();
         let batch = data.batch(&mut rand_chacha::ChaCha8Rng::seed_from_u64(5), 3);
         let penalty = config.head_penalty as f32;
-        let (cpu_loss, mut cpu) = cpu_gradients(&model, &batch, penalty).unwrap();
-        let (gpu_loss, mut gpu) = loss_and_gradients(&ctx, &model, &batch, penalty)
+        let (cpu_loss, cpu) = cpu_gradients(&model, &batch, penalty).unwrap();
+        let (gpu_loss, gpu) = loss_and_gradients(&ctx, &model, &batch, penalty)
             .await
             .unwrap();
         assert!(
@@ -73,17 +75,8 @@ async fn the_gpu_trainer_matches_the_cpu_trainer_in_the_browser() {
             gpu_loss.loss,
             cpu_loss.loss
         );
-        for (i, (g, c)) in parameters_mut(&mut gpu)
-            .into_iter()
-            .zip(parameters_mut(&mut cpu))
-            .enumerate()
-        {
-            let scale = c.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
-            let worst = g
-                .iter()
-                .zip(c.iter())
-                .map(|(a, b)| (a - b).abs() / scale)
-                .fold(0.0, f32::max);
+        let differences = gradient_differences(&gpu, &cpu).unwrap();
+        for (i, (worst, scale)) in differences.into_iter().enumerate() {
             assert!(
                 worst < 1e-4,
                 "{task:?}: parameter {i} differs by {worst} of {scale}"

@@ -270,7 +270,9 @@ fn the_browser_matrix_product_matches_a_plain_loop() {
 /// fixture attn-train's `tests/agreement.rs` writes and keeps in step with burn natively.
 #[wasm_bindgen_test]
 fn the_page_trainer_agrees_with_the_offline_trainer_in_the_browser() {
-    use attn_model::training::backprop::{loss_and_gradients, parameters_mut};
+    use attn_model::training::backprop::{
+        gradient_differences, loss_and_gradients, parameters_mut, zeros_like,
+    };
     use attn_model::training::{initial_model, model_config, Task, TrainConfig, Trainer};
     use rand_chacha::rand_core::SeedableRng;
 
@@ -286,8 +288,7 @@ fn the_page_trainer_agrees_with_the_offline_trainer_in_the_browser() {
         let model = initial_model(&model_config, case["init_seed"].as_u64().unwrap()).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(case["batch_seed"].as_u64().unwrap());
         let batch = data.batch(&mut rng, config.batch_size);
-        let (loss, mut grads) =
-            loss_and_gradients(&model, &batch, config.head_penalty as f32).unwrap();
+        let (loss, grads) = loss_and_gradients(&model, &batch, config.head_penalty as f32).unwrap();
 
         let (burn_loss, burn_norms) = (
             case["loss"].as_f64().unwrap(),
@@ -304,16 +305,14 @@ fn the_page_trainer_agrees_with_the_offline_trainer_in_the_browser() {
             loss.head_norms
         );
         let burn: Vec<Vec<f32>> = serde_json::from_value(case["gradients"].clone()).unwrap();
-        let mine = parameters_mut(&mut grads);
-        assert_eq!(mine.len(), burn.len(), "{task:?}: parameters");
-        for (p, (mine, theirs)) in mine.into_iter().zip(&burn).enumerate() {
-            assert_eq!(mine.len(), theirs.len(), "{task:?}: parameter {p}");
-            let scale = theirs.iter().fold(0.0f32, |m, g| m.max(g.abs())).max(1e-6);
-            let worst = mine
-                .iter()
-                .zip(theirs)
-                .map(|(a, b)| (a - b).abs() / scale)
-                .fold(0.0f32, f32::max);
+        let mut burn_grads = zeros_like(&model).unwrap();
+        let slots = parameters_mut(&mut burn_grads);
+        assert_eq!(slots.len(), burn.len(), "{task:?}: parameters");
+        for (slot, values) in slots.into_iter().zip(burn) {
+            *slot = values;
+        }
+        let differences = gradient_differences(&grads, &burn_grads).unwrap();
+        for (p, (worst, scale)) in differences.into_iter().enumerate() {
             assert!(
                 worst < 1e-4,
                 "{task:?}: gradient of parameter {p} differs by {worst} of its scale {scale}"

@@ -3,7 +3,7 @@
 //! of each parameter's gradient scale, on every architecture option the trainers support, and
 //! 50 steps of both runs give the same loss curve.
 
-use attn_model::training::backprop::{loss_and_gradients, parameters_mut};
+use attn_model::training::backprop::{gradient_differences, loss_and_gradients, parameters_mut};
 use attn_model::training::{initial_model, model_config, Trainer as PageTrainer};
 use attn_model::Model;
 use attn_train::net::Transformer;
@@ -232,25 +232,15 @@ fn gradients_agree_with_burns_autodiff_on_every_option() {
             "{task:?}: head norms {} vs burn {burn_norms}",
             page_loss.head_norms
         );
-        let (mut page_grads, mut burn_grads): (Model, Model) = (page_grads, burn_grads);
         let names: Vec<String> = model_config
             .parameters()
             .into_iter()
             .map(|p| p.name)
             .collect();
-        for (i, (mine, theirs)) in parameters_mut(&mut page_grads)
-            .into_iter()
-            .zip(parameters_mut(&mut burn_grads))
-            .enumerate()
-        {
-            // Relative to the parameter's largest gradient, so that entries near zero compare
-            // at the precision of the ones that matter.
-            let scale = theirs.iter().fold(0.0f32, |m, g| m.max(g.abs())).max(1e-6);
-            let worst = mine
-                .iter()
-                .zip(theirs.iter())
-                .map(|(a, b)| (a - b).abs() / scale)
-                .fold(0.0f32, f32::max);
+        // Relative to each parameter's largest gradient, so that entries near zero compare at the
+        // precision of the ones that matter.
+        let differences = gradient_differences(&page_grads, &burn_grads).unwrap();
+        for (i, (worst, scale)) in differences.into_iter().enumerate() {
             assert!(
                 worst < 1e-4,
                 "{task:?}: gradient of parameter {i} ({}) differs by {worst} of its scale {scale}",

@@ -63,6 +63,36 @@ pub fn check_trainable(config: &ModelConfig) -> Result<()> {
     Ok(())
 }
 
+/// How far the gradient `mine` is from `reference`, parameter by parameter in
+/// [`parameters_mut`]'s order: the largest absolute difference over the reference's largest
+/// magnitude (at least 1e-6), and that scale. How the trainers are checked against each other
+/// (the offline trainer, the browser build, the GPU trainer); models of different shapes are an
+/// error.
+pub fn gradient_differences(mine: &Model, reference: &Model) -> Result<Vec<(f32, f32)>> {
+    let (mut mine, mut reference) = (mine.clone(), reference.clone());
+    let (mine, reference) = (parameters_mut(&mut mine), parameters_mut(&mut reference));
+    let same_shapes = mine.len() == reference.len()
+        && mine.iter().zip(&reference).all(|(a, b)| a.len() == b.len());
+    if !same_shapes {
+        return Err(ModelError::Training(
+            "the two gradients belong to models of different shapes".into(),
+        ));
+    }
+    Ok(mine
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| {
+            let scale = b.iter().fold(0.0f32, |m, g| m.max(g.abs())).max(1e-6);
+            let worst = a
+                .iter()
+                .zip(b.iter())
+                .map(|(x, y)| (x - y).abs() / scale)
+                .fold(0.0f32, f32::max);
+            (worst, scale)
+        })
+        .collect())
+}
+
 /// A model of zeros with `model`'s shapes: the container the gradient accumulates in.
 pub fn zeros_like(model: &Model) -> Result<Model> {
     Model::from_parameters(
