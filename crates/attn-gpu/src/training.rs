@@ -181,6 +181,16 @@ fn head_major(d_head: usize, t: usize, div: usize) -> Layout {
     Layout::rows(d_head).batched(t * d_head, div)
 }
 
+/// [`head_major`], each matrix transposed (`d_head × t`): the keys or values of `q · kᵀ` and
+/// `dz · vᵀ`.
+fn head_major_transposed(d_head: usize, t: usize, div: usize) -> Layout {
+    Layout {
+        row_stride: 1,
+        col_stride: d_head as u32,
+        ..head_major(d_head, t, div)
+    }
+}
+
 /// A dense row-major operand `cols` wide starting `offset` elements in.
 fn rows_at(cols: usize, offset: usize) -> Layout {
     Layout::rows(cols).at(offset)
@@ -513,11 +523,7 @@ fn record_batch<'k>(
         let scores = Matmul {
             batch: n_seq * heads,
             a: head_major(d_head, t_len, 1),
-            b: Layout {
-                row_stride: 1,
-                col_stride: d_head as u32,
-                ..head_major(d_head, t_len, group)
-            },
+            b: head_major_transposed(d_head, t_len, group),
             c: rows_at(t_len, 0).batched(map, 1),
             alpha: scale,
             ..Matmul::new(t_len, t_len, d_head)
@@ -671,11 +677,7 @@ fn record_batch<'k>(
         let dprobs = Matmul {
             batch: n_seq * heads,
             a: head_major(d_head, t_len, 1),
-            b: Layout {
-                row_stride: 1,
-                col_stride: d_head as u32,
-                ..head_major(d_head, t_len, group)
-            },
+            b: head_major_transposed(d_head, t_len, group),
             c: rows_at(t_len, 0).batched(map, 1),
             ..Matmul::new(t_len, t_len, d_head)
         };
