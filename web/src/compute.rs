@@ -21,9 +21,14 @@ use attn_model::{
 use gloo_worker::{HandlerId, Worker, WorkerScope};
 use wasm_bindgen_futures::spawn_local;
 
-use attn_model::training::{score, Corpus, ShakespeareTask, Task, TaskData, Trainer};
+use attn_gpu::training::GpuTrainer;
+use attn_model::training::{
+    probe, run_metadata, score, score_with, Corpus, ShakespeareTask, StepReport, Task, TaskData,
+    TrainConfig, Trainer,
+};
 
 use crate::browser::{fetch_bytes, next_tick, read_in_pieces};
+use crate::page_state::EngineChoice;
 use crate::protocol::{
     Analysis, AnalysisTool, AsJson, JobOutcome, ModelSource, Request, Response, TrainState,
     TrainUpdate,
@@ -41,6 +46,8 @@ struct State {
     model: Cell<u32>,
     /// The WebGPU device, once the page asked for it and it opened; gone after a GPU failure.
     gpu: RefCell<Option<GpuContext>>,
+    /// The device a training run opened for itself when the page runs on the CPU engine.
+    train_gpu: RefCell<Option<GpuContext>>,
     /// Jobs the page cancelled.
     cancelled: RefCell<HashSet<u32>>,
     /// The unmodified model's last output with its logits, (model, tokens, output): what the
@@ -60,9 +67,85 @@ struct TrainRun {
     /// The page's job number of the loop that steps it; an older loop stops when it sees a
     /// newer number (the run was restarted or resumed meanwhile).
     job: u32,
-    trainer: Trainer,
+    trainer: RunTrainer,
     /// Milliseconds spent stepping (for the saved file's `train_seconds`).
     millis: f64,
+    /// Where it trains, as the panel says it.
+    engine: String,
+}
+
+/// The trainer of a run: attn-model's on the CPU, or attn-gpu's on a WebGPU device (the same
+/// run for the same seed: the same initial weights, batches and updates).
+#[allow(clippy::large_enum_variant)] // The worker holds one run at a time.
+enum RunTrainer {
+    Cpu(Trainer),
+    Gpu(GpuTrainer),
+}
+
+impl RunTrainer {
+    fn finished(&self) -> bool {
+        match self {
+            RunTrainer::Cpu(t) => t.finished(),
+            RunTrainer::Gpu(t) => t.finished(),
+        }
+    }
+
+    fn steps_done(&self) -> usize {
+        match self {
+            RunTrainer::Cpu(t) => t.steps_done(),
+            RunTrainer::Gpu(t) => t.steps_done(),
+        }
+    }
+
+    fn run_length(&self) -> usize {
+        match self {
+            RunTrainer::Cpu(t) => t.run_length(),
+            RunTrainer::Gpu(t) => t.run_length(),
+        }
+    }
+
+    fn continue_for(&mut self, more: usize) {
+        match self {
+            RunTrainer::Cpu(t) => t.continue_for(more),
+            RunTrainer::Gpu(t) => t.continue_for(more),
+        }
+    }
+
+    fn task(&self) -> Task {
+        match self {
+            RunTrainer::Cpu(t) => t.task(),
+            RunTrainer::Gpu(t) => t.task(),
+        }
+    }
+
+    fn config(&self) -> &TrainConfig {
+        match self {
+            RunTrainer::Cpu(t) => t.config(),
+            RunTrainer::Gpu(t) => t.config(),
+        }
+    }
+
+    fn data(&self) -> &dyn TaskData {
+        match self {
+            RunTrainer::Cpu(t) => t.data(),
+            RunTrainer::Gpu(t) => t.data(),
+        }
+    }
+
+    fn model_config(&self) -> &attn_model::ModelConfig {
+        match self {
+            RunTrainer::Cpu(t) => t.model_config(),
+            RunTrainer::Gpu(t) => t.model_config(),
+        }
+    }
+
+    /// What the weights run with: the unmodified model, or the linear kernel they train with.
+    fn variant(&self) -> Variant {
+        match self {
+            RunTrainer::Cpu(t) => t.variant(),
+            RunTrainer::Gpu(t) => t.variant(),
+        }
+    }
 }
 
 /// How long the worker steps before it reports and lets other requests in.
@@ -204,26 +287,23 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
             state.cancelled.borrow_mut().remove(&job);
             reply(Response::Measured { job, outcome });
         }
-        Request::Train { job, task, config } => {
-            let created = match Task::from_name(&task) {
-                Some(task) => match training_data(state, task, config.0.model.n_ctx).await {
-                    Ok(data) => Trainer::new(task, data, config.0).map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                },
-                None => Err(format!("There is no task called {task:?} to train.")),
-            };
-            match created {
-                Ok(trainer) => {
-                    *state.training.borrow_mut() = Some(TrainRun {
-                        job,
-                        trainer,
-                        millis: 0.0,
-                    });
-                    train(state, job, reply).await;
-                }
-                Err(message) => reply(Response::TrainFailed { job, message }),
+        Request::Train {
+            job,
+            task,
+            config,
+            engine,
+        } => match start_training(state, &task, config.0, engine).await {
+            Ok((trainer, engine)) => {
+                *state.training.borrow_mut() = Some(TrainRun {
+                    job,
+                    trainer,
+                    millis: 0.0,
+                    engine,
+                });
+                train(state, job, reply).await;
             }
-        }
+            Err(message) => reply(Response::TrainFailed { job, message }),
+        },
         Request::Heal {
             job,
             model,
@@ -233,8 +313,9 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
             Ok((trainer, before, cut)) => {
                 *state.training.borrow_mut() = Some(TrainRun {
                     job,
-                    trainer,
+                    trainer: RunTrainer::Cpu(trainer),
                     millis: 0.0,
+                    engine: "the CPU".into(),
                 });
                 reply(Response::HealStarted { job, before, cut });
                 train(state, job, reply).await;
@@ -254,23 +335,26 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
         }
         Request::ResetTraining => {}
         Request::SaveTrained => {
-            let training = state.training.borrow();
-            if let Some(run) = training.as_ref() {
-                let model = labelled(run);
-                let name = format!(
+            let name = state.training.borrow().as_ref().map(|run| {
+                let t = &run.trainer;
+                format!(
                     "{}-{}x{}-step{}.safetensors",
-                    run.trainer.task().name(),
-                    run.trainer.model_config().n_layer,
-                    run.trainer.model_config().n_head,
-                    run.trainer.steps_done()
-                );
-                match model.to_safetensors_bytes() {
-                    Ok(bytes) => reply(Response::TrainedFile { name, bytes }),
-                    Err(e) => reply(Response::TrainFailed {
-                        job: 0,
-                        message: format!("Could not write the model: {e}"),
-                    }),
-                }
+                    t.task().name(),
+                    t.model_config().n_layer,
+                    t.model_config().n_head,
+                    t.steps_done()
+                )
+            });
+            let Some(name) = name else { return };
+            let written = trained_model(state)
+                .await
+                .and_then(|m| m.to_safetensors_bytes().map_err(|e| e.to_string()));
+            match written {
+                Ok(bytes) => reply(Response::TrainedFile { name, bytes }),
+                Err(e) => reply(Response::TrainFailed {
+                    job: 0,
+                    message: format!("Could not write the model: {e}"),
+                }),
             }
         }
         Request::Cancel { job } => {
@@ -567,10 +651,7 @@ async fn open(
                 Err(e) => Err(e),
             }
         }
-        ModelSource::Trained => match state.training.borrow().as_ref() {
-            Some(run) => Ok(labelled(run)),
-            None => Err("There is no trained model to open: train one first.".to_string()),
-        },
+        ModelSource::Trained => trained_model(state).await,
         ModelSource::Files(files) => {
             reply(Response::Loading {
                 model,
@@ -688,13 +769,115 @@ fn start_healing(
     Ok((trainer, before, cut))
 }
 
-/// The run's model as it is now, labelled like a trained model file.
-fn labelled(run: &TrainRun) -> Model {
-    let trainer = format!(
-        "the playground's trainer (CPU, in the browser), attn-web {}",
-        env!("CARGO_PKG_VERSION")
-    );
-    run.trainer.labelled_model(&trainer, run.millis / 1000.0)
+/// Creates the run of `task` with `config` on `engine`'s trainer, and says where it trains.
+/// `Auto` trains on a hardware GPU, on the CPU otherwise (saying why); `Gpu` insists on WebGPU,
+/// a software adapter too, and fails with a message where there is none.
+async fn start_training(
+    state: &State,
+    task: &str,
+    config: TrainConfig,
+    engine: EngineChoice,
+) -> Result<(RunTrainer, String), String> {
+    let task = Task::from_name(task)
+        .ok_or_else(|| format!("There is no task called {task:?} to train."))?;
+    let on_cpu = |why: String| cpu_training(state, task, config.clone(), why);
+    if engine == EngineChoice::Cpu {
+        return on_cpu("the CPU".into()).await;
+    }
+    let ctx = match training_device(state).await {
+        Ok(ctx) => ctx,
+        Err(e) if engine == EngineChoice::Gpu => {
+            return Err(format!("Cannot train on the GPU: {e}"));
+        }
+        Err(e) => return on_cpu(format!("the CPU (no WebGPU: {e})")).await,
+    };
+    let adapter = ctx.adapter().clone();
+    if engine == EngineChoice::Auto && adapter.is_software {
+        return on_cpu(format!(
+            "the CPU (the WebGPU adapter {} is a software fallback; choose GPU to train on it anyway)",
+            adapter.name
+        ))
+        .await;
+    }
+    let data = training_data(state, task, config.model.n_ctx).await?;
+    match GpuTrainer::new(&ctx, task, data, config.clone()) {
+        Ok(trainer) => Ok((
+            RunTrainer::Gpu(trainer),
+            format!("the GPU ({})", adapter.name),
+        )),
+        Err(GpuError::Unsupported(why)) => on_cpu(format!("the CPU ({why})")).await,
+        Err(e) => Err(format!("Cannot train on the GPU: {e}")),
+    }
+}
+
+/// The CPU trainer's run of `task` with `config`, and `why` it trains there.
+async fn cpu_training(
+    state: &State,
+    task: Task,
+    config: TrainConfig,
+    why: String,
+) -> Result<(RunTrainer, String), String> {
+    let data = training_data(state, task, config.model.n_ctx).await?;
+    let trainer = Trainer::new(task, data, config).map_err(|e| e.to_string())?;
+    Ok((RunTrainer::Cpu(trainer), why))
+}
+
+/// The WebGPU device a training run uses: the page's when it runs on the GPU engine, else one
+/// of the run's own (opened once, and again after a loss).
+async fn training_device(state: &State) -> Result<GpuContext, GpuError> {
+    if let Some(ctx) = state.gpu.borrow().as_ref() {
+        return Ok(ctx.clone());
+    }
+    let kept = state.train_gpu.borrow().clone();
+    if let Some(ctx) = kept.filter(|ctx| !ctx.is_lost()) {
+        return Ok(ctx);
+    }
+    let ctx = GpuContext::new().await?;
+    *state.train_gpu.borrow_mut() = Some(ctx.clone());
+    Ok(ctx)
+}
+
+/// The run's model as it is now (read back from the GPU for a GPU run), labelled like a
+/// trained model file.
+async fn trained_model(state: &State) -> Result<Model, String> {
+    let pending = {
+        let training = state.training.borrow();
+        let run = training
+            .as_ref()
+            .ok_or("There is no trained model to open: train one first.")?;
+        let label = format!(
+            "the playground's trainer (on {}, in the browser), attn-web {}",
+            run.engine,
+            env!("CARGO_PKG_VERSION")
+        );
+        let seconds = run.millis / 1000.0;
+        match &run.trainer {
+            RunTrainer::Cpu(t) => return Ok(t.labelled_model(&label, seconds)),
+            RunTrainer::Gpu(t) => {
+                let metadata = run_metadata(
+                    t.task(),
+                    t.data(),
+                    t.config(),
+                    t.model_config(),
+                    t.steps_done(),
+                    seconds,
+                    &label,
+                );
+                (t.submit_weights(), metadata)
+            }
+        }
+    };
+    let (weights, metadata) = pending;
+    let mut model = weights.model().await.map_err(|e| gpu_training_failed(&e))?;
+    model.metadata = metadata;
+    Ok(model)
+}
+
+/// What the panel says when the GPU fails under a run.
+fn gpu_training_failed(e: &GpuError) -> String {
+    format!(
+        "The GPU failed during training ({e}); start the run again, on the CPU if it fails again."
+    )
 }
 
 /// Runs the worker's training run as job `job` until it finishes or the page pauses it
@@ -703,13 +886,9 @@ fn labelled(run: &TrainRun) -> Model {
 async fn train(state: &State, job: u32, reply: &dyn Fn(Response)) {
     loop {
         let paused = state.cancelled.borrow_mut().remove(&job);
-        let outcome = match state.training.borrow_mut().as_mut() {
-            None => Err("There is no training run to continue: start one.".to_string()),
-            Some(run) if run.job != job => return, // A newer loop steps this run now.
-            Some(run) => train_burst(run, paused),
-        };
-        match outcome {
-            Ok(update) => {
+        match train_burst(state, job, paused).await {
+            Ok(None) => return, // A newer loop steps this run now, or it was reset.
+            Ok(Some(update)) => {
                 let running = update.state == TrainState::Running;
                 reply(Response::Training { job, update });
                 if !running {
@@ -722,43 +901,99 @@ async fn train(state: &State, job: u32, reply: &dyn Fn(Response)) {
     }
 }
 
-/// Steps `run` for about [`TRAIN_BURST_MS`] (none when `paused`), up to the next checkpoint,
-/// and says what happened; at a checkpoint, the end or a pause, with the held-out score and the
-/// probe.
-fn train_burst(run: &mut TrainRun, paused: bool) -> Result<TrainUpdate, String> {
+/// A step on its way: done (the CPU trainer), or submitted to the GPU.
+enum Stepping {
+    Done(attn_model::Result<StepReport>),
+    Submitted(attn_gpu::Result<attn_gpu::training::PendingStep>),
+}
+
+/// Steps the run of job `job` for about [`TRAIN_BURST_MS`] (none when `paused`), up to the next
+/// checkpoint, and says what happened; at a checkpoint, the end or a pause, with the held-out
+/// score and the probe. `None` when the run is no longer this job's. The run is borrowed only
+/// between the GPU's round trips, so other requests can use it meanwhile.
+async fn train_burst(state: &State, job: u32, paused: bool) -> Result<Option<TrainUpdate>, String> {
     let started = js_sys::Date::now();
     let mut losses = Vec::new();
     let mut checkpoint = false;
-    while !paused && !run.trainer.finished() {
-        let report = run.trainer.step().map_err(|e| e.to_string())?;
+    // A pause reports where the run is, without stepping.
+    let mut stepping = !paused;
+    while stepping {
+        let step = {
+            let mut training = state.training.borrow_mut();
+            let Some(run) = training.as_mut().filter(|run| run.job == job) else {
+                return Ok(None);
+            };
+            if run.trainer.finished() {
+                break;
+            }
+            match &mut run.trainer {
+                RunTrainer::Cpu(t) => Stepping::Done(t.step()),
+                RunTrainer::Gpu(t) => Stepping::Submitted(t.submit_step()),
+            }
+        };
+        let report = match step {
+            Stepping::Done(report) => report.map_err(|e| e.to_string())?,
+            Stepping::Submitted(pending) => match pending {
+                Ok(pending) => pending.report().await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| gpu_training_failed(&e))?,
+        };
         losses.push((report.step, report.batch.loss));
-        checkpoint = run.trainer.steps_done() % TRAIN_CHECK_EVERY == 0;
-        if checkpoint || js_sys::Date::now() - started > TRAIN_BURST_MS {
-            break;
-        }
+        checkpoint = report.step % TRAIN_CHECK_EVERY == 0;
+        stepping = !checkpoint && js_sys::Date::now() - started <= TRAIN_BURST_MS;
     }
     let elapsed = js_sys::Date::now() - started;
-    run.millis += elapsed;
-    let trainer = &run.trainer;
-    let finished = trainer.finished();
-    let check = checkpoint || finished || paused;
-    Ok(TrainUpdate {
-        step: trainer.steps_done(),
-        steps: trainer.run_length(),
-        steps_per_second: losses.len() as f64 / (elapsed / 1000.0).max(1e-3),
-        losses,
-        held_out: check
-            .then(|| trainer.held_out_score(TRAIN_HELD_OUT).ok())
-            .flatten(),
-        probe: check.then(|| trainer.probe().ok()).flatten().map(AsJson),
-        state: if paused {
-            TrainState::Paused
-        } else if finished {
-            TrainState::Finished
-        } else {
-            TrainState::Running
-        },
-    })
+    let (weights, mut update) = {
+        let mut training = state.training.borrow_mut();
+        let Some(run) = training.as_mut().filter(|run| run.job == job) else {
+            return Ok(None);
+        };
+        run.millis += elapsed;
+        let t = &run.trainer;
+        let finished = t.finished();
+        let check = checkpoint || finished || paused;
+        let weights = match (&run.trainer, check) {
+            (_, false) => None,
+            (RunTrainer::Cpu(t), true) => Some(Ok(t.weights().clone())),
+            (RunTrainer::Gpu(t), true) => Some(Err(t.submit_weights())),
+        };
+        let update = TrainUpdate {
+            step: t.steps_done(),
+            steps: t.run_length(),
+            steps_per_second: losses.len() as f64 / (elapsed / 1000.0).max(1e-3),
+            losses,
+            held_out: None,
+            probe: None,
+            state: if paused {
+                TrainState::Paused
+            } else if finished {
+                TrainState::Finished
+            } else {
+                TrainState::Running
+            },
+            engine: run.engine.clone(),
+        };
+        (weights, update)
+    };
+    // The checkpoint: the held-out score and the probe on the CPU engine (the oracle), from
+    // the weights read back when the run is on the GPU.
+    if let Some(weights) = weights {
+        let model = match weights {
+            Ok(model) => model,
+            Err(pending) => pending.model().await.map_err(|e| gpu_training_failed(&e))?,
+        };
+        let training = state.training.borrow();
+        let Some(run) = training.as_ref().filter(|run| run.job == job) else {
+            return Ok(None);
+        };
+        let variant = run.trainer.variant();
+        let held_out = run.trainer.data().held_out();
+        let held_out = &held_out[..held_out.len().min(TRAIN_HELD_OUT)];
+        update.held_out = score_with(&model, &variant, held_out).ok();
+        update.probe = probe(&model, &variant).ok().map(AsJson);
+    }
+    Ok(Some(update))
 }
 
 /// Reads the picked files: text files whole; safetensors files piece by piece into their

@@ -258,6 +258,7 @@ impl Controller {
             job,
             task: settings.task.name().to_string(),
             config: AsJson(settings.to_config()),
+            engine: settings.engine,
         });
     }
 
@@ -496,6 +497,7 @@ impl Controller {
                 t.steps = update.steps;
                 t.losses.extend(update.losses);
                 t.steps_per_second = update.steps_per_second;
+                t.engine = update.engine;
                 if let Some(probe) = update.probe {
                     let (loss, accuracy) = update.held_out.unwrap_or((f64::NAN, f64::NAN));
                     t.checkpoints.retain(|c| c.step != update.step);

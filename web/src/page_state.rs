@@ -6,8 +6,8 @@ use attn_model::Variant;
 
 use crate::panels::train::TrainSettings;
 
-/// Which engine runs the model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which engine runs the model (or trains one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EngineChoice {
     /// WebGPU on a hardware adapter, the CPU otherwise.
     #[default]

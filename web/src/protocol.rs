@@ -12,6 +12,7 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::page_state::EngineChoice;
 use crate::session::{ModelInfo, RunResult};
 
 /// A value that crosses as JSON text inside a message. The worker's codec (bincode) is compact
@@ -101,12 +102,15 @@ pub enum Request {
         tokens: Vec<u32>,
         measurement: AsJson<attn_model::Measurement>,
     },
-    /// Start a training run of `task` (a synthetic task's name) with `config`, replacing any
-    /// run the worker holds; it reports as it goes (`Response::Training`).
+    /// Start a training run of `task` (a synthetic task's name) with `config` on `engine` (the
+    /// GPU trainer, the CPU trainer, or the GPU where it is a hardware adapter that trains this
+    /// architecture), replacing any run the worker holds; it reports as it goes
+    /// (`Response::Training`).
     Train {
         job: u32,
         task: String,
         config: AsJson<TrainConfig>,
+        engine: EngineChoice,
     },
     /// Heal model `model`: fine-tune it on its task for `steps` steps with `variant` built into
     /// its weights (attn-model's `Trainer::healing`), as a training run.
@@ -199,6 +203,9 @@ pub struct TrainUpdate {
     /// Steps per second over the last burst.
     pub steps_per_second: f64,
     pub state: TrainState,
+    /// Where the run trains, as the panel says it ("the CPU", "the GPU (adapter)", with the
+    /// reason when it asked for the GPU and got the CPU).
+    pub engine: String,
 }
 
 /// A long job's end: its result, `None` when cancelled, or a message.

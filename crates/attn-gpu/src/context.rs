@@ -200,6 +200,11 @@ impl GpuContext {
         &self.queue
     }
 
+    /// Whether the device has been lost (a driver reset, a removed GPU): nothing more runs on it.
+    pub fn is_lost(&self) -> bool {
+        self.reports.lock().map_or(true, |r| r.lost.is_some())
+    }
+
     /// Fails if the device has been lost, or if an error escaped an error scope since the last
     /// check (the error is consumed).
     pub(crate) fn check_health(&self) -> Result<()> {

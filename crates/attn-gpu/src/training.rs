@@ -7,29 +7,32 @@
 //! [`loss_and_gradients`] is one batch's loss and gradient (uploads the weights, reads every
 //! gradient back): the check against `training::backprop::loss_and_gradients`. [`GpuTrainer`]
 //! is a run, with the weights, the gradients and AdamW's moments kept on the GPU and a step in
-//! one submit. Supported: what the page trains with softmax attention and learned positions
-//! (LayerNorm, tanh GELU MLPs or none, MHA/GQA/MQA, tied or untied heads, causal or classifier,
-//! the head penalty); rotary positions and linear attention are refused with
-//! [`GpuError::Unsupported`]. The page's worker does not use it yet.
+//! one submit. Supported: everything the page trains (LayerNorm, tanh GELU MLPs or none,
+//! MHA/GQA/MQA, tied or untied heads, causal or classifier, the head penalty, learned or rotary
+//! positions, softmax or linear attention). The page's worker runs it when a training run asks
+//! for the GPU; healing stays on the CPU trainer, which puts the cut back after every step.
 
+use attn_model::rope::RotaryTable;
 use attn_model::training::backprop::{check_trainable, parameters_mut, zeros_like, BatchLoss};
 use attn_model::training::optimizer::AdamStep;
 use attn_model::training::{
     initial_model, model_config, Sequence, StepReport, Task, TaskData, TrainConfig,
 };
-use attn_model::{Activation, Model, ModelConfig, Positional, Precision};
+use attn_model::variant::{Kernel as VariantKernel, KernelName};
+use attn_model::{Activation, Model, ModelConfig, Precision, Variant};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use wgpu::util::DeviceExt;
 
 use crate::context::GpuContext;
-use crate::error::{GpuError, Result};
+use crate::error::Result;
 use crate::ops::attention::{self, Masking};
 use crate::ops::heads::{self, HeadShape};
 use crate::ops::matmul::{Layout, Matmul};
 use crate::ops::{
-    adamw, column_sums, cross_entropy, embed, embedding_backward, gelu_backward,
-    head_norm_backward, norm_backward, norm_keep, softmax_backward, TrainKernels,
+    adamw, column_sums, cross_entropy, elu_backward, embed, embedding_backward, features,
+    gelu_backward, head_norm_backward, linear_backward, norm_backward, norm_keep, rope,
+    softmax_backward, TrainKernels,
 };
 use crate::plan::{Arg, BufferPool, PlanBuilder};
 use crate::readback::read_f32;
@@ -157,22 +160,59 @@ fn upload<T: bytemuck::Pod>(ctx: &GpuContext, data: &[T]) -> Arg {
     Arg::new(&buffer, bytes.len() as u64)
 }
 
-/// The first `len` values of `arg`.
-async fn read(ctx: &GpuContext, arg: &Arg, len: usize) -> Result<Vec<f32>> {
-    let bytes = 4 * len as u64;
-    if bytes == 0 {
-        return Ok(Vec::new());
+/// Buffers copied one after another into one staging buffer, to be read with a single map
+/// (every read-back is a round trip to the GPU; a step makes one).
+struct Staged {
+    staging: wgpu::Buffer,
+    lens: Vec<usize>,
+}
+
+impl Staged {
+    /// Records into `encoder` the copies of the first `len` values of each `arg`.
+    fn copy(
+        ctx: &GpuContext,
+        encoder: &mut wgpu::CommandEncoder,
+        args: &[(&Arg, usize)],
+    ) -> Staged {
+        let total: usize = args.iter().map(|(_, len)| len).sum();
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("training read-back"),
+            size: 4 * total.max(1) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut offset = 0u64;
+        for (arg, len) in args {
+            let bytes = 4 * *len as u64;
+            if bytes > 0 {
+                encoder.copy_buffer_to_buffer(&arg.buffer, arg.offset, &staging, offset, bytes);
+            }
+            offset += bytes;
+        }
+        Staged {
+            staging,
+            lens: args.iter().map(|(_, len)| *len).collect(),
+        }
     }
-    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("training read-back"),
-        size: bytes,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    encoder.copy_buffer_to_buffer(&arg.buffer, arg.offset, &staging, 0, bytes);
-    ctx.queue.submit([encoder.finish()]);
-    read_f32(ctx, &staging, bytes, std::time::Duration::from_secs(120)).await
+
+    /// The copied values, one vector per buffer (once the copies' submit has run).
+    async fn read(self, ctx: &GpuContext) -> Result<Vec<Vec<f32>>> {
+        let total: usize = self.lens.iter().sum();
+        let bytes = 4 * total as u64;
+        let mut all = read_f32(
+            ctx,
+            &self.staging,
+            bytes,
+            std::time::Duration::from_secs(120),
+        )
+        .await?
+        .into_iter();
+        Ok(self
+            .lens
+            .iter()
+            .map(|&len| all.by_ref().take(len).collect())
+            .collect())
+    }
 }
 
 /// Head-major activations `[heads, t, d_head]` as a batch of `t × d_head` matrices; batch `i`
@@ -332,15 +372,61 @@ struct Recorded {
     scored: usize,
 }
 
-/// Refuses what the GPU trainer does not train.
+/// Refuses what the GPU trainer does not train (what the CPU trainer does not).
 fn check_supported(c: &ModelConfig) -> Result<()> {
     check_trainable(c)?;
-    if matches!(c.positional, Positional::Rope(_)) {
-        return Err(GpuError::Unsupported(
-            "the GPU trainer does not train rotary positions yet".into(),
-        ));
-    }
     Ok(())
+}
+
+/// A rotary model's angles for every row of a padded batch (row `s · t_len + t` is position
+/// `t`), as `rope.wgsl` reads them: the rotation, and its transpose (the sines negated) for the
+/// gradients of the rotated queries and keys.
+struct RotaryRows {
+    half: usize,
+    forward: Arg,
+    transpose: Arg,
+}
+
+impl RotaryRows {
+    fn new(ctx: &GpuContext, c: &ModelConfig, n_seq: usize, t_len: usize) -> Option<RotaryRows> {
+        let table = RotaryTable::new(c.rope()?, t_len);
+        let with_sines = |sign: f32| -> Vec<f32> {
+            let mut values = table.cos.repeat(n_seq);
+            values.extend(table.sin.repeat(n_seq).into_iter().map(|v| sign * v));
+            values
+        };
+        Some(RotaryRows {
+            half: table.half,
+            forward: upload(ctx, &with_sines(1.0)),
+            transpose: upload(ctx, &with_sines(-1.0)),
+        })
+    }
+
+    /// Records the rotation (or its transpose) of `x`, `[rows, heads · d_head]`, in place.
+    fn push(
+        &self,
+        rec: &mut Recorder<'_>,
+        transpose: bool,
+        (heads, d_head): (usize, usize),
+        x: &Arg,
+    ) -> Result<()> {
+        let table = if transpose {
+            &self.transpose
+        } else {
+            &self.forward
+        };
+        let shape = (rec.rows, heads, d_head);
+        let kernel = &rec.kernels.rope;
+        rope::push(
+            &mut rec.plan,
+            kernel,
+            shape,
+            (self.half, rec.rows),
+            table,
+            x,
+        )?;
+        Ok(())
+    }
 }
 
 /// Records the forward and backward of `batch` under the weights `params` (in
@@ -353,10 +439,11 @@ fn record_batch<'k>(
     c: &ModelConfig,
     at: &ParamsAt,
     (params, grads): (&[Arg], &[Arg]),
-    batch: &[Sequence],
+    (batch, kernel): (&[Sequence], KernelName),
     head_penalty: f32,
     encoder: &mut wgpu::CommandEncoder,
 ) -> Result<(Recorder<'k>, Recorded)> {
+    let linear = kernel == KernelName::Linear;
     let t_len = batch.iter().map(|s| s.tokens.len()).max().unwrap_or(0);
     if t_len == 0 || t_len > c.n_ctx {
         return Err(attn_model::ModelError::Training(format!(
@@ -417,6 +504,7 @@ fn record_batch<'k>(
         eps: c.layer_norm_eps,
     };
     let rec = &mut r;
+    let rotary = RotaryRows::new(ctx, c, n_seq, t_len);
 
     // Forward: embeddings (the position table repeated once per sequence).
     let x = zeros(ctx, rows * d);
@@ -456,6 +544,9 @@ fn record_batch<'k>(
         kh: Arg,
         vh: Arg,
         probs: Arg,
+        /// Linear attention's features φ(q · scale) and φ(k), head-major, and its weights
+        /// before the normalisation.
+        linear: Option<(Arg, Arg, Arg)>,
         z: Arg,
         /// The MLP's norm, pre-activation and activation.
         mlp: Option<([Arg; 3], Arg, Arg)>,
@@ -513,6 +604,10 @@ fn record_batch<'k>(
         rec.dense(&attn_norm[0], block.q, &q, None, false)?;
         rec.dense(&attn_norm[0], block.k, &k, None, false)?;
         rec.dense(&attn_norm[0], block.v, &v, None, false)?;
+        if let Some(rotary) = &rotary {
+            rotary.push(rec, false, (heads, d_head), &q)?;
+            rotary.push(rec, false, (kv_heads, d_head), &k)?;
+        }
         // Head-major copies, so that one product covers every head of every sequence.
         let (qh, kh, vh) = qkv_zeros();
         reorder(rec, &train.to_heads, heads, (&q, &qh))?;
@@ -528,7 +623,23 @@ fn record_batch<'k>(
             alpha: scale,
             ..Matmul::new(t_len, t_len, d_head)
         };
-        scores.push(&mut rec.plan, &kernels.matmul, &qh, &kh, &dummy, &probs)?;
+        // Linear attention's weights instead: w = φ(q · scale) · φ(k)ᵀ with φ = elu + 1.
+        let linear = if linear {
+            let (phi_q, phi_k) = (zeros(ctx, rows * q_width), zeros(ctx, rows * kv_width));
+            let elu = &kernels.elu_feature;
+            features::push_elu(&mut rec.plan, elu, rows * q_width, scale, &qh, &phi_q)?;
+            features::push_elu(&mut rec.plan, elu, rows * kv_width, 1.0, &kh, &phi_k)?;
+            let w = zeros(ctx, n_seq * heads * map);
+            let weights = Matmul {
+                alpha: 1.0,
+                ..scores
+            };
+            weights.push(&mut rec.plan, &kernels.matmul, &phi_q, &phi_k, &dummy, &w)?;
+            Some((phi_q, phi_k, w))
+        } else {
+            scores.push(&mut rec.plan, &kernels.matmul, &qh, &kh, &dummy, &probs)?;
+            None
+        };
         attention::push(
             &mut rec.plan,
             &kernels.attention_probs,
@@ -539,9 +650,9 @@ fn record_batch<'k>(
                 window: None,
                 top_k: None,
             },
-            false,
+            linear.is_some(),
             &probs,
-            &dummy,
+            linear.as_ref().map_or(&dummy, |(_, _, w)| w),
         )?;
         let zh = zeros(ctx, rows * q_width);
         let weighted = Matmul {
@@ -572,6 +683,7 @@ fn record_batch<'k>(
             kh,
             vh,
             probs,
+            linear,
             z,
             mlp,
         });
@@ -683,13 +795,7 @@ fn record_batch<'k>(
         };
         dprobs.push(&mut rec.plan, &kernels.matmul, &dzh, &kept.vh, &dummy, &dp)?;
         per_group(rec, &kept.probs, &dzh, &dvh)?;
-        softmax_backward::push(
-            &mut rec.plan,
-            &train.softmax_backward,
-            (n_seq * heads * t_len, t_len, scale),
-            (&kept.probs, &dp, &ds),
-        )?;
-        // dq_h = dS · k_g for every head.
+        // dq_h = dS · k_g for every head (the keys, or linear attention's φ(k)).
         let dqueries = Matmul {
             batch: n_seq * heads,
             a: rows_at(t_len, 0).batched(map, 1),
@@ -697,12 +803,54 @@ fn record_batch<'k>(
             c: head_major(d_head, t_len, 1),
             ..Matmul::new(t_len, d_head, t_len)
         };
-        dqueries.push(&mut rec.plan, &kernels.matmul, &ds, &kept.kh, &dummy, &dqh)?;
-        per_group(rec, &ds, &kept.qh, &dkh)?;
+        match &kept.linear {
+            None => {
+                softmax_backward::push(
+                    &mut rec.plan,
+                    &train.softmax_backward,
+                    (n_seq * heads * t_len, t_len, scale),
+                    (&kept.probs, &dp, &ds),
+                )?;
+                // dk_g = Σ dSᵀ · q_h over its heads.
+                dqueries.push(&mut rec.plan, &kernels.matmul, &ds, &kept.kh, &dummy, &dqh)?;
+                per_group(rec, &ds, &kept.qh, &dkh)?;
+            }
+            Some((phi_q, phi_k, w)) => {
+                // dW through the normalisation, then dφ(q̃) = dW · φ(k) and dφ(k) = dWᵀ · φ(q̃),
+                // then φ' and q̃'s scale.
+                linear_backward::push(
+                    &mut rec.plan,
+                    &train.linear_backward,
+                    (n_seq * heads * t_len, t_len, c.causal),
+                    (&kept.probs, &dp, w, &ds),
+                )?;
+                let (dphi_q, dphi_k, _) = qkv_zeros();
+                dqueries.push(&mut rec.plan, &kernels.matmul, &ds, phi_k, &dummy, &dphi_q)?;
+                per_group(rec, &ds, phi_q, &dphi_k)?;
+                let elu = &train.elu_backward;
+                elu_backward::push(
+                    &mut rec.plan,
+                    elu,
+                    (rows * q_width, scale),
+                    (&kept.qh, &dphi_q, &dqh),
+                )?;
+                elu_backward::push(
+                    &mut rec.plan,
+                    elu,
+                    (rows * kv_width, 1.0),
+                    (&kept.kh, &dphi_k, &dkh),
+                )?;
+            }
+        }
         let (dq, dk, dv) = qkv_zeros();
         reorder(rec, &train.from_heads, heads, (&dqh, &dq))?;
         reorder(rec, &train.from_heads, kv_heads, (&dkh, &dk))?;
         reorder(rec, &train.from_heads, kv_heads, (&dvh, &dv))?;
+        // The rotation is orthogonal: its backward is its transpose.
+        if let Some(rotary) = &rotary {
+            rotary.push(rec, true, (heads, d_head), &dq)?;
+            rotary.push(rec, true, (kv_heads, d_head), &dk)?;
+        }
         let da = zeros(ctx, rows * d);
         let a = &kept.attn_norm[0];
         rec.dense_backward(a, &dq, block.q, Some(&da))?;
@@ -737,47 +885,81 @@ fn record_batch<'k>(
     Ok((r, recorded))
 }
 
-/// Runs the recorded launches (after the copies already in `encoder`) in one submit.
-fn submit(
-    ctx: &GpuContext,
-    recorder: Recorder<'_>,
-    mut encoder: wgpu::CommandEncoder,
-) -> Result<()> {
+/// Encodes the recorded launches in one compute pass, after the copies already in `encoder`.
+fn encode(recorder: Recorder<'_>, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
     let mut pool = BufferPool::default();
     let (program, _params) = recorder.plan.finish(&mut pool)?;
-    {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        program.encode(&mut pass, |_| true);
-    }
-    ctx.queue.submit([encoder.finish()]);
+    let mut pass = encoder.begin_compute_pass(&Default::default());
+    program.encode(&mut pass, |_| true);
     Ok(())
 }
 
-/// The batch's loss, hits and head norms, as the CPU trainer's `BatchLoss` reports them.
-async fn batch_loss(ctx: &GpuContext, c: &ModelConfig, r: &Recorded) -> Result<BatchLoss> {
-    let nll = read(ctx, &r.nll, r.rows).await?;
-    let correct = read(ctx, &r.correct, r.rows).await?;
-    let d_head = c.d_head();
-    let mut head_norms = 0.0f64;
-    for z in &r.z {
-        let z = read(ctx, z, r.rows * c.n_head * d_head).await?;
-        for piece in z.chunks_exact(d_head) {
-            let squares: f32 = piece.iter().map(|v| v * v).sum();
-            head_norms += (squares + 1e-8).sqrt() as f64;
+/// A batch's loss outputs on their way back: each row's loss and hit and every layer's head
+/// outputs, copied after the step's pass.
+struct PendingLoss {
+    staged: Staged,
+    rows: usize,
+    scored: usize,
+    d_head: usize,
+}
+
+impl Recorded {
+    fn copy_out(
+        &self,
+        ctx: &GpuContext,
+        c: &ModelConfig,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> PendingLoss {
+        let z_len = self.rows * c.n_head * c.d_head();
+        let mut args = vec![(&self.nll, self.rows), (&self.correct, self.rows)];
+        args.extend(self.z.iter().map(|z| (z, z_len)));
+        PendingLoss {
+            staged: Staged::copy(ctx, encoder, &args),
+            rows: self.rows,
+            scored: self.scored,
+            d_head: c.d_head(),
         }
     }
-    Ok(BatchLoss {
-        loss: nll.iter().map(|&v| v as f64).sum::<f64>() / r.scored.max(1) as f64,
-        correct: correct.iter().filter(|&&v| v > 0.5).count(),
-        scored: r.scored,
-        head_norms: head_norms / r.rows as f64,
-    })
+}
+
+impl PendingLoss {
+    /// The batch's loss, hits and head norms, as the CPU trainer's `BatchLoss` reports them.
+    async fn read(self, ctx: &GpuContext) -> Result<BatchLoss> {
+        let (rows, scored, d_head) = (self.rows, self.scored, self.d_head);
+        let values = self.staged.read(ctx).await?;
+        let (nll, correct) = (&values[0], &values[1]);
+        let mut head_norms = 0.0f64;
+        for z in &values[2..] {
+            for piece in z.chunks_exact(d_head) {
+                let squares: f32 = piece.iter().map(|v| v * v).sum();
+                head_norms += (squares + 1e-8).sqrt() as f64;
+            }
+        }
+        Ok(BatchLoss {
+            loss: nll.iter().map(|&v| v as f64).sum::<f64>() / scored.max(1) as f64,
+            correct: correct.iter().filter(|&&v| v > 0.5).count(),
+            scored,
+            head_norms: head_norms / rows as f64,
+        })
+    }
 }
 
 /// The GPU twin of `attn_model::training::loss_and_gradients` (see the module documentation).
 pub async fn loss_and_gradients(
     ctx: &GpuContext,
     model: &Model,
+    batch: &[Sequence],
+    head_penalty: f32,
+) -> Result<(BatchLoss, Model)> {
+    loss_and_gradients_with(ctx, model, KernelName::Softmax, batch, head_penalty).await
+}
+
+/// [`loss_and_gradients`] with the attention weights of `kernel`: softmax, or linear attention
+/// (the GPU twin of `attn_model::training::loss_and_gradients_with`).
+pub async fn loss_and_gradients_with(
+    ctx: &GpuContext,
+    model: &Model,
+    kernel: KernelName,
     batch: &[Sequence],
     head_penalty: f32,
 ) -> Result<(BatchLoss, Model)> {
@@ -803,31 +985,42 @@ pub async fn loss_and_gradients(
         &model.config,
         &at,
         (&params, &grads),
-        batch,
+        (batch, kernel),
         head_penalty,
         &mut encoder,
     )?;
-    submit(ctx, recorder, encoder)?;
-    let loss = batch_loss(ctx, &model.config, &recorded).await?;
-    for (grad, (arg, &len)) in parameters_mut(&mut grads_model)
+    encode(recorder, &mut encoder)?;
+    let loss = recorded.copy_out(ctx, &model.config, &mut encoder);
+    let gradients: Vec<(&Arg, usize)> = grads.iter().zip(sizes.iter().copied()).collect();
+    let gradients = Staged::copy(ctx, &mut encoder, &gradients);
+    ctx.queue.submit([encoder.finish()]);
+    let loss = loss.read(ctx).await?;
+    for (grad, value) in parameters_mut(&mut grads_model)
         .into_iter()
-        .zip(grads.iter().zip(&sizes))
+        .zip(gradients.read(ctx).await?)
     {
-        *grad = read(ctx, arg, len).await?;
+        *grad = value;
     }
     ctx.check_health()?;
     Ok((loss, grads_model))
 }
 
-/// [`loss_and_gradients`], blocking the current thread (native only).
+/// [`loss_and_gradients_with`], blocking the current thread (native only).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn loss_and_gradients_blocking(
     ctx: &GpuContext,
     model: &Model,
+    kernel: KernelName,
     batch: &[Sequence],
     head_penalty: f32,
 ) -> Result<(BatchLoss, Model)> {
-    pollster::block_on(loss_and_gradients(ctx, model, batch, head_penalty))
+    pollster::block_on(loss_and_gradients_with(
+        ctx,
+        model,
+        kernel,
+        batch,
+        head_penalty,
+    ))
 }
 
 /// A training run on the GPU: the CPU trainer's (`attn_model::training::Trainer`) run of the
@@ -853,6 +1046,8 @@ pub struct GpuTrainer {
     /// One `f32` of scratch for the clipping coefficient.
     coef: Arg,
     step: usize,
+    /// Where the run stops: the config's steps, raised by [`GpuTrainer::continue_for`].
+    limit: usize,
 }
 
 impl GpuTrainer {
@@ -864,11 +1059,6 @@ impl GpuTrainer {
         config: TrainConfig,
     ) -> Result<GpuTrainer> {
         config.validate()?;
-        if config.model.linear_attention {
-            return Err(GpuError::Unsupported(
-                "the GPU trainer does not train linear attention yet".into(),
-            ));
-        }
         let model_config = model_config(&config, data.as_ref())?;
         check_supported(&model_config)?;
         let mut model = initial_model(&model_config, config.seed)?;
@@ -893,14 +1083,23 @@ impl GpuTrainer {
             at,
             sizes,
             params,
+            limit: config.steps,
             config,
             data,
             step: 0,
         })
     }
 
-    /// One optimiser step on the next batch (see the type's documentation).
+    /// One optimiser step on the next batch (see the type's documentation). Past the configured
+    /// number of steps the schedule stays at its final learning rate.
     pub async fn step(&mut self) -> Result<StepReport> {
+        self.submit_step()?.report().await
+    }
+
+    /// [`GpuTrainer::step`] in two halves: records and submits the step (the trainer moves on
+    /// to the next one at once) and returns what reads its batch loss back — so a caller that
+    /// shares the trainer need not hold it while the GPU works.
+    pub fn submit_step(&mut self) -> Result<PendingStep> {
         let batch = self.data.batch(&mut self.rng, self.config.batch_size);
         let learning_rate = self.config.learning_rate_at(self.step);
         let ctx = &self.ctx;
@@ -914,7 +1113,7 @@ impl GpuTrainer {
             &self.template.config,
             &self.at,
             (&self.params, &self.grads),
-            &batch,
+            (&batch, self.kernel()),
             self.config.head_penalty as f32,
             &mut encoder,
         )?;
@@ -948,14 +1147,15 @@ impl GpuTrainer {
                 },
             )?;
         }
-        submit(ctx, recorder, encoder)?;
-        let loss = batch_loss(ctx, &self.template.config, &recorded).await?;
-        ctx.check_health()?;
+        encode(recorder, &mut encoder)?;
+        let loss = recorded.copy_out(ctx, &self.template.config, &mut encoder);
+        ctx.queue.submit([encoder.finish()]);
         self.step += 1;
-        Ok(StepReport {
+        Ok(PendingStep {
+            ctx: ctx.clone(),
             step: self.step,
             learning_rate,
-            batch: loss,
+            loss,
         })
     }
 
@@ -970,6 +1170,22 @@ impl GpuTrainer {
         self.step
     }
 
+    /// Whether the run's steps are done.
+    pub fn finished(&self) -> bool {
+        self.step >= self.limit
+    }
+
+    /// The step the run stops at.
+    pub fn run_length(&self) -> usize {
+        self.limit
+    }
+
+    /// Lets a finished (or running) run go on for `more` steps, at the schedule's final
+    /// learning rate once past the configured steps.
+    pub fn continue_for(&mut self, more: usize) {
+        self.limit = self.limit.max(self.step) + more;
+    }
+
     pub fn task(&self) -> Task {
         self.task
     }
@@ -978,15 +1194,101 @@ impl GpuTrainer {
         &self.config
     }
 
+    /// The attention weights the run trains: softmax, or linear attention.
+    pub fn kernel(&self) -> KernelName {
+        if self.config.model.linear_attention {
+            KernelName::Linear
+        } else {
+            KernelName::Softmax
+        }
+    }
+
+    /// What the trained weights run with: the unmodified model, or the linear kernel they were
+    /// trained with.
+    pub fn variant(&self) -> Variant {
+        match self.kernel() {
+            KernelName::Softmax => Variant::default(),
+            kernel => Variant {
+                kernel: Some(VariantKernel::Named(kernel)),
+                ..Variant::default()
+            },
+        }
+    }
+
+    pub fn data(&self) -> &dyn TaskData {
+        self.data.as_ref()
+    }
+
+    /// The architecture being trained.
+    pub fn model_config(&self) -> &ModelConfig {
+        &self.template.config
+    }
+
+    /// The GPU it trains on.
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
     /// The weights as they are now, read back from the GPU (with the task's tokenizer).
     pub async fn weights(&self) -> Result<Model> {
-        let mut model = self.template.clone();
-        for (value, (arg, &len)) in parameters_mut(&mut model)
-            .into_iter()
-            .zip(self.params.iter().zip(&self.sizes))
-        {
-            *value = read(&self.ctx, arg, len).await?;
+        self.submit_weights().model().await
+    }
+
+    /// [`GpuTrainer::weights`] in two halves, like [`GpuTrainer::submit_step`]: the copy of
+    /// the weights as they are after the steps submitted so far, then its read-back.
+    pub fn submit_weights(&self) -> PendingWeights {
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        let params: Vec<(&Arg, usize)> =
+            self.params.iter().zip(self.sizes.iter().copied()).collect();
+        let staged = Staged::copy(&self.ctx, &mut encoder, &params);
+        self.ctx.queue.submit([encoder.finish()]);
+        PendingWeights {
+            ctx: self.ctx.clone(),
+            template: self.template.clone(),
+            staged,
         }
+    }
+}
+
+/// A submitted [`GpuTrainer`] step whose batch loss is on its way back.
+pub struct PendingStep {
+    ctx: GpuContext,
+    step: usize,
+    learning_rate: f64,
+    loss: PendingLoss,
+}
+
+impl PendingStep {
+    /// The step's report once the GPU has run it (an error if the device was lost meanwhile).
+    pub async fn report(self) -> Result<StepReport> {
+        let batch = self.loss.read(&self.ctx).await?;
+        self.ctx.check_health()?;
+        Ok(StepReport {
+            step: self.step,
+            learning_rate: self.learning_rate,
+            batch,
+        })
+    }
+}
+
+/// A copy of a [`GpuTrainer`]'s weights on its way back.
+pub struct PendingWeights {
+    ctx: GpuContext,
+    template: Model,
+    staged: Staged,
+}
+
+impl PendingWeights {
+    /// The weights as a model (the trainer's config and tokenizer).
+    pub async fn model(self) -> Result<Model> {
+        let mut model = self.template;
+        for (value, read) in parameters_mut(&mut model)
+            .into_iter()
+            .zip(self.staged.read(&self.ctx).await?)
+        {
+            *value = read;
+        }
+        self.ctx.check_health()?;
         Ok(model)
     }
 }

@@ -1,15 +1,17 @@
 //! The GPU trainer's gradients against the CPU trainer's (attn-model's hand-written backward
 //! pass, itself checked against finite differences and against burn's autodiff): for the same
 //! weights and batch, the loss, the head norms and every parameter's gradient agree to 1e-4 of
-//! that parameter's largest gradient, on every architecture option the GPU trainer supports.
+//! that parameter's largest gradient, on every architecture option the page trains.
 #![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 
 use attn_gpu::training::loss_and_gradients_blocking;
-use attn_gpu::GpuError;
-use attn_model::training::backprop::{gradient_differences, loss_and_gradients, parameters_mut};
+use attn_model::training::backprop::{
+    gradient_differences, loss_and_gradients_with, parameters_mut,
+};
 use attn_model::training::{initial_model, model_config, Task, TrainConfig};
+use attn_model::variant::KernelName;
 use rand_chacha::rand_core::SeedableRng;
 use serde_json::Value;
 
@@ -35,12 +37,35 @@ fn options() -> Vec<(Task, TrainConfig)> {
         .collect()
 }
 
+/// The agreement test's options, then what burn's network does not have — rotary positions and
+/// linear attention — on a multi-head and a grouped-query option each, checked against the CPU
+/// trainer only.
+fn gpu_options() -> Vec<(Task, TrainConfig)> {
+    let mut options = options();
+    assert_eq!(options.len(), 5, "every training option");
+    assert_eq!(
+        [0, 2].map(|i| options[i].1.model.n_kv_head),
+        [None, Some(2)],
+        "a multi-head and a grouped-query option"
+    );
+    let with = |change: fn(&mut TrainConfig)| {
+        [0, 2].map(|i| {
+            let (task, mut config) = options[i].clone();
+            change(&mut config);
+            (task, config)
+        })
+    };
+    let rotary = with(|c| c.model.rotary = true);
+    let linear = with(|c| c.model.linear_attention = true);
+    options.extend(rotary);
+    options.extend(linear);
+    options
+}
+
 #[test]
 fn gpu_gradients_match_the_cpu_trainer_on_every_option() {
     let ctx = pollster::block_on(common::new_context());
-    let options = options();
-    assert_eq!(options.len(), 5, "every training option");
-    for (task, config) in options {
+    for (task, config) in gpu_options() {
         let data = task.synthetic_data().unwrap();
         let model = initial_model(&model_config(&config, data.as_ref()).unwrap(), 3).unwrap();
         let batch = data.batch(
@@ -48,9 +73,15 @@ fn gpu_gradients_match_the_cpu_trainer_on_every_option() {
             config.batch_size,
         );
         let penalty = config.head_penalty as f32;
-        let (cpu_loss, cpu_grads) = loss_and_gradients(&model, &batch, penalty).unwrap();
+        let kernel = if config.model.linear_attention {
+            KernelName::Linear
+        } else {
+            KernelName::Softmax
+        };
+        let (cpu_loss, cpu_grads) =
+            loss_and_gradients_with(&model, kernel, &batch, penalty).unwrap();
         let (gpu_loss, gpu_grads) =
-            loss_and_gradients_blocking(&ctx, &model, &batch, penalty).unwrap();
+            loss_and_gradients_blocking(&ctx, &model, kernel, &batch, penalty).unwrap();
 
         assert!(
             (gpu_loss.loss - cpu_loss.loss).abs() < 1e-5 * (1.0 + cpu_loss.loss),
@@ -87,23 +118,14 @@ fn gpu_gradients_match_the_cpu_trainer_on_every_option() {
 }
 
 #[test]
-fn what_the_gpu_trainer_does_not_train_yet_is_refused() {
-    let ctx = pollster::block_on(common::new_context());
-    let (task, mut config) = options().remove(0);
-    config.model.rotary = true;
-    let data = task.synthetic_data().unwrap();
-    let model = initial_model(&model_config(&config, data.as_ref()).unwrap(), 3).unwrap();
-    let batch = data.batch(&mut rand_chacha::ChaCha8Rng::seed_from_u64(5), 2);
-    let e = loss_and_gradients_blocking(&ctx, &model, &batch, 0.0).unwrap_err();
-    assert!(matches!(e, GpuError::Unsupported(_)), "{e}");
-}
-
-#[test]
 fn fifty_gpu_steps_follow_the_cpu_trainers_loss_curve() {
     use attn_gpu::training::GpuTrainer;
     use attn_model::training::Trainer;
     let ctx = pollster::block_on(common::new_context());
-    for (task, mut config) in options().into_iter().take(3) {
+    // Three of the agreement test's options, a rotary one and a linear-attention one.
+    let options = gpu_options();
+    let chosen = [0, 1, 2, 5, 7].map(|i| options[i].clone());
+    for (task, mut config) in chosen {
         config.steps = 50;
         config.warmup_steps = 5;
         let mut cpu = Trainer::new(task, task.synthetic_data().unwrap(), config.clone()).unwrap();

@@ -1,8 +1,10 @@
-//! Training in the page, on the CPU engine in the compute worker: a link opens the training
-//! panel with its settings, the induction task with 2 layers × 2 heads learns (the loss falls
+//! Training in the page, in the compute worker: a link opens the training panel with its
+//! settings, the induction task with 2 layers × 2 heads learns on the CPU (the loss falls
 //! through the plateau, the held-out accuracy rises), the curve is plotted, "Open in the
 //! playground" shows the trained model's four maps, and the same link trains the same run
-//! again, to the same loss.
+//! again, to the same loss. On WebGPU (SwiftShader here) the GPU trainer gives the CPU
+//! trainer's loss with softmax and linear attention and trains rotary models; without WebGPU,
+//! asking for it gives a message.
 
 use std::time::Duration;
 
@@ -295,5 +297,105 @@ fn the_sort_model_switched_to_linear_attention_heals_with_the_kernel() {
              && document.querySelector('[data-testid=kernel]')?.value === 'linear'
              && document.querySelectorAll('[data-testid=heatmap-cell]').length === 8",
         LOAD,
+    );
+}
+
+/// Sets the panel's engine choice and trains the `steps`-step run to its end on it; returns the
+/// last training loss and where the panel says it trained.
+fn train_on(b: &Browser, engine: &str, steps: usize) -> (f64, String) {
+    b.set_value("train-on", engine);
+    let loss = train_to_the_end(b, steps);
+    (loss, text(b, "train-engine"))
+}
+
+#[test]
+fn the_gpu_trainer_gives_the_cpu_trainers_run_in_the_page() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Enabled);
+    b.open_page(
+        &server,
+        "?model=sort&engine=cpu&train=induction&train_steps=8&train_batch=16&train_engine=gpu",
+        LOAD,
+    );
+    assert_eq!(
+        b.eval("return document.querySelector('[data-testid=train-on]').value"),
+        "gpu"
+    );
+    let (softmax_gpu, engine) = train_on(&b, "gpu", 8);
+    assert!(engine.contains("on the GPU ("), "{engine}");
+    // The end's checkpoint, from the weights read back: a held-out score and every head's map.
+    let accuracy: f64 = text(&b, "train-accuracy").parse().expect("an accuracy");
+    assert!((0.0..=1.0).contains(&accuracy));
+    let maps = b.eval("return document.querySelectorAll('[data-testid=train-probe-map]').length");
+    assert_eq!(maps, 4, "one probe map per head");
+
+    // The same runs on the CPU trainer — the same batches and updates — end at the same loss,
+    // with softmax and with linear attention.
+    let (softmax_cpu, engine) = train_on(&b, "cpu", 8);
+    assert_eq!(engine, " · on the CPU");
+    assert!(b.url().contains("train_engine=cpu"), "{}", b.url());
+    b.eval("document.querySelector('[data-testid=train-linear]').click()");
+    let (linear_cpu, _) = train_on(&b, "cpu", 8);
+    let (linear_gpu, engine) = train_on(&b, "gpu", 8);
+    assert!(engine.contains("on the GPU ("), "{engine}");
+    for (what, gpu, cpu) in [
+        ("softmax", softmax_gpu, softmax_cpu),
+        ("linear attention", linear_gpu, linear_cpu),
+    ] {
+        assert!(
+            (gpu - cpu).abs() <= 1e-3,
+            "{what}: GPU {gpu} against CPU {cpu} at step 8"
+        );
+    }
+    assert_ne!(softmax_cpu, linear_cpu, "the kernel changes the run");
+
+    // Auto keeps a software adapter for the forward's sake and says so.
+    b.eval("document.querySelector('[data-testid=train-linear]').click()");
+    let (_, engine) = train_on(&b, "auto", 8);
+    assert!(
+        engine.contains("on the CPU (") && engine.contains("software fallback"),
+        "{engine}"
+    );
+
+    // A rotary model on the GPU, opened in the playground from the weights read back.
+    b.eval("document.querySelector('[data-testid=train-rotary]').click()");
+    let (_, engine) = train_on(&b, "gpu", 8);
+    assert!(engine.contains("on the GPU ("), "{engine}");
+    b.eval("document.querySelector('[data-testid=train-open]').click()");
+    b.wait_for(
+        "the GPU-trained rotary model in the playground",
+        "return document.querySelector('[data-testid=model-title]')?.textContent.includes('rotary')
+             && document.querySelectorAll('[data-testid=heatmap-cell]').length === 4
+             && !!document.querySelector('[data-testid=output-topk-current] li')",
+        LOAD,
+    );
+}
+
+#[test]
+fn training_on_the_gpu_without_webgpu_says_why() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Disabled);
+    b.open_page(
+        &server,
+        "?model=sort&engine=cpu&train=induction&train_steps=8&train_engine=gpu",
+        LOAD,
+    );
+    b.eval("document.querySelector('[data-testid=train-start]').click()");
+    let error = b.wait_for(
+        "the message",
+        "const e = document.querySelector('[data-testid=train-error]'); return e ? e.textContent : ''",
+        LOAD,
+    );
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|e| e.contains("Cannot train on the GPU")),
+        "{error}"
+    );
+    // The page still trains, on the CPU.
+    let (loss, engine) = train_on(&b, "cpu", 8);
+    assert!(
+        loss.is_finite() && engine == " · on the CPU",
+        "{loss} {engine}"
     );
 }

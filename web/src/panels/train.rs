@@ -1,6 +1,6 @@
 //! The training panel: pick a task and an architecture (layers, query heads, key/value heads,
 //! width, MLPs) and the run's seed, learning rate, batch and length; train in the compute
-//! worker (attn-model's trainer, the CPU engine's backward pass) while the loss, the held-out
+//! worker (attn-gpu's trainer on a WebGPU device, or attn-model's on the CPU) while the loss, the held-out
 //! accuracy, every head's role scores and its attention on a fixed probe update; then open the
 //! result in the playground or save it. The settings live in the URL, and the same seed gives
 //! the same run, so a link reproduces a curve.
@@ -10,6 +10,7 @@ use leptos::prelude::*;
 
 use crate::controller::Controller;
 use crate::heatmap;
+use crate::page_state::EngineChoice;
 use crate::panels::plot::{Plot, PlotData, PlotPoint, PlotSeries};
 use crate::protocol::TrainState;
 use crate::state::Ui;
@@ -40,6 +41,8 @@ pub struct TrainSettings {
     pub learning_rate: f64,
     pub batch_size: usize,
     pub steps: usize,
+    /// Where it trains: the GPU trainer on a hardware adapter (`Auto`), or as chosen.
+    pub engine: EngineChoice,
 }
 
 impl Default for TrainSettings {
@@ -76,6 +79,7 @@ impl TrainSettings {
             learning_rate: c.learning_rate,
             batch_size: c.batch_size,
             steps: c.steps.min(DEFAULT_STEPS),
+            engine: EngineChoice::Auto,
         }
     }
 
@@ -128,6 +132,7 @@ impl TrainSettings {
             ("train_lr", self.learning_rate.to_string()),
             ("train_batch", self.batch_size.to_string()),
             ("train_steps", self.steps.to_string()),
+            ("train_engine", self.engine.as_str().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -158,6 +163,14 @@ impl TrainSettings {
             Some(other) => problems.push(format!(
                 "ignored train_kernel={other:?}: expected softmax or linear"
             )),
+        }
+        if let Some(engine) = get("train_engine") {
+            match EngineChoice::parse(engine) {
+                Some(choice) => s.engine = choice,
+                None => problems.push(format!(
+                    "ignored train_engine={engine:?}: expected auto, gpu or cpu"
+                )),
+            }
         }
         let mut number = |key: &str, ok: &dyn Fn(f64) -> bool| -> Option<f64> {
             let value = get(key)?;
@@ -269,6 +282,8 @@ pub struct TrainView {
     pub checkpoints: Vec<Checkpoint>,
     pub probe: Option<Probe>,
     pub steps_per_second: f64,
+    /// Where the run trains (the worker says, with the reason for a fallback).
+    pub engine: String,
     pub error: Option<String>,
 }
 
@@ -483,7 +498,16 @@ pub fn TrainPanel() -> impl IntoView {
     };
     let task_select = move |ev: leptos::ev::Event| {
         if let Some(task) = Task::from_name(&event_target_value(&ev)) {
-            ui.train.set(Some(TrainSettings::for_task(task)));
+            // A new task's recipe, trained where the previous one was.
+            let engine = ui
+                .train
+                .get_untracked()
+                .map(|s| s.engine)
+                .unwrap_or_default();
+            ui.train.set(Some(TrainSettings {
+                engine,
+                ..TrainSettings::for_task(task)
+            }));
         }
     };
     let status = move || {
@@ -497,13 +521,16 @@ pub fn TrainPanel() -> impl IntoView {
                     <span data-testid="train-loss">{last_loss.unwrap_or_else(|| "–".into())}</span>
                     " · held-out accuracy "
                     <span data-testid="train-accuracy">{check.map_or("–".into(), |c| format!("{:.3}", c.accuracy))}</span>
-                    {(t.steps_per_second > 0.0).then(|| format!(" · {:.0} steps/s", t.steps_per_second))}
+                    {(t.steps_per_second > 0.0).then(|| format!(" · {:.1} steps/s", t.steps_per_second))}
                     {match t.state {
                         Some(TrainState::Finished) => " · finished",
                         Some(TrainState::Paused) => " · paused",
                         Some(TrainState::Running) => " · training…",
                         None => "",
                     }}
+                    {(!t.engine.is_empty()).then(|| view! {
+                        <span class="train-engine" data-testid="train-engine">{format!(" · on {}", t.engine)}</span>
+                    })}
                 </p>
             }
         })
@@ -557,6 +584,24 @@ pub fn TrainPanel() -> impl IntoView {
                 {checkbox(ui, "train-linear", "Linear attention",
                     "Train with linear attention (φ(q)·φ(k) with φ = elu + 1, normalised over the keys) instead of softmax; the model opens in the playground with that kernel",
                     |s| &mut s.linear)}
+                <div class="field">
+                <label for="train-on" title="Auto trains on the GPU when the page has a hardware WebGPU adapter and the GPU trainer trains the architecture (softmax attention, learned positions), on the CPU otherwise; the same seed gives the same run on either">"Train on"</label>
+                <select id="train-on" data-testid="train-on" on:change=move |ev| {
+                    if let Some(choice) = EngineChoice::parse(&event_target_value(&ev)) {
+                        ui.train.update(|s| if let Some(s) = s { s.engine = choice });
+                    }
+                }>
+                    {move || {
+                        let current = ui.train.get().map(|s| s.engine);
+                        [(EngineChoice::Auto, "auto"), (EngineChoice::Gpu, "GPU (WebGPU)"), (EngineChoice::Cpu, "CPU")]
+                            .into_iter()
+                            .map(|(choice, label)| view! {
+                                <option value=choice.as_str() selected={Some(choice) == current}>{label}</option>
+                            })
+                            .collect_view()
+                    }}
+                </select>
+                </div>
                 {number_input(ui, "train-seed", "Seed", |s| s.seed.to_string(), |s, v| {
                     if let Ok(n) = v.parse() { s.seed = n }
                 })}
@@ -725,6 +770,7 @@ mod tests {
             learning_rate: 0.002,
             batch_size: 16,
             steps: 250,
+            engine: EngineChoice::Gpu,
         };
         let mut problems = Vec::new();
         let back = TrainSettings::from_pairs(&settings.to_pairs(), &mut problems);
@@ -748,6 +794,7 @@ mod tests {
             ("train_lr", "-1"),
             ("train_d", "48"),
             ("train_kernel", "cubic"),
+            ("train_engine", "tpu"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -755,7 +802,7 @@ mod tests {
         let mut problems = Vec::new();
         let s = TrainSettings::from_pairs(&pairs, &mut problems).unwrap();
         assert_eq!(s, TrainSettings::for_task(Task::Induction));
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 5, "{problems:?}");
         let mut problems = Vec::new();
         let none = TrainSettings::from_pairs(
             &[("train".to_string(), "translation".to_string())],

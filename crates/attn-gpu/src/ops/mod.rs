@@ -16,16 +16,16 @@ pub(crate) mod matmul;
 pub(crate) mod norm;
 pub(crate) mod rope;
 
-// The GPU trainer's kernels (see [`TrainKernels`]); AdamW's are not launched outside their
-// tests yet.
-#[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
+// The GPU trainer's kernels (see [`TrainKernels`]).
 pub(crate) mod adamw;
 pub(crate) mod column_sums;
 pub(crate) mod cross_entropy;
+pub(crate) mod elu_backward;
 pub(crate) mod embedding_backward;
 pub(crate) mod gelu_backward;
 pub(crate) mod head_norm_backward;
 pub(crate) mod heads;
+pub(crate) mod linear_backward;
 pub(crate) mod norm_backward;
 pub(crate) mod norm_keep;
 pub(crate) mod softmax_backward;
@@ -159,22 +159,20 @@ impl Kernels {
 
 /// The GPU trainer's own kernels: LayerNorm's forward keeping its statistics, the steps of the
 /// backward pass that are not matrix products (those reuse [`Kernels::matmul`], whose strides
-/// give the transposes and whose accumulate flag sums the gradients) and AdamW. Compiled apart from [`Kernels`], when training on the
-/// GPU starts, so that opening a model never waits for them. Each matches its CPU twin in
-/// attn-model's trainer (`layer_norm_keep`, `layer_norm_backward`, `softmax_backward`,
+/// give the transposes and whose accumulate flag sums the gradients) and AdamW. Compiled apart
+/// from [`Kernels`], when training on the GPU starts, so that opening a model never waits for
+/// them. Each matches its CPU twin in attn-model's trainer (`layer_norm_keep`,
+/// `layer_norm_backward`, `softmax_backward`, `linear_weights_backward`, `elu_feature_backward`,
 /// `gelu_tanh_grad`, `cross_entropy_backward`, `embedding_backward`, `column_sums_add`,
 /// `head_norm_backward`, `clip_coefficient` + `adamw_update`) on random shapes.
-/// [`crate::training`] runs them as a batch's forward and backward; AdamW on the GPU between
-/// steps is not wired yet.
+/// [`crate::training`] runs them as a batch's forward and backward and AdamW's update.
 #[derive(Debug)]
 pub(crate) struct TrainKernels {
     pub(crate) norm_backward_rows: Kernel,
     pub(crate) norm_backward_params: Kernel,
     pub(crate) softmax_backward: Kernel,
     pub(crate) gelu_backward: Kernel,
-    #[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
     pub(crate) adamw_clip: Kernel,
-    #[cfg_attr(any(not(test), target_arch = "wasm32"), allow(dead_code))]
     pub(crate) adamw_update: Kernel,
     pub(crate) cross_entropy: Kernel,
     pub(crate) embedding_backward: Kernel,
@@ -183,6 +181,8 @@ pub(crate) struct TrainKernels {
     pub(crate) head_norm_backward: Kernel,
     pub(crate) to_heads: Kernel,
     pub(crate) from_heads: Kernel,
+    pub(crate) linear_backward: Kernel,
+    pub(crate) elu_backward: Kernel,
 }
 
 impl TrainKernels {
@@ -226,6 +226,14 @@ impl TrainKernels {
             ),
             to_heads,
             from_heads,
+            linear_backward: linear_backward::kernel(
+                device,
+                &module("linear_backward", linear_backward::SHADER),
+            ),
+            elu_backward: elu_backward::kernel(
+                device,
+                &module("elu_backward", elu_backward::SHADER),
+            ),
         }
     }
 }

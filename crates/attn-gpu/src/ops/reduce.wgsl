@@ -1,7 +1,7 @@
 
 // A row's sum across the workgroup (appended to the kernels that reduce one row per workgroup of
-// THREADS = 64 invocations: norm, norm_keep, norm_backward, softmax_backward). Every invocation
-// calls it with its partial sum and gets the total; a tree in workgroup memory.
+// THREADS = 64 invocations: norm, norm_keep, norm_backward, softmax_backward, linear_backward).
+// Every invocation calls it with its partial sum and gets the total; a tree in workgroup memory.
 
 const THREADS: u32 = 64u;
 

@@ -464,6 +464,46 @@ fn elu_plus_one_grad(x: f32) -> f32 {
     }
 }
 
+/// The gradient through linear attention's feature map `φ(scale · x)`, `φ = elu + 1`, in place:
+/// `grad ← grad · φ'(scale · x) · scale` (the CPU twin of the GPU trainer's `elu_backward`).
+pub fn elu_feature_backward(x: &[f32], scale: f32, grad: &mut [f32]) {
+    for (g, &v) in grad.iter_mut().zip(x) {
+        *g *= elu_plus_one_grad(v * scale) * scale;
+    }
+}
+
+/// Linear attention's backward through its normalisation, for square maps of `width` stacked
+/// row by row (row `r` is query `r % width`): with `P = W / Σ_row W` over the keys the query may
+/// see (all, or the first `r % width + 1` when `causal`), `dw = (dp − Σ_row dp ⊙ p) / Σ_row w` on
+/// those keys and 0 on the others (the CPU twin of the GPU trainer's `linear_backward`).
+pub fn linear_weights_backward(
+    probs: &[f32],
+    dp: &[f32],
+    w: &[f32],
+    width: usize,
+    causal: bool,
+    dw: &mut [f32],
+) {
+    for (r, out) in dw.chunks_exact_mut(width).enumerate() {
+        let row = r * width..(r + 1) * width;
+        let keys = if causal { r % width + 1 } else { width };
+        let allowed = row.start..row.start + keys;
+        let dot: f32 = dp[allowed.clone()]
+            .iter()
+            .zip(&probs[allowed.clone()])
+            .map(|(a, b)| a * b)
+            .sum();
+        let sum: f32 = w[allowed].iter().sum();
+        for (j, g) in out.iter_mut().enumerate() {
+            *g = if j < keys {
+                (dp[row.start + j] - dot) / sum
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
 /// The derivative of the tanh GELU (the CPU twin of the GPU trainer's kernel).
@@ -720,19 +760,7 @@ impl Pass {
                     KernelName::Softmax => softmax_backward(p, &dp, t_len, scale, &mut ds),
                     KernelName::Linear => {
                         let w = linear_weights(q_h, k_j, scale);
-                        for i in 0..t_len {
-                            let row = i * t_len..(i + 1) * t_len;
-                            let dot: f32 = dp[row.clone()]
-                                .iter()
-                                .zip(&p[row])
-                                .map(|(a, b)| a * b)
-                                .sum();
-                            let keys = if c.causal { i + 1 } else { t_len };
-                            let sum: f32 = w[i * t_len..i * t_len + keys].iter().sum();
-                            for jk in i * t_len..i * t_len + keys {
-                                ds[jk] = (dp[jk] - dot) / sum;
-                            }
-                        }
+                        linear_weights_backward(p, &dp, &w, t_len, c.causal, &mut ds);
                     }
                 }
                 let ds = MatRef::new(&ds, t_len, t_len);
@@ -745,16 +773,8 @@ impl Pass {
                         let phi_k = map_rows(k_j, elu_plus_one);
                         let mut dq = matmul(ds, MatRef::new(&phi_k, t_len, d_head));
                         let mut dk = matmul(ds.t(), MatRef::new(&phi_q, t_len, d_head));
-                        let row_major = |m: MatRef<'_>, t: usize, e: usize| {
-                            m.data[t * m.row_stride + e * m.col_stride]
-                        };
-                        for t in 0..t_len {
-                            for e in 0..d_head {
-                                dq[t * d_head + e] *=
-                                    elu_plus_one_grad(row_major(q_h, t, e) * scale) * scale;
-                                dk[t * d_head + e] *= elu_plus_one_grad(row_major(k_j, t, e));
-                            }
-                        }
+                        elu_feature_backward(&map_rows(q_h, |v| v), scale, &mut dq);
+                        elu_feature_backward(&map_rows(k_j, |v| v), 1.0, &mut dk);
                         (dq, dk)
                     }
                 };

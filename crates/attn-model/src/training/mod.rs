@@ -17,4 +17,6 @@ pub use heal::{build_in, Constraint};
 pub use init::{initial_model, INIT_STREAM};
 pub use optimizer::AdamW;
 pub use tasks::{Corpus, MetricKind, Sequence, ShakespeareTask, Task, TaskData};
-pub use trainer::{model_config, run_metadata, score, score_with, Probe, StepReport, Trainer};
+pub use trainer::{
+    model_config, probe, run_metadata, score, score_with, Probe, StepReport, Trainer,
+};

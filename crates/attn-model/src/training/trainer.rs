@@ -85,7 +85,7 @@ pub fn score_with(model: &Model, variant: &Variant, sequences: &[Sequence]) -> R
     Ok((nll / n.max(1) as f64, correct as f64 / n.max(1) as f64))
 }
 
-/// The heads on a fixed input during training (see [`Trainer::probe`]).
+/// The heads on a fixed input during training (see [`probe`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
     /// The probe's first sequence.
@@ -94,6 +94,30 @@ pub struct Probe {
     pub maps: Vec<Vec<f32>>,
     /// Every head's role scores over the whole probe (copying scores left out).
     pub roles: Vec<HeadRoles>,
+}
+
+/// The attention of every head of `model` (run with `variant`) on a fixed probe — the role
+/// probe's first sequence, random tokens repeated once, where a previous-token head draws the
+/// sub-diagonal and an induction head the stripe one after the earlier copy — and every head's
+/// role scores over the whole probe: what the page redraws as the heads form.
+pub fn probe(model: &Model, variant: &Variant) -> Result<Probe> {
+    let c = &model.config;
+    let sequences = role_probe(c.vocab_size, c.n_ctx, 0);
+    let mut engine = CpuEngine::new(model.clone())?;
+    engine.set_variant(variant)?;
+    let outputs = sequences
+        .iter()
+        .map(|tokens| engine.forward(tokens))
+        .collect::<Result<Vec<_>>>()?;
+    let first = &outputs[0];
+    Ok(Probe {
+        tokens: sequences[0].clone(),
+        maps: (0..c.n_layer)
+            .flat_map(|l| (0..c.n_head).map(move |h| (l, h)))
+            .map(|(l, h)| first.attention_map(l, h).to_vec())
+            .collect(),
+        roles: roles_from_outputs(&outputs),
+    })
 }
 
 /// What one step did.
@@ -285,28 +309,9 @@ impl Trainer {
         )
     }
 
-    /// The attention of every head on a fixed probe — the role probe's first sequence, random
-    /// tokens repeated once, where a previous-token head draws the sub-diagonal and an
-    /// induction head the stripe one after the earlier copy — and every head's role scores
-    /// over the whole probe: what the page redraws as the heads form.
+    /// The heads on the fixed probe (see [`probe`]).
     pub fn probe(&self) -> Result<Probe> {
-        let c = &self.model.config;
-        let sequences = role_probe(c.vocab_size, c.n_ctx, 0);
-        let mut engine = CpuEngine::new(self.model.clone())?;
-        engine.set_variant(&self.variant())?;
-        let outputs = sequences
-            .iter()
-            .map(|tokens| engine.forward(tokens))
-            .collect::<Result<Vec<_>>>()?;
-        let first = &outputs[0];
-        Ok(Probe {
-            tokens: sequences[0].clone(),
-            maps: (0..c.n_layer)
-                .flat_map(|l| (0..c.n_head).map(move |h| (l, h)))
-                .map(|(l, h)| first.attention_map(l, h).to_vec())
-                .collect(),
-            roles: roles_from_outputs(&outputs),
-        })
+        probe(&self.model, &self.variant())
     }
 
     /// The model as it is now, labelled like a trained model file: tokenizer, title, task,
