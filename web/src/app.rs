@@ -347,8 +347,8 @@ pub fn install(ui: Ui, info: ModelInfo, config: &ModelConfig) {
     if let Some(variant) = ui.pending_variant.try_update_value(Option::take).flatten() {
         ui.variant.set(variant);
     }
-    // Weights trained with linear attention run with it (their unmodified baseline is still the
-    // softmax forward), unless a kernel was chosen.
+    // Weights trained with linear attention run with it (their unmodified baseline does too),
+    // unless a kernel was chosen.
     if info.linear_attention && ui.variant.with_untracked(|v| v.kernel.is_none()) {
         ui.variant
             .update(|v| v.kernel = Some(Kernel::Named(KernelName::Linear)));

@@ -11,6 +11,7 @@ use attn_gpu::{AnyEngine, EngineKind, EnginePair, GpuContext, GpuError, Readback
 use attn_model::{
     compare,
     load::{from_hf_source, HfSource},
+    variant::{Kernel, KernelName},
     Captured, Comparison, Engine, Hooks, LoadedTensors, Model, ModelConfig, Output, Tokenizer,
     TokenizerSpec, Variant,
 };
@@ -257,7 +258,7 @@ impl Session {
             .and_then(|c| serde_json::from_value::<Vec<String>>(c.clone()).ok())
             .filter(|c| Some(c.len()) == model.config.n_classes);
         let model = Arc::new(model);
-        let engines = EnginePair::cpu(model.clone()).map_err(|e| e.to_string())?;
+        let engines = with_native_kernel(EnginePair::cpu(model.clone()), &info)?;
         Ok(Session {
             text: ModelText {
                 tokenizer,
@@ -272,9 +273,30 @@ impl Session {
 
     /// Moves the engines onto the GPU of `ctx` (one upload of the weights for both).
     pub fn use_gpu(&mut self, ctx: &GpuContext) -> Result<(), String> {
-        self.engines = Some(EnginePair::gpu(ctx, self.model.clone()).map_err(|e| e.to_string())?);
+        let pair = EnginePair::gpu(ctx, self.model.clone());
+        self.engines = Some(with_native_kernel(pair, &self.info)?);
         Ok(())
     }
+}
+
+/// The pair with its baseline — the unmodified model — run with the kernel its weights were
+/// trained with: linear attention for a model trained so (softmax is what it never saw), so
+/// that the cost of a change is measured from what the model is.
+fn with_native_kernel(
+    pair: Result<EnginePair, GpuError>,
+    info: &ModelInfo,
+) -> Result<EnginePair, String> {
+    let mut pair = pair.map_err(|e| e.to_string())?;
+    if info.linear_attention {
+        let native = Variant {
+            kernel: Some(Kernel::Named(KernelName::Linear)),
+            ..Variant::default()
+        };
+        pair.baseline
+            .set_variant(&native)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(pair)
 }
 
 /// What turns text into tokens and ids into labels: the tokenizer, a classifier's class names,

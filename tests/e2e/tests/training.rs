@@ -270,6 +270,25 @@ fn a_linear_attention_model_trains_and_opens_with_its_kernel() {
         "the link keeps the kernel: {}",
         b.url()
     );
+    // Its unmodified baseline is its linear forward: nothing changed yet costs nothing, and
+    // softmax — which it never saw — is the change.
+    b.wait_for(
+        "no cost for the model as trained: it is its own baseline",
+        "return document.querySelector('[data-testid=kl]')?.textContent === '0.0000 nats'",
+        LOAD,
+    );
+    b.set_value("kernel", "softmax");
+    let kl = b.wait_for(
+        "the cost of softmax",
+        "const t = document.querySelector('[data-testid=kl]')?.textContent;
+         return t && t !== '0.0000 nats' ? t : ''",
+        LOAD,
+    );
+    let kl: f64 = kl
+        .as_str()
+        .and_then(|t| t.trim_end_matches(" nats").parse().ok())
+        .expect("a KL");
+    assert!(kl > 0.0, "softmax costs {kl} nats");
 }
 
 #[test]
