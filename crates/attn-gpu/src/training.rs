@@ -18,7 +18,7 @@ use attn_model::training::optimizer::AdamStep;
 use attn_model::training::{
     initial_model, model_config, Sequence, StepReport, Task, TaskData, TrainConfig,
 };
-use attn_model::variant::{Kernel as VariantKernel, KernelName};
+use attn_model::variant::KernelName;
 use attn_model::{Activation, Model, ModelConfig, Precision, Variant};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -1196,23 +1196,12 @@ impl GpuTrainer {
 
     /// The attention weights the run trains: softmax, or linear attention.
     pub fn kernel(&self) -> KernelName {
-        if self.config.model.linear_attention {
-            KernelName::Linear
-        } else {
-            KernelName::Softmax
-        }
+        self.config.model.kernel()
     }
 
-    /// What the trained weights run with: the unmodified model, or the linear kernel they were
-    /// trained with.
+    /// What the trained weights run with: the unmodified model, or the linear kernel.
     pub fn variant(&self) -> Variant {
-        match self.kernel() {
-            KernelName::Softmax => Variant::default(),
-            kernel => Variant {
-                kernel: Some(VariantKernel::Named(kernel)),
-                ..Variant::default()
-            },
-        }
+        self.config.model.variant()
     }
 
     pub fn data(&self) -> &dyn TaskData {

@@ -4,8 +4,7 @@
 use attn_model::training::optimizer::AdamStep;
 
 use crate::error::Result;
-use crate::ops::gelu_backward::elementwise_groups;
-use crate::ops::{Access, Kernel};
+use crate::ops::{elementwise_groups, Access, Kernel};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("adamw.wgsl");

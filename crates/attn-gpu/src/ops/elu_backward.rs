@@ -1,8 +1,7 @@
 //! The backward of linear attention's feature map for the GPU trainer (`elu_backward.wgsl`).
 
 use crate::error::Result;
-use crate::ops::gelu_backward::elementwise_groups;
-use crate::ops::{Access, Kernel};
+use crate::ops::{elementwise_groups, Access, Kernel};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("elu_backward.wgsl");

@@ -1,7 +1,7 @@
 //! The tanh GELU's backward for the GPU trainer (`gelu_backward.wgsl`).
 
 use crate::error::Result;
-use crate::ops::{Access, Kernel};
+use crate::ops::{elementwise_groups, Access, Kernel};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("gelu_backward.wgsl");
@@ -20,12 +20,6 @@ pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kern
         "main",
         &[Access::Read, Access::Read, Access::ReadWrite],
     )
-}
-
-/// Workgroups covering `n` elements, 64 each: along x up to 65 535, then along y.
-pub(crate) fn elementwise_groups(n: usize, per_group: usize) -> [u32; 3] {
-    let groups = n.div_ceil(per_group) as u32;
-    [groups.min(65_535), groups.div_ceil(65_535), 1]
 }
 
 /// Records `dpre = dact · gelu'(pre)` over `n` elements.

@@ -1,8 +1,7 @@
 //! The head penalty's gradient for the GPU trainer (`head_norm_backward.wgsl`).
 
 use crate::error::Result;
-use crate::ops::gelu_backward::elementwise_groups;
-use crate::ops::{Access, Kernel};
+use crate::ops::{elementwise_groups, Access, Kernel};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("head_norm_backward.wgsl");

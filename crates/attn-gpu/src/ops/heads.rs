@@ -2,8 +2,7 @@
 //! GPU trainer's attention over a whole batch.
 
 use crate::error::Result;
-use crate::ops::gelu_backward::elementwise_groups;
-use crate::ops::{Access, Kernel};
+use crate::ops::{elementwise_groups, Access, Kernel};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("heads.wgsl");

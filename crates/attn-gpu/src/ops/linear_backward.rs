@@ -2,7 +2,7 @@
 //! (`linear_backward.wgsl`): every row of every head's map at once.
 
 use crate::error::Result;
-use crate::ops::{Access, Kernel};
+use crate::ops::{row_groups, Access, Kernel};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = concat!(
@@ -39,14 +39,7 @@ pub(crate) fn push<'k>(
         width: width as u32,
         causal: causal as u32,
     };
-    let rows = rows as u32;
-    // At most 65 535 workgroups along x; the kernel reads the rest from y.
-    let workgroups = [rows.min(65_535), rows.div_ceil(65_535), 1];
-    assert!(
-        rows <= 65_535 || rows % 65_535 == 0,
-        "rows past 65 535 must fill whole columns of workgroups"
-    );
-    plan.push(kernel, &params, &[probs, dp, w, dw], workgroups)
+    plan.push(kernel, &params, &[probs, dp, w, dw], row_groups(rows))
 }
 
 // Native only: these run on lavapipe through `crate::testing`.

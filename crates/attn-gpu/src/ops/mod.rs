@@ -242,3 +242,21 @@ impl TrainKernels {
 pub(crate) fn groups(n: u32, size: u32) -> u32 {
     n.div_ceil(size)
 }
+
+/// Workgroups covering `n` elements, `per_group` each: along x up to 65 535, then along y (the
+/// trainer's elementwise kernels read their index as `x + y · 65 535 · per_group`).
+pub(crate) fn elementwise_groups(n: usize, per_group: usize) -> [u32; 3] {
+    let groups = n.div_ceil(per_group) as u32;
+    [groups.min(65_535), groups.div_ceil(65_535), 1]
+}
+
+/// One workgroup per row of `rows`: along x up to 65 535, then along y (the row kernels read
+/// their row as `x + y · 65 535`, so rows past 65 535 must fill whole columns).
+pub(crate) fn row_groups(rows: usize) -> [u32; 3] {
+    let rows = rows as u32;
+    assert!(
+        rows <= 65_535 || rows % 65_535 == 0,
+        "rows past 65 535 must fill whole columns of workgroups"
+    );
+    [rows.min(65_535), rows.div_ceil(65_535), 1]
+}

@@ -93,6 +93,24 @@ pub fn gradient_differences(mine: &Model, reference: &Model) -> Result<Vec<(f32,
         .collect())
 }
 
+/// Whether the gradient `mine` agrees with `reference` to `tolerance` of each parameter's scale
+/// ([`gradient_differences`]); the error names the first parameter that does not.
+pub fn check_gradients(mine: &Model, reference: &Model, tolerance: f32) -> Result<()> {
+    let names = reference.config.parameters();
+    for (i, (worst, scale)) in gradient_differences(mine, reference)?
+        .into_iter()
+        .enumerate()
+    {
+        if worst.is_nan() || worst >= tolerance {
+            let name = names.get(i).map_or("?", |p| p.name.as_str());
+            return Err(ModelError::Training(format!(
+                "the gradient of parameter {i} ({name}) differs by {worst} of its scale {scale}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A model of zeros with `model`'s shapes: the container the gradient accumulates in.
 pub fn zeros_like(model: &Model) -> Result<Model> {
     Model::from_parameters(

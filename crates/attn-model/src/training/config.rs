@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ModelError, Result};
+use crate::variant::{Kernel, KernelName, Variant};
 
 /// The architecture choices a config may make. What the task determines — vocabulary, classifier
 /// head, causal or bidirectional attention and (for the synthetic tasks) the context length — is
@@ -44,6 +45,28 @@ pub struct ArchConfig {
     /// their longest sequence, so it must stay `null` (or equal that length) for them.
     #[serde(default)]
     pub n_ctx: Option<usize>,
+}
+
+impl ArchConfig {
+    /// The attention weights the architecture trains with: softmax, or linear attention.
+    pub fn kernel(&self) -> KernelName {
+        if self.linear_attention {
+            KernelName::Linear
+        } else {
+            KernelName::Softmax
+        }
+    }
+
+    /// What weights trained so run with: the unmodified model, or the linear kernel.
+    pub fn variant(&self) -> Variant {
+        match self.kernel() {
+            KernelName::Softmax => Variant::default(),
+            kernel => Variant {
+                kernel: Some(Kernel::Named(kernel)),
+                ..Variant::default()
+            },
+        }
+    }
 }
 
 /// One training run: architecture, optimiser, schedule and seed.

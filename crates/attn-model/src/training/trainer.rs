@@ -237,23 +237,13 @@ impl Trainer {
 
     /// The attention weights the run trains: softmax, or linear attention.
     pub fn kernel(&self) -> KernelName {
-        if self.config.model.linear_attention {
-            KernelName::Linear
-        } else {
-            KernelName::Softmax
-        }
+        self.config.model.kernel()
     }
 
     /// What the trained weights run with: the unmodified model, or the linear kernel they were
     /// trained with.
     pub fn variant(&self) -> Variant {
-        match self.kernel() {
-            KernelName::Softmax => Variant::default(),
-            kernel => Variant {
-                kernel: Some(Kernel::Named(kernel)),
-                ..Variant::default()
-            },
-        }
+        self.config.model.variant()
     }
 
     /// Steps done.
