@@ -16,7 +16,7 @@ use attn_model::rope::RotaryTable;
 use attn_model::training::backprop::{check_trainable, parameters_mut, zeros_like, BatchLoss};
 use attn_model::training::optimizer::AdamStep;
 use attn_model::training::{
-    initial_model, model_config, Sequence, StepReport, Task, TaskData, TrainConfig,
+    initial_model, model_config, RunSteps, Sequence, StepReport, Task, TaskData, TrainConfig,
 };
 use attn_model::variant::KernelName;
 use attn_model::{Activation, Model, ModelConfig, Precision, Variant};
@@ -1045,9 +1045,7 @@ pub struct GpuTrainer {
     moments: Vec<(Arg, Arg)>,
     /// One `f32` of scratch for the clipping coefficient.
     coef: Arg,
-    step: usize,
-    /// Where the run stops: the config's steps, raised by [`GpuTrainer::continue_for`].
-    limit: usize,
+    steps: RunSteps,
 }
 
 impl GpuTrainer {
@@ -1083,10 +1081,9 @@ impl GpuTrainer {
             at,
             sizes,
             params,
-            limit: config.steps,
+            steps: RunSteps::new(config.steps),
             config,
             data,
-            step: 0,
         })
     }
 
@@ -1101,7 +1098,7 @@ impl GpuTrainer {
     /// shares the trainer need not hold it while the GPU works.
     pub fn submit_step(&mut self) -> Result<PendingStep> {
         let batch = self.data.batch(&mut self.rng, self.config.batch_size);
-        let learning_rate = self.config.learning_rate_at(self.step);
+        let learning_rate = self.config.learning_rate_at(self.steps.done());
         let ctx = &self.ctx;
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         for grad in &self.grads {
@@ -1118,7 +1115,7 @@ impl GpuTrainer {
             &mut encoder,
         )?;
         // AdamW, as attn_model::training::AdamW::step computes its constants.
-        let time = self.step as i32 + 1;
+        let time = self.steps.done() as i32 + 1;
         let decay_rate = learning_rate * self.config.weight_decay;
         let adam = AdamStep {
             learning_rate: learning_rate as f32,
@@ -1150,10 +1147,9 @@ impl GpuTrainer {
         encode(recorder, &mut encoder)?;
         let loss = recorded.copy_out(ctx, &self.template.config, &mut encoder);
         ctx.queue.submit([encoder.finish()]);
-        self.step += 1;
         Ok(PendingStep {
             ctx: ctx.clone(),
-            step: self.step,
+            step: self.steps.advance(),
             learning_rate,
             loss,
         })
@@ -1167,23 +1163,22 @@ impl GpuTrainer {
 
     /// Steps done.
     pub fn steps_done(&self) -> usize {
-        self.step
+        self.steps.done()
     }
 
     /// Whether the run's steps are done.
     pub fn finished(&self) -> bool {
-        self.step >= self.limit
+        self.steps.finished()
     }
 
     /// The step the run stops at.
     pub fn run_length(&self) -> usize {
-        self.limit
+        self.steps.run_length()
     }
 
-    /// Lets a finished (or running) run go on for `more` steps, at the schedule's final
-    /// learning rate once past the configured steps.
+    /// See [`RunSteps::continue_for`].
     pub fn continue_for(&mut self, more: usize) {
-        self.limit = self.limit.max(self.step) + more;
+        self.steps.continue_for(more)
     }
 
     pub fn task(&self) -> Task {

@@ -18,5 +18,5 @@ pub use init::{initial_model, INIT_STREAM};
 pub use optimizer::AdamW;
 pub use tasks::{Corpus, MetricKind, Sequence, ShakespeareTask, Task, TaskData};
 pub use trainer::{
-    model_config, probe, run_metadata, score, score_with, Probe, StepReport, Trainer,
+    model_config, probe, run_metadata, score, score_with, Probe, RunSteps, StepReport, Trainer,
 };

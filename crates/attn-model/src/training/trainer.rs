@@ -130,6 +130,51 @@ pub struct StepReport {
     pub batch: BatchLoss,
 }
 
+/// Where a run is: the steps done, and the step it stops at (the config's steps, raised by
+/// [`RunSteps::continue_for`]). Both trainers, the CPU's and the GPU's, count with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunSteps {
+    done: usize,
+    limit: usize,
+}
+
+impl RunSteps {
+    /// A run of `steps` steps, none done.
+    pub fn new(steps: usize) -> RunSteps {
+        RunSteps {
+            done: 0,
+            limit: steps,
+        }
+    }
+
+    /// Steps done.
+    pub fn done(&self) -> usize {
+        self.done
+    }
+
+    /// Counts one more step done; returns the new count.
+    pub fn advance(&mut self) -> usize {
+        self.done += 1;
+        self.done
+    }
+
+    /// Whether the run's steps are done.
+    pub fn finished(&self) -> bool {
+        self.done >= self.limit
+    }
+
+    /// The step the run stops at.
+    pub fn run_length(&self) -> usize {
+        self.limit
+    }
+
+    /// Lets a finished (or running) run go on for `more` steps (at the schedule's final learning
+    /// rate once past the configured steps).
+    pub fn continue_for(&mut self, more: usize) {
+        self.limit = self.limit.max(self.done) + more;
+    }
+}
+
 /// A training run in progress (see the module documentation).
 pub struct Trainer {
     task: Task,
@@ -139,9 +184,7 @@ pub struct Trainer {
     model: Model,
     optimizer: AdamW,
     rng: ChaCha8Rng,
-    step: usize,
-    /// Where the run stops: the config's steps, raised by [`Trainer::continue_for`].
-    limit: usize,
+    steps: RunSteps,
     /// What stays true of the weights after every step (a built-in variant being healed).
     constraint: Option<Constraint>,
 }
@@ -184,12 +227,11 @@ impl Trainer {
             model_config: model.config.clone(),
             optimizer: AdamW::new(&config),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
-            limit: config.steps,
+            steps: RunSteps::new(config.steps),
             constraint: None,
             config,
             data,
             model,
-            step: 0,
         })
     }
 
@@ -215,7 +257,7 @@ impl Trainer {
     /// stays at its final learning rate.
     pub fn step(&mut self) -> Result<StepReport> {
         let batch = self.data.batch(&mut self.rng, self.config.batch_size);
-        let learning_rate = self.config.learning_rate_at(self.step);
+        let learning_rate = self.config.learning_rate_at(self.steps.done());
         let (loss, mut grads) = loss_and_gradients_with(
             &self.model,
             self.kernel(),
@@ -227,9 +269,8 @@ impl Trainer {
         if let Some(constraint) = &self.constraint {
             constraint.apply(&mut self.model)?;
         }
-        self.step += 1;
         Ok(StepReport {
-            step: self.step,
+            step: self.steps.advance(),
             learning_rate,
             batch: loss,
         })
@@ -248,23 +289,22 @@ impl Trainer {
 
     /// Steps done.
     pub fn steps_done(&self) -> usize {
-        self.step
+        self.steps.done()
     }
 
     /// Whether the run's steps are done.
     pub fn finished(&self) -> bool {
-        self.step >= self.limit
+        self.steps.finished()
     }
 
     /// The step the run stops at.
     pub fn run_length(&self) -> usize {
-        self.limit
+        self.steps.run_length()
     }
 
-    /// Lets a finished (or running) run go on for `more` steps, at the schedule's final
-    /// learning rate once past the configured steps.
+    /// See [`RunSteps::continue_for`].
     pub fn continue_for(&mut self, more: usize) {
-        self.limit = self.limit.max(self.step) + more;
+        self.steps.continue_for(more)
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -313,7 +353,7 @@ impl Trainer {
             self.data.as_ref(),
             &self.config,
             &self.model_config,
-            self.step,
+            self.steps.done(),
             seconds,
             trainer,
         );
