@@ -8,7 +8,7 @@
 //! between forwards ([`Yielding`]), which is when a `Cancel` gets in.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::rc::Rc;
 
 use attn_gpu::{is_device_failure, EngineKind, EnginePair, GpuContext, GpuError};
@@ -21,7 +21,7 @@ use attn_model::{
 use gloo_worker::{HandlerId, Worker, WorkerScope};
 use wasm_bindgen_futures::spawn_local;
 
-use attn_gpu::training::GpuTrainer;
+use attn_gpu::training::{GpuTrainer, PendingStep};
 use attn_model::training::{
     probe, run_metadata, score, score_with, Corpus, ShakespeareTask, StepReport, Task, TaskData,
     TrainConfig, Trainer,
@@ -206,8 +206,11 @@ impl Worker for ComputeWorker {
                 return;
             }
             Request::SimulateDeviceLoss => {
-                if let Some(gpu) = self.state.gpu.borrow().as_ref() {
-                    gpu.simulate_device_loss();
+                // The page's device and the one a training run opened for itself.
+                for device in [&self.state.gpu, &self.state.train_gpu] {
+                    if let Some(gpu) = device.borrow().as_ref() {
+                        gpu.simulate_device_loss();
+                    }
                 }
                 return;
             }
@@ -904,7 +907,7 @@ async fn train(state: &State, job: u32, reply: &dyn Fn(Response)) {
 /// A step on its way: done (the CPU trainer), or submitted to the GPU.
 enum Stepping {
     Done(attn_model::Result<StepReport>),
-    Submitted(attn_gpu::Result<attn_gpu::training::PendingStep>),
+    Submitted(attn_gpu::Result<PendingStep>),
 }
 
 /// Steps the run of job `job` for about [`TRAIN_BURST_MS`] (none when `paused`), up to the next
@@ -917,31 +920,49 @@ async fn train_burst(state: &State, job: u32, paused: bool) -> Result<Option<Tra
     let mut checkpoint = false;
     // A pause reports where the run is, without stepping.
     let mut stepping = !paused;
-    while stepping {
-        let step = {
-            let mut training = state.training.borrow_mut();
-            let Some(run) = training.as_mut().filter(|run| run.job == job) else {
-                return Ok(None);
+    // The GPU trainer keeps a second step queued behind the running one, so that the GPU does
+    // not wait for the read-back of each batch's loss — never past a checkpoint, whose weights
+    // are read right after it.
+    let mut in_flight: VecDeque<PendingStep> = VecDeque::new();
+    loop {
+        let queue_open = in_flight.len() < 2
+            && in_flight
+                .back()
+                .is_none_or(|p| p.step() % TRAIN_CHECK_EVERY != 0);
+        let report = if stepping && queue_open {
+            let next = {
+                let mut training = state.training.borrow_mut();
+                let Some(run) = training.as_mut().filter(|run| run.job == job) else {
+                    return Ok(None);
+                };
+                let finished = run.trainer.finished();
+                match &mut run.trainer {
+                    _ if finished => None,
+                    RunTrainer::Cpu(t) => Some(Stepping::Done(t.step())),
+                    RunTrainer::Gpu(t) => Some(Stepping::Submitted(t.submit_step())),
+                }
             };
-            if run.trainer.finished() {
+            match next {
+                None => {
+                    stepping = false;
+                    continue;
+                }
+                Some(Stepping::Done(report)) => report.map_err(|e| e.to_string())?,
+                Some(Stepping::Submitted(pending)) => {
+                    in_flight.push_back(pending.map_err(|e| gpu_training_failed(&e))?);
+                    continue;
+                }
+            }
+        } else {
+            let Some(pending) = in_flight.pop_front() else {
                 break;
-            }
-            match &mut run.trainer {
-                RunTrainer::Cpu(t) => Stepping::Done(t.step()),
-                RunTrainer::Gpu(t) => Stepping::Submitted(t.submit_step()),
-            }
-        };
-        let report = match step {
-            Stepping::Done(report) => report.map_err(|e| e.to_string())?,
-            Stepping::Submitted(pending) => match pending {
-                Ok(pending) => pending.report().await,
-                Err(e) => Err(e),
-            }
-            .map_err(|e| gpu_training_failed(&e))?,
+            };
+            let report = pending.report().await;
+            report.map_err(|e| gpu_training_failed(&e))?
         };
         losses.push((report.step, report.batch.loss));
         checkpoint = report.step % TRAIN_CHECK_EVERY == 0;
-        stepping = !checkpoint && js_sys::Date::now() - started <= TRAIN_BURST_MS;
+        stepping = stepping && !checkpoint && js_sys::Date::now() - started <= TRAIN_BURST_MS;
     }
     let elapsed = js_sys::Date::now() - started;
     let (weights, mut update) = {

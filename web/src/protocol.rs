@@ -128,8 +128,9 @@ pub enum Request {
     SaveTrained,
     /// Stop a running importance ranking, generation, analysis, measurement or training run.
     Cancel { job: u32 },
-    /// Fault injection, for the tests of the page's recovery: destroy the WebGPU device, as a
-    /// driver reset would (the next GPU forward fails and the worker moves to the CPU engine).
+    /// Fault injection, for the tests of the page's recovery: destroy the WebGPU devices, as a
+    /// driver reset would (the next GPU forward fails and the worker moves to the CPU engine; a
+    /// run training on the GPU stops with a message).
     SimulateDeviceLoss,
     /// Fault injection: panic, as a bug in the worker would (the page restarts the worker).
     Crash,

@@ -1243,6 +1243,11 @@ pub struct PendingStep {
 }
 
 impl PendingStep {
+    /// The step's number (steps done once it has run).
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
     /// The step's report once the GPU has run it (an error if the device was lost meanwhile).
     pub async fn report(self) -> Result<StepReport> {
         let batch = self.loss.read(&self.ctx).await?;

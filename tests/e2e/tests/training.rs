@@ -418,3 +418,41 @@ fn training_on_the_gpu_without_webgpu_says_why() {
         "{loss} {engine}"
     );
 }
+
+#[test]
+fn a_gpu_lost_during_training_stops_the_run_with_a_message() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Enabled);
+    b.open_page(
+        &server,
+        "?model=sort&engine=cpu&train=induction&train_steps=400&train_batch=16&train_engine=gpu",
+        LOAD,
+    );
+    b.eval("document.querySelector('[data-testid=train-start]').click()");
+    b.wait_for(
+        "the first steps on the GPU",
+        "const s = document.querySelector('[data-testid=train-step]');
+         return !!s && !s.textContent.startsWith('Step 0 ')
+             && !!document.querySelector('[data-testid=train-engine]')",
+        TRAIN,
+    );
+    b.eval("window.attnFaults.loseDevice()");
+    let error = b.wait_for(
+        "the message",
+        "const e = document.querySelector('[data-testid=train-error]'); return e ? e.textContent : ''",
+        LOAD,
+    );
+    assert!(
+        error
+            .as_str()
+            .is_some_and(|e| e.contains("The GPU failed during training")),
+        "{error}"
+    );
+    // A new run opens a new device.
+    b.set_value("train-steps", "2");
+    let (loss, engine) = train_on(&b, "gpu", 2);
+    assert!(
+        loss.is_finite() && engine.contains("on the GPU ("),
+        "{loss} {engine}"
+    );
+}
