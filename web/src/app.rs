@@ -24,7 +24,7 @@ use crate::panels::output::OutputPanel;
 use crate::panels::train::TrainPanel;
 use crate::protocol::ModelSource;
 use crate::session::ModelInfo;
-use crate::state::Ui;
+use crate::state::{GridView, Ui};
 
 /// Where the built-in models live, relative to the page.
 const MODELS_BASE: &str = "models/";
@@ -171,14 +171,24 @@ pub fn App() -> impl IntoView {
         }
     });
 
-    // Tokens or variant → forward passes in the worker (baseline and current). One runs at a
-    // time and newer requests replace waiting ones, so a slider drag never queues up work.
+    // Tokens, variant or the maps on screen → forward passes in the worker (baseline and
+    // current). One runs at a time and newer requests replace waiting ones, so a slider drag
+    // never queues up work.
+    let maps = Memo::new(move |_| ui.maps_wanted());
     Effect::new(move |_| {
         let tokens = ui.tokens.get();
         let variant = ui.variant.get();
+        let maps = maps.get();
         ui.model_version.track();
         if !tokens.is_empty() {
-            ctl.run(ui, Job { tokens, variant });
+            ctl.run(
+                ui,
+                Job {
+                    tokens,
+                    variant,
+                    maps,
+                },
+            );
         }
     });
 
@@ -368,6 +378,8 @@ pub fn install(ui: Ui, info: ModelInfo, config: &ModelConfig) {
         ui.focus.set(None);
     }
     ui.roles.set(Vec::new());
+    // The grid's view for the new model before its first forward, which reads back its maps.
+    ui.grid.set(GridView::at_open(info.n_layer, info.n_head));
     ui.info.set(Some(info));
     ui.baseline.set(None);
     ui.current.set(None);

@@ -30,8 +30,8 @@ use attn_model::training::{
 use crate::browser::{fetch_bytes, next_tick, read_in_pieces};
 use crate::page_state::EngineChoice;
 use crate::protocol::{
-    Analysis, AnalysisTool, AsJson, JobOutcome, ModelSource, Request, Response, TrainState,
-    TrainUpdate,
+    Analysis, AnalysisTool, AsJson, JobOutcome, MapsWanted, ModelSource, Request, Response,
+    TrainState, TrainUpdate,
 };
 use crate::session::{
     check_fits, logits_only, return_engines, run_timed, take_engines, PickedFiles, RunResult,
@@ -244,7 +244,11 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
             tokens,
             variant,
             with_baseline,
-        } => run(state, model, tokens, variant.0, with_baseline, reply).await,
+            maps,
+        } => {
+            let wanted = (variant.0, maps);
+            run(state, model, tokens, wanted, with_baseline, reply).await
+        }
         Request::Importance {
             model,
             job,
@@ -1073,11 +1077,13 @@ async fn read_picked(
     Ok(picked)
 }
 
+/// The forwards of a `Request::Run`: the variant's, and the unmodified model's when the page
+/// asks for it or the worker has none for these tokens; `maps` are the maps the page shows.
 async fn run(
     state: &State,
     model: u32,
     tokens: Vec<u32>,
-    variant: Variant,
+    (variant, maps): (Variant, MapsWanted),
     with_baseline: bool,
     reply: &dyn Fn(Response),
 ) {
@@ -1099,7 +1105,10 @@ async fn run(
         .is_some_and(|(m, t, _)| *m == model && *t == tokens);
     let mut baseline = None;
     if with_baseline || !cached {
-        let (result, failure) = run_timed(&mut pair, true, &Variant::default(), &tokens).await;
+        // Its maps only when the page asks for the baseline (it keeps them for the diff view).
+        let wanted = with_baseline.then_some(&maps);
+        let base = (&Variant::default(), wanted);
+        let (result, failure) = run_timed(&mut pair, true, base, &tokens).await;
         failures.extend(failure);
         match result {
             Ok((mut output, millis)) => {
@@ -1114,6 +1123,7 @@ async fn run(
                         comparison: None,
                         millis,
                         engine: engine(&pair),
+                        maps,
                     };
                     baseline = Some(Ok(page));
                 }
@@ -1122,12 +1132,12 @@ async fn run(
             Err(e) => baseline = with_baseline.then(|| Err(e.to_string())),
         }
     }
-    let (current, failure) = run_timed(&mut pair, false, &variant, &tokens).await;
+    let (current, failure) = run_timed(&mut pair, false, (&variant, Some(&maps)), &tokens).await;
     failures.extend(failure);
     let current = current.map_err(|e| e.to_string()).map(|(output, millis)| {
         let cache = state.baseline.borrow();
         let base = cache.as_ref().map(|(_, _, o)| o);
-        RunResult::for_page(output, base, &tokens, millis, engine(&pair))
+        RunResult::for_page(output, base, &tokens, (millis, engine(&pair)), maps)
     });
     return_engines(&state.session, pair);
     if let Some(e) = failures.first() {

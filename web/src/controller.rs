@@ -21,7 +21,7 @@ use crate::browser;
 use crate::compute::ComputeWorker;
 use crate::panels::train::{Checkpoint, HealScores, TrainSettings, TrainView};
 use crate::protocol::{
-    AnalysisTool, AsJson, JobOutcome, ModelSource, Request, Response, TrainState,
+    AnalysisTool, AsJson, JobOutcome, MapsWanted, ModelSource, Request, Response, TrainState,
 };
 use crate::runner::Coalescer;
 use crate::session::ModelText;
@@ -31,10 +31,11 @@ use attn_model::training::Task;
 /// The worker's script: Trunk writes it next to `index.html` (`data-loader-shim`).
 const WORKER_SCRIPT: &str = "./attn-worker_loader.js";
 
-/// A forward the page wants: the input and the variant.
+/// A forward the page wants: the input, the variant and the maps it shows.
 pub struct Job {
     pub tokens: Vec<u32>,
     pub variant: Variant,
+    pub maps: MapsWanted,
 }
 
 /// A handle to the controller; `Copy`, so every panel can hold one.
@@ -353,17 +354,25 @@ impl Controller {
     }
 
     fn send_next_run(&self, ui: Ui, inner: &Inner) {
-        let Some(Job { tokens, variant }) = inner.runner.next() else {
+        let Some(Job {
+            tokens,
+            variant,
+            maps,
+        }) = inner.runner.next()
+        else {
             return;
         };
-        let with_baseline = ui
-            .baseline
-            .with_untracked(|b| b.as_ref().map(|r| &r.tokens) != Some(&tokens));
+        // The baseline again when the input changed, or when the grid shows maps it lacks.
+        let with_baseline = ui.baseline.with_untracked(|b| {
+            b.as_ref()
+                .is_none_or(|r| r.tokens != tokens || !r.maps.covers(&maps))
+        });
         inner.bridge.borrow().send(Request::Run {
             model: inner.installed.get(),
             tokens,
             variant: AsJson(variant),
             with_baseline,
+            maps,
         });
     }
 

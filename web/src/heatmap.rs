@@ -75,6 +75,12 @@ pub fn paint(
     if t == 0 || map.len() != t * t {
         return Ok(());
     }
+    // A map the forward did not read back (another layer was on screen): blank until it is.
+    if map[0].is_nan() {
+        canvas.set_width(1);
+        canvas.set_height(1);
+        return Ok(());
+    }
     // Resizing clears and reallocates the canvas: only when the length changed.
     if canvas.width() != t as u32 || canvas.height() != t as u32 {
         canvas.set_width(t as u32);

@@ -3,7 +3,7 @@
 //! concerns a model carries the page's number for that model (`model`), and every answer
 //! repeats it, so the page drops answers about a model it has since replaced.
 
-use attn_model::engine::Step;
+use attn_model::engine::{AttentionMaps, Step};
 use attn_model::training::TrainConfig;
 use attn_model::{
     AblationMode, HeadImportance, HeadRoles, ModelConfig, Sampling, TokenizerSpec, Variant,
@@ -38,6 +38,75 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for AsJson<T> {
     }
 }
 
+/// Which attention maps a forward reads back and sends to the page: every map, or the layers
+/// the grid shows and the enlarged map. A model of hundreds of heads shows a few layers at a
+/// time, and its other maps would be megabytes per forward that nobody looks at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapsWanted {
+    /// Layers `first..=last`; `None`: every layer.
+    pub layers: Option<(usize, usize)>,
+    /// The enlarged map, when it is outside `layers`.
+    pub focus: Option<(usize, usize)>,
+}
+
+impl MapsWanted {
+    /// Every map.
+    pub const ALL: MapsWanted = MapsWanted {
+        layers: None,
+        focus: None,
+    };
+
+    /// The layers `first..=last` of a model of `n_layer` layers, and the enlarged map `focus`:
+    /// [`MapsWanted::ALL`] when that is every layer.
+    pub fn shown(
+        (first, last): (usize, usize),
+        focus: Option<(usize, usize)>,
+        n_layer: usize,
+    ) -> MapsWanted {
+        let last = last.min(n_layer.saturating_sub(1));
+        if first == 0 && last + 1 >= n_layer {
+            return MapsWanted::ALL;
+        }
+        MapsWanted {
+            layers: Some((first, last)),
+            focus: focus.filter(|(l, _)| !(first..=last).contains(l)),
+        }
+    }
+
+    /// The `(layer, head)` maps of a model of `n_layer × n_head` (`None`: all of them).
+    pub fn maps(&self, n_layer: usize, n_head: usize) -> Option<Vec<(usize, usize)>> {
+        let (first, last) = self.layers?;
+        let mut maps: Vec<(usize, usize)> = (first..=last.min(n_layer.saturating_sub(1)))
+            .flat_map(|l| (0..n_head).map(move |h| (l, h)))
+            .collect();
+        maps.extend(self.focus.filter(|&(l, h)| l < n_layer && h < n_head));
+        Some(maps)
+    }
+
+    /// What the engines read back.
+    pub fn readback(&self, n_layer: usize, n_head: usize) -> AttentionMaps {
+        match self.maps(n_layer, n_head) {
+            None => AttentionMaps::All,
+            Some(maps) => AttentionMaps::Only(maps),
+        }
+    }
+
+    /// Whether a result read with `self` holds every map `wanted` asks for.
+    pub fn covers(&self, wanted: &MapsWanted) -> bool {
+        let Some((first, last)) = self.layers else {
+            return true;
+        };
+        let Some((from, to)) = wanted.layers else {
+            return false;
+        };
+        first <= from
+            && to <= last
+            && wanted
+                .focus
+                .is_none_or(|f| (first..=last).contains(&f.0) || self.focus == Some(f))
+    }
+}
+
 /// Where a model comes from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ModelSource {
@@ -63,12 +132,14 @@ pub enum Request {
         description: String,
         examples: Vec<String>,
     },
-    /// A forward of the variant (and of the unmodified model first when `with_baseline`).
+    /// A forward of the variant (and of the unmodified model first when `with_baseline`),
+    /// reading back and sending the attention maps `maps`.
     Run {
         model: u32,
         tokens: Vec<u32>,
         variant: AsJson<Variant>,
         with_baseline: bool,
+        maps: MapsWanted,
     },
     /// Rank heads by ablating each in turn on top of `base`.
     Importance {
@@ -323,6 +394,7 @@ mod tests {
             tokens: vec![1, 2],
             variant: AsJson(variant.clone()),
             with_baseline: true,
+            maps: MapsWanted::ALL,
         }) else {
             panic!("not a run")
         };
@@ -399,6 +471,75 @@ mod tests {
     }
 
     #[test]
+    fn the_maps_on_screen_are_what_a_forward_reads() {
+        // Every layer on screen: every map.
+        assert_eq!(MapsWanted::shown((0, usize::MAX), None, 4), MapsWanted::ALL);
+        assert_eq!(MapsWanted::shown((0, 3), Some((1, 1)), 4), MapsWanted::ALL);
+        // Layers 1–2 of 4 with 2 heads, and an enlarged map outside them.
+        let wanted = MapsWanted::shown((1, 2), Some((3, 1)), 4);
+        assert_eq!(
+            wanted.maps(4, 2),
+            Some(vec![(1, 0), (1, 1), (2, 0), (2, 1), (3, 1)])
+        );
+        // One inside them adds nothing.
+        assert_eq!(MapsWanted::shown((1, 2), Some((2, 0)), 4).focus, None);
+        assert_eq!(MapsWanted::ALL.readback(4, 2), AttentionMaps::All);
+        // What a result holds covers what the page wants next.
+        let held = MapsWanted::shown((0, 2), None, 4);
+        assert!(MapsWanted::ALL.covers(&held));
+        assert!(held.covers(&MapsWanted::shown((1, 2), None, 4)));
+        assert!(held.covers(&MapsWanted::shown((1, 2), Some((0, 1)), 4)));
+        assert!(!held.covers(&MapsWanted::shown((2, 3), None, 4)));
+        assert!(!held.covers(&MapsWanted::shown((1, 2), Some((3, 0)), 4)));
+        assert!(!held.covers(&MapsWanted::ALL));
+    }
+
+    #[test]
+    fn maps_not_read_back_do_not_cross() {
+        // 3 layers × 1 head of 8 × 8 maps; the middle one was not read back.
+        let map = |v: f32| vec![v; 64];
+        let attention = [map(0.25), map(f32::NAN), map(0.5)].concat();
+        let output = attn_model::Output {
+            seq_len: 8,
+            n_layer: 3,
+            n_head: 1,
+            n_out: 1,
+            logits: Vec::new(),
+            attention,
+            head_out_norms: Vec::new(),
+            kv_bytes_per_token: 0,
+        };
+        let result = RunResult {
+            tokens: vec![1; 8],
+            output: output.clone(),
+            top: Vec::new(),
+            comparison: None,
+            millis: 1.0,
+            engine: attn_gpu::EngineKind::Cpu,
+            maps: MapsWanted::shown((0, 0), Some((2, 0)), 3),
+        };
+        let bytes = bincode::serialize(&result).unwrap();
+        let back: RunResult = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(back.output.attention_map(0, 0), &map(0.25)[..]);
+        assert_eq!(back.output.attention_map(2, 0), &map(0.5)[..]);
+        assert!(back.output.attention_map(1, 0).iter().all(|v| v.is_nan()));
+        assert_eq!(back.maps, result.maps);
+        let every_map = RunResult {
+            output: attn_model::Output {
+                attention: [map(0.25), map(0.5), map(0.5)].concat(),
+                ..output
+            },
+            ..result
+        };
+        let every_map = bincode::serialize(&every_map).unwrap().len();
+        assert!(
+            bytes.len() + 200 < every_map,
+            "a map not read back does not cross: {} against {every_map} bytes",
+            bytes.len()
+        );
+    }
+
+    #[test]
     fn outputs_cross_packed_and_unchanged() {
         let output = attn_model::Output {
             seq_len: 2,
@@ -423,6 +564,7 @@ mod tests {
             }),
             millis: 1.5,
             engine: attn_gpu::EngineKind::Cpu,
+            maps: MapsWanted::ALL,
         };
         let back: RunResult = bincode::deserialize(&bincode::serialize(&result).unwrap()).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -452,8 +594,8 @@ mod tests {
             variant.clone(),
             Some(&base),
             &[1, 2],
-            3.0,
-            attn_gpu::EngineKind::Cpu,
+            (3.0, attn_gpu::EngineKind::Cpu),
+            MapsWanted::ALL,
         );
         assert!(page.output.logits.is_empty());
         assert_eq!(page.output.attention, variant.attention);
@@ -463,14 +605,16 @@ mod tests {
             page.comparison,
             Some(attn_model::compare(&base, &variant, &[1, 2]))
         );
-        let alone = RunResult::for_page(variant, None, &[1, 2], 3.0, attn_gpu::EngineKind::Cpu);
+        let cpu = (3.0, attn_gpu::EngineKind::Cpu);
+        let alone = RunResult::for_page(variant, None, &[1, 2], cpu, MapsWanted::ALL);
         assert_eq!(alone.comparison, None);
     }
 }
 
 /// [`attn_model::Output`] packed for the worker's codec: the float arrays as raw little-endian
-/// bytes, so a forward's maps cross in a few copies instead of one call per number. Used as
-/// `#[serde(with = "packed_output")]`.
+/// bytes, so a forward's maps cross in a few copies instead of one call per number; the maps a
+/// forward did not read back (NaN, see `attn_model::engine::Readback`) do not cross at all and
+/// are NaN again on the other side. Used as `#[serde(with = "packed_output")]`.
 pub mod packed_output {
     use attn_model::Output;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -483,15 +627,18 @@ pub mod packed_output {
         n_head: usize,
         n_out: usize,
         logits: ByteBuf,
+        /// The maps read back, one after another (`seq_len²` values each).
         attention: ByteBuf,
+        /// Which maps `attention` holds (layer-major indices); `None`: every map.
+        maps: Option<Vec<u32>>,
         head_out_norms: ByteBuf,
         kv_bytes_per_token: usize,
     }
 
-    fn bytes(values: &[f32]) -> ByteBuf {
+    fn bytes<'a>(values: impl IntoIterator<Item = &'a f32>) -> ByteBuf {
         ByteBuf::from(
             values
-                .iter()
+                .into_iter()
                 .flat_map(|v| v.to_le_bytes())
                 .collect::<Vec<u8>>(),
         )
@@ -505,13 +652,33 @@ pub mod packed_output {
     }
 
     pub fn serialize<S: Serializer>(output: &Output, serializer: S) -> Result<S::Ok, S::Error> {
+        let size = (output.seq_len * output.seq_len).max(1);
+        // A map not read back is NaN throughout; one that was holds probabilities.
+        let read: Vec<bool> = output
+            .attention
+            .chunks(size)
+            .map(|map| !map[0].is_nan())
+            .collect();
+        let (attention, maps) = if read.iter().all(|&r| r) {
+            (bytes(&output.attention), None)
+        } else {
+            let kept = output
+                .attention
+                .chunks(size)
+                .zip(&read)
+                .filter(|(_, &r)| r)
+                .flat_map(|(map, _)| map);
+            let indices = (0..read.len() as u32).filter(|&i| read[i as usize]);
+            (bytes(kept), Some(indices.collect()))
+        };
         Packed {
             seq_len: output.seq_len,
             n_layer: output.n_layer,
             n_head: output.n_head,
             n_out: output.n_out,
             logits: bytes(&output.logits),
-            attention: bytes(&output.attention),
+            attention,
+            maps,
             head_out_norms: bytes(&output.head_out_norms),
             kv_bytes_per_token: output.kv_bytes_per_token,
         }
@@ -520,13 +687,28 @@ pub mod packed_output {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Output, D::Error> {
         let p = Packed::deserialize(deserializer)?;
+        let read = floats(&p.attention);
+        let attention = match p.maps {
+            None => read,
+            Some(maps) => {
+                let size = p.seq_len * p.seq_len;
+                let mut all = vec![f32::NAN; p.n_layer * p.n_head * size];
+                for (i, map) in maps.into_iter().zip(read.chunks(size.max(1))) {
+                    let at = i as usize * size;
+                    if let Some(slot) = all.get_mut(at..at + map.len()) {
+                        slot.copy_from_slice(map);
+                    }
+                }
+                all
+            }
+        };
         Ok(Output {
             seq_len: p.seq_len,
             n_layer: p.n_layer,
             n_head: p.n_head,
             n_out: p.n_out,
             logits: floats(&p.logits),
-            attention: floats(&p.attention),
+            attention,
             head_out_norms: floats(&p.head_out_norms),
             kv_bytes_per_token: p.kv_bytes_per_token,
         })

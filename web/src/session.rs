@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use attn_gpu::{AnyEngine, EngineKind, EnginePair, GpuContext, GpuError, Readback};
+use attn_model::engine::AttentionMaps;
 use attn_model::{
     compare,
     load::{from_hf_source, HfSource},
@@ -18,6 +19,7 @@ use attn_model::{
 use serde::{Deserialize, Serialize};
 
 use crate::browser::{next_tick, now_ms};
+use crate::protocol::MapsWanted;
 
 /// The model as the page describes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,6 +78,8 @@ pub struct RunResult {
     pub comparison: Option<Comparison>,
     pub millis: f64,
     pub engine: EngineKind,
+    /// The maps it holds (the others are NaN).
+    pub maps: MapsWanted,
 }
 
 /// An output's logits alone (its maps and norms left empty): what the worker keeps of the
@@ -103,8 +107,8 @@ impl RunResult {
         mut output: Output,
         baseline: Option<&Output>,
         tokens: &[u32],
-        millis: f64,
-        engine: EngineKind,
+        (millis, engine): (f64, EngineKind),
+        maps: MapsWanted,
     ) -> RunResult {
         let top = output.top_at(output.seq_len - 1, TOP_OUTPUTS);
         let comparison = baseline
@@ -118,6 +122,7 @@ impl RunResult {
             comparison,
             millis,
             engine,
+            maps,
         }
     }
 }
@@ -152,17 +157,20 @@ pub fn return_engines(cell: &SessionCell, pair: EnginePair) {
 }
 
 /// Runs one forward of `pair` (the baseline, or `variant`), timed, reading back what the page
-/// shows: every logit (for the cost of the change) and every map (the grid); no panel shows the
+/// shows: every logit (for the cost of the change) and the maps `maps` (the grid's layers and
+/// the enlarged map; none for a baseline whose maps the page already has); no panel shows the
 /// head norms, so they stay on the engine (NaN). Returns the full output and the milliseconds.
 pub async fn run_timed(
     pair: &mut EnginePair,
     baseline: bool,
-    variant: &Variant,
+    (variant, maps): (&Variant, Option<&MapsWanted>),
     tokens: &[u32],
 ) -> (Result<(Output, f64), GpuError>, Option<GpuError>) {
     let start = now_ms();
+    let c = &pair.model().config;
     let readback = Readback {
         head_out_norms: false,
+        attention: maps.map_or(AttentionMaps::None, |m| m.readback(c.n_layer, c.n_head)),
         ..Readback::everything()
     };
     let (output, failure) = pair.run(baseline, variant, tokens, &readback).await;

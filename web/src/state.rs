@@ -7,7 +7,7 @@ use attn_gpu::EngineKind;
 use attn_model::engine::Step;
 use attn_model::{AblationMode, HeadImportance, HeadRoles, Lesson, Measured, Variant};
 
-use crate::protocol::Analysis;
+use crate::protocol::{Analysis, MapsWanted};
 use leptos::prelude::*;
 
 use crate::manifest::ModelEntry;
@@ -46,6 +46,8 @@ pub struct Ui {
     pub diff: RwSignal<bool>,
     /// Which layers the attention grid shows, and how large its maps are.
     pub grid: RwSignal<GridView>,
+    /// Set while *Export JSON* waits for a result with every map.
+    pub exporting: RwSignal<bool>,
     pub engine_choice: RwSignal<EngineChoice>,
     pub engine_badge: RwSignal<String>,
     pub importance: RwSignal<Vec<HeadImportance>>,
@@ -116,6 +118,7 @@ impl Ui {
             focus: RwSignal::new(state.focus),
             diff: RwSignal::new(state.diff),
             grid: RwSignal::new(GridView::default()),
+            exporting: RwSignal::new(false),
             engine_choice: RwSignal::new(state.engine),
             engine_badge: RwSignal::new("Checking WebGPU…".into()),
             importance: RwSignal::new(Vec::new()),
@@ -160,6 +163,17 @@ impl Ui {
 }
 
 impl Ui {
+    /// The attention maps the page shows, which a forward reads back: the grid's layers and the
+    /// enlarged map — every map while an export waits for them.
+    pub fn maps_wanted(&self) -> MapsWanted {
+        let n_layer = self.info.with(|i| i.as_ref().map_or(0, |i| i.n_layer));
+        if self.exporting.get() || n_layer == 0 {
+            return MapsWanted::ALL;
+        }
+        let grid = self.grid.get();
+        MapsWanted::shown((grid.first, grid.last), self.focus.get(), n_layer)
+    }
+
     /// The open lesson, once the lessons are loaded.
     pub fn lesson(&self) -> Option<Lesson> {
         let id = self.lesson_id.get()?;

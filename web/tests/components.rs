@@ -7,6 +7,7 @@
 use attn_gpu::{EngineKind, GpuContext};
 use attn_model::{Model, ModelConfig, Variant};
 use attn_web::heatmap;
+use attn_web::protocol::MapsWanted;
 use attn_web::session::{run_timed, Session};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -116,16 +117,18 @@ async fn the_sessions_gpu_engines_agree_with_its_cpu_engine() {
             .unwrap(),
         Variant::from_json(r#"{"kernel": "linear", "top_k": 2}"#).unwrap(),
     ];
-    let (baseline, failure) = run_timed(&mut pair, true, &Variant::default(), &tokens).await;
+    let every_map = (&Variant::default(), Some(&MapsWanted::ALL));
+    let (baseline, failure) = run_timed(&mut pair, true, every_map, &tokens).await;
     let (baseline, _) = baseline.unwrap();
     assert!(failure.is_none());
     assert_eq!(pair.kind(), EngineKind::Gpu);
     for variant in &variants {
-        let (gpu, _) = run_timed(&mut pair, false, variant, &tokens)
+        let wanted = (variant, Some(&MapsWanted::ALL));
+        let (gpu, _) = run_timed(&mut pair, false, wanted, &tokens)
             .await
             .0
             .unwrap();
-        let (cpu, _) = run_timed(&mut cpu_pair, false, variant, &tokens)
+        let (cpu, _) = run_timed(&mut cpu_pair, false, wanted, &tokens)
             .await
             .0
             .unwrap();
@@ -147,9 +150,25 @@ async fn the_sessions_gpu_engines_agree_with_its_cpu_engine() {
         assert_eq!(gpu.kv_bytes_per_token, cpu.kv_bytes_per_token);
     }
     // The baseline engine kept the unmodified model while the variant engine changed.
-    let (again, _) = run_timed(&mut pair, true, &Variant::default(), &tokens)
+    let (again, _) = run_timed(&mut pair, true, every_map, &tokens)
         .await
         .0
         .unwrap();
     assert_eq!(again.logits, baseline.logits);
+    // Only the layers on screen (layer 1 of 2) are read back, on both engines; the logits are
+    // whole.
+    let layer_1 = MapsWanted::shown((1, 1), None, 2);
+    for pair in [&mut pair, &mut cpu_pair] {
+        let (shown, _) = run_timed(pair, true, (&Variant::default(), Some(&layer_1)), &tokens)
+            .await
+            .0
+            .unwrap();
+        let logits = shown.logits.iter().zip(&baseline.logits);
+        assert!(logits.into_iter().all(|(a, b)| (a - b).abs() < 1e-3));
+        assert!((0..4).all(|h| shown.attention_map(0, h).iter().all(|v| v.is_nan())));
+        for h in 0..4 {
+            let (got, want) = (shown.attention_map(1, h), baseline.attention_map(1, h));
+            assert!(got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-4));
+        }
+    }
 }

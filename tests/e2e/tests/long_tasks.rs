@@ -325,6 +325,12 @@ fn a_32_by_32_grid_opens_on_its_first_layers_and_can_be_filtered_and_resized() {
         "return !!document.querySelector('[data-testid=output-topk-current] li')",
         LOAD,
     );
+    let read = b.eval("return document.querySelector('[data-testid=maps-read]').textContent");
+    assert!(
+        read.as_str()
+            .is_some_and(|t| t.starts_with("Maps read back: 128 of 1024 (layers 0–3")),
+        "{read}"
+    );
     // Layers 10 to 12 only.
     b.eval(
         "for (const [id, v] of [['layers-to', '12'], ['layers-from', '10']]) {
@@ -340,6 +346,41 @@ fn a_32_by_32_grid_opens_on_its_first_layers_and_can_be_filtered_and_resized() {
         LOAD,
     );
     assert_eq!(layers, serde_json::json!(["10", "11", "12"]));
+    // Only the maps on screen are read back and sent, and the new layers are drawn.
+    b.wait_for(
+        "the maps of layers 10 to 12",
+        "const t = document.querySelector('[data-testid=maps-read]')?.textContent ?? '';
+         const drawn = [...document.querySelectorAll('[data-testid=heatmap-cell] canvas')]
+             .every(c => c.width === 12);
+         return t.startsWith('Maps read back: 96 of 1024 (layers 10–12') && drawn",
+        LOAD,
+    );
+    // Export JSON still gives every map: it asks for a forward with all of them first.
+    b.eval(
+        "document.querySelector('[data-testid=heatmap-cell][data-layer=\"10\"] canvas').click();",
+    );
+    b.wait_for(
+        "the enlarged map",
+        "return !!document.querySelector('[data-testid=focus-view]')",
+        LOAD,
+    );
+    b.eval(
+        "window.__blob = null;
+         const create = URL.createObjectURL;
+         URL.createObjectURL = blob => { window.__blob = blob; return create(blob); };
+         HTMLAnchorElement.prototype.click = function () {};
+         document.querySelector('[data-testid=export-json]').click();",
+    );
+    b.wait_for("the export", "return !!window.__blob", LOAD);
+    let layers_exported = b.eval(
+        "return (async () => {
+             const maps = JSON.parse(await window.__blob.text()).attention;
+             return [maps.length, maps[31].length,
+                     maps.every(layer => layer.every(head => head.every(row =>
+                         row.every(p => typeof p === 'number'))))];
+         })()",
+    );
+    assert_eq!(layers_exported, serde_json::json!([32, 32, true]));
     // Large maps; the grid scrolls rather than growing the page without bound.
     b.eval(
         "const e = document.querySelector('[data-testid=map-size]');

@@ -8,7 +8,8 @@ use leptos::prelude::*;
 use crate::browser;
 use crate::heatmap;
 use crate::panels::controls::toggle_head;
-use crate::state::{GridView, MapSize, Ui};
+use crate::protocol::MapsWanted;
+use crate::state::{MapSize, Ui};
 
 fn role_badge(roles: &[HeadRoles], layer: usize, head: usize) -> Option<&'static str> {
     roles
@@ -20,12 +21,6 @@ fn role_badge(roles: &[HeadRoles], layer: usize, head: usize) -> Option<&'static
 #[component]
 pub fn HeatmapGrid() -> impl IntoView {
     let ui = expect_context::<Ui>();
-    // A newly opened model starts with the view that suits its size.
-    Effect::new(move |_| {
-        if let Some((layers, heads)) = ui.info.with(|i| i.as_ref().map(|i| (i.n_layer, i.n_head))) {
-            ui.grid.set(GridView::at_open(layers, heads));
-        }
-    });
     let cells = move || {
         let info = ui.info.get()?;
         let view = ui.grid.get();
@@ -61,10 +56,64 @@ pub fn HeatmapGrid() -> impl IntoView {
             }}
         </div>
         <GridControls />
+        {move || maps_read(ui).map(|text| view! { <p class="muted" data-testid="maps-read">{text}</p> })}
         <div class=move || format!("grid size-{}", ui.grid.get().size.name()) data-testid="heatmap-grid">
             {cells}
         </div>
     }
+}
+
+/// Whether `result` holds every attention map.
+fn has_every_map(result: &Option<crate::session::RunResult>) -> bool {
+    result.as_ref().is_some_and(|r| r.maps == MapsWanted::ALL)
+}
+
+/// Downloads the current result's maps, input, variant and top outputs as `attention.json`.
+fn download_maps(ui: Ui) {
+    let Some(r) = ui.current.get_untracked() else {
+        return;
+    };
+    let o = &r.output;
+    let maps: Vec<Vec<Vec<&[f32]>>> = (0..o.n_layer)
+        .map(|l| {
+            (0..o.n_head)
+                .map(|h| o.attention_map(l, h).chunks(o.seq_len).collect())
+                .collect()
+        })
+        .collect();
+    let json = serde_json::json!({
+        "tokens": ui.tokens.get_untracked(),
+        "token_labels": ui.labels.get_untracked(),
+        "variant": ui.variant.get_untracked(),
+        "top": r.top,
+        "kv_bytes_per_token": o.kv_bytes_per_token,
+        "attention": maps,
+    });
+    let _ = browser::download(
+        "attention.json",
+        json.to_string().as_bytes(),
+        "application/json",
+    );
+}
+
+/// What the latest result holds when it is not every map: "Maps read back: 128 of 1024 (layers
+/// 0–3, on screen)".
+fn maps_read(ui: Ui) -> Option<String> {
+    let (n_layer, n_head) = ui
+        .info
+        .with(|i| i.as_ref().map(|i| (i.n_layer, i.n_head)))?;
+    let maps = ui.current.with(|r| r.as_ref().map(|r| r.maps))?;
+    let (first, last) = maps.layers?;
+    let read = maps.maps(n_layer, n_head)?.len();
+    Some(format!(
+        "Maps read back: {read} of {} (layers {first}–{last}, on screen{})",
+        n_layer * n_head,
+        if maps.focus.is_some() {
+            ", and the enlarged one"
+        } else {
+            ""
+        }
+    ))
 }
 
 /// The layer range and the map size of the grid, for models with many layers and heads.
@@ -264,39 +313,33 @@ pub fn FocusView() -> impl IntoView {
             }
         }
     };
+    // Every map of the current result; when the page reads back only the layers on screen, the
+    // export first asks for a forward with every map and downloads when it arrives.
     let export_json = move |_| {
-        let Some(r) = ui.current.get_untracked() else {
-            return;
-        };
-        let o = &r.output;
-        let maps: Vec<Vec<Vec<&[f32]>>> = (0..o.n_layer)
-            .map(|l| {
-                (0..o.n_head)
-                    .map(|h| o.attention_map(l, h).chunks(o.seq_len).collect())
-                    .collect()
-            })
-            .collect();
-        let json = serde_json::json!({
-            "tokens": ui.tokens.get_untracked(),
-            "token_labels": ui.labels.get_untracked(),
-            "variant": ui.variant.get_untracked(),
-            "top": r.top,
-            "kv_bytes_per_token": o.kv_bytes_per_token,
-            "attention": maps,
-        });
-        let _ = browser::download(
-            "attention.json",
-            json.to_string().as_bytes(),
-            "application/json",
-        );
+        if ui.current.with_untracked(has_every_map) {
+            download_maps(ui);
+        } else {
+            ui.exporting.set(true);
+        }
     };
+    Effect::new(move |_| {
+        if ui.exporting.get() && ui.current.with(has_every_map) {
+            ui.exporting.set(false);
+            download_maps(ui);
+        }
+    });
+    on_cleanup(move || {
+        ui.exporting.try_set(false);
+    });
     view! {
         {move || ui.focus.get().map(|(l, h)| view! {
             <div class="focus" data-testid="focus-view">
                 <div class="focus-head">
                     <h3>{format!("Layer {l}, head {h}")}</h3>
                     <button data-testid="export-png" on:click=export_png>"Export PNG"</button>
-                    <button data-testid="export-json" on:click=export_json>"Export JSON"</button>
+                    <button data-testid="export-json" on:click=export_json disabled=move || ui.exporting.get()>
+                        {move || if ui.exporting.get() { "Reading every map…" } else { "Export JSON" }}
+                    </button>
                     <button on:click=move |_| ui.focus.set(None) aria-label="Close">"×"</button>
                 </div>
                 <div class="focus-body">
