@@ -23,8 +23,8 @@ use wasm_bindgen_futures::spawn_local;
 
 use attn_gpu::training::{GpuTrainer, PendingStep};
 use attn_model::training::{
-    probe, run_metadata, score, score_with, Corpus, ShakespeareTask, StepReport, Task, TaskData,
-    TrainConfig, Trainer,
+    healing_start, probe, run_metadata, score, score_with, Corpus, ShakespeareTask, StepReport,
+    Task, TaskData, TrainConfig, Trainer,
 };
 
 use crate::browser::{fetch_bytes, next_tick, read_in_pieces};
@@ -316,13 +316,14 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
             model,
             variant,
             steps,
-        } => match start_healing(state, model, &variant.0, steps) {
-            Ok((trainer, before, cut)) => {
+            engine,
+        } => match start_healing(state, model, &variant.0, (steps, engine)).await {
+            Ok((trainer, engine, before, cut)) => {
                 *state.training.borrow_mut() = Some(TrainRun {
                     job,
-                    trainer: RunTrainer::Cpu(trainer),
+                    trainer,
                     millis: 0.0,
-                    engine: "the CPU".into(),
+                    engine,
                 });
                 reply(Response::HealStarted { job, before, cut });
                 train(state, job, reply).await;
@@ -739,46 +740,64 @@ async fn training_data(
     Ok(Box::new(data))
 }
 
-/// A healing run of the loaded model `model` (a built-in task's) under `variant`, with the
-/// held-out (loss, accuracy) before and right after the cut. The fine-tune uses the task's
-/// recipe at a third of its learning rate, warming up over a tenth of the steps.
-fn start_healing(
+/// A healing run of the loaded model `model` (a built-in task's) under `variant` on `engine`'s
+/// trainer (as [`start_training`] chooses it; a K/V rank cut heals on the CPU, saying why),
+/// where it trains, and the held-out (loss, accuracy) before and right after the cut. The
+/// fine-tune uses the task's recipe at a third of its learning rate, warming up over a tenth of
+/// the steps.
+async fn start_healing(
     state: &State,
     model: u32,
     variant: &Variant,
-    steps: usize,
-) -> Result<(Trainer, Score, Score), String> {
-    let session = state.session.borrow();
-    let session = session
+    (steps, engine): (usize, EngineChoice),
+) -> Result<(RunTrainer, String, Score, Score), String> {
+    let base = state
+        .session
+        .borrow()
         .as_ref()
         .filter(|_| state.model.get() == model)
+        .map(|session| session.model.clone())
         .ok_or("the model changed")?;
-    let base = session.model.as_ref();
     let task_name = base.metadata.get("task").and_then(|t| t.as_str());
-    let task = task_name.and_then(Task::from_name);
-    let data = task.and_then(Task::synthetic_data).ok_or_else(|| {
-        "Healing fine-tunes a model of a built-in task (induction, sort, reverse, recall, \
-         brackets) on that task; this model names no such task."
-            .to_string()
-    })?;
-    let task = task.expect("a task has data");
+    let task = task_name
+        .and_then(Task::from_name)
+        .filter(|task| task.synthetic_data().is_some())
+        .ok_or_else(|| {
+            "Healing fine-tunes a model of a built-in task (induction, sort, reverse, recall, \
+             brackets) on that task; this model names no such task."
+                .to_string()
+        })?;
+    let data = || task.synthetic_data().expect("a built-in task has data");
     let mut config = task.default_config();
     config.steps = steps.max(1);
     config.warmup_steps = (steps / 10).max(1);
     config.learning_rate /= 3.0;
-    let held_out = data.held_out();
+    let held_out = data().held_out();
     let held_out = &held_out[..held_out.len().min(TRAIN_HELD_OUT)];
-    let before = score(base, held_out).map_err(|e| e.to_string())?;
-    let trainer = Trainer::healing(task, data, config, base, variant).map_err(|e| e.to_string())?;
-    let cut = trainer
-        .held_out_score(TRAIN_HELD_OUT)
-        .map_err(|e| e.to_string())?;
-    Ok((trainer, before, cut))
+    let before = score(&base, held_out).map_err(|e| e.to_string())?;
+    let (built, _, built_config) =
+        healing_start(&base, variant, config.clone()).map_err(|e| e.to_string())?;
+    let cut =
+        score_with(&built, &built_config.model.variant(), held_out).map_err(|e| e.to_string())?;
+    let on_cpu = |why: String| {
+        Trainer::healing(task, data(), config.clone(), &base, variant)
+            .map(|t| (RunTrainer::Cpu(t), why, before, cut))
+            .map_err(|e| e.to_string())
+    };
+    let ctx = match training_place(state, engine).await? {
+        Ok(ctx) => ctx,
+        Err(why) => return on_cpu(why),
+    };
+    let run = (config.clone(), base.as_ref(), variant);
+    match GpuTrainer::healing(&ctx, task, data(), run) {
+        Ok(t) => Ok((RunTrainer::Gpu(t), on_gpu(&ctx), before, cut)),
+        Err(GpuError::Unsupported(why)) => on_cpu(format!("the CPU ({why})")),
+        Err(e) => Err(format!("Cannot train on the GPU: {e}")),
+    }
 }
 
-/// Creates the run of `task` with `config` on `engine`'s trainer, and says where it trains.
-/// `Auto` trains on a hardware GPU, on the CPU otherwise (saying why); `Gpu` insists on WebGPU,
-/// a software adapter too, and fails with a message where there is none.
+/// Creates the run of `task` with `config` on `engine`'s trainer, and says where it trains
+/// (see [`training_place`]).
 async fn start_training(
     state: &State,
     task: &str,
@@ -787,34 +806,48 @@ async fn start_training(
 ) -> Result<(RunTrainer, String), String> {
     let task = Task::from_name(task)
         .ok_or_else(|| format!("There is no task called {task:?} to train."))?;
-    let on_cpu = |why: String| cpu_training(state, task, config.clone(), why);
+    let ctx = match training_place(state, engine).await? {
+        Ok(ctx) => ctx,
+        Err(why) => return cpu_training(state, task, config, why).await,
+    };
+    let data = training_data(state, task, config.model.n_ctx).await?;
+    match GpuTrainer::new(&ctx, task, data, config) {
+        Ok(trainer) => Ok((RunTrainer::Gpu(trainer), on_gpu(&ctx))),
+        Err(e) => Err(format!("Cannot train on the GPU: {e}")),
+    }
+}
+
+/// Where a run asked for on `engine` trains: the WebGPU device, or the CPU with the words the
+/// panel shows. `Auto` trains on a hardware GPU, on the CPU otherwise (saying why); `Gpu`
+/// insists on WebGPU, a software adapter too, and fails with a message where there is none.
+async fn training_place(
+    state: &State,
+    engine: EngineChoice,
+) -> Result<Result<GpuContext, String>, String> {
     if engine == EngineChoice::Cpu {
-        return on_cpu("the CPU".into()).await;
+        return Ok(Err("the CPU".into()));
     }
     let ctx = match training_device(state).await {
         Ok(ctx) => ctx,
         Err(e) if engine == EngineChoice::Gpu => {
             return Err(format!("Cannot train on the GPU: {e}"));
         }
-        Err(e) => return on_cpu(format!("the CPU (no WebGPU: {e})")).await,
+        Err(e) => return Ok(Err(format!("the CPU (no WebGPU: {e})"))),
     };
-    let adapter = ctx.adapter().clone();
+    let adapter = ctx.adapter();
     if engine == EngineChoice::Auto && adapter.is_software {
-        return on_cpu(format!(
-            "the CPU (the WebGPU adapter {} is a software fallback; choose GPU to train on it anyway)",
+        return Ok(Err(format!(
+            "the CPU (the WebGPU adapter {} is a software fallback; choose GPU to train on it \
+             anyway)",
             adapter.name
-        ))
-        .await;
+        )));
     }
-    let data = training_data(state, task, config.model.n_ctx).await?;
-    match GpuTrainer::new(&ctx, task, data, config.clone()) {
-        Ok(trainer) => Ok((
-            RunTrainer::Gpu(trainer),
-            format!("the GPU ({})", adapter.name),
-        )),
-        Err(GpuError::Unsupported(why)) => on_cpu(format!("the CPU ({why})")).await,
-        Err(e) => Err(format!("Cannot train on the GPU: {e}")),
-    }
+    Ok(Ok(ctx))
+}
+
+/// How the panel names a run on the GPU of `ctx`.
+fn on_gpu(ctx: &GpuContext) -> String {
+    format!("the GPU ({})", ctx.adapter().name)
 }
 
 /// The CPU trainer's run of `task` with `config`, and `why` it trains there.

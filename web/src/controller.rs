@@ -279,11 +279,14 @@ impl Controller {
             task: info.task.as_deref().and_then(Task::from_name),
             ..TrainView::default()
         });
+        // On the engine the training panel's settings name (the panel holds them while open).
+        let engine = ui.train.with_untracked(|s| s.as_ref().map(|s| s.engine));
         self.send(Request::Heal {
             job,
             model: inner.installed.get(),
             variant: AsJson(ui.variant.get_untracked()),
             steps,
+            engine: engine.unwrap_or_default(),
         });
     }
 

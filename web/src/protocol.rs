@@ -184,12 +184,14 @@ pub enum Request {
         engine: EngineChoice,
     },
     /// Heal model `model`: fine-tune it on its task for `steps` steps with `variant` built into
-    /// its weights (attn-model's `Trainer::healing`), as a training run.
+    /// its weights (attn-model's `Trainer::healing`, or attn-gpu's on `engine` as `Train`
+    /// chooses it), as a training run.
     Heal {
         job: u32,
         model: u32,
         variant: AsJson<Variant>,
         steps: usize,
+        engine: EngineChoice,
     },
     /// Continue the paused run as job `job`. (`Cancel` pauses a run; the worker keeps it.)
     ResumeTraining { job: u32 },

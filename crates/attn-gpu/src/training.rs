@@ -16,7 +16,8 @@ use attn_model::rope::RotaryTable;
 use attn_model::training::backprop::{check_trainable, parameters_mut, zeros_like, BatchLoss};
 use attn_model::training::optimizer::AdamStep;
 use attn_model::training::{
-    initial_model, model_config, RunSteps, Sequence, StepReport, Task, TaskData, TrainConfig,
+    healing_start, initial_model, model_config, starting_weights, RunSteps, Sequence, StepReport,
+    Task, TaskData, TrainConfig,
 };
 use attn_model::variant::KernelName;
 use attn_model::{Activation, Model, ModelConfig, Precision, Variant};
@@ -25,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use wgpu::util::DeviceExt;
 
 use crate::context::GpuContext;
-use crate::error::Result;
+use crate::error::{GpuError, Result};
 use crate::ops::attention::{self, Masking};
 use crate::ops::heads::{self, HeadShape};
 use crate::ops::matmul::{Layout, Matmul};
@@ -1046,6 +1047,9 @@ pub struct GpuTrainer {
     /// One `f32` of scratch for the clipping coefficient.
     coef: Arg,
     steps: RunSteps,
+    /// Byte ranges of parameters that stay zero (a healed model's ablated heads' output rows):
+    /// (parameter, offset, size).
+    silent: Vec<(usize, u64, u64)>,
 }
 
 impl GpuTrainer {
@@ -1057,10 +1061,22 @@ impl GpuTrainer {
         config: TrainConfig,
     ) -> Result<GpuTrainer> {
         config.validate()?;
-        let model_config = model_config(&config, data.as_ref())?;
-        check_supported(&model_config)?;
-        let mut model = initial_model(&model_config, config.seed)?;
-        model.tokenizer = Some(data.tokenizer());
+        let model = initial_model(&model_config(&config, data.as_ref())?, config.seed)?;
+        GpuTrainer::from_weights(ctx, task, data, config, model)
+    }
+
+    /// A run that starts from `model`'s weights (fine-tuning), which must fit the task (the CPU
+    /// trainer's `Trainer::from_weights`).
+    pub fn from_weights(
+        ctx: &GpuContext,
+        task: Task,
+        data: Box<dyn TaskData>,
+        config: TrainConfig,
+        model: Model,
+    ) -> Result<GpuTrainer> {
+        config.validate()?;
+        let model = starting_weights(task, data.as_ref(), model)?;
+        check_supported(&model.config)?;
         let at = ParamsAt::of(&model);
         let mut copy = model.clone();
         let values = parameters_mut(&mut copy);
@@ -1082,9 +1098,42 @@ impl GpuTrainer {
             sizes,
             params,
             steps: RunSteps::new(config.steps),
+            silent: Vec::new(),
             config,
             data,
         })
+    }
+
+    /// A run that fine-tunes `model` with `variant` built into its weights (the CPU trainer's
+    /// `Trainer::healing`): pooled key/value heads are the model's own; zero-ablated heads'
+    /// output rows are zeroed again after every step, on the GPU. A K/V rank cut, which the CPU
+    /// trainer puts back with an SVD after every step, is refused
+    /// ([`GpuError::Unsupported`]).
+    pub fn healing(
+        ctx: &GpuContext,
+        task: Task,
+        data: Box<dyn TaskData>,
+        (config, model, variant): (TrainConfig, &Model, &Variant),
+    ) -> Result<GpuTrainer> {
+        let (built, constraint, config) = healing_start(model, variant, config)?;
+        if constraint.kv_rank.is_some() {
+            return Err(GpuError::Unsupported(
+                "the GPU trainer does not keep a K/V rank cut (an SVD after every step)".into(),
+            ));
+        }
+        let mut trainer = GpuTrainer::from_weights(ctx, task, data, config, built)?;
+        let d_head = trainer.template.config.d_head();
+        trainer.silent = constraint
+            .ablated
+            .iter()
+            .map(|&[layer, head]| {
+                let o = &trainer.at.blocks[layer].o;
+                let row_bytes = 4 * o.d_out as u64;
+                let rows = d_head as u64;
+                (o.weight, head as u64 * rows * row_bytes, rows * row_bytes)
+            })
+            .collect();
+        Ok(trainer)
     }
 
     /// One optimiser step on the next batch (see the type's documentation). Past the configured
@@ -1145,6 +1194,11 @@ impl GpuTrainer {
             )?;
         }
         encode(recorder, &mut encoder)?;
+        // What healing keeps at zero, zeroed again after the update.
+        for &(param, offset, size) in &self.silent {
+            let arg = &self.params[param];
+            encoder.clear_buffer(&arg.buffer, arg.offset + offset, Some(size));
+        }
         let loss = recorded.copy_out(ctx, &self.template.config, &mut encoder);
         ctx.queue.submit([encoder.finish()]);
         Ok(PendingStep {

@@ -145,3 +145,71 @@ fn fifty_gpu_steps_follow_the_cpu_trainers_loss_curve() {
         }
     }
 }
+
+#[test]
+fn healing_on_the_gpu_follows_the_cpu_trainer_and_keeps_ablated_heads_silent() {
+    use attn_gpu::training::GpuTrainer;
+    use attn_model::training::Trainer;
+    use attn_model::Variant;
+    let ctx = pollster::block_on(common::new_context());
+    let task = Task::Sort;
+    let mut config = task.default_config();
+    config.steps = 10;
+    config.warmup_steps = 2;
+    config.batch_size = 16;
+    let data = task.synthetic_data().unwrap();
+    let model = initial_model(&model_config(&config, data.as_ref()).unwrap(), 3).unwrap();
+    assert!(model.config.n_head >= 2, "a head to ablate and one to keep");
+    let variant = Variant::from_json(r#"{"kv_groups": 1, "heads": {"ablate": [[0, 1]]}}"#).unwrap();
+    let mut cpu = Trainer::healing(
+        task,
+        task.synthetic_data().unwrap(),
+        config.clone(),
+        &model,
+        &variant,
+    )
+    .unwrap();
+    let mut gpu = GpuTrainer::healing(
+        &ctx,
+        task,
+        task.synthetic_data().unwrap(),
+        (config.clone(), &model, &variant),
+    )
+    .unwrap();
+    assert_eq!(
+        gpu.model_config().kv_heads(),
+        1,
+        "pooled to one key/value head"
+    );
+    for step in 1..=10 {
+        let (a, b) = (cpu.step().unwrap(), gpu.step_blocking().unwrap());
+        assert!(
+            (a.batch.loss - b.batch.loss).abs() < 1e-3,
+            "step {step}: CPU {} vs GPU {}",
+            a.batch.loss,
+            b.batch.loss
+        );
+    }
+    let weights = pollster::block_on(gpu.weights()).unwrap();
+    let o = &weights.blocks[0].attn.o;
+    let d_head = weights.config.d_head();
+    let rows = &o.weight.f32()[d_head * o.d_out..2 * d_head * o.d_out];
+    assert!(
+        rows.iter().all(|&w| w == 0.0),
+        "the ablated head stays silent"
+    );
+    assert!(o.weight.f32()[..d_head * o.d_out].iter().any(|&w| w != 0.0));
+
+    // A rank cut is put back with an SVD after every step: the CPU trainer's job.
+    let cut = Variant::from_json(r#"{"kv_rank": 4}"#).unwrap();
+    let refused = GpuTrainer::healing(
+        &ctx,
+        task,
+        task.synthetic_data().unwrap(),
+        (config, &model, &cut),
+    );
+    assert!(
+        matches!(refused, Err(attn_gpu::GpuError::Unsupported(_))),
+        "a rank cut heals on the CPU"
+    );
+}

@@ -48,22 +48,30 @@ fn heal_for_60_steps(query: &str) -> (StaticServer, Browser, Vec<Vec<String>>) {
     let server = StaticServer::start(dist_dir());
     let b = Browser::start(WebGpu::Disabled);
     b.open_page(&server, query, LOAD);
+    let table = heal_for(&b, 60);
+    (server, b, table)
+}
+
+/// Heals the model on screen for `steps` steps and returns the healing table's cells.
+fn heal_for(b: &Browser, steps: usize) -> Vec<Vec<String>> {
     b.wait_for(
         "the healing controls",
         "return !!document.querySelector('[data-testid=heal-start]')",
         LOAD,
     );
-    b.set_value("heal-steps", "60");
+    b.set_value("heal-steps", &steps.to_string());
     b.eval("document.querySelector('[data-testid=heal-start]').click()");
     b.wait_for(
         "the end of healing",
-        "const s = document.querySelector('.train-status');
-         return !!s && s.textContent.includes('Step 60 of 60') && s.textContent.includes('finished')
-             && document.querySelectorAll('[data-testid=heal-table] tr').length === 4",
+        &format!(
+            "const s = document.querySelector('.train-status');
+             return !!s && s.textContent.includes('Step {steps} of {steps}')
+                 && s.textContent.includes('finished')
+                 && document.querySelectorAll('[data-testid=heal-table] tr').length === 4"
+        ),
         TRAIN,
     );
-    let table = b.table("heal-table");
-    (server, b, table)
+    b.table("heal-table")
 }
 
 #[test]
@@ -454,5 +462,32 @@ fn a_gpu_lost_during_training_stops_the_run_with_a_message() {
     assert!(
         loss.is_finite() && engine.contains("on the GPU ("),
         "{loss} {engine}"
+    );
+}
+
+#[test]
+fn healing_on_the_gpu_gives_the_cpu_trainers_result() {
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Enabled);
+    b.open_page(
+        &server,
+        "?model=sort&engine=cpu&kv_groups=1&ablate=0.1&train=sort&train_engine=gpu",
+        LOAD,
+    );
+    let on_gpu = heal_for(&b, 10);
+    let engine = text(&b, "train-engine");
+    assert!(engine.contains("on the GPU ("), "{engine}");
+    b.set_value("train-on", "cpu");
+    let on_cpu = heal_for(&b, 10);
+    assert_eq!(text(&b, "train-engine"), " · on the CPU");
+    // Before and after the cut are the CPU engine's scores either way; after healing, the same
+    // run on either trainer.
+    assert_eq!(on_gpu[..3], on_cpu[..3]);
+    let number = |cell: &str| cell.parse::<f64>().expect("a number");
+    let (gpu, cpu) = (&on_gpu[3], &on_cpu[3]);
+    assert!(
+        (number(&gpu[1]) - number(&cpu[1])).abs() <= 1e-3
+            && (number(&gpu[2]) - number(&cpu[2])).abs() <= 2e-3,
+        "healed on the GPU {gpu:?} against the CPU {cpu:?}"
     );
 }

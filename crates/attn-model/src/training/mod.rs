@@ -18,5 +18,6 @@ pub use init::{initial_model, INIT_STREAM};
 pub use optimizer::AdamW;
 pub use tasks::{Corpus, MetricKind, Sequence, ShakespeareTask, Task, TaskData};
 pub use trainer::{
-    model_config, probe, run_metadata, score, score_with, Probe, RunSteps, StepReport, Trainer,
+    healing_start, model_config, probe, run_metadata, score, score_with, starting_weights, Probe,
+    RunSteps, StepReport, Trainer,
 };

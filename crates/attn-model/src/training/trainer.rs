@@ -175,6 +175,41 @@ impl RunSteps {
     }
 }
 
+/// `model` as a run on `task` starts from it: trainable, fitting the task's data (vocabulary,
+/// outputs, causal or not, context), in f32, with the task's tokenizer.
+pub fn starting_weights(task: Task, data: &dyn TaskData, model: Model) -> Result<Model> {
+    check_trainable(&model.config)?;
+    let c = &model.config;
+    if c.vocab_size != data.vocab_size()
+        || c.n_out() != data.classes().map_or(data.vocab_size(), |k| k.len())
+        || c.causal != data.causal()
+        || c.n_ctx < data.n_ctx()
+    {
+        return Err(ModelError::Training(format!(
+            "this model (vocabulary {}, context {}) does not fit the {} task",
+            c.vocab_size,
+            c.n_ctx,
+            task.name()
+        )));
+    }
+    let mut model = model.to_precision(crate::Precision::F32);
+    model.tokenizer = Some(data.tokenizer());
+    Ok(model)
+}
+
+/// What healing `model` under `variant` starts from: the variant built into the weights
+/// ([`build_in`]), the constraint that keeps it there, and `config` set to train with the
+/// variant's kernel.
+pub fn healing_start(
+    model: &Model,
+    variant: &Variant,
+    mut config: TrainConfig,
+) -> Result<(Model, Constraint, TrainConfig)> {
+    let (built, constraint) = build_in(model, variant)?;
+    config.model.linear_attention = variant.kernel == Some(Kernel::Named(KernelName::Linear));
+    Ok((built, constraint, config))
+}
+
 /// A training run in progress (see the module documentation).
 pub struct Trainer {
     task: Task,
@@ -206,22 +241,7 @@ impl Trainer {
         model: Model,
     ) -> Result<Trainer> {
         config.validate()?;
-        check_trainable(&model.config)?;
-        let c = &model.config;
-        if c.vocab_size != data.vocab_size()
-            || c.n_out() != data.classes().map_or(data.vocab_size(), |k| k.len())
-            || c.causal != data.causal()
-            || c.n_ctx < data.n_ctx()
-        {
-            return Err(ModelError::Training(format!(
-                "this model (vocabulary {}, context {}) does not fit the {} task",
-                c.vocab_size,
-                c.n_ctx,
-                task.name()
-            )));
-        }
-        let mut model = model.to_precision(crate::Precision::F32);
-        model.tokenizer = Some(data.tokenizer());
+        let model = starting_weights(task, data.as_ref(), model)?;
         Ok(Trainer {
             task,
             model_config: model.config.clone(),
@@ -245,9 +265,7 @@ impl Trainer {
         model: &Model,
         variant: &Variant,
     ) -> Result<Trainer> {
-        let (built, constraint) = build_in(model, variant)?;
-        let mut config = config;
-        config.model.linear_attention = variant.kernel == Some(Kernel::Named(KernelName::Linear));
+        let (built, constraint, config) = healing_start(model, variant, config)?;
         let mut trainer = Trainer::from_weights(task, data, config, built)?;
         trainer.constraint = Some(constraint);
         Ok(trainer)
