@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-# (name, layers, d_model, heads, vocabulary, context, sequence lengths)
+# (name, layers, d_model, heads, vocabulary, context, sequence lengths). l32h32 has Llama-7B's
+# grid of heads (32 × 32) on a narrow model, for the page-level figure only (no ONNX).
 SHAPES = [
     ("l4d128", 4, 128, 4, 512, 256, [64, 256]),
     ("gpt2small", 12, 768, 12, 8192, 256, [64]),
+    ("l32h32", 32, 256, 32, 128, 64, []),
 ]
 
 

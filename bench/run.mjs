@@ -108,12 +108,14 @@ const pageResults = [];
 
 // The page-level figure: input event → repaint in the app itself, on the CPU engine. Every
 // built-in model with its first example input, then the L4 d128 model above picked from disk in
-// the file input with 64 token ids (it has no tokenizer).
+// the file input with 64 token ids (it has no tokenizer), then a model of 32 × 32 heads, as it
+// opens (its first 4 layers on screen, their maps read back) and with every layer on screen.
 const index = JSON.parse(await readFile(join(dist, "models", "index.json"), "utf8"));
 const builtIn = index.models.map((m) => ({ id: m.id, prompt: m.example_inputs[0] }));
 const pageModels = [
   ...builtIn,
-  { id: "l4d128", files: ["config.json", "model.safetensors"], tokens: 64 },
+  { id: "l4d128", files: ["config.json", "model.safetensors"], tokens: 64, layers: 4 },
+  { id: "l32h32", files: ["config.json", "model.safetensors"], tokens: 64, layers: 32, heads: 32, everyLayer: true },
 ].filter((m) => !only || only === "page" || m.id === only);
 
 // In the page: flips β between 1.5 and 2 and times each change from its input event to the
@@ -214,8 +216,9 @@ async function timeOnePage(browser, app, model) {
         model.files.map((f) => join(root, "models", model.id, f)),
       );
       await page.waitForFunction(
-        () => document.querySelector(".model-panel .facts")?.textContent.includes("4 layers"),
-        null,
+        (layers) =>
+          document.querySelector(".model-panel .facts")?.textContent.includes(`${layers} layers`),
+        model.layers,
         { timeout: 5 * 60_000 },
       );
       const ids = Array.from({ length: model.tokens }, (_, i) => (i * 7) % 80).join(" ");
@@ -233,25 +236,45 @@ async function timeOnePage(browser, app, model) {
     const tokens = await page.evaluate(
       () => document.querySelectorAll("[data-testid=token-chips] .chip").length,
     );
-    const { repaint, landed, forward } = await page.evaluate(measureInPage, {
-      warmupMs: quick ? 1000 : 3000,
-      rounds: quick ? 7 : 21,
-    });
-    const result = {
-      model: model.id,
-      tokens,
-      repaintMs: median(repaint),
-      landedMs: median(landed),
-      forwardMs: median(forward),
-      allRepaintMs: repaint,
+    const measure = async (label) => {
+      const { repaint, landed, forward } = await page.evaluate(measureInPage, {
+        warmupMs: quick ? 1000 : 3000,
+        rounds: quick ? 7 : 21,
+      });
+      const mapsRead = await page.evaluate(
+        () => document.querySelector("[data-testid=maps-read]")?.textContent ?? "every map",
+      );
+      const result = {
+        model: label,
+        tokens,
+        mapsRead,
+        repaintMs: median(repaint),
+        landedMs: median(landed),
+        forwardMs: median(forward),
+        allRepaintMs: repaint,
+      };
+      console.log(
+        `page ${label} (${tokens} tokens; ${mapsRead}): input → repaint ${result.repaintMs.toFixed(1)} ms ` +
+          `(result in the page after ${result.landedMs.toFixed(1)} ms), ` +
+          `forward in the worker ${result.forwardMs.toFixed(1)} ms ` +
+          `(${(result.repaintMs / result.forwardMs).toFixed(2)}×)`,
+      );
+      return result;
     };
-    console.log(
-      `page ${model.id} (${tokens} tokens): input → repaint ${result.repaintMs.toFixed(1)} ms ` +
-        `(result in the page after ${result.landedMs.toFixed(1)} ms), ` +
-        `forward in the worker ${result.forwardMs.toFixed(1)} ms ` +
-        `(${(result.repaintMs / result.forwardMs).toFixed(2)}×)`,
+    const result = await measure(model.id);
+    if (!model.everyLayer) return result;
+    // Every layer on screen: every map read back, sent and drawn.
+    pageResults.push(result);
+    await page.fill("[data-testid=layers-to]", String(model.layers - 1));
+    await page.dispatchEvent("[data-testid=layers-to]", "change");
+    await page.waitForFunction(
+      (n) =>
+        !document.querySelector("[data-testid=maps-read]") &&
+        document.querySelectorAll("[data-testid=heatmap-cell]").length === n,
+      model.layers * model.heads,
+      { timeout: 5 * 60_000 },
     );
-    return result;
+    return await measure(`${model.id} (every layer on screen)`);
   } catch (error) {
     const shown = await page
       .evaluate(() =>

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The browser benchmark, from one command on a fresh machine (docs/BENCHMARKS.md):
-#   bash bench/run.sh [--quick] [--only l4d128|gpt2small|engines|cpu|gpu|page|MODEL] [--out FILE]
+#   bash bench/run.sh [--quick] [--only l4d128|gpt2small|l32h32|engines|cpu|gpu|page|MODEL] [--out FILE]
 # Installs its dev-only dependencies when missing (onnxruntime-web and playwright-core from npm
 # into bench/node_modules, onnx for the export from PyPI), writes random GPT-2 models in both
 # formats (bench/models), builds the engines' wasm module (bench/pkg), then times everything in
