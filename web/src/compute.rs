@@ -23,8 +23,8 @@ use wasm_bindgen_futures::spawn_local;
 
 use attn_gpu::training::{GpuTrainer, PendingStep};
 use attn_model::training::{
-    healing_start, probe, run_metadata, score, score_with, Corpus, ShakespeareTask, StepReport,
-    Task, TaskData, TrainConfig, Trainer,
+    healing_start, probe, run_metadata, score, score_with, Corpus, RunSteps, ShakespeareTask,
+    StepReport, Task, TaskData, TrainConfig, Trainer,
 };
 
 use crate::browser::{fetch_bytes, next_tick, read_in_pieces};
@@ -83,31 +83,17 @@ enum RunTrainer {
 }
 
 impl RunTrainer {
-    fn finished(&self) -> bool {
+    fn steps(&self) -> &RunSteps {
         match self {
-            RunTrainer::Cpu(t) => t.finished(),
-            RunTrainer::Gpu(t) => t.finished(),
+            RunTrainer::Cpu(t) => t.steps(),
+            RunTrainer::Gpu(t) => t.steps(),
         }
     }
 
-    fn steps_done(&self) -> usize {
+    fn steps_mut(&mut self) -> &mut RunSteps {
         match self {
-            RunTrainer::Cpu(t) => t.steps_done(),
-            RunTrainer::Gpu(t) => t.steps_done(),
-        }
-    }
-
-    fn run_length(&self) -> usize {
-        match self {
-            RunTrainer::Cpu(t) => t.run_length(),
-            RunTrainer::Gpu(t) => t.run_length(),
-        }
-    }
-
-    fn continue_for(&mut self, more: usize) {
-        match self {
-            RunTrainer::Cpu(t) => t.continue_for(more),
-            RunTrainer::Gpu(t) => t.continue_for(more),
+            RunTrainer::Cpu(t) => t.steps_mut(),
+            RunTrainer::Gpu(t) => t.steps_mut(),
         }
     }
 
@@ -333,10 +319,10 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
         Request::ResumeTraining { job } => {
             if let Some(run) = state.training.borrow_mut().as_mut() {
                 run.job = job;
-                if run.trainer.finished() {
+                if run.trainer.steps().finished() {
                     // Another run's length, at the final learning rate.
                     let more = run.trainer.config().steps;
-                    run.trainer.continue_for(more);
+                    run.trainer.steps_mut().continue_for(more);
                 }
             }
             train(state, job, reply).await
@@ -350,7 +336,7 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
                     t.task().name(),
                     t.model_config().n_layer,
                     t.model_config().n_head,
-                    t.steps_done()
+                    t.steps().done()
                 )
             });
             let Some(name) = name else { return };
@@ -899,7 +885,7 @@ async fn trained_model(state: &State) -> Result<Model, String> {
                     t.data(),
                     t.config(),
                     t.model_config(),
-                    t.steps_done(),
+                    t.steps().done(),
                     seconds,
                     &label,
                 );
@@ -972,7 +958,7 @@ async fn train_burst(state: &State, job: u32, paused: bool) -> Result<Option<Tra
                 let Some(run) = training.as_mut().filter(|run| run.job == job) else {
                     return Ok(None);
                 };
-                let finished = run.trainer.finished();
+                let finished = run.trainer.steps().finished();
                 match &mut run.trainer {
                     _ if finished => None,
                     RunTrainer::Cpu(t) => Some(Stepping::Done(t.step())),
@@ -1009,7 +995,7 @@ async fn train_burst(state: &State, job: u32, paused: bool) -> Result<Option<Tra
         };
         run.millis += elapsed;
         let t = &run.trainer;
-        let finished = t.finished();
+        let finished = t.steps().finished();
         let check = checkpoint || finished || paused;
         let weights = match (&run.trainer, check) {
             (_, false) => None,
@@ -1017,8 +1003,8 @@ async fn train_burst(state: &State, job: u32, paused: bool) -> Result<Option<Tra
             (RunTrainer::Gpu(t), true) => Some(Err(t.submit_weights())),
         };
         let update = TrainUpdate {
-            step: t.steps_done(),
-            steps: t.run_length(),
+            step: t.steps().done(),
+            steps: t.steps().run_length(),
             steps_per_second: losses.len() as f64 / (elapsed / 1000.0).max(1e-3),
             losses,
             held_out: None,

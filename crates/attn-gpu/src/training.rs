@@ -1215,24 +1215,14 @@ impl GpuTrainer {
         pollster::block_on(self.step())
     }
 
-    /// Steps done.
-    pub fn steps_done(&self) -> usize {
-        self.steps.done()
-    }
-
-    /// Whether the run's steps are done.
-    pub fn finished(&self) -> bool {
-        self.steps.finished()
-    }
-
-    /// The step the run stops at.
-    pub fn run_length(&self) -> usize {
-        self.steps.run_length()
+    /// Where the run is: steps done and the step it stops at.
+    pub fn steps(&self) -> &RunSteps {
+        &self.steps
     }
 
     /// See [`RunSteps::continue_for`].
-    pub fn continue_for(&mut self, more: usize) {
-        self.steps.continue_for(more)
+    pub fn steps_mut(&mut self) -> &mut RunSteps {
+        &mut self.steps
     }
 
     pub fn task(&self) -> Task {

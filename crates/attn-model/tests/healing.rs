@@ -22,7 +22,7 @@ fn heal_the_sort_model(variant: &Variant) -> (f64, f64, f64, Trainer) {
     config.learning_rate /= 3.0;
     let mut trainer = Trainer::healing(task, data, config, &model, variant).unwrap();
     let (_, cut) = trainer.held_out_score(200).unwrap();
-    while !trainer.finished() {
+    while !trainer.steps().finished() {
         trainer.step().unwrap();
     }
     let (_, healed) = trainer.held_out_score(200).unwrap();

@@ -305,24 +305,14 @@ impl Trainer {
         self.config.model.variant()
     }
 
-    /// Steps done.
-    pub fn steps_done(&self) -> usize {
-        self.steps.done()
-    }
-
-    /// Whether the run's steps are done.
-    pub fn finished(&self) -> bool {
-        self.steps.finished()
-    }
-
-    /// The step the run stops at.
-    pub fn run_length(&self) -> usize {
-        self.steps.run_length()
+    /// Where the run is: steps done and the step it stops at.
+    pub fn steps(&self) -> &RunSteps {
+        &self.steps
     }
 
     /// See [`RunSteps::continue_for`].
-    pub fn continue_for(&mut self, more: usize) {
-        self.steps.continue_for(more)
+    pub fn steps_mut(&mut self) -> &mut RunSteps {
+        &mut self.steps
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -460,9 +450,9 @@ mod tests {
         }
         assert_eq!(losses.0, losses.1);
         assert_ne!(losses.0, losses.2);
-        assert_eq!(a.steps_done(), 5);
-        a.continue_for(3);
-        assert_eq!(a.run_length(), 23);
+        assert_eq!(a.steps().done(), 5);
+        a.steps_mut().continue_for(3);
+        assert_eq!(a.steps().run_length(), 23);
         let probe = a.probe().unwrap();
         assert_eq!(probe.maps.len(), 4);
         assert_eq!(probe.roles.len(), 4);
@@ -488,7 +478,7 @@ mod tests {
         )
         .unwrap();
         assert!(trainer.weights().position_embedding.is_none());
-        while !trainer.finished() {
+        while !trainer.steps().finished() {
             trainer.step().unwrap();
         }
         let model = trainer.labelled_model("test", 0.1);
@@ -508,7 +498,7 @@ mod tests {
             Trainer::new(Task::Sort, Task::Sort.synthetic_data().unwrap(), config).unwrap();
         assert_eq!(trainer.kernel(), KernelName::Linear);
         let before = trainer.held_out_score(64).unwrap();
-        while !trainer.finished() {
+        while !trainer.steps().finished() {
             trainer.step().unwrap();
         }
         let after = trainer.held_out_score(64).unwrap();
