@@ -1,7 +1,9 @@
 // The in-browser half of the benchmark (bench/run.sh drives it through bench/run.mjs).
 //
 // For one model and sequence length it times, in this one page, the playground's CPU engine (the
-// wasm build of attn-model), its GPU engine (WebGPU) and onnxruntime-web's WASM and WebGPU
+// wasm build of attn-model: `ours-cpu` built with relaxed SIMD, as the page runs it where the
+// browser has relaxed SIMD, and `ours-cpu-simd128`, the build for every other browser), its GPU
+// engine (WebGPU) and onnxruntime-web's WASM and WebGPU
 // execution providers on the same weights, every side reading back the logits and every
 // attention map. Each side first runs untimed for `warmup` seconds (V8 tiers wasm up over
 // seconds), then the sides take turns for `rounds` rounds of `per_round` forwards each; the
@@ -11,6 +13,7 @@
 //        &warmup=3&rounds=5&per_round=5
 import * as ort from "./node_modules/onnxruntime-web/dist/ort.all.min.mjs";
 import init, { BenchEngine } from "./pkg/attn_bench.js";
+import initRelaxed, { BenchEngine as RelaxedBenchEngine } from "./pkg-relaxed/attn_bench.js";
 
 const query = new URLSearchParams(location.search);
 const model = query.get("model") ?? "l4d128";
@@ -32,13 +35,13 @@ async function fetchBytes(path) {
 }
 
 // A side: { name, forward: async () => Float32Array (last-position logits) }.
-async function ourSide(kind, folder, tokens) {
+async function ourSide(kind, folder, tokens, build = BenchEngine, name = `ours-${kind}`) {
   const config = await (await fetch(`${folder}/config.json`)).text();
   const weights = await fetchBytes(`${folder}/model.safetensors`);
-  const engine = await BenchEngine.load(kind, config, weights);
+  const engine = await build.load(kind, config, weights);
   const input = Uint32Array.from(tokens);
   return {
-    name: `ours-${kind}`,
+    name,
     adapter: engine.describe(),
     forward: () => engine.forward(input),
   };
@@ -77,6 +80,7 @@ async function main() {
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.wasmPaths = new URL("./node_modules/onnxruntime-web/dist/", location.href).href;
   await init();
+  await initRelaxed();
   const folder = `models/${model}`;
   const expected = await (await fetch(`${folder}/t${tLen}.expected.json`)).json();
   const tokens = expected.tokens;
@@ -84,7 +88,8 @@ async function main() {
   const built = [];
   for (const side of sides) {
     log(`loading ${side}`);
-    if (side === "ours-cpu") built.push(await ourSide("cpu", folder, tokens));
+    if (side === "ours-cpu") built.push(await ourSide("cpu", folder, tokens, RelaxedBenchEngine));
+    else if (side === "ours-cpu-simd128") built.push(await ourSide("cpu", folder, tokens, BenchEngine, side));
     else if (side === "ours-gpu") built.push(await ourSide("gpu", folder, tokens));
     else if (side === "ort-wasm") built.push(await ortSide("wasm", folder, tokens, vocab));
     else if (side === "ort-webgpu") built.push(await ortSide("webgpu", folder, tokens, vocab));

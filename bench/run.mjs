@@ -62,7 +62,7 @@ function serve(folder, isolated) {
 
 // Each run is one page load: onnxruntime-web fixes its thread count when its wasm starts.
 const gpu = ["ours-gpu", "ort-webgpu"];
-const cpu = ["ours-cpu", "ort-wasm"];
+const cpu = ["ours-cpu", "ours-cpu-simd128", "ort-wasm"];
 const allRuns = quick
   ? [
       { model: "l4d128", t: 64, threads: 1, sides: cpu, warmup: 2, rounds: 3 },
@@ -326,6 +326,10 @@ try {
     const theirs = result.sides["ort-wasm"] ?? result.sides["ort-webgpu"];
     if (ours && theirs) {
       console.log(`  speed-up over onnxruntime-web: ${(theirs.medianMs / ours.medianMs).toFixed(2)}×`);
+    }
+    const plain = result.sides["ours-cpu-simd128"];
+    if (plain && theirs) {
+      console.log(`  without relaxed SIMD: ${(theirs.medianMs / plain.medianMs).toFixed(2)}×`);
     }
   }
   if (pageModels.length > 0) {

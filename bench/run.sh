@@ -21,10 +21,14 @@ if [ ! -f "$bench/models/gpt2small/t64.onnx" ] || [ "$bench/export.py" -nt "$ben
   python3 "$bench/export.py" "$bench/models"
 fi
 
-# The same profile and target features as the page's worker (release, +simd128 from
-# .cargo/config.toml); wasm-bindgen from scripts/setup.sh.
+# The same profile and target features as the page's two workers (release, +simd128 from
+# .cargo/config.toml, and once more with relaxed SIMD's multiply-add); wasm-bindgen from
+# scripts/setup.sh.
 cargo build --release -p attn-bench --target wasm32-unknown-unknown
 wasm-bindgen --target web --out-dir "$bench/pkg" \
+  "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/attn_bench.wasm"
+cargo build --release -p attn-bench --target wasm32-unknown-unknown --features relaxed-simd
+wasm-bindgen --target web --out-dir "$bench/pkg-relaxed" \
   "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/attn_bench.wasm"
 
 # The app itself, for the page-level figure (the same build as scripts/serve.sh).

@@ -50,12 +50,15 @@ browser_gpu_tests() {
   (cd crates/attn-gpu && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=900 \
     wasm-pack test --headless --chrome 2>&1 | tee -a "$results_log")
 }
-# The CPU engine's wasm build (simd128) against the PyTorch/transformers fixtures and the
-# hand-checkable variants, in headless Chromium, the way a Rust developer runs it: wasm-pack
-# (crates/attn-model/webdriver.json holds the browser flags).
+# The CPU engine's wasm builds against the PyTorch/transformers fixtures and the hand-checkable
+# variants, in headless Chromium, the way a Rust developer runs it: wasm-pack
+# (crates/attn-model/webdriver.json holds the browser flags). Twice, as the page ships it: plain
+# simd128 (every browser) and with the feature relaxed-simd (the worker for browsers that have it).
 browser_model_tests() {
   (cd crates/attn-model && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=600 \
-    wasm-pack test --headless --chrome 2>&1 | tee -a "$results_log")
+    wasm-pack test --headless --chrome 2>&1 | tee -a "$results_log" &&
+    CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=600 \
+    wasm-pack test --headless --chrome --features relaxed-simd 2>&1 | tee -a "$results_log")
 }
 # The app's components (the page, the heatmap painter, the session's engines) in headless
 # Chromium (web/webdriver.json holds the same flags).

@@ -220,6 +220,27 @@ pub enum WebGpuStatus {
     Adapter { name: String, fallback: bool },
 }
 
+/// Whether this browser's WebAssembly has relaxed SIMD (Chromium 114+, Firefox 120+; not
+/// Safari as of 2025): then the page runs the compute worker built with it
+/// (`bin/attn-worker-relaxed.rs`), whose matrix product uses fused multiply-adds.
+///
+/// The probe validates the smallest module that uses a relaxed-SIMD instruction: a function
+/// returning `i8x16.relaxed_swizzle(i8x16.splat(1), i8x16.splat(2))`. Validating compiles
+/// nothing and takes microseconds.
+pub fn has_relaxed_simd() -> bool {
+    const MODULE: [u8; 36] = [
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // "\0asm", version 1
+        0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b, // types: () -> v128
+        0x03, 0x02, 0x01, 0x00, // one function of type 0
+        0x0a, 0x0f, 0x01, 0x0d, 0x00, // code: one body of 13 bytes, no locals
+        0x41, 0x01, 0xfd, 0x0f, // i32.const 1, i8x16.splat
+        0x41, 0x02, 0xfd, 0x0f, // i32.const 2, i8x16.splat
+        0xfd, 0x80, 0x02, // i8x16.relaxed_swizzle (0xfd 0x100)
+        0x0b, // end
+    ];
+    js_sys::WebAssembly::validate(&Uint8Array::from(&MODULE[..]).into()).unwrap_or(false)
+}
+
 /// Asks `navigator.gpu` for an adapter and describes it.
 pub async fn probe_webgpu() -> WebGpuStatus {
     let Ok(window) = window() else {

@@ -1,7 +1,9 @@
 //! The compute worker: a dedicated Web Worker that loads models and runs every forward and every
 //! analysis, so the page's main thread only renders. The page talks to it with the messages of
-//! `protocol.rs` through `gloo-worker`; `bin/attn-worker.rs` registers it and Trunk builds it
-//! as a second wasm entry (`index.html`, `data-type="worker"`).
+//! `protocol.rs` through `gloo-worker`; [`run_worker`] registers it, and Trunk builds it twice
+//! as worker entries (`index.html`, `data-type="worker"`): `bin/attn-worker.rs` for every browser
+//! with wasm SIMD and `bin/attn-worker-relaxed.rs`, built with the feature `relaxed-simd`, for
+//! browsers with relaxed SIMD (the page probes which, `browser::has_relaxed_simd`).
 //!
 //! Requests run as tasks on the worker's event loop. Each task takes the session's engine pair
 //! for its duration ([`take_engines`]) so tasks never overlap on an engine; long ones yield
@@ -18,7 +20,7 @@ use attn_model::{
     layer_similarity, logit_lens, run_measurement, AblationMode, Engine, HeadImportance, Measured,
     Measurement, Model, Output, Readback, Sampling, TensorStream, Variant,
 };
-use gloo_worker::{HandlerId, Worker, WorkerScope};
+use gloo_worker::{HandlerId, Registrable, Worker, WorkerScope};
 use wasm_bindgen_futures::spawn_local;
 
 use attn_gpu::training::{GpuTrainer, PendingStep};
@@ -37,6 +39,12 @@ use crate::session::{
     check_fits, logits_only, return_engines, run_timed, take_engines, PickedFiles, RunResult,
     Session, SessionCell, Yielding, TOP_OUTPUTS,
 };
+
+/// The compute worker's `main`: registers [`ComputeWorker`] to answer the page.
+pub fn run_worker() {
+    console_error_panic_hook::set_once();
+    ComputeWorker::registrar().register();
+}
 
 /// The worker's state, shared by its running tasks.
 #[derive(Default)]

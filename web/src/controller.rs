@@ -28,8 +28,10 @@ use crate::session::ModelText;
 use crate::state::Ui;
 use attn_model::training::Task;
 
-/// The worker's script: Trunk writes it next to `index.html` (`data-loader-shim`).
+/// The worker's scripts: Trunk writes them next to `index.html` (`data-loader-shim`). The second
+/// is the same worker built with relaxed SIMD, for browsers that have it.
 const WORKER_SCRIPT: &str = "./attn-worker_loader.js";
+const RELAXED_WORKER_SCRIPT: &str = "./attn-worker-relaxed_loader.js";
 
 /// A forward the page wants: the input, the variant and the maps it shows.
 pub struct Job {
@@ -99,12 +101,20 @@ impl Controller {
     }
 
     /// Starts a compute worker whose answers go to `ui`.
+    /// The one built with relaxed SIMD where the browser has it and the URL does not say
+    /// `simd=plain`.
     fn spawn(ctl: Controller, ui: Ui) -> WorkerBridge<ComputeWorker> {
+        let relaxed = !ui.plain_simd && crate::browser::has_relaxed_simd();
+        ui.relaxed_simd.set(relaxed);
         ComputeWorker::spawner()
             .callback(move |response| ctl.receive(ui, response))
             .with_loader(true)
             .as_module(false)
-            .spawn(WORKER_SCRIPT)
+            .spawn(if relaxed {
+                RELAXED_WORKER_SCRIPT
+            } else {
+                WORKER_SCRIPT
+            })
     }
 
     /// Replaces a crashed worker by a new one and puts the page's state back: the engine it
@@ -213,12 +223,16 @@ impl Controller {
                 move || {
                     if let Some(inner) = ctl.inner().filter(|i| !i.heard.get()) {
                         inner.ui.loading.set(None);
-                        inner.ui.error.set(Some(
-                            "The compute worker did not start (attn-worker_loader.js did not \
-                             answer). Reload the page; if this persists, the site may block \
-                             workers."
-                                .into(),
-                        ));
+                        inner.ui.error.set(Some(format!(
+                            "The compute worker did not start ({} did not answer). Reload \
+                                 the page; if this persists, the site may block workers.",
+                            if inner.ui.relaxed_simd.get_untracked() {
+                                RELAXED_WORKER_SCRIPT
+                            } else {
+                                WORKER_SCRIPT
+                            }
+                            .trim_start_matches("./")
+                        )));
                     }
                 },
                 WORKER_START,

@@ -53,6 +53,9 @@ pub struct PageState {
     pub embed: bool,
     /// The training panel's settings, when it is open.
     pub train: Option<TrainSettings>,
+    /// `simd=plain`: run the compute worker built for plain wasm SIMD even where the browser has
+    /// relaxed SIMD (to compare the two, or to rule the faster one out).
+    pub plain_simd: bool,
 }
 
 impl PageState {
@@ -84,6 +87,9 @@ impl PageState {
         }
         if let Some(train) = &self.train {
             pairs.extend(train.to_pairs());
+        }
+        if self.plain_simd {
+            pairs.push(("simd".to_string(), "plain".to_string()));
         }
         pairs
     }
@@ -126,6 +132,11 @@ impl PageState {
                     )),
                 },
                 "embed" => state.embed = value == "1" || value == "true",
+                "simd" => match value.as_str() {
+                    "plain" => state.plain_simd = true,
+                    "auto" => state.plain_simd = false,
+                    _ => problems.push(format!("ignored simd={value:?}: expected auto or plain")),
+                },
                 _ => {}
             }
         }
@@ -156,6 +167,7 @@ mod tests {
                 seed: 3,
                 ..TrainSettings::default()
             }),
+            plain_simd: true,
         };
         let pairs = state.to_pairs();
         assert!(
@@ -175,12 +187,13 @@ mod tests {
             ("focus", "x"),
             ("kv_groups", "2"),
             ("step", "0"),
+            ("simd", "avx"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let (state, problems) = PageState::from_pairs(&pairs);
         assert_eq!(state.variant.kv_groups, Some(2));
-        assert_eq!(problems.len(), 3);
+        assert_eq!(problems.len(), 4);
     }
 }

@@ -49,6 +49,10 @@ pub struct Ui {
     /// Set while *Export JSON* waits for a result with every map.
     pub exporting: RwSignal<bool>,
     pub engine_choice: RwSignal<EngineChoice>,
+    /// `simd=plain` in the URL: the worker built for plain wasm SIMD even where relaxed SIMD is.
+    pub plain_simd: bool,
+    /// Whether the running compute worker is the one built with relaxed SIMD.
+    pub relaxed_simd: RwSignal<bool>,
     pub engine_badge: RwSignal<String>,
     pub importance: RwSignal<Vec<HeadImportance>>,
     /// The running head-importance ranking, and how the last one ended.
@@ -120,6 +124,8 @@ impl Ui {
             grid: RwSignal::new(GridView::default()),
             exporting: RwSignal::new(false),
             engine_choice: RwSignal::new(state.engine),
+            plain_simd: state.plain_simd,
+            relaxed_simd: RwSignal::new(false),
             engine_badge: RwSignal::new("Checking WebGPU…".into()),
             importance: RwSignal::new(Vec::new()),
             ranking: RwSignal::new(None),
@@ -158,6 +164,7 @@ impl Ui {
             step: self.lesson_step.get(),
             embed: self.embed,
             train: self.train.get(),
+            plain_simd: self.plain_simd,
         }
     }
 }

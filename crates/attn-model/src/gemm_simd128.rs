@@ -11,6 +11,13 @@
 //! Every `f32` is multiplied and added in the same order as a plain loop over `k` would (one
 //! multiply, one add per term, no fused multiply-add: plain `simd128` has none), so the result
 //! differs from `matrixmultiply`'s only by the order of the sums across `KC` blocks.
+//!
+//! With the crate feature `relaxed-simd` the product is compiled for relaxed SIMD, whose
+//! `f32x4.relaxed_madd` is one fused multiply-add per term where the CPU has one (the forward
+//! 1.1–1.2× faster in Chromium, docs/BENCHMARKS.md). Only these functions get the target feature, so a build with
+//! the feature differs from one without only here; but a wasm module holding relaxed-SIMD
+//! instructions fails to compile in a browser without them, so the page ships a second worker
+//! built with the feature and picks it after a probe (`attn-web`'s `browser::has_relaxed_simd`).
 
 use core::arch::wasm32::*;
 use std::cell::RefCell;
@@ -35,6 +42,7 @@ thread_local! {
 /// Every element those strides address must lie inside the allocations behind `a`, `b` and `c`
 /// (`linalg::matmul_add` checks this for its `MatRef`s), and `c` must not overlap `a` or `b`.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
 pub(crate) unsafe fn sgemm_add(
     m: usize,
     k: usize,
@@ -128,19 +136,30 @@ unsafe fn pack_a(out: &mut [f32], a: *const f32, rsa: usize, csa: usize, mc: usi
     }
 }
 
-/// `a · b + c`: a multiply and an add, or one fused multiply-add where the build enables
-/// relaxed SIMD (`+relaxed-simd`; not in the shipped bundles, which must run in every browser
-/// with `simd128`: docs/BENCHMARKS.md has what it would gain).
-#[inline(always)]
+/// `a · b + c`: a multiply and an add, or with the feature `relaxed-simd` one relaxed
+/// multiply-add (fused where the CPU has it; the specification allows either rounding).
+// `inline(always)` cannot go with a target feature; `inline` is enough for LLVM to inline these
+// into `sgemm_add`, which has the same features.
+#[cfg_attr(not(feature = "relaxed-simd"), inline(always))]
+#[cfg_attr(
+    feature = "relaxed-simd",
+    inline,
+    target_feature(enable = "relaxed-simd")
+)]
 fn multiply_add(a: v128, b: v128, c: v128) -> v128 {
-    #[cfg(target_feature = "relaxed-simd")]
+    #[cfg(feature = "relaxed-simd")]
     return f32x4_relaxed_madd(a, b, c);
-    #[cfg(not(target_feature = "relaxed-simd"))]
+    #[cfg(not(feature = "relaxed-simd"))]
     return f32x4_add(f32x4_mul(a, b), c);
 }
 
 /// `C[rows × cols] += A panel · B panel` over depth `kc`; C's rows are `rsc` apart.
-#[inline(always)]
+#[cfg_attr(not(feature = "relaxed-simd"), inline(always))]
+#[cfg_attr(
+    feature = "relaxed-simd",
+    inline,
+    target_feature(enable = "relaxed-simd")
+)]
 unsafe fn micro_kernel(
     kc: usize,
     a: *const f32,

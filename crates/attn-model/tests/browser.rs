@@ -192,7 +192,8 @@ fn bad_files_are_clear_errors_in_the_browser() {
     assert!(engine.forward(&[1, 99_999]).is_err());
 }
 
-/// The browser's matrix product (`gemm_simd128`: packed panels, a 4 × 8 `simd128` micro-kernel)
+/// The browser's matrix product (`gemm_simd128`: packed panels, a 4 × 8 micro-kernel; with the
+/// feature `relaxed-simd`, fused multiply-adds)
 /// against a plain f64 triple loop, on shapes that leave partial panels on every side, depths
 /// over one packed block, more rows than one packed block of A, and every stride the forward
 /// pass uses (a transposed B for the unembedding and Q·Kᵀ, one head's columns, a transposed A).

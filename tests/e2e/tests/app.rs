@@ -223,7 +223,7 @@ fn kv_groups_change_the_kv_cache_bytes() {
 }
 
 #[test]
-fn the_gpu_engine_and_the_cpu_fallback_give_the_same_prediction() {
+fn the_gpu_engine_and_both_cpu_workers_give_the_same_prediction() {
     assert!(models_listed(), "static/models/index.json lists no model");
     // `engine=gpu` runs the WebGPU engine even on SwiftShader (which the page otherwise skips
     // because the CPU engine is faster there), so the GPU path of the page is what runs here.
@@ -256,10 +256,32 @@ fn the_gpu_engine_and_the_cpu_fallback_give_the_same_prediction() {
         LOAD,
     );
     assert!(badge.as_str().unwrap().contains("CPU fallback"));
+    // Chromium has relaxed SIMD: the page runs the worker built with it.
     let used = b.eval("return document.querySelector('[data-testid=engine-used]').textContent");
-    assert!(used.as_str().unwrap().contains("CPU"), "{used}");
+    assert!(
+        used.as_str()
+            .unwrap()
+            .contains("CPU engine (wasm, relaxed SIMD)"),
+        "{used}"
+    );
     assert_eq!(top1(&b), expected);
     b.screenshot("05-cpu-fallback");
+    drop(b);
+
+    // `simd=plain`: the worker every other browser runs (plain wasm SIMD), same prediction.
+    let (_server3, plain) = open(WebGpu::Disabled, "?simd=plain");
+    wait_for_grid(&plain);
+    let used = plain.wait_for(
+        "a result from the plain-SIMD worker",
+        "const e = document.querySelector('[data-testid=engine-used]');
+         return e && e.textContent.includes('CPU') ? e.textContent : ''",
+        LOAD,
+    );
+    assert!(
+        used.as_str().unwrap().contains("CPU engine (wasm SIMD)"),
+        "{used}"
+    );
+    assert_eq!(top1(&plain), expected);
 }
 
 /// The KL figure of the cost panel, in nats.

@@ -1,10 +1,7 @@
-//! The compute worker's entry point: Trunk builds it as a worker (`index.html`,
-//! `data-type="worker"`), and the page spawns it (`controller.rs`).
-
-use attn_web::compute::ComputeWorker;
-use gloo_worker::Registrable;
+//! The compute worker for every browser with wasm SIMD (`simd128`): Trunk builds it as a worker
+//! (`index.html`, `data-type="worker"`), and the page spawns it (`controller.rs`) where the
+//! browser lacks relaxed SIMD.
 
 fn main() {
-    console_error_panic_hook::set_once();
-    ComputeWorker::registrar().register();
+    attn_web::compute::run_worker();
 }
