@@ -115,6 +115,8 @@ const builtIn = index.models.map((m) => ({ id: m.id, prompt: m.example_inputs[0]
 const pageModels = [
   ...builtIn,
   { id: "l4d128", files: ["config.json", "model.safetensors"], tokens: 64, layers: 4 },
+  // The same with the worker every browser without relaxed SIMD runs.
+  { id: "l4d128", files: ["config.json", "model.safetensors"], tokens: 64, layers: 4, simd: "plain" },
   { id: "l32h32", files: ["config.json", "model.safetensors"], tokens: 64, layers: 32, heads: 32, everyLayer: true },
 ].filter((m) => !only || only === "page" || m.id === only);
 
@@ -209,7 +211,7 @@ async function timeOnePage(browser, app, model) {
         { timeout: 5 * 60_000 },
       );
     if (model.files) {
-      await page.goto(`${app}?engine=cpu`);
+      await page.goto(`${app}?engine=cpu${model.simd ? `&simd=${model.simd}` : ""}`);
       await page.waitForSelector("#model-files", { state: "attached" });
       await page.setInputFiles(
         "#model-files",
@@ -261,7 +263,7 @@ async function timeOnePage(browser, app, model) {
       );
       return result;
     };
-    const result = await measure(model.id);
+    const result = await measure(model.simd ? `${model.id} (simd=${model.simd})` : model.id);
     if (!model.everyLayer) return result;
     // Every layer on screen: every map read back, sent and drawn.
     pageResults.push(result);

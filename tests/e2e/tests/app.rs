@@ -229,13 +229,7 @@ fn the_gpu_engine_and_both_cpu_workers_give_the_same_prediction() {
     // because the CPU engine is faster there), so the GPU path of the page is what runs here.
     let (_server, with_gpu) = open(WebGpu::Enabled, "?engine=gpu");
     wait_for_grid(&with_gpu);
-    let used = with_gpu.wait_for(
-        "a result from the GPU engine",
-        "const e = document.querySelector('[data-testid=engine-used]');
-         return e && e.textContent.includes('GPU') ? e.textContent : ''",
-        LOAD,
-    );
-    println!("{used}");
+    println!("{}", engine_used(&with_gpu, "GPU"));
     let badge =
         with_gpu.eval("return document.querySelector('[data-testid=engine-badge]').textContent");
     let badge = badge.as_str().unwrap();
@@ -257,13 +251,8 @@ fn the_gpu_engine_and_both_cpu_workers_give_the_same_prediction() {
     );
     assert!(badge.as_str().unwrap().contains("CPU fallback"));
     // Chromium has relaxed SIMD: the page runs the worker built with it.
-    let used = b.eval("return document.querySelector('[data-testid=engine-used]').textContent");
-    assert!(
-        used.as_str()
-            .unwrap()
-            .contains("CPU engine (wasm, relaxed SIMD)"),
-        "{used}"
-    );
+    let used = engine_used(&b, "CPU");
+    assert!(used.contains("CPU engine (wasm, relaxed SIMD)"), "{used}");
     assert_eq!(top1(&b), expected);
     b.screenshot("05-cpu-fallback");
     drop(b);
@@ -271,17 +260,25 @@ fn the_gpu_engine_and_both_cpu_workers_give_the_same_prediction() {
     // `simd=plain`: the worker every other browser runs (plain wasm SIMD), same prediction.
     let (_server3, plain) = open(WebGpu::Disabled, "?simd=plain");
     wait_for_grid(&plain);
-    let used = plain.wait_for(
-        "a result from the plain-SIMD worker",
-        "const e = document.querySelector('[data-testid=engine-used]');
-         return e && e.textContent.includes('CPU') ? e.textContent : ''",
-        LOAD,
-    );
-    assert!(
-        used.as_str().unwrap().contains("CPU engine (wasm SIMD)"),
-        "{used}"
-    );
+    let used = engine_used(&plain, "CPU");
+    assert!(used.contains("CPU engine (wasm SIMD)"), "{used}");
     assert_eq!(top1(&plain), expected);
+}
+
+/// Waits for a result from the engine whose name `engine` (`GPU` or `CPU`) is in the cost panel's
+/// "on the … engine", and returns that text.
+fn engine_used(b: &Browser, engine: &str) -> String {
+    b.wait_for(
+        &format!("a result from the {engine} engine"),
+        &format!(
+            "const e = document.querySelector('[data-testid=engine-used]');
+             return e && e.textContent.includes('{engine}') ? e.textContent : ''"
+        ),
+        LOAD,
+    )
+    .as_str()
+    .unwrap()
+    .to_string()
 }
 
 /// The KL figure of the cost panel, in nats.
