@@ -210,6 +210,11 @@ pub fn set_query(pairs: &[(String, String)], push: bool) {
     }
 }
 
+/// Device pixels per CSS pixel (1 where there is no window).
+pub fn device_pixel_ratio() -> f64 {
+    web_sys::window().map_or(1.0, |w| w.device_pixel_ratio())
+}
+
 /// What the browser offers for WebGPU.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WebGpuStatus {

@@ -37,7 +37,7 @@ use crate::protocol::{
 };
 use crate::session::{
     check_fits, logits_only, return_engines, run_timed, take_engines, PickedFiles, RunResult,
-    Session, SessionCell, Yielding, TOP_OUTPUTS,
+    Session, SessionCell, Thumbnails, Yielding, TOP_OUTPUTS,
 };
 
 /// The compute worker's `main`: registers [`ComputeWorker`] to answer the page.
@@ -1143,6 +1143,7 @@ async fn run(
                 let top = output.top_at(output.seq_len - 1, TOP_OUTPUTS);
                 let kept = logits_only(&mut output);
                 if with_baseline {
+                    let thumbnails = Thumbnails::take_from(&mut output, &maps);
                     let page = RunResult {
                         tokens: tokens.clone(),
                         output,
@@ -1151,6 +1152,7 @@ async fn run(
                         millis,
                         engine: engine(&pair),
                         maps,
+                        thumbnails,
                     };
                     baseline = Some(Ok(page));
                 }

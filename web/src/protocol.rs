@@ -40,47 +40,68 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for AsJson<T> {
 
 /// Which attention maps a forward reads back and sends to the page: every map, or the layers
 /// the grid shows and the enlarged map. A model of hundreds of heads shows a few layers at a
-/// time, and its other maps would be megabytes per forward that nobody looks at.
+/// time, and its other maps would be megabytes per forward that nobody looks at. Where a map
+/// has more cells a side than its grid cell has device pixels, the grid's maps cross as
+/// thumbnails (`attn_model::thumbnail`) and only the enlarged one in full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapsWanted {
     /// Layers `first..=last`; `None`: every layer.
     pub layers: Option<(usize, usize)>,
-    /// The enlarged map, when it is outside `layers`.
+    /// The enlarged map, when it is outside `layers` (or, with `pooled`, wherever it is: it is
+    /// the one map sent in full).
     pub focus: Option<(usize, usize)>,
+    /// The grid's maps pooled by this factor (`attn_model::thumbnail::pool_map`); `None`: in
+    /// full.
+    pub pooled: Option<usize>,
 }
 
 impl MapsWanted {
-    /// Every map.
+    /// Every map, in full.
     pub const ALL: MapsWanted = MapsWanted {
         layers: None,
         focus: None,
+        pooled: None,
     };
 
-    /// The layers `first..=last` of a model of `n_layer` layers, and the enlarged map `focus`:
-    /// [`MapsWanted::ALL`] when that is every layer.
+    /// The layers `first..=last` of a model of `n_layer` layers and the enlarged map `focus`,
+    /// the grid's maps pooled by `factor` (1: in full): [`MapsWanted::ALL`] when that is every
+    /// layer in full.
     pub fn shown(
         (first, last): (usize, usize),
         focus: Option<(usize, usize)>,
         n_layer: usize,
+        factor: usize,
     ) -> MapsWanted {
         let last = last.min(n_layer.saturating_sub(1));
-        if first == 0 && last + 1 >= n_layer {
-            return MapsWanted::ALL;
-        }
+        let layers = Some((first, last)).filter(|_| first > 0 || last + 1 < n_layer);
+        let pooled = Some(factor).filter(|&f| f > 1);
         MapsWanted {
-            layers: Some((first, last)),
-            focus: focus.filter(|(l, _)| !(first..=last).contains(l)),
+            layers,
+            focus: focus.filter(|(l, _)| {
+                pooled.is_some() || layers.is_some_and(|(a, b)| !(a..=b).contains(l))
+            }),
+            pooled,
         }
     }
 
-    /// The `(layer, head)` maps of a model of `n_layer × n_head` (`None`: all of them).
+    /// The `(layer, head)` maps of a model of `n_layer × n_head` that the engines read in full
+    /// (`None`: all of them).
     pub fn maps(&self, n_layer: usize, n_head: usize) -> Option<Vec<(usize, usize)>> {
         let (first, last) = self.layers?;
         let mut maps: Vec<(usize, usize)> = (first..=last.min(n_layer.saturating_sub(1)))
             .flat_map(|l| (0..n_head).map(move |h| (l, h)))
             .collect();
-        maps.extend(self.focus.filter(|&(l, h)| l < n_layer && h < n_head));
+        let focus = self.focus.filter(|&(l, h)| l < n_layer && h < n_head);
+        maps.extend(focus.filter(|f| !maps.contains(f)));
         Some(maps)
+    }
+
+    /// Whether map `(layer, head)` goes to the page as a thumbnail: a map of the grid's layers,
+    /// not the enlarged one, when the grid's maps are pooled.
+    pub fn as_thumbnail(&self, (layer, head): (usize, usize)) -> bool {
+        self.pooled.is_some()
+            && self.focus != Some((layer, head))
+            && self.layers.is_none_or(|(a, b)| (a..=b).contains(&layer))
     }
 
     /// What the engines read back.
@@ -91,19 +112,22 @@ impl MapsWanted {
         }
     }
 
-    /// Whether a result read with `self` holds every map `wanted` asks for.
+    /// Whether a result read with `self` holds every map `wanted` asks for: the grid's layers,
+    /// as full maps or thumbnails of the same size (the page pools full maps itself), and the
+    /// enlarged map in full.
     pub fn covers(&self, wanted: &MapsWanted) -> bool {
-        let Some((first, last)) = self.layers else {
-            return true;
+        let layers = match (self.layers, wanted.layers) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some((first, last)), Some((from, to))) => first <= from && to <= last,
         };
-        let Some((from, to)) = wanted.layers else {
-            return false;
-        };
-        first <= from
-            && to <= last
-            && wanted
-                .focus
-                .is_none_or(|f| (first..=last).contains(&f.0) || self.focus == Some(f))
+        let thumbnails = self.pooled.is_none() || self.pooled == wanted.pooled;
+        let focus = wanted.focus.is_none_or(|f| {
+            self.focus == Some(f)
+                || (self.pooled.is_none()
+                    && self.layers.is_none_or(|(a, b)| (a..=b).contains(&f.0)))
+        });
+        layers && thumbnails && focus
     }
 }
 
@@ -286,6 +310,9 @@ pub struct TrainUpdate {
 pub type JobOutcome<T> = Result<Option<T>, String>;
 
 /// What the worker answers.
+// A response is built once, encoded for the page and dropped: boxing its larger variants would
+// add allocations and save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Response {
     /// The GPU engine is ready on this adapter.
@@ -379,6 +406,7 @@ pub enum Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::Thumbnails;
 
     /// Every message survives the worker's codec (bincode), including the variant's and the
     /// tokenizer's self-describing forms.
@@ -475,25 +503,58 @@ mod tests {
     #[test]
     fn the_maps_on_screen_are_what_a_forward_reads() {
         // Every layer on screen: every map.
-        assert_eq!(MapsWanted::shown((0, usize::MAX), None, 4), MapsWanted::ALL);
-        assert_eq!(MapsWanted::shown((0, 3), Some((1, 1)), 4), MapsWanted::ALL);
+        assert_eq!(
+            MapsWanted::shown((0, usize::MAX), None, 4, 1),
+            MapsWanted::ALL
+        );
+        assert_eq!(
+            MapsWanted::shown((0, 3), Some((1, 1)), 4, 1),
+            MapsWanted::ALL
+        );
         // Layers 1–2 of 4 with 2 heads, and an enlarged map outside them.
-        let wanted = MapsWanted::shown((1, 2), Some((3, 1)), 4);
+        let wanted = MapsWanted::shown((1, 2), Some((3, 1)), 4, 1);
         assert_eq!(
             wanted.maps(4, 2),
             Some(vec![(1, 0), (1, 1), (2, 0), (2, 1), (3, 1)])
         );
         // One inside them adds nothing.
-        assert_eq!(MapsWanted::shown((1, 2), Some((2, 0)), 4).focus, None);
+        assert_eq!(MapsWanted::shown((1, 2), Some((2, 0)), 4, 1).focus, None);
         assert_eq!(MapsWanted::ALL.readback(4, 2), AttentionMaps::All);
         // What a result holds covers what the page wants next.
-        let held = MapsWanted::shown((0, 2), None, 4);
+        let held = MapsWanted::shown((0, 2), None, 4, 1);
         assert!(MapsWanted::ALL.covers(&held));
-        assert!(held.covers(&MapsWanted::shown((1, 2), None, 4)));
-        assert!(held.covers(&MapsWanted::shown((1, 2), Some((0, 1)), 4)));
-        assert!(!held.covers(&MapsWanted::shown((2, 3), None, 4)));
-        assert!(!held.covers(&MapsWanted::shown((1, 2), Some((3, 0)), 4)));
+        assert!(held.covers(&MapsWanted::shown((1, 2), None, 4, 1)));
+        assert!(held.covers(&MapsWanted::shown((1, 2), Some((0, 1)), 4, 1)));
+        assert!(!held.covers(&MapsWanted::shown((2, 3), None, 4, 1)));
+        assert!(!held.covers(&MapsWanted::shown((1, 2), Some((3, 0)), 4, 1)));
         assert!(!held.covers(&MapsWanted::ALL));
+    }
+
+    #[test]
+    fn pooled_grids_send_thumbnails_and_the_enlarged_map_in_full() {
+        // Every layer, pooled by 2: not ALL, and the enlarged map is named even inside them.
+        let wanted = MapsWanted::shown((0, 3), Some((1, 1)), 4, 2);
+        assert_ne!(wanted, MapsWanted::ALL);
+        assert_eq!(wanted.layers, None);
+        assert_eq!(wanted.focus, Some((1, 1)));
+        assert_eq!(wanted.maps(4, 2), None);
+        assert!(wanted.as_thumbnail((0, 0)) && wanted.as_thumbnail((1, 0)));
+        assert!(!wanted.as_thumbnail((1, 1)));
+        assert!(!MapsWanted::ALL.as_thumbnail((0, 0)));
+        // Some layers: the enlarged one inside them is read once.
+        let some = MapsWanted::shown((1, 2), Some((2, 0)), 4, 3);
+        assert_eq!(some.maps(4, 2), Some(vec![(1, 0), (1, 1), (2, 0), (2, 1)]));
+        assert!(!some.as_thumbnail((0, 0)) && !some.as_thumbnail((2, 0)));
+        assert!(some.as_thumbnail((2, 1)));
+        // Full maps cover thumbnails (the page pools them); thumbnails cover only their own
+        // size, and an enlarged map only if it came in full.
+        assert!(MapsWanted::ALL.covers(&wanted));
+        assert!(wanted.covers(&MapsWanted::shown((0, 3), Some((1, 1)), 4, 2)));
+        assert!(!wanted.covers(&MapsWanted::shown((0, 3), Some((1, 1)), 4, 3)));
+        assert!(!wanted.covers(&MapsWanted::shown((0, 3), Some((0, 1)), 4, 2)));
+        assert!(wanted.covers(&MapsWanted::shown((0, 3), None, 4, 2)));
+        assert!(!wanted.covers(&MapsWanted::ALL));
+        assert!(!MapsWanted::shown((0, 3), None, 4, 2).covers(&wanted));
     }
 
     #[test]
@@ -518,7 +579,8 @@ mod tests {
             comparison: None,
             millis: 1.0,
             engine: attn_gpu::EngineKind::Cpu,
-            maps: MapsWanted::shown((0, 0), Some((2, 0)), 3),
+            maps: MapsWanted::shown((0, 0), Some((2, 0)), 3, 1),
+            thumbnails: Thumbnails::default(),
         };
         let bytes = bincode::serialize(&result).unwrap();
         let back: RunResult = bincode::deserialize(&bytes).unwrap();
@@ -537,6 +599,71 @@ mod tests {
         assert!(
             bytes.len() + 200 < every_map,
             "a map not read back does not cross: {} against {every_map} bytes",
+            bytes.len()
+        );
+    }
+
+    #[test]
+    fn the_grid_maps_cross_as_thumbnails_and_the_enlarged_one_in_full() {
+        // 2 layers × 2 heads of 12 × 12 causal maps, pooled by 3; (1, 1) is enlarged.
+        let t = 12;
+        let causal = |v: f32| -> Vec<f32> {
+            (0..t * t)
+                .map(|k| {
+                    if k % t <= k / t {
+                        v / (k / t + 1) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        let maps: Vec<Vec<f32>> = (1..=4).map(|v| causal(v as f32)).collect();
+        let mut output = attn_model::Output {
+            seq_len: t,
+            n_layer: 2,
+            n_head: 2,
+            n_out: 1,
+            logits: Vec::new(),
+            attention: maps.concat(),
+            head_out_norms: Vec::new(),
+            kv_bytes_per_token: 0,
+        };
+        let full = output.clone();
+        let wanted = MapsWanted::shown((0, 1), Some((1, 1)), 2, 3);
+        let thumbnails = Thumbnails::take_from(&mut output, &wanted);
+        assert_eq!((thumbnails.factor, thumbnails.side), (3, 4));
+        assert_eq!(thumbnails.maps, vec![0, 1, 2]);
+        let result = RunResult {
+            tokens: vec![1; t],
+            output,
+            top: Vec::new(),
+            comparison: None,
+            millis: 1.0,
+            engine: attn_gpu::EngineKind::Cpu,
+            maps: wanted,
+            thumbnails,
+        };
+        let bytes = bincode::serialize(&result).unwrap();
+        let back: RunResult = bincode::deserialize(&bytes).unwrap();
+        for (index, map) in maps.iter().enumerate().take(3) {
+            let want = attn_model::thumbnail::pool_map(map, t, 3);
+            assert_eq!(back.thumbnails.get(index), Some(&want[..]));
+            assert!(back.output.attention_map(index / 2, index % 2)[0].is_nan());
+        }
+        assert_eq!(back.thumbnails.get(3), None);
+        assert_eq!(back.output.attention_map(1, 1), &maps[3][..]);
+        // Three 16-value thumbnails and one full map instead of four full maps.
+        let unpooled = RunResult {
+            output: full,
+            maps: MapsWanted::ALL,
+            thumbnails: Thumbnails::default(),
+            ..result
+        };
+        let unpooled = bincode::serialize(&unpooled).unwrap().len();
+        assert!(
+            bytes.len() + 3 * 4 * (144 - 16) <= unpooled + 64,
+            "{} against {unpooled} bytes",
             bytes.len()
         );
     }
@@ -567,6 +694,7 @@ mod tests {
             millis: 1.5,
             engine: attn_gpu::EngineKind::Cpu,
             maps: MapsWanted::ALL,
+            thumbnails: Thumbnails::default(),
         };
         let back: RunResult = bincode::deserialize(&bincode::serialize(&result).unwrap()).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -613,6 +741,23 @@ mod tests {
     }
 }
 
+/// A `Vec<f32>` as raw little-endian bytes for the worker's codec (one copy, not one call per
+/// number). Used as `#[serde(with = "f32_bytes")]`.
+pub mod f32_bytes {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_bytes::ByteBuf;
+
+    pub fn serialize<S: Serializer>(values: &[f32], serializer: S) -> Result<S::Ok, S::Error> {
+        super::packed_output::bytes(values).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<f32>, D::Error> {
+        Ok(super::packed_output::floats(&ByteBuf::deserialize(
+            deserializer,
+        )?))
+    }
+}
+
 /// [`attn_model::Output`] packed for the worker's codec: the float arrays as raw little-endian
 /// bytes, so a forward's maps cross in a few copies instead of one call per number; the maps a
 /// forward did not read back (NaN, see `attn_model::engine::Readback`) do not cross at all and
@@ -637,7 +782,7 @@ pub mod packed_output {
         kv_bytes_per_token: usize,
     }
 
-    fn bytes<'a>(values: impl IntoIterator<Item = &'a f32>) -> ByteBuf {
+    pub(super) fn bytes<'a>(values: impl IntoIterator<Item = &'a f32>) -> ByteBuf {
         ByteBuf::from(
             values
                 .into_iter()
@@ -646,7 +791,7 @@ pub mod packed_output {
         )
     }
 
-    fn floats(bytes: &[u8]) -> Vec<f32> {
+    pub(super) fn floats(bytes: &[u8]) -> Vec<f32> {
         bytes
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))

@@ -78,8 +78,64 @@ pub struct RunResult {
     pub comparison: Option<Comparison>,
     pub millis: f64,
     pub engine: EngineKind,
-    /// The maps it holds (the others are NaN).
+    /// The maps it holds (the others are NaN, or among `thumbnails`).
     pub maps: MapsWanted,
+    /// The grid's maps at display resolution, when `maps.pooled` asks for them; their full maps
+    /// in `output` are NaN (not sent).
+    pub thumbnails: Thumbnails,
+}
+
+/// Attention maps pooled to display resolution (`attn_model::thumbnail`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Thumbnails {
+    /// Map cells per thumbnail cell along each side.
+    pub factor: usize,
+    /// Cells a side of each thumbnail.
+    pub side: usize,
+    /// Which maps, as `layer · n_head + head`, in the order of `values`.
+    pub maps: Vec<u32>,
+    /// `side²` values per map, one map after another.
+    #[serde(with = "crate::protocol::f32_bytes")]
+    pub values: Vec<f32>,
+}
+
+impl Thumbnails {
+    /// Pools the maps `wanted` sends as thumbnails (`MapsWanted::as_thumbnail`) out of `output`,
+    /// leaving NaN in their place so that their full maps do not cross. Maps not read back stay
+    /// out of both.
+    pub fn take_from(output: &mut Output, wanted: &MapsWanted) -> Thumbnails {
+        let Some(factor) = wanted.pooled else {
+            return Thumbnails::default();
+        };
+        let t = output.seq_len;
+        let mut thumbnails = Thumbnails {
+            factor,
+            side: attn_model::thumbnail::thumbnail_side(t, factor),
+            ..Thumbnails::default()
+        };
+        let n_head = output.n_head;
+        for (index, map) in output
+            .attention
+            .chunks_exact_mut((t * t).max(1))
+            .enumerate()
+        {
+            if map[0].is_nan() || !wanted.as_thumbnail((index / n_head, index % n_head)) {
+                continue;
+            }
+            let thumbnail = attn_model::thumbnail::pool_map(map, t, factor);
+            thumbnails.values.extend_from_slice(&thumbnail);
+            thumbnails.maps.push(index as u32);
+            map.fill(f32::NAN);
+        }
+        thumbnails
+    }
+
+    /// The thumbnail of map `layer · n_head + head`, if it is here.
+    pub fn get(&self, index: usize) -> Option<&[f32]> {
+        let at = self.maps.iter().position(|&m| m as usize == index)?;
+        let size = self.side * self.side;
+        self.values.get(at * size..(at + 1) * size)
+    }
 }
 
 /// An output's logits alone (its maps and norms left empty): what the worker keeps of the
@@ -115,6 +171,7 @@ impl RunResult {
             .filter(|b| b.seq_len == output.seq_len)
             .map(|b| compare(b, &output, tokens));
         output.logits = Vec::new();
+        let thumbnails = Thumbnails::take_from(&mut output, &maps);
         RunResult {
             tokens: tokens.to_vec(),
             output,
@@ -123,6 +180,7 @@ impl RunResult {
             millis,
             engine,
             maps,
+            thumbnails,
         }
     }
 }

@@ -8,6 +8,7 @@ use attn_model::engine::Step;
 use attn_model::{AblationMode, HeadImportance, HeadRoles, Lesson, Measured, Variant};
 
 use crate::protocol::{Analysis, MapsWanted};
+use attn_model::thumbnail::pooling_factor;
 use leptos::prelude::*;
 
 use crate::manifest::ModelEntry;
@@ -171,14 +172,17 @@ impl Ui {
 
 impl Ui {
     /// The attention maps the page shows, which a forward reads back: the grid's layers and the
-    /// enlarged map — every map while an export waits for them.
+    /// enlarged map — every map while an export waits for them. The grid's maps come as
+    /// thumbnails when the input has more tokens than a grid cell has device pixels a side.
     pub fn maps_wanted(&self) -> MapsWanted {
         let n_layer = self.info.with(|i| i.as_ref().map_or(0, |i| i.n_layer));
         if self.exporting.get() || n_layer == 0 {
             return MapsWanted::ALL;
         }
         let grid = self.grid.get();
-        MapsWanted::shown((grid.first, grid.last), self.focus.get(), n_layer)
+        let pixels = grid.size.css_pixels() as f64 * crate::browser::device_pixel_ratio();
+        let factor = pooling_factor(self.tokens.with(Vec::len), pixels.ceil() as usize);
+        MapsWanted::shown((grid.first, grid.last), self.focus.get(), n_layer, factor)
     }
 
     /// The open lesson, once the lessons are loaded.
@@ -224,6 +228,15 @@ impl MapSize {
             MapSize::Small => "small",
             MapSize::Medium => "medium",
             MapSize::Large => "large",
+        }
+    }
+
+    /// The side of a grid cell's map in CSS pixels (`style.css`, `.grid.size-… .cell canvas`).
+    pub fn css_pixels(self) -> usize {
+        match self {
+            MapSize::Small => 56,
+            MapSize::Medium => 100,
+            MapSize::Large => 160,
         }
     }
 }

@@ -157,7 +157,7 @@ async fn the_sessions_gpu_engines_agree_with_its_cpu_engine() {
     assert_eq!(again.logits, baseline.logits);
     // Only the layers on screen (layer 1 of 2) are read back, on both engines; the logits are
     // whole.
-    let layer_1 = MapsWanted::shown((1, 1), None, 2);
+    let layer_1 = MapsWanted::shown((1, 1), None, 2, 1);
     for pair in [&mut pair, &mut cpu_pair] {
         let (shown, _) = run_timed(pair, true, (&Variant::default(), Some(&layer_1)), &tokens)
             .await

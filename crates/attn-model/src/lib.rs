@@ -46,6 +46,7 @@ pub mod roles;
 pub mod rope;
 pub mod schema;
 pub mod tensors;
+pub mod thumbnail;
 pub mod tokenizer;
 pub mod tradeoff;
 pub mod training;

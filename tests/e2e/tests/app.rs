@@ -460,6 +460,78 @@ fn the_enlarged_map_exports_as_png_and_json() {
     );
 }
 
+/// Every grid canvas's pixel width, in page order.
+fn grid_widths(b: &Browser) -> Vec<u64> {
+    let widths = b.eval(
+        "return [...document.querySelectorAll('[data-testid=heatmap-cell] canvas')].map(c => c.width)",
+    );
+    widths
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn long_inputs_send_the_grid_as_thumbnails_and_the_enlarged_map_in_full() {
+    // The character model reads 128 characters; a grid cell is 100 CSS pixels (headless
+    // Chromium: 1 device pixel each), so the grid gets 64 × 64 thumbnails.
+    let (_server, b, _) = open_loaded("?model=shakespeare&engine=cpu");
+    let text: String = "to be or not to be, that is the question. "
+        .chars()
+        .cycle()
+        .take(128)
+        .collect();
+    b.type_prompt(&text);
+    let read = b.wait_for(
+        "the grid's maps as thumbnails",
+        "const e = document.querySelector('[data-testid=maps-read]');
+         return e && e.textContent.includes('64 × 64') ? e.textContent : ''",
+        LOAD,
+    );
+    assert_eq!(
+        read.as_str().unwrap(),
+        "Maps read back: 16 of 16, sent at 64 × 64 cells"
+    );
+    b.wait_for(
+        "every grid map drawn at 64 × 64",
+        "const c = [...document.querySelectorAll('[data-testid=heatmap-cell] canvas')];
+         return c.length === 16 && c.every(e => e.width === 64 && e.height === 64)",
+        LOAD,
+    );
+    // The enlarged map comes in full: 128 × 128, and its hover readout is a real weight.
+    b.eval("document.querySelectorAll('[data-testid=heatmap-cell] canvas')[5].click()");
+    b.wait_for(
+        "the enlarged map in full",
+        "const big = document.querySelector('canvas.big');
+         const e = document.querySelector('[data-testid=maps-read]');
+         return big && big.width === 128 && e && e.textContent.includes('the enlarged one in full')",
+        LOAD,
+    );
+    assert_eq!(grid_widths(&b), vec![64; 16], "its grid cell is pooled too");
+    // The difference to the baseline, from thumbnails on both sides.
+    b.eval("document.querySelector('[data-testid=diff-toggle]').click()");
+    b.set_value("beta", "2");
+    b.wait_for(
+        "the variant's result",
+        "return parseFloat(document.querySelector('[data-testid=kl]').textContent) > 0",
+        LOAD,
+    );
+    assert_eq!(grid_widths(&b), vec![64; 16]);
+    b.screenshot("17-thumbnails");
+    // Large maps have room for every cell: full maps again.
+    b.set_value("map-size", "large");
+    b.wait_for(
+        "full maps in large cells",
+        "const c = [...document.querySelectorAll('[data-testid=heatmap-cell] canvas')];
+         return !document.querySelector('[data-testid=maps-read]') && c.length === 16
+             && c.every(e => e.width === 128)",
+        LOAD,
+    );
+    b.assert_no_page_panic();
+}
+
 #[test]
 fn an_input_longer_than_the_context_keeps_its_end_with_a_notice() {
     // The induction model reads 32 letters; type 40.

@@ -96,24 +96,39 @@ fn download_maps(ui: Ui) {
     );
 }
 
-/// What the latest result holds when it is not every map: "Maps read back: 128 of 1024 (layers
-/// 0–3, on screen)".
+/// What the latest result holds when it is not every map in full: "Maps read back: 128 of 1024
+/// (layers 0–3, on screen)", and "… sent at 64 × 64 cells, the enlarged one in full" when the
+/// grid's maps came as thumbnails.
 fn maps_read(ui: Ui) -> Option<String> {
     let (n_layer, n_head) = ui
         .info
         .with(|i| i.as_ref().map(|i| (i.n_layer, i.n_head)))?;
-    let maps = ui.current.with(|r| r.as_ref().map(|r| r.maps))?;
-    let (first, last) = maps.layers?;
-    let read = maps.maps(n_layer, n_head)?.len();
-    Some(format!(
-        "Maps read back: {read} of {} (layers {first}–{last}, on screen{})",
-        n_layer * n_head,
-        if maps.focus.is_some() {
-            ", and the enlarged one"
-        } else {
-            ""
+    let (maps, t) = ui
+        .current
+        .with(|r| r.as_ref().map(|r| (r.maps, r.output.seq_len)))?;
+    let side = attn_model::thumbnail::thumbnail_side(t, maps.pooled.unwrap_or(1));
+    let layers = match maps.layers {
+        Some((first, last)) => {
+            let read = maps.maps(n_layer, n_head)?.len();
+            let enlarged = if maps.focus.is_some() && maps.pooled.is_none() {
+                ", and the enlarged one"
+            } else {
+                ""
+            };
+            format!(
+                "{read} of {} (layers {first}–{last}, on screen{enlarged})",
+                n_layer * n_head
+            )
         }
-    ))
+        None if maps.pooled.is_some() => format!("{0} of {0}", n_layer * n_head),
+        None => return None,
+    };
+    let pooled = match (maps.pooled, maps.focus) {
+        (Some(_), Some(_)) => format!(", sent at {side} × {side} cells, the enlarged one in full"),
+        (Some(_), None) => format!(", sent at {side} × {side} cells"),
+        (None, _) => String::new(),
+    };
+    Some(format!("Maps read back: {layers}{pooled}"))
 }
 
 /// The layer range and the map size of the grid, for models with many layers and heads.
@@ -242,14 +257,43 @@ fn paint_cell(
             return;
         };
         let t = r.output.seq_len;
+        let factor = r.maps.pooled.unwrap_or(1);
+        let (map, side) = grid_map(r, layer, head, factor);
         ui.baseline.with_untracked(|baseline| {
             let base = baseline
                 .as_ref()
                 .filter(|b| diff && b.output.seq_len == t)
-                .map(|b| b.output.attention_map(layer, head));
-            let _ = heatmap::paint(&el, r.output.attention_map(layer, head), base, t, causal);
+                .map(|b| grid_map(b, layer, head, factor).0);
+            let _ = heatmap::paint(&el, &map, base.as_deref(), side, causal);
         });
     });
+}
+
+/// Map `(layer, head)` of `r` as the grid draws it, pooled by `factor`, with its side: the
+/// thumbnail the worker sent, or the full map pooled here (the enlarged map comes in full, and
+/// a result with every map in full may serve a grid that pools).
+fn grid_map(
+    r: &crate::session::RunResult,
+    layer: usize,
+    head: usize,
+    factor: usize,
+) -> (std::borrow::Cow<'_, [f32]>, usize) {
+    use attn_model::thumbnail::{pool_map, thumbnail_side};
+    let t = r.output.seq_len;
+    let index = layer * r.output.n_head + head;
+    let side = thumbnail_side(t, factor);
+    match r
+        .thumbnails
+        .get(index)
+        .filter(|_| r.thumbnails.factor == factor)
+    {
+        Some(thumbnail) => (thumbnail.into(), side),
+        None if factor > 1 => (
+            pool_map(r.output.attention_map(layer, head), t, factor).into(),
+            side,
+        ),
+        None => (r.output.attention_map(layer, head).into(), t),
+    }
 }
 
 #[component]
