@@ -117,6 +117,8 @@ const pageModels = [
   { id: "l4d128", files: ["config.json", "model.safetensors"], tokens: 64, layers: 4 },
   // The same with the worker every browser without relaxed SIMD runs.
   { id: "l4d128", files: ["config.json", "model.safetensors"], tokens: 64, layers: 4, simd: "plain" },
+  // 256 tokens: more cells a side than a grid cell has pixels, so the grid gets thumbnails.
+  { id: "l4d128", files: ["config.json", "model.safetensors"], tokens: 256, layers: 4 },
   { id: "l32h32", files: ["config.json", "model.safetensors"], tokens: 64, layers: 32, heads: 32, everyLayer: true },
 ].filter((m) => !only || only === "page" || m.id === only);
 
@@ -263,7 +265,8 @@ async function timeOnePage(browser, app, model) {
       );
       return result;
     };
-    const result = await measure(model.simd ? `${model.id} (simd=${model.simd})` : model.id);
+    const label = model.simd ? `${model.id} (simd=${model.simd})` : model.tokens === 256 ? `${model.id} (256 tokens)` : model.id;
+    const result = await measure(label);
     if (!model.everyLayer) return result;
     // Every layer on screen: every map read back, sent and drawn.
     pageResults.push(result);
@@ -271,7 +274,7 @@ async function timeOnePage(browser, app, model) {
     await page.dispatchEvent("[data-testid=layers-to]", "change");
     await page.waitForFunction(
       (n) =>
-        !document.querySelector("[data-testid=maps-read]") &&
+        !document.querySelector("[data-testid=maps-read]")?.textContent.includes("(layers") &&
         document.querySelectorAll("[data-testid=heatmap-cell]").length === n,
       model.layers * model.heads,
       { timeout: 5 * 60_000 },

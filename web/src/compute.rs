@@ -671,6 +671,12 @@ async fn open(
             }
         }
     };
+    // Opens overlap (a file picked while the first built-in model still loads): one that
+    // finishes after a newer model was installed must not replace it, or the page, which
+    // shows the newer one, would get "the model changed" for every run. Numbers only grow.
+    if model < state.model.get() {
+        return;
+    }
     let session = loaded.and_then(|m| Session::new(m, title, description, examples));
     let mut session = match session {
         Ok(s) => s,
