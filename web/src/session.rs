@@ -92,7 +92,7 @@ pub struct Thumbnails {
     pub factor: usize,
     /// Cells a side of each thumbnail.
     pub side: usize,
-    /// Which maps, as `layer · n_head + head`, in the order of `values`.
+    /// Which maps, as `layer · n_head + head`, in ascending order (the order of `values`).
     pub maps: Vec<u32>,
     /// `side²` values per map, one map after another.
     #[serde(with = "crate::protocol::f32_bytes")]
@@ -132,7 +132,7 @@ impl Thumbnails {
 
     /// The thumbnail of map `layer · n_head + head`, if it is here.
     pub fn get(&self, index: usize) -> Option<&[f32]> {
-        let at = self.maps.iter().position(|&m| m as usize == index)?;
+        let at = self.maps.binary_search(&u32::try_from(index).ok()?).ok()?;
         let size = self.side * self.side;
         self.values.get(at * size..(at + 1) * size)
     }
