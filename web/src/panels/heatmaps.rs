@@ -313,12 +313,18 @@ pub fn FocusView() -> impl IntoView {
         ui.current.with(|current| {
             let Some(r) = current else { return };
             let t = r.output.seq_len;
+            // In full; just after a click, while the full map is on its way, its thumbnail.
+            let factor = match r.output.attention_map(l, h)[0].is_nan() {
+                true => r.maps.pooled.unwrap_or(1),
+                false => 1,
+            };
+            let (map, side) = grid_map(r, l, h, factor);
             ui.baseline.with(|baseline| {
                 let base = baseline
                     .as_ref()
                     .filter(|b| diff && b.output.seq_len == t)
-                    .map(|b| b.output.attention_map(l, h));
-                let _ = heatmap::paint(&el, r.output.attention_map(l, h), base, t, causal);
+                    .map(|b| grid_map(b, l, h, factor).0);
+                let _ = heatmap::paint(&el, &map, base.as_deref(), side, causal);
             });
         });
     });
@@ -336,16 +342,20 @@ pub fn FocusView() -> impl IntoView {
                 return None;
             }
             let (i, j) = (y as usize, x as usize);
+            // Just after a click the map may still be a thumbnail; its full values are coming.
+            let weight = r.output.attention_map(l, h)[i * t + j];
+            if weight.is_nan() {
+                return Some("Reading this map in full…".to_string());
+            }
             let name = |k: usize| {
                 ui.labels
                     .with_untracked(|labels| labels.get(k).cloned())
                     .unwrap_or_else(|| k.to_string())
             };
             Some(format!(
-                "query {} ({i}) → key {} ({j}): {:.3}",
+                "query {} ({i}) → key {} ({j}): {weight:.3}",
                 name(i),
                 name(j),
-                r.output.attention_map(l, h)[i * t + j]
             ))
         });
         hover.set(readout);
