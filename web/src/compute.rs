@@ -37,7 +37,7 @@ use crate::protocol::{
 };
 use crate::session::{
     check_fits, logits_only, return_engines, run_timed, take_engines, PickedFiles, RunResult,
-    Session, SessionCell, Thumbnails, Yielding, TOP_OUTPUTS,
+    Session, SessionCell, Yielding, TOP_OUTPUTS,
 };
 
 /// The compute worker's `main`: registers [`ComputeWorker`] to answer the page.
@@ -1149,17 +1149,8 @@ async fn run(
                 let top = output.top_at(output.seq_len - 1, TOP_OUTPUTS);
                 let kept = logits_only(&mut output);
                 if with_baseline {
-                    let thumbnails = Thumbnails::take_from(&mut output, &maps);
-                    let page = RunResult {
-                        tokens: tokens.clone(),
-                        output,
-                        top,
-                        comparison: None,
-                        millis,
-                        engine: engine(&pair),
-                        maps,
-                        thumbnails,
-                    };
+                    let timing = (millis, engine(&pair));
+                    let page = RunResult::of(&output, &tokens, (top, None), timing, maps);
                     baseline = Some(Ok(page));
                 }
                 *state.baseline.borrow_mut() = Some((model, tokens.clone(), kept));

@@ -406,7 +406,7 @@ pub enum Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::Thumbnails;
+    use attn_model::Output;
 
     /// Every message survives the worker's codec (bincode), including the variant's and the
     /// tokenizer's self-describing forms.
@@ -557,133 +557,103 @@ mod tests {
         assert!(!MapsWanted::shown((0, 3), None, 4, 2).covers(&wanted));
     }
 
+    /// An output of `n_layer × n_head` causal `t × t` maps, map `k` scaled by `k + 1` (NaN for
+    /// the maps in `missing`: not read back).
+    fn output_with_maps(t: usize, n_layer: usize, n_head: usize, missing: &[usize]) -> Output {
+        let attention = (0..n_layer * n_head)
+            .flat_map(|k| {
+                (0..t * t).map(move |c| match (missing.contains(&k), c % t <= c / t) {
+                    (true, _) => f32::NAN,
+                    (false, true) => (k + 1) as f32 / (c / t + 1) as f32,
+                    (false, false) => 0.0,
+                })
+            })
+            .collect();
+        Output {
+            seq_len: t,
+            n_layer,
+            n_head,
+            n_out: 3,
+            logits: vec![0.5; t * 3],
+            attention,
+            head_out_norms: Vec::new(),
+            kv_bytes_per_token: 64,
+        }
+    }
+
+    fn result_of(output: &Output, maps: MapsWanted) -> RunResult {
+        let timing = (1.5, attn_gpu::EngineKind::Cpu);
+        RunResult::of(output, &[1, 2], (vec![(2, 0.5)], None), timing, maps)
+    }
+
+    fn round_trip(result: &RunResult) -> (RunResult, usize) {
+        let bytes = bincode::serialize(result).unwrap();
+        (bincode::deserialize(&bytes).unwrap(), bytes.len())
+    }
+
     #[test]
     fn maps_not_read_back_do_not_cross() {
         // 3 layers × 1 head of 8 × 8 maps; the middle one was not read back.
-        let map = |v: f32| vec![v; 64];
-        let attention = [map(0.25), map(f32::NAN), map(0.5)].concat();
-        let output = attn_model::Output {
-            seq_len: 8,
-            n_layer: 3,
-            n_head: 1,
-            n_out: 1,
-            logits: Vec::new(),
-            attention,
-            head_out_norms: Vec::new(),
-            kv_bytes_per_token: 0,
-        };
-        let result = RunResult {
-            tokens: vec![1; 8],
-            output: output.clone(),
-            top: Vec::new(),
-            comparison: None,
-            millis: 1.0,
-            engine: attn_gpu::EngineKind::Cpu,
-            maps: MapsWanted::shown((0, 0), Some((2, 0)), 3, 1),
-            thumbnails: Thumbnails::default(),
-        };
-        let bytes = bincode::serialize(&result).unwrap();
-        let back: RunResult = bincode::deserialize(&bytes).unwrap();
-        assert_eq!(back.output.attention_map(0, 0), &map(0.25)[..]);
-        assert_eq!(back.output.attention_map(2, 0), &map(0.5)[..]);
-        assert!(back.output.attention_map(1, 0).iter().all(|v| v.is_nan()));
-        assert_eq!(back.maps, result.maps);
-        let every_map = RunResult {
-            output: attn_model::Output {
-                attention: [map(0.25), map(0.5), map(0.5)].concat(),
-                ..output
-            },
-            ..result
-        };
-        let every_map = bincode::serialize(&every_map).unwrap().len();
+        let output = output_with_maps(8, 3, 1, &[1]);
+        let wanted = MapsWanted::shown((0, 0), Some((2, 0)), 3, 1);
+        let result = result_of(&output, wanted);
+        let (back, bytes) = round_trip(&result);
+        assert_eq!(back, result);
+        assert_eq!(back.full.maps, vec![0, 2]);
+        assert_eq!(back.attention_map(0, 0), Some(output.attention_map(0, 0)));
+        assert_eq!(back.attention_map(2, 0), Some(output.attention_map(2, 0)));
+        assert_eq!(back.attention_map(1, 0), None);
+        // The same result had the middle map been read back: one map more crosses.
+        let every_map = result_of(&output_with_maps(8, 3, 1, &[]), wanted);
+        let (_, every_map) = round_trip(&every_map);
         assert!(
-            bytes.len() + 200 < every_map,
-            "a map not read back does not cross: {} against {every_map} bytes",
-            bytes.len()
+            bytes + 4 * 64 <= every_map,
+            "a map not read back does not cross: {bytes} against {every_map} bytes"
         );
     }
 
     #[test]
     fn the_grid_maps_cross_as_thumbnails_and_the_enlarged_one_in_full() {
         // 2 layers × 2 heads of 12 × 12 causal maps, pooled by 3; (1, 1) is enlarged.
-        let t = 12;
-        let causal = |v: f32| -> Vec<f32> {
-            (0..t * t)
-                .map(|k| {
-                    if k % t <= k / t {
-                        v / (k / t + 1) as f32
-                    } else {
-                        0.0
-                    }
-                })
-                .collect()
-        };
-        let maps: Vec<Vec<f32>> = (1..=4).map(|v| causal(v as f32)).collect();
-        let mut output = attn_model::Output {
-            seq_len: t,
-            n_layer: 2,
-            n_head: 2,
-            n_out: 1,
-            logits: Vec::new(),
-            attention: maps.concat(),
-            head_out_norms: Vec::new(),
-            kv_bytes_per_token: 0,
-        };
-        let full = output.clone();
+        let output = output_with_maps(12, 2, 2, &[]);
         let wanted = MapsWanted::shown((0, 1), Some((1, 1)), 2, 3);
-        let thumbnails = Thumbnails::take_from(&mut output, &wanted);
-        assert_eq!((thumbnails.factor, thumbnails.side), (3, 4));
-        assert_eq!(thumbnails.maps, vec![0, 1, 2]);
-        let result = RunResult {
-            tokens: vec![1; t],
-            output,
-            top: Vec::new(),
-            comparison: None,
-            millis: 1.0,
-            engine: attn_gpu::EngineKind::Cpu,
-            maps: wanted,
-            thumbnails,
-        };
-        let bytes = bincode::serialize(&result).unwrap();
-        let back: RunResult = bincode::deserialize(&bytes).unwrap();
-        for (index, map) in maps.iter().enumerate().take(3) {
-            let want = attn_model::thumbnail::pool_map(map, t, 3);
+        let result = result_of(&output, wanted);
+        assert_eq!((result.thumbnails.factor, result.thumbnails.side), (3, 4));
+        assert_eq!(result.thumbnails.maps, vec![0, 1, 2]);
+        assert_eq!(result.full.maps, vec![3]);
+        let (back, bytes) = round_trip(&result);
+        assert_eq!(back, result);
+        for index in 0..3 {
+            let full = output.attention_map(index / 2, index % 2);
+            let want = attn_model::thumbnail::pool_map(full, 12, 3);
             assert_eq!(back.thumbnails.get(index), Some(&want[..]));
-            assert!(back.output.attention_map(index / 2, index % 2)[0].is_nan());
+            assert_eq!(back.attention_map(index / 2, index % 2), None);
         }
         assert_eq!(back.thumbnails.get(3), None);
-        assert_eq!(back.output.attention_map(1, 1), &maps[3][..]);
+        assert_eq!(back.attention_map(1, 1), Some(output.attention_map(1, 1)));
+        // The roles on the input come from the full maps, thumbnails or not.
+        let tokens: Vec<u32> = (0..12).map(|i| i % 5).collect();
+        let timing = (1.0, attn_gpu::EngineKind::Cpu);
+        let with_repeats = RunResult::of(&output, &tokens, (Vec::new(), None), timing, wanted);
+        let roles = with_repeats.input_roles.expect("tokens repeat");
+        assert_eq!(
+            Some(roles.clone()),
+            attn_model::roles_on_input(&output, &tokens)
+        );
+        assert!(roles.iter().all(|r| r.induction.is_finite()), "{roles:?}");
         // Three 16-value thumbnails and one full map instead of four full maps.
-        let unpooled = RunResult {
-            output: full,
-            maps: MapsWanted::ALL,
-            thumbnails: Thumbnails::default(),
-            ..result
-        };
-        let unpooled = bincode::serialize(&unpooled).unwrap().len();
+        let (_, unpooled) = round_trip(&result_of(&output, MapsWanted::ALL));
         assert!(
-            bytes.len() + 3 * 4 * (144 - 16) <= unpooled + 64,
-            "{} against {unpooled} bytes",
-            bytes.len()
+            bytes + 3 * 4 * (144 - 16) <= unpooled + 64,
+            "{bytes} against {unpooled} bytes"
         );
     }
 
     #[test]
-    fn outputs_cross_packed_and_unchanged() {
-        let output = attn_model::Output {
-            seq_len: 2,
-            n_layer: 1,
-            n_head: 1,
-            n_out: 3,
-            logits: vec![0.5, -1.25, f32::NAN, 3.0, 1e-30, -0.0],
-            attention: vec![1.0, 0.0, 0.25, 0.75],
-            head_out_norms: vec![2.0, 4.5],
-            kv_bytes_per_token: 64,
-        };
+    fn results_cross_unchanged() {
+        let mut output = output_with_maps(2, 1, 1, &[]);
+        output.attention = vec![1.0, -0.0, 1e-30, 0.75];
         let result = RunResult {
-            tokens: vec![1, 2],
-            output: output.clone(),
-            top: vec![(3, 0.5), (0, 0.25)],
             comparison: Some(attn_model::Comparison {
                 kl_per_position: vec![0.0, 0.25],
                 mean_kl: 0.125,
@@ -691,32 +661,25 @@ mod tests {
                 baseline_nll: Some(1.5),
                 variant_nll: None,
             }),
-            millis: 1.5,
-            engine: attn_gpu::EngineKind::Cpu,
-            maps: MapsWanted::ALL,
-            thumbnails: Thumbnails::default(),
+            ..result_of(&output, MapsWanted::ALL)
         };
-        let back: RunResult = bincode::deserialize(&bincode::serialize(&result).unwrap()).unwrap();
+        let (back, _) = round_trip(&result);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&back.output.logits), bits(&output.logits));
-        assert_eq!(back.output.attention, output.attention);
-        assert_eq!(back.output.head_out_norms, output.head_out_norms);
-        assert_eq!(back.output.kv_bytes_per_token, 64);
+        assert_eq!(
+            bits(back.attention_map(0, 0).unwrap()),
+            bits(&output.attention)
+        );
+        assert_eq!(back.kv_bytes_per_token, 64);
         assert_eq!(back.top, result.top);
         assert_eq!(back.comparison, result.comparison);
+        assert_eq!(back, result);
     }
 
     #[test]
     fn the_page_gets_the_top_outputs_and_the_cost_but_not_the_logits() {
-        let output = |logits: Vec<f32>| attn_model::Output {
-            seq_len: 2,
-            n_layer: 1,
-            n_head: 1,
-            n_out: 3,
+        let output = |logits: Vec<f32>| Output {
             logits,
-            attention: vec![1.0, 0.0, 0.5, 0.5],
-            head_out_norms: vec![0.0; 2],
-            kv_bytes_per_token: 8,
+            ..output_with_maps(2, 1, 1, &[])
         };
         let base = output(vec![0.0, 1.0, 2.0, 3.0, 2.0, 1.0]);
         let variant = output(vec![0.0, 1.0, 2.0, 1.0, 2.0, 3.0]);
@@ -727,8 +690,7 @@ mod tests {
             (3.0, attn_gpu::EngineKind::Cpu),
             MapsWanted::ALL,
         );
-        assert!(page.output.logits.is_empty());
-        assert_eq!(page.output.attention, variant.attention);
+        assert_eq!(page.attention_map(0, 0), Some(variant.attention_map(0, 0)));
         assert_eq!(page.top, variant.top_at(1, crate::session::TOP_OUTPUTS));
         assert_eq!(page.top[0].0, 2);
         assert_eq!(
@@ -741,123 +703,22 @@ mod tests {
     }
 }
 
-/// A `Vec<f32>` as raw little-endian bytes for the worker's codec (one copy, not one call per
-/// number). Used as `#[serde(with = "f32_bytes")]`.
+/// A `Vec<f32>` as raw little-endian bytes for the worker's codec, so a forward's maps cross in
+/// one copy instead of one call per number. Used as `#[serde(with = "f32_bytes")]`.
 pub mod f32_bytes {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use serde_bytes::ByteBuf;
 
     pub fn serialize<S: Serializer>(values: &[f32], serializer: S) -> Result<S::Ok, S::Error> {
-        super::packed_output::bytes(values).serialize(serializer)
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        ByteBuf::from(bytes).serialize(serializer)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<f32>, D::Error> {
-        Ok(super::packed_output::floats(&ByteBuf::deserialize(
-            deserializer,
-        )?))
-    }
-}
-
-/// [`attn_model::Output`] packed for the worker's codec: the float arrays as raw little-endian
-/// bytes, so a forward's maps cross in a few copies instead of one call per number; the maps a
-/// forward did not read back (NaN, see `attn_model::engine::Readback`) do not cross at all and
-/// are NaN again on the other side. Used as `#[serde(with = "packed_output")]`.
-pub mod packed_output {
-    use attn_model::Output;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use serde_bytes::ByteBuf;
-
-    #[derive(Serialize, Deserialize)]
-    struct Packed {
-        seq_len: usize,
-        n_layer: usize,
-        n_head: usize,
-        n_out: usize,
-        logits: ByteBuf,
-        /// The maps read back, one after another (`seq_len²` values each).
-        attention: ByteBuf,
-        /// Which maps `attention` holds (layer-major indices); `None`: every map.
-        maps: Option<Vec<u32>>,
-        head_out_norms: ByteBuf,
-        kv_bytes_per_token: usize,
-    }
-
-    pub(super) fn bytes<'a>(values: impl IntoIterator<Item = &'a f32>) -> ByteBuf {
-        ByteBuf::from(
-            values
-                .into_iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        )
-    }
-
-    pub(super) fn floats(bytes: &[u8]) -> Vec<f32> {
-        bytes
+        let bytes = ByteBuf::deserialize(deserializer)?;
+        Ok(bytes
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    }
-
-    pub fn serialize<S: Serializer>(output: &Output, serializer: S) -> Result<S::Ok, S::Error> {
-        let size = (output.seq_len * output.seq_len).max(1);
-        // A map not read back is NaN throughout; one that was holds probabilities.
-        let read: Vec<bool> = output
-            .attention
-            .chunks(size)
-            .map(|map| !map[0].is_nan())
-            .collect();
-        let (attention, maps) = if read.iter().all(|&r| r) {
-            (bytes(&output.attention), None)
-        } else {
-            let kept = output
-                .attention
-                .chunks(size)
-                .zip(&read)
-                .filter(|(_, &r)| r)
-                .flat_map(|(map, _)| map);
-            let indices = (0..read.len() as u32).filter(|&i| read[i as usize]);
-            (bytes(kept), Some(indices.collect()))
-        };
-        Packed {
-            seq_len: output.seq_len,
-            n_layer: output.n_layer,
-            n_head: output.n_head,
-            n_out: output.n_out,
-            logits: bytes(&output.logits),
-            attention,
-            maps,
-            head_out_norms: bytes(&output.head_out_norms),
-            kv_bytes_per_token: output.kv_bytes_per_token,
-        }
-        .serialize(serializer)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Output, D::Error> {
-        let p = Packed::deserialize(deserializer)?;
-        let read = floats(&p.attention);
-        let attention = match p.maps {
-            None => read,
-            Some(maps) => {
-                let size = p.seq_len * p.seq_len;
-                let mut all = vec![f32::NAN; p.n_layer * p.n_head * size];
-                for (i, map) in maps.into_iter().zip(read.chunks(size.max(1))) {
-                    let at = i as usize * size;
-                    if let Some(slot) = all.get_mut(at..at + map.len()) {
-                        slot.copy_from_slice(map);
-                    }
-                }
-                all
-            }
-        };
-        Ok(Output {
-            seq_len: p.seq_len,
-            n_layer: p.n_layer,
-            n_head: p.n_head,
-            n_out: p.n_out,
-            logits: floats(&p.logits),
-            attention,
-            head_out_norms: floats(&p.head_out_norms),
-            kv_bytes_per_token: p.kv_bytes_per_token,
-        })
+            .collect())
     }
 }

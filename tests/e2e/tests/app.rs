@@ -520,6 +520,19 @@ fn long_inputs_send_the_grid_as_thumbnails_and_the_enlarged_map_in_full() {
     );
     assert_eq!(grid_widths(&b), vec![64; 16]);
     b.screenshot("17-thumbnails");
+    // The roles on this input (the text repeats) come from the full maps, not from thumbnails.
+    b.eval("document.querySelector('[data-testid=show-input-roles]').click()");
+    b.wait_for(
+        "the roles on this input",
+        "return !!document.querySelector('[data-testid=input-roles-table] td')",
+        LOAD,
+    );
+    let roles = b.table("input-roles-table");
+    assert_eq!(roles.len(), 1 + 16, "{roles:?}");
+    assert!(
+        roles.iter().flatten().all(|cell| !cell.contains("NaN")),
+        "{roles:?}"
+    );
     // Large maps have room for every cell: full maps again.
     b.set_value("map-size", "large");
     b.wait_for(

@@ -336,7 +336,7 @@ fn tradeoff_view(ui: Ui, points: Vec<attn_model::TradeoffPoint>) -> impl IntoVie
     let marked = ui.current.with(|r| {
         let r = r.as_ref()?;
         Some((
-            r.output.kv_bytes_per_token as f64,
+            r.kv_bytes_per_token as f64,
             r.comparison.as_ref().map_or(0.0, |c| c.mean_kl),
         ))
     });
@@ -419,13 +419,13 @@ fn layer_drop_view(similarity: Vec<f64>) -> impl IntoView {
     }
 }
 
-/// The "roles on this input" table: attn-model's `roles_on_input` on the current result.
+/// The "roles on this input" table: attn-model's `roles_on_input` on the current result (the
+/// worker computes it from the full maps).
 fn input_roles_view(ui: Ui) -> impl IntoView {
     move || {
-        let roles = ui.current.with(|r| {
-            let r = r.as_ref()?;
-            Some(attn_model::roles_on_input(&r.output, &r.tokens))
-        });
+        let roles = ui
+            .current
+            .with(|r| r.as_ref().map(|r| r.input_roles.clone()));
         match roles {
             None => view! { <p class="muted">"No result yet."</p> }.into_any(),
             Some(None) => view! {

@@ -148,7 +148,7 @@ pub fn Controls() -> impl IntoView {
                 },
             }, d_head)}
             <p class="meter">"KV cache: "
-                <span data-testid="kv-bytes">{move || ui.current.get().map(|r| r.output.kv_bytes_per_token.to_string()).unwrap_or_default()}</span>
+                <span data-testid="kv-bytes">{move || ui.current.get().map(|r| r.kv_bytes_per_token.to_string()).unwrap_or_default()}</span>
                 " bytes per token"
             </p>
         </div>

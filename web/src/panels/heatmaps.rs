@@ -9,6 +9,7 @@ use crate::browser;
 use crate::heatmap;
 use crate::panels::controls::toggle_head;
 use crate::protocol::MapsWanted;
+use crate::session::RunResult;
 use crate::state::{MapSize, Ui};
 
 fn role_badge(roles: &[HeadRoles], layer: usize, head: usize) -> Option<&'static str> {
@@ -64,7 +65,7 @@ pub fn HeatmapGrid() -> impl IntoView {
 }
 
 /// Whether `result` holds every attention map.
-fn has_every_map(result: &Option<crate::session::RunResult>) -> bool {
+fn has_every_map(result: &Option<RunResult>) -> bool {
     result.as_ref().is_some_and(|r| r.maps == MapsWanted::ALL)
 }
 
@@ -73,11 +74,13 @@ fn download_maps(ui: Ui) {
     let Some(r) = ui.current.get_untracked() else {
         return;
     };
-    let o = &r.output;
-    let maps: Vec<Vec<Vec<&[f32]>>> = (0..o.n_layer)
+    let maps: Vec<Vec<Vec<&[f32]>>> = (0..r.n_layer)
         .map(|l| {
-            (0..o.n_head)
-                .map(|h| o.attention_map(l, h).chunks(o.seq_len).collect())
+            (0..r.n_head)
+                .map(|h| {
+                    let map = r.attention_map(l, h).unwrap_or_default();
+                    map.chunks(r.seq_len.max(1)).collect()
+                })
                 .collect()
         })
         .collect();
@@ -86,7 +89,7 @@ fn download_maps(ui: Ui) {
         "token_labels": ui.labels.get_untracked(),
         "variant": ui.variant.get_untracked(),
         "top": r.top,
-        "kv_bytes_per_token": o.kv_bytes_per_token,
+        "kv_bytes_per_token": r.kv_bytes_per_token,
         "attention": maps,
     });
     let _ = browser::download(
@@ -105,7 +108,7 @@ fn maps_read(ui: Ui) -> Option<String> {
         .with(|i| i.as_ref().map(|i| (i.n_layer, i.n_head)))?;
     let (maps, t) = ui
         .current
-        .with(|r| r.as_ref().map(|r| (r.maps, r.output.seq_len)))?;
+        .with(|r| r.as_ref().map(|r| (r.maps, r.seq_len)))?;
     let side = attn_model::thumbnail::thumbnail_side(t, maps.pooled.unwrap_or(1));
     let layers = match maps.layers {
         Some((first, last)) => {
@@ -256,44 +259,55 @@ fn paint_cell(
             el.set_height(1);
             return;
         };
-        let t = r.output.seq_len;
         let factor = r.maps.pooled.unwrap_or(1);
-        let (map, side) = grid_map(r, layer, head, factor);
         ui.baseline.with_untracked(|baseline| {
-            let base = baseline
-                .as_ref()
-                .filter(|b| diff && b.output.seq_len == t)
-                .map(|b| grid_map(b, layer, head, factor).0);
-            let _ = heatmap::paint(&el, &map, base.as_deref(), side, causal);
+            let base = baseline.as_ref().filter(|_| diff);
+            draw(&el, r, base, (layer, head, factor), causal);
         });
     });
+}
+
+/// Draws map `(layer, head)` of `r` pooled by `factor` (or its difference to `baseline`'s), or
+/// a blank canvas while the map is not read back.
+fn draw(
+    el: &web_sys::HtmlCanvasElement,
+    r: &RunResult,
+    baseline: Option<&RunResult>,
+    (layer, head, factor): (usize, usize, usize),
+    causal: bool,
+) {
+    let Some((map, side)) = grid_map(r, layer, head, factor) else {
+        el.set_width(1);
+        el.set_height(1);
+        return;
+    };
+    let base = baseline
+        .filter(|b| b.seq_len == r.seq_len)
+        .and_then(|b| grid_map(b, layer, head, factor))
+        .map(|(base, _)| base);
+    let _ = heatmap::paint(el, &map, base.as_deref(), side, causal);
 }
 
 /// Map `(layer, head)` of `r` as the grid draws it, pooled by `factor`, with its side: the
 /// thumbnail the worker sent, or the full map pooled here (the enlarged map comes in full, and
 /// a result with every map in full may serve a grid that pools).
 fn grid_map(
-    r: &crate::session::RunResult,
+    r: &RunResult,
     layer: usize,
     head: usize,
     factor: usize,
-) -> (std::borrow::Cow<'_, [f32]>, usize) {
+) -> Option<(std::borrow::Cow<'_, [f32]>, usize)> {
     use attn_model::thumbnail::{pool_map, thumbnail_side};
-    let t = r.output.seq_len;
-    let index = layer * r.output.n_head + head;
-    let side = thumbnail_side(t, factor);
-    match r
-        .thumbnails
-        .get(index)
-        .filter(|_| r.thumbnails.factor == factor)
-    {
-        Some(thumbnail) => (thumbnail.into(), side),
-        None if factor > 1 => (
-            pool_map(r.output.attention_map(layer, head), t, factor).into(),
-            side,
-        ),
-        None => (r.output.attention_map(layer, head).into(), t),
+    let t = r.seq_len;
+    let thumbnail = r.thumbnails.get(layer * r.n_head + head);
+    if let Some(thumbnail) = thumbnail.filter(|_| r.thumbnails.factor == factor) {
+        return Some((thumbnail.into(), r.thumbnails.side));
     }
+    let full = r.attention_map(layer, head)?;
+    Some(match factor {
+        1 => (full.into(), t),
+        f => (pool_map(full, t, f).into(), thumbnail_side(t, f)),
+    })
 }
 
 #[component]
@@ -312,19 +326,19 @@ pub fn FocusView() -> impl IntoView {
         let Some(el) = canvas.get() else { return };
         ui.current.with(|current| {
             let Some(r) = current else { return };
-            let t = r.output.seq_len;
             // In full; just after a click, while the full map is on its way, its thumbnail.
-            let factor = match r.output.attention_map(l, h)[0].is_nan() {
-                true => r.maps.pooled.unwrap_or(1),
-                false => 1,
+            let factor = match r.attention_map(l, h) {
+                Some(_) => 1,
+                None => r.maps.pooled.unwrap_or(1),
             };
-            let (map, side) = grid_map(r, l, h, factor);
             ui.baseline.with(|baseline| {
-                let base = baseline
-                    .as_ref()
-                    .filter(|b| diff && b.output.seq_len == t)
-                    .map(|b| grid_map(b, l, h, factor).0);
-                let _ = heatmap::paint(&el, &map, base.as_deref(), side, causal);
+                draw(
+                    &el,
+                    r,
+                    baseline.as_ref().filter(|_| diff),
+                    (l, h, factor),
+                    causal,
+                );
             });
         });
     });
@@ -335,7 +349,7 @@ pub fn FocusView() -> impl IntoView {
         let readout = ui.current.with_untracked(|current| {
             let r = current.as_ref()?;
             let rect = el.get_bounding_client_rect();
-            let t = r.output.seq_len;
+            let t = r.seq_len;
             let x = ((ev.client_x() as f64 - rect.left()) / rect.width() * t as f64).floor();
             let y = ((ev.client_y() as f64 - rect.top()) / rect.height() * t as f64).floor();
             if x < 0.0 || y < 0.0 || x >= t as f64 || y >= t as f64 {
@@ -343,10 +357,10 @@ pub fn FocusView() -> impl IntoView {
             }
             let (i, j) = (y as usize, x as usize);
             // Just after a click the map may still be a thumbnail; its full values are coming.
-            let weight = r.output.attention_map(l, h)[i * t + j];
-            if weight.is_nan() {
+            let Some(map) = r.attention_map(l, h) else {
                 return Some("Reading this map in full…".to_string());
-            }
+            };
+            let weight = map[i * t + j];
             let name = |k: usize| {
                 ui.labels
                     .with_untracked(|labels| labels.get(k).cloned())
