@@ -460,6 +460,17 @@ fn the_enlarged_map_exports_as_png_and_json() {
     );
 }
 
+/// Opens *roles on this input* and returns its table, row by row.
+fn input_roles(b: &Browser) -> Vec<Vec<String>> {
+    b.eval("document.querySelector('[data-testid=show-input-roles]').click()");
+    b.wait_for(
+        "the roles on this input",
+        "return !!document.querySelector('[data-testid=input-roles-table] td')",
+        LOAD,
+    );
+    b.table("input-roles-table")
+}
+
 /// Every grid canvas's pixel width, in page order.
 fn grid_widths(b: &Browser) -> Vec<u64> {
     let widths = b.eval(
@@ -521,13 +532,7 @@ fn long_inputs_send_the_grid_as_thumbnails_and_the_enlarged_map_in_full() {
     assert_eq!(grid_widths(&b), vec![64; 16]);
     b.screenshot("17-thumbnails");
     // The roles on this input (the text repeats) come from the full maps, not from thumbnails.
-    b.eval("document.querySelector('[data-testid=show-input-roles]').click()");
-    b.wait_for(
-        "the roles on this input",
-        "return !!document.querySelector('[data-testid=input-roles-table] td')",
-        LOAD,
-    );
-    let roles = b.table("input-roles-table");
+    let roles = input_roles(&b);
     assert_eq!(roles.len(), 1 + 16, "{roles:?}");
     assert!(
         roles.iter().flatten().all(|cell| !cell.contains("NaN")),
@@ -793,13 +798,7 @@ fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
     assert_eq!(drawn, serde_json::json!([links.len(), 4]));
     b.screenshot("14-circuits");
     // Roles on the text on screen (its repeated stretch), beside the probe's badges.
-    b.eval("document.querySelector('[data-testid=show-input-roles]').click()");
-    b.wait_for(
-        "the roles on this input",
-        "return !!document.querySelector('[data-testid=input-roles-table] td')",
-        LOAD,
-    );
-    let roles = b.table("input-roles-table");
+    let roles = input_roles(&b);
     let role = |name: &str| roles.iter().find(|r| r[0] == name).unwrap()[6].clone();
     assert_eq!(role("L0 H1"), "previous-token", "{roles:?}");
     assert_eq!(role("L1 H1"), "induction", "{roles:?}");
