@@ -2,7 +2,8 @@
 //
 // For one model and sequence length it times, in this one page, the playground's CPU engine (the
 // wasm build of attn-model: `ours-cpu` built with relaxed SIMD, as the page runs it where the
-// browser has relaxed SIMD, and `ours-cpu-simd128`, the build for every other browser), its GPU
+// browser has relaxed SIMD, `ours-cpu-simd128`, the build for every other browser, and
+// `ours-cpu-threads`, the relaxed build with wasm threads on `threads` threads), its GPU
 // engine (WebGPU) and onnxruntime-web's WASM and WebGPU
 // execution providers on the same weights, every side reading back the logits and every
 // attention map. Each side first runs untimed for `warmup` seconds (V8 tiers wasm up over
@@ -71,6 +72,15 @@ async function ortSide(provider, folder, tokens, vocab) {
   };
 }
 
+// The build with wasm threads (bench/pkg-threads: `atomics`, relaxed SIMD, rayon's pool of
+// `threads` workers), loaded only when a run asks for it: it needs cross-origin isolation.
+async function threadedEngine() {
+  const threaded = await import("./pkg-threads/attn_bench.js");
+  await threaded.default();
+  await threaded.initThreadPool(threads);
+  return threaded.BenchEngine;
+}
+
 function median(values) {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
@@ -90,6 +100,7 @@ async function main() {
     log(`loading ${side}`);
     if (side === "ours-cpu") built.push(await ourSide("cpu", folder, tokens, RelaxedBenchEngine));
     else if (side === "ours-cpu-simd128") built.push(await ourSide("cpu", folder, tokens, BenchEngine, side));
+    else if (side === "ours-cpu-threads") built.push(await ourSide("cpu", folder, tokens, await threadedEngine(), side));
     else if (side === "ours-gpu") built.push(await ourSide("gpu", folder, tokens));
     else if (side === "ort-wasm") built.push(await ortSide("wasm", folder, tokens, vocab));
     else if (side === "ort-webgpu") built.push(await ortSide("webgpu", folder, tokens, vocab));

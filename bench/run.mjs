@@ -63,6 +63,8 @@ function serve(folder, isolated) {
 // Each run is one page load: onnxruntime-web fixes its thread count when its wasm starts.
 const gpu = ["ours-gpu", "ort-webgpu"];
 const cpu = ["ours-cpu", "ours-cpu-simd128", "ort-wasm"];
+// With 2 threads, the build with wasm threads too.
+const cpuThreads = ["ours-cpu-threads", "ours-cpu", "ort-wasm"];
 const allRuns = quick
   ? [
       { model: "l4d128", t: 64, threads: 1, sides: cpu, warmup: 2, rounds: 3 },
@@ -70,11 +72,11 @@ const allRuns = quick
     ]
   : [
       { model: "l4d128", t: 64, threads: 1, sides: cpu, warmup: 4, rounds: 5 },
-      { model: "l4d128", t: 64, threads: 2, sides: cpu, warmup: 4, rounds: 5 },
+      { model: "l4d128", t: 64, threads: 2, sides: cpuThreads, warmup: 4, rounds: 5 },
       { model: "l4d128", t: 256, threads: 1, sides: cpu, warmup: 4, rounds: 5 },
-      { model: "l4d128", t: 256, threads: 2, sides: cpu, warmup: 4, rounds: 5 },
+      { model: "l4d128", t: 256, threads: 2, sides: cpuThreads, warmup: 4, rounds: 5 },
       { model: "gpt2small", t: 64, threads: 1, sides: cpu, warmup: 6, rounds: 3, per_round: 2 },
-      { model: "gpt2small", t: 64, threads: 2, sides: cpu, warmup: 6, rounds: 3, per_round: 2 },
+      { model: "gpt2small", t: 64, threads: 2, sides: cpuThreads, warmup: 6, rounds: 3, per_round: 2 },
       // WebGPU on a software adapter is slow: few rounds.
       { model: "l4d128", t: 64, threads: 1, sides: gpu, warmup: 4, rounds: 3, per_round: 2 },
     ];
@@ -85,7 +87,7 @@ const runs = allRuns.filter(
     only === "engines" ||
     run.model === only ||
     (only === "gpu" && run.sides === gpu) ||
-    (only === "cpu" && run.sides === cpu),
+    (only === "cpu" && (run.sides === cpu || run.sides === cpuThreads)),
 );
 
 const server = await serve(root, true);
@@ -331,6 +333,13 @@ try {
     const theirs = result.sides["ort-wasm"] ?? result.sides["ort-webgpu"];
     if (ours && theirs) {
       console.log(`  speed-up over onnxruntime-web: ${(theirs.medianMs / ours.medianMs).toFixed(2)}×`);
+    }
+    const threaded = result.sides["ours-cpu-threads"];
+    if (threaded && theirs) {
+      console.log(
+        `  with ${run.threads} threads: ${(theirs.medianMs / threaded.medianMs).toFixed(2)}× onnxruntime-web on as many, ` +
+          `${(ours.medianMs / threaded.medianMs).toFixed(2)}× our one thread`,
+      );
     }
     const plain = result.sides["ours-cpu-simd128"];
     if (plain && theirs) {

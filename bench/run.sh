@@ -30,6 +30,10 @@ wasm-bindgen --target web --out-dir "$bench/pkg" \
 cargo build --release -p attn-bench --target wasm32-unknown-unknown --features relaxed-simd
 wasm-bindgen --target web --out-dir "$bench/pkg-relaxed" \
   "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/attn_bench.wasm"
+# And with wasm threads (relaxed SIMD too), for the runs with 2 threads.
+"$ROOT/scripts/cargo-threads.sh" --release -p attn-bench --features relaxed-simd,threads
+wasm-bindgen --target web --out-dir "$bench/pkg-threads" \
+  "$CARGO_TARGET_DIR/threads/wasm32-unknown-unknown/release/attn_bench.wasm"
 
 # The app itself, for the page-level figure (the same build as scripts/serve.sh).
 (cd "$ROOT/web" && trunk build --release --config ../trunk.toml)

@@ -28,6 +28,15 @@ else
   rustup target add wasm32-unknown-unknown
 fi
 
+# 1b. The standard library's sources, from which scripts/cargo-threads.sh builds the standard
+#     library with wasm threads (`atomics`) for the threaded compute worker.
+if rustup component list --installed 2>/dev/null | grep -qx rust-src; then
+  step "rust-src" "present"
+else
+  step "rust-src" "installing"
+  rustup component add rust-src
+fi
+
 # 2. Debian packages: Chromium and chromedriver for the browser tests, lavapipe (Vulkan on the
 #    CPU) for the native GPU tests, npm for wasm-opt. apt-get update only when something is
 #    missing.

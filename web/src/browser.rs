@@ -215,6 +215,23 @@ pub fn device_pixel_ratio() -> f64 {
     web_sys::window().map_or(1.0, |w| w.device_pixel_ratio())
 }
 
+/// Whether the page is cross-origin isolated (its host sends `Cross-Origin-Opener-Policy:
+/// same-origin` and `Cross-Origin-Embedder-Policy: require-corp`, docs/HOSTING.md): only then may
+/// workers share memory, which wasm threads need.
+pub fn cross_origin_isolated() -> bool {
+    web_sys::window()
+        .and_then(|w| Reflect::get(&w, &"crossOriginIsolated".into()).ok())
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+}
+
+/// How many threads the machine runs at once (`navigator.hardwareConcurrency`), at least 1.
+pub fn hardware_threads() -> usize {
+    web_sys::window().map_or(1, |w| {
+        (w.navigator().hardware_concurrency() as usize).max(1)
+    })
+}
+
 /// What the browser offers for WebGPU.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WebGpuStatus {

@@ -28,10 +28,59 @@ use crate::session::ModelText;
 use crate::state::Ui;
 use attn_model::training::Task;
 
-/// The worker's scripts: Trunk writes them next to `index.html` (`data-loader-shim`). The second
-/// is the same worker built with relaxed SIMD, for browsers that have it.
-const WORKER_SCRIPT: &str = "./attn-worker_loader.js";
-const RELAXED_WORKER_SCRIPT: &str = "./attn-worker-relaxed_loader.js";
+/// Which build of the compute worker the page runs: the same worker compiled three ways, the
+/// fastest this browser and host allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerBuild {
+    /// Plain wasm SIMD: every browser with WebAssembly SIMD (`bin/attn-worker.rs`).
+    Simd128,
+    /// Relaxed SIMD's fused multiply-add (`bin/attn-worker-relaxed.rs`).
+    RelaxedSimd,
+    /// Relaxed SIMD and wasm threads: the CPU engine's matrix products split across a pool of
+    /// this many threads (`web/threads`), where the page is cross-origin isolated.
+    Threads(usize),
+}
+
+/// The most threads the threaded worker starts: beyond a few, the small models' products are
+/// split finer than a thread hand-off pays for.
+const MAX_THREADS: usize = 8;
+
+impl WorkerBuild {
+    /// The build for this browser: threads where the page is cross-origin isolated (shared
+    /// memory needs it), the machine has more than one core and the browser has relaxed SIMD;
+    /// relaxed SIMD where it has that; plain SIMD otherwise. `simd=plain` in the URL
+    /// (`plain_simd`) asks for plain SIMD, `threads=1` (`one_thread`) for no threads.
+    pub fn pick(plain_simd: bool, one_thread: bool) -> WorkerBuild {
+        if plain_simd || !browser::has_relaxed_simd() {
+            return WorkerBuild::Simd128;
+        }
+        let threads = browser::hardware_threads().min(MAX_THREADS);
+        if one_thread || threads < 2 || !browser::cross_origin_isolated() {
+            return WorkerBuild::RelaxedSimd;
+        }
+        WorkerBuild::Threads(threads)
+    }
+
+    /// The worker's script, next to `index.html`: Trunk writes the first two
+    /// (`data-loader-shim`); the threaded one is a module (`attn-worker-threads.js`) that sizes
+    /// the pool from its `threads` parameter.
+    pub fn script(self) -> String {
+        match self {
+            WorkerBuild::Simd128 => "./attn-worker_loader.js".into(),
+            WorkerBuild::RelaxedSimd => "./attn-worker-relaxed_loader.js".into(),
+            WorkerBuild::Threads(n) => format!("./attn-worker-threads.js?threads={n}"),
+        }
+    }
+
+    /// What the cost panel says of the CPU engine it ran on.
+    pub fn describe(self) -> String {
+        match self {
+            WorkerBuild::Simd128 => "wasm SIMD".into(),
+            WorkerBuild::RelaxedSimd => "wasm, relaxed SIMD".into(),
+            WorkerBuild::Threads(n) => format!("wasm, relaxed SIMD, {n} threads"),
+        }
+    }
+}
 
 /// A forward the page wants: the input, the variant and the maps it shows.
 pub struct Job {
@@ -100,21 +149,16 @@ impl Controller {
         ctl
     }
 
-    /// Starts a compute worker whose answers go to `ui`.
-    /// The one built with relaxed SIMD where the browser has it and the URL does not say
-    /// `simd=plain`.
+    /// Starts a compute worker whose answers go to `ui`: the fastest build this browser and
+    /// host allow ([`WorkerBuild::pick`]).
     fn spawn(ctl: Controller, ui: Ui) -> WorkerBridge<ComputeWorker> {
-        let relaxed = !ui.plain_simd && crate::browser::has_relaxed_simd();
-        ui.relaxed_simd.set(relaxed);
+        let build = WorkerBuild::pick(ui.plain_simd, ui.one_thread);
+        ui.worker_build.set(build);
         ComputeWorker::spawner()
             .callback(move |response| ctl.receive(ui, response))
             .with_loader(true)
-            .as_module(false)
-            .spawn(if relaxed {
-                RELAXED_WORKER_SCRIPT
-            } else {
-                WORKER_SCRIPT
-            })
+            .as_module(matches!(build, WorkerBuild::Threads(_)))
+            .spawn(&build.script())
     }
 
     /// Replaces a crashed worker by a new one and puts the page's state back: the engine it
@@ -225,13 +269,21 @@ impl Controller {
                         inner.ui.loading.set(None);
                         inner.ui.error.set(Some(format!(
                             "The compute worker did not start ({} did not answer). Reload \
-                                 the page; if this persists, the site may block workers.",
-                            if inner.ui.relaxed_simd.get_untracked() {
-                                RELAXED_WORKER_SCRIPT
+                                 the page; if this persists, the site may block workers{}.",
+                            inner
+                                .ui
+                                .worker_build
+                                .get_untracked()
+                                .script()
+                                .trim_start_matches("./"),
+                            if matches!(
+                                inner.ui.worker_build.get_untracked(),
+                                WorkerBuild::Threads(_)
+                            ) {
+                                ", or add threads=1 to the address for the worker without threads"
                             } else {
-                                WORKER_SCRIPT
+                                ""
                             }
-                            .trim_start_matches("./")
                         )));
                     }
                 },

@@ -56,6 +56,9 @@ pub struct PageState {
     /// `simd=plain`: run the compute worker built for plain wasm SIMD even where the browser has
     /// relaxed SIMD (to compare the two, or to rule the faster one out).
     pub plain_simd: bool,
+    /// `threads=1`: run the compute worker without threads even where the page is cross-origin
+    /// isolated (to compare, or to rule threads out).
+    pub one_thread: bool,
 }
 
 impl PageState {
@@ -90,6 +93,9 @@ impl PageState {
         }
         if self.plain_simd {
             pairs.push(("simd".to_string(), "plain".to_string()));
+        }
+        if self.one_thread {
+            pairs.push(("threads".to_string(), "1".to_string()));
         }
         pairs
     }
@@ -137,6 +143,11 @@ impl PageState {
                     "auto" => state.plain_simd = false,
                     _ => problems.push(format!("ignored simd={value:?}: expected auto or plain")),
                 },
+                "threads" => match value.as_str() {
+                    "1" => state.one_thread = true,
+                    "auto" => state.one_thread = false,
+                    _ => problems.push(format!("ignored threads={value:?}: expected auto or 1")),
+                },
                 _ => {}
             }
         }
@@ -168,6 +179,7 @@ mod tests {
                 ..TrainSettings::default()
             }),
             plain_simd: true,
+            one_thread: true,
         };
         let pairs = state.to_pairs();
         assert!(

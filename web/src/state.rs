@@ -7,6 +7,7 @@ use attn_gpu::EngineKind;
 use attn_model::engine::Step;
 use attn_model::{AblationMode, HeadImportance, HeadRoles, Lesson, Measured, Variant};
 
+use crate::controller::WorkerBuild;
 use crate::protocol::{Analysis, MapsWanted};
 use attn_model::thumbnail::pooling_factor;
 use leptos::prelude::*;
@@ -52,8 +53,11 @@ pub struct Ui {
     pub engine_choice: RwSignal<EngineChoice>,
     /// `simd=plain` in the URL: the worker built for plain wasm SIMD even where relaxed SIMD is.
     pub plain_simd: bool,
-    /// Whether the running compute worker is the one built with relaxed SIMD.
-    pub relaxed_simd: RwSignal<bool>,
+    /// `threads=1` in the URL: the worker without threads even where the page is cross-origin
+    /// isolated.
+    pub one_thread: bool,
+    /// Which build of the compute worker is running.
+    pub worker_build: RwSignal<WorkerBuild>,
     pub engine_badge: RwSignal<String>,
     pub importance: RwSignal<Vec<HeadImportance>>,
     /// The running head-importance ranking, and how the last one ended.
@@ -126,7 +130,8 @@ impl Ui {
             exporting: RwSignal::new(false),
             engine_choice: RwSignal::new(state.engine),
             plain_simd: state.plain_simd,
-            relaxed_simd: RwSignal::new(false),
+            one_thread: state.one_thread,
+            worker_build: RwSignal::new(WorkerBuild::Simd128),
             engine_badge: RwSignal::new("Checking WebGPU…".into()),
             importance: RwSignal::new(Vec::new()),
             ranking: RwSignal::new(None),
@@ -166,6 +171,7 @@ impl Ui {
             embed: self.embed,
             train: self.train.get(),
             plain_simd: self.plain_simd,
+            one_thread: self.one_thread,
         }
     }
 }

@@ -14,6 +14,10 @@
 use attn_gpu::{AnyEngine, GpuContext, Readback};
 use attn_model::Model;
 use wasm_bindgen::prelude::*;
+/// With the feature `threads`: `await initThreadPool(n)` starts rayon's pool of `n` web workers
+/// sharing this module's memory, before the first forward.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
 
 /// One engine on one model.
 #[wasm_bindgen]
@@ -61,13 +65,35 @@ impl BenchEngine {
 
     /// One forward pass that reads every output back; returns the last position's logits.
     pub async fn forward(&mut self, tokens: Vec<u32>) -> Result<Vec<f32>, JsValue> {
-        let output = self
-            .engine
-            .forward(&tokens, &Readback::everything())
-            .await
-            .map_err(js_error)?;
+        #[cfg(feature = "threads")]
+        let output = match &self.engine {
+            AnyEngine::Cpu(cpu) => in_pool(cpu.prepared().clone(), tokens.clone()).await,
+            AnyEngine::Gpu(_) => self.engine.forward(&tokens, &Readback::everything()).await,
+        };
+        #[cfg(not(feature = "threads"))]
+        let output = self.engine.forward(&tokens, &Readback::everything()).await;
+        let output = output.map_err(js_error)?;
         let vocab = self.engine.model().config.vocab_size;
         let logits = output.logits;
         Ok(logits[logits.len() - vocab..].to_vec())
     }
+}
+
+/// The CPU engine's forward on a thread of rayon's pool, awaited here without blocking: the
+/// products it splits run on that thread and the pool's others, and this thread (the page's
+/// main thread, which may not block) waits for a message, as the page's compute worker waits
+/// for its engine.
+#[cfg(feature = "threads")]
+async fn in_pool(
+    prepared: attn_model::PreparedModel,
+    tokens: Vec<u32>,
+) -> attn_gpu::Result<attn_model::Output> {
+    let (done, result) = futures_channel::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = done.send(attn_model::forward(&prepared, &tokens));
+    });
+    let output = result
+        .await
+        .expect("the pool runs every task it is given")?;
+    Ok(output)
 }

@@ -41,9 +41,119 @@ thread_local! {
 /// # Safety
 /// Every element those strides address must lie inside the allocations behind `a`, `b` and `c`
 /// (`linalg::matmul_add` checks this for its `MatRef`s), and `c` must not overlap `a` or `b`.
+///
+/// With the crate feature `threads` (a build with wasm's `atomics`, run where the page is
+/// cross-origin isolated), a product is split into
+/// blocks of C's columns (or rows, when C is taller than wide), one per thread of rayon's pool
+/// and at least [`BLOCK_MIN`] multiply-adds each; each block is the same product on fewer
+/// columns (rows), so the result is the same bit for bit.
 #[allow(clippy::too_many_arguments)]
 #[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
 pub(crate) unsafe fn sgemm_add(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    rsb: usize,
+    csb: usize,
+    c: *mut f32,
+    rsc: usize,
+) {
+    #[cfg(feature = "threads")]
+    {
+        let blocks = rayon::current_num_threads().min(m * n * k / BLOCK_MIN);
+        if blocks > 1 {
+            return threaded::sgemm_add(blocks, (m, k, n), (a, rsa, csa), (b, rsb, csb), (c, rsc));
+        }
+    }
+    sgemm_add_serial(m, k, n, a, rsa, csa, b, rsb, csb, c, rsc)
+}
+
+/// The least work, in multiply-adds, that [`sgemm_add`] hands to a thread: 131 072, ≈ 8 µs
+/// on one thread, where handing a block to another thread costs a few microseconds. (GPT-2
+/// small's projections at T = 64 are 38–150 million; an attention block of 32 queries over 64
+/// keys of a 64-wide head, 131 072, stays on one thread.)
+#[cfg(feature = "threads")]
+pub const BLOCK_MIN: usize = 1 << 17;
+
+#[cfg(feature = "threads")]
+mod threaded {
+    use super::{sgemm_add_serial, MR, NR};
+
+    /// A pointer into a matrix, moved to another thread of the pool. The blocks the threads
+    /// write are disjoint, and [`sgemm_add`] returns only when every block is done.
+    #[derive(Clone, Copy)]
+    struct Shared<T>(T);
+    // SAFETY: see the type's docs; `rayon::scope` joins every block before the borrow ends.
+    unsafe impl<T> Send for Shared<T> {}
+    unsafe impl<T> Sync for Shared<T> {}
+
+    /// [`super::sgemm_add`] as `blocks` blocks of C, each on a thread of the pool: C's columns
+    /// split in multiples of `NR`, or its rows in multiples of `MR` when it has more rows than
+    /// columns.
+    #[allow(clippy::type_complexity)]
+    pub(super) unsafe fn sgemm_add(
+        blocks: usize,
+        (m, k, n): (usize, usize, usize),
+        (a, rsa, csa): (*const f32, usize, usize),
+        (b, rsb, csb): (*const f32, usize, usize),
+        (c, rsc): (*mut f32, usize),
+    ) {
+        let by_rows = m > n;
+        let (length, unit) = if by_rows { (m, MR) } else { (n, NR) };
+        let block = length.div_ceil(blocks).div_ceil(unit) * unit;
+        let (a, b, c) = (Shared(a), Shared(b), Shared(c));
+        rayon::scope(|scope| {
+            for start in (0..length).step_by(block.max(1)) {
+                let size = block.min(length - start);
+                scope.spawn(move |_| {
+                    let (a, b, c) = (a, b, c);
+                    // SAFETY: the block lies inside the product the caller vouched for, and
+                    // blocks do not overlap.
+                    unsafe {
+                        if by_rows {
+                            sgemm_add_serial(
+                                size,
+                                k,
+                                n,
+                                a.0.add(start * rsa),
+                                rsa,
+                                csa,
+                                b.0,
+                                rsb,
+                                csb,
+                                c.0.add(start * rsc),
+                                rsc,
+                            )
+                        } else {
+                            sgemm_add_serial(
+                                m,
+                                k,
+                                size,
+                                a.0,
+                                rsa,
+                                csa,
+                                b.0.add(start * csb),
+                                rsb,
+                                csb,
+                                c.0.add(start),
+                                rsc,
+                            )
+                        }
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// [`sgemm_add`] on the calling thread.
+#[allow(clippy::too_many_arguments)]
+#[cfg_attr(feature = "relaxed-simd", target_feature(enable = "relaxed-simd"))]
+unsafe fn sgemm_add_serial(
     m: usize,
     k: usize,
     n: usize,

@@ -64,6 +64,8 @@ struct Serving {
     test_files: Option<PathBuf>,
     /// A `Content-Security-Policy` header for every response, with a `report-uri` to the server.
     csp: Option<String>,
+    /// The headers that make the page cross-origin isolated (docs/HOSTING.md), on every response.
+    isolated: bool,
 }
 
 impl StaticServer {
@@ -91,6 +93,20 @@ impl StaticServer {
             root,
             Serving {
                 csp: Some(format!("{policy}; report-uri {CSP_REPORTS}")),
+                ..Serving::default()
+            },
+        )
+    }
+
+    /// Serves `root` cross-origin isolated (`Cross-Origin-Opener-Policy: same-origin`,
+    /// `Cross-Origin-Embedder-Policy: require-corp`), as a host that lets the page use wasm
+    /// threads does, with `policy` as every response's Content-Security-Policy.
+    pub fn start_isolated_with_csp(root: PathBuf, policy: &str) -> StaticServer {
+        Self::serve(
+            root,
+            Serving {
+                csp: Some(format!("{policy}; report-uri {CSP_REPORTS}")),
+                isolated: true,
                 ..Serving::default()
             },
         )
@@ -173,10 +189,15 @@ fn serve_one(
         return out.flush();
     }
     let test_files = serving.test_files.as_deref();
-    let csp = match &serving.csp {
+    let mut csp = match &serving.csp {
         Some(policy) => format!("Content-Security-Policy: {policy}\r\n"),
         None => String::new(),
     };
+    if serving.isolated {
+        csp.push_str(
+            "Cross-Origin-Opener-Policy: same-origin\r\nCross-Origin-Embedder-Policy: require-corp\r\n",
+        );
+    }
     let mut relative = path.trim_start_matches('/');
     let mut root = root;
     if let (Some(rest), Some(dir)) = (relative.strip_prefix("_test/"), test_files) {

@@ -118,3 +118,54 @@ fn without_blob_urls_a_picked_file_gets_a_message_naming_the_policy() {
     let still = b.eval("return document.querySelectorAll('[data-testid=heatmap-cell]').length");
     assert_eq!(still, cells, "the built-in model stays");
 }
+
+/// A host that makes the page cross-origin isolated (docs/HOSTING.md) gets the compute worker
+/// with wasm threads, under the strict policy too. The character model's products are large
+/// enough to be split across the threads, and each thread computes whole blocks of the same
+/// product, so the prediction is the same to the last digit as the worker without threads
+/// (`threads=1`). The GPU engine runs in that worker too.
+#[test]
+fn a_cross_origin_isolated_page_runs_the_cpu_engine_on_threads() {
+    let server = StaticServer::start_isolated_with_csp(dist_dir(), STRICT_CSP);
+    // WebGPU on SwiftShader, a software adapter: the page picks the CPU engine unless told.
+    let b = Browser::start(WebGpu::Enabled);
+    // The engine the result came from, and the next characters with their probabilities.
+    let result = |query: &str| -> (String, String) {
+        b.open_page(&server, query, LOAD);
+        let used = b.wait_for(
+            "a result from the CPU engine",
+            "const e = document.querySelector('[data-testid=engine-used]');
+             return e && e.textContent.includes('CPU') ? e.textContent : ''",
+            LOAD,
+        );
+        let top = b
+            .eval("return document.querySelector('[data-testid=output-topk-current]').textContent");
+        (used.as_str().unwrap().into(), top.as_str().unwrap().into())
+    };
+    let (used, threaded) = result("?model=shakespeare");
+    assert_eq!(b.eval("return self.crossOriginIsolated"), true);
+    // One thread per core, up to 8 (this machine's two, on the project's CI).
+    let threads = b.eval("return Math.min(navigator.hardwareConcurrency, 8)");
+    assert!(
+        used.contains(&format!("relaxed SIMD, {threads} threads")),
+        "{used}"
+    );
+    b.screenshot("hosting-threads");
+    let (used, one_thread) = result("?model=shakespeare&threads=1");
+    assert!(used.contains("(wasm, relaxed SIMD)"), "{used}");
+    assert!(!threaded.is_empty());
+    assert_eq!(
+        threaded, one_thread,
+        "the same prediction on 2 threads and on 1"
+    );
+    // wgpu in the worker built with threads (its memory shared, its futures woken across
+    // threads) still drives WebGPU.
+    b.open_page(&server, "?model=induction&engine=gpu", LOAD);
+    b.wait_for(
+        "a result from the GPU engine in the worker with threads",
+        "const e = document.querySelector('[data-testid=engine-used]');
+         return e && e.textContent.includes('GPU')",
+        LOAD,
+    );
+    assert_no_violation(&server, "the worker with threads");
+}

@@ -38,9 +38,8 @@ pub fn CostPanel() -> impl IntoView {
             <dt>"Forward time"</dt>
             <dd><span data-testid="forward-ms">{move || ui.current.with(|r| r.as_ref().map(|r| format!("{:.1}", r.millis)))}</span>" ms"
                 <span class="muted" data-testid="engine-used">{move || ui.engine_used.get().map(|e| match e {
-                    EngineKind::Gpu => " on the GPU engine",
-                    EngineKind::Cpu if ui.relaxed_simd.get() => " on the CPU engine (wasm, relaxed SIMD)",
-                    EngineKind::Cpu => " on the CPU engine (wasm SIMD)",
+                    EngineKind::Gpu => " on the GPU engine".to_string(),
+                    EngineKind::Cpu => format!(" on the CPU engine ({})", ui.worker_build.get().describe()),
                 })}</span>
             </dd>
         </dl>
