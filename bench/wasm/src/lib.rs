@@ -65,35 +65,15 @@ impl BenchEngine {
 
     /// One forward pass that reads every output back; returns the last position's logits.
     pub async fn forward(&mut self, tokens: Vec<u32>) -> Result<Vec<f32>, JsValue> {
-        #[cfg(feature = "threads")]
-        let output = match &self.engine {
-            AnyEngine::Cpu(cpu) => in_pool(cpu.prepared().clone(), tokens.clone()).await,
-            AnyEngine::Gpu(_) => self.engine.forward(&tokens, &Readback::everything()).await,
-        };
-        #[cfg(not(feature = "threads"))]
-        let output = self.engine.forward(&tokens, &Readback::everything()).await;
-        let output = output.map_err(js_error)?;
+        // With the feature `threads` the CPU engine's forward runs on rayon's pool and this
+        // thread (the page's main thread, which may not block) awaits it (`attn_model::pool`).
+        let output = self
+            .engine
+            .forward(&tokens, &Readback::everything())
+            .await
+            .map_err(js_error)?;
         let vocab = self.engine.model().config.vocab_size;
         let logits = output.logits;
         Ok(logits[logits.len() - vocab..].to_vec())
     }
-}
-
-/// The CPU engine's forward on a thread of rayon's pool, awaited here without blocking: the
-/// products it splits run on that thread and the pool's others, and this thread (the page's
-/// main thread, which may not block) waits for a message, as the page's compute worker waits
-/// for its engine.
-#[cfg(feature = "threads")]
-async fn in_pool(
-    prepared: attn_model::PreparedModel,
-    tokens: Vec<u32>,
-) -> attn_gpu::Result<attn_model::Output> {
-    let (done, result) = futures_channel::oneshot::channel();
-    rayon::spawn(move || {
-        let _ = done.send(attn_model::forward(&prepared, &tokens));
-    });
-    let output = result
-        .await
-        .expect("the pool runs every task it is given")?;
-    Ok(output)
 }

@@ -161,7 +161,11 @@ impl Engine for CpuEngine {
     }
 
     async fn forward(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
-        let mut output = CpuEngine::forward(self, tokens)?;
+        // On the pool in the build with threads (`crate::pool`): the work takes its own handle on
+        // the model (`PreparedModel` is `Arc`s and a few flags) and its own copy of the input.
+        let (prepared, tokens) = (self.prepared().clone(), tokens.to_vec());
+        let mut output =
+            crate::pool::run(move || crate::forward::forward(&prepared, &tokens)).await?;
         readback.mask(&mut output);
         Ok(output)
     }
@@ -172,7 +176,9 @@ impl Engine for CpuEngine {
         readback: &Readback,
         hooks: &Hooks,
     ) -> Result<(Output, Captured)> {
-        let (mut output, captured) = forward_hooked(self.prepared(), tokens, hooks)?;
+        let (prepared, tokens, hooks) = (self.prepared().clone(), tokens.to_vec(), hooks.clone());
+        let (mut output, captured) =
+            crate::pool::run(move || forward_hooked(&prepared, &tokens, &hooks)).await?;
         readback.mask(&mut output);
         Ok((output, captured))
     }

@@ -72,12 +72,13 @@ pub(crate) unsafe fn sgemm_add(
     sgemm_add_serial(m, k, n, a, rsa, csa, b, rsb, csb, c, rsc)
 }
 
-/// The least work, in multiply-adds, that [`sgemm_add`] hands to a thread: 131 072, ≈ 8 µs
-/// on one thread, where handing a block to another thread costs a few microseconds. (GPT-2
-/// small's projections at T = 64 are 38–150 million; an attention block of 32 queries over 64
-/// keys of a 64-wide head, 131 072, stays on one thread.)
+/// The least work, in multiply-adds, that [`sgemm_add`] hands to a thread: 4 Mi, ≈ 250 µs on
+/// one thread. Waking a sleeping thread of the pool takes on the order of 100 µs in Chromium on
+/// this project's 2-core VM: with blocks of 131 072 multiply-adds the L = 4, d = 128 model was
+/// 1.25× slower on two threads than on one (docs/BENCHMARKS.md). At this size its products at
+/// T = 64 stay on one thread, and GPT-2 small's (38–150 Mi at T = 64) split.
 #[cfg(feature = "threads")]
-pub const BLOCK_MIN: usize = 1 << 17;
+pub const BLOCK_MIN: usize = 1 << 22;
 
 #[cfg(feature = "threads")]
 mod threaded {

@@ -41,6 +41,7 @@ pub mod load;
 pub mod metrics;
 pub mod model;
 pub mod patching;
+pub mod pool;
 pub mod prepare;
 pub mod roles;
 pub mod rope;

@@ -120,10 +120,11 @@ fn without_blob_urls_a_picked_file_gets_a_message_naming_the_policy() {
 }
 
 /// A host that makes the page cross-origin isolated (docs/HOSTING.md) gets the compute worker
-/// with wasm threads, under the strict policy too. The character model's products are large
-/// enough to be split across the threads, and each thread computes whole blocks of the same
-/// product, so the prediction is the same to the last digit as the worker without threads
-/// (`threads=1`). The GPU engine runs in that worker too.
+/// with wasm threads, under the strict policy too. On a full context of 128 characters the
+/// character model's MLP products (128 × 128 × 512 multiply-adds) are large enough to be split
+/// across the threads, and each thread computes whole blocks of the same product, so the
+/// prediction is the same to the last digit as the worker without threads (`threads=1`). The
+/// GPU engine runs in that worker too.
 #[test]
 fn a_cross_origin_isolated_page_runs_the_cpu_engine_on_threads() {
     let server = StaticServer::start_isolated_with_csp(dist_dir(), STRICT_CSP);
@@ -142,7 +143,9 @@ fn a_cross_origin_isolated_page_runs_the_cpu_engine_on_threads() {
             .eval("return document.querySelector('[data-testid=output-topk-current]').textContent");
         (used.as_str().unwrap().into(), top.as_str().unwrap().into())
     };
-    let (used, threaded) = result("?model=shakespeare");
+    let line = "To be or not to be that is the question ".repeat(4);
+    let prompt = line[..128].replace(' ', "%20");
+    let (used, threaded) = result(&format!("?model=shakespeare&prompt={prompt}"));
     assert_eq!(b.eval("return self.crossOriginIsolated"), true);
     // One thread per core, up to 8 (this machine's two, on the project's CI).
     let threads = b.eval("return Math.min(navigator.hardwareConcurrency, 8)");
@@ -151,7 +154,7 @@ fn a_cross_origin_isolated_page_runs_the_cpu_engine_on_threads() {
         "{used}"
     );
     b.screenshot("hosting-threads");
-    let (used, one_thread) = result("?model=shakespeare&threads=1");
+    let (used, one_thread) = result(&format!("?model=shakespeare&prompt={prompt}&threads=1"));
     assert!(used.contains("(wasm, relaxed SIMD)"), "{used}");
     assert!(!threaded.is_empty());
     assert_eq!(
