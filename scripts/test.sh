@@ -61,10 +61,12 @@ browser_model_tests() {
     wasm-pack test --headless --chrome --features relaxed-simd 2>&1 | tee -a "$results_log")
 }
 # The app's components (the page, the heatmap painter, the session's engines) in headless
-# Chromium (web/webdriver.json holds the same flags).
+# Chromium (web/webdriver.json holds the same flags). `--release`: every dependency is then the
+# same build as the web app's (step 1), so only the test crate and wasm-bindgen-test compile
+# here; in the default test profile the suite rebuilt them all (17 minutes cold on 2 cores).
 browser_web_tests() {
   (cd web && CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=600 \
-    wasm-pack test --headless --chrome 2>&1 | tee -a "$results_log")
+    wasm-pack test --release --headless --chrome 2>&1 | tee -a "$results_log")
 }
 e2e_tests() { cargo test -p attn-e2e -- --test-threads=1 --nocapture 2>&1 | tee -a "$results_log"; }
 
