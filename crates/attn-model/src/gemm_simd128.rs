@@ -110,40 +110,30 @@ mod threaded {
         rayon::scope(|scope| {
             for start in (0..length).step_by(block.max(1)) {
                 let size = block.min(length - start);
+                // The block's rows (or columns) of C, and where it starts in A, B and C.
+                let (rows, cols, at_a, at_b, at_c) = if by_rows {
+                    (size, n, start * rsa, 0, start * rsc)
+                } else {
+                    (m, size, 0, start * csb, start)
+                };
                 scope.spawn(move |_| {
                     let (a, b, c) = (a, b, c);
                     // SAFETY: the block lies inside the product the caller vouched for, and
                     // blocks do not overlap.
                     unsafe {
-                        if by_rows {
-                            sgemm_add_serial(
-                                size,
-                                k,
-                                n,
-                                a.0.add(start * rsa),
-                                rsa,
-                                csa,
-                                b.0,
-                                rsb,
-                                csb,
-                                c.0.add(start * rsc),
-                                rsc,
-                            )
-                        } else {
-                            sgemm_add_serial(
-                                m,
-                                k,
-                                size,
-                                a.0,
-                                rsa,
-                                csa,
-                                b.0.add(start * csb),
-                                rsb,
-                                csb,
-                                c.0.add(start),
-                                rsc,
-                            )
-                        }
+                        sgemm_add_serial(
+                            rows,
+                            k,
+                            cols,
+                            a.0.add(at_a),
+                            rsa,
+                            csa,
+                            b.0.add(at_b),
+                            rsb,
+                            csb,
+                            c.0.add(at_c),
+                            rsc,
+                        )
                     }
                 });
             }
