@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-mod common;
-use common::{attn, flatten_floats, json_of, HfFixture};
+use crate::common;
+use crate::common::{attn, flatten_floats, json_of, HfFixture};
 
 use attn_model::config::ModelConfig;
 use attn_model::{CpuEngine, Model, Variant};

@@ -1,19 +1,9 @@
 //! `attn run --engine gpu` against PyTorch and the CPU engine, and `attn bench`. These need a
 //! GPU adapter (lavapipe on CI) and fail loudly without one.
 
-mod common;
-use common::{attn, flatten_floats, json_of, HfFixture};
-
-fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
-    assert_eq!(actual.len(), expected.len(), "{what}: length");
-    for (i, (a, b)) in actual.iter().zip(expected).enumerate() {
-        let err = (a - b).abs() / b.abs().max(1.0);
-        assert!(
-            err <= 1e-4,
-            "{what}[{i}]: {a} vs {b} (relative error {err:e})"
-        );
-    }
-}
+use crate::common;
+use crate::common::{attn, flatten_floats, json_of, HfFixture};
+use attn_test_support::assert_close;
 
 #[test]
 fn run_engine_gpu_matches_pytorch_and_the_cpu_for_every_variant() {

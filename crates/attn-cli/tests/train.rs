@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-mod common;
-use common::attn;
+use crate::common;
+use crate::common::attn;
 
 use attn_model::config::ModelConfig;
 use attn_model::Model;

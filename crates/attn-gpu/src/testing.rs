@@ -119,13 +119,8 @@ impl Rng {
     }
 }
 
-/// Fails unless `|got − want| ≤ rel · max(1, |want|)` everywhere (NaN never passes).
+/// Fails unless `|got − want| ≤ rel · max(1, |want|)` everywhere (NaN never passes): the
+/// workspace's shared check (attn-test-support) with this crate's argument order.
 pub(crate) fn assert_close(name: &str, got: &[f32], want: &[f32], rel: f32) {
-    assert_eq!(got.len(), want.len(), "{name}: lengths differ");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs() / w.abs().max(1.0);
-        if err.is_nan() || err > rel {
-            panic!("{name}: element {i} is {g}, expected {w} (relative error {err} > {rel})");
-        }
-    }
+    attn_test_support::assert_close_within(name, got, want, f64::from(rel));
 }

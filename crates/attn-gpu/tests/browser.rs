@@ -4,13 +4,11 @@
 //! flags WebGPU needs.
 #![cfg(target_arch = "wasm32")]
 
-mod common;
+use crate::common;
 
 use attn_gpu::{EngineOptions, GpuEngine};
 use attn_model::{CpuEngine, Model, ModelConfig};
-use wasm_bindgen_test::{console_log, wasm_bindgen_test, wasm_bindgen_test_configure};
-
-wasm_bindgen_test_configure!(run_in_browser);
+use wasm_bindgen_test::{console_log, wasm_bindgen_test};
 
 #[wasm_bindgen_test]
 async fn pytorch_fixture_matches_in_the_browser() {

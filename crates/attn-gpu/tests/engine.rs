@@ -2,7 +2,7 @@
 //! hot path, partial read-back, the shared engine API, and clear errors instead of panics.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 

@@ -5,7 +5,7 @@
 //! device is lost.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, OnceLock};
 

@@ -3,7 +3,7 @@
 //! (Mesa lavapipe on CI); with none, every test fails with a message saying so.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 

@@ -4,7 +4,7 @@
 //! that parameter's largest gradient, on every architecture option the page trains.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod common;
+use crate::common;
 
 use attn_gpu::training::loss_and_gradients_blocking;
 use attn_model::training::backprop::{check_gradients, loss_and_gradients_with, parameters_mut};

@@ -14,6 +14,7 @@ use attn_model::{
     activation_patching, direct_logit_attribution, load_model, logit_lens, now, CpuEngine, Engine,
     HookPoint, Hooks, LoadedTensors, Model, ModelConfig, Readback,
 };
+use attn_test_support::assert_close;
 
 struct Fixture(LoadedTensors);
 
@@ -40,18 +41,6 @@ impl Fixture {
 fn model() -> Model {
     load_model(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gpt2-tiny"))
         .unwrap()
-}
-
-/// `|a − b| ≤ 1e-4 · max(1, |b|)` everywhere.
-fn assert_close(what: &str, got: &[f64], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (a, b)) in got.iter().zip(want).enumerate() {
-        let b = *b as f64;
-        assert!(
-            (a - b).abs() <= 1e-4 * b.abs().max(1.0),
-            "{what}[{i}]: {a} vs {b}"
-        );
-    }
 }
 
 #[test]

@@ -3,16 +3,16 @@
 //! fixtures as natively, embedded in the test: every variant of the GPT-2 fixture, the family
 //! fixtures (Llama, Qwen2, GPT-NeoX, f16 and bf16), the tokenizer cases, and bad input.
 //!
-//! `wasm-pack test --headless --chrome` in this crate, or `cargo test -p attn-model --target
-//! wasm32-unknown-unknown --test browser` with `wasm-bindgen-test-runner` (scripts/test.sh).
+//! `cargo test -p attn-model --target wasm32-unknown-unknown --test model` (cargo's runner for
+//! wasm32 is `wasm-bindgen-test-runner`, .cargo/config.toml; scripts/test.sh runs it), or
+//! `wasm-pack test --headless --chrome` in this crate.
 //! The native suites (`hf_parity.rs`, `families.rs`, …) read the fixtures from disk and run
 //! natively only.
 #![cfg(target_arch = "wasm32")]
 
 use attn_model::{CpuEngine, LoadedTensors, Model, Output, Precision, Variant};
-use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
-
-wasm_bindgen_test_configure!(run_in_browser);
+use attn_test_support::assert_close;
+use wasm_bindgen_test::wasm_bindgen_test;
 
 macro_rules! fixture {
     ($path:expr) => {
@@ -22,18 +22,6 @@ macro_rules! fixture {
             $path
         ))
     };
-}
-
-/// `|a − b| ≤ 1e-4 · max(1, |b|)` elementwise, as the native suites check.
-fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
-    assert_eq!(actual.len(), expected.len(), "{what}: length");
-    for (i, (a, b)) in actual.iter().zip(expected).enumerate() {
-        let err = (a - b).abs() / b.abs().max(1.0);
-        assert!(
-            err <= 1e-4,
-            "{what}[{i}]: {a} against {b} (relative error {err:e})"
-        );
-    }
 }
 
 fn gpt2_tiny() -> Model {

@@ -12,6 +12,7 @@ use attn_model::{
     load_model, CpuEngine, Family, LoadedTensors, Model, ModelConfig, Norm, Output, Positional,
     Precision, Variant,
 };
+use attn_test_support::assert_close;
 use safetensors::SafeTensors;
 
 fn fixtures() -> PathBuf {
@@ -47,17 +48,6 @@ fn expected(name: &str) -> Expected {
         logits: file.values("logits").unwrap().to_vec(),
         attention: file.values("attention").unwrap().to_vec(),
     }
-}
-
-/// `|a − b| ≤ 1e-4 · max(1, |b|)` everywhere.
-fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let worst = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-        .fold(0.0f32, f32::max);
-    assert!(worst <= 1e-4, "{what}: worst relative error {worst}");
 }
 
 fn load(name: &str) -> Model {

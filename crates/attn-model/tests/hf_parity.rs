@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use attn_model::{load_model, CpuEngine, Model, Output, Variant};
+use attn_test_support::assert_close;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::Deserialize;
@@ -65,27 +66,6 @@ fn expected() -> Expected {
         tokenizer_cases: serde_json::from_str(&meta["tokenizer_cases"]).unwrap(),
         tensors,
     }
-}
-
-/// `|a − b| ≤ 1e-4 · max(1, |b|)` elementwise: relative for large values, absolute near zero.
-fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
-    assert_eq!(actual.len(), expected.len(), "{what}: length");
-    let mut worst = (0.0f32, 0usize);
-    for (i, (a, b)) in actual.iter().zip(expected).enumerate() {
-        let err = (a - b).abs() / b.abs().max(1.0);
-        assert!(!err.is_nan(), "{what}[{i}] is NaN");
-        if err > worst.0 {
-            worst = (err, i);
-        }
-    }
-    assert!(
-        worst.0 <= 1e-4,
-        "{what}: element {} is {} but PyTorch says {} (relative error {:e})",
-        worst.1,
-        actual[worst.1],
-        expected[worst.1],
-        worst.0
-    );
 }
 
 fn check_case(out: &Output, exp: &Expected, case: &Case) {

@@ -9,14 +9,7 @@ use std::sync::Arc;
 
 use attn_model::prepare::{calibration_inputs, project_on_principal_components, KvProjection};
 use attn_model::{load_model, prepare, CpuEngine, LoadedTensors, Model, ModelConfig, Variant};
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+use attn_test_support::max_abs_diff;
 
 #[test]
 fn the_projected_keys_and_values_match_numpy() {

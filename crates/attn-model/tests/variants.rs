@@ -1,16 +1,15 @@
 //! Every variant on cases whose answer can be checked by hand.
 //!
 //! They need no files, so they run natively and, as wasm-bindgen tests, inside a browser on the
-//! wasm build (`wasm-pack test --headless --chrome`, see tests/browser.rs).
+//! wasm build (see tests/browser.rs for the command).
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
-#[cfg(target_arch = "wasm32")]
-wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use attn_model::config::ModelConfig;
 use attn_model::forward::attention_probs;
 use attn_model::linalg::MatRef;
+use attn_test_support::max_abs_diff;
 use std::sync::Arc;
 
 use attn_model::{compare, prepare, CpuEngine, Model, Output, Variant};
@@ -27,14 +26,6 @@ fn run(model: &Model, variant: &str) -> Output {
         .set_variant(&Variant::from_json(variant).unwrap())
         .unwrap();
     engine.forward(&TOKENS).unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn assert_rows_are_distributions(out: &Output, causal: bool) {

@@ -11,6 +11,8 @@ use attn_model::{
 };
 use safetensors::SafeTensors;
 
+pub use attn_test_support::assert_close;
+
 /// The tolerance of the issue: `|gpu − reference| ≤ 1e-4 · max(1, |reference|)`.
 pub const TOLERANCE: f32 = 1e-4;
 
@@ -24,26 +26,6 @@ pub async fn new_context() -> GpuContext {
              *** --enable-unsafe-webgpu (see crates/attn-gpu/webdriver.json).\n\n"
         ),
     }
-}
-
-/// Elementwise comparison; NaN (an element no kernel wrote, thanks to poisoning) always fails.
-pub fn assert_close(what: &str, actual: &[f32], expected: &[f32]) {
-    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
-    let mut worst = (0.0f32, 0usize);
-    for (i, (a, b)) in actual.iter().zip(expected).enumerate() {
-        let err = (a - b).abs() / b.abs().max(1.0);
-        assert!(!err.is_nan(), "{what}[{i}]: got {a}, expected {b}");
-        if err > worst.0 {
-            worst = (err, i);
-        }
-    }
-    let (err, i) = worst;
-    assert!(
-        err <= TOLERANCE,
-        "{what}[{i}]: got {}, expected {} (relative error {err:e} > {TOLERANCE:e})",
-        actual[i],
-        expected[i]
-    );
 }
 
 /// Every field of two outputs agrees.

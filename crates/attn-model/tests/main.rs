@@ -1,0 +1,20 @@
+//! attn-model's integration tests, linked into one test binary (one link of the engine instead of one per file).
+//!
+//! Each module is the file of the same name beside this one; `cargo test --test model MODULE::`
+//! runs one of them.
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+mod analysis;
+mod browser;
+mod families;
+mod files;
+mod healing;
+mod hf_parity;
+mod kv_pca;
+mod lessons;
+mod robustness;
+mod stream;
+mod tokenizers;
+mod variants;
