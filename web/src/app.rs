@@ -3,14 +3,13 @@
 //! them: the engine choice, the model list, input → tokens → forwards, state ↔ URL, and what
 //! happens when a model is installed.
 
-use attn_model::{Kernel, KernelName, ModelConfig, Variant};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::browser::{self, WebGpuStatus};
 use crate::controller::{Controller, Job};
-use crate::manifest::{parse_manifest, ModelEntry};
-use crate::page_state::{EngineChoice, PageState};
+use crate::manifest::{parse_manifest, MODELS_BASE};
+use crate::page_state::PageState;
 use crate::panels::analysis::AnalysisPanel;
 use crate::panels::controls::Controls;
 use crate::panels::cost::CostPanel;
@@ -22,12 +21,8 @@ use crate::panels::model::ModelPanel;
 use crate::panels::notices::Notices;
 use crate::panels::output::OutputPanel;
 use crate::panels::train::TrainPanel;
-use crate::protocol::ModelSource;
-use crate::session::ModelInfo;
-use crate::state::{GridView, Ui};
-
-/// Where the built-in models live, relative to the page.
-const MODELS_BASE: &str = "models/";
+use crate::protocol::EngineChoice;
+use crate::state::Ui;
 
 #[component]
 pub fn App() -> impl IntoView {
@@ -85,7 +80,7 @@ pub fn App() -> impl IntoView {
                 let lesson_chooses = wanted.is_none() && ui.lesson_id.get_untracked().is_some();
                 match entry {
                     Some(_) if lesson_chooses => {}
-                    Some(entry) => load_builtin(ui, ctl, entry),
+                    Some(entry) => ctl.load_builtin(entry),
                     None => ui.loading.set(Some(
                         "No built-in models are listed; load one from disk.".into(),
                     )),
@@ -122,7 +117,7 @@ pub fn App() -> impl IntoView {
                 && ui.info.get_untracked().is_none()
             {
                 if let Some(entry) = ui.manifest.with_untracked(|m| m.first().cloned()) {
-                    load_builtin(ui, ctl, entry);
+                    ctl.load_builtin(entry);
                 }
             }
             return;
@@ -181,14 +176,11 @@ pub fn App() -> impl IntoView {
         let maps = maps.get();
         ui.model_version.track();
         if !tokens.is_empty() {
-            ctl.run(
-                ui,
-                Job {
-                    tokens,
-                    variant,
-                    maps,
-                },
-            );
+            ctl.run(Job {
+                tokens,
+                variant,
+                maps,
+            });
         }
     });
 
@@ -222,7 +214,7 @@ pub fn App() -> impl IntoView {
                 ui.manifest
                     .with_untracked(|m| m.iter().find(|e| e.id == id).cloned())
             }) {
-                load_builtin(ui, ctl, entry);
+                ctl.load_builtin(entry);
             }
         }
     });
@@ -308,83 +300,4 @@ fn engine_badge(status: &WebGpuStatus, choice: EngineChoice) -> String {
             format!("WebGPU adapter: {name} · running on the CPU engine")
         }
     }
-}
-
-/// Starts loading a built-in model in the worker; [`install`] finishes when it is ready.
-pub fn load_builtin(ui: Ui, ctl: Controller, entry: ModelEntry) {
-    ui.loading.set(Some(format!("Loading {}…", entry.title)));
-    ui.opening.set_value(Some(entry.clone()));
-    ctl.open(
-        ModelSource::Url(format!("{MODELS_BASE}{}", entry.file)),
-        entry.title,
-        entry.description,
-        entry.examples,
-    );
-}
-
-/// Moves the page to the CPU engine for the rest of the visit, saying why.
-pub fn leave_gpu(ui: Ui, why: &str) {
-    ui.engine_badge.set(format!("CPU fallback — {why}"));
-    ui.notices.update(|n| {
-        n.push(format!(
-            "Switched to the CPU engine: {why}. Results are the same, only slower."
-        ))
-    });
-}
-
-/// Makes the model the worker just loaded the page's model, and resets what depended on the
-/// old one. The role scores arrive from the worker after.
-pub fn install(ui: Ui, info: ModelInfo, config: &ModelConfig) {
-    match ui.opening.try_update_value(Option::take).flatten() {
-        Some(entry) => {
-            if ui.prompt.get_untracked().is_empty()
-                || ui.model_id.get_untracked() != Some(entry.id.clone())
-            {
-                if let Some(example) = entry.examples.first() {
-                    ui.prompt.set(example.clone());
-                }
-            }
-            ui.model_id.set(Some(entry.id));
-        }
-        None => {
-            ui.model_id.set(None);
-            if let Some(prompt) = ui.pending_prompt.try_update_value(Option::take).flatten() {
-                ui.prompt.set(prompt);
-            }
-        }
-    }
-    // A lesson step's variant, which waited for its model.
-    if let Some(variant) = ui.pending_variant.try_update_value(Option::take).flatten() {
-        ui.variant.set(variant);
-    }
-    // Weights trained with linear attention run with it (their unmodified baseline does too),
-    // unless a kernel was chosen.
-    if info.linear_attention && ui.variant.with_untracked(|v| v.kernel.is_none()) {
-        ui.variant
-            .update(|v| v.kernel = Some(Kernel::Named(KernelName::Linear)));
-    }
-    // Variants that do not fit the new model are dropped with a message rather than failing.
-    let fits = ui.variant.with_untracked(|v| v.validate(config));
-    if let Err(e) = fits {
-        ui.notices
-            .update(|n| n.push(format!("The link's variant was reset: {e}")));
-        ui.variant.set(Variant::default());
-    }
-    if ui
-        .focus
-        .get_untracked()
-        .is_some_and(|(l, h)| l >= info.n_layer || h >= info.n_head)
-    {
-        ui.focus.set(None);
-    }
-    ui.roles.set(Vec::new());
-    // The grid's view for the new model before its first forward, which reads back its maps.
-    ui.grid.set(GridView::at_open(info.n_layer, info.n_head));
-    ui.info.set(Some(info));
-    ui.baseline.set(None);
-    ui.current.set(None);
-    ui.importance.set(Vec::new());
-    ui.rank_status.set(None);
-    ui.generated.set(None);
-    ui.model_version.update(|v| *v += 1);
 }

@@ -19,68 +19,16 @@ use leptos::prelude::*;
 
 use crate::browser;
 use crate::compute::ComputeWorker;
-use crate::panels::train::{Checkpoint, HealScores, TrainSettings, TrainView};
+use crate::manifest::{ModelEntry, MODELS_BASE};
 use crate::protocol::{
     AnalysisTool, AsJson, JobOutcome, MapsWanted, ModelSource, Request, Response, TrainState,
 };
 use crate::runner::Coalescer;
 use crate::session::ModelText;
 use crate::state::Ui;
+use crate::train_state::{Checkpoint, HealScores, TrainSettings, TrainView};
+use crate::worker_build::WorkerBuild;
 use attn_model::training::Task;
-
-/// Which build of the compute worker the page runs: the same worker compiled three ways, the
-/// fastest this browser and host allow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WorkerBuild {
-    /// Plain wasm SIMD: every browser with WebAssembly SIMD (`bin/attn-worker.rs`).
-    Simd128,
-    /// Relaxed SIMD's fused multiply-add (`bin/attn-worker-relaxed.rs`).
-    RelaxedSimd,
-    /// Relaxed SIMD and wasm threads: the CPU engine's matrix products split across a pool of
-    /// this many threads (`web/threads`), where the page is cross-origin isolated.
-    Threads(usize),
-}
-
-/// The most threads the threaded worker starts: beyond a few, the small models' products are
-/// split finer than a thread hand-off pays for.
-const MAX_THREADS: usize = 8;
-
-impl WorkerBuild {
-    /// The build for this browser: threads where the page is cross-origin isolated (shared
-    /// memory needs it), the machine has more than one core and the browser has relaxed SIMD;
-    /// relaxed SIMD where it has that; plain SIMD otherwise. `simd=plain` in the URL
-    /// (`plain_simd`) asks for plain SIMD, `threads=1` (`one_thread`) for no threads.
-    pub fn pick(plain_simd: bool, one_thread: bool) -> WorkerBuild {
-        if plain_simd || !browser::has_relaxed_simd() {
-            return WorkerBuild::Simd128;
-        }
-        let threads = browser::hardware_threads().min(MAX_THREADS);
-        if one_thread || threads < 2 || !browser::cross_origin_isolated() {
-            return WorkerBuild::RelaxedSimd;
-        }
-        WorkerBuild::Threads(threads)
-    }
-
-    /// The worker's script, next to `index.html`: Trunk writes the first two
-    /// (`data-loader-shim`); the threaded one is a module (`attn-worker-threads.js`) that sizes
-    /// the pool from its `threads` parameter.
-    pub fn script(self) -> String {
-        match self {
-            WorkerBuild::Simd128 => "./attn-worker_loader.js".into(),
-            WorkerBuild::RelaxedSimd => "./attn-worker-relaxed_loader.js".into(),
-            WorkerBuild::Threads(n) => format!("./attn-worker-threads.js?threads={n}"),
-        }
-    }
-
-    /// What the cost panel says of the CPU engine it ran on.
-    pub fn describe(self) -> String {
-        match self {
-            WorkerBuild::Simd128 => "wasm SIMD".into(),
-            WorkerBuild::RelaxedSimd => "wasm, relaxed SIMD".into(),
-            WorkerBuild::Threads(n) => format!("wasm, relaxed SIMD, {n} threads"),
-        }
-    }
-}
 
 /// A forward the page wants: the input, the variant and the maps it shows.
 pub struct Job {
@@ -155,7 +103,7 @@ impl Controller {
         let build = WorkerBuild::pick(ui.plain_simd, ui.one_thread);
         ui.worker_build.set(build);
         ComputeWorker::spawner()
-            .callback(move |response| ctl.receive(ui, response))
+            .callback(move |response| ctl.receive(response))
             .with_loader(true)
             .as_module(matches!(build, WorkerBuild::Threads(_)))
             .spawn(&build.script())
@@ -164,8 +112,9 @@ impl Controller {
     /// Replaces a crashed worker by a new one and puts the page's state back: the engine it
     /// asked for and the built-in model it shows (the input, variant and view are the page's and
     /// stay). Running jobs are forgotten; a model from disk must be picked again.
-    fn restart(&self, ui: Ui, why: &str) {
+    fn restart(&self, why: &str) {
         let Some(inner) = self.inner() else { return };
+        let ui = inner.ui;
         // Dropping the old connection asks the old worker to close, if it still can.
         *inner.bridge.borrow_mut() = Self::spawn(*self, ui);
         inner.runner.reset();
@@ -200,7 +149,7 @@ impl Controller {
                 .with_untracked(|m| m.iter().find(|e| e.id == id).cloned())
         });
         match entry {
-            Some(entry) => crate::app::load_builtin(ui, *self, entry),
+            Some(entry) => self.load_builtin(entry),
             None => ui.error.set(Some(
                 "The model loaded from disk was lost with the worker: pick its files again.".into(),
             )),
@@ -219,6 +168,11 @@ impl Controller {
 
     fn inner(&self) -> Option<Rc<Inner>> {
         self.inner.get_value()
+    }
+
+    /// The page state the answers go to (`None` only while the controller is being built).
+    fn ui(&self) -> Option<Ui> {
+        self.inner().map(|inner| inner.ui)
     }
 
     fn send(&self, request: Request) {
@@ -292,6 +246,19 @@ impl Controller {
         }
     }
 
+    /// Starts loading a built-in model in the worker; [`Ui::install`] finishes when it is ready.
+    pub fn load_builtin(&self, entry: ModelEntry) {
+        let Some(ui) = self.ui() else { return };
+        ui.loading.set(Some(format!("Loading {}…", entry.title)));
+        ui.opening.set_value(Some(entry.clone()));
+        self.open(
+            ModelSource::Url(format!("{MODELS_BASE}{}", entry.file)),
+            entry.title,
+            entry.description,
+            entry.examples,
+        );
+    }
+
     /// Loads files the user picked: the worker reads them through object URLs.
     pub fn open_files(&self, files: Vec<web_sys::File>, title: String) {
         let Some(inner) = self.inner() else { return };
@@ -309,8 +276,9 @@ impl Controller {
     }
 
     /// Starts a training run of `settings` in the worker (replacing any run there).
-    pub fn train_start(&self, ui: Ui, settings: TrainSettings) {
+    pub fn train_start(&self, settings: TrainSettings) {
         let Some(inner) = self.inner() else { return };
+        let ui = inner.ui;
         let job = Self::next_job(&inner);
         ui.training.set(TrainView {
             job: Some(job),
@@ -331,8 +299,9 @@ impl Controller {
 
     /// Heals the model on screen: fine-tunes it on its task for `steps` steps with the page's
     /// variant built in.
-    pub fn heal_start(&self, ui: Ui, steps: usize) {
+    pub fn heal_start(&self, steps: usize) {
         let Some(inner) = self.inner() else { return };
+        let ui = inner.ui;
         let Some(info) = ui.info.get_untracked() else {
             return;
         };
@@ -366,8 +335,9 @@ impl Controller {
     }
 
     /// Continues the paused (or finished) run.
-    pub fn train_resume(&self, ui: Ui) {
+    pub fn train_resume(&self) {
         let Some(inner) = self.inner() else { return };
+        let ui = inner.ui;
         let job = Self::next_job(&inner);
         ui.training.update(|t| {
             t.job = Some(job);
@@ -378,7 +348,8 @@ impl Controller {
     }
 
     /// Forgets the run, in the worker and on the page.
-    pub fn train_reset(&self, ui: Ui) {
+    pub fn train_reset(&self) {
+        let Some(ui) = self.ui() else { return };
         self.train_pause();
         self.send(Request::ResetTraining);
         ui.training.set(TrainView::default());
@@ -390,7 +361,8 @@ impl Controller {
     }
 
     /// Opens the run's weights as they are now as the page's model.
-    pub fn train_open(&self, ui: Ui) {
+    pub fn train_open(&self) {
+        let Some(ui) = self.ui() else { return };
         let (title, task, seed, step) = ui
             .training
             .with_untracked(|t| (t.title.clone(), t.task, t.seed, t.step));
@@ -415,14 +387,15 @@ impl Controller {
     }
 
     /// Asks for a forward of `job`; while one runs, the newest request waits in its place.
-    pub fn run(&self, ui: Ui, job: Job) {
+    pub fn run(&self, job: Job) {
         let Some(inner) = self.inner() else { return };
         if inner.runner.offer(job) {
-            self.send_next_run(ui, &inner);
+            self.send_next_run(&inner);
         }
     }
 
-    fn send_next_run(&self, ui: Ui, inner: &Inner) {
+    fn send_next_run(&self, inner: &Inner) {
+        let ui = inner.ui;
         let Some(Job {
             tokens,
             variant,
@@ -452,8 +425,9 @@ impl Controller {
     }
 
     /// Ranks heads on top of `base`; progress and the result arrive in `ui`.
-    pub fn rank_heads(&self, ui: Ui, base: Variant, tokens: Vec<u32>, mode: AblationMode) {
+    pub fn rank_heads(&self, base: Variant, tokens: Vec<u32>, mode: AblationMode) {
         let Some(inner) = self.inner() else { return };
+        let ui = inner.ui;
         let total = ui
             .info
             .with_untracked(|i| i.as_ref().map_or(0, |i| i.n_layer * i.n_head));
@@ -479,8 +453,9 @@ impl Controller {
 
     /// Runs an interpretability tool on the current input and variant; progress and the result
     /// arrive in `ui`.
-    pub fn analyse(&self, ui: Ui, tool: AnalysisTool) {
+    pub fn analyse(&self, tool: AnalysisTool) {
         let Some(inner) = self.inner() else { return };
+        let ui = inner.ui;
         let job = Self::next_job(&inner);
         inner.analysing.set(Some(job));
         ui.analysing.set(Some(Step { done: 0, total: 0 }));
@@ -495,8 +470,9 @@ impl Controller {
 
     /// Runs a lesson step's measurement on the current input; progress and the result arrive
     /// in `ui`.
-    pub fn measure(&self, ui: Ui, measurement: attn_model::Measurement) {
+    pub fn measure(&self, measurement: attn_model::Measurement) {
         let Some(inner) = self.inner() else { return };
+        let ui = inner.ui;
         let job = Self::next_job(&inner);
         inner.measuring.set(Some(job));
         ui.measured.set(None);
@@ -510,7 +486,8 @@ impl Controller {
     }
 
     /// Stops the running measurement, or forgets it when the lesson moved on.
-    pub fn cancel_measurement(&self, ui: Ui) {
+    pub fn cancel_measurement(&self) {
+        let Some(ui) = self.ui() else { return };
         if let Some(job) = self.inner().and_then(|i| i.measuring.take()) {
             self.send(Request::Cancel { job });
         }
@@ -524,8 +501,9 @@ impl Controller {
     }
 
     /// Continues `tokens` by `n` tokens under `variant`.
-    pub fn generate(&self, ui: Ui, tokens: Vec<u32>, variant: Variant, n: usize) {
+    pub fn generate(&self, tokens: Vec<u32>, variant: Variant, n: usize) {
         let Some(inner) = self.inner() else { return };
+        let ui = inner.ui;
         let job = Self::next_job(&inner);
         inner.generating.set(Some(job));
         ui.generating.set(Some(Step { done: 0, total: n }));
@@ -547,15 +525,16 @@ impl Controller {
     }
 
     /// One answer from the worker.
-    fn receive(&self, ui: Ui, response: Response) {
+    fn receive(&self, response: Response) {
         let Some(inner) = self.inner() else { return };
+        let ui = inner.ui;
         inner.heard.set(true);
         let current = |model: u32| model == inner.installed.get();
         match response {
             Response::GpuReady { adapter } => {
                 ui.engine_badge.set(format!(
                     "WebGPU adapter: {adapter} · GPU engine{}",
-                    if ui.engine_choice.get_untracked() == crate::page_state::EngineChoice::Gpu {
+                    if ui.engine_choice.get_untracked() == crate::protocol::EngineChoice::Gpu {
                         " (chosen in the URL)"
                     } else {
                         ""
@@ -566,7 +545,7 @@ impl Controller {
                 ui.current.set(None);
                 ui.model_version.update(|v| *v += 1);
             }
-            Response::Crashed { why } => self.restart(ui, &why),
+            Response::Crashed { why } => self.restart(&why),
             Response::Training { job, update } => ui.training.update(|t| {
                 if t.job != Some(job) {
                     return;
@@ -608,9 +587,7 @@ impl Controller {
                         .update(|t| t.error = Some(format!("Could not save: {e}")));
                 }
             }
-            Response::GpuFailed { why } => {
-                crate::app::leave_gpu(ui, &format!("the GPU engine failed ({why})"))
-            }
+            Response::GpuFailed { why } => ui.leave_gpu(&format!("the GPU engine failed ({why})")),
             Response::GpuUnavailable { why } => ui
                 .engine_badge
                 .set(format!("CPU fallback — WebGPU could not start: {why}")),
@@ -647,7 +624,7 @@ impl Controller {
                                 n.push(format!("{} runs on the CPU engine: {why}", info.title))
                             });
                         }
-                        crate::app::install(ui, info, &config);
+                        ui.install(info, &config);
                     }
                     Err(e) => ui.error.set(Some(format!("{}: {e}", info.title))),
                 }
@@ -684,7 +661,7 @@ impl Controller {
                         }
                     }
                 }
-                self.send_next_run(ui, &inner);
+                self.send_next_run(&inner);
             }
             Response::Progress { job, step } => {
                 if inner.ranking.get() == Some(job) {

@@ -3,6 +3,9 @@
 
 use serde::Deserialize;
 
+/// Where the built-in models live, relative to the page.
+pub const MODELS_BASE: &str = "models/";
+
 /// One built-in model as the manifest describes it.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default)]

@@ -4,36 +4,8 @@
 use attn_model::url::{variant_from_query, variant_to_query};
 use attn_model::Variant;
 
-use crate::panels::train::TrainSettings;
-
-/// Which engine runs the model (or trains one).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum EngineChoice {
-    /// WebGPU on a hardware adapter, the CPU otherwise.
-    #[default]
-    Auto,
-    Gpu,
-    Cpu,
-}
-
-impl EngineChoice {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EngineChoice::Auto => "auto",
-            EngineChoice::Gpu => "gpu",
-            EngineChoice::Cpu => "cpu",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "auto" => Some(EngineChoice::Auto),
-            "gpu" => Some(EngineChoice::Gpu),
-            "cpu" => Some(EngineChoice::Cpu),
-            _ => None,
-        }
-    }
-}
+use crate::protocol::EngineChoice;
+use crate::train_state::TrainSettings;
 
 /// The state a URL carries.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -7,47 +7,17 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use attn_gpu::{AnyEngine, EngineKind, EnginePair, GpuContext, GpuError, Readback};
+use attn_gpu::{AnyEngine, EnginePair, GpuContext, GpuError, Readback};
 use attn_model::engine::AttentionMaps;
 use attn_model::{
-    compare,
     load::{from_hf_source, HfSource},
     variant::{Kernel, KernelName},
-    Captured, Comparison, Engine, HeadRoles, Hooks, LoadedTensors, Model, ModelConfig, Output,
-    Tokenizer, TokenizerSpec, Variant,
+    Captured, Engine, Hooks, LoadedTensors, Model, ModelConfig, Output, Tokenizer, TokenizerSpec,
+    Variant,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::browser::{next_tick, now_ms};
-use crate::protocol::MapsWanted;
-
-/// The model as the page describes it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
-    pub title: String,
-    pub description: String,
-    pub n_layer: usize,
-    pub n_head: usize,
-    pub n_kv_head: usize,
-    pub d_model: usize,
-    pub d_head: usize,
-    pub n_ctx: usize,
-    pub causal: bool,
-    pub classifier: bool,
-    pub parameters: usize,
-    /// The family and its structure in words, e.g. "Llama: RMSNorm, SwiGLU MLP; rotary (θ 500,
-    /// 8 of 8 dims per head); grouped-query (6 query heads share 2 key/value heads)".
-    pub architecture: String,
-    pub tokenizer: Option<String>,
-    /// Why a model that came with a tokenizer file has none (it takes token ids).
-    pub tokenizer_note: Option<String>,
-    pub examples: Vec<String>,
-    /// The built-in task it was trained on (`metadata.task`), e.g. `sort`.
-    pub task: Option<String>,
-    /// Trained with linear attention (`metadata.attention_kernel = "linear"`): the page runs it
-    /// with that kernel.
-    pub linear_attention: bool,
-}
+use crate::protocol::{MapsWanted, ModelInfo};
 
 /// A model ready to run.
 pub struct Session {
@@ -62,71 +32,6 @@ pub struct Session {
     pub info: ModelInfo,
 }
 
-/// One forward's results as the page shows them. Its logits stay in the worker (a real
-/// vocabulary makes them megabytes per run, and the page needs only `top` and `comparison`), and
-/// only the attention maps the page shows cross ([`MapsWanted`]), so a result of a model with
-/// hundreds of heads holds only those, not a buffer of every map.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunResult {
-    /// The input it ran on.
-    pub tokens: Vec<u32>,
-    /// The shape of the model's maps: `n_layer × n_head` maps of `seq_len × seq_len`.
-    pub seq_len: usize,
-    pub n_layer: usize,
-    pub n_head: usize,
-    /// The variant's KV-cache bytes per token.
-    pub kv_bytes_per_token: usize,
-    /// The most probable next outputs after the last position, most probable first.
-    pub top: Vec<(u32, f32)>,
-    /// For a variant's result: its cost against the unmodified model on the same input.
-    pub comparison: Option<Comparison>,
-    pub millis: f64,
-    pub engine: EngineKind,
-    /// The maps it holds.
-    pub maps: MapsWanted,
-    /// The maps read back in full.
-    pub full: SentMaps,
-    /// The grid's maps at display resolution, when `maps.pooled` asks for them (their full maps
-    /// are not sent).
-    pub thumbnails: SentMaps,
-    /// Each head's role scores on this input (`attn_model::roles_on_input`), computed here from
-    /// the full maps the page may not get; NaN for maps not read back, `None` when no token
-    /// repeats.
-    pub input_roles: Option<Vec<HeadRoles>>,
-}
-
-/// Some of a model's attention maps, each `side × side`: in full (`factor` 1) or pooled to
-/// display resolution by `factor` (`attn_model::thumbnail`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SentMaps {
-    /// Map cells per cell here along each side.
-    pub factor: usize,
-    /// Cells a side of each map.
-    pub side: usize,
-    /// Which maps, as `layer · n_head + head`, in ascending order (the order of `values`).
-    pub maps: Vec<u32>,
-    /// `side²` values per map, one map after another.
-    #[serde(with = "crate::protocol::f32_bytes")]
-    pub values: Vec<f32>,
-}
-
-impl SentMaps {
-    fn new(t: usize, factor: usize) -> SentMaps {
-        SentMaps {
-            factor,
-            side: attn_model::thumbnail::thumbnail_side(t, factor),
-            ..SentMaps::default()
-        }
-    }
-
-    /// Map `layer · n_head + head`, if it is here.
-    pub fn get(&self, index: usize) -> Option<&[f32]> {
-        let at = self.maps.binary_search(&u32::try_from(index).ok()?).ok()?;
-        let size = self.side * self.side;
-        self.values.get(at * size..(at + 1) * size)
-    }
-}
-
 /// An output's logits alone (its maps and norms left empty): what the worker keeps of the
 /// baseline to compare the variant's results with.
 pub fn logits_only(output: &mut Output) -> Output {
@@ -139,77 +44,6 @@ pub fn logits_only(output: &mut Output) -> Output {
         attention: Vec::new(),
         head_out_norms: Vec::new(),
         kv_bytes_per_token: output.kv_bytes_per_token,
-    }
-}
-
-/// How many next outputs a result lists.
-pub const TOP_OUTPUTS: usize = 10;
-
-impl RunResult {
-    /// The result the page gets from a full `output`: everything but the logits, which give its
-    /// top outputs (and, against `baseline`, the comparison).
-    pub fn for_page(
-        output: Output,
-        baseline: Option<&Output>,
-        tokens: &[u32],
-        timing: (f64, EngineKind),
-        maps: MapsWanted,
-    ) -> RunResult {
-        let top = output.top_at(output.seq_len - 1, TOP_OUTPUTS);
-        let comparison = baseline
-            .filter(|b| b.seq_len == output.seq_len)
-            .map(|b| compare(b, &output, tokens));
-        RunResult::of(&output, tokens, (top, comparison), timing, maps)
-    }
-
-    /// What the page gets of `output`'s maps (those `maps` names that were read back: the
-    /// grid's as thumbnails when it pools them, the rest in full), with its top outputs and
-    /// comparison.
-    pub fn of(
-        output: &Output,
-        tokens: &[u32],
-        (top, comparison): (Vec<(u32, f32)>, Option<Comparison>),
-        (millis, engine): (f64, EngineKind),
-        maps: MapsWanted,
-    ) -> RunResult {
-        let t = output.seq_len;
-        let factor = maps.pooled.unwrap_or(1);
-        let (mut full, mut thumbnails) = (SentMaps::new(t, 1), SentMaps::new(t, factor));
-        for (index, map) in output.attention.chunks_exact((t * t).max(1)).enumerate() {
-            // A map not read back is NaN throughout.
-            if map[0].is_nan() {
-                continue;
-            }
-            let at = (index / output.n_head, index % output.n_head);
-            let (sent, values) = if maps.as_thumbnail(at) {
-                let pooled = attn_model::thumbnail::pool_map(map, t, factor);
-                (&mut thumbnails, std::borrow::Cow::Owned(pooled))
-            } else {
-                (&mut full, std::borrow::Cow::Borrowed(map))
-            };
-            sent.maps.push(index as u32);
-            sent.values.extend_from_slice(&values);
-        }
-        RunResult {
-            input_roles: attn_model::roles_on_input(output, tokens),
-            tokens: tokens.to_vec(),
-            seq_len: t,
-            n_layer: output.n_layer,
-            n_head: output.n_head,
-            kv_bytes_per_token: output.kv_bytes_per_token,
-            top,
-            comparison,
-            millis,
-            engine,
-            maps,
-            full,
-            thumbnails,
-        }
-    }
-
-    /// Map `(layer, head)` in full, if the result holds it.
-    pub fn attention_map(&self, layer: usize, head: usize) -> Option<&[f32]> {
-        self.full.get(layer * self.n_head + head)
     }
 }
 

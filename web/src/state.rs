@@ -5,17 +5,20 @@
 
 use attn_gpu::EngineKind;
 use attn_model::engine::Step;
-use attn_model::{AblationMode, HeadImportance, HeadRoles, Lesson, Measured, Variant};
+use attn_model::{
+    AblationMode, HeadAblation, HeadImportance, HeadRoles, Kernel, KernelName, Lesson, Measured,
+    ModelConfig, Variant,
+};
 
-use crate::controller::WorkerBuild;
-use crate::protocol::{Analysis, MapsWanted};
+use crate::protocol::{Analysis, MapsWanted, ModelInfo, RunResult};
 use attn_model::thumbnail::pooling_factor;
 use leptos::prelude::*;
 
 use crate::manifest::ModelEntry;
-use crate::page_state::{EngineChoice, PageState};
-use crate::panels::train::{TrainSettings, TrainView};
-use crate::session::{ModelInfo, RunResult};
+use crate::page_state::PageState;
+use crate::protocol::EngineChoice;
+use crate::train_state::{TrainSettings, TrainView};
+use crate::worker_build::WorkerBuild;
 
 /// Every signal of the page. `Copy`: signals are handles.
 #[derive(Clone, Copy)]
@@ -213,6 +216,98 @@ impl Ui {
                 .find(|l| l.id == id)
                 .is_some_and(|l| l.uses.iter().any(|u| u == part))
         })
+    }
+}
+
+/// The page's transitions: what happens to the state when a model is installed, the GPU is
+/// left, or a head is toggled. Panels and the controller call these; none of them needs the
+/// worker.
+impl Ui {
+    /// Makes the model the worker just loaded the page's model, and resets what depended on the
+    /// old one. The role scores arrive from the worker after.
+    pub fn install(&self, info: ModelInfo, config: &ModelConfig) {
+        match self.opening.try_update_value(Option::take).flatten() {
+            Some(entry) => {
+                if self.prompt.get_untracked().is_empty()
+                    || self.model_id.get_untracked() != Some(entry.id.clone())
+                {
+                    if let Some(example) = entry.examples.first() {
+                        self.prompt.set(example.clone());
+                    }
+                }
+                self.model_id.set(Some(entry.id));
+            }
+            None => {
+                self.model_id.set(None);
+                if let Some(prompt) = self.pending_prompt.try_update_value(Option::take).flatten() {
+                    self.prompt.set(prompt);
+                }
+            }
+        }
+        // A lesson step's variant, which waited for its model.
+        if let Some(variant) = self
+            .pending_variant
+            .try_update_value(Option::take)
+            .flatten()
+        {
+            self.variant.set(variant);
+        }
+        // Weights trained with linear attention run with it (their unmodified baseline does too),
+        // unless a kernel was chosen.
+        if info.linear_attention && self.variant.with_untracked(|v| v.kernel.is_none()) {
+            self.variant
+                .update(|v| v.kernel = Some(Kernel::Named(KernelName::Linear)));
+        }
+        // Variants that do not fit the new model are dropped with a message rather than failing.
+        let fits = self.variant.with_untracked(|v| v.validate(config));
+        if let Err(e) = fits {
+            self.notices
+                .update(|n| n.push(format!("The link's variant was reset: {e}")));
+            self.variant.set(Variant::default());
+        }
+        if self
+            .focus
+            .get_untracked()
+            .is_some_and(|(l, h)| l >= info.n_layer || h >= info.n_head)
+        {
+            self.focus.set(None);
+        }
+        self.roles.set(Vec::new());
+        // The grid's view for the new model before its first forward, which reads back its maps.
+        self.grid.set(GridView::at_open(info.n_layer, info.n_head));
+        self.info.set(Some(info));
+        self.baseline.set(None);
+        self.current.set(None);
+        self.importance.set(Vec::new());
+        self.rank_status.set(None);
+        self.generated.set(None);
+        self.model_version.update(|v| *v += 1);
+    }
+
+    /// Moves the page to the CPU engine for the rest of the visit, saying why.
+    pub fn leave_gpu(&self, why: &str) {
+        self.engine_badge.set(format!("CPU fallback — {why}"));
+        self.notices.update(|n| {
+            n.push(format!(
+                "Switched to the CPU engine: {why}. Results are the same, only slower."
+            ))
+        });
+    }
+
+    /// Ablates head `(layer, head)` with the page's ablation mode, or restores it if it was
+    /// ablated.
+    pub fn toggle_head(&self, layer: usize, head: usize) {
+        let mode = self.ablate_mode.get_untracked();
+        self.variant.update(|v| {
+            let mut ablate = v.heads.take().map(|h| h.ablate).unwrap_or_default();
+            if let Some(pos) = ablate.iter().position(|p| *p == [layer, head]) {
+                ablate.remove(pos);
+            } else {
+                ablate.push([layer, head]);
+            }
+            v.heads = (!ablate.is_empty()).then_some(HeadAblation { ablate, mode });
+            *v = v.normalised();
+        });
     }
 }
 

@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 
 use crate::controller::Controller;
-use crate::panels::plot::{Plot, PlotData, PlotPoint, PlotSeries};
+use crate::plot::{Plot, PlotData, PlotPoint, PlotSeries};
 use crate::protocol::{Analysis, AnalysisTool};
 use crate::state::Ui;
 
@@ -175,7 +175,7 @@ pub fn AnalysisPanel() -> impl IntoView {
                 .unwrap_or_else(|| Err("no model".into())),
         };
         match ids {
-            Ok(corrupt) => ctl.analyse(ui, AnalysisTool::Patch { corrupt }),
+            Ok(corrupt) => ctl.analyse(AnalysisTool::Patch { corrupt }),
             Err(e) => ui.error.set(Some(e)),
         }
     };
@@ -284,12 +284,12 @@ pub fn AnalysisPanel() -> impl IntoView {
         <h2>"Look inside"</h2>
         <div class="tools">
             <p>
-                <button data-testid="run-lens" disabled=busy on:click=move |_| ctl.analyse(ui, AnalysisTool::Lens)>"Logit lens"</button>
+                <button data-testid="run-lens" disabled=busy on:click=move |_| ctl.analyse(AnalysisTool::Lens)>"Logit lens"</button>
                 " What the model would predict if it stopped after each layer: its final norm and unembedding applied to the residual stream."
             </p>
             <p>
                 <button data-testid="run-attribution" disabled=busy
-                    on:click=move |_| ctl.analyse(ui, AnalysisTool::Attribute { target: None })>"Attribution"</button>
+                    on:click=move |_| ctl.analyse(AnalysisTool::Attribute { target: None })>"Attribution"</button>
                 " How much each head and each MLP writes directly into the predicted token's logit."
             </p>
             <p>
@@ -303,15 +303,15 @@ pub fn AnalysisPanel() -> impl IntoView {
                 </button>
             </p>
             <p>
-                <button data-testid="run-circuits" disabled=busy on:click=move |_| ctl.analyse(ui, AnalysisTool::Circuits)>"Circuits"</button>
+                <button data-testid="run-circuits" disabled=busy on:click=move |_| ctl.analyse(AnalysisTool::Circuits)>"Circuits"</button>
                 " What each head looks for and writes (its QK and OV circuits), and which heads read what earlier heads write, from the weights alone."
             </p>
             <p>
-                <button data-testid="run-kv-tradeoff" disabled=busy on:click=move |_| ctl.analyse(ui, AnalysisTool::KvTradeoff)>"KV cache vs quality"</button>
+                <button data-testid="run-kv-tradeoff" disabled=busy on:click=move |_| ctl.analyse(AnalysisTool::KvTradeoff)>"KV cache vs quality"</button>
                 " Every way to shrink the key/value cache — fewer key/value heads (MHA → GQA → MQA), a lower joint K/V rank (a latent) or fewer PCA components per head — run on this input: bytes per token against KL to the unmodified model. Lower left is better; the ring is your current setting."
             </p>
             <p>
-                <button data-testid="run-layer-drop" disabled=busy on:click=move |_| ctl.analyse(ui, AnalysisTool::LayerDrop)>"Layer-drop ranking"</button>
+                <button data-testid="run-layer-drop" disabled=busy on:click=move |_| ctl.analyse(AnalysisTool::LayerDrop)>"Layer-drop ranking"</button>
                 " Which attention layers change the residual stream least on this input (the cosine similarity of the stream before and after each layer's attention): the first candidates to drop."
             </p>
             <p>

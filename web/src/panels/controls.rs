@@ -1,21 +1,9 @@
 //! The attention controls: every variant the page offers, written into the URL state.
 
-use attn_model::{AblationMode, HeadAblation, Kernel, KernelName, Variant};
+use attn_model::{AblationMode, Kernel, KernelName, Variant};
 use leptos::prelude::*;
 
 use crate::state::Ui;
-
-/// Replaces `variant.heads` after toggling `(layer, head)`.
-pub fn toggle_head(v: &mut Variant, layer: usize, head: usize, mode: AblationMode) {
-    let mut ablate = v.heads.take().map(|h| h.ablate).unwrap_or_default();
-    if let Some(pos) = ablate.iter().position(|p| *p == [layer, head]) {
-        ablate.remove(pos);
-    } else {
-        ablate.push([layer, head]);
-    }
-    v.heads = (!ablate.is_empty()).then_some(HeadAblation { ablate, mode });
-    *v = v.normalised();
-}
 
 fn parse_opt(s: &str) -> Option<usize> {
     s.parse::<usize>().ok().filter(|&n| n >= 1)

@@ -26,7 +26,7 @@ pub fn CostPanel() -> impl IntoView {
             <dd>{move || comparison().and_then(|c| Some(format!("{:.3} → {:.3} nats", c.baseline_nll?, c.variant_nll?)))}</dd>
             <dt>"KV cache per token"</dt>
             <dd>{move || {
-                let kv = |r: &Option<crate::session::RunResult>| r.as_ref().map(|r| r.kv_bytes_per_token);
+                let kv = |r: &Option<crate::protocol::RunResult>| r.as_ref().map(|r| r.kv_bytes_per_token);
                 let (b, c) = (ui.baseline.with(kv)?, ui.current.with(kv)?);
                 Some(format!("{b} → {c} bytes"))
             }}

@@ -7,9 +7,7 @@ use leptos::prelude::*;
 
 use crate::browser;
 use crate::heatmap;
-use crate::panels::controls::toggle_head;
-use crate::protocol::MapsWanted;
-use crate::session::RunResult;
+use crate::protocol::{MapsWanted, RunResult};
 use crate::state::{MapSize, Ui};
 
 fn role_badge(roles: &[HeadRoles], layer: usize, head: usize) -> Option<&'static str> {
@@ -227,10 +225,7 @@ pub fn HeatmapCell(layer: usize, head: usize, causal: bool) -> impl IntoView {
                 })}
                 <button class="ablate" data-testid="ablate-toggle" aria-pressed=move || ablated().to_string()
                     title="Ablate this head"
-                    on:click=move |_| {
-                        let mode = ui.ablate_mode.get_untracked();
-                        ui.variant.update(|v| toggle_head(v, layer, head, mode));
-                    }>
+                    on:click=move |_| ui.toggle_head(layer, head)>
                     {move || if ablated() { "restore" } else { "ablate" }}
                 </button>
             </div>

@@ -18,7 +18,7 @@ pub fn ImportancePanel() -> impl IntoView {
             let mut base = ui.variant.get_untracked();
             base.heads = None;
             let tokens = ui.tokens.get_untracked();
-            ctl.rank_heads(ui, base, tokens, ui.ablate_mode.get_untracked());
+            ctl.rank_heads(base, tokens, ui.ablate_mode.get_untracked());
         }
     };
     let prune = move |_| {

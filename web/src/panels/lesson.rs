@@ -9,11 +9,10 @@ use attn_model::{Lesson, Measured, Variant};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::app::load_builtin;
 use crate::browser;
 use crate::controller::Controller;
 use crate::manifest::ModelEntry;
-use crate::panels::plot::{Plot, PlotData, PlotPoint, PlotSeries};
+use crate::plot::{Plot, PlotData, PlotPoint, PlotSeries};
 use crate::state::Ui;
 
 /// Where the lessons live, relative to the page.
@@ -67,7 +66,7 @@ fn entry_for(ui: Ui, step: &LessonStep) -> Option<ModelEntry> {
 /// Puts the page in the state a step describes: its model (loaded when another one is shown),
 /// its input and its variant.
 pub fn apply_step(ui: Ui, ctl: Controller, step: &LessonStep) {
-    ctl.cancel_measurement(ui);
+    ctl.cancel_measurement();
     ui.measured.set(None);
     let Some(entry) = entry_for(ui, step) else {
         ui.error.set(Some(format!(
@@ -87,7 +86,7 @@ pub fn apply_step(ui: Ui, ctl: Controller, step: &LessonStep) {
         // The variant waits for the model: it may not fit the one shown now.
         ui.variant.set(Variant::default());
         ui.pending_variant.set_value(Some(step.variant.clone()));
-        load_builtin(ui, ctl, entry);
+        ctl.load_builtin(entry);
     }
 }
 
@@ -195,11 +194,11 @@ fn lesson_view(ui: Ui, lesson: Lesson) -> impl IntoView {
         view! {
             <p>
                 <button data-testid="lesson-measure" disabled=move || !ready()
-                    on:click=move |_| ctl.measure(ui, m.clone())>"Run the experiment"</button>
+                    on:click=move |_| ctl.measure(m.clone())>"Run the experiment"</button>
                 {move || ui.measuring.get().map(|s| view! {
                     <span class="progress" data-testid="lesson-progress">
                         {if s.total > 0 { format!(" Measuring… {} of {} forwards ", s.done, s.total) } else { " Measuring… ".to_string() }}
-                        <button on:click=move |_| ctl.cancel_measurement(ui)>"Cancel"</button>
+                        <button on:click=move |_| ctl.cancel_measurement()>"Cancel"</button>
                     </span>
                 })}
             </p>

@@ -11,5 +11,4 @@ pub mod lesson;
 pub mod model;
 pub mod notices;
 pub mod output;
-pub mod plot;
 pub mod train;

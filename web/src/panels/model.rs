@@ -4,7 +4,6 @@ use attn_model::Variant;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::app::load_builtin;
 use crate::controller::Controller;
 use crate::state::Ui;
 
@@ -22,7 +21,7 @@ pub fn ModelPanel() -> impl IntoView {
                 .set(entry.examples.first().cloned().unwrap_or_default());
             ui.variant.set(Variant::default());
             ui.focus.set(None);
-            load_builtin(ui, ctl, entry);
+            ctl.load_builtin(entry);
         }
     };
     let on_files = move |ev: leptos::ev::Event| {

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use crate::controller::Controller;
-use crate::session::RunResult;
+use crate::protocol::RunResult;
 use crate::state::Ui;
 use crate::task_check::{self, Expected};
 
@@ -64,7 +64,7 @@ pub fn OutputPanel() -> impl IntoView {
     let generate = move |_| {
         if progress.get_untracked().is_none() {
             let (tokens, variant) = (ui.tokens.get_untracked(), ui.variant.get_untracked());
-            ctl.generate(ui, tokens, variant, 40);
+            ctl.generate(tokens, variant, 40);
         }
     };
     view! {

@@ -1,5 +1,5 @@
 //! The compute worker with wasm threads. `web/attn-worker-threads.js`, a module worker the page
-//! starts where it is cross-origin isolated (`controller::WorkerBuild`), loads this module,
+//! starts where it is cross-origin isolated (`worker_build::WorkerBuild`), loads this module,
 //! starts rayon's pool (`initThreadPool`: web workers that instantiate the same module on the
 //! same shared memory) and then calls [`start`], which runs the same compute worker as
 //! `bin/attn-worker.rs`. The CPU engine's matrix products then split across the pool
