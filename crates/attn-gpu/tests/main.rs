@@ -10,5 +10,6 @@ mod browser;
 mod common;
 mod engine;
 mod engine_api;
+mod layering;
 mod parity;
 mod training;

@@ -13,6 +13,7 @@ mod files;
 mod healing;
 mod hf_parity;
 mod kv_pca;
+mod layering;
 mod lessons;
 mod robustness;
 mod stream;

@@ -1,7 +1,10 @@
 //! What the workspace's test suites share (a dev-dependency only): comparing computed numbers
 //! against a reference — PyTorch's, the CPU engine's — within a relative tolerance, with a
 //! message that names the worst element. No dependencies, so every crate can use it, natively
-//! and in wasm.
+//! and in wasm. `layering` reads a crate's sources and finds import circles between its
+//! modules.
+
+pub mod layering;
 
 /// The tolerance the engines are held to: `|actual − expected| ≤ 1e-4 · max(1, |expected|)`.
 pub const TOLERANCE: f64 = 1e-4;
