@@ -20,47 +20,34 @@
 //!
 //! The formulas of every variant are in `docs/VARIANTS.md`; the file format in `docs/FORMAT.md`.
 
-pub mod attribution;
-pub mod circuits;
-pub mod config;
+// The crate's parts, one folder each; the modules keep their short paths (`attn_model::forward`,
+// `attn_model::config`, …) through the re-exports below.
+pub mod analysis;
 pub mod engine;
 pub mod error;
-pub mod fastmath;
-pub mod format;
-pub mod forward;
-pub mod fuzzing;
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod gemm_simd128;
-pub mod generate;
-pub mod hf;
-pub mod importance;
-pub mod lens;
+pub mod io;
 pub mod lesson;
-pub mod linalg;
-pub mod load;
-pub mod metrics;
 pub mod model;
-pub mod patching;
-pub mod pool;
-pub mod prepare;
-pub mod roles;
-pub mod rope;
-pub mod schema;
-pub mod tensors;
-pub mod thumbnail;
-pub mod tokenizer;
-pub mod tradeoff;
 pub mod training;
-pub mod url;
-pub mod variant;
-pub mod weights;
+
+pub use analysis::{
+    attribution, circuits, generate, importance, lens, metrics, patching, roles, thumbnail,
+    tradeoff,
+};
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) use engine::gemm_simd128;
+pub use engine::{fastmath, forward, linalg, pool, prepare, rope};
+pub use io::{format, fuzzing, hf, load, tensors, tokenizer};
+pub use model::{config, schema, url, variant, weights};
 
 pub use attribution::{direct_logit_attribution, Attribution};
 pub use circuits::{circuits, Circuits, HeadCircuit};
 pub use config::{Activation, Family, ModelConfig, Norm, Positional, Rope, RopeScaling};
+pub use engine::cpu::{CpuEngine, CpuEngineStats};
+pub use engine::output::Output;
 pub use engine::{now, Captured, Engine, HookPoint, Hooks, Outcome, Progress, Readback, Step};
 pub use error::{ModelError, Result};
-pub use forward::{forward, forward_hooked, CpuEngine, CpuEngineStats, Output};
+pub use forward::{forward, forward_hooked};
 pub use generate::{generate, Sampling};
 pub use importance::{head_importance, prune_to_budget, HeadImportance};
 pub use lens::{logit_lens, LogitLens};

@@ -10,7 +10,8 @@
 //! what the block adds besides attention (read from the residual stream on either side).
 
 use crate::config::Norm;
-use crate::engine::{AttentionMaps, Engine, HookPoint, Hooks, LogitRows, Readback};
+use crate::engine::api::{AttentionMaps, Engine, LogitRows, Readback};
+use crate::engine::hooks::{HookPoint, Hooks};
 use crate::error::ModelError;
 use crate::model::Model;
 

@@ -5,9 +5,9 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, Outcome, Progress, Readback, Step};
+use crate::engine::api::{Engine, Outcome, Progress, Readback, Step};
+use crate::engine::output::argmax;
 use crate::error::ModelError;
-use crate::forward::argmax;
 use crate::linalg::softmax;
 
 /// How to pick each next token.
@@ -102,7 +102,7 @@ pub async fn generate<E: Engine>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{now, unwatched};
+    use crate::engine::api::{now, unwatched};
     use crate::{CpuEngine, Model, ModelConfig};
 
     #[test]

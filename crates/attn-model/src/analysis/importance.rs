@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, Outcome, Progress, Readback, Step};
+use crate::engine::api::{Engine, Outcome, Progress, Readback, Step};
 use crate::metrics::{compare, next_token_nll};
 use crate::variant::{AblationMode, HeadAblation, Variant};
 
@@ -35,7 +35,7 @@ pub async fn head_importance<E: Engine>(
 ) -> Result<Outcome<Vec<HeadImportance>>, E::Error> {
     let previous = engine.variant().clone();
     let outcome = rank_heads(engine, base, tokens, mode, progress).await;
-    crate::engine::restore_variant(engine, &previous, outcome)
+    crate::engine::api::restore_variant(engine, &previous, outcome)
 }
 
 async fn rank_heads<E: Engine>(
@@ -113,7 +113,7 @@ pub fn prune_to_budget(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{now, unwatched};
+    use crate::engine::api::{now, unwatched};
     use crate::{CpuEngine, Model, ModelConfig};
 
     fn rank(engine: &mut CpuEngine, base: &Variant) -> Vec<HeadImportance> {

@@ -2,7 +2,8 @@
 //! stream before each layer and after the last, so one sees at which depth a prediction forms.
 //! Entry `n_layer` is the model's logits.
 
-use crate::engine::{Engine, HookPoint, Hooks, Readback};
+use crate::engine::api::{Engine, Readback};
+use crate::engine::hooks::{HookPoint, Hooks};
 use crate::forward::output_logits;
 
 /// The lens of one input: `logits[l]` is `[T, n_out]`, the unembedding of the residual stream
@@ -24,9 +25,9 @@ impl LogitLens {
     /// (`n_layer` when it only becomes so at the output).
     pub fn settles_at(&self, t: usize) -> usize {
         let last = self.logits.len() - 1;
-        let final_top = crate::forward::argmax(self.at(last, t));
+        let final_top = crate::engine::output::argmax(self.at(last, t));
         let mut depth = last;
-        while depth > 0 && crate::forward::argmax(self.at(depth - 1, t)) == final_top {
+        while depth > 0 && crate::engine::output::argmax(self.at(depth - 1, t)) == final_top {
             depth -= 1;
         }
         depth
@@ -44,8 +45,8 @@ pub async fn logit_lens<E: Engine>(engine: &mut E, tokens: &[u32]) -> Result<Log
         replace: Vec::new(),
     };
     let readback = Readback {
-        logits: crate::engine::LogitRows::None,
-        attention: crate::engine::AttentionMaps::None,
+        logits: crate::engine::api::LogitRows::None,
+        attention: crate::engine::api::AttentionMaps::None,
         head_out_norms: false,
     };
     let (_, captured) = engine.forward_hooked(tokens, &readback, &hooks).await?;

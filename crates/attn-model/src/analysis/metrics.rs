@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::forward::Output;
+use crate::engine::output::Output;
 use crate::linalg::log_softmax;
 
 /// Baseline-versus-variant numbers for one input.

@@ -4,9 +4,10 @@
 //! fraction `(patched − corrupted) / (clean − corrupted)` of it. Each head's output (at every
 //! position) is patched in turn, then the residual stream before each layer at each position.
 
-use crate::engine::{Engine, HookPoint, Hooks, LogitRows, Outcome, Progress, Readback, Step};
+use crate::engine::api::{Engine, LogitRows, Outcome, Progress, Readback, Step};
+use crate::engine::hooks::{HookPoint, Hooks};
+use crate::engine::output::Output;
 use crate::error::ModelError;
-use crate::forward::Output;
 
 /// What patching found; `NaN` (JSON `null`) where clean and corrupted agree, so nothing can be
 /// recovered.
@@ -51,7 +52,7 @@ pub async fn activation_patching<E: Engine>(
     let t_len = clean.len();
     let last_row = Readback {
         logits: LogitRows::Last,
-        attention: crate::engine::AttentionMaps::None,
+        attention: crate::engine::api::AttentionMaps::None,
         head_out_norms: false,
     };
     let metric = |o: &Output| {

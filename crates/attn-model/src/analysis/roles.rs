@@ -4,17 +4,15 @@
 //! merely looking back, plus a copying score from the head's OV circuit ("A Mathematical Framework
 //! for Transformer Circuits").
 
-use rand_chacha::rand_core::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, Readback};
-use crate::forward::Output;
+use crate::engine::api::{Engine, Readback};
+use crate::engine::output::Output;
 use crate::linalg::{matmul, MatRef};
 use crate::model::Model;
 
-/// Sequences in the probe batch.
-pub const PROBE_SEQUENCES: usize = 8;
+// The probe the roles are scored on, where it was defined before `engine/inputs.rs`.
+pub use crate::engine::inputs::{role_probe, PROBE_SEQUENCES};
 
 /// A score below which no role is named.
 pub const ROLE_THRESHOLD: f32 = 0.4;
@@ -58,25 +56,6 @@ impl HeadRoles {
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(name, _)| name)
     }
-}
-
-/// The probe: [`PROBE_SEQUENCES`] sequences, each `n` distinct random tokens twice, with
-/// `2n ≤ n_ctx`, `n ≤ 32` and `n ≤ vocab_size`. Deterministic in `seed`.
-pub fn role_probe(vocab_size: usize, n_ctx: usize, seed: u64) -> Vec<Vec<u32>> {
-    let n = (n_ctx / 2).min(32).min(vocab_size).max(1);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..PROBE_SEQUENCES)
-        .map(|_| {
-            // The first n of a partial Fisher–Yates shuffle of the vocabulary.
-            let mut ids: Vec<u32> = (0..vocab_size as u32).collect();
-            for i in 0..n {
-                let j = i + (rng.next_u64() % (vocab_size - i) as u64) as usize;
-                ids.swap(i, j);
-            }
-            let half = &ids[..n];
-            half.iter().chain(half).copied().collect()
-        })
-        .collect()
 }
 
 /// Scores every head of the engine's current variant on the probe (one forward per sequence,

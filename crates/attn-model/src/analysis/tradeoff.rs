@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, Outcome, Progress, Readback, Step};
+use crate::engine::api::{Engine, Outcome, Progress, Readback, Step};
 use crate::metrics::compare;
 use crate::variant::Variant;
 
@@ -86,7 +86,7 @@ pub async fn kv_cache_tradeoff<E: Engine>(
 ) -> Result<Outcome<Vec<TradeoffPoint>>, E::Error> {
     let previous = engine.variant().clone();
     let outcome = sweep(engine, tokens, progress).await;
-    crate::engine::restore_variant(engine, &previous, outcome)
+    crate::engine::api::restore_variant(engine, &previous, outcome)
 }
 
 async fn sweep<E: Engine>(
@@ -127,7 +127,7 @@ async fn sweep<E: Engine>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::now;
+    use crate::engine::api::now;
     use crate::{CpuEngine, Model, ModelConfig};
 
     #[test]

@@ -1,94 +1,23 @@
 //! The CPU reference forward pass: plain, readable `f32` Rust that every other engine is checked
 //! against. Runtime-side variants (window, top-k, β, kernel, ablation, dropped layers) are
-//! applied here; weight-side ones were applied by [`crate::prepare()`].
-
-use std::sync::Arc;
+//! applied here; weight-side ones were applied by [`crate::prepare()`]. The CPU engine that
+//! runs it is `engine/cpu.rs`.
 
 use crate::config::ModelConfig;
-use crate::engine::{Captured, HookPoint, Hooks};
+use crate::engine::hooks::{Captured, HookPoint, Hooks};
+use crate::engine::prepared::PreparedModel;
 use crate::error::{ModelError, Result};
 use crate::fastmath::softmax_in_place;
 use crate::linalg::{
-    activate_in_place, elu_plus_one, linear, matmul, matmul_add_rows, norm, softmax,
-    times_table_transposed, MatRef,
+    activate_in_place, elu_plus_one, linear, matmul, matmul_add_rows, norm, times_table_transposed,
+    MatRef,
 };
 use crate::model::Model;
-use crate::prepare::{prepare, PreparedModel};
 use crate::rope::RotaryTable;
 use crate::variant::{AblationMode, Kernel, KernelName, Variant};
 
-/// Everything one forward pass produces.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Output {
-    /// Number of input positions `T`.
-    pub seq_len: usize,
-    pub n_layer: usize,
-    pub n_head: usize,
-    /// Width of a logits row: the vocabulary, or the number of classes.
-    pub n_out: usize,
-    /// `[T, n_out]`, for every position.
-    pub logits: Vec<f32>,
-    /// `[L, H, T, T]`: row `i` of map `(l, h)` is how query `i` spreads its attention over keys.
-    pub attention: Vec<f32>,
-    /// `[L, H, T]`: Euclidean norm of each head's output row before the output projection.
-    pub head_out_norms: Vec<f32>,
-    /// KV-cache bytes per token (fp32) under the variant that produced this output.
-    pub kv_bytes_per_token: usize,
-}
-
-impl Output {
-    /// The logits of position `t`.
-    pub fn logits_at(&self, t: usize) -> &[f32] {
-        &self.logits[t * self.n_out..(t + 1) * self.n_out]
-    }
-
-    /// The `T × T` attention map of head `head` in layer `layer`, row-major (query, key).
-    pub fn attention_map(&self, layer: usize, head: usize) -> &[f32] {
-        let t2 = self.seq_len * self.seq_len;
-        let start = (layer * self.n_head + head) * t2;
-        &self.attention[start..start + t2]
-    }
-
-    /// The norms of head `head` of layer `layer` at every position.
-    pub fn head_norms(&self, layer: usize, head: usize) -> &[f32] {
-        let start = (layer * self.n_head + head) * self.seq_len;
-        &self.head_out_norms[start..start + self.seq_len]
-    }
-
-    /// The `k` most probable outputs at position `t`, as (id, probability), most probable first.
-    pub fn top_at(&self, t: usize, k: usize) -> Vec<(u32, f32)> {
-        top_k(self.logits_at(t), k)
-    }
-
-    /// The most probable output id at position `t`.
-    pub fn argmax_at(&self, t: usize) -> u32 {
-        argmax(self.logits_at(t))
-    }
-}
-
-/// The `k` most probable ids of one row of logits, as (id, probability), most probable first
-/// (the smaller id first on ties).
-pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let mut ranked: Vec<(u32, f32)> = softmax(logits)
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| (i as u32, p))
-        .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    ranked.truncate(k);
-    ranked
-}
-
-/// Index of the largest value (the first one on ties).
-pub fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
+// What a forward returns, where it was defined before `engine/output.rs`.
+pub use crate::engine::output::{argmax, top_k, Output};
 
 /// Checks that `tokens` can be run: not empty, no longer than the context, all in the vocabulary.
 pub fn check_tokens(config: &ModelConfig, tokens: &[u32]) -> Result<()> {
@@ -579,82 +508,6 @@ fn random_feature_weights(q: MatRef<'_>, k: MatRef<'_>, omega: MatRef<'_>, c: f3
         MatRef::new(&phi_q, t_len, m),
         MatRef::new(&phi_k, t_len, m).t(),
     )
-}
-
-/// What a [`CpuEngine`] did, to check that runtime-only variant changes copy nothing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CpuEngineStats {
-    /// Variant changes.
-    pub variant_changes: u64,
-    /// Variant changes that computed weights (pooling, SVD, random features) rather than
-    /// reusing the previous preparation's.
-    pub weight_preparations: u64,
-}
-
-/// The CPU engine: a model plus the variant currently applied to it.
-#[derive(Clone, Debug)]
-pub struct CpuEngine {
-    prepared: PreparedModel,
-    stats: CpuEngineStats,
-}
-
-impl CpuEngine {
-    /// An engine running the unmodified model.
-    pub fn new(model: Model) -> Result<Self> {
-        Self::shared(Arc::new(model))
-    }
-
-    /// An engine on a model shared with other engines (no copy of the weights).
-    pub fn shared(model: Arc<Model>) -> Result<Self> {
-        let prepared = prepare(&model, &Variant::default())?;
-        Ok(CpuEngine {
-            prepared,
-            stats: CpuEngineStats::default(),
-        })
-    }
-
-    /// Switches to `variant`. Weight-side changes are computed now, once; a change of runtime
-    /// settings only (window, top-k, β, kernel, ablation, dropped layers) reuses them. On error
-    /// the previous variant stays in place.
-    pub fn set_variant(&mut self, variant: &Variant) -> Result<()> {
-        let next = self.prepared.with_variant(variant)?;
-        self.stats.variant_changes += 1;
-        if !next.shares_weights_with(&self.prepared) {
-            self.stats.weight_preparations += 1;
-        }
-        self.prepared = next;
-        Ok(())
-    }
-
-    /// The unmodified model.
-    pub fn model(&self) -> &Model {
-        self.prepared.model()
-    }
-
-    /// The unmodified model, shared.
-    pub fn base(&self) -> &Arc<Model> {
-        self.prepared.base()
-    }
-
-    /// The variant in use.
-    pub fn variant(&self) -> &Variant {
-        &self.prepared.variant
-    }
-
-    /// The model with the current variant applied.
-    pub fn prepared(&self) -> &PreparedModel {
-        &self.prepared
-    }
-
-    /// Counters over the engine's life.
-    pub fn stats(&self) -> CpuEngineStats {
-        self.stats
-    }
-
-    /// Runs one forward pass under the current variant.
-    pub fn forward(&self, tokens: &[u32]) -> Result<Output> {
-        forward(&self.prepared, tokens)
-    }
 }
 
 #[cfg(test)]

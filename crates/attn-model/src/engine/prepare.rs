@@ -2,7 +2,8 @@
 //! (`kv_groups`), low-rank K/V (`kv_rank`) and random features are computed once per weight-side
 //! setting and shared; everything else a variant sets (window, top-k, β, kernel choice, ablation,
 //! dropped layers) is a runtime parameter of the forward pass and costs no copy. Both engines
-//! start from a [`PreparedModel`].
+//! start from a [`PreparedModel`] (`engine/prepared.rs`). Per-head PCA is fitted here, by
+//! running the unmodified model's forward on calibration text (`engine/inputs.rs`).
 
 use std::sync::Arc;
 
@@ -11,123 +12,18 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::config::ModelConfig;
+use crate::engine::forward::forward_hooked;
+use crate::engine::hooks::{HookPoint, Hooks};
 use crate::error::{ModelError, Result};
 use crate::model::{Linear, Model};
-use crate::variant::{Kernel, Variant};
+use crate::variant::Variant;
 
-/// The part of a variant that changes weights: what [`prepare`] computes from the model and
-/// what a preparation can share with the next one when it stays the same.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WeightSettings {
-    /// Key/value heads after mean-pooling.
-    pub kv_groups: Option<usize>,
-    /// Rank of the joint `[W_k | W_v]` after truncation.
-    pub kv_rank: Option<usize>,
-    /// Principal components kept per key/value head.
-    pub kv_pca: Option<usize>,
-    /// Random features `(m, seed)` of the random-feature kernel.
-    pub random_features: Option<(usize, u64)>,
-}
-
-impl WeightSettings {
-    /// The weight-side settings of `variant`.
-    pub fn of(variant: &Variant) -> Self {
-        WeightSettings {
-            kv_groups: variant.kv_groups,
-            kv_rank: variant.kv_rank,
-            kv_pca: variant.kv_pca,
-            random_features: match variant.kernel() {
-                Kernel::RandomFeatures {
-                    random_features,
-                    seed,
-                } => Some((random_features, seed)),
-                _ => None,
-            },
-        }
-    }
-
-    /// Whether these settings change the key/value projections.
-    pub fn changes_kv(&self) -> bool {
-        self.kv_groups.is_some() || self.kv_rank.is_some() || self.kv_pca.is_some()
-    }
-}
-
-/// One layer's key and value projections under a variant.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KvProjection {
-    pub k: Linear,
-    pub v: Linear,
-}
-
-/// A model with a variant applied, ready to run: the unmodified weights (shared, never copied)
-/// plus an overlay of what the variant's weight-side settings replace.
-#[derive(Clone, Debug)]
-pub struct PreparedModel {
-    base: Arc<Model>,
-    /// The base config, with `n_kv_head` the number of key/value heads that remain.
-    pub config: ModelConfig,
-    /// The variant, validated and normalised.
-    pub variant: Variant,
-    /// Per layer, the pooled / truncated key and value projections; `None` keeps the model's own.
-    pub kv: Option<Arc<Vec<KvProjection>>>,
-    /// `attention_dropped[layer]`.
-    pub attention_dropped: Vec<bool>,
-    /// `ablated[layer * n_head + head]`.
-    pub ablated: Vec<bool>,
-    /// For random-feature attention: the Gaussian vectors `ω`, laid out
-    /// `[layer][head][feature][d_head]`.
-    pub random_features: Option<Arc<Vec<f32>>>,
-    /// KV-cache bytes per token (fp32) implied by the variant.
-    pub kv_bytes_per_token: usize,
-}
+// The overlay's types and the calibration text, where they were defined before
+// `engine/prepared.rs` and `engine/inputs.rs`.
+pub use crate::engine::inputs::calibration_inputs;
+pub use crate::engine::prepared::{KvProjection, PreparedModel, WeightSettings};
 
 impl PreparedModel {
-    /// The unmodified model this preparation overlays.
-    pub fn model(&self) -> &Model {
-        &self.base
-    }
-
-    /// The unmodified model, shared.
-    pub fn base(&self) -> &Arc<Model> {
-        &self.base
-    }
-
-    /// The key projection of `layer` under the variant.
-    pub fn key(&self, layer: usize) -> &Linear {
-        match &self.kv {
-            Some(kv) => &kv[layer].k,
-            None => &self.base.blocks[layer].attn.k,
-        }
-    }
-
-    /// The value projection of `layer` under the variant.
-    pub fn value(&self, layer: usize) -> &Linear {
-        match &self.kv {
-            Some(kv) => &kv[layer].v,
-            None => &self.base.blocks[layer].attn.v,
-        }
-    }
-
-    /// The weight-side settings this preparation was made with.
-    pub fn weight_settings(&self) -> WeightSettings {
-        WeightSettings::of(&self.variant)
-    }
-
-    /// Number of random features per head (0 unless the kernel is random-feature attention).
-    pub fn n_random_features(&self) -> usize {
-        match self.variant.kernel() {
-            Kernel::RandomFeatures {
-                random_features, ..
-            } => random_features,
-            _ => 0,
-        }
-    }
-
-    /// Whether head `head` of layer `layer` is ablated.
-    pub fn is_ablated(&self, layer: usize, head: usize) -> bool {
-        self.ablated[layer * self.config.n_head + head]
-    }
-
     /// `variant` applied to the same model, reusing this preparation's weight-side work when the
     /// weight-side settings are the same (then only runtime parameters change: no copy, no SVD).
     /// On error nothing changes.
@@ -149,21 +45,6 @@ impl PreparedModel {
             draw_random_features(&self.base.config, &settings)
         };
         Ok(assemble(self.base.clone(), variant, kv, random_features))
-    }
-
-    /// Whether this preparation and `other` share their weight-side work (the same overlay and
-    /// random features, not copies): what a runtime-only variant change must keep.
-    pub fn shares_weights_with(&self, other: &PreparedModel) -> bool {
-        fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
-            match (a, b) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            }
-        }
-        Arc::ptr_eq(&self.base, &other.base)
-            && same(&self.kv, &other.kv)
-            && same(&self.random_features, &other.random_features)
     }
 }
 
@@ -215,50 +96,6 @@ fn kv_overlay(
     Ok(Some(Arc::new(layers)))
 }
 
-/// How many tokens of each calibration input PCA uses at most.
-const CALIBRATION_TOKENS: usize = 128;
-
-/// The calibration text of per-head PCA (`kv_pca`): the model's example inputs (its metadata's
-/// `example_inputs`, through its tokenizer), each cut to the context and to
-/// `CALIBRATION_TOKENS` (128); for a model without examples or tokenizer, the role probe (random
-/// tokens, a stretch repeated; [`crate::roles::role_probe`]).
-pub fn calibration_inputs(model: &Model) -> Vec<Vec<u32>> {
-    let c = &model.config;
-    let limit = c.n_ctx.min(CALIBRATION_TOKENS);
-    let examples: Vec<Vec<u32>> = model
-        .tokenizer
-        .clone()
-        .and_then(|spec| crate::Tokenizer::from_spec(spec).ok())
-        .zip(
-            model
-                .metadata
-                .get("example_inputs")
-                .and_then(|e| e.as_array()),
-        )
-        .map(|(tokenizer, examples)| {
-            examples
-                .iter()
-                .filter_map(|e| tokenizer.encode(e.as_str()?).ok())
-                .map(|mut ids| {
-                    ids.truncate(limit);
-                    ids
-                })
-                .filter(|ids| ids.len() > 1 && ids.iter().all(|&t| (t as usize) < c.vocab_size))
-                .collect()
-        })
-        .unwrap_or_default();
-    if !examples.is_empty() {
-        return examples;
-    }
-    crate::roles::role_probe(c.vocab_size, limit, 0)
-        .into_iter()
-        .map(|mut ids| {
-            ids.truncate(limit);
-            ids
-        })
-        .collect()
-}
-
 /// Per-head PCA of keys and values (MatryoshkaKV-style, fitted post hoc): runs the unmodified
 /// model on `calibration`, computes every layer's keys and values from its attention input with
 /// the projections in `layers` (already pooled, if pooling), and for each key/value head keeps
@@ -274,9 +111,9 @@ pub fn project_on_principal_components(
 ) -> Result<()> {
     let c = &model.config;
     let base = prepare(model, &Variant::default())?;
-    let hooks = crate::engine::Hooks {
+    let hooks = Hooks {
         capture: (0..c.n_layer)
-            .map(|layer| crate::engine::HookPoint::ResidPre { layer })
+            .map(|layer| HookPoint::ResidPre { layer })
             .collect(),
         replace: Vec::new(),
     };
@@ -284,7 +121,7 @@ pub fn project_on_principal_components(
     let mut inputs: Vec<Vec<f32>> = vec![Vec::new(); c.n_layer];
     let mut rows = 0;
     for tokens in calibration {
-        let (_, captured) = crate::forward::forward_hooked(&base, tokens, &hooks)?;
+        let (_, captured) = forward_hooked(&base, tokens, &hooks)?;
         for (layer, (_, resid)) in captured.into_iter().enumerate() {
             let block = &model.blocks[layer];
             inputs[layer].extend(crate::linalg::norm(

@@ -7,7 +7,7 @@
 //! records the runs.
 
 use crate::config::ModelConfig;
-use crate::forward::CpuEngine;
+use crate::engine::cpu::CpuEngine;
 use crate::lesson::Lesson;
 use crate::model::Model;
 use crate::tensors::TensorStream;

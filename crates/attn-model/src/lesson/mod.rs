@@ -9,9 +9,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
-use crate::engine::{Engine, HookPoint, Hooks, Outcome, Progress, Readback, Step};
+use crate::engine::api::{Engine, Outcome, Progress, Readback, Step};
+use crate::engine::hooks::{HookPoint, Hooks};
+use crate::engine::output::Output;
 use crate::error::{ModelError, Result};
-use crate::forward::Output;
 use crate::importance::head_importance;
 use crate::linalg::log_softmax;
 use crate::metrics::kl_divergence;
@@ -670,7 +671,7 @@ pub async fn run_measurement<E: Engine>(
 ) -> std::result::Result<Outcome<Measured>, E::Error> {
     let previous = engine.variant().clone();
     let outcome = measure(engine, tokens, measurement, progress).await;
-    crate::engine::restore_variant(engine, &previous, outcome)
+    crate::engine::api::restore_variant(engine, &previous, outcome)
 }
 
 async fn measure<E: Engine>(
@@ -996,8 +997,8 @@ pub async fn layer_similarity<E: Engine>(
         replace: Vec::new(),
     };
     let readback = Readback {
-        logits: crate::engine::LogitRows::None,
-        attention: crate::engine::AttentionMaps::None,
+        logits: crate::engine::api::LogitRows::None,
+        attention: crate::engine::api::AttentionMaps::None,
         head_out_norms: false,
     };
     engine.set_variant(&Variant::default())?;
@@ -1044,7 +1045,7 @@ pub async fn layer_similarity<E: Engine>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::unwatched;
+    use crate::engine::api::unwatched;
     use crate::{now, CpuEngine, Model};
 
     fn engine(mlp: bool) -> CpuEngine {

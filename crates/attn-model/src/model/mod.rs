@@ -1,3 +1,7 @@
+//! What a model is: its config (`config`), the parameters a config implies (`schema`), the
+//! weights' storage and precision (`weights`), what the playground can change (`variant`, and
+//! its URL form in `url`), and — in this file — the model itself, [`Model`].
+//!
 //! The weights of a model, held as row-major vectors: the large matrices (dense layers, token
 //! embedding, untied LM head) as [`Weights`] in the precision their file stored them in, the
 //! small ones (norms, biases, position embeddings) as `f32`.
@@ -5,6 +9,12 @@
 //! Every weight matrix is stored `[in, out]` (as GPT-2's `Conv1D` stores it), so a layer is
 //! `y = x · W + b` with `x` a `[rows, in]` matrix. The token embedding and an untied LM head are
 //! `[vocab, d_model]`, so logits are `x · Eᵀ`.
+
+pub mod config;
+pub mod schema;
+pub mod url;
+pub mod variant;
+pub mod weights;
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -381,7 +381,7 @@ pub fn cross_entropy_backward(
     dlogits[target as usize] -= weight;
     (
         -log_probs[target as usize],
-        crate::forward::argmax(logits) == target,
+        crate::engine::output::argmax(logits) == target,
     )
 }
 

@@ -8,11 +8,12 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::engine::cpu::CpuEngine;
+use crate::engine::inputs::role_probe;
 use crate::error::{ModelError, Result};
-use crate::forward::CpuEngine;
 use crate::linalg::log_softmax;
 use crate::model::Model;
-use crate::roles::{role_probe, roles_from_outputs, HeadRoles};
+use crate::roles::{roles_from_outputs, HeadRoles};
 use crate::training::backprop::{check_trainable, loss_and_gradients_with, BatchLoss};
 use crate::training::config::TrainConfig;
 use crate::training::heal::{build_in, Constraint};

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
 use fancy_regex::Regex;
 
-use super::TokenizerError;
+use super::error::TokenizerError;
 
 /// GPT-2's pre-tokenisation: English contractions, then letters, numbers or other symbols (each
 /// run optionally led by one space), then whitespace. `\s+(?!\S)` takes a run of whitespace but
@@ -96,7 +96,7 @@ impl Gpt2Bpe {
     /// Special tokens are the vocabulary's tokens that BPE can never produce: neither a single
     /// byte's token nor the result of a merge. For GPT-2 that is exactly `<|endoftext|>`; for a
     /// `tokenizer.json` it is its added tokens. Deriving them from the vocabulary (rather than
-    /// storing a list) keeps [`super::TokenizerSpec`] in GPT-2's own file shape while a
+    /// storing a list) keeps [`TokenizerSpec`](super::TokenizerSpec) in GPT-2's own file shape while a
     /// tokenizer rebuilt from a model file still recognises them in text.
     pub(super) fn new(
         vocab: &BTreeMap<String, u32>,

@@ -6,7 +6,7 @@
 use crate::tokenizer::TokenizerSpec;
 use rand_chacha::ChaCha8Rng;
 
-use super::{held_out_from, shuffle, uniform, Sequence, TaskData};
+use super::data::{held_out_from, shuffle, uniform, Sequence, TaskData};
 
 /// Longest string.
 const MAX_LEN: usize = 24;

@@ -5,7 +5,7 @@
 use crate::tokenizer::TokenizerSpec;
 use rand_chacha::ChaCha8Rng;
 
-use super::{distinct, held_out_from, uniform, words_text, Sequence, TaskData};
+use super::data::{distinct, held_out_from, uniform, words_text, Sequence, TaskData};
 
 /// Keys `a`–`p`.
 const KEYS: usize = 16;

@@ -4,7 +4,7 @@
 use crate::tokenizer::TokenizerSpec;
 use rand_chacha::ChaCha8Rng;
 
-use super::{held_out_from, number_symbols, uniform, words_text, Sequence, TaskData};
+use super::data::{held_out_from, number_symbols, uniform, words_text, Sequence, TaskData};
 
 /// Digits `0`–`9`.
 const VALUES: usize = 10;

@@ -7,7 +7,7 @@
 use rand_chacha::rand_core::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{MetricKind, Sequence, TaskData};
+use super::data::{MetricKind, Sequence, TaskData};
 use crate::error::{ModelError, Result};
 use crate::tokenizer::TokenizerSpec;
 

@@ -4,7 +4,9 @@
 use crate::tokenizer::TokenizerSpec;
 use rand_chacha::ChaCha8Rng;
 
-use super::{distinct, held_out_from, number_symbols, uniform, words_text, Sequence, TaskData};
+use super::data::{
+    distinct, held_out_from, number_symbols, uniform, words_text, Sequence, TaskData,
+};
 
 /// Numbers `0`–`19`.
 const VALUES: usize = 20;
