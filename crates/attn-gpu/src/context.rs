@@ -1,5 +1,5 @@
 //! The GPU device and everything that lives as long as it: the queue, the adapter's description,
-//! the compiled kernels, and the error and device-lost reports that wgpu delivers by callback.
+//! the kernels compiled on it (a per-device cache: `ops/kernel.rs`), and the error and device-lost reports that wgpu delivers by callback.
 //!
 //! A [`GpuContext`] is cheap to clone (every field is shared), so several engines — the
 //! unmodified model and a variant, say — can run on one device with one set of pipelines.
@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{GpuError, Result};
-use crate::ops::Kernels;
+use crate::ops::kernel::{Kernel, KernelCache, KernelSpec};
 
 /// What the app needs to know about the adapter to pick an engine and to name its choice.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,12 +51,13 @@ pub(crate) struct Reports {
     lost: Option<String>,
 }
 
-/// A WebGPU device with the engine's kernels compiled for it.
+/// A WebGPU device, with the engine's kernels compiled on it as they are first launched.
 #[derive(Clone)]
 pub struct GpuContext {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
-    pub(crate) kernels: Arc<Kernels>,
+    /// The kernels compiled on this device so far (each the first time a plan launches it).
+    kernels: Arc<KernelCache>,
     adapter: AdapterSummary,
     reports: Arc<Mutex<Reports>>,
     /// The largest buffer the engine may create: the device's limit unless lowered.
@@ -66,7 +67,7 @@ pub struct GpuContext {
 }
 
 impl GpuContext {
-    /// Finds an adapter, opens a device and compiles every kernel.
+    /// Finds an adapter and opens a device (kernels are compiled when first launched).
     ///
     /// The device asks for WebGPU's default limits, except the two buffer-size limits, which are
     /// raised to whatever the adapter offers so that larger models fit where the hardware allows
@@ -106,7 +107,7 @@ impl GpuContext {
         pollster::block_on(Self::new())
     }
 
-    /// Opens a device on a given adapter and compiles every kernel.
+    /// Opens a device on a given adapter.
     pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let summary = AdapterSummary::from_info(&info);
@@ -152,15 +153,6 @@ impl GpuContext {
             });
         }
 
-        // Compile every kernel now, once; a shader the device rejects is a bug worth naming.
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let kernels = Kernels::new(&device);
-        if let Some(error) = scope.pop().await {
-            return Err(GpuError::Validation(format!(
-                "compiling the kernels failed: {error}"
-            )));
-        }
-
         let device_limits = device.limits();
         Ok(GpuContext {
             timestamps,
@@ -169,10 +161,20 @@ impl GpuContext {
                 .min(device_limits.max_storage_buffer_binding_size),
             device,
             queue,
-            kernels: Arc::new(kernels),
+            kernels: Arc::new(KernelCache::default()),
             adapter: summary,
             reports,
         })
+    }
+
+    /// `spec` compiled on this device: from the cache, or compiled now the first time.
+    pub(crate) fn kernel(&self, spec: &KernelSpec) -> Kernel {
+        self.kernels.get(&self.device, spec)
+    }
+
+    /// How many kernels have been compiled on this device (each once, when first launched).
+    pub fn compiled_kernels(&self) -> usize {
+        self.kernels.len()
     }
 
     /// Whether the device writes GPU timestamps ([`crate::GpuEngine::set_profiling`]).

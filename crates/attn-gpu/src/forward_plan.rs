@@ -16,9 +16,9 @@ use crate::ops::attention::{self, Masking, MAX_SEQ_LEN};
 use crate::ops::copy::{self, Block};
 use crate::ops::features::{self, RandomFeatures};
 use crate::ops::head_output::{self, HeadBuffers};
-use crate::ops::matmul::{Layout, Matmul};
+use crate::ops::matmul::{self, Layout, Matmul};
 use crate::ops::norm::{self, NormLaunch};
-use crate::ops::{embed, rope, Kernel, Kernels};
+use crate::ops::{embed, rope};
 use crate::plan::{Arg, BufferPool, PlanBuilder, Program};
 use crate::weights::{
     BlockBuffers, LinearBuffers, ModelBuffers, NormBuffers, OutputHead, RotaryBuffers,
@@ -90,7 +90,7 @@ impl HookBuffers<'_> {
         at: Block,
         (rows, cols): (usize, usize),
     ) -> Result<()> {
-        let kernel: &'k Kernel = &rec.kernels.copy;
+        let kernel = &copy::KERNEL;
         let dense = Block::dense(cols);
         for (_, buffer) in self
             .layout
@@ -282,7 +282,6 @@ impl Activations {
 /// Records launches and adds up their FLOPs.
 struct Recorder<'k> {
     plan: PlanBuilder<'k>,
-    kernels: &'k Kernels,
     /// Bound where a kernel's buffer is unused.
     dummy: &'k Arg,
     flops: u64,
@@ -300,7 +299,7 @@ impl<'k> Recorder<'k> {
         self.flops += mm.flops();
         mm.push(
             &mut self.plan,
-            &self.kernels.matmul,
+            &matmul::KERNEL,
             a,
             b,
             bias.unwrap_or(self.dummy),
@@ -346,7 +345,7 @@ impl<'k> Recorder<'k> {
         let inputs = (x, &w.weight, w.bias.as_ref());
         norm::push(
             &mut self.plan,
-            &self.kernels.norm,
+            &norm::KERNEL,
             launch,
             inputs,
             self.dummy,
@@ -361,7 +360,7 @@ impl<'k> Recorder<'k> {
         let table = (rotary.half, rotary.positions);
         rope::push(
             &mut self.plan,
-            &self.kernels.rope,
+            &rope::KERNEL,
             shape,
             table,
             &rotary.table,
@@ -520,10 +519,8 @@ fn record<'k>(
     };
     let buffers = alloc.buffers;
 
-    let kernels = &*ctx.kernels;
     let mut rec = Recorder {
         plan: PlanBuilder::new(ctx),
-        kernels,
         dummy,
         flops: 0,
     };
@@ -531,7 +528,7 @@ fn record<'k>(
 
     embed::push(
         &mut rec.plan,
-        &kernels.embed,
+        &embed::KERNEL,
         n.t,
         n.d,
         &act.tokens,
@@ -656,7 +653,6 @@ fn attention_block(
     rotary: Option<&RotaryBuffers>,
 ) -> Result<()> {
     let c = &prepared.config;
-    let kernels = rec.kernels;
     rec.norm(n, c, &act.x, &block.attn_norm, &act.xn)?;
     rec.linear(n, &act.xn, &block.q, n.q_width, &act.q)?;
     rec.linear(n, &act.xn, k_weights, n.kv_width, &act.k)?;
@@ -688,7 +684,7 @@ fn attention_block(
     };
     attention::push(
         &mut rec.plan,
-        &kernels.attention_probs,
+        &attention::KERNEL,
         n.t,
         n.heads,
         masking,
@@ -714,7 +710,6 @@ fn attention_block(
     };
     head_output::push(
         &mut rec.plan,
-        kernels,
         n.t,
         n.heads,
         n.d_head,
@@ -750,12 +745,11 @@ fn kernel_weights(
     scale: f32,
     out: &Arg,
 ) -> Result<()> {
-    let kernels = rec.kernels;
     if let Some((phi_q, phi_k)) = &act.linear_features {
         // w = φ(q·β/√d) · φ(k)ᵀ with φ = elu + 1.
         features::push_elu(
             &mut rec.plan,
-            &kernels.elu_feature,
+            &features::ELU,
             n.t * n.q_width,
             scale,
             &act.q,
@@ -763,7 +757,7 @@ fn kernel_weights(
         )?;
         features::push_elu(
             &mut rec.plan,
-            &kernels.elu_feature,
+            &features::ELU,
             n.t * n.kv_width,
             1.0,
             &act.k,
@@ -805,13 +799,13 @@ fn kernel_weights(
             group_size: 1,
             c,
         };
-        query.push_query(&mut rec.plan, &kernels.random_feature_query, &act.q, proj_q)?;
+        query.push_query(&mut rec.plan, &features::RANDOM_QUERY, &act.q, proj_q)?;
         let key = RandomFeatures {
             src_stride: n.kv_width,
             group_size: n.group,
             ..query
         };
-        key.push_key(&mut rec.plan, &kernels.random_feature_key, &act.k, proj_k)?;
+        key.push_key(&mut rec.plan, &features::RANDOM_KEY, &act.k, proj_k)?;
         let mut w = Matmul::new(n.t, n.t, n.m);
         w.batch = n.heads;
         w.a = Layout::rows(n.m).batched(n.t * n.m, 1);

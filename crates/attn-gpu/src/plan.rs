@@ -8,7 +8,7 @@ use std::num::NonZeroU64;
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::ops::Kernel;
+use crate::ops::kernel::{Kernel, KernelSpec};
 
 /// A region of a buffer bound to a kernel (`offset` and `size` in bytes).
 #[derive(Clone, Debug)]
@@ -111,8 +111,8 @@ impl Program {
     }
 }
 
-struct Pending<'k> {
-    kernel: &'k Kernel,
+struct Pending {
+    kernel: Kernel,
     args: Vec<Arg>,
     params_offset: u64,
     workgroups: [u32; 3],
@@ -121,7 +121,7 @@ struct Pending<'k> {
 /// Collects kernel launches (see the module doc).
 pub(crate) struct PlanBuilder<'k> {
     ctx: &'k GpuContext,
-    pending: Vec<Pending<'k>>,
+    pending: Vec<Pending>,
     params: Vec<u8>,
     alignment: u64,
     max_workgroups: u32,
@@ -139,15 +139,17 @@ impl<'k> PlanBuilder<'k> {
         }
     }
 
-    /// Adds a launch of `kernel` with parameter block `params` over `args` (its storage bindings
-    /// in order); returns the launch's index in the program.
+    /// Adds a launch of `spec` (compiled on the device the first time, `GpuContext::kernel`) with
+    /// parameter block `params` over `args` (its storage bindings in order); returns the
+    /// launch's index in the program.
     pub(crate) fn push<P: bytemuck::Pod>(
         &mut self,
-        kernel: &'k Kernel,
+        spec: &KernelSpec,
         params: &P,
         args: &[&Arg],
         workgroups: [u32; 3],
     ) -> Result<usize> {
+        let kernel = self.ctx.kernel(spec);
         assert_eq!(
             args.len(),
             kernel.storage.len(),

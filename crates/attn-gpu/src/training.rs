@@ -1,8 +1,8 @@
 //! Training on the GPU: the same computation as attn-model's CPU trainer (its oracle), built
-//! from the forward's kernels (`matmul`, `embed`, `attention_probs`) and the trainer's own
-//! (`TrainKernels` in `ops`). A batch of `B` sequences padded to `T` runs as `B · T` rows
-//! through every dense layer at once, and through attention as one batched product over every
-//! head of every sequence, on head-major copies of Q, K and V.
+//! from the forward's kernels (`matmul`, `embed`, `attention_probs`) and the trainer's own (in
+//! `ops`, compiled on the device the first time a run trains). A batch of `B` sequences padded
+//! to `T` runs as `B · T` rows through every dense layer at once, and through attention as one
+//! batched product over every head of every sequence, on head-major copies of Q, K and V.
 //!
 //! [`loss_and_gradients`] is one batch's loss and gradient (uploads the weights, reads every
 //! gradient back): the check against `training::backprop::loss_and_gradients`. [`GpuTrainer`]
@@ -29,11 +29,11 @@ use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
 use crate::ops::attention::{self, Masking};
 use crate::ops::heads::{self, HeadShape};
-use crate::ops::matmul::{Layout, Matmul};
+use crate::ops::matmul::{self, Layout, Matmul};
 use crate::ops::{
     adamw, column_sums, cross_entropy, elu_backward, embed, embedding_backward, features,
     gelu_backward, head_norm_backward, linear_backward, norm_backward, norm_keep, rope,
-    softmax_backward, TrainKernels,
+    softmax_backward,
 };
 use crate::plan::{Arg, BufferPool, PlanBuilder};
 use crate::readback::read_f32;
@@ -240,8 +240,6 @@ fn rows_at(cols: usize, offset: usize) -> Layout {
 /// Records the launches of one batch's forward and backward (see [`loss_and_gradients`]).
 struct Recorder<'k> {
     plan: PlanBuilder<'k>,
-    kernels: &'k crate::ops::Kernels,
-    train: &'k TrainKernels,
     ctx: &'k GpuContext,
     params: Vec<Arg>,
     grads: Vec<Arg>,
@@ -269,10 +267,9 @@ impl Recorder<'_> {
             ..Matmul::new(self.rows, l.d_out, l.d_in)
         };
         let bias = l.bias.map_or(&self.dummy, |b| &self.params[b]);
-        let kernels = self.kernels;
         mm.push(
             &mut self.plan,
-            &kernels.matmul,
+            &matmul::KERNEL,
             x,
             &self.params[l.weight],
             bias,
@@ -283,7 +280,7 @@ impl Recorder<'_> {
 
     /// A dense layer's backward: `dW += xᵀ·dy`, `db += Σ_rows dy`, and `dx += dy·Wᵀ` when asked.
     fn dense_backward(&mut self, x: &Arg, dy: &Arg, l: LinearAt, dx: Option<&Arg>) -> Result<()> {
-        let (kernels, train, rows) = (self.kernels, self.train, self.rows);
+        let rows = self.rows;
         let dw = Matmul {
             a: Layout::transposed(l.d_in),
             accumulate: true,
@@ -291,7 +288,7 @@ impl Recorder<'_> {
         };
         dw.push(
             &mut self.plan,
-            &kernels.matmul,
+            &matmul::KERNEL,
             x,
             dy,
             &self.dummy,
@@ -300,7 +297,7 @@ impl Recorder<'_> {
         if let Some(b) = l.bias {
             column_sums::push(
                 &mut self.plan,
-                &train.column_sums,
+                &column_sums::KERNEL,
                 (rows, l.d_out),
                 (dy, &self.grads[b]),
             )?;
@@ -313,7 +310,7 @@ impl Recorder<'_> {
             };
             back.push(
                 &mut self.plan,
-                &kernels.matmul,
+                &matmul::KERNEL,
                 dy,
                 &self.params[l.weight],
                 &self.dummy,
@@ -331,10 +328,9 @@ impl Recorder<'_> {
             zeros(self.ctx, rows * d),
             zeros(self.ctx, rows),
         ];
-        let train = self.train;
         norm_keep::push(
             &mut self.plan,
-            &train.norm_keep,
+            &norm_keep::KERNEL,
             (rows, d, self.eps),
             (x, &self.params[n.weight], n.bias.map(|b| &self.params[b])),
             (&kept[0], &kept[1], &kept[2]),
@@ -344,10 +340,9 @@ impl Recorder<'_> {
 
     /// LayerNorm's backward from what [`Recorder::norm_forward`] kept: `dx += …`, `dγ`, `dβ`.
     fn norm_backward(&mut self, kept: &[Arg; 3], n: NormAt, dy: &Arg, dx: &Arg) -> Result<()> {
-        let train = self.train;
         norm_backward::push(
             &mut self.plan,
-            (&train.norm_backward_rows, &train.norm_backward_params),
+            (&norm_backward::ROWS, &norm_backward::PARAMS),
             self.rows,
             self.d,
             &norm_backward::NormBackward {
@@ -417,7 +412,7 @@ impl RotaryRows {
             &self.forward
         };
         let shape = (rec.rows, heads, d_head);
-        let kernel = &rec.kernels.rope;
+        let kernel = &rope::KERNEL;
         rope::push(
             &mut rec.plan,
             kernel,
@@ -436,7 +431,6 @@ impl RotaryRows {
 #[allow(clippy::too_many_arguments)]
 fn record_batch<'k>(
     ctx: &'k GpuContext,
-    train: &'k TrainKernels,
     c: &ModelConfig,
     at: &ParamsAt,
     (params, grads): (&[Arg], &[Arg]),
@@ -488,14 +482,11 @@ fn record_batch<'k>(
         }
     }
 
-    let kernels: &'k crate::ops::Kernels = &ctx.kernels;
     let dummy = zeros(ctx, 1);
     let tokens_b = upload(ctx, &tokens);
     let targets_b = upload(ctx, &targets);
     let mut r = Recorder {
         plan: PlanBuilder::new(ctx),
-        kernels,
-        train,
         ctx,
         params: params.to_vec(),
         grads: grads.to_vec(),
@@ -528,7 +519,7 @@ fn record_batch<'k>(
     };
     embed::push(
         &mut rec.plan,
-        &kernels.embed,
+        &embed::KERNEL,
         rows,
         d,
         &tokens_b,
@@ -563,7 +554,7 @@ fn record_batch<'k>(
     };
     // Rows ↔ head-major copies of `heads` heads.
     let reorder = |rec: &mut Recorder<'k>,
-                   kernel: &'k crate::ops::Kernel,
+                   kernel: &'static crate::ops::kernel::KernelSpec,
                    heads: usize,
                    pair: (&Arg, &Arg)|
      -> Result<()> {
@@ -594,7 +585,7 @@ fn record_batch<'k>(
                 accumulate: true,
                 ..Matmul::new(t_len, d_head, t_len)
             };
-            product.push(&mut rec.plan, &kernels.matmul, maps, rows_of, &dummy, out)?;
+            product.push(&mut rec.plan, &matmul::KERNEL, maps, rows_of, &dummy, out)?;
         }
         Ok(())
     };
@@ -611,9 +602,9 @@ fn record_batch<'k>(
         }
         // Head-major copies, so that one product covers every head of every sequence.
         let (qh, kh, vh) = qkv_zeros();
-        reorder(rec, &train.to_heads, heads, (&q, &qh))?;
-        reorder(rec, &train.to_heads, kv_heads, (&k, &kh))?;
-        reorder(rec, &train.to_heads, kv_heads, (&v, &vh))?;
+        reorder(rec, &heads::TO_HEADS, heads, (&q, &qh))?;
+        reorder(rec, &heads::TO_HEADS, kv_heads, (&k, &kh))?;
+        reorder(rec, &heads::TO_HEADS, kv_heads, (&v, &vh))?;
         let probs = zeros(ctx, n_seq * heads * map);
         // Scaled scores of every head: q_h · k_gᵀ (head i uses key/value head i / group).
         let scores = Matmul {
@@ -627,7 +618,7 @@ fn record_batch<'k>(
         // Linear attention's weights instead: w = φ(q · scale) · φ(k)ᵀ with φ = elu + 1.
         let linear = if linear {
             let (phi_q, phi_k) = (zeros(ctx, rows * q_width), zeros(ctx, rows * kv_width));
-            let elu = &kernels.elu_feature;
+            let elu = &features::ELU;
             features::push_elu(&mut rec.plan, elu, rows * q_width, scale, &qh, &phi_q)?;
             features::push_elu(&mut rec.plan, elu, rows * kv_width, 1.0, &kh, &phi_k)?;
             let w = zeros(ctx, n_seq * heads * map);
@@ -635,15 +626,15 @@ fn record_batch<'k>(
                 alpha: 1.0,
                 ..scores
             };
-            weights.push(&mut rec.plan, &kernels.matmul, &phi_q, &phi_k, &dummy, &w)?;
+            weights.push(&mut rec.plan, &matmul::KERNEL, &phi_q, &phi_k, &dummy, &w)?;
             Some((phi_q, phi_k, w))
         } else {
-            scores.push(&mut rec.plan, &kernels.matmul, &qh, &kh, &dummy, &probs)?;
+            scores.push(&mut rec.plan, &matmul::KERNEL, &qh, &kh, &dummy, &probs)?;
             None
         };
         attention::push(
             &mut rec.plan,
-            &kernels.attention_probs,
+            &attention::KERNEL,
             t_len,
             n_seq * heads,
             Masking {
@@ -663,9 +654,9 @@ fn record_batch<'k>(
             c: head_major(d_head, t_len, 1),
             ..Matmul::new(t_len, d_head, t_len)
         };
-        weighted.push(&mut rec.plan, &kernels.matmul, &probs, &vh, &dummy, &zh)?;
+        weighted.push(&mut rec.plan, &matmul::KERNEL, &probs, &vh, &dummy, &zh)?;
         let z = zeros(ctx, rows * q_width);
-        reorder(rec, &train.from_heads, heads, (&zh, &z))?;
+        reorder(rec, &heads::FROM_HEADS, heads, (&zh, &z))?;
         rec.dense(&z, block.o, &x, None, true)?;
         let mlp = match block.mlp {
             Some((norm, fc, proj)) => {
@@ -701,7 +692,7 @@ fn record_batch<'k>(
             };
             unembed.push(
                 &mut rec.plan,
-                &kernels.matmul,
+                &matmul::KERNEL,
                 &final_norm[0],
                 &params[table],
                 &dummy,
@@ -714,7 +705,7 @@ fn record_batch<'k>(
     let (dlogits, nll, correct) = (zeros(ctx, rows * n_out), zeros(ctx, rows), zeros(ctx, rows));
     cross_entropy::push(
         &mut rec.plan,
-        &train.cross_entropy,
+        &cross_entropy::KERNEL,
         (rows, n_out, 1.0 / scored.max(1) as f32),
         (&logits, &targets_b),
         (&dlogits, &nll, &correct),
@@ -732,7 +723,7 @@ fn record_batch<'k>(
             };
             dtable.push(
                 &mut rec.plan,
-                &kernels.matmul,
+                &matmul::KERNEL,
                 &dlogits,
                 &final_norm[0],
                 &dummy,
@@ -741,7 +732,7 @@ fn record_batch<'k>(
             let back = Matmul::new(rows, d, n_out);
             back.push(
                 &mut rec.plan,
-                &kernels.matmul,
+                &matmul::KERNEL,
                 &dlogits,
                 &params[table],
                 &dummy,
@@ -759,7 +750,7 @@ fn record_batch<'k>(
             let dpre = zeros(ctx, rows * fc.d_out);
             gelu_backward::push(
                 &mut rec.plan,
-                &train.gelu_backward,
+                &gelu_backward::KERNEL,
                 rows * fc.d_out,
                 (pre, &dact, &dpre),
             )?;
@@ -774,13 +765,13 @@ fn record_batch<'k>(
         if head_penalty != 0.0 {
             head_norm_backward::push(
                 &mut rec.plan,
-                &train.head_norm_backward,
+                &head_norm_backward::KERNEL,
                 (rows * heads, d_head, head_penalty * norm_scale),
                 (&kept.z, &dz),
             )?;
         }
         let dzh = zeros(ctx, rows * q_width);
-        reorder(rec, &train.to_heads, heads, (&dz, &dzh))?;
+        reorder(rec, &heads::TO_HEADS, heads, (&dz, &dzh))?;
         let (dp, ds) = (
             zeros(ctx, n_seq * heads * map),
             zeros(ctx, n_seq * heads * map),
@@ -794,7 +785,7 @@ fn record_batch<'k>(
             c: rows_at(t_len, 0).batched(map, 1),
             ..Matmul::new(t_len, t_len, d_head)
         };
-        dprobs.push(&mut rec.plan, &kernels.matmul, &dzh, &kept.vh, &dummy, &dp)?;
+        dprobs.push(&mut rec.plan, &matmul::KERNEL, &dzh, &kept.vh, &dummy, &dp)?;
         per_group(rec, &kept.probs, &dzh, &dvh)?;
         // dq_h = dS · k_g for every head (the keys, or linear attention's φ(k)).
         let dqueries = Matmul {
@@ -808,12 +799,12 @@ fn record_batch<'k>(
             None => {
                 softmax_backward::push(
                     &mut rec.plan,
-                    &train.softmax_backward,
+                    &softmax_backward::KERNEL,
                     (n_seq * heads * t_len, t_len, scale),
                     (&kept.probs, &dp, &ds),
                 )?;
                 // dk_g = Σ dSᵀ · q_h over its heads.
-                dqueries.push(&mut rec.plan, &kernels.matmul, &ds, &kept.kh, &dummy, &dqh)?;
+                dqueries.push(&mut rec.plan, &matmul::KERNEL, &ds, &kept.kh, &dummy, &dqh)?;
                 per_group(rec, &ds, &kept.qh, &dkh)?;
             }
             Some((phi_q, phi_k, w)) => {
@@ -821,14 +812,14 @@ fn record_batch<'k>(
                 // then φ' and q̃'s scale.
                 linear_backward::push(
                     &mut rec.plan,
-                    &train.linear_backward,
+                    &linear_backward::KERNEL,
                     (n_seq * heads * t_len, t_len, c.causal),
                     (&kept.probs, &dp, w, &ds),
                 )?;
                 let (dphi_q, dphi_k, _) = qkv_zeros();
-                dqueries.push(&mut rec.plan, &kernels.matmul, &ds, phi_k, &dummy, &dphi_q)?;
+                dqueries.push(&mut rec.plan, &matmul::KERNEL, &ds, phi_k, &dummy, &dphi_q)?;
                 per_group(rec, &ds, phi_q, &dphi_k)?;
-                let elu = &train.elu_backward;
+                let elu = &elu_backward::KERNEL;
                 elu_backward::push(
                     &mut rec.plan,
                     elu,
@@ -844,9 +835,9 @@ fn record_batch<'k>(
             }
         }
         let (dq, dk, dv) = qkv_zeros();
-        reorder(rec, &train.from_heads, heads, (&dqh, &dq))?;
-        reorder(rec, &train.from_heads, kv_heads, (&dkh, &dk))?;
-        reorder(rec, &train.from_heads, kv_heads, (&dvh, &dv))?;
+        reorder(rec, &heads::FROM_HEADS, heads, (&dqh, &dq))?;
+        reorder(rec, &heads::FROM_HEADS, kv_heads, (&dkh, &dk))?;
+        reorder(rec, &heads::FROM_HEADS, kv_heads, (&dvh, &dv))?;
         // The rotation is orthogonal: its backward is its transpose.
         if let Some(rotary) = &rotary {
             rotary.push(rec, true, (heads, d_head), &dq)?;
@@ -863,14 +854,14 @@ fn record_batch<'k>(
     // Embeddings: the token table's rows, and the position table's summed over the sequences.
     embedding_backward::push(
         &mut rec.plan,
-        &train.embedding_backward,
+        &embedding_backward::KERNEL,
         (rows, d, c.vocab_size),
         (&tokens_b, &dx, &grads[at.token_embedding]),
     )?;
     if let Some(p) = at.position_embedding {
         column_sums::push(
             &mut rec.plan,
-            &train.column_sums,
+            &column_sums::KERNEL,
             (n_seq, t_len * d),
             (&dx, &grads[p]),
         )?;
@@ -978,11 +969,9 @@ pub async fn loss_and_gradients_with(
         .map(|g| g.len())
         .collect();
     let grads: Vec<Arg> = sizes.iter().map(|&n| zeros(ctx, n)).collect();
-    let train = TrainKernels::new(&ctx.device);
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     let (recorder, recorded) = record_batch(
         ctx,
-        &train,
         &model.config,
         &at,
         (&params, &grads),
@@ -1032,7 +1021,6 @@ pub fn loss_and_gradients_blocking(
 pub struct GpuTrainer {
     task: Task,
     ctx: GpuContext,
-    kernels: TrainKernels,
     config: TrainConfig,
     data: Box<dyn TaskData>,
     rng: ChaCha8Rng,
@@ -1085,7 +1073,6 @@ impl GpuTrainer {
         Ok(GpuTrainer {
             task,
             ctx: ctx.clone(),
-            kernels: TrainKernels::new(&ctx.device),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             grads: sizes.iter().map(|&n| zeros(ctx, n)).collect(),
             moments: sizes
@@ -1155,7 +1142,6 @@ impl GpuTrainer {
         }
         let (mut recorder, recorded) = record_batch(
             ctx,
-            &self.kernels,
             &self.template.config,
             &self.at,
             (&self.params, &self.grads),
@@ -1180,7 +1166,7 @@ impl GpuTrainer {
         for (i, (m, v)) in self.moments.iter().enumerate() {
             adamw::push(
                 &mut recorder.plan,
-                (&self.kernels.adamw_clip, &self.kernels.adamw_update),
+                (&adamw::CLIP, &adamw::UPDATE),
                 self.sizes[i],
                 clip,
                 adam,

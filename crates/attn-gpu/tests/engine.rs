@@ -22,6 +22,31 @@ fn model() -> Model {
     Model::random(ModelConfig::tiny(50), 3, 0.4).unwrap()
 }
 
+/// Kernels come from the device's cache: opening a device compiles none, a forward compiles
+/// what it launches once, and the next forwards and engines on the device compile nothing more.
+#[test]
+fn kernels_are_compiled_once_per_device_when_first_launched() {
+    let ctx = pollster::block_on(common::new_context());
+    assert_eq!(
+        ctx.compiled_kernels(),
+        0,
+        "opening a device compiles nothing"
+    );
+    let mut engine = GpuEngine::new(&ctx, model()).unwrap();
+    engine.forward_blocking(&[1, 2, 3]).unwrap();
+    let compiled = ctx.compiled_kernels();
+    // embed, norm, matmul, attention probabilities, head output (tiny() has no rotary table).
+    assert!((4..=8).contains(&compiled), "{compiled} kernels");
+    engine.forward_blocking(&[3, 2, 1, 4]).unwrap();
+    let mut other = GpuEngine::new(&ctx, model()).unwrap();
+    other.forward_blocking(&[1, 2]).unwrap();
+    assert_eq!(
+        ctx.compiled_kernels(),
+        compiled,
+        "the same kernels come from the cache"
+    );
+}
+
 #[test]
 fn one_submit_and_no_allocation_on_the_hot_path() {
     let mut engine = GpuEngine::new(&ctx(), model()).unwrap();

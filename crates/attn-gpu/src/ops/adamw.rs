@@ -4,7 +4,7 @@
 use attn_model::training::optimizer::AdamStep;
 
 use crate::error::Result;
-use crate::ops::{elementwise_groups, Access, Kernel};
+use crate::ops::kernel::{elementwise_groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("adamw.wgsl");
@@ -30,13 +30,13 @@ const ACCESS: &[Access] = &[
     Access::ReadWrite,
 ];
 
-/// The clipping kernel and the update kernel.
-pub(crate) fn kernels(device: &wgpu::Device, module: &wgpu::ShaderModule) -> (Kernel, Kernel) {
-    (
-        Kernel::new::<Params>(device, module, "adamw_clip", "clip", ACCESS),
-        Kernel::new::<Params>(device, module, "adamw_update", "update", ACCESS),
-    )
-}
+/// The `clip` entry point of `adamw.wgsl`.
+pub(crate) const CLIP: KernelSpec =
+    KernelSpec::new::<Params>("adamw_clip", "adamw", SHADER, "clip", ACCESS);
+
+/// The `update` entry point of `adamw.wgsl`.
+pub(crate) const UPDATE: KernelSpec =
+    KernelSpec::new::<Params>("adamw_update", "adamw", SHADER, "update", ACCESS);
 
 /// One parameter tensor's buffers: the weights, the gradient, the two moments, and one `f32`
 /// of scratch for the clipping coefficient.
@@ -52,7 +52,7 @@ pub(crate) struct AdamBuffers<'a> {
 /// norm, or none), then the update with `step`'s constants.
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    (clip_kernel, update_kernel): (&'k Kernel, &'k Kernel),
+    (clip_kernel, update_kernel): (&'static KernelSpec, &'static KernelSpec),
     n: usize,
     clip: Option<f32>,
     step: AdamStep,
@@ -84,7 +84,6 @@ mod tests {
     #[test]
     fn three_steps_match_the_cpu_twin() {
         let ctx = testing::context();
-        let kernels = crate::ops::TrainKernels::new(&ctx.device);
         for (n, clip, keep, seed) in [
             (1, None, 1.0, 1),
             (300, Some(0.5), 1.0, 2),
@@ -114,15 +113,7 @@ mod tests {
                     coef: &coef_b,
                 };
                 let got = testing::run(&ctx, &param_b, |plan| {
-                    push(
-                        plan,
-                        (&kernels.adamw_clip, &kernels.adamw_update),
-                        n,
-                        clip,
-                        step,
-                        &buffers,
-                    )
-                    .unwrap();
+                    push(plan, (&CLIP, &UPDATE), n, clip, step, &buffers).unwrap();
                 });
                 let what = format!("n {n}, clip {clip:?}, step {t}");
                 testing::assert_close(

@@ -3,7 +3,7 @@
 //! written out, in place of the scores, because the heatmaps are the product.
 
 use crate::error::Result;
-use crate::ops::{Access, Kernel};
+use crate::ops::kernel::{Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("attention.wgsl");
@@ -23,15 +23,14 @@ struct Params {
     _pad: [u32; 3],
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "attention_probs",
-        "main",
-        &[Access::ReadWrite, Access::Read],
-    )
-}
+/// The `main` entry point of `attention.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "attention_probs",
+    "attention",
+    SHADER,
+    "main",
+    &[Access::ReadWrite, Access::Read],
+);
 
 /// The runtime attention settings of one forward.
 #[derive(Clone, Copy, Debug)]
@@ -46,7 +45,7 @@ pub(crate) struct Masking {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     t_len: usize,
     heads: usize,
     masking: Masking,
@@ -128,17 +127,7 @@ mod tests {
             top_k: variant.top_k,
         };
         let got = testing::run(&ctx, &attn, |plan| {
-            push(
-                plan,
-                &ctx.kernels.attention_probs,
-                t_len,
-                heads,
-                masking,
-                linear,
-                &attn,
-                &w,
-            )
-            .unwrap();
+            push(plan, &KERNEL, t_len, heads, masking, linear, &attn, &w).unwrap();
         });
         let name = format!("probs T={t_len} causal={causal} {variant:?}");
         testing::assert_close(&name, &got, &want, 1e-5);
@@ -203,17 +192,7 @@ mod tests {
             top_k: Some(2),
         };
         let got = testing::run(&ctx, &attn, |plan| {
-            push(
-                plan,
-                &ctx.kernels.attention_probs,
-                t_len,
-                1,
-                masking,
-                false,
-                &attn,
-                &w,
-            )
-            .unwrap();
+            push(plan, &KERNEL, t_len, 1, masking, false, &attn, &w).unwrap();
         });
         for i in 0..t_len {
             for j in 0..t_len {
@@ -241,17 +220,7 @@ mod tests {
             top_k: None,
         };
         let got = testing::run(&ctx, &attn, |plan| {
-            push(
-                plan,
-                &ctx.kernels.attention_probs,
-                t_len,
-                1,
-                masking,
-                true,
-                &attn,
-                &w,
-            )
-            .unwrap();
+            push(plan, &KERNEL, t_len, 1, masking, true, &attn, &w).unwrap();
         });
         for i in 0..t_len {
             for j in 0..t_len {

@@ -1,7 +1,7 @@
 //! A dense layer's bias gradient for the GPU trainer (`column_sums.wgsl`).
 
 use crate::error::Result;
-use crate::ops::{groups, Access, Kernel};
+use crate::ops::kernel::{groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("column_sums.wgsl");
@@ -13,20 +13,19 @@ struct Params {
     d: u32,
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "column_sums",
-        "main",
-        &[Access::Read, Access::ReadWrite],
-    )
-}
+/// The `main` entry point of `column_sums.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "column_sums",
+    "column_sums",
+    SHADER,
+    "main",
+    &[Access::Read, Access::ReadWrite],
+);
 
 /// Records `sums[c] += Σ_r dy[r, c]` over `rows` rows of width `d`.
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     (rows, d): (usize, usize),
     (dy, sums): (&Arg, &Arg),
 ) -> Result<usize> {
@@ -47,7 +46,6 @@ mod tests {
     #[test]
     fn matches_the_cpu_twin_on_random_shapes() {
         let ctx = testing::context();
-        let kernels = crate::ops::TrainKernels::new(&ctx.device);
         for (rows, d, seed) in [(1, 1, 1), (64, 33, 2), (7, 300, 3)] {
             let mut rng = Rng::new(seed);
             let dy = rng.normals(rows * d, 1.0);
@@ -56,7 +54,7 @@ mod tests {
             column_sums_add(&dy, &mut want);
             let (dy_b, sums_b) = (testing::upload(&ctx, &dy), testing::upload(&ctx, &start));
             let got = testing::run(&ctx, &sums_b, |plan| {
-                push(plan, &kernels.column_sums, (rows, d), (&dy_b, &sums_b)).unwrap();
+                push(plan, &KERNEL, (rows, d), (&dy_b, &sums_b)).unwrap();
             });
             testing::assert_close(&format!("{rows}×{d}"), &got, &want, 1e-5);
         }

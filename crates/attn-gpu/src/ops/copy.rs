@@ -3,7 +3,7 @@
 //! own, or put a replacement in its place.
 
 use crate::error::Result;
-use crate::ops::{groups, Access, Kernel};
+use crate::ops::kernel::{groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("copy.wgsl");
@@ -22,15 +22,14 @@ struct Params {
     _pad: [u32; 2],
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "copy",
-        "main",
-        &[Access::Read, Access::ReadWrite],
-    )
-}
+/// The `main` entry point of `copy.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "copy",
+    "copy",
+    SHADER,
+    "main",
+    &[Access::Read, Access::ReadWrite],
+);
 
 /// A `rows × cols` block of a row-major matrix: where it starts and the matrix's row length
 /// (all in f32s).
@@ -62,7 +61,7 @@ impl Block {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     rows: usize,
     cols: usize,
     src: &Arg,
@@ -122,17 +121,7 @@ mod tests {
             let src_buffer = testing::upload(&ctx, &src);
             let dst = testing::upload(&ctx, &initial);
             let got = testing::run(&ctx, &dst, |plan| {
-                push(
-                    plan,
-                    &ctx.kernels.copy,
-                    rows,
-                    cols,
-                    &src_buffer,
-                    from,
-                    &dst,
-                    to,
-                )
-                .unwrap();
+                push(plan, &KERNEL, rows, cols, &src_buffer, from, &dst, to).unwrap();
             });
             assert_eq!(got, want, "{rows}×{cols}");
         }

@@ -1,7 +1,7 @@
 //! Cross-entropy and its gradient for the GPU trainer (`cross_entropy.wgsl`).
 
 use crate::error::Result;
-use crate::ops::{Access, Kernel};
+use crate::ops::kernel::{Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("cross_entropy.wgsl");
@@ -16,28 +16,27 @@ struct Params {
     weight: f32,
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "cross_entropy",
-        "main",
-        &[
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-            Access::ReadWrite,
-        ],
-    )
-}
+/// The `main` entry point of `cross_entropy.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "cross_entropy",
+    "cross_entropy",
+    SHADER,
+    "main",
+    &[
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+        Access::ReadWrite,
+        Access::ReadWrite,
+    ],
+);
 
 /// Records the loss and gradient of `rows` rows of `n` logits against `targets` (one `u32`
 /// per row, [`NO_TARGET`] for none), each scored row weighted by `weight`; per-row
 /// negative log-likelihoods and hits go to `nll` and `correct`.
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     (rows, n, weight): (usize, usize, f32),
     (logits, targets): (&Arg, &Arg),
     (dlogits, nll, correct): (&Arg, &Arg, &Arg),
@@ -64,7 +63,6 @@ mod tests {
     #[test]
     fn matches_the_cpu_twin_with_unscored_rows_and_ties() {
         let ctx = testing::context();
-        let kernels = crate::ops::TrainKernels::new(&ctx.device);
         for (rows, n, seed) in [(1, 1, 1), (6, 26, 2), (9, 301, 3)] {
             let mut rng = Rng::new(seed);
             let mut logits = rng.normals(rows * n, 3.0);
@@ -106,7 +104,7 @@ mod tests {
             let got = testing::run(&ctx, &dlogits_b, |plan| {
                 push(
                     plan,
-                    &kernels.cross_entropy,
+                    &KERNEL,
                     (rows, n, weight),
                     (&logits_b, &targets_b),
                     (&dlogits_b, &nll_b, &correct_b),

@@ -1,7 +1,7 @@
 //! The backward of linear attention's feature map for the GPU trainer (`elu_backward.wgsl`).
 
 use crate::error::Result;
-use crate::ops::{elementwise_groups, Access, Kernel};
+use crate::ops::kernel::{elementwise_groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("elu_backward.wgsl");
@@ -13,20 +13,19 @@ struct Params {
     scale: f32,
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "elu_backward",
-        "main",
-        &[Access::Read, Access::Read, Access::ReadWrite],
-    )
-}
+/// The `main` entry point of `elu_backward.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "elu_backward",
+    "elu_backward",
+    SHADER,
+    "main",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+);
 
 /// Records `dx = dφ · φ'(scale · x) · scale` over `n` elements (`φ = elu + 1`).
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     (n, scale): (usize, f32),
     (x, dphi, dx): (&Arg, &Arg, &Arg),
 ) -> Result<usize> {
@@ -44,7 +43,6 @@ mod tests {
     #[test]
     fn matches_the_cpu_twin_on_both_sides_of_zero() {
         let ctx = testing::context();
-        let kernels = crate::ops::TrainKernels::new(&ctx.device);
         let mut rng = Rng::new(12);
         for (n, scale) in [(1, 1.0), (1000, 0.35), (64 * 3 + 5, 1.0)] {
             let x = rng.normals(n, 3.0);
@@ -54,13 +52,7 @@ mod tests {
             let (x_b, dphi_b) = (testing::upload(&ctx, &x), testing::upload(&ctx, &dphi));
             let dx_b = testing::upload(&ctx, &vec![f32::NAN; n]);
             let got = testing::run(&ctx, &dx_b, |plan| {
-                push(
-                    plan,
-                    &kernels.elu_backward,
-                    (n, scale),
-                    (&x_b, &dphi_b, &dx_b),
-                )
-                .unwrap();
+                push(plan, &KERNEL, (n, scale), (&x_b, &dphi_b, &dx_b)).unwrap();
             });
             testing::assert_close(&format!("dx n={n} scale={scale}"), &got, &want, 1e-5);
         }

@@ -3,7 +3,7 @@
 use attn_model::Precision;
 
 use crate::error::Result;
-use crate::ops::{groups, Access, Kernel};
+use crate::ops::kernel::{groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 use crate::weights::WeightArg;
 
@@ -20,15 +20,14 @@ struct Params {
     wte_precision: u32,
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "embed",
-        "main",
-        &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    )
-}
+/// The `main` entry point of `embed.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "embed",
+    "embed",
+    SHADER,
+    "main",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+);
 
 /// Records `x[t] = wte[tokens[t]] (+ wpe[t])` for `t < t_len` (`x` is `[t_len, d]`); `wte` may
 /// be 16-bit. Without
@@ -36,7 +35,7 @@ pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kern
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     t_len: usize,
     d: usize,
     tokens: &Arg,
@@ -99,35 +98,13 @@ mod tests {
             );
             let x = testing::upload(&ctx, &vec![f32::NAN; t_len * d]);
             let got = testing::run(&ctx, &x, |plan| {
-                push(
-                    plan,
-                    &ctx.kernels.embed,
-                    t_len,
-                    d,
-                    &tok,
-                    &te,
-                    Some(&pe),
-                    &pe,
-                    &x,
-                )
-                .unwrap();
+                push(plan, &KERNEL, t_len, d, &tok, &te, Some(&pe), &pe, &x).unwrap();
             });
             testing::assert_close("embed", &got, &want, 0.0);
             // A rotary model: the token rows alone (the placeholder is not read).
             let nan = testing::upload(&ctx, &[f32::NAN]);
             let got = testing::run(&ctx, &x, |plan| {
-                push(
-                    plan,
-                    &ctx.kernels.embed,
-                    t_len,
-                    d,
-                    &tok,
-                    &te,
-                    None,
-                    &nan,
-                    &x,
-                )
-                .unwrap();
+                push(plan, &KERNEL, t_len, d, &tok, &te, None, &nan, &x).unwrap();
             });
             let tokens_only: Vec<f32> = (0..t_len * d)
                 .map(|e| wte[tokens[e / d] as usize * d + e % d])

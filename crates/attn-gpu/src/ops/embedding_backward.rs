@@ -1,7 +1,7 @@
 //! The token embedding's gradient for the GPU trainer (`embedding_backward.wgsl`).
 
 use crate::error::Result;
-use crate::ops::{groups, Access, Kernel};
+use crate::ops::kernel::{groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("embedding_backward.wgsl");
@@ -14,21 +14,20 @@ struct Params {
     vocab: u32,
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "embedding_backward",
-        "main",
-        &[Access::Read, Access::Read, Access::ReadWrite],
-    )
-}
+/// The `main` entry point of `embedding_backward.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "embedding_backward",
+    "embedding_backward",
+    SHADER,
+    "main",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+);
 
 /// Records `dtable[tokens[t]] += dx[t]` for `positions` rows of width `d` into a table of
 /// `vocab` rows.
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     (positions, d, vocab): (usize, usize, usize),
     (tokens, dx, dtable): (&Arg, &Arg, &Arg),
 ) -> Result<usize> {
@@ -55,7 +54,6 @@ mod tests {
     #[test]
     fn matches_the_cpu_twin_with_repeated_tokens() {
         let ctx = testing::context();
-        let kernels = crate::ops::TrainKernels::new(&ctx.device);
         for (positions, d, vocab, seed) in [(1, 1, 1, 1), (12, 16, 5, 2), (40, 70, 26, 3)] {
             let mut rng = Rng::new(seed);
             // Repeats and unused rows both.
@@ -72,7 +70,7 @@ mod tests {
             let got = testing::run(&ctx, &table_b, |plan| {
                 push(
                     plan,
-                    &kernels.embedding_backward,
+                    &KERNEL,
                     (positions, d, vocab),
                     (&tokens_b, &dx_b, &table_b),
                 )

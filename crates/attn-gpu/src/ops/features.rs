@@ -3,7 +3,7 @@
 //! kernel; these kernels are the elementwise and per-row parts in between.
 
 use crate::error::Result;
-use crate::ops::{groups, Access, Kernel};
+use crate::ops::kernel::{groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("features.wgsl");
@@ -27,34 +27,32 @@ struct Params {
 
 const STORAGE: &[Access] = &[Access::Read, Access::ReadWrite];
 
-pub(crate) fn elu_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(device, module, "elu_feature", "elu_feature", STORAGE)
-}
+/// The `elu_feature` entry point of `features.wgsl`.
+pub(crate) const ELU: KernelSpec =
+    KernelSpec::new::<Params>("elu_feature", "features", SHADER, "elu_feature", STORAGE);
 
-pub(crate) fn random_query_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "random_feature_query",
-        "random_feature_query",
-        STORAGE,
-    )
-}
+/// The `random_feature_query` entry point of `features.wgsl`.
+pub(crate) const RANDOM_QUERY: KernelSpec = KernelSpec::new::<Params>(
+    "random_feature_query",
+    "features",
+    SHADER,
+    "random_feature_query",
+    STORAGE,
+);
 
-pub(crate) fn random_key_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "random_feature_key",
-        "random_feature_key",
-        STORAGE,
-    )
-}
+/// The `random_feature_key` entry point of `features.wgsl`.
+pub(crate) const RANDOM_KEY: KernelSpec = KernelSpec::new::<Params>(
+    "random_feature_key",
+    "features",
+    SHADER,
+    "random_feature_key",
+    STORAGE,
+);
 
 /// Records `dst[i] = elu(scale · src[i]) + 1` for `i < n`.
 pub(crate) fn push_elu<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     n: usize,
     scale: f32,
     src: &Arg,
@@ -103,7 +101,7 @@ impl RandomFeatures {
     pub(crate) fn push_query<'k>(
         &self,
         plan: &mut PlanBuilder<'k>,
-        kernel: &'k Kernel,
+        kernel: &'static KernelSpec,
         q: &Arg,
         proj: &Arg,
     ) -> Result<usize> {
@@ -120,7 +118,7 @@ impl RandomFeatures {
     pub(crate) fn push_key<'k>(
         &self,
         plan: &mut PlanBuilder<'k>,
-        kernel: &'k Kernel,
+        kernel: &'static KernelSpec,
         k: &Arg,
         proj: &Arg,
     ) -> Result<usize> {
@@ -151,7 +149,7 @@ mod tests {
                 testing::upload(&ctx, &vec![f32::NAN; n]),
             );
             let got = testing::run(&ctx, &d, |plan| {
-                push_elu(plan, &ctx.kernels.elu_feature, n, scale, &s, &d).unwrap();
+                push_elu(plan, &ELU, n, scale, &s, &d).unwrap();
             });
             testing::assert_close("elu + 1", &got, &want, 1e-6);
         }
@@ -208,9 +206,9 @@ mod tests {
                 let p = testing::upload(&ctx, &proj);
                 let got = testing::run(&ctx, &p, |plan| {
                     if per_row {
-                        rf.push_query(plan, &ctx.kernels.random_feature_query, &s, &p)
+                        rf.push_query(plan, &RANDOM_QUERY, &s, &p)
                     } else {
-                        rf.push_key(plan, &ctx.kernels.random_feature_key, &s, &p)
+                        rf.push_key(plan, &RANDOM_KEY, &s, &p)
                     }
                     .unwrap();
                 });

@@ -1,7 +1,7 @@
 //! The tanh GELU's backward for the GPU trainer (`gelu_backward.wgsl`).
 
 use crate::error::Result;
-use crate::ops::{elementwise_groups, Access, Kernel};
+use crate::ops::kernel::{elementwise_groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("gelu_backward.wgsl");
@@ -12,20 +12,19 @@ struct Params {
     n: u32,
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "gelu_backward",
-        "main",
-        &[Access::Read, Access::Read, Access::ReadWrite],
-    )
-}
+/// The `main` entry point of `gelu_backward.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "gelu_backward",
+    "gelu_backward",
+    SHADER,
+    "main",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+);
 
 /// Records `dpre = dact · gelu'(pre)` over `n` elements.
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     n: usize,
     (pre, dact, dpre): (&Arg, &Arg, &Arg),
 ) -> Result<usize> {
@@ -48,7 +47,6 @@ mod tests {
     #[test]
     fn matches_the_cpu_twin_over_the_activation_range() {
         let ctx = testing::context();
-        let kernels = crate::ops::TrainKernels::new(&ctx.device);
         let mut rng = Rng::new(9);
         // Wide pre-activations, the tails included, and an awkward length.
         let pre: Vec<f32> = rng.normals(1000, 4.0);
@@ -61,7 +59,7 @@ mod tests {
         let (pre_b, dact_b) = (testing::upload(&ctx, &pre), testing::upload(&ctx, &dact));
         let out = testing::upload(&ctx, &vec![f32::NAN; 1000]);
         let got = testing::run(&ctx, &out, |plan| {
-            push(plan, &kernels.gelu_backward, 1000, (&pre_b, &dact_b, &out)).unwrap();
+            push(plan, &KERNEL, 1000, (&pre_b, &dact_b, &out)).unwrap();
         });
         testing::assert_close("dpre", &got, &want, 2e-5);
     }

@@ -1,7 +1,7 @@
 //! The head penalty's gradient for the GPU trainer (`head_norm_backward.wgsl`).
 
 use crate::error::Result;
-use crate::ops::{elementwise_groups, Access, Kernel};
+use crate::ops::kernel::{elementwise_groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("head_norm_backward.wgsl");
@@ -15,21 +15,20 @@ struct Params {
     _pad: u32,
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "head_norm_backward",
-        "main",
-        &[Access::Read, Access::ReadWrite],
-    )
-}
+/// The `main` entry point of `head_norm_backward.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "head_norm_backward",
+    "head_norm_backward",
+    SHADER,
+    "main",
+    &[Access::Read, Access::ReadWrite],
+);
 
 /// Records `dz_h += weight · z_h / sqrt(‖z_h‖² + floor)` over the `pieces` `d_head`-wide pieces
 /// of `z` (positions × heads).
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     (pieces, d_head, weight): (usize, usize, f32),
     (z, dz): (&Arg, &Arg),
 ) -> Result<usize> {
@@ -52,7 +51,6 @@ mod tests {
     #[test]
     fn matches_the_cpu_twin_with_a_silent_head() {
         let ctx = testing::context();
-        let kernels = crate::ops::TrainKernels::new(&ctx.device);
         for (pieces, d_head, seed) in [(1, 1, 1), (12, 8, 2), (130, 16, 3)] {
             let mut rng = Rng::new(seed);
             let mut z = rng.normals(pieces * d_head, 1.0);
@@ -63,13 +61,7 @@ mod tests {
             head_norm_backward(&z, d_head, 0.03, &mut want);
             let (z_b, dz_b) = (testing::upload(&ctx, &z), testing::upload(&ctx, &dz0));
             let got = testing::run(&ctx, &dz_b, |plan| {
-                push(
-                    plan,
-                    &kernels.head_norm_backward,
-                    (pieces, d_head, 0.03),
-                    (&z_b, &dz_b),
-                )
-                .unwrap();
+                push(plan, &KERNEL, (pieces, d_head, 0.03), (&z_b, &dz_b)).unwrap();
             });
             testing::assert_close(&format!("{pieces} pieces of {d_head}"), &got, &want, 1e-5);
         }

@@ -2,7 +2,7 @@
 //! (`head_output.wgsl`).
 
 use crate::error::Result;
-use crate::ops::{groups, Access, Kernel, Kernels};
+use crate::ops::kernel::{groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("head_output.wgsl");
@@ -32,17 +32,17 @@ const STORAGE: &[Access] = &[
     Access::ReadWrite,
 ];
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(device, module, "head_output", "main", STORAGE)
-}
+/// The `main` entry point of `head_output.wgsl`.
+pub(crate) const OUTPUT: KernelSpec =
+    KernelSpec::new::<Params>("head_output", "head_output", SHADER, "main", STORAGE);
 
-pub(crate) fn means_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(device, module, "head_means", "column_means", STORAGE)
-}
+/// The `column_means` entry point of `head_output.wgsl`.
+pub(crate) const MEANS: KernelSpec =
+    KernelSpec::new::<Params>("head_means", "head_output", SHADER, "column_means", STORAGE);
 
-pub(crate) fn route_kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(device, module, "head_route", "route", STORAGE)
-}
+/// The `route` entry point of `head_output.wgsl`.
+pub(crate) const ROUTE: KernelSpec =
+    KernelSpec::new::<Params>("head_route", "head_output", SHADER, "route", STORAGE);
 
 /// The buffers of one layer's head post-processing: `z` is `[t, heads · d_head]`, `norms` is
 /// `[layers, heads, t]`, `ablation` is `[layers, heads]`, `means` is `[heads, d_head]` scratch.
@@ -59,7 +59,6 @@ pub(crate) struct HeadBuffers<'a> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernels: &'k Kernels,
     t_len: usize,
     heads: usize,
     d_head: usize,
@@ -79,27 +78,12 @@ pub(crate) fn push<'k>(
     let args = [b.z, b.norms, b.ablation, b.means];
     if mean_ablated {
         let n = (heads * d_head) as u32;
-        plan.push(
-            &kernels.head_means,
-            &params,
-            &args,
-            [groups(n, THREADS), 1, 1],
-        )?;
+        plan.push(&MEANS, &params, &args, [groups(n, THREADS), 1, 1])?;
     }
     let n = (heads * t_len) as u32;
-    plan.push(
-        &kernels.head_output,
-        &params,
-        &args,
-        [groups(n, THREADS), 1, 1],
-    )?;
+    plan.push(&OUTPUT, &params, &args, [groups(n, THREADS), 1, 1])?;
     if route.is_some() {
-        plan.push(
-            &kernels.head_route,
-            &params,
-            &args,
-            [groups(n, THREADS), 1, 1],
-        )?;
+        plan.push(&ROUTE, &params, &args, [groups(n, THREADS), 1, 1])?;
     }
     Ok(())
 }
@@ -185,7 +169,7 @@ mod tests {
             let args = upload(&ctx, &z0, &norms0, &modes, heads * d);
             let (buffers, z, norms) = (bound(&args), &args.0, &args.1);
             let z_got = testing::run(&ctx, z, |plan| {
-                push(plan, &ctx.kernels, t, heads, d, layer, true, None, &buffers).unwrap();
+                push(plan, t, heads, d, layer, true, None, &buffers).unwrap();
             });
             testing::assert_close("ablated z", &z_got, &z_want, 1e-6);
             let n_got = testing::read(&ctx, norms);
@@ -225,18 +209,7 @@ mod tests {
             let args = upload(&ctx, &z0, &norms0, &modes, heads * d);
             let (buffers, z) = (bound(&args), &args.0);
             let z_got = testing::run(&ctx, z, |plan| {
-                push(
-                    plan,
-                    &ctx.kernels,
-                    t,
-                    heads,
-                    d,
-                    layer,
-                    false,
-                    Some(k),
-                    &buffers,
-                )
-                .unwrap();
+                push(plan, t, heads, d, layer, false, Some(k), &buffers).unwrap();
             });
             testing::assert_close("routed z", &z_got, &z_want, 1e-6);
             // Exactly k heads write at each position.

@@ -2,7 +2,7 @@
 //! GPU trainer's attention over a whole batch.
 
 use crate::error::Result;
-use crate::ops::{elementwise_groups, Access, Kernel};
+use crate::ops::kernel::{elementwise_groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("heads.wgsl");
@@ -16,14 +16,23 @@ struct Params {
     d_head: u32,
 }
 
-/// The `to_heads` and `from_heads` kernels.
-pub(crate) fn kernels(device: &wgpu::Device, module: &wgpu::ShaderModule) -> (Kernel, Kernel) {
-    let access = &[Access::Read, Access::ReadWrite];
-    (
-        Kernel::new::<Params>(device, module, "to_heads", "to_heads", access),
-        Kernel::new::<Params>(device, module, "from_heads", "from_heads", access),
-    )
-}
+/// The `to_heads` entry point of `heads.wgsl`.
+pub(crate) const TO_HEADS: KernelSpec = KernelSpec::new::<Params>(
+    "to_heads",
+    "heads",
+    SHADER,
+    "to_heads",
+    &[Access::Read, Access::ReadWrite],
+);
+
+/// The `from_heads` entry point of `heads.wgsl`.
+pub(crate) const FROM_HEADS: KernelSpec = KernelSpec::new::<Params>(
+    "from_heads",
+    "heads",
+    SHADER,
+    "from_heads",
+    &[Access::Read, Access::ReadWrite],
+);
 
 /// The shape `[seqs, t, heads, d_head]` of the activations being reordered.
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +46,7 @@ pub(crate) struct HeadShape {
 /// Records `dst = src` reordered by `kernel` (`to_heads` or `from_heads`).
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     shape: HeadShape,
     (src, dst): (&Arg, &Arg),
 ) -> Result<usize> {
@@ -60,7 +69,6 @@ mod tests {
     #[test]
     fn rows_to_heads_and_back() {
         let ctx = testing::context();
-        let kernels = crate::ops::TrainKernels::new(&ctx.device);
         let shape = HeadShape {
             seqs: 3,
             t: 5,
@@ -86,8 +94,8 @@ mod tests {
             testing::upload(&ctx, &vec![f32::NAN; n]),
         );
         let back = testing::run(&ctx, &back_b, |plan| {
-            push(plan, &kernels.to_heads, shape, (&rows_b, &heads_b)).unwrap();
-            push(plan, &kernels.from_heads, shape, (&heads_b, &back_b)).unwrap();
+            push(plan, &TO_HEADS, shape, (&rows_b, &heads_b)).unwrap();
+            push(plan, &FROM_HEADS, shape, (&heads_b, &back_b)).unwrap();
         });
         assert_eq!(testing::read(&ctx, &heads_b), want);
         assert_eq!(back, rows);

@@ -2,7 +2,7 @@
 //! (`linear_backward.wgsl`): every row of every head's map at once.
 
 use crate::error::Result;
-use crate::ops::{row_groups, Access, Kernel};
+use crate::ops::kernel::{row_groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = concat!(
@@ -17,21 +17,20 @@ struct Params {
     causal: u32,
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "linear_backward",
-        "main",
-        &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    )
-}
+/// The `main` entry point of `linear_backward.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "linear_backward",
+    "linear_backward",
+    SHADER,
+    "main",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+);
 
 /// Records `dw = (dp − Σ_row dp ⊙ p) / Σ_row w` over the keys each of `rows` rows of `width`
 /// may see (row `r` is query `r % width`).
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     (rows, width, causal): (usize, usize, bool),
     (probs, dp, w, dw): (&Arg, &Arg, &Arg, &Arg),
 ) -> Result<usize> {
@@ -52,7 +51,6 @@ mod tests {
     #[test]
     fn matches_the_cpu_twin_on_random_shapes() {
         let ctx = testing::context();
-        let kernels = crate::ops::TrainKernels::new(&ctx.device);
         // (maps, width, causal, seed): one key, odd widths, wider than a workgroup.
         for (maps, width, causal, seed) in [
             (1, 1, true, 1),
@@ -81,7 +79,7 @@ mod tests {
             let got = testing::run(&ctx, &dw_b, |plan| {
                 push(
                     plan,
-                    &kernels.linear_backward,
+                    &KERNEL,
                     (rows, width, causal),
                     (&p_b, &dp_b, &w_b, &dw_b),
                 )

@@ -6,7 +6,7 @@
 use attn_model::{Activation, Precision};
 
 use crate::error::Result;
-use crate::ops::{groups, Access, Kernel};
+use crate::ops::kernel::{groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = concat!(include_str!("matmul.wgsl"), include_str!("weights.wgsl"));
@@ -49,15 +49,14 @@ pub(crate) struct Params {
     alpha: f32,
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "matmul",
-        "main",
-        &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    )
-}
+/// The `main` entry point of `matmul.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "matmul",
+    "matmul",
+    SHADER,
+    "main",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+);
 
 /// Where the elements of one operand live in its buffer, in `f32` units: element `(r, c)` of
 /// batch `b` is at `offset + (b / batch_div) · batch_stride + r · row_stride + c · col_stride`.
@@ -207,7 +206,7 @@ impl Matmul {
     pub(crate) fn push<'k>(
         &self,
         plan: &mut PlanBuilder<'k>,
-        kernel: &'k Kernel,
+        kernel: &'static KernelSpec,
         a: &Arg,
         b: &Arg,
         bias: &Arg,
@@ -304,7 +303,7 @@ mod tests {
             testing::upload(&ctx, &c0),
         );
         let got = testing::run(&ctx, &c_buf, |plan| {
-            mm.push(plan, &ctx.kernels.matmul, &a_buf, &b_buf, &bias_buf, &c_buf)
+            mm.push(plan, &KERNEL, &a_buf, &b_buf, &bias_buf, &c_buf)
                 .unwrap();
         });
         // Elements outside the written region keep their NaN on both sides; compare the rest.

@@ -3,7 +3,7 @@
 use attn_model::Norm;
 
 use crate::error::Result;
-use crate::ops::{Access, Kernel};
+use crate::ops::kernel::{Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = concat!(include_str!("norm.wgsl"), include_str!("reduce.wgsl"));
@@ -17,15 +17,14 @@ struct Params {
     has_bias: u32,
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "norm",
-        "main",
-        &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    )
-}
+/// The `main` entry point of `norm.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "norm",
+    "norm",
+    SHADER,
+    "main",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+);
 
 /// One norm's launch settings: `rows` rows of width `d`.
 #[derive(Clone, Copy, Debug)]
@@ -39,7 +38,7 @@ pub(crate) struct NormLaunch {
 /// Records `y = norm(x) · weight (+ bias)`. Without a bias, `dummy` is bound in its place.
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     launch: NormLaunch,
     (x, weight, bias): (&Arg, &Arg, Option<&Arg>),
     dummy: &Arg,
@@ -100,7 +99,7 @@ mod tests {
             };
             let got = testing::run(&ctx, &y, |plan| {
                 let inputs = (&xb, &wb, bb.as_ref());
-                push(plan, &ctx.kernels.norm, launch, inputs, &dummy, &y).unwrap();
+                push(plan, &KERNEL, launch, inputs, &dummy, &y).unwrap();
             });
             testing::assert_close(&format!("{kind:?} {rows}x{d}"), &got, &want, 1e-5);
         }

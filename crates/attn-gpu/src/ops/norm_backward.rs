@@ -2,7 +2,7 @@
 //! row, and the scale's and shift's summed over the rows.
 
 use crate::error::Result;
-use crate::ops::{groups, Access, Kernel};
+use crate::ops::kernel::{groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = concat!(
@@ -29,13 +29,23 @@ const ACCESS: &[Access] = &[
     Access::ReadWrite,
 ];
 
-/// The row kernel (`dx`) and the column kernel (`dγ`, `dβ`).
-pub(crate) fn kernels(device: &wgpu::Device, module: &wgpu::ShaderModule) -> (Kernel, Kernel) {
-    (
-        Kernel::new::<Params>(device, module, "norm_backward_rows", "rows", ACCESS),
-        Kernel::new::<Params>(device, module, "norm_backward_params", "params", ACCESS),
-    )
-}
+/// The `rows` entry point of `norm_backward.wgsl`.
+pub(crate) const ROWS: KernelSpec = KernelSpec::new::<Params>(
+    "norm_backward_rows",
+    "norm_backward",
+    SHADER,
+    "rows",
+    ACCESS,
+);
+
+/// The `params` entry point of `norm_backward.wgsl`.
+pub(crate) const PARAMS: KernelSpec = KernelSpec::new::<Params>(
+    "norm_backward_params",
+    "norm_backward",
+    SHADER,
+    "params",
+    ACCESS,
+);
 
 /// The buffers of one LayerNorm's backward: what its forward kept (`normalised`, `inv_std`),
 /// its scale, the output's gradient, and the gradients it adds to.
@@ -53,7 +63,7 @@ pub(crate) struct NormBackward<'a> {
 /// Records both launches for `rows` rows of width `d`: `dx += …`, `dγ += …`, `dβ += …`.
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    (rows_kernel, params_kernel): (&'k Kernel, &'k Kernel),
+    (rows_kernel, params_kernel): (&'static KernelSpec, &'static KernelSpec),
     rows: usize,
     d: usize,
     b: &NormBackward<'_>,
@@ -88,7 +98,6 @@ mod tests {
     #[test]
     fn matches_the_cpu_twin_on_random_shapes() {
         let ctx = testing::context();
-        let kernels = crate::ops::TrainKernels::new(&ctx.device);
         for (rows, d, with_bias, seed) in [
             (1, 1, true, 1),
             (5, 16, true, 2),
@@ -133,14 +142,7 @@ mod tests {
                 dbeta: with_bias.then_some(&dbeta_b),
             };
             let got_dx = testing::run(&ctx, &dx_b, |plan| {
-                push(
-                    plan,
-                    (&kernels.norm_backward_rows, &kernels.norm_backward_params),
-                    rows,
-                    d,
-                    &backward,
-                )
-                .unwrap();
+                push(plan, (&ROWS, &PARAMS), rows, d, &backward).unwrap();
             });
             let name = format!("{rows}×{d}");
             testing::assert_close(&format!("dx {name}"), &got_dx, &dx, 1e-5);

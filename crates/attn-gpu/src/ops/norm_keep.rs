@@ -1,7 +1,7 @@
 //! LayerNorm's forward for the GPU trainer, keeping its statistics (`norm_keep.wgsl`).
 
 use crate::error::Result;
-use crate::ops::{Access, Kernel};
+use crate::ops::kernel::{Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str =
@@ -16,28 +16,27 @@ struct Params {
     _pad: u32,
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "norm_keep",
-        "main",
-        &[
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-            Access::ReadWrite,
-        ],
-    )
-}
+/// The `main` entry point of `norm_keep.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "norm_keep",
+    "norm_keep",
+    SHADER,
+    "main",
+    &[
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+        Access::ReadWrite,
+        Access::ReadWrite,
+    ],
+);
 
 /// Records `y = LayerNorm(x)` over `rows` rows of width `d`, keeping `normalised` and
 /// `inv_std`. Without a shift, `gamma` is bound in its place (unread).
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     (rows, d, eps): (usize, usize, f32),
     (x, gamma, beta): (&Arg, &Arg, Option<&Arg>),
     (y, normalised, inv_std): (&Arg, &Arg, &Arg),
@@ -66,7 +65,6 @@ mod tests {
     #[test]
     fn matches_the_cpu_twin_on_random_shapes() {
         let ctx = testing::context();
-        let kernels = crate::ops::TrainKernels::new(&ctx.device);
         for (rows, d, with_bias, seed) in [(1, 1, true, 1), (9, 32, true, 2), (4, 130, false, 3)] {
             let mut rng = Rng::new(seed);
             // An offset mean, as in a residual stream.
@@ -95,7 +93,7 @@ mod tests {
             let got = testing::run(&ctx, &y_b, |plan| {
                 push(
                     plan,
-                    &kernels.norm_keep,
+                    &KERNEL,
                     (rows, d, eps),
                     (&x_b, &gamma_b, with_bias.then_some(&beta_b)),
                     (&y_b, &n_b, &inv_b),

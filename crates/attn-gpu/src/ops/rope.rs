@@ -4,7 +4,7 @@
 use attn_model::rope::RotaryTable;
 
 use crate::error::Result;
-use crate::ops::{groups, Access, Kernel};
+use crate::ops::kernel::{groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = include_str!("rope.wgsl");
@@ -22,15 +22,14 @@ struct Params {
     _pad: [u32; 3],
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "rope",
-        "main",
-        &[Access::Read, Access::ReadWrite],
-    )
-}
+/// The `main` entry point of `rope.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "rope",
+    "rope",
+    SHADER,
+    "main",
+    &[Access::Read, Access::ReadWrite],
+);
 
 /// The table the kernel reads: every cosine, then every sine (`[positions, half]` each).
 pub(crate) fn table_values(table: &RotaryTable) -> Vec<f32> {
@@ -42,7 +41,7 @@ pub(crate) fn table_values(table: &RotaryTable) -> Vec<f32> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     (t_len, heads, d_head): (usize, usize, usize),
     (half, positions): (usize, usize),
     table: &Arg,
@@ -95,7 +94,7 @@ mod tests {
             let got = testing::run(&ctx, &x_buf, |plan| {
                 let shape = (t, heads, d_head);
                 let rows = (rotary_dim / 2, positions);
-                push(plan, &ctx.kernels.rope, shape, rows, &table_buf, &x_buf).unwrap();
+                push(plan, &KERNEL, shape, rows, &table_buf, &x_buf).unwrap();
             });
             testing::assert_close(&format!("rope {t}x{heads}x{d_head}"), &got, &want, 1e-6);
         }

@@ -2,7 +2,7 @@
 //! map at once.
 
 use crate::error::Result;
-use crate::ops::{row_groups, Access, Kernel};
+use crate::ops::kernel::{row_groups, Access, KernelSpec};
 use crate::plan::{Arg, PlanBuilder};
 
 pub(crate) const SHADER: &str = concat!(
@@ -17,20 +17,19 @@ struct Params {
     scale: f32,
 }
 
-pub(crate) fn kernel(device: &wgpu::Device, module: &wgpu::ShaderModule) -> Kernel {
-    Kernel::new::<Params>(
-        device,
-        module,
-        "softmax_backward",
-        "main",
-        &[Access::Read, Access::Read, Access::ReadWrite],
-    )
-}
+/// The `main` entry point of `softmax_backward.wgsl`.
+pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "softmax_backward",
+    "softmax_backward",
+    SHADER,
+    "main",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+);
 
 /// Records `ds = p ⊙ (dp − Σ_row dp ⊙ p) · scale` over `rows` rows of `width`.
 pub(crate) fn push<'k>(
     plan: &mut PlanBuilder<'k>,
-    kernel: &'k Kernel,
+    kernel: &'static KernelSpec,
     (rows, width, scale): (usize, usize, f32),
     (probs, dp, ds): (&Arg, &Arg, &Arg),
 ) -> Result<usize> {
@@ -51,7 +50,6 @@ mod tests {
     #[test]
     fn matches_the_cpu_twin_on_random_shapes() {
         let ctx = testing::context();
-        let kernels = crate::ops::TrainKernels::new(&ctx.device);
         for (rows, width, seed) in [(1, 1, 1), (7, 7, 2), (2 * 33, 33, 3), (4 * 130, 130, 4)] {
             let mut rng = Rng::new(seed);
             // Probability rows with a causal mask's zeros.
@@ -72,13 +70,7 @@ mod tests {
             let (p_b, dp_b) = (testing::upload(&ctx, &probs), testing::upload(&ctx, &dp));
             let ds_b = testing::upload(&ctx, &vec![f32::NAN; rows * width]);
             let got = testing::run(&ctx, &ds_b, |plan| {
-                push(
-                    plan,
-                    &kernels.softmax_backward,
-                    (rows, width, scale),
-                    (&p_b, &dp_b, &ds_b),
-                )
-                .unwrap();
+                push(plan, &KERNEL, (rows, width, scale), (&p_b, &dp_b, &ds_b)).unwrap();
             });
             testing::assert_close(&format!("ds {rows}×{width}"), &got, &want, 1e-5);
         }
