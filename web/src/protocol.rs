@@ -1,5 +1,5 @@
 //! The messages between the page (main thread) and the compute worker. The page only renders;
-//! loading, forwards and every analysis run in the worker (`compute.rs`). Every request that
+//! loading, forwards and every analysis run in the worker (`compute/`). Every request that
 //! concerns a model carries the page's number for that model (`model`), and every answer
 //! repeats it, so the page drops answers about a model it has since replaced. Everything that
 //! crosses the thread boundary is defined here: the requests and answers, and the payloads they

@@ -1,4 +1,4 @@
-//! A loaded model with its engines and tokenizer: what the compute worker runs (`compute.rs`),
+//! A loaded model with its engines and tokenizer: what the compute worker runs (`compute/`),
 //! and the parts of it the page keeps to turn text into tokens and ids into labels
 //! ([`ModelText`]).
 

@@ -1,7 +1,7 @@
 //! The long jobs on the variant engine, each with progress and `Cancel`: head importance, the
 //! interpretability tools, lesson measurements and generation.
 
-use super::{falls_back, gpu_failed, progress, take_current, State};
+use super::state::{falls_back, gpu_failed, progress, take_current, State};
 use crate::protocol::{Analysis, AnalysisTool, AsJson, JobOutcome, Response};
 use crate::session::{return_engines, Yielding};
 use attn_gpu::{EnginePair, GpuError};

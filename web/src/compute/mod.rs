@@ -12,49 +12,27 @@
 mod analyses;
 mod open;
 mod run;
+mod state;
 mod training;
 
-use crate::protocol::{Request, Response};
-use crate::session::{return_engines, take_engines, SessionCell};
-use analyses::{analyse, generate_text, measure, rank_heads};
-use attn_gpu::{is_device_failure, EngineKind, EnginePair, GpuContext, GpuError};
-use attn_model::engine::Step;
-use attn_model::training::Corpus;
-use attn_model::Output;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use attn_gpu::{EngineKind, GpuContext};
 use gloo_worker::{HandlerId, Registrable, Worker, WorkerScope};
+use wasm_bindgen_futures::spawn_local;
+
+use crate::protocol::{Request, Response};
+use crate::session::{return_engines, take_engines};
+use analyses::{analyse, generate_text, measure, rank_heads};
 use open::open;
 use run::run;
-use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
-use std::rc::Rc;
-use training::TrainRun;
-use wasm_bindgen_futures::spawn_local;
+use state::State;
 
 /// The compute worker's `main`: registers [`ComputeWorker`] to answer the page.
 pub fn run_worker() {
     console_error_panic_hook::set_once();
     ComputeWorker::registrar().register();
-}
-
-/// The worker's state, shared by its running tasks.
-#[derive(Default)]
-struct State {
-    session: SessionCell,
-    /// The page's number of the model in `session`.
-    model: Cell<u32>,
-    /// The WebGPU device, once the page asked for it and it opened; gone after a GPU failure.
-    gpu: RefCell<Option<GpuContext>>,
-    /// The device a training run opened for itself when the page runs on the CPU engine.
-    train_gpu: RefCell<Option<GpuContext>>,
-    /// Jobs the page cancelled.
-    cancelled: RefCell<HashSet<u32>>,
-    /// The unmodified model's last output with its logits, (model, tokens, output): what the
-    /// variant's results are compared with.
-    baseline: RefCell<Option<(u32, Vec<u32>, Output)>>,
-    /// The training run, running or paused.
-    training: RefCell<Option<TrainRun>>,
-    /// The character model's text, once fetched.
-    corpus: RefCell<Option<Corpus>>,
 }
 
 /// Sends the page `Response::Crashed { why }`.
@@ -217,42 +195,6 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
         }
         Request::SimulateDeviceLoss => {}
         Request::Crash => panic!("fault injection: the page asked the compute worker to crash"),
-    }
-}
-
-/// Whether `error` on `pair` is the GPU's fault, so the pair should move to the CPU engine.
-fn falls_back(pair: &EnginePair, error: &GpuError) -> bool {
-    pair.kind() == EngineKind::Gpu && is_device_failure(error)
-}
-
-/// The GPU failed: later models start on the CPU engine, and the page says so.
-fn gpu_failed(state: &State, error: &GpuError, reply: &dyn Fn(Response)) {
-    *state.gpu.borrow_mut() = None;
-    reply(Response::GpuFailed {
-        why: error.to_string(),
-    });
-}
-
-/// Reports each step of job `job` and stops it once the page cancelled it.
-fn progress<'a>(
-    state: &'a State,
-    job: u32,
-    reply: &'a dyn Fn(Response),
-) -> impl FnMut(Step) -> bool + 'a {
-    move |step: Step| {
-        reply(Response::Progress { job, step });
-        !state.cancelled.borrow().contains(&job)
-    }
-}
-
-/// The engines of model `model`, when it is still the one loaded.
-async fn take_current(state: &State, model: u32) -> Option<EnginePair> {
-    let pair = take_engines(&state.session).await?;
-    if state.model.get() == model {
-        Some(pair)
-    } else {
-        return_engines(&state.session, pair);
-        None
     }
 }
 

@@ -2,8 +2,8 @@
 //! piece by piece (safetensors tensors decoded as they arrive, sizes checked first), or the
 //! training run's weights; the result becomes the worker's session.
 
+use super::state::{take_current, State};
 use super::training::trained_model;
-use super::{take_current, State};
 use crate::browser::{fetch_bytes, read_in_pieces};
 use crate::protocol::{AsJson, ModelSource, Response};
 use crate::session::{check_fits, return_engines, PickedFiles, Session};

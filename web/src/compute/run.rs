@@ -1,7 +1,7 @@
 //! `Request::Run`: the variant's forward and, when needed, the unmodified model's, with only the
 //! maps the page shows read back.
 
-use super::{gpu_failed, take_current, State};
+use super::state::{gpu_failed, take_current, State};
 use crate::protocol::{MapsWanted, Response, RunResult, TOP_OUTPUTS};
 use crate::session::{logits_only, return_engines, run_timed};
 use attn_gpu::EnginePair;

@@ -2,92 +2,20 @@
 //! WebGPU device), stepped in bursts so other requests get in, with checkpoints; healing a
 //! loaded model with the page's variant built in; the run's weights as a model.
 
-use super::State;
+use super::state::{RunTrainer, State, TrainRun};
 use crate::browser::{fetch_bytes, next_tick};
 use crate::protocol::{AsJson, EngineChoice, Response, TrainState, TrainUpdate};
 use attn_gpu::training::{GpuTrainer, PendingStep};
 use attn_gpu::{GpuContext, GpuError};
 use attn_model::training::{
-    healing_start, probe, run_metadata, score, score_with, Corpus, RunSteps, ShakespeareTask,
-    StepReport, Task, TaskData, TrainConfig, Trainer,
+    healing_start, probe, run_metadata, score, score_with, Corpus, ShakespeareTask, StepReport,
+    Task, TaskData, TrainConfig, Trainer,
 };
 use attn_model::{Model, Variant};
 use std::collections::VecDeque;
 
 /// The plays the character model trains on, relative to the page.
 const TRAINING_TEXT: &str = "train/shakespeare.json";
-
-/// A training run in the worker.
-pub(super) struct TrainRun {
-    /// The page's job number of the loop that steps it; an older loop stops when it sees a
-    /// newer number (the run was restarted or resumed meanwhile).
-    job: u32,
-    trainer: RunTrainer,
-    /// Milliseconds spent stepping (for the saved file's `train_seconds`).
-    millis: f64,
-    /// Where it trains, as the panel says it.
-    engine: String,
-}
-
-/// The trainer of a run: attn-model's on the CPU, or attn-gpu's on a WebGPU device (the same
-/// run for the same seed: the same initial weights, batches and updates).
-#[allow(clippy::large_enum_variant)] // The worker holds one run at a time.
-enum RunTrainer {
-    Cpu(Trainer),
-    Gpu(GpuTrainer),
-}
-
-impl RunTrainer {
-    fn steps(&self) -> &RunSteps {
-        match self {
-            RunTrainer::Cpu(t) => t.steps(),
-            RunTrainer::Gpu(t) => t.steps(),
-        }
-    }
-
-    fn steps_mut(&mut self) -> &mut RunSteps {
-        match self {
-            RunTrainer::Cpu(t) => t.steps_mut(),
-            RunTrainer::Gpu(t) => t.steps_mut(),
-        }
-    }
-
-    fn task(&self) -> Task {
-        match self {
-            RunTrainer::Cpu(t) => t.task(),
-            RunTrainer::Gpu(t) => t.task(),
-        }
-    }
-
-    fn config(&self) -> &TrainConfig {
-        match self {
-            RunTrainer::Cpu(t) => t.config(),
-            RunTrainer::Gpu(t) => t.config(),
-        }
-    }
-
-    fn data(&self) -> &dyn TaskData {
-        match self {
-            RunTrainer::Cpu(t) => t.data(),
-            RunTrainer::Gpu(t) => t.data(),
-        }
-    }
-
-    fn model_config(&self) -> &attn_model::ModelConfig {
-        match self {
-            RunTrainer::Cpu(t) => t.model_config(),
-            RunTrainer::Gpu(t) => t.model_config(),
-        }
-    }
-
-    /// What the weights run with: the unmodified model, or the linear kernel they train with.
-    fn variant(&self) -> Variant {
-        match self {
-            RunTrainer::Cpu(t) => t.variant(),
-            RunTrainer::Gpu(t) => t.variant(),
-        }
-    }
-}
 
 /// How long the worker steps before it reports and lets other requests in.
 const TRAIN_BURST_MS: f64 = 60.0;
