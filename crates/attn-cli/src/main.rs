@@ -32,14 +32,13 @@ struct Cli {
 enum Command {
     /// Print a model's config, parameter count and tokenizer.
     Inspect {
-        /// A project `.safetensors` file or a Hugging Face GPT-2 directory.
-        model: PathBuf,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        common: ModelArgs,
     },
     /// Run the model on an input and print the logits, next-token predictions and attention.
     Run {
-        model: PathBuf,
+        #[command(flatten)]
+        common: ModelArgs,
         #[command(flatten)]
         input: InputArgs,
         #[command(flatten)]
@@ -50,29 +49,25 @@ enum Command {
         /// How many of the most probable next tokens to list.
         #[arg(long, default_value_t = 10)]
         top: usize,
-        /// Which engine runs the forward pass.
-        #[arg(long, value_enum, default_value = "cpu")]
-        engine: gpu::EngineArg,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Score every head's role: previous-token, first-token (sink), self, induction.
     Roles {
-        model: PathBuf,
+        #[command(flatten)]
+        common: ModelArgs,
         #[command(flatten)]
         variant: VariantArg,
         /// Seed of the repeated random sequence the scores are measured on.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Which engine runs the forward passes.
-        #[arg(long, value_enum, default_value = "cpu")]
-        engine: gpu::EngineArg,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Rank heads by how much ablating each one alone raises the loss on an input.
     Importance {
-        model: PathBuf,
+        #[command(flatten)]
+        common: ModelArgs,
         #[command(flatten)]
         input: InputArgs,
         #[command(flatten)]
@@ -80,15 +75,13 @@ enum Command {
         /// Ablate with the head's mean output instead of zeros.
         #[arg(long)]
         mean: bool,
-        /// Which engine runs the forward passes.
-        #[arg(long, value_enum, default_value = "cpu")]
-        engine: gpu::EngineArg,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Continue a prompt with sampled tokens (language models).
     Generate {
-        model: PathBuf,
+        #[command(flatten)]
+        common: ModelArgs,
         #[command(flatten)]
         input: InputArgs,
         #[command(flatten)]
@@ -104,30 +97,26 @@ enum Command {
         top_k: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Which engine runs the forward passes.
-        #[arg(long, value_enum, default_value = "cpu")]
-        engine: gpu::EngineArg,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// The logit lens: the unembedding of the residual stream before each layer and after the
     /// last (`logits[layer][position][output]`; the last entry is the model's logits).
     Lens {
-        model: PathBuf,
+        #[command(flatten)]
+        common: ModelArgs,
         #[command(flatten)]
         input: InputArgs,
         #[command(flatten)]
         variant: VariantArg,
-        /// Which engine runs the forward pass.
-        #[arg(long, value_enum, default_value = "cpu")]
-        engine: gpu::EngineArg,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Direct logit attribution: what each head, each MLP, the embeddings and the biases write
     /// into one logit, through the final norm with its scale frozen.
     Attribute {
-        model: PathBuf,
+        #[command(flatten)]
+        common: ModelArgs,
         #[command(flatten)]
         input: InputArgs,
         #[command(flatten)]
@@ -138,17 +127,15 @@ enum Command {
         /// The position (default: the last).
         #[arg(long)]
         position: Option<usize>,
-        /// Which engine runs the forward pass.
-        #[arg(long, value_enum, default_value = "cpu")]
-        engine: gpu::EngineArg,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Activation patching: the fraction of the logit difference (target − contrast, last
     /// position) that each head's clean output, and the clean residual stream at each layer and
     /// position, restores in the corrupted run.
     Patch {
-        model: PathBuf,
+        #[command(flatten)]
+        common: ModelArgs,
         /// The clean input as text (or --clean-tokens).
         #[arg(long)]
         clean: Option<String>,
@@ -165,21 +152,17 @@ enum Command {
         contrast: u32,
         #[command(flatten)]
         variant: VariantArg,
-        /// Which engine runs the forward passes.
-        #[arg(long, value_enum, default_value = "cpu")]
-        engine: gpu::EngineArg,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// QK and OV circuits of every head (largest singular values) and the Q-, K- and
     /// V-composition scores between heads of different layers, from the weights alone.
     Circuits {
-        model: PathBuf,
+        #[command(flatten)]
+        common: ModelArgs,
         /// How many of the strongest links to list (text output).
         #[arg(long, default_value_t = 10)]
         top: usize,
-        #[arg(long)]
-        json: bool,
     },
     /// Train a built-in task model (induction, sort, reverse, recall, brackets, shakespeare)
     /// and save it in the project's format, with tokenizer and training metadata.
@@ -217,15 +200,15 @@ enum Command {
     /// Score a trained model on its task's fixed held-out set: accuracy for the tasks,
     /// validation loss (nats per character) for the language model.
     Eval {
-        model: PathBuf,
+        #[command(flatten)]
+        common: ModelArgs,
         #[command(flatten)]
         variant: VariantArg,
-        #[arg(long)]
-        json: bool,
     },
     /// Time the forward pass on the CPU and/or GPU engine: median and spread after warm-up.
     Bench {
-        model: PathBuf,
+        #[command(flatten)]
+        common: ModelArgs,
         #[command(flatten)]
         variant: VariantArg,
         /// Which engines to time.
@@ -244,18 +227,15 @@ enum Command {
         /// adapter has timestamp queries) and print the time per kernel.
         #[arg(long)]
         profile: bool,
-        #[arg(long)]
-        json: bool,
     },
     /// Compare a variant with the unmodified model on one input: KL, top-1 agreement, loss.
     Compare {
-        model: PathBuf,
+        #[command(flatten)]
+        common: ModelArgs,
         #[command(flatten)]
         input: InputArgs,
         #[command(flatten)]
         variant: VariantArg,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -268,6 +248,24 @@ struct InputArgs {
     /// Token ids, comma-separated (e.g. 1,2,3).
     #[arg(long, value_delimiter = ',')]
     tokens: Option<Vec<u32>>,
+}
+
+/// The model a command reads and how it answers: every command over a model takes these.
+#[derive(Args)]
+struct ModelArgs {
+    /// A project `.safetensors` file or a Hugging Face directory of a supported family.
+    model: PathBuf,
+    /// Print JSON instead of a readable report.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The engine that runs a command's forward passes.
+#[derive(Args)]
+struct EngineArgs {
+    /// Which engine runs the forward passes.
+    #[arg(long, value_enum, default_value = "cpu")]
+    engine: gpu::EngineArg,
 }
 
 #[derive(Args)]
@@ -305,7 +303,9 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Inspect { model, json } => {
+        Command::Inspect {
+            common: ModelArgs { model, json },
+        } => {
             let model = load(&model)?;
             let report = inspect_json(&model)?;
             if json {
@@ -315,13 +315,12 @@ fn run(command: Command) -> Result<(), Failure> {
             }
         }
         Command::Run {
-            model,
+            common: ModelArgs { model, json },
             input,
             variant,
             attention,
             top,
-            engine,
-            json,
+            engine: EngineArgs { engine },
         } => {
             let model = load(&model)?;
             let tokenizer = model.build_tokenizer()?;
@@ -335,11 +334,10 @@ fn run(command: Command) -> Result<(), Failure> {
             }
         }
         Command::Roles {
-            model,
+            common: ModelArgs { model, json },
             variant,
             seed,
-            engine,
-            json,
+            engine: EngineArgs { engine },
         } => {
             let mut engine = gpu::engine(engine, load(&model)?)?;
             engine.set_variant(&parse_variant(&variant)?)?;
@@ -362,12 +360,11 @@ fn run(command: Command) -> Result<(), Failure> {
             }
         }
         Command::Importance {
-            model,
+            common: ModelArgs { model, json },
             input,
             variant,
             mean,
-            engine,
-            json,
+            engine: EngineArgs { engine },
         } => {
             let model = load(&model)?;
             let tokenizer = model.build_tokenizer()?;
@@ -405,11 +402,10 @@ fn run(command: Command) -> Result<(), Failure> {
             }
         }
         Command::Lens {
-            model,
+            common: ModelArgs { model, json },
             input,
             variant,
-            engine,
-            json,
+            engine: EngineArgs { engine },
         } => {
             let (mut engine, tokenizer, tokens) = engine_on(&model, &input, &variant, engine)?;
             let lens = block_on(logit_lens(&mut engine, &tokens))?;
@@ -431,13 +427,12 @@ fn run(command: Command) -> Result<(), Failure> {
             }
         }
         Command::Attribute {
-            model,
+            common: ModelArgs { model, json },
             input,
             variant,
             target,
             position,
-            engine,
-            json,
+            engine: EngineArgs { engine },
         } => {
             let (mut engine, _, tokens) = engine_on(&model, &input, &variant, engine)?;
             let a = block_on(direct_logit_attribution(
@@ -473,7 +468,7 @@ fn run(command: Command) -> Result<(), Failure> {
             }
         }
         Command::Patch {
-            model,
+            common: ModelArgs { model, json },
             clean,
             clean_tokens,
             corrupt,
@@ -481,8 +476,7 @@ fn run(command: Command) -> Result<(), Failure> {
             target,
             contrast,
             variant,
-            engine,
-            json,
+            engine: EngineArgs { engine },
         } => {
             let model = load(&model)?;
             let tokenizer = model.build_tokenizer()?;
@@ -531,7 +525,10 @@ fn run(command: Command) -> Result<(), Failure> {
                 }
             }
         }
-        Command::Circuits { model, top, json } => {
+        Command::Circuits {
+            common: ModelArgs { model, json },
+            top,
+        } => {
             let model = load(&model)?;
             let c = circuits(&model);
             if json {
@@ -573,15 +570,14 @@ fn run(command: Command) -> Result<(), Failure> {
             }
         }
         Command::Generate {
-            model,
+            common: ModelArgs { model, json },
             input,
             variant,
             tokens_out,
             temperature,
             top_k,
             seed,
-            engine,
-            json,
+            engine: EngineArgs { engine },
         } => {
             let (mut engine, tokenizer, prompt) = engine_on(&model, &input, &variant, engine)?;
             let sampling = Sampling {
@@ -665,9 +661,8 @@ fn run(command: Command) -> Result<(), Failure> {
             );
         }
         Command::Eval {
-            model,
+            common: ModelArgs { model, json },
             variant,
-            json,
         } => {
             let model = load(&model)?;
             let report = attn_train::evaluate(&model, &parse_variant(&variant)?)?;
@@ -685,14 +680,13 @@ fn run(command: Command) -> Result<(), Failure> {
             }
         }
         Command::Bench {
-            model,
+            common: ModelArgs { model, json },
             variant,
             engine,
             seq,
             runs,
             warmup,
             profile,
-            json,
         } => {
             let model = load(&model)?;
             let variant = parse_variant(&variant)?;
@@ -707,10 +701,9 @@ fn run(command: Command) -> Result<(), Failure> {
             gpu::bench(model, &variant, &options)?;
         }
         Command::Compare {
-            model,
+            common: ModelArgs { model, json },
             input,
             variant,
-            json,
         } => {
             let model = load(&model)?;
             let tokenizer = model.build_tokenizer()?;

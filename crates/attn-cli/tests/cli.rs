@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use crate::common;
 use crate::common::{attn, flatten_floats, json_of, HfFixture};
 
 use attn_model::config::ModelConfig;

@@ -1,7 +1,6 @@
 //! `attn run --engine gpu` against PyTorch and the CPU engine, and `attn bench`. These need a
 //! GPU adapter (lavapipe on CI) and fail loudly without one.
 
-use crate::common;
 use crate::common::{attn, flatten_floats, json_of, HfFixture};
 use attn_test_support::assert_close;
 

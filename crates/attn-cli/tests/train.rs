@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use crate::common;
 use crate::common::attn;
 
 use attn_model::config::ModelConfig;
