@@ -8,7 +8,7 @@ use attn_model::{Model, Output, Variant};
 use clap::ValueEnum;
 use serde_json::{json, Value};
 
-use crate::Failure;
+use crate::failure::Failure;
 
 impl From<GpuError> for Failure {
     fn from(e: GpuError) -> Self {
