@@ -45,8 +45,7 @@ pub fn App() -> impl IntoView {
             (WebGpuStatus::Adapter { .. }, EngineChoice::Gpu) => true,
         };
         if wants_gpu {
-            ui.engine_badge
-                .set("Opening the WebGPU device and compiling kernels…".into());
+            ui.engine_badge.set("Opening the WebGPU device…".into());
             ctl.use_gpu();
         } else {
             ui.engine_badge.set(engine_badge(&status, choice));
