@@ -116,11 +116,6 @@ impl Engine for Yielding<'_> {
         self.0.set_variant(variant)
     }
 
-    async fn forward(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output, GpuError> {
-        next_tick().await;
-        self.0.forward(tokens, readback).await
-    }
-
     async fn forward_hooked(
         &mut self,
         tokens: &[u32],

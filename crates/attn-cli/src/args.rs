@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use attn_gpu::AnyEngine;
-use attn_model::{load_model, Model, Tokenizer, Variant};
+use attn_model::{load_model, Engine, Model, Tokenizer, Variant};
 use clap::Args;
 
 use crate::failure::Failure;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use attn_gpu::{AnyEngine, GpuContext, GpuEngine, GpuError, Readback};
-use attn_model::{Model, Output, Variant};
+use attn_model::{Engine, Model, Output, Variant};
 use clap::ValueEnum;
 use serde_json::{json, Value};
 

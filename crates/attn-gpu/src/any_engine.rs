@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use attn_model::{Captured, CpuEngine, Hooks, Model, Output, PreparedModel, Variant};
+use attn_model::{Captured, CpuEngine, Engine, Hooks, Model, Output, PreparedModel, Variant};
 
 use crate::engine::{GpuEngine, Readback};
 use crate::error::{GpuError, Result};
@@ -59,33 +59,12 @@ impl AnyEngine {
         }
     }
 
-    /// Switches the variant (weight-side work happens now, and only when it changed).
-    pub fn set_variant(&mut self, variant: &Variant) -> Result<()> {
-        match self {
-            AnyEngine::Cpu(e) => Ok(e.set_variant(variant)?),
-            AnyEngine::Gpu(e) => e.set_variant(variant),
-        }
-    }
-
-    /// The unmodified model.
-    pub fn model(&self) -> &Model {
-        match self {
-            AnyEngine::Cpu(e) => e.model(),
-            AnyEngine::Gpu(e) => e.model(),
-        }
-    }
-
     /// The unmodified model, shared.
     pub fn base(&self) -> &Arc<Model> {
         match self {
             AnyEngine::Cpu(e) => e.base(),
             AnyEngine::Gpu(e) => e.base(),
         }
-    }
-
-    /// The variant in use.
-    pub fn variant(&self) -> &Variant {
-        &self.prepared().variant
     }
 
     /// The model with the current variant applied.
@@ -96,35 +75,10 @@ impl AnyEngine {
         }
     }
 
-    /// One forward pass; what `readback` does not ask for is NaN, whichever the engine.
-    pub async fn forward(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
-        match self {
-            AnyEngine::Cpu(e) => {
-                Ok(attn_model::Engine::forward(e.as_mut(), tokens, readback).await?)
-            }
-            AnyEngine::Gpu(e) => e.forward_with(tokens, readback).await,
-        }
-    }
-
-    /// [`AnyEngine::forward`] with hooks (see [`attn_model::HookPoint`]).
-    pub async fn forward_hooked(
-        &mut self,
-        tokens: &[u32],
-        readback: &Readback,
-        hooks: &Hooks,
-    ) -> Result<(Output, Captured)> {
-        match self {
-            AnyEngine::Cpu(e) => {
-                Ok(attn_model::Engine::forward_hooked(e.as_mut(), tokens, readback, hooks).await?)
-            }
-            AnyEngine::Gpu(e) => e.forward_hooked(tokens, readback, hooks).await,
-        }
-    }
-
-    /// [`AnyEngine::forward`], blocking the current thread (native only).
+    /// [`Engine::forward`], blocking the current thread (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_blocking(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
-        pollster::block_on(self.forward(tokens, readback))
+        pollster::block_on(Engine::forward(self, tokens, readback))
     }
 
     /// The CPU engine on the same model with the same variant (what a GPU failure falls back to).
@@ -135,23 +89,28 @@ impl AnyEngine {
     }
 }
 
-impl attn_model::Engine for AnyEngine {
+/// What a forward does does not depend on the engine: the CPU engine or the GPU engine
+/// answers, and what `readback` does not ask for is NaN whichever it is.
+impl Engine for AnyEngine {
     type Error = GpuError;
 
     fn model(&self) -> &Model {
-        AnyEngine::model(self)
+        match self {
+            AnyEngine::Cpu(e) => e.model(),
+            AnyEngine::Gpu(e) => e.model(),
+        }
     }
 
     fn variant(&self) -> &Variant {
-        AnyEngine::variant(self)
+        &self.prepared().variant
     }
 
+    /// Weight-side work happens now, and only when the variant changed.
     fn set_variant(&mut self, variant: &Variant) -> Result<()> {
-        AnyEngine::set_variant(self, variant)
-    }
-
-    async fn forward(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
-        AnyEngine::forward(self, tokens, readback).await
+        match self {
+            AnyEngine::Cpu(e) => Ok(e.set_variant(variant)?),
+            AnyEngine::Gpu(e) => e.set_variant(variant),
+        }
     }
 
     async fn forward_hooked(
@@ -160,11 +119,16 @@ impl attn_model::Engine for AnyEngine {
         readback: &Readback,
         hooks: &Hooks,
     ) -> Result<(Output, Captured)> {
-        AnyEngine::forward_hooked(self, tokens, readback, hooks).await
+        match self {
+            AnyEngine::Cpu(e) => {
+                Ok(Engine::forward_hooked(e.as_mut(), tokens, readback, hooks).await?)
+            }
+            AnyEngine::Gpu(e) => e.forward_hooked(tokens, readback, hooks).await,
+        }
     }
 }
 
-impl attn_model::Engine for GpuEngine {
+impl Engine for GpuEngine {
     type Error = GpuError;
 
     fn model(&self) -> &Model {
@@ -177,10 +141,6 @@ impl attn_model::Engine for GpuEngine {
 
     fn set_variant(&mut self, variant: &Variant) -> Result<()> {
         GpuEngine::set_variant(self, variant)
-    }
-
-    async fn forward(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
-        self.forward_with(tokens, readback).await
     }
 
     async fn forward_hooked(

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use attn_gpu::{
     AnyEngine, AttentionMaps, GpuContext, GpuEngine, GpuError, LogitRows, Readback, MAX_SEQ_LEN,
 };
-use attn_model::{CpuEngine, Model, ModelConfig, Variant};
+use attn_model::{CpuEngine, Engine, Model, ModelConfig, Variant};
 
 fn ctx() -> GpuContext {
     static CONTEXT: OnceLock<GpuContext> = OnceLock::new();

@@ -12,8 +12,8 @@ use std::sync::{Arc, OnceLock};
 use attn_gpu::{AnyEngine, EngineKind, EnginePair, GpuContext, GpuEngine, Readback};
 use attn_model::engine::{unwatched, Outcome, Step};
 use attn_model::{
-    generate, head_importance, head_roles, AblationMode, CpuEngine, HookPoint, Hooks, Model,
-    ModelConfig, Sampling, Variant,
+    generate, head_importance, head_roles, AblationMode, CpuEngine, Engine, HookPoint, Hooks,
+    Model, ModelConfig, Sampling, Variant,
 };
 use pollster::block_on;
 

@@ -4,6 +4,7 @@
 
 use attn_model::activation_patching;
 use attn_model::engine::unwatched;
+use attn_model::Engine;
 use clap::Args;
 use pollster::block_on;
 use serde_json::json;

@@ -1,6 +1,6 @@
 //! `attn roles`: score every head's role: previous-token, first-token (sink), self, induction.
 
-use attn_model::{copying_scores, head_roles, role_probe};
+use attn_model::{copying_scores, head_roles, role_probe, Engine};
 use clap::Args;
 use pollster::block_on;
 use serde_json::json;

@@ -11,7 +11,9 @@ use crate::error::ModelError;
 use crate::model::Model;
 use crate::variant::Variant;
 
-/// A forward-pass engine: a model, the variant applied to it, and a forward pass.
+/// A forward-pass engine: a model, the variant applied to it, and a forward pass. An engine
+/// implements four methods (the model, the variant, switching it, the hooked forward); the
+/// plain forward comes with the trait.
 ///
 /// `forward` is asynchronous because the GPU engine waits for its read-back; the CPU engine's
 /// future is ready at once (see [`now`]).
@@ -29,11 +31,19 @@ pub trait Engine {
     fn set_variant(&mut self, variant: &Variant) -> std::result::Result<(), Self::Error>;
 
     /// One forward pass under the current variant. What `readback` does not ask for is NaN.
+    /// (Every engine's forward is its hooked forward with no hooks, which costs nothing extra.)
     fn forward(
         &mut self,
         tokens: &[u32],
         readback: &Readback,
-    ) -> impl Future<Output = std::result::Result<Output, Self::Error>>;
+    ) -> impl Future<Output = std::result::Result<Output, Self::Error>> {
+        async move {
+            let (output, _) = self
+                .forward_hooked(tokens, readback, &Hooks::none())
+                .await?;
+            Ok(output)
+        }
+    }
 
     /// [`Engine::forward`] with hooks: the activations at `hooks.capture` come back (in that
     /// order), and those in `hooks.replace` are used in place of what the forward computed.

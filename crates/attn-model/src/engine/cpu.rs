@@ -104,21 +104,14 @@ impl Engine for CpuEngine {
         CpuEngine::set_variant(self, variant)
     }
 
-    async fn forward(&mut self, tokens: &[u32], readback: &Readback) -> Result<Output> {
-        // On the pool in the build with threads (`crate::pool`): the work takes its own handle on
-        // the model (`PreparedModel` is `Arc`s and a few flags) and its own copy of the input.
-        let (prepared, tokens) = (self.prepared().clone(), tokens.to_vec());
-        let mut output = crate::engine::pool::run(move || forward(&prepared, &tokens)).await?;
-        readback.mask(&mut output);
-        Ok(output)
-    }
-
     async fn forward_hooked(
         &mut self,
         tokens: &[u32],
         readback: &Readback,
         hooks: &Hooks,
     ) -> Result<(Output, Captured)> {
+        // On the pool in the build with threads (`crate::pool`): the work takes its own handle on
+        // the model (`PreparedModel` is `Arc`s and a few flags) and its own copy of the input.
         let (prepared, tokens, hooks) = (self.prepared().clone(), tokens.to_vec(), hooks.clone());
         let (mut output, captured) =
             crate::engine::pool::run(move || forward_hooked(&prepared, &tokens, &hooks)).await?;
