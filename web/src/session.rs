@@ -12,8 +12,8 @@ use attn_model::engine::AttentionMaps;
 use attn_model::{
     load::{from_hf_source, HfSource},
     variant::{Kernel, KernelName},
-    Captured, Engine, Hooks, LoadedTensors, Model, ModelConfig, Output, Tokenizer, TokenizerSpec,
-    Variant,
+    Captured, Engine, Hooks, LoadedTensors, Model, ModelConfig, Output, StepOutput, Tokenizer,
+    TokenizerSpec, Variant,
 };
 
 use crate::browser::{next_tick, now_ms};
@@ -124,6 +124,24 @@ impl Engine for Yielding<'_> {
     ) -> Result<(Output, Captured), GpuError> {
         next_tick().await;
         self.0.forward_hooked(tokens, readback, hooks).await
+    }
+
+    async fn prefill(
+        &mut self,
+        tokens: &[u32],
+        readback: &Readback,
+    ) -> Result<Option<Output>, GpuError> {
+        next_tick().await;
+        self.0.prefill(tokens, readback).await
+    }
+
+    async fn decode_step(&mut self, token: u32) -> Result<StepOutput, GpuError> {
+        next_tick().await;
+        self.0.decode_step(token).await
+    }
+
+    fn kv_cache_bytes(&self) -> Option<usize> {
+        self.0.kv_cache_bytes()
     }
 }
 

@@ -315,14 +315,33 @@ fn importance_ranks_every_head_and_generate_continues() {
         .map(|h| h["loss_increase"].as_f64().unwrap())
         .collect();
     assert!(losses.windows(2).all(|w| w[0] >= w[1]));
-    let out = json_of(&attn(&[
-        "generate", p, "--tokens", "1,2", "-n", "5", "--json",
-    ]));
-    assert_eq!(out["generated"].as_array().unwrap().len(), 5);
-    let again = json_of(&attn(&[
-        "generate", p, "--tokens", "1,2", "-n", "5", "--json",
-    ]));
-    assert_eq!(out, again, "same seed, same continuation");
+    let generate = |more: &[&str]| {
+        let mut args = vec!["generate", p, "--tokens", "1,2", "-n", "5", "--json"];
+        args.extend(more);
+        json_of(&attn(&args))
+    };
+    let out = generate(&[]);
+    assert_eq!(out["tokens"].as_array().unwrap().len(), 5);
+    assert_eq!(out["generated"], out["tokens"]);
+    assert_eq!(out["prompt_tokens"], 2);
+    assert!(out["tokens_per_second"].as_f64().unwrap() > 0.0);
+    let again = generate(&[]);
+    assert_eq!(
+        out["tokens"], again["tokens"],
+        "same seed, same continuation"
+    );
+    // The cache holds the keys and values of every token but the last generated one (never
+    // run): 6 positions × 2 layers × K and V × 4 heads × 4 dimensions, f32.
+    assert_eq!(out["kv_cache_bytes"], 6 * 2 * 2 * 4 * 4 * 4);
+    let recomputed = generate(&["--no-cache"]);
+    assert_eq!(
+        recomputed["tokens"], out["tokens"],
+        "the cache changes no token"
+    );
+    assert!(recomputed["kv_cache_bytes"].is_null());
+    // One key/value head for four: a quarter of the bytes.
+    let pooled = generate(&["--variant", r#"{"kv_groups": 1}"#, "--temperature", "0"]);
+    assert_eq!(pooled["kv_cache_bytes"], 6 * 2 * 2 * 4 * 4);
 }
 
 /// `attn run` on the committed Hugging Face fixture reproduces PyTorch for every variant case.

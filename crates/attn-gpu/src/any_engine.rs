@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use attn_model::{Captured, CpuEngine, Engine, Hooks, Model, Output, PreparedModel, Variant};
+use attn_model::{
+    Captured, CpuEngine, Engine, Hooks, Model, Output, PreparedModel, StepOutput, Variant,
+};
 
 use crate::engine::{GpuEngine, Readback};
 use crate::error::{GpuError, Result};
@@ -124,6 +126,28 @@ impl Engine for AnyEngine {
                 Ok(Engine::forward_hooked(e.as_mut(), tokens, readback, hooks).await?)
             }
             AnyEngine::Gpu(e) => e.forward_hooked(tokens, readback, hooks).await,
+        }
+    }
+
+    /// The CPU engine's KV cache; the GPU engine keeps none yet (`None`: the caller recomputes).
+    async fn prefill(&mut self, tokens: &[u32], readback: &Readback) -> Result<Option<Output>> {
+        match self {
+            AnyEngine::Cpu(e) => Ok(Engine::prefill(e.as_mut(), tokens, readback).await?),
+            AnyEngine::Gpu(e) => Engine::prefill(e.as_mut(), tokens, readback).await,
+        }
+    }
+
+    async fn decode_step(&mut self, token: u32) -> Result<StepOutput> {
+        match self {
+            AnyEngine::Cpu(e) => Ok(Engine::decode_step(e.as_mut(), token).await?),
+            AnyEngine::Gpu(e) => Engine::decode_step(e.as_mut(), token).await,
+        }
+    }
+
+    fn kv_cache_bytes(&self) -> Option<usize> {
+        match self {
+            AnyEngine::Cpu(e) => e.kv_cache_bytes(),
+            AnyEngine::Gpu(e) => e.kv_cache_bytes(),
         }
     }
 }

@@ -237,20 +237,149 @@ fn rows_at(cols: usize, offset: usize) -> Layout {
     Layout::rows(cols).at(offset)
 }
 
-/// Records the launches of one batch's forward and backward (see [`loss_and_gradients`]).
+/// The shape of one padded batch, as every launch of its forward and backward sees it.
+#[derive(Clone, Copy)]
+struct BatchShape {
+    n_seq: usize,
+    t_len: usize,
+    /// Rows of every dense layer: sequences × positions.
+    rows: usize,
+    d: usize,
+    heads: usize,
+    kv_heads: usize,
+    d_head: usize,
+    /// Query heads per key/value head.
+    group: usize,
+    /// Elements of one attention map, `t_len²`.
+    map: usize,
+    /// The scores' scale, `1/√d_head`.
+    scale: f32,
+}
+
+impl BatchShape {
+    fn new(c: &ModelConfig, n_seq: usize, t_len: usize) -> BatchShape {
+        let (heads, kv_heads, d_head) = (c.n_head, c.kv_heads(), c.d_head());
+        BatchShape {
+            n_seq,
+            t_len,
+            rows: n_seq * t_len,
+            d: c.d_model,
+            heads,
+            kv_heads,
+            d_head,
+            group: heads / kv_heads,
+            map: t_len * t_len,
+            scale: 1.0 / (d_head as f32).sqrt(),
+        }
+    }
+
+    /// Width of a row of queries (or head outputs): every query head.
+    fn q_width(&self) -> usize {
+        self.heads * self.d_head
+    }
+
+    /// Width of a row of keys or values: every key/value head.
+    fn kv_width(&self) -> usize {
+        self.kv_heads * self.d_head
+    }
+
+    /// Every head of every sequence: the batch of the attention products.
+    fn head_maps(&self) -> usize {
+        self.n_seq * self.heads
+    }
+}
+
+/// A batch padded as the CPU trainer pads it (token 0 and no target), row `s · t_len + t`
+/// holding position `t` of sequence `s`: the tokens, the targets and `t_len`.
+fn pad_batch(c: &ModelConfig, batch: &[Sequence]) -> Result<(Vec<u32>, Vec<u32>, usize)> {
+    let t_len = batch.iter().map(|s| s.tokens.len()).max().unwrap_or(0);
+    if t_len == 0 || t_len > c.n_ctx {
+        return Err(attn_model::ModelError::Training(format!(
+            "a batch needs sequences of 1 to {} tokens (found {t_len})",
+            c.n_ctx
+        ))
+        .into());
+    }
+    let rows = batch.len() * t_len;
+    let mut tokens = Vec::with_capacity(rows);
+    let mut targets = Vec::with_capacity(rows);
+    for sequence in batch {
+        for t in 0..t_len {
+            let token = sequence.tokens.get(t).copied().unwrap_or(0);
+            if token as usize >= c.vocab_size {
+                return Err(attn_model::ModelError::Training(format!(
+                    "token {token} is outside the vocabulary of {}",
+                    c.vocab_size
+                ))
+                .into());
+            }
+            tokens.push(token);
+            targets.push(
+                sequence
+                    .targets
+                    .get(t)
+                    .copied()
+                    .flatten()
+                    .unwrap_or(cross_entropy::NO_TARGET),
+            );
+        }
+    }
+    Ok((tokens, targets, t_len))
+}
+
+/// What one block's forward keeps for its backward.
+struct BlockKept {
+    attn_norm: [Arg; 3],
+    /// Queries, keys and values, head-major.
+    qh: Arg,
+    kh: Arg,
+    vh: Arg,
+    /// The attention weights of every head of every sequence.
+    probs: Arg,
+    /// Linear attention's features φ(q · scale) and φ(k), head-major, and its weights before
+    /// the normalisation.
+    linear: Option<(Arg, Arg, Arg)>,
+    /// The heads' outputs, in rows (what the output projection reads).
+    z: Arg,
+    /// The MLP's norm, pre-activation and activation.
+    mlp: Option<([Arg; 3], Arg, Arg)>,
+}
+
+/// Records the launches of one batch's forward and backward (see [`loss_and_gradients`]), one
+/// method a stage: the embeddings, a block's attention and MLP, the output head and the loss,
+/// each forward with its backward.
 struct Recorder<'k> {
     plan: PlanBuilder<'k>,
     ctx: &'k GpuContext,
     params: Vec<Arg>,
     grads: Vec<Arg>,
     dummy: Arg,
-    /// Rows of every dense layer: sequences × positions.
-    rows: usize,
-    d: usize,
+    shape: BatchShape,
     eps: f32,
+    causal: bool,
+    /// Linear (elu + 1) attention instead of softmax.
+    linear: bool,
+    head_penalty: f32,
+    /// A rotary model's angles for every row.
+    rotary: Option<RotaryRows>,
 }
 
 impl Recorder<'_> {
+    /// A zeroed buffer of `len` floats.
+    fn zeros(&self, len: usize) -> Arg {
+        zeros(self.ctx, len)
+    }
+
+    /// Zeroed buffers for one layer's queries, keys and values (or their gradients).
+    fn qkv_zeros(&self) -> (Arg, Arg, Arg) {
+        let s = self.shape;
+        (
+            self.zeros(s.rows * s.q_width()),
+            self.zeros(s.rows * s.kv_width()),
+            self.zeros(s.rows * s.kv_width()),
+        )
+    }
+
     /// `x · W (+ b)` into `y` over the rows, with `accumulate` adding to what `y` holds.
     fn dense(
         &mut self,
@@ -264,7 +393,7 @@ impl Recorder<'_> {
             bias_offset: l.bias.map(|_| 0),
             activation,
             accumulate,
-            ..Matmul::new(self.rows, l.d_out, l.d_in)
+            ..Matmul::new(self.shape.rows, l.d_out, l.d_in)
         };
         let bias = l.bias.map_or(&self.dummy, |b| &self.params[b]);
         mm.push(
@@ -280,7 +409,7 @@ impl Recorder<'_> {
 
     /// A dense layer's backward: `dW += xᵀ·dy`, `db += Σ_rows dy`, and `dx += dy·Wᵀ` when asked.
     fn dense_backward(&mut self, x: &Arg, dy: &Arg, l: LinearAt, dx: Option<&Arg>) -> Result<()> {
-        let rows = self.rows;
+        let rows = self.shape.rows;
         let dw = Matmul {
             a: Layout::transposed(l.d_in),
             accumulate: true,
@@ -322,12 +451,8 @@ impl Recorder<'_> {
 
     /// LayerNorm of `x`, keeping `[output, x̂, 1/σ]` for the backward.
     fn norm_forward(&mut self, x: &Arg, n: NormAt) -> Result<[Arg; 3]> {
-        let (rows, d) = (self.rows, self.d);
-        let kept = [
-            zeros(self.ctx, rows * d),
-            zeros(self.ctx, rows * d),
-            zeros(self.ctx, rows),
-        ];
+        let BatchShape { rows, d, .. } = self.shape;
+        let kept = [self.zeros(rows * d), self.zeros(rows * d), self.zeros(rows)];
         norm_keep::push(
             &mut self.plan,
             &norm_keep::KERNEL,
@@ -343,8 +468,8 @@ impl Recorder<'_> {
         norm_backward::push(
             &mut self.plan,
             (&norm_backward::ROWS, &norm_backward::PARAMS),
-            self.rows,
-            self.d,
+            self.shape.rows,
+            self.shape.d,
             &norm_backward::NormBackward {
                 dy,
                 normalised: &kept[1],
@@ -355,6 +480,478 @@ impl Recorder<'_> {
                 dbeta: n.bias.map(|b| &self.grads[b]),
             },
         )
+    }
+
+    /// Rows ↔ head-major copies of `heads` heads (`kernel` says which way).
+    fn reorder(
+        &mut self,
+        kernel: &'static crate::ops::kernel::KernelSpec,
+        heads: usize,
+        pair: (&Arg, &Arg),
+    ) -> Result<()> {
+        let s = self.shape;
+        let shape = HeadShape {
+            seqs: s.n_seq,
+            t: s.t_len,
+            heads,
+            d_head: s.d_head,
+        };
+        heads::push(&mut self.plan, kernel, shape, pair).map(|_| ())
+    }
+
+    /// Rotates `x`, `[rows, heads · d_head]`, in place by the rotary angles (or by their
+    /// transpose, for a gradient); nothing for a model without rotary positions.
+    fn rotate(&mut self, transpose: bool, heads: usize, x: &Arg) -> Result<()> {
+        let Some(rotary) = &self.rotary else {
+            return Ok(());
+        };
+        let s = self.shape;
+        let table = if transpose {
+            &rotary.transpose
+        } else {
+            &rotary.forward
+        };
+        rope::push(
+            &mut self.plan,
+            &rope::KERNEL,
+            (s.rows, heads, s.d_head),
+            (rotary.half, s.rows),
+            table,
+            x,
+        )?;
+        Ok(())
+    }
+
+    /// `out_g += mapsᵀ · rows_of_h` for every head h of key/value head g (dv from P and dz, dk
+    /// from dS and q). The heads of a group add to one place, so one launch per member r of a
+    /// group, over every (sequence, group) pair j: head j · group + r.
+    fn per_group(&mut self, maps: &Arg, rows_of: &Arg, out: &Arg) -> Result<()> {
+        let s = self.shape;
+        for r in 0..s.group {
+            let product = Matmul {
+                batch: s.n_seq * s.kv_heads,
+                a: Layout {
+                    offset: (r * s.map) as u32,
+                    row_stride: 1,
+                    col_stride: s.t_len as u32,
+                    batch_stride: (s.group * s.map) as u32,
+                    batch_div: 1,
+                },
+                b: rows_at(s.d_head, r * s.t_len * s.d_head)
+                    .batched(s.group * s.t_len * s.d_head, 1),
+                c: head_major(s.d_head, s.t_len, 1),
+                accumulate: true,
+                ..Matmul::new(s.t_len, s.d_head, s.t_len)
+            };
+            product.push(
+                &mut self.plan,
+                &matmul::KERNEL,
+                maps,
+                rows_of,
+                &self.dummy,
+                out,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A product over every head of every sequence between a map-shaped operand (scores,
+    /// weights or their gradients, `[t, t]` per head) and a head-major one read through the
+    /// head's key/value head: `P · v_g`, `dS · k_g`.
+    fn maps_times_heads(&mut self, maps: &Arg, heads_of: &Arg, out: &Arg) -> Result<()> {
+        let s = self.shape;
+        let product = Matmul {
+            batch: s.head_maps(),
+            a: rows_at(s.t_len, 0).batched(s.map, 1),
+            b: head_major(s.d_head, s.t_len, s.group),
+            c: head_major(s.d_head, s.t_len, 1),
+            ..Matmul::new(s.t_len, s.d_head, s.t_len)
+        };
+        product.push(
+            &mut self.plan,
+            &matmul::KERNEL,
+            maps,
+            heads_of,
+            &self.dummy,
+            out,
+        )?;
+        Ok(())
+    }
+
+    /// `alpha · a_h · b_gᵀ` into a map per head of every sequence, `a` head-major per query
+    /// head and `b` per key/value head: the scores `q · kᵀ`, linear attention's `φ(q) · φ(k)ᵀ`,
+    /// and `dz · vᵀ`.
+    fn heads_times_heads(&mut self, alpha: f32, a: &Arg, b: &Arg, maps: &Arg) -> Result<()> {
+        let s = self.shape;
+        let product = Matmul {
+            batch: s.head_maps(),
+            a: head_major(s.d_head, s.t_len, 1),
+            b: head_major_transposed(s.d_head, s.t_len, s.group),
+            c: rows_at(s.t_len, 0).batched(s.map, 1),
+            alpha,
+            ..Matmul::new(s.t_len, s.t_len, s.d_head)
+        };
+        product.push(&mut self.plan, &matmul::KERNEL, a, b, &self.dummy, maps)?;
+        Ok(())
+    }
+
+    /// The embeddings of `tokens` (the position table repeated once per sequence, copied in
+    /// `encoder`): the residual stream the blocks add to.
+    fn embed_forward(
+        &mut self,
+        at: &ParamsAt,
+        tokens: &Arg,
+        encoder: &mut wgpu::CommandEncoder,
+    ) -> Result<Arg> {
+        let BatchShape {
+            n_seq,
+            t_len,
+            rows,
+            d,
+            ..
+        } = self.shape;
+        let x = self.zeros(rows * d);
+        let positions = at.position_embedding.map(|p| {
+            let tiled = self.zeros(rows * d);
+            for s in 0..n_seq {
+                encoder.copy_buffer_to_buffer(
+                    &self.params[p].buffer,
+                    0,
+                    &tiled.buffer,
+                    4 * (s * t_len * d) as u64,
+                    4 * (t_len * d) as u64,
+                );
+            }
+            tiled
+        });
+        let wte = WeightArg {
+            arg: self.params[at.token_embedding].clone(),
+            precision: Precision::F32,
+        };
+        embed::push(
+            &mut self.plan,
+            &embed::KERNEL,
+            rows,
+            d,
+            tokens,
+            &wte,
+            positions.as_ref(),
+            &self.dummy,
+            &x,
+        )?;
+        Ok(x)
+    }
+
+    /// The embeddings' backward from the stream's gradient `dx`: the token table's rows, and
+    /// the position table's summed over the sequences.
+    fn embed_backward(
+        &mut self,
+        at: &ParamsAt,
+        tokens: &Arg,
+        dx: &Arg,
+        vocab: usize,
+    ) -> Result<()> {
+        let BatchShape {
+            n_seq,
+            t_len,
+            rows,
+            d,
+            ..
+        } = self.shape;
+        embedding_backward::push(
+            &mut self.plan,
+            &embedding_backward::KERNEL,
+            (rows, d, vocab),
+            (tokens, dx, &self.grads[at.token_embedding]),
+        )?;
+        if let Some(p) = at.position_embedding {
+            column_sums::push(
+                &mut self.plan,
+                &column_sums::KERNEL,
+                (n_seq, t_len * d),
+                (dx, &self.grads[p]),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One block's forward, adding its attention and its MLP to the stream `x`.
+    fn block_forward(&mut self, block: &BlockAt, x: &Arg) -> Result<BlockKept> {
+        let mut kept = self.attention_forward(block, x)?;
+        kept.mlp = match block.mlp {
+            Some(mlp) => Some(self.mlp_forward(mlp, x)?),
+            None => None,
+        };
+        Ok(kept)
+    }
+
+    /// Attention's forward: `x += z · Wo + bo` with `z` every head's weighted values.
+    fn attention_forward(&mut self, block: &BlockAt, x: &Arg) -> Result<BlockKept> {
+        let s = self.shape;
+        let attn_norm = self.norm_forward(x, block.attn_norm)?;
+        let (q, k, v) = self.qkv_zeros();
+        self.dense(&attn_norm[0], block.q, &q, None, false)?;
+        self.dense(&attn_norm[0], block.k, &k, None, false)?;
+        self.dense(&attn_norm[0], block.v, &v, None, false)?;
+        self.rotate(false, s.heads, &q)?;
+        self.rotate(false, s.kv_heads, &k)?;
+        // Head-major copies, so that one product covers every head of every sequence.
+        let (qh, kh, vh) = self.qkv_zeros();
+        self.reorder(&heads::TO_HEADS, s.heads, (&q, &qh))?;
+        self.reorder(&heads::TO_HEADS, s.kv_heads, (&k, &kh))?;
+        self.reorder(&heads::TO_HEADS, s.kv_heads, (&v, &vh))?;
+        let probs = self.zeros(s.head_maps() * s.map);
+        // Scaled scores of every head, q_h · k_gᵀ (head i uses key/value head i / group), or
+        // linear attention's weights instead: w = φ(q · scale) · φ(k)ᵀ with φ = elu + 1.
+        let linear = if self.linear {
+            let phi_q = self.zeros(s.rows * s.q_width());
+            let phi_k = self.zeros(s.rows * s.kv_width());
+            let elu = &features::ELU;
+            features::push_elu(
+                &mut self.plan,
+                elu,
+                s.rows * s.q_width(),
+                s.scale,
+                &qh,
+                &phi_q,
+            )?;
+            features::push_elu(&mut self.plan, elu, s.rows * s.kv_width(), 1.0, &kh, &phi_k)?;
+            let w = self.zeros(s.head_maps() * s.map);
+            self.heads_times_heads(1.0, &phi_q, &phi_k, &w)?;
+            Some((phi_q, phi_k, w))
+        } else {
+            self.heads_times_heads(s.scale, &qh, &kh, &probs)?;
+            None
+        };
+        attention::push(
+            &mut self.plan,
+            &attention::KERNEL,
+            s.t_len,
+            s.head_maps(),
+            Masking {
+                causal: self.causal,
+                window: None,
+                top_k: None,
+            },
+            linear.is_some(),
+            &probs,
+            linear.as_ref().map_or(&self.dummy, |(_, _, w)| w),
+        )?;
+        let zh = self.zeros(s.rows * s.q_width());
+        self.maps_times_heads(&probs, &vh, &zh)?;
+        let z = self.zeros(s.rows * s.q_width());
+        self.reorder(&heads::FROM_HEADS, s.heads, (&zh, &z))?;
+        self.dense(&z, block.o, x, None, true)?;
+        Ok(BlockKept {
+            attn_norm,
+            qh,
+            kh,
+            vh,
+            probs,
+            linear,
+            z,
+            mlp: None,
+        })
+    }
+
+    /// The MLP's forward: `x += gelu(norm(x) · Wfc + bfc) · Wproj + bproj`.
+    fn mlp_forward(
+        &mut self,
+        (norm, fc, proj): (NormAt, LinearAt, LinearAt),
+        x: &Arg,
+    ) -> Result<([Arg; 3], Arg, Arg)> {
+        let rows = self.shape.rows;
+        let normed = self.norm_forward(x, norm)?;
+        let (pre, act) = (self.zeros(rows * fc.d_out), self.zeros(rows * fc.d_out));
+        self.dense(&normed[0], fc, &pre, None, false)?;
+        self.dense(&normed[0], fc, &act, Some(Activation::GeluTanh), false)?;
+        self.dense(&act, proj, x, None, true)?;
+        Ok((normed, pre, act))
+    }
+
+    /// The final norm and the logits (the unembedding, tied or not, or the classifier):
+    /// `(the norm's kept values, logits)`.
+    fn head_forward(&mut self, at: &ParamsAt, x: &Arg, n_out: usize) -> Result<([Arg; 3], Arg)> {
+        let BatchShape { rows, d, .. } = self.shape;
+        let final_norm = self.norm_forward(x, at.final_norm)?;
+        let logits = self.zeros(rows * n_out);
+        match at.classifier {
+            Some(classifier) => self.dense(&final_norm[0], classifier, &logits, None, false)?,
+            None => {
+                let unembed = Matmul {
+                    b: Layout::transposed(d),
+                    ..Matmul::new(rows, n_out, d)
+                };
+                let table = &self.params[at.lm_head.unwrap_or(at.token_embedding)];
+                unembed.push(
+                    &mut self.plan,
+                    &matmul::KERNEL,
+                    &final_norm[0],
+                    table,
+                    &self.dummy,
+                    &logits,
+                )?;
+            }
+        }
+        Ok((final_norm, logits))
+    }
+
+    /// The head's backward from the logits' gradient: the unembedding's (or classifier's)
+    /// gradients and the final norm's, returning the stream's gradient `dx`.
+    fn head_backward(
+        &mut self,
+        at: &ParamsAt,
+        final_norm: &[Arg; 3],
+        dlogits: &Arg,
+        n_out: usize,
+    ) -> Result<Arg> {
+        let BatchShape { rows, d, .. } = self.shape;
+        let dfinal = self.zeros(rows * d);
+        match at.classifier {
+            Some(classifier) => {
+                self.dense_backward(&final_norm[0], dlogits, classifier, Some(&dfinal))?
+            }
+            None => {
+                let table = at.lm_head.unwrap_or(at.token_embedding);
+                let dtable = Matmul {
+                    a: Layout::transposed(n_out),
+                    accumulate: true,
+                    ..Matmul::new(n_out, d, rows)
+                };
+                dtable.push(
+                    &mut self.plan,
+                    &matmul::KERNEL,
+                    dlogits,
+                    &final_norm[0],
+                    &self.dummy,
+                    &self.grads[table],
+                )?;
+                let back = Matmul::new(rows, d, n_out);
+                back.push(
+                    &mut self.plan,
+                    &matmul::KERNEL,
+                    dlogits,
+                    &self.params[table],
+                    &self.dummy,
+                    &dfinal,
+                )?;
+            }
+        }
+        let dx = self.zeros(rows * d);
+        self.norm_backward(final_norm, at.final_norm, &dfinal, &dx)?;
+        Ok(dx)
+    }
+
+    /// One block's backward, MLP then attention, adding to the stream's gradient `dx`.
+    fn block_backward(&mut self, block: &BlockAt, kept: &BlockKept, dx: &Arg) -> Result<()> {
+        if let (Some(mlp), Some(mlp_kept)) = (block.mlp, &kept.mlp) {
+            self.mlp_backward(mlp, mlp_kept, dx)?;
+        }
+        self.attention_backward(block, kept, dx)
+    }
+
+    /// The MLP's backward (see [`Recorder::mlp_forward`]).
+    fn mlp_backward(
+        &mut self,
+        (norm, fc, proj): (NormAt, LinearAt, LinearAt),
+        (normed, pre, act): &([Arg; 3], Arg, Arg),
+        dx: &Arg,
+    ) -> Result<()> {
+        let BatchShape { rows, d, .. } = self.shape;
+        let dact = self.zeros(rows * fc.d_out);
+        self.dense_backward(act, dx, proj, Some(&dact))?;
+        let dpre = self.zeros(rows * fc.d_out);
+        gelu_backward::push(
+            &mut self.plan,
+            &gelu_backward::KERNEL,
+            rows * fc.d_out,
+            (pre, &dact, &dpre),
+        )?;
+        let dnormed = self.zeros(rows * d);
+        self.dense_backward(&normed[0], &dpre, fc, Some(&dnormed))?;
+        self.norm_backward(normed, norm, &dnormed, dx)
+    }
+
+    /// Attention's backward (see [`Recorder::attention_forward`]), with the head penalty's
+    /// gradient on the heads' outputs.
+    fn attention_backward(&mut self, block: &BlockAt, kept: &BlockKept, dx: &Arg) -> Result<()> {
+        let s = self.shape;
+        let dz = self.zeros(s.rows * s.q_width());
+        self.dense_backward(&kept.z, dx, block.o, Some(&dz))?;
+        if self.head_penalty != 0.0 {
+            head_norm_backward::push(
+                &mut self.plan,
+                &head_norm_backward::KERNEL,
+                (
+                    s.rows * s.heads,
+                    s.d_head,
+                    self.head_penalty * (1.0 / s.rows as f32),
+                ),
+                (&kept.z, &dz),
+            )?;
+        }
+        let dzh = self.zeros(s.rows * s.q_width());
+        self.reorder(&heads::TO_HEADS, s.heads, (&dz, &dzh))?;
+        let (dp, ds) = (
+            self.zeros(s.head_maps() * s.map),
+            self.zeros(s.head_maps() * s.map),
+        );
+        let (dqh, dkh, dvh) = self.qkv_zeros();
+        // dP = dz_h · v_gᵀ for every head, and dv_g = Σ Pᵀ · dz_h over its heads.
+        self.heads_times_heads(1.0, &dzh, &kept.vh, &dp)?;
+        self.per_group(&kept.probs, &dzh, &dvh)?;
+        match &kept.linear {
+            None => {
+                softmax_backward::push(
+                    &mut self.plan,
+                    &softmax_backward::KERNEL,
+                    (s.head_maps() * s.t_len, s.t_len, s.scale),
+                    (&kept.probs, &dp, &ds),
+                )?;
+                // dq_h = dS · k_g for every head, and dk_g = Σ dSᵀ · q_h over its heads.
+                self.maps_times_heads(&ds, &kept.kh, &dqh)?;
+                self.per_group(&ds, &kept.qh, &dkh)?;
+            }
+            Some((phi_q, phi_k, w)) => {
+                // dW through the normalisation, then dφ(q̃) = dW · φ(k) and dφ(k) = dWᵀ · φ(q̃),
+                // then φ' and q̃'s scale.
+                linear_backward::push(
+                    &mut self.plan,
+                    &linear_backward::KERNEL,
+                    (s.head_maps() * s.t_len, s.t_len, self.causal),
+                    (&kept.probs, &dp, w, &ds),
+                )?;
+                let (dphi_q, dphi_k, _) = self.qkv_zeros();
+                self.maps_times_heads(&ds, phi_k, &dphi_q)?;
+                self.per_group(&ds, phi_q, &dphi_k)?;
+                let elu = &elu_backward::KERNEL;
+                elu_backward::push(
+                    &mut self.plan,
+                    elu,
+                    (s.rows * s.q_width(), s.scale),
+                    (&kept.qh, &dphi_q, &dqh),
+                )?;
+                elu_backward::push(
+                    &mut self.plan,
+                    elu,
+                    (s.rows * s.kv_width(), 1.0),
+                    (&kept.kh, &dphi_k, &dkh),
+                )?;
+            }
+        }
+        let (dq, dk, dv) = self.qkv_zeros();
+        self.reorder(&heads::FROM_HEADS, s.heads, (&dqh, &dq))?;
+        self.reorder(&heads::FROM_HEADS, s.kv_heads, (&dkh, &dk))?;
+        self.reorder(&heads::FROM_HEADS, s.kv_heads, (&dvh, &dv))?;
+        // The rotation is orthogonal: its backward is its transpose.
+        self.rotate(true, s.heads, &dq)?;
+        self.rotate(true, s.kv_heads, &dk)?;
+        let da = self.zeros(s.rows * s.d);
+        let a = &kept.attn_norm[0];
+        self.dense_backward(a, &dq, block.q, Some(&da))?;
+        self.dense_backward(a, &dk, block.k, Some(&da))?;
+        self.dense_backward(a, &dv, block.v, Some(&da))?;
+        self.norm_backward(&kept.attn_norm, block.attn_norm, &da, dx)
     }
 }
 
@@ -397,37 +994,13 @@ impl RotaryRows {
             transpose: upload(ctx, &with_sines(-1.0)),
         })
     }
-
-    /// Records the rotation (or its transpose) of `x`, `[rows, heads · d_head]`, in place.
-    fn push(
-        &self,
-        rec: &mut Recorder<'_>,
-        transpose: bool,
-        (heads, d_head): (usize, usize),
-        x: &Arg,
-    ) -> Result<()> {
-        let table = if transpose {
-            &self.transpose
-        } else {
-            &self.forward
-        };
-        let shape = (rec.rows, heads, d_head);
-        let kernel = &rope::KERNEL;
-        rope::push(
-            &mut rec.plan,
-            kernel,
-            shape,
-            (self.half, rec.rows),
-            table,
-            x,
-        )?;
-        Ok(())
-    }
 }
 
 /// Records the forward and backward of `batch` under the weights `params` (in
 /// `parameters_mut`'s order, placed by `at`), adding every gradient to `grads`: copies into
-/// `encoder`, launches into the returned recorder's plan (to which more can be added).
+/// `encoder`, launches into the returned recorder's plan (to which more can be added). The
+/// shape of llm.c's training step: embeddings, each block forward, the head and the loss, each
+/// block backward in reverse, the embeddings' gradients.
 #[allow(clippy::too_many_arguments)]
 fn record_batch<'k>(
     ctx: &'k GpuContext,
@@ -438,434 +1011,49 @@ fn record_batch<'k>(
     head_penalty: f32,
     encoder: &mut wgpu::CommandEncoder,
 ) -> Result<(Recorder<'k>, Recorded)> {
-    let linear = kernel == KernelName::Linear;
-    let t_len = batch.iter().map(|s| s.tokens.len()).max().unwrap_or(0);
-    if t_len == 0 || t_len > c.n_ctx {
-        return Err(attn_model::ModelError::Training(format!(
-            "a batch needs sequences of 1 to {} tokens (found {t_len})",
-            c.n_ctx
-        ))
-        .into());
-    }
-    let n_seq = batch.len();
-    let rows = n_seq * t_len;
-    let (d, heads, kv_heads, d_head) = (c.d_model, c.n_head, c.kv_heads(), c.d_head());
-    let group = heads / kv_heads;
-    let (q_width, kv_width) = (heads * d_head, kv_heads * d_head);
+    let (tokens, targets, t_len) = pad_batch(c, batch)?;
+    let shape = BatchShape::new(c, batch.len(), t_len);
     let n_out = c.n_out();
-    let scale = 1.0 / (d_head as f32).sqrt();
     let scored: usize = batch.iter().map(Sequence::scored).sum();
-    let norm_scale = 1.0 / rows as f32;
-
-    // The padded batch, as the CPU trainer pads it: token 0 and no target.
-    let mut tokens = Vec::with_capacity(rows);
-    let mut targets = Vec::with_capacity(rows);
-    for sequence in batch {
-        for t in 0..t_len {
-            let token = sequence.tokens.get(t).copied().unwrap_or(0);
-            if token as usize >= c.vocab_size {
-                return Err(attn_model::ModelError::Training(format!(
-                    "token {token} is outside the vocabulary of {}",
-                    c.vocab_size
-                ))
-                .into());
-            }
-            tokens.push(token);
-            targets.push(
-                sequence
-                    .targets
-                    .get(t)
-                    .copied()
-                    .flatten()
-                    .unwrap_or(cross_entropy::NO_TARGET),
-            );
-        }
-    }
-
-    let dummy = zeros(ctx, 1);
-    let tokens_b = upload(ctx, &tokens);
-    let targets_b = upload(ctx, &targets);
-    let mut r = Recorder {
+    let tokens = upload(ctx, &tokens);
+    let targets = upload(ctx, &targets);
+    let mut rec = Recorder {
         plan: PlanBuilder::new(ctx),
         ctx,
         params: params.to_vec(),
         grads: grads.to_vec(),
-        dummy: dummy.clone(),
-        rows,
-        d,
+        dummy: zeros(ctx, 1),
+        shape,
         eps: c.layer_norm_eps,
+        causal: c.causal,
+        linear: kernel == KernelName::Linear,
+        head_penalty,
+        rotary: RotaryRows::new(ctx, c, shape.n_seq, t_len),
     };
-    let rec = &mut r;
-    let rotary = RotaryRows::new(ctx, c, n_seq, t_len);
 
-    // Forward: embeddings (the position table repeated once per sequence).
-    let x = zeros(ctx, rows * d);
-    let positions = at.position_embedding.map(|p| {
-        let tiled = zeros(ctx, rows * d);
-        for s in 0..n_seq {
-            encoder.copy_buffer_to_buffer(
-                &params[p].buffer,
-                0,
-                &tiled.buffer,
-                4 * (s * t_len * d) as u64,
-                4 * (t_len * d) as u64,
-            );
-        }
-        tiled
-    });
-    let wte = WeightArg {
-        arg: params[at.token_embedding].clone(),
-        precision: Precision::F32,
-    };
-    embed::push(
-        &mut rec.plan,
-        &embed::KERNEL,
-        rows,
-        d,
-        &tokens_b,
-        &wte,
-        positions.as_ref(),
-        &dummy,
-        &x,
-    )?;
+    let x = rec.embed_forward(at, &tokens, encoder)?;
+    let kept = at
+        .blocks
+        .iter()
+        .map(|block| rec.block_forward(block, &x))
+        .collect::<Result<Vec<_>>>()?;
+    let (final_norm, logits) = rec.head_forward(at, &x, n_out)?;
 
-    struct Kept {
-        attn_norm: [Arg; 3],
-        /// Queries, keys and values, head-major.
-        qh: Arg,
-        kh: Arg,
-        vh: Arg,
-        probs: Arg,
-        /// Linear attention's features φ(q · scale) and φ(k), head-major, and its weights
-        /// before the normalisation.
-        linear: Option<(Arg, Arg, Arg)>,
-        z: Arg,
-        /// The MLP's norm, pre-activation and activation.
-        mlp: Option<([Arg; 3], Arg, Arg)>,
-    }
-    let map = t_len * t_len;
-    // Zeroed buffers for one layer's queries, keys and values (or their gradients).
-    let qkv_zeros = || {
-        (
-            zeros(ctx, rows * q_width),
-            zeros(ctx, rows * kv_width),
-            zeros(ctx, rows * kv_width),
-        )
-    };
-    // Rows ↔ head-major copies of `heads` heads.
-    let reorder = |rec: &mut Recorder<'k>,
-                   kernel: &'static crate::ops::kernel::KernelSpec,
-                   heads: usize,
-                   pair: (&Arg, &Arg)|
-     -> Result<()> {
-        let shape = HeadShape {
-            seqs: n_seq,
-            t: t_len,
-            heads,
-            d_head,
-        };
-        heads::push(&mut rec.plan, kernel, shape, pair).map(|_| ())
-    };
-    // `out_g += mapsᵀ · rows_of_h` for every head h of key/value head g (dv from P and dz, dk
-    // from dS and q). The heads of a group add to one place, so one launch per member r of a
-    // group, over every (sequence, group) pair j: head j · group + r.
-    let per_group = |rec: &mut Recorder<'k>, maps: &Arg, rows_of: &Arg, out: &Arg| -> Result<()> {
-        for r in 0..group {
-            let product = Matmul {
-                batch: n_seq * kv_heads,
-                a: Layout {
-                    offset: (r * map) as u32,
-                    row_stride: 1,
-                    col_stride: t_len as u32,
-                    batch_stride: (group * map) as u32,
-                    batch_div: 1,
-                },
-                b: rows_at(d_head, r * t_len * d_head).batched(group * t_len * d_head, 1),
-                c: head_major(d_head, t_len, 1),
-                accumulate: true,
-                ..Matmul::new(t_len, d_head, t_len)
-            };
-            product.push(&mut rec.plan, &matmul::KERNEL, maps, rows_of, &dummy, out)?;
-        }
-        Ok(())
-    };
-    let mut kept = Vec::new();
-    for block in &at.blocks {
-        let attn_norm = rec.norm_forward(&x, block.attn_norm)?;
-        let (q, k, v) = qkv_zeros();
-        rec.dense(&attn_norm[0], block.q, &q, None, false)?;
-        rec.dense(&attn_norm[0], block.k, &k, None, false)?;
-        rec.dense(&attn_norm[0], block.v, &v, None, false)?;
-        if let Some(rotary) = &rotary {
-            rotary.push(rec, false, (heads, d_head), &q)?;
-            rotary.push(rec, false, (kv_heads, d_head), &k)?;
-        }
-        // Head-major copies, so that one product covers every head of every sequence.
-        let (qh, kh, vh) = qkv_zeros();
-        reorder(rec, &heads::TO_HEADS, heads, (&q, &qh))?;
-        reorder(rec, &heads::TO_HEADS, kv_heads, (&k, &kh))?;
-        reorder(rec, &heads::TO_HEADS, kv_heads, (&v, &vh))?;
-        let probs = zeros(ctx, n_seq * heads * map);
-        // Scaled scores of every head: q_h · k_gᵀ (head i uses key/value head i / group).
-        let scores = Matmul {
-            batch: n_seq * heads,
-            a: head_major(d_head, t_len, 1),
-            b: head_major_transposed(d_head, t_len, group),
-            c: rows_at(t_len, 0).batched(map, 1),
-            alpha: scale,
-            ..Matmul::new(t_len, t_len, d_head)
-        };
-        // Linear attention's weights instead: w = φ(q · scale) · φ(k)ᵀ with φ = elu + 1.
-        let linear = if linear {
-            let (phi_q, phi_k) = (zeros(ctx, rows * q_width), zeros(ctx, rows * kv_width));
-            let elu = &features::ELU;
-            features::push_elu(&mut rec.plan, elu, rows * q_width, scale, &qh, &phi_q)?;
-            features::push_elu(&mut rec.plan, elu, rows * kv_width, 1.0, &kh, &phi_k)?;
-            let w = zeros(ctx, n_seq * heads * map);
-            let weights = Matmul {
-                alpha: 1.0,
-                ..scores
-            };
-            weights.push(&mut rec.plan, &matmul::KERNEL, &phi_q, &phi_k, &dummy, &w)?;
-            Some((phi_q, phi_k, w))
-        } else {
-            scores.push(&mut rec.plan, &matmul::KERNEL, &qh, &kh, &dummy, &probs)?;
-            None
-        };
-        attention::push(
-            &mut rec.plan,
-            &attention::KERNEL,
-            t_len,
-            n_seq * heads,
-            Masking {
-                causal: c.causal,
-                window: None,
-                top_k: None,
-            },
-            linear.is_some(),
-            &probs,
-            linear.as_ref().map_or(&dummy, |(_, _, w)| w),
-        )?;
-        let zh = zeros(ctx, rows * q_width);
-        let weighted = Matmul {
-            batch: n_seq * heads,
-            a: rows_at(t_len, 0).batched(map, 1),
-            b: head_major(d_head, t_len, group),
-            c: head_major(d_head, t_len, 1),
-            ..Matmul::new(t_len, d_head, t_len)
-        };
-        weighted.push(&mut rec.plan, &matmul::KERNEL, &probs, &vh, &dummy, &zh)?;
-        let z = zeros(ctx, rows * q_width);
-        reorder(rec, &heads::FROM_HEADS, heads, (&zh, &z))?;
-        rec.dense(&z, block.o, &x, None, true)?;
-        let mlp = match block.mlp {
-            Some((norm, fc, proj)) => {
-                let normed = rec.norm_forward(&x, norm)?;
-                let (pre, act) = (zeros(ctx, rows * fc.d_out), zeros(ctx, rows * fc.d_out));
-                rec.dense(&normed[0], fc, &pre, None, false)?;
-                rec.dense(&normed[0], fc, &act, Some(Activation::GeluTanh), false)?;
-                rec.dense(&act, proj, &x, None, true)?;
-                Some((normed, pre, act))
-            }
-            None => None,
-        };
-        kept.push(Kept {
-            attn_norm,
-            qh,
-            kh,
-            vh,
-            probs,
-            linear,
-            z,
-            mlp,
-        });
-    }
-    let final_norm = rec.norm_forward(&x, at.final_norm)?;
-    let logits = zeros(ctx, rows * n_out);
-    let table = at.lm_head.unwrap_or(at.token_embedding);
-    match at.classifier {
-        Some(classifier) => rec.dense(&final_norm[0], classifier, &logits, None, false)?,
-        None => {
-            let unembed = Matmul {
-                b: Layout::transposed(d),
-                ..Matmul::new(rows, n_out, d)
-            };
-            unembed.push(
-                &mut rec.plan,
-                &matmul::KERNEL,
-                &final_norm[0],
-                &params[table],
-                &dummy,
-                &logits,
-            )?;
-        }
-    }
-
-    // Backward: the loss, then the output head.
-    let (dlogits, nll, correct) = (zeros(ctx, rows * n_out), zeros(ctx, rows), zeros(ctx, rows));
+    // The loss and its gradient, each row's loss and hit.
+    let rows = shape.rows;
+    let (dlogits, nll, correct) = (rec.zeros(rows * n_out), rec.zeros(rows), rec.zeros(rows));
     cross_entropy::push(
         &mut rec.plan,
         &cross_entropy::KERNEL,
         (rows, n_out, 1.0 / scored.max(1) as f32),
-        (&logits, &targets_b),
+        (&logits, &targets),
         (&dlogits, &nll, &correct),
     )?;
-    let dfinal = zeros(ctx, rows * d);
-    match at.classifier {
-        Some(classifier) => {
-            rec.dense_backward(&final_norm[0], &dlogits, classifier, Some(&dfinal))?
-        }
-        None => {
-            let dtable = Matmul {
-                a: Layout::transposed(n_out),
-                accumulate: true,
-                ..Matmul::new(n_out, d, rows)
-            };
-            dtable.push(
-                &mut rec.plan,
-                &matmul::KERNEL,
-                &dlogits,
-                &final_norm[0],
-                &dummy,
-                &grads[table],
-            )?;
-            let back = Matmul::new(rows, d, n_out);
-            back.push(
-                &mut rec.plan,
-                &matmul::KERNEL,
-                &dlogits,
-                &params[table],
-                &dummy,
-                &dfinal,
-            )?;
-        }
-    }
-    let dx = zeros(ctx, rows * d);
-    rec.norm_backward(&final_norm, at.final_norm, &dfinal, &dx)?;
-
+    let dx = rec.head_backward(at, &final_norm, &dlogits, n_out)?;
     for (block, kept) in at.blocks.iter().zip(&kept).rev() {
-        if let (Some((norm, fc, proj)), Some((normed, pre, act))) = (block.mlp, &kept.mlp) {
-            let dact = zeros(ctx, rows * fc.d_out);
-            rec.dense_backward(act, &dx, proj, Some(&dact))?;
-            let dpre = zeros(ctx, rows * fc.d_out);
-            gelu_backward::push(
-                &mut rec.plan,
-                &gelu_backward::KERNEL,
-                rows * fc.d_out,
-                (pre, &dact, &dpre),
-            )?;
-            let dnormed = zeros(ctx, rows * d);
-            rec.dense_backward(&normed[0], &dpre, fc, Some(&dnormed))?;
-            rec.norm_backward(normed, norm, &dnormed, &dx)?;
-        }
-
-        // Attention: x += z · Wo + bo.
-        let dz = zeros(ctx, rows * q_width);
-        rec.dense_backward(&kept.z, &dx, block.o, Some(&dz))?;
-        if head_penalty != 0.0 {
-            head_norm_backward::push(
-                &mut rec.plan,
-                &head_norm_backward::KERNEL,
-                (rows * heads, d_head, head_penalty * norm_scale),
-                (&kept.z, &dz),
-            )?;
-        }
-        let dzh = zeros(ctx, rows * q_width);
-        reorder(rec, &heads::TO_HEADS, heads, (&dz, &dzh))?;
-        let (dp, ds) = (
-            zeros(ctx, n_seq * heads * map),
-            zeros(ctx, n_seq * heads * map),
-        );
-        let (dqh, dkh, dvh) = qkv_zeros();
-        // dP = dz_h · v_gᵀ for every head.
-        let dprobs = Matmul {
-            batch: n_seq * heads,
-            a: head_major(d_head, t_len, 1),
-            b: head_major_transposed(d_head, t_len, group),
-            c: rows_at(t_len, 0).batched(map, 1),
-            ..Matmul::new(t_len, t_len, d_head)
-        };
-        dprobs.push(&mut rec.plan, &matmul::KERNEL, &dzh, &kept.vh, &dummy, &dp)?;
-        per_group(rec, &kept.probs, &dzh, &dvh)?;
-        // dq_h = dS · k_g for every head (the keys, or linear attention's φ(k)).
-        let dqueries = Matmul {
-            batch: n_seq * heads,
-            a: rows_at(t_len, 0).batched(map, 1),
-            b: head_major(d_head, t_len, group),
-            c: head_major(d_head, t_len, 1),
-            ..Matmul::new(t_len, d_head, t_len)
-        };
-        match &kept.linear {
-            None => {
-                softmax_backward::push(
-                    &mut rec.plan,
-                    &softmax_backward::KERNEL,
-                    (n_seq * heads * t_len, t_len, scale),
-                    (&kept.probs, &dp, &ds),
-                )?;
-                // dk_g = Σ dSᵀ · q_h over its heads.
-                dqueries.push(&mut rec.plan, &matmul::KERNEL, &ds, &kept.kh, &dummy, &dqh)?;
-                per_group(rec, &ds, &kept.qh, &dkh)?;
-            }
-            Some((phi_q, phi_k, w)) => {
-                // dW through the normalisation, then dφ(q̃) = dW · φ(k) and dφ(k) = dWᵀ · φ(q̃),
-                // then φ' and q̃'s scale.
-                linear_backward::push(
-                    &mut rec.plan,
-                    &linear_backward::KERNEL,
-                    (n_seq * heads * t_len, t_len, c.causal),
-                    (&kept.probs, &dp, w, &ds),
-                )?;
-                let (dphi_q, dphi_k, _) = qkv_zeros();
-                dqueries.push(&mut rec.plan, &matmul::KERNEL, &ds, phi_k, &dummy, &dphi_q)?;
-                per_group(rec, &ds, phi_q, &dphi_k)?;
-                let elu = &elu_backward::KERNEL;
-                elu_backward::push(
-                    &mut rec.plan,
-                    elu,
-                    (rows * q_width, scale),
-                    (&kept.qh, &dphi_q, &dqh),
-                )?;
-                elu_backward::push(
-                    &mut rec.plan,
-                    elu,
-                    (rows * kv_width, 1.0),
-                    (&kept.kh, &dphi_k, &dkh),
-                )?;
-            }
-        }
-        let (dq, dk, dv) = qkv_zeros();
-        reorder(rec, &heads::FROM_HEADS, heads, (&dqh, &dq))?;
-        reorder(rec, &heads::FROM_HEADS, kv_heads, (&dkh, &dk))?;
-        reorder(rec, &heads::FROM_HEADS, kv_heads, (&dvh, &dv))?;
-        // The rotation is orthogonal: its backward is its transpose.
-        if let Some(rotary) = &rotary {
-            rotary.push(rec, true, (heads, d_head), &dq)?;
-            rotary.push(rec, true, (kv_heads, d_head), &dk)?;
-        }
-        let da = zeros(ctx, rows * d);
-        let a = &kept.attn_norm[0];
-        rec.dense_backward(a, &dq, block.q, Some(&da))?;
-        rec.dense_backward(a, &dk, block.k, Some(&da))?;
-        rec.dense_backward(a, &dv, block.v, Some(&da))?;
-        rec.norm_backward(&kept.attn_norm, block.attn_norm, &da, &dx)?;
+        rec.block_backward(block, kept, &dx)?;
     }
-
-    // Embeddings: the token table's rows, and the position table's summed over the sequences.
-    embedding_backward::push(
-        &mut rec.plan,
-        &embedding_backward::KERNEL,
-        (rows, d, c.vocab_size),
-        (&tokens_b, &dx, &grads[at.token_embedding]),
-    )?;
-    if let Some(p) = at.position_embedding {
-        column_sums::push(
-            &mut rec.plan,
-            &column_sums::KERNEL,
-            (n_seq, t_len * d),
-            (&dx, &grads[p]),
-        )?;
-    }
+    rec.embed_backward(at, &tokens, &dx, c.vocab_size)?;
 
     let recorded = Recorded {
         nll,
@@ -874,7 +1062,7 @@ fn record_batch<'k>(
         rows,
         scored,
     };
-    Ok((r, recorded))
+    Ok((rec, recorded))
 }
 
 /// Encodes the recorded launches in one compute pass, after the copies already in `encoder`.

@@ -45,10 +45,13 @@ pub use circuits::{circuits, Circuits, HeadCircuit};
 pub use config::{Activation, Family, ModelConfig, Norm, Positional, Rope, RopeScaling};
 pub use engine::cpu::{CpuEngine, CpuEngineStats};
 pub use engine::output::Output;
-pub use engine::{now, Captured, Engine, HookPoint, Hooks, Outcome, Progress, Readback, Step};
+pub use engine::{
+    kv_cache_bytes, now, Captured, Decoder, Engine, HookPoint, Hooks, KvCache, LayerCache, Outcome,
+    Progress, Readback, Step, StepOutput,
+};
 pub use error::{ModelError, Result};
 pub use forward::{forward, forward_hooked};
-pub use generate::{generate, Sampling};
+pub use generate::{generate, generate_with, Decoding, Sampling};
 pub use importance::{head_importance, prune_to_budget, HeadImportance};
 pub use lens::{logit_lens, LogitLens};
 pub use lesson::{layer_similarity, run_measurement, Lesson, LessonStep, Measured, Measurement};

@@ -1,7 +1,10 @@
-//! `attn generate`: continue a prompt with sampled tokens (language models).
+//! `attn generate`: continue a prompt with sampled tokens (language models), decoding from the
+//! KV cache (`--no-cache` recomputes the text for every token instead).
 
 use attn_model::engine::unwatched;
-use attn_model::{generate, ModelError, Sampling};
+use std::time::Instant;
+
+use attn_model::{generate_with, Decoding, Engine, ModelError, Sampling};
 use clap::Args;
 use pollster::block_on;
 use serde_json::json;
@@ -30,6 +33,10 @@ pub(crate) struct GenerateArgs {
     top_k: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Recompute the whole text for every token instead of decoding from the KV cache (the
+    /// same tokens, slower: for comparison).
+    #[arg(long)]
+    no_cache: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -44,6 +51,7 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), Failure> {
         temperature,
         top_k,
         seed,
+        no_cache,
         engine: EngineArgs { engine },
     } = args;
     let (mut engine, tokenizer, prompt) = engine_on(&model, &input, &variant, engine)?;
@@ -52,21 +60,39 @@ pub(crate) fn run(args: GenerateArgs) -> Result<(), Failure> {
         top_k,
         seed,
     };
-    let generated = block_on(generate(
+    let decoding = match no_cache {
+        true => Decoding::Recompute,
+        false => Decoding::Cached,
+    };
+    let start = Instant::now();
+    let generated = block_on(generate_with(
         &mut engine,
         &prompt,
         tokens_out,
         &sampling,
+        decoding,
         &mut unwatched(),
     ))?
     .done()
     .expect("nothing cancels an unwatched generation");
+    let seconds = start.elapsed().as_secs_f64();
+    // What the cache holds at the end (keys, values or state of every token so far); null when
+    // nothing was cached (--no-cache, an engine without a cache, a variant that cannot decode).
+    let kv_cache_bytes = engine.kv_cache_bytes();
     let text = match &tokenizer {
         Some(t) => Some(t.decode(&generated).map_err(ModelError::from)?),
         None => None,
     };
     if json {
-        print_json(&json!({ "prompt": prompt, "generated": generated, "text": text }));
+        print_json(&json!({
+            "prompt": prompt,
+            "prompt_tokens": prompt.len(),
+            "tokens": generated,
+            "generated": generated,
+            "text": text,
+            "tokens_per_second": generated.len() as f64 / seconds.max(1e-9),
+            "kv_cache_bytes": kv_cache_bytes,
+        }));
     } else {
         match text {
             Some(text) => println!("{}{text}", input.prompt.as_deref().unwrap_or("")),

@@ -53,15 +53,42 @@ pub fn sample_from_logits(logits: &[f32], sampling: &Sampling, uniform: f64) -> 
     ranked.last().map_or(0, |&(id, _)| id as u32)
 }
 
-/// Appends `n` sampled tokens to `prompt` with the engine's current variant. The context window
-/// slides when the sequence outgrows it (the model only ever sees its last `n_ctx` tokens).
-/// Each step reads back only the last position's logits; `progress` is told after each token
-/// and may cancel.
+/// How generation computes each next token's distribution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decoding {
+    /// The prompt once ([`Engine::prefill`]), then one position per new token against the KV
+    /// cache ([`Engine::decode_step`]). Where the engine keeps no cache, or the variant cannot
+    /// be decoded from one, as [`Decoding::Recompute`].
+    #[default]
+    Cached,
+    /// A whole forward over the text for every new token.
+    Recompute,
+}
+
+/// Appends `n` sampled tokens to `prompt` with the engine's current variant, decoding from the
+/// KV cache where the engine keeps one ([`Decoding::Cached`]). See [`generate_with`].
 pub async fn generate<E: Engine>(
     engine: &mut E,
     prompt: &[u32],
     n: usize,
     sampling: &Sampling,
+    progress: &mut impl Progress,
+) -> Result<Outcome<Vec<u32>>, E::Error> {
+    generate_with(engine, prompt, n, sampling, Decoding::Cached, progress).await
+}
+
+/// Appends `n` sampled tokens to `prompt` with the engine's current variant, computing each
+/// next distribution as `decoding` says; both ways give the same tokens. The context window
+/// slides when the sequence outgrows it (the model only ever sees its last `n_ctx` tokens; the
+/// cache is then filled again, since every position moves). Each step reads back only the last
+/// position's logits; `progress` is told after each token and may cancel.
+pub async fn generate_with<E: Engine>(
+    engine: &mut E,
+    prompt: &[u32],
+    n: usize,
+    sampling: &Sampling,
+    decoding: Decoding,
     progress: &mut impl Progress,
 ) -> Result<Outcome<Vec<u32>>, E::Error> {
     let (n_ctx, classifier) = {
@@ -81,11 +108,36 @@ pub async fn generate<E: Engine>(
     let mut tokens = prompt.to_vec();
     let mut generated = Vec::with_capacity(n);
     let readback = Readback::next_token();
+    let mut use_cache = decoding == Decoding::Cached;
+    // How many of `tokens` the engine's cache holds (0: none, fill it).
+    let mut in_cache = 0;
     for _ in 0..n {
-        let window = &tokens[tokens.len().saturating_sub(n_ctx)..];
-        let out = engine.forward(window, &readback).await?;
+        let start = tokens.len().saturating_sub(n_ctx);
+        let logits = if use_cache && in_cache > 0 && start == 0 {
+            let step = engine.decode_step(tokens[in_cache]).await?;
+            in_cache += 1;
+            step.logits
+        } else {
+            let window = &tokens[start..];
+            let prefilled = match use_cache {
+                true => engine.prefill(window, &readback).await?,
+                false => None,
+            };
+            let out = match prefilled {
+                Some(out) => {
+                    // A slid window moved every position: the next token fills it again.
+                    in_cache = if start == 0 { tokens.len() } else { 0 };
+                    out
+                }
+                None => {
+                    use_cache = false;
+                    engine.forward(window, &readback).await?
+                }
+            };
+            out.logits_at(out.seq_len - 1).to_vec()
+        };
         let uniform = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let next = sample_from_logits(out.logits_at(out.seq_len - 1), sampling, uniform);
+        let next = sample_from_logits(&logits, sampling, uniform);
         tokens.push(next);
         generated.push(next);
         let step = Step {
@@ -143,6 +195,19 @@ mod tests {
         assert_eq!(a, b);
         assert!(a.iter().all(|&t| t < 20));
         assert!(run(&[]).is_err());
+        // From the cache and by recomputing: the same tokens, past the context's end too.
+        let recomputed = now(generate_with(
+            &mut engine,
+            &[1, 2, 3],
+            20,
+            &sampling,
+            Decoding::Recompute,
+            &mut unwatched(),
+        ))
+        .unwrap()
+        .done()
+        .unwrap();
+        assert_eq!(recomputed, a);
         // Cancelled after the fifth token.
         let mut five = |step: Step| step.done < 5;
         let cancelled = now(generate(&mut engine, &[1, 2, 3], 20, &sampling, &mut five));

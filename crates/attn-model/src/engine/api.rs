@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use crate::engine::decode::StepOutput;
 use crate::engine::hooks::{Captured, Hooks};
 use crate::engine::output::Output;
 use crate::error::ModelError;
@@ -53,6 +54,42 @@ pub trait Engine {
         readback: &Readback,
         hooks: &Hooks,
     ) -> impl Future<Output = std::result::Result<(Output, Captured), Self::Error>>;
+
+    /// Starts incremental decoding: runs `tokens` (the prompt) as one forward and keeps every
+    /// layer's keys and values — a KV cache shaped by the variant (see `engine::decode`) — for
+    /// [`Engine::decode_step`]. `None` when this engine keeps no cache, or the variant cannot
+    /// be decoded from one: the caller recomputes with [`Engine::forward`] instead.
+    fn prefill(
+        &mut self,
+        tokens: &[u32],
+        readback: &Readback,
+    ) -> impl Future<Output = std::result::Result<Option<Output>, Self::Error>> {
+        let _ = (tokens, readback);
+        async { Ok(None) }
+    }
+
+    /// Runs `token` at the next position against the cache [`Engine::prefill`] started (equal
+    /// to a forward over the whole prefix at its last position), and caches its keys and
+    /// values.
+    fn decode_step(
+        &mut self,
+        token: u32,
+    ) -> impl Future<Output = std::result::Result<StepOutput, Self::Error>> {
+        let _ = token;
+        async {
+            Err(ModelError::Input(
+                "this engine keeps no KV cache: decode after a prefill that returned an output"
+                    .into(),
+            )
+            .into())
+        }
+    }
+
+    /// The bytes the KV cache holds now (keys, values or recurrent state, not what was
+    /// allocated ahead); `None` while no decoding is under way.
+    fn kv_cache_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Runs a future that never waits, such as anything over the CPU engine, to completion.

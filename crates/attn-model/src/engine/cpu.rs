@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::engine::api::{Engine, Readback};
+use crate::engine::decode::{Decoder, StepOutput};
 use crate::engine::forward::{forward, forward_hooked};
 use crate::engine::hooks::{Captured, Hooks};
 use crate::engine::output::Output;
@@ -28,6 +29,8 @@ pub struct CpuEngineStats {
 pub struct CpuEngine {
     prepared: PreparedModel,
     stats: CpuEngineStats,
+    /// The decoding under way (its KV cache), from the last prefill.
+    decoder: Option<Decoder>,
 }
 
 impl CpuEngine {
@@ -42,6 +45,7 @@ impl CpuEngine {
         Ok(CpuEngine {
             prepared,
             stats: CpuEngineStats::default(),
+            decoder: None,
         })
     }
 
@@ -55,6 +59,8 @@ impl CpuEngine {
             self.stats.weight_preparations += 1;
         }
         self.prepared = next;
+        // A cache belongs to the variant that filled it.
+        self.decoder = None;
         Ok(())
     }
 
@@ -87,6 +93,11 @@ impl CpuEngine {
     pub fn forward(&self, tokens: &[u32]) -> Result<Output> {
         forward(&self.prepared, tokens)
     }
+
+    /// The decoding under way, if a prefill started one (its cache: [`Decoder::cache`]).
+    pub fn decoder(&self) -> Option<&Decoder> {
+        self.decoder.as_ref()
+    }
 }
 
 impl Engine for CpuEngine {
@@ -117,5 +128,45 @@ impl Engine for CpuEngine {
             crate::engine::pool::run(move || forward_hooked(&prepared, &tokens, &hooks)).await?;
         readback.mask(&mut output);
         Ok((output, captured))
+    }
+
+    /// A cache on the CPU: see `engine::decode`. A variant that cannot be decoded (mean
+    /// ablation) answers `None`, and the caller recomputes.
+    async fn prefill(&mut self, tokens: &[u32], readback: &Readback) -> Result<Option<Output>> {
+        self.decoder = None;
+        let mut decoder = match Decoder::new(&self.prepared) {
+            Ok(decoder) => decoder,
+            Err(ModelError::Variant(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let tokens = tokens.to_vec();
+        let (decoder, output) = crate::engine::pool::run(move || {
+            let output = decoder.prefill(&tokens);
+            (decoder, output)
+        })
+        .await;
+        let mut output = output?;
+        readback.mask(&mut output);
+        self.decoder = Some(decoder);
+        Ok(Some(output))
+    }
+
+    async fn decode_step(&mut self, token: u32) -> Result<StepOutput> {
+        let Some(mut decoder) = self.decoder.take() else {
+            return Err(ModelError::Input(
+                "decoding starts with a prefill of the prompt".into(),
+            ));
+        };
+        let (decoder, step) = crate::engine::pool::run(move || {
+            let step = decoder.step(token);
+            (decoder, step)
+        })
+        .await;
+        self.decoder = Some(decoder);
+        step
+    }
+
+    fn kv_cache_bytes(&self) -> Option<usize> {
+        self.decoder.as_ref().map(|d| d.cache().bytes())
     }
 }

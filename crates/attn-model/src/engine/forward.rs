@@ -12,7 +12,7 @@ use crate::linalg::{
     activate_in_place, elu_plus_one, linear, matmul, matmul_add_rows, norm, times_table_transposed,
     MatRef,
 };
-use crate::model::Model;
+use crate::model::{Mlp, Model};
 use crate::rope::RotaryTable;
 use crate::variant::{AblationMode, Kernel, KernelName, Variant};
 
@@ -55,6 +55,17 @@ pub fn forward_hooked(
     prepared: &PreparedModel,
     tokens: &[u32],
     hooks: &Hooks,
+) -> Result<(Output, Captured)> {
+    forward_keeping_kv(prepared, tokens, hooks, &mut |_, _, _| {})
+}
+
+/// [`forward_hooked`], handing every attention layer's keys (rotated) and values to `keep`
+/// (`keep(layer, k, v)`, each `[T, kv_heads · d_head]`): what a prefill caches.
+pub(crate) fn forward_keeping_kv(
+    prepared: &PreparedModel,
+    tokens: &[u32],
+    hooks: &Hooks,
+    keep: &mut dyn FnMut(usize, &[f32], &[f32]),
 ) -> Result<(Output, Captured)> {
     let model = prepared.model();
     let c = &prepared.config;
@@ -109,6 +120,7 @@ pub fn forward_hooked(
                 rotary.apply(&mut q, t_len, d_head);
                 rotary.apply(&mut k, t_len, d_head);
             }
+            keep(layer, &k, &v);
             let kv_heads = c.kv_heads();
             let q_all = MatRef::new(&q, t_len, n_head * d_head);
             let k_all = MatRef::new(&k, t_len, kv_heads * d_head);
@@ -174,19 +186,7 @@ pub fn forward_hooked(
             }
         }
         if let Some(mlp) = &block.mlp {
-            let normed = norm(&x, &mlp.norm, c.norm, c.layer_norm_eps);
-            let mut hidden = linear(&normed, t_len, &mlp.fc);
-            match &mlp.gate {
-                Some(gate) => {
-                    let mut gate = linear(&normed, t_len, gate);
-                    activate_in_place(c.activation, &mut gate);
-                    for (h, g) in hidden.iter_mut().zip(gate) {
-                        *h *= g;
-                    }
-                }
-                None => activate_in_place(c.activation, &mut hidden),
-            }
-            let mlp_out = linear(&hidden, t_len, &mlp.proj);
+            let mlp_out = mlp_output(c, mlp, &x, t_len);
             add_assign(&mut x, &mlp_out);
         }
         if let Some(attn_out) = attn_out {
@@ -220,6 +220,24 @@ pub fn forward_hooked(
     Ok((output, captured))
 }
 
+/// What an MLP adds to the stream `x` (`[t_len, d_model]`): its norm, the up projection
+/// (gated or not), the activation and the down projection.
+pub(crate) fn mlp_output(c: &ModelConfig, mlp: &Mlp, x: &[f32], t_len: usize) -> Vec<f32> {
+    let normed = norm(x, &mlp.norm, c.norm, c.layer_norm_eps);
+    let mut hidden = linear(&normed, t_len, &mlp.fc);
+    match &mlp.gate {
+        Some(gate) => {
+            let mut gate = linear(&normed, t_len, gate);
+            activate_in_place(c.activation, &mut gate);
+            for (h, g) in hidden.iter_mut().zip(gate) {
+                *h *= g;
+            }
+        }
+        None => activate_in_place(c.activation, &mut hidden),
+    }
+    linear(&hidden, t_len, &mlp.proj)
+}
+
 /// Where head `head` ranks at position `t` for the routing proxy: how many heads of the layer
 /// write more (a larger output norm), or as much with a smaller index. `norms` is the layer's
 /// `[n_head, t_len]`. The GPU's `head_output.wgsl` (`route`) ranks the same way.
@@ -247,12 +265,12 @@ pub fn output_logits(model: &Model, x: &[f32], t_len: usize) -> Vec<f32> {
     }
 }
 
-fn add_assign(x: &mut [f32], y: &[f32]) {
+pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
 }
 
 /// Replaces a head's output rows `z` (`[T, d_head]`) by zeros or by their mean.
-fn ablate(z: &mut [f32], d_head: usize, mode: Option<AblationMode>) {
+pub(crate) fn ablate(z: &mut [f32], d_head: usize, mode: Option<AblationMode>) {
     match mode.unwrap_or_default() {
         AblationMode::Zero => z.fill(0.0),
         AblationMode::Mean => {

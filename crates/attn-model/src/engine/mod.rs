@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod cpu;
+pub mod decode;
 pub mod fastmath;
 pub mod forward;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -27,4 +28,5 @@ pub use api::{
     now, restore_variant, unwatched, AttentionMaps, Engine, LogitRows, Outcome, Progress, Readback,
     Step,
 };
+pub use decode::{kv_cache_bytes, Decoder, KvCache, LayerCache, StepOutput};
 pub use hooks::{Captured, HookPoint, Hooks};

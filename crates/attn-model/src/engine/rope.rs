@@ -57,11 +57,17 @@ pub struct RotaryTable {
 impl RotaryTable {
     /// The table for positions `0..positions`.
     pub fn new(rope: &Rope, positions: usize) -> Self {
+        Self::for_positions(rope, 0..positions)
+    }
+
+    /// The table for `positions` (row `i` is position `positions.start + i`): one row for a
+    /// decoded token, with the same angles as the whole table's row.
+    pub fn for_positions(rope: &Rope, positions: std::ops::Range<usize>) -> Self {
         let inv_freq = inverse_frequencies(rope);
         let half = inv_freq.len();
-        let mut cos = Vec::with_capacity(positions * half);
-        let mut sin = Vec::with_capacity(positions * half);
-        for t in 0..positions {
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for t in positions {
             for f in &inv_freq {
                 let angle = t as f64 * f;
                 cos.push(angle.cos() as f32);

@@ -1,0 +1,248 @@
+//! Decoding from the KV cache (`engine::decode`) against the forward it replaces: for every
+//! variant the cache is shaped by, on the GPT-2, Llama (grouped-query, rotary), Qwen2 and
+//! GPT-NeoX shapes, each decoded token's logits and attention row equal a whole forward over
+//! the same prefix at its last position, and the bytes the cache holds equal the variant's
+//! formula.
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use attn_model::config::{Family, ModelConfig};
+use attn_model::engine::{now, unwatched};
+use attn_model::{
+    generate_with, kv_cache_bytes, CpuEngine, Decoder, Decoding, Engine, LayerCache, Model,
+    Readback, Sampling, Variant,
+};
+use attn_test_support::assert_close_within;
+
+/// How close a decoded position must come to the forward (relative; absolute below 1).
+const DECODE_TOLERANCE: f64 = 1e-5;
+
+const PROMPT: [u32; 3] = [3, 17, 5];
+
+fn shapes() -> Vec<(&'static str, ModelConfig)> {
+    let qwen2 = ModelConfig {
+        family: Family::Qwen2,
+        qkv_bias: true,
+        ..ModelConfig::tiny_llama(40)
+    };
+    vec![
+        ("gpt2", ModelConfig::tiny(40)),
+        ("llama", ModelConfig::tiny_llama(40)),
+        ("qwen2", qwen2),
+        ("neox", ModelConfig::tiny_neox(40)),
+    ]
+}
+
+/// Every variant that shapes the cache, or changes what a decoded position computes.
+const VARIANTS: [&str; 14] = [
+    "{}",
+    r#"{"kv_groups": 1}"#,
+    r#"{"window": 4}"#,
+    r#"{"drop_attention_layers": [0]}"#,
+    r#"{"kernel": "linear"}"#,
+    r#"{"kernel": "linear", "window": 5}"#,
+    r#"{"kernel": {"random_features": 16, "seed": 3}}"#,
+    r#"{"top_k": 2}"#,
+    r#"{"beta": 2.5}"#,
+    r#"{"top_k": 3, "window": 6, "beta": 0.5}"#,
+    r#"{"heads": {"ablate": [[1, 0], [0, 3]]}}"#,
+    r#"{"route_heads": 2}"#,
+    r#"{"kv_rank": 3}"#,
+    r#"{"kv_pca": 2}"#,
+];
+
+/// The tokens after the prompt: a fixed walk through the vocabulary.
+fn next_token(len: usize, vocab: usize) -> u32 {
+    ((len * 7 + 3) % vocab) as u32
+}
+
+fn engine(config: &ModelConfig, variant: &str) -> CpuEngine {
+    let model = Model::random(config.clone(), 5, 0.5).unwrap();
+    let mut engine = CpuEngine::new(model).unwrap();
+    engine
+        .set_variant(&Variant::from_json(variant).unwrap())
+        .unwrap();
+    engine
+}
+
+#[test]
+fn every_decoded_position_equals_the_forward_over_its_prefix() {
+    for (shape, config) in shapes() {
+        for variant in VARIANTS {
+            let what = format!("{shape} {variant}");
+            let engine = engine(&config, variant);
+            let prepared = engine.prepared();
+            let (n_layer, n_head) = (config.n_layer, config.n_head);
+            let mut decoder = Decoder::new(prepared).unwrap();
+            let prefill = decoder.prefill(&PROMPT).unwrap();
+            assert_eq!(
+                prefill.logits,
+                engine.forward(&PROMPT).unwrap().logits,
+                "{what}: the prefill is the forward"
+            );
+            let recurrent = decoder
+                .cache()
+                .layers
+                .iter()
+                .any(|l| matches!(l, LayerCache::LinearState { .. }));
+            let mut tokens = PROMPT.to_vec();
+            while tokens.len() < config.n_ctx {
+                let next = next_token(tokens.len(), config.vocab_size);
+                tokens.push(next);
+                let step = decoder.step(next).unwrap();
+                let t = tokens.len();
+                assert_eq!(step.position, t - 1);
+                let full = engine.forward(&tokens).unwrap();
+                let at = format!("{what}, position {}", t - 1);
+                assert_close_within(
+                    &format!("{at}: logits"),
+                    &step.logits,
+                    full.logits_at(t - 1),
+                    DECODE_TOLERANCE,
+                );
+                for layer in 0..n_layer {
+                    for head in 0..n_head {
+                        let row = step.attention_row(n_head, layer, head);
+                        let dropped = prepared.attention_dropped[layer];
+                        if recurrent && !dropped {
+                            // The state holds no keys to weigh: no row, and it says so.
+                            assert!(row.iter().all(|p| p.is_nan()), "{at}: a row from a state");
+                            continue;
+                        }
+                        let map = full.attention_map(layer, head);
+                        assert_close_within(
+                            &format!("{at}: attention ({layer}, {head})"),
+                            row,
+                            &map[(t - 1) * t..t * t],
+                            DECODE_TOLERANCE,
+                        );
+                    }
+                }
+                assert_eq!(
+                    decoder.cache().bytes(),
+                    kv_cache_bytes(prepared, t),
+                    "{at}: the bytes held are the formula's"
+                );
+            }
+            let error = decoder.step(1).unwrap_err().to_string();
+            assert!(error.contains("context"), "{what}: {error}");
+        }
+    }
+}
+
+#[test]
+fn the_cache_holds_what_the_variant_implies() {
+    // GPT-2's shape: 2 layers of 4 heads of 4 dimensions, f32.
+    let config = ModelConfig::tiny(40);
+    let bytes_after = |variant: &str, tokens: usize| {
+        let engine = engine(&config, variant);
+        let mut decoder = Decoder::new(engine.prepared()).unwrap();
+        decoder.prefill(&PROMPT).unwrap();
+        for t in PROMPT.len()..tokens {
+            decoder.step(next_token(t, 40)).unwrap();
+        }
+        decoder.cache().bytes()
+    };
+    let per_token = 2 /* layers */ * 2 /* K and V */ * 4 /* heads */ * 4 /* dims */ * 4;
+    assert_eq!(bytes_after("{}", 10), 10 * per_token);
+    assert_eq!(bytes_after(r#"{"kv_groups": 1}"#, 10), 10 * per_token / 4);
+    assert_eq!(bytes_after(r#"{"kv_groups": 2}"#, 10), 10 * per_token / 2);
+    assert_eq!(
+        bytes_after(r#"{"drop_attention_layers": [1]}"#, 10),
+        10 * per_token / 2
+    );
+    // A window of 4 holds 4 positions however long the text.
+    assert_eq!(bytes_after(r#"{"window": 4}"#, 10), 4 * per_token);
+    assert_eq!(bytes_after(r#"{"window": 4}"#, 16), 4 * per_token);
+    // Linear attention's state: per layer and head a 4×4 sum and a 4-long normaliser.
+    let state = 2 * 4 * (4 * 4 + 4) * 4;
+    assert_eq!(bytes_after(r#"{"kernel": "linear"}"#, 4), state);
+    assert_eq!(bytes_after(r#"{"kernel": "linear"}"#, 16), state);
+}
+
+#[test]
+fn generation_from_the_cache_gives_the_tokens_of_recomputing() {
+    for (shape, config) in shapes() {
+        for variant in [r#"{}"#, r#"{"kv_groups": 1, "window": 5}"#] {
+            let mut engine = engine(&config, variant);
+            for sampling in [
+                Sampling {
+                    temperature: 0.0,
+                    ..Sampling::default()
+                },
+                Sampling::default(),
+            ] {
+                // 20 tokens from a 3-token prompt: past the context of 16, so the window slides.
+                let mut run = |decoding| {
+                    now(generate_with(
+                        &mut engine,
+                        &PROMPT,
+                        20,
+                        &sampling,
+                        decoding,
+                        &mut unwatched(),
+                    ))
+                    .unwrap()
+                    .done()
+                    .unwrap()
+                };
+                let cached = run(Decoding::Cached);
+                let recomputed = run(Decoding::Recompute);
+                assert_eq!(cached, recomputed, "{shape} {variant} {sampling:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn what_cannot_decode_says_why_and_generation_recomputes() {
+    let config = ModelConfig::tiny(40);
+    // Mean ablation averages over later tokens too: no cache, and generation still works.
+    let mean = r#"{"heads": {"ablate": [[0, 1]], "mode": "mean"}}"#;
+    let mut engine = engine(&config, mean);
+    let error = Decoder::new(engine.prepared()).unwrap_err().to_string();
+    assert!(error.contains("mean ablation"), "{error}");
+    let prefilled = now(engine.prefill(&PROMPT, &Readback::next_token())).unwrap();
+    assert!(prefilled.is_none());
+    assert_eq!(engine.kv_cache_bytes(), None);
+    let greedy = Sampling {
+        temperature: 0.0,
+        ..Sampling::default()
+    };
+    let tokens = now(generate_with(
+        &mut engine,
+        &PROMPT,
+        5,
+        &greedy,
+        Decoding::Cached,
+        &mut unwatched(),
+    ))
+    .unwrap()
+    .done()
+    .unwrap();
+    assert_eq!(tokens.len(), 5);
+
+    // A classifier has no next token.
+    let classifier = ModelConfig {
+        n_classes: Some(2),
+        causal: false,
+        ..ModelConfig::tiny(40)
+    };
+    let engine = CpuEngine::new(Model::random(classifier, 1, 0.5).unwrap()).unwrap();
+    let error = Decoder::new(engine.prepared()).unwrap_err().to_string();
+    assert!(error.contains("language model"), "{error}");
+
+    // A step before any prefill, and a variant change, which empties the cache.
+    let mut engine = self::engine(&config, "{}");
+    assert!(now(engine.decode_step(1)).is_err());
+    now(engine.prefill(&PROMPT, &Readback::next_token()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(engine.kv_cache_bytes(), Some(3 * 2 * 2 * 4 * 4 * 4));
+    engine
+        .set_variant(&Variant::from_json(r#"{"window": 2}"#).unwrap())
+        .unwrap();
+    assert_eq!(engine.kv_cache_bytes(), None);
+    assert!(now(engine.decode_step(1)).is_err());
+}
