@@ -714,8 +714,14 @@ impl Controller {
                 inner.generating.set(None);
                 ui.generating.set(None);
                 match outcome {
-                    Ok(Some(text)) => ui.generated.set(Some(text)),
-                    Ok(None) => ui.generated.set(Some("(stopped)".into())),
+                    Ok(Some(generation)) => {
+                        ui.generation_summary.set(Some(generation.summary()));
+                        ui.generated.set(Some(generation.text));
+                    }
+                    Ok(None) => {
+                        ui.generation_summary.set(None);
+                        ui.generated.set(Some("(stopped)".into()));
+                    }
                     Err(e) => ui.error.set(Some(e)),
                 }
             }

@@ -311,6 +311,44 @@ pub struct TrainUpdate {
 /// A long job's end: its result, `None` when cancelled, or a message.
 pub type JobOutcome<T> = Result<Option<T>, String>;
 
+/// A finished generation: the text, and how it was computed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// The generated text (the token ids where the model has no tokenizer).
+    pub text: String,
+    /// Tokens generated.
+    pub tokens: usize,
+    /// Milliseconds the generation took in the worker.
+    pub millis: f64,
+    /// The bytes the KV cache held at the end (keys, values or recurrent state); `None` when
+    /// every token recomputed the whole text (an engine without a cache, a variant that cannot
+    /// be decoded from one).
+    pub kv_cache_bytes: Option<usize>,
+    /// Positions the cache held then.
+    pub cached_positions: usize,
+}
+
+impl Generation {
+    /// The line under the generated text: how fast, and what the cache held.
+    pub fn summary(&self) -> String {
+        let rate = self.tokens as f64 / (self.millis / 1000.0).max(1e-9);
+        let how = match self.kv_cache_bytes {
+            Some(bytes) => format!(
+                "decoded from the KV cache, which holds {bytes} bytes after {} positions",
+                self.cached_positions
+            ),
+            None => "recomputing the whole text for every token (no KV cache for this engine \
+                     or variant)"
+                .to_string(),
+        };
+        format!(
+            "{} tokens in {:.2} s ({rate:.1} tokens/s), {how}",
+            self.tokens,
+            self.millis / 1000.0
+        )
+    }
+}
+
 /// What the worker answers.
 // A response is built once, encoded for the page and dropped: boxing its larger variants would
 // add allocations and save nothing.
@@ -367,7 +405,7 @@ pub enum Response {
     },
     Generated {
         job: u32,
-        outcome: JobOutcome<String>,
+        outcome: JobOutcome<Generation>,
     },
     Analysed {
         job: u32,

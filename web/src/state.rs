@@ -67,6 +67,8 @@ pub struct Ui {
     pub ranking: RwSignal<Option<Step>>,
     pub rank_status: RwSignal<Option<String>>,
     pub generated: RwSignal<Option<String>>,
+    /// How the last generation ran: its speed and what the KV cache held.
+    pub generation_summary: RwSignal<Option<String>>,
     /// The running analysis (lens, attribution, patching), and the last one's result.
     pub analysing: RwSignal<Option<Step>>,
     pub analysis: RwSignal<Option<Analysis>>,
@@ -140,6 +142,7 @@ impl Ui {
             ranking: RwSignal::new(None),
             rank_status: RwSignal::new(None),
             generated: RwSignal::new(None),
+            generation_summary: RwSignal::new(None),
             analysing: RwSignal::new(None),
             analysis: RwSignal::new(None),
             generating: RwSignal::new(None),
@@ -281,6 +284,7 @@ impl Ui {
         self.importance.set(Vec::new());
         self.rank_status.set(None);
         self.generated.set(None);
+        self.generation_summary.set(None);
         self.model_version.update(|v| *v += 1);
     }
 

@@ -33,7 +33,7 @@ pub enum BenchEngines {
     Both,
 }
 
-fn gpu_context() -> Result<GpuContext, Failure> {
+pub(crate) fn gpu_context() -> Result<GpuContext, Failure> {
     GpuContext::new_blocking()
         .map_err(|e| Failure(format!("{e} (use --engine cpu to run without a GPU)")))
 }

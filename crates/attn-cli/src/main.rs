@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod decode_bench;
 mod failure;
 mod gpu;
 mod report;

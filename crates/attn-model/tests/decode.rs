@@ -155,10 +155,38 @@ fn the_cache_holds_what_the_variant_implies() {
     // A window of 4 holds 4 positions however long the text.
     assert_eq!(bytes_after(r#"{"window": 4}"#, 10), 4 * per_token);
     assert_eq!(bytes_after(r#"{"window": 4}"#, 16), 4 * per_token);
+    // A rank-3 latent per token and layer; 2 PCA coordinates per head for K and for V.
+    assert_eq!(bytes_after(r#"{"kv_rank": 3}"#, 10), 10 * 2 * 3 * 4);
+    assert_eq!(
+        bytes_after(r#"{"kv_pca": 2}"#, 10),
+        10 * 2 * (2 * 4 * 2) * 4
+    );
     // Linear attention's state: per layer and head a 4×4 sum and a 4-long normaliser.
     let state = 2 * 4 * (4 * 4 + 4) * 4;
     assert_eq!(bytes_after(r#"{"kernel": "linear"}"#, 4), state);
     assert_eq!(bytes_after(r#"{"kernel": "linear"}"#, 16), state);
+}
+
+#[test]
+fn the_kv_meter_per_token_is_what_the_cache_holds_per_token() {
+    // Where the cache grows with the text (no window, no recurrent state), the meter's bytes
+    // per token times the positions are the bytes held.
+    for (shape, config) in shapes() {
+        for variant in VARIANTS
+            .iter()
+            .filter(|v| !v.contains("window") && !v.contains("linear"))
+        {
+            let engine = engine(&config, variant);
+            let prepared = engine.prepared();
+            for tokens in [1, 7, 16] {
+                assert_eq!(
+                    kv_cache_bytes(prepared, tokens),
+                    prepared.kv_bytes_per_token * tokens,
+                    "{shape} {variant}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

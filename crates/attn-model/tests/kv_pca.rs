@@ -26,6 +26,7 @@ fn the_projected_keys_and_values_match_numpy() {
         .map(|b| KvProjection {
             k: b.attn.k.clone(),
             v: b.attn.v.clone(),
+            codec: None,
         })
         .collect();
     project_on_principal_components(&model, &mut layers, &calibration, components).unwrap();

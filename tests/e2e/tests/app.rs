@@ -732,6 +732,25 @@ fn rank_mode_diff_model_prompt_and_generate_controls_work() {
         LOAD,
     );
     println!("generated: {text}");
+    // It decoded from the KV cache, which holds what the KV meter says per token for every
+    // position run (the prompt and all but the last generated token).
+    let cache = b.wait_for(
+        "the generation's summary",
+        "const s = document.querySelector('[data-testid=generation-summary]');
+         const m = s && s.textContent.match(/holds (\\d+) bytes after (\\d+) positions/);
+         const per = document.querySelector('[data-testid=kv-bytes]').textContent;
+         return m ? JSON.stringify([+m[1], +m[2], +per, s.textContent]) : ''",
+        LOAD,
+    );
+    let cache: (u64, u64, u64, String) = serde_json::from_str(cache.as_str().unwrap()).unwrap();
+    println!("{}", cache.3);
+    assert!(cache.3.contains("40 tokens in"), "{}", cache.3);
+    assert!(
+        cache.1 > 40,
+        "the prompt's positions are cached too: {}",
+        cache.3
+    );
+    assert_eq!(cache.0, cache.1 * cache.2, "{}", cache.3);
     b.screenshot("11-shakespeare-generate");
 }
 

@@ -2,7 +2,8 @@
 //! interpretability tools, lesson measurements and generation.
 
 use super::state::{falls_back, gpu_failed, progress, take_current, State};
-use crate::protocol::{Analysis, AnalysisTool, AsJson, JobOutcome, Response};
+use crate::browser::now_ms;
+use crate::protocol::{Analysis, AnalysisTool, AsJson, Generation, JobOutcome, Response};
 use crate::session::{return_engines, Yielding};
 use attn_gpu::{EnginePair, GpuError};
 use attn_model::engine::{Outcome, Progress, Step};
@@ -180,10 +181,11 @@ pub(super) async fn generate_text(
     n: usize,
     sampling: &Sampling,
     reply: &dyn Fn(Response),
-) -> JobOutcome<String> {
+) -> JobOutcome<Generation> {
     let mut pair = take_current(state, model)
         .await
         .ok_or("the model changed")?;
+    let start = now_ms();
     let mut watch = progress(state, job, reply);
     let mut result = generate_on(&mut pair, tokens, variant, n, sampling, &mut watch).await;
     if let Some(e) = result.as_ref().err().filter(|e| falls_back(&pair, e)) {
@@ -192,6 +194,11 @@ pub(super) async fn generate_text(
             result = generate_on(&mut pair, tokens, variant, n, sampling, &mut watch).await;
         }
     }
+    let millis = now_ms() - start;
+    // What the cache holds once the last token is picked: every position run so far (the last
+    // token itself never ran), or the context's worth once the window slid.
+    let kv_cache_bytes = pair.variant.kv_cache_bytes();
+    let n_ctx = pair.model().config.n_ctx;
     return_engines(&state.session, pair);
     let ids = match result.map_err(|e| e.to_string())? {
         Outcome::Done(ids) => ids,
@@ -199,7 +206,13 @@ pub(super) async fn generate_text(
     };
     let session = state.session.borrow();
     let text = session.as_ref().and_then(|s| s.text.decode(&ids));
-    Ok(Some(text.unwrap_or_else(|| format!("{ids:?}"))))
+    Ok(Some(Generation {
+        text: text.unwrap_or_else(|| format!("{ids:?}")),
+        tokens: ids.len(),
+        millis,
+        kv_cache_bytes,
+        cached_positions: (tokens.len() + ids.len()).saturating_sub(1).min(n_ctx),
+    }))
 }
 
 /// Generation on the variant engine of `pair`, under `variant`.

@@ -89,6 +89,9 @@ pub fn OutputPanel() -> impl IntoView {
                 </span>
             })}
             <p class="generated" data-testid="generated">{move || ui.generated.get()}</p>
+            {move || ui.generation_summary.get().map(|summary| view! {
+                <p class="generation-summary" data-testid="generation-summary">{summary}</p>
+            })}
         })}
     }
 }

@@ -1,9 +1,10 @@
 //! `attn bench`: time the forward pass on the CPU and/or GPU engine: median and spread after warm-
-//! up.
+//! up; with `--decode N`, generation's prefill and decode steps (`decode_bench`).
 
 use clap::Args;
 
 use crate::args::{load, parse_variant, ModelArgs, VariantArg};
+use crate::decode_bench::{bench_decode, random_model, DecodeBench};
 use crate::failure::Failure;
 use crate::gpu;
 
@@ -30,6 +31,10 @@ pub(crate) struct BenchArgs {
     /// adapter has timestamp queries) and print the time per kernel.
     #[arg(long)]
     profile: bool,
+    /// Time generation instead: the prefill of `--seq` tokens, then this many tokens decoded
+    /// from the KV cache, beside recomputing the text for every token.
+    #[arg(long)]
+    decode: Option<usize>,
 }
 
 /// `attn bench`.
@@ -42,9 +47,31 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         runs,
         warmup,
         profile,
+        decode,
     } = args;
-    let model = load(&model)?;
+    let model = match random_model(&model)? {
+        Some(model) => model,
+        None => load(&model)?,
+    };
     let variant = parse_variant(&variant)?;
+    if let Some(tokens) = decode {
+        let prompt = seq.unwrap_or(
+            model
+                .config
+                .n_ctx
+                .min(64)
+                .min(model.config.n_ctx.saturating_sub(tokens))
+                .max(1),
+        );
+        let bench = DecodeBench {
+            engines: engine,
+            prompt,
+            tokens,
+            runs,
+            json,
+        };
+        return bench_decode(model, &variant, &bench);
+    }
     let options = gpu::BenchOptions {
         engines: engine,
         seq,

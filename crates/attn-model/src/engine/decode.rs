@@ -5,6 +5,9 @@
 //! - keys and values of the key/value heads that remain (pooling with `kv_groups` caches `G`
 //!   heads, not the model's own count);
 //! - a sliding window keeps a ring of `W` positions per layer;
+//! - a latent rank (`kv_rank`) caches the rank-`r` latent per token, and per-head PCA (`kv_pca`)
+//!   the `c` coordinates of each head's key and value; the keys and values are rebuilt from them
+//!   (then rotated, for a rotary model) at every step;
 //! - a dropped attention layer caches nothing;
 //! - linear (elu + 1) attention keeps its recurrent state — per key/value head the sum of
 //!   `φ(k) vᵀ` and of `φ(k)` — whatever the length: the transformer read as an RNN;
@@ -17,12 +20,13 @@
 
 use std::collections::VecDeque;
 
+use crate::config::Rope;
 use crate::engine::forward::{
     ablate, add_assign, check_tokens, forward_keeping_kv, mlp_output, output_logits, routing_rank,
 };
 use crate::engine::hooks::Hooks;
 use crate::engine::output::Output;
-use crate::engine::prepared::PreparedModel;
+use crate::engine::prepared::{KvCodec, KvProjection, PreparedModel};
 use crate::error::{ModelError, Result};
 use crate::fastmath::softmax_in_place;
 use crate::linalg::{elu_plus_one, linear, matmul, norm, MatRef};
@@ -42,6 +46,12 @@ pub enum LayerCache {
         /// The sliding window, when the variant has one: at most this many positions are kept.
         window: Option<usize>,
     },
+    /// The codes of the positions a new token may still see, oldest first, under the layer's
+    /// [`KvCodec`](crate::prepare::KvCodec): a latent, or PCA coordinates.
+    Codes {
+        codes: VecDeque<Vec<f32>>,
+        window: Option<usize>,
+    },
     /// Linear attention's recurrent state, per key/value head `g`: `Σ_j φ(k_j) v_jᵀ`
     /// (`[kv_heads, d_head, d_head]`) and `Σ_j φ(k_j)` (`[kv_heads, d_head]`).
     LinearState { kv: Vec<f32>, k_sum: Vec<f32> },
@@ -55,14 +65,25 @@ impl LayerCache {
             LayerCache::Keys { keys, values, .. } => {
                 keys.iter().chain(values).map(Vec::len).sum::<usize>()
             }
+            LayerCache::Codes { codes, .. } => codes.iter().map(Vec::len).sum::<usize>(),
             LayerCache::LinearState { kv, k_sum } => kv.len() + k_sum.len(),
         }
     }
 
-    /// Adds the keys and values of one position.
+    /// Adds one position's code.
+    fn push_code(&mut self, code: Vec<f32>) {
+        if let LayerCache::Codes { codes, window } = self {
+            if window.is_some_and(|w| codes.len() == w) {
+                codes.pop_front();
+            }
+            codes.push_back(code);
+        }
+    }
+
+    /// Adds the keys and values of one position (a layer of codes takes [`LayerCache::push_code`]).
     fn push(&mut self, k: &[f32], v: &[f32], d_head: usize) {
         match self {
-            LayerCache::Dropped => {}
+            LayerCache::Dropped | LayerCache::Codes { .. } => {}
             LayerCache::Keys {
                 keys,
                 values,
@@ -111,13 +132,19 @@ impl KvCache {
         let layers = prepared
             .attention_dropped
             .iter()
-            .map(|&dropped| {
+            .enumerate()
+            .map(|(layer, &dropped)| {
                 if dropped {
                     LayerCache::Dropped
                 } else if recurrent {
                     LayerCache::LinearState {
                         kv: vec![0.0; c.kv_heads() * d_head * d_head],
                         k_sum: vec![0.0; c.kv_heads() * d_head],
+                    }
+                } else if prepared.kv_codec(layer).is_some() {
+                    LayerCache::Codes {
+                        codes: VecDeque::new(),
+                        window: prepared.variant.window,
                     }
                 } else {
                     LayerCache::Keys {
@@ -151,14 +178,15 @@ fn recurrent_linear(variant: &Variant) -> bool {
 pub fn kv_cache_bytes(prepared: &PreparedModel, tokens: usize) -> usize {
     let c = &prepared.config;
     let (kv_heads, d_head) = (c.kv_heads(), c.d_head());
-    let per_layer = if recurrent_linear(&prepared.variant) {
-        kv_heads * (d_head * d_head + d_head)
-    } else {
-        let held = prepared.variant.window.map_or(tokens, |w| tokens.min(w));
-        2 * kv_heads * d_head * held
+    let held = prepared.variant.window.map_or(tokens, |w| tokens.min(w));
+    let per_layer = |layer: usize| match prepared.kv_codec(layer) {
+        _ if recurrent_linear(&prepared.variant) => kv_heads * (d_head * d_head + d_head),
+        Some(KvCodec::Latent { rank, .. }) => rank * held,
+        Some(KvCodec::Pca { components, .. }) => 2 * kv_heads * components * held,
+        None => 2 * kv_heads * d_head * held,
     };
-    let layers = prepared.attention_dropped.iter().filter(|d| !**d).count();
-    4 * layers * per_layer
+    let layers = (0..c.n_layer).filter(|&l| !prepared.attention_dropped[l]);
+    4 * layers.map(per_layer).sum::<usize>()
 }
 
 /// One decoded position: its next-token logits and the attention of its query.
@@ -216,16 +244,27 @@ impl Decoder {
         let mut cache = KvCache::new(&self.prepared);
         let kv_width = self.prepared.config.kv_heads() * self.prepared.config.d_head();
         let d_head = self.prepared.config.d_head();
-        let (output, _) = forward_keeping_kv(
-            &self.prepared,
-            tokens,
-            &Hooks::none(),
-            &mut |layer, k, v| {
-                for (k, v) in k.chunks_exact(kv_width).zip(v.chunks_exact(kv_width)) {
-                    cache.layers[layer].push(k, v, d_head);
+        let prepared = &self.prepared;
+        let d = prepared.config.d_model;
+        let mut keep = |layer: usize, x: &[f32], k: &[f32], v: &[f32]| {
+            let cache = &mut cache.layers[layer];
+            match prepared.kv_projection(layer) {
+                Some(kv) if matches!(cache, LayerCache::Codes { .. }) => {
+                    // The codes come from the keys before their rotation: the projection again.
+                    let k = linear(x, x.len() / d, &kv.k);
+                    let rows = x.chunks_exact(d).zip(k.chunks_exact(kv_width));
+                    for ((x, k), v) in rows.zip(v.chunks_exact(kv_width)) {
+                        cache.push_code(kv.encode(x, k, v).expect("a layer of codes has a codec"));
+                    }
                 }
-            },
-        )?;
+                _ => {
+                    for (k, v) in k.chunks_exact(kv_width).zip(v.chunks_exact(kv_width)) {
+                        cache.push(k, v, d_head);
+                    }
+                }
+            }
+        };
+        let (output, _) = forward_keeping_kv(prepared, tokens, &Hooks::none(), &mut keep)?;
         cache.len = tokens.len();
         self.cache = cache;
         Ok(output)
@@ -272,12 +311,28 @@ impl Decoder {
                 let mut q = linear(&normed, 1, &block.attn.q);
                 let mut k = linear(&normed, 1, prepared.key(layer));
                 let v = linear(&normed, 1, prepared.value(layer));
+                let code = prepared
+                    .kv_projection(layer)
+                    .and_then(|kv| kv.encode(&normed, &k, &v));
                 if let Some(rotary) = &rotary {
                     rotary.apply(&mut q, 1, d_head);
                     rotary.apply(&mut k, 1, d_head);
                 }
                 let cache = &mut self.cache.layers[layer];
-                cache.push(&k, &v, d_head);
+                match code {
+                    Some(code) if matches!(cache, LayerCache::Codes { .. }) => {
+                        cache.push_code(code)
+                    }
+                    _ => cache.push(&k, &v, d_head),
+                }
+                // A layer of codes attends over the keys and values rebuilt from them.
+                let rebuilt = match &*cache {
+                    LayerCache::Codes { codes, .. } => {
+                        let kv = prepared.kv_projection(layer).expect("codes have a codec");
+                        Some(rebuild(kv, codes, position, c.rope(), d_head))
+                    }
+                    _ => None,
+                };
                 let rows = &mut attention[layer * n_head * len..(layer + 1) * n_head * len];
                 let mut heads_z = Vec::with_capacity(n_head);
                 for (head, row) in rows.chunks_exact_mut(len).enumerate() {
@@ -288,7 +343,12 @@ impl Decoder {
                             row.fill(f32::NAN);
                             linear_state_output(prepared, q_h, g, kv, k_sum)
                         }
-                        LayerCache::Keys { keys, values, .. } => {
+                        LayerCache::Keys { .. } | LayerCache::Codes { .. } => {
+                            let (keys, values) = match (&*cache, &rebuilt) {
+                                (LayerCache::Keys { keys, values, .. }, _) => (keys, values),
+                                (_, Some((keys, values))) => (keys, values),
+                                _ => unreachable!("codes are rebuilt above"),
+                            };
                             let omega = prepared.random_features.as_ref().map(|all| {
                                 let m = prepared.n_random_features();
                                 let start = (layer * n_head + head) * m * d_head;
@@ -354,6 +414,29 @@ impl Decoder {
             attention,
         })
     }
+}
+
+/// The keys (rotated at their positions) and values that `codes` stand for, oldest first, the
+/// newest at `position`.
+fn rebuild(
+    kv: &KvProjection,
+    codes: &VecDeque<Vec<f32>>,
+    position: usize,
+    rope: Option<&Rope>,
+    d_head: usize,
+) -> (VecDeque<Vec<f32>>, VecDeque<Vec<f32>>) {
+    let first = position + 1 - codes.len();
+    let rotary = rope.map(|rope| RotaryTable::for_positions(rope, first..position + 1));
+    let (mut keys, mut values) = (VecDeque::new(), VecDeque::new());
+    for (i, code) in codes.iter().enumerate() {
+        let (mut k, v) = kv.decode(code).expect("codes have a codec");
+        if let Some(rotary) = &rotary {
+            rotary.apply_at(&mut k, i, d_head);
+        }
+        keys.push_back(k);
+        values.push_back(v);
+    }
+    (keys, values)
 }
 
 /// Refuses what cannot be decoded incrementally, with why.

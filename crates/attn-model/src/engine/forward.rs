@@ -56,16 +56,21 @@ pub fn forward_hooked(
     tokens: &[u32],
     hooks: &Hooks,
 ) -> Result<(Output, Captured)> {
-    forward_keeping_kv(prepared, tokens, hooks, &mut |_, _, _| {})
+    forward_keeping_kv(prepared, tokens, hooks, &mut |_, _, _, _| {})
 }
 
-/// [`forward_hooked`], handing every attention layer's keys (rotated) and values to `keep`
-/// (`keep(layer, k, v)`, each `[T, kv_heads · d_head]`): what a prefill caches.
+/// Takes an attention layer's input (after its norm), keys (rotated) and values:
+/// `(layer, x, k, v)`.
+pub(crate) type KeepKv<'a> = dyn FnMut(usize, &[f32], &[f32], &[f32]) + 'a;
+
+/// [`forward_hooked`], handing every attention layer's input, keys (rotated) and values to
+/// `keep` (`keep(layer, x, k, v)`: `[T, d_model]`, then `[T, kv_heads · d_head]` each): what a
+/// prefill caches.
 pub(crate) fn forward_keeping_kv(
     prepared: &PreparedModel,
     tokens: &[u32],
     hooks: &Hooks,
-    keep: &mut dyn FnMut(usize, &[f32], &[f32]),
+    keep: &mut KeepKv<'_>,
 ) -> Result<(Output, Captured)> {
     let model = prepared.model();
     let c = &prepared.config;
@@ -120,7 +125,7 @@ pub(crate) fn forward_keeping_kv(
                 rotary.apply(&mut q, t_len, d_head);
                 rotary.apply(&mut k, t_len, d_head);
             }
-            keep(layer, &k, &v);
+            keep(layer, &normed, &k, &v);
             let kv_heads = c.kv_heads();
             let q_all = MatRef::new(&q, t_len, n_head * d_head);
             let k_all = MatRef::new(&k, t_len, kv_heads * d_head);

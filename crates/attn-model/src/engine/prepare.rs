@@ -21,7 +21,7 @@ use crate::variant::Variant;
 // The overlay's types and the calibration text, where they were defined before
 // `engine/prepared.rs` and `engine/inputs.rs`.
 pub use crate::engine::inputs::calibration_inputs;
-pub use crate::engine::prepared::{KvProjection, PreparedModel, WeightSettings};
+pub use crate::engine::prepared::{KvCodec, KvProjection, PreparedModel, WeightSettings};
 
 impl PreparedModel {
     /// `variant` applied to the same model, reusing this preparation's weight-side work when the
@@ -84,10 +84,11 @@ fn kv_overlay(
             }
             None => (block.attn.k.clone(), block.attn.v.clone()),
         };
-        if let Some(rank) = settings.kv_rank {
-            truncate_joint_kv(&mut k, &mut v, rank)?;
-        }
-        layers.push(KvProjection { k, v });
+        let codec = match settings.kv_rank {
+            Some(rank) => Some(truncate_joint_kv(&mut k, &mut v, rank)?),
+            None => None,
+        };
+        layers.push(KvProjection { k, v, codec });
     }
     if let Some(components) = settings.kv_pca {
         let calibration = calibration_inputs(model);
@@ -135,7 +136,10 @@ pub fn project_on_principal_components(
     }
     let d_head = c.d_head();
     for (layer, kv) in layers.iter_mut().enumerate() {
+        // The cache's codec: every head's mean and basis, for keys and for values.
+        let mut fitted: Vec<(Vec<f32>, Vec<f32>)> = Vec::with_capacity(2);
         for projection in [&mut kv.k, &mut kv.v] {
+            let (mut means, mut bases) = (Vec::new(), Vec::new());
             let samples = crate::linalg::linear(&inputs[layer], rows, projection);
             let width = projection.d_out;
             let weight = projection.weight.make_f32();
@@ -174,8 +178,21 @@ pub fn project_on_principal_components(
                 for j in 0..d_head {
                     b[j] = projected_b[j] + (mean[j] as f32 - projected_mean[j]);
                 }
+                means.extend(&mean_f32);
+                bases.extend(basis.iter().map(|&u| u as f32));
             }
+            fitted.push((means, bases));
         }
+        let (v_means, v_bases) = fitted.pop().expect("fitted for values");
+        let (k_means, k_bases) = fitted.pop().expect("fitted for keys");
+        kv.codec = Some(KvCodec::Pca {
+            components,
+            d_head,
+            k_means,
+            k_bases,
+            v_means,
+            v_bases,
+        });
     }
     Ok(())
 }
@@ -228,7 +245,21 @@ pub fn kv_cache_contents(
         d => format!("{} of {n_layer} layers ({d} dropped)", n_layer - d),
     };
     let heads = variant.kv_groups.unwrap_or(n_kv_head);
-    match (variant.kv_rank, variant.kv_pca) {
+    let linear =
+        variant.kernel() == crate::variant::Kernel::Named(crate::variant::KernelName::Linear);
+    if linear && variant.window.is_none() && variant.top_k.is_none() {
+        // Generation keeps linear attention's recurrent state instead (engine/decode.rs).
+        return format!(
+            "when generating, linear attention's recurrent state instead: per K/V head a \
+             {d_head}×{d_head} sum and a {d_head}-long normaliser, {heads} heads × {layers}, f32, \
+             whatever the length"
+        );
+    }
+    let kept = match variant.window {
+        Some(w) => format!("; generation keeps the last {w} positions"),
+        None => String::new(),
+    };
+    let contents = match (variant.kv_rank, variant.kv_pca) {
         (Some(rank), _) => {
             format!("a rank-{rank} latent per token (K and V are rebuilt from it) × {layers}, f32")
         }
@@ -243,7 +274,8 @@ pub fn kv_cache_contents(
             };
             format!("K and V: 2 × {heads} heads{pooled} × {d_head} dims × {layers}, f32")
         }
-    }
+    };
+    contents + &kept
 }
 
 /// The random feature vectors `ω` of every (layer, head), `[layer][head][feature][d_head]`,
@@ -353,8 +385,9 @@ pub(crate) fn pool_heads(layer: &Linear, d_head: usize, per_group: usize) -> Lin
 }
 
 /// Replaces the joint matrix `[W_k | W_v]` by its best rank-`rank` approximation (truncated SVD,
-/// computed in f64). Biases are kept.
-pub(crate) fn truncate_joint_kv(k: &mut Linear, v: &mut Linear, rank: usize) -> Result<()> {
+/// computed in f64). Biases are kept. Returns the factors, `U·S` and `Vᵀ`, as the latent a KV
+/// cache holds instead ([`KvCodec::Latent`]).
+pub(crate) fn truncate_joint_kv(k: &mut Linear, v: &mut Linear, rank: usize) -> Result<KvCodec> {
     let rows = k.d_in;
     let (dk, dv) = (k.d_out, v.d_out);
     let (k_weight, v_weight) = (k.weight.make_f32(), v.weight.make_f32());
@@ -383,5 +416,11 @@ pub(crate) fn truncate_joint_kv(k: &mut Linear, v: &mut Linear, rank: usize) -> 
             v_weight[r * dv + c] = approx(r, dk + c);
         }
     }
-    Ok(())
+    let down = (0..rows * rank)
+        .map(|ri| (u[(ri / rank, ri % rank)] * s[ri % rank]) as f32)
+        .collect();
+    let up = (0..rank * (dk + dv))
+        .map(|ic| vt[(ic % (dk + dv), ic / (dk + dv))] as f32)
+        .collect();
+    Ok(KvCodec::Latent { rank, down, up })
 }

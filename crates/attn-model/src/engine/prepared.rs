@@ -50,6 +50,124 @@ impl WeightSettings {
 pub struct KvProjection {
     pub k: Linear,
     pub v: Linear,
+    /// What a KV cache stores per token instead of the keys and values, when the variant
+    /// compresses them (a latent rank, PCA components).
+    pub codec: Option<KvCodec>,
+}
+
+/// How a KV cache stores a token's keys and values in fewer numbers, and rebuilds them: the
+/// compressed form of the projections in the same [`KvProjection`] (which equal encoding then
+/// decoding, up to rounding).
+#[derive(Clone, Debug, PartialEq)]
+pub enum KvCodec {
+    /// A rank-`rank` latent of the joint `[K | V]` (multi-head latent attention's cache): the
+    /// code is `c = x · down` for the attention input `x` (`down`: `[d_in, rank]`), and the keys
+    /// and values are `c · up` (`up`: `[rank, d_k + d_v]`) plus their biases.
+    Latent {
+        rank: usize,
+        down: Vec<f32>,
+        up: Vec<f32>,
+    },
+    /// Per key/value head, the `components` coordinates `(k − μ) U` of its key and of its value
+    /// (MatryoshkaKV): `k = μ + c Uᵀ`. Means are `[heads, d_head]` and bases `[heads, d_head,
+    /// components]`; the code is every head's key coordinates, then every head's value
+    /// coordinates.
+    Pca {
+        components: usize,
+        d_head: usize,
+        k_means: Vec<f32>,
+        k_bases: Vec<f32>,
+        v_means: Vec<f32>,
+        v_bases: Vec<f32>,
+    },
+}
+
+impl KvProjection {
+    /// One token's code under `codec` (see [`KvCodec`]) from its attention input `x`, key and
+    /// value (before any rotary embedding).
+    pub fn encode(&self, x: &[f32], k: &[f32], v: &[f32]) -> Option<Vec<f32>> {
+        match self.codec.as_ref()? {
+            KvCodec::Latent { rank, down, .. } => {
+                let mut code = vec![0.0f32; *rank];
+                for (row, &x) in down.chunks_exact(*rank).zip(x) {
+                    code.iter_mut().zip(row).for_each(|(c, &d)| *c += x * d);
+                }
+                Some(code)
+            }
+            KvCodec::Pca {
+                components,
+                d_head,
+                k_means,
+                k_bases,
+                v_means,
+                v_bases,
+            } => {
+                let coordinates = |x: &[f32], means: &[f32], bases: &[f32]| -> Vec<f32> {
+                    let mut code = Vec::with_capacity(x.len() / d_head * components);
+                    for (head, x_h) in x.chunks_exact(*d_head).enumerate() {
+                        let mean = &means[head * d_head..(head + 1) * d_head];
+                        let basis = &bases[head * d_head * components..][..d_head * components];
+                        code.extend((0..*components).map(|r| {
+                            (0..*d_head)
+                                .map(|i| (x_h[i] - mean[i]) * basis[i * components + r])
+                                .sum::<f32>()
+                        }));
+                    }
+                    code
+                };
+                let mut code = coordinates(k, k_means, k_bases);
+                code.extend(coordinates(v, v_means, v_bases));
+                Some(code)
+            }
+        }
+    }
+
+    /// The key and value (before any rotary embedding) a code stands for.
+    pub fn decode(&self, code: &[f32]) -> Option<(Vec<f32>, Vec<f32>)> {
+        let (d_k, d_v) = (self.k.d_out, self.v.d_out);
+        match self.codec.as_ref()? {
+            KvCodec::Latent { rank, up, .. } => {
+                let mut kv = vec![0.0f32; d_k + d_v];
+                for (row, &c) in up.chunks_exact(d_k + d_v).zip(&code[..*rank]) {
+                    kv.iter_mut().zip(row).for_each(|(y, &u)| *y += c * u);
+                }
+                let mut v = kv.split_off(d_k);
+                let mut k = kv;
+                for (out, bias) in [(&mut k, &self.k.bias), (&mut v, &self.v.bias)] {
+                    if let Some(bias) = bias {
+                        out.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
+                    }
+                }
+                Some((k, v))
+            }
+            KvCodec::Pca {
+                components,
+                d_head,
+                k_means,
+                k_bases,
+                v_means,
+                v_bases,
+            } => {
+                let rebuild = |code: &[f32], means: &[f32], bases: &[f32]| -> Vec<f32> {
+                    let mut x = means.to_vec();
+                    for (head, c) in code.chunks_exact(*components).enumerate() {
+                        let basis = &bases[head * d_head * components..][..d_head * components];
+                        for (i, x) in x[head * d_head..(head + 1) * d_head].iter_mut().enumerate() {
+                            *x += (0..*components)
+                                .map(|r| c[r] * basis[i * components + r])
+                                .sum::<f32>();
+                        }
+                    }
+                    x
+                };
+                let split = d_k / d_head * components;
+                Some((
+                    rebuild(&code[..split], k_means, k_bases),
+                    rebuild(&code[split..], v_means, v_bases),
+                ))
+            }
+        }
+    }
 }
 
 /// A model with a variant applied, ready to run: the unmodified weights (shared, never copied)
@@ -99,6 +217,16 @@ impl PreparedModel {
             Some(kv) => &kv[layer].v,
             None => &self.base.blocks[layer].attn.v,
         }
+    }
+
+    /// The layer's pooled / compressed projections, when the variant changes them.
+    pub fn kv_projection(&self, layer: usize) -> Option<&KvProjection> {
+        self.kv.as_ref().map(|kv| &kv[layer])
+    }
+
+    /// The codec a KV cache stores `layer`'s tokens with, when the variant compresses them.
+    pub fn kv_codec(&self, layer: usize) -> Option<&KvCodec> {
+        self.kv_projection(layer).and_then(|kv| kv.codec.as_ref())
     }
 
     /// The weight-side settings this preparation was made with.

@@ -90,22 +90,32 @@ impl RotaryTable {
         self.rotate(x, rows, d_head, -1.0);
     }
 
+    /// Rotates every head of one row `x` (`heads · d_head`) by the table's row `row`.
+    pub fn apply_at(&self, x: &mut [f32], row: usize, d_head: usize) {
+        self.rotate_row(x, row, d_head, 1.0);
+    }
+
     /// Rotates by the table's angles times `direction` (±1).
     fn rotate(&self, x: &mut [f32], rows: usize, d_head: usize, direction: f32) {
-        let half = self.half;
         let width = x.len() / rows;
         for (t, row) in x.chunks_exact_mut(width).enumerate() {
-            let (cos, sin) = (
-                &self.cos[t * half..(t + 1) * half],
-                &self.sin[t * half..(t + 1) * half],
-            );
-            for head in row.chunks_exact_mut(d_head) {
-                for i in 0..half {
-                    let (a, b) = (head[i], head[i + half]);
-                    let sin = direction * sin[i];
-                    head[i] = a * cos[i] - b * sin;
-                    head[i + half] = b * cos[i] + a * sin;
-                }
+            self.rotate_row(row, t, d_head, direction);
+        }
+    }
+
+    /// Rotates the heads of `row` by the table's row `t` times `direction`.
+    fn rotate_row(&self, row: &mut [f32], t: usize, d_head: usize, direction: f32) {
+        let half = self.half;
+        let (cos, sin) = (
+            &self.cos[t * half..(t + 1) * half],
+            &self.sin[t * half..(t + 1) * half],
+        );
+        for head in row.chunks_exact_mut(d_head) {
+            for i in 0..half {
+                let (a, b) = (head[i], head[i + half]);
+                let sin = direction * sin[i];
+                head[i] = a * cos[i] - b * sin;
+                head[i + half] = b * cos[i] + a * sin;
             }
         }
     }
