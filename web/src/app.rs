@@ -3,6 +3,7 @@
 //! them: the engine choice, the model list, input → tokens → forwards, state ↔ URL, and what
 //! happens when a model is installed.
 
+use attn_model::Variant;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -181,6 +182,15 @@ pub fn App() -> impl IntoView {
                 maps,
             });
         }
+    });
+
+    // A variant change mid-generation starts the generation again with it.
+    Effect::new(move |previous: Option<Variant>| {
+        let variant = ui.variant.get();
+        if previous.is_some_and(|p| p != variant) {
+            ctl.restart_generation(variant.clone());
+        }
+        variant
     });
 
     // State → URL (replace while dragging; the model and prompt push history entries).

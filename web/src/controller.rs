@@ -19,9 +19,10 @@ use leptos::prelude::*;
 
 use crate::browser;
 use crate::compute::ComputeWorker;
+use crate::generation_state::GenerationView;
 use crate::manifest::{ModelEntry, MODELS_BASE};
 use crate::protocol::{
-    AnalysisTool, AsJson, JobOutcome, MapsWanted, ModelSource, Request, Response, TrainState,
+    AnalysisTool, AsJson, JobOutcome, MapsWanted, ModelSource, Request, Response, Steer, TrainState,
 };
 use crate::runner::Coalescer;
 use crate::session::ModelText;
@@ -60,6 +61,8 @@ struct Inner {
     /// The running importance ranking and generation, by job number.
     ranking: Cell<Option<u32>>,
     generating: Cell<Option<u32>>,
+    /// What the running generation was asked: its prompt and number of tokens.
+    generation_asked: RefCell<Option<(Vec<u32>, usize)>>,
     analysing: Cell<Option<u32>>,
     measuring: Cell<Option<u32>>,
     /// Whether the worker has answered anything yet (it did start).
@@ -89,6 +92,7 @@ impl Controller {
             last_job: Cell::new(0),
             ranking: Cell::new(None),
             generating: Cell::new(None),
+            generation_asked: RefCell::new(None),
             analysing: Cell::new(None),
             measuring: Cell::new(None),
             heard: Cell::new(false),
@@ -502,11 +506,24 @@ impl Controller {
 
     /// Continues `tokens` by `n` tokens under `variant`.
     pub fn generate(&self, tokens: Vec<u32>, variant: Variant, n: usize) {
+        self.start_generation(tokens, variant, n, false);
+    }
+
+    /// [`Controller::generate`], pausing after the first token (then *Step* or *Continue*).
+    pub fn step_through(&self, tokens: Vec<u32>, variant: Variant, n: usize) {
+        self.start_generation(tokens, variant, n, true);
+    }
+
+    fn start_generation(&self, tokens: Vec<u32>, variant: Variant, n: usize, step_through: bool) {
         let Some(inner) = self.inner() else { return };
         let ui = inner.ui;
         let job = Self::next_job(&inner);
         inner.generating.set(Some(job));
+        *inner.generation_asked.borrow_mut() = Some((tokens.clone(), n));
         ui.generating.set(Some(Step { done: 0, total: n }));
+        ui.generated.set(None);
+        ui.generation_summary.set(None);
+        ui.generation.set(GenerationView::default());
         inner.bridge.borrow().send(Request::Generate {
             model: inner.installed.get(),
             job,
@@ -514,13 +531,42 @@ impl Controller {
             variant: AsJson(variant),
             n,
             sampling: Sampling::default(),
+            step_through,
         });
+        ui.generation.update(|g| g.paused = step_through);
     }
 
     /// Stops the running generation.
     pub fn stop_generating(&self) {
         if let Some(job) = self.inner().and_then(|i| i.generating.get()) {
             self.send(Request::Cancel { job });
+        }
+    }
+
+    /// The variant changed while a generation ran or was paused: it starts again from its
+    /// prompt with `variant` (the old one's cache belongs to the old variant), and says so.
+    pub fn restart_generation(&self, variant: Variant) {
+        let Some(inner) = self.inner() else { return };
+        let Some(job) = inner.generating.get() else {
+            return;
+        };
+        let Some((tokens, n)) = inner.generation_asked.borrow().clone() else {
+            return;
+        };
+        self.send(Request::Cancel { job });
+        self.generate(tokens, variant, n);
+        inner.ui.generation.update(|g| g.restarted = true);
+    }
+
+    /// Pauses, continues or steps the running generation.
+    pub fn steer_generation(&self, steer: Steer) {
+        let Some(inner) = self.inner() else { return };
+        if let Some(job) = inner.generating.get() {
+            inner
+                .ui
+                .generation
+                .update(|g| g.paused = steer != Steer::Continue);
+            self.send(Request::SteerGeneration { job, steer });
         }
     }
 
@@ -707,12 +753,20 @@ impl Controller {
                     Err(e) => ui.measured.set(Some(Err(e))),
                 }
             }
+            Response::GeneratedToken { job, token } => {
+                if inner.generating.get() != Some(job) {
+                    return;
+                }
+                ui.generating.set(Some(token.step));
+                ui.generation.update(|g| g.add(token));
+            }
             Response::Generated { job, outcome } => {
                 if inner.generating.get() != Some(job) {
                     return;
                 }
                 inner.generating.set(None);
                 ui.generating.set(None);
+                ui.generation.update(|g| g.paused = false);
                 match outcome {
                     Ok(Some(generation)) => {
                         ui.generation_summary.set(Some(generation.summary()));

@@ -99,6 +99,41 @@ pub fn paint(
         .map_err(|_| "cannot draw on the canvas".to_string())
 }
 
+/// Paints `rows` (`count` rows of `width` weights, row-major) on `canvas`, one pixel a weight:
+/// the attention of one token in every head. NaN (no row: a recurrent state) is drawn grey.
+pub fn paint_rows(
+    canvas: &HtmlCanvasElement,
+    rows: &[f32],
+    count: usize,
+    width: usize,
+) -> Result<(), String> {
+    if count == 0 || width == 0 || rows.len() != count * width {
+        return Ok(());
+    }
+    canvas.set_width(width as u32);
+    canvas.set_height(count as u32);
+    let ctx = canvas
+        .get_context("2d")
+        .map_err(|_| "no 2d canvas context".to_string())?
+        .ok_or("no 2d canvas context")?
+        .dyn_into::<CanvasRenderingContext2d>()
+        .map_err(|_| "not a 2d context".to_string())?;
+    let mut pixels = Vec::with_capacity(rows.len() * 4);
+    for &v in rows {
+        let rgb = if v.is_nan() {
+            [200, 200, 200]
+        } else {
+            weight_colour(v)
+        };
+        pixels.extend_from_slice(&[rgb[0], rgb[1], rgb[2], 255]);
+    }
+    let image =
+        ImageData::new_with_u8_clamped_array_and_sh(Clamped(&pixels), width as u32, count as u32)
+            .map_err(|_| "cannot build image data".to_string())?;
+    ctx.put_image_data(&image, 0.0, 0.0)
+        .map_err(|_| "cannot draw on the canvas".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 //! - `controller`: the page's side of the worker (requests out, answers into the state).
 //! - `state`: every signal of the page (`Ui`) and its transitions (`Ui::install`, …).
 //! - `page_state` (the URL), `train_state` (a training run as the page holds it),
+//!   `generation_state` (a generation as its tokens arrive),
 //!   `worker_build` (which worker build runs), `plot` and `heatmap` (drawing).
 //! - `compute` and `session`: the worker's side — its event loop and a loaded model.
 //! - `protocol`: the messages and everything they carry across the thread boundary.
@@ -20,6 +21,7 @@ pub mod app;
 pub mod browser;
 pub mod compute;
 pub mod controller;
+pub mod generation_state;
 pub mod heatmap;
 #[cfg(test)]
 mod layering;

@@ -175,7 +175,8 @@ pub enum Request {
         tokens: Vec<u32>,
         mode: AblationMode,
     },
-    /// Continue `tokens` by `n` sampled tokens under `variant`.
+    /// Continue `tokens` by `n` sampled tokens under `variant`; with `step_through`, pause
+    /// after the first token (then `SteerGeneration`).
     Generate {
         model: u32,
         job: u32,
@@ -183,6 +184,7 @@ pub enum Request {
         variant: AsJson<Variant>,
         n: usize,
         sampling: Sampling,
+        step_through: bool,
     },
     /// One of the interpretability tools on `tokens` under `variant`.
     Analyse {
@@ -225,6 +227,8 @@ pub enum Request {
     ResetTraining,
     /// The run's weights as a model file (`Response::TrainedFile`).
     SaveTrained,
+    /// Pause, continue or step the generation `job`.
+    SteerGeneration { job: u32, steer: Steer },
     /// Stop a running importance ranking, generation, analysis, measurement or training run.
     Cancel { job: u32 },
     /// Fault injection, for the tests of the page's recovery: destroy the WebGPU devices, as a
@@ -233,6 +237,17 @@ pub enum Request {
     SimulateDeviceLoss,
     /// Fault injection: panic, as a bug in the worker would (the page restarts the worker).
     Crash,
+}
+
+/// What the page asks of a generation under way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Steer {
+    /// Stop after the token being computed, and let other requests use the engines.
+    Pause,
+    /// Go on to the end.
+    Continue,
+    /// One more token, then pause again.
+    Step,
 }
 
 /// Which interpretability tool to run (attn-model's `lens`, `attribution`, `patching`).
@@ -311,9 +326,29 @@ pub struct TrainUpdate {
 /// A long job's end: its result, `None` when cancelled, or a message.
 pub type JobOutcome<T> = Result<Option<T>, String>;
 
+/// One token as generation picked it, with what the step ran.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GeneratedToken {
+    /// The token's text (its id in brackets where the model has no tokenizer).
+    pub piece: String,
+    /// Its position in the text.
+    pub position: usize,
+    /// With the first token: the prompt's tokens as text.
+    pub prompt: Vec<String>,
+    /// The attention rows of the positions this step ran (`(position, [n_layer, n_head,
+    /// position + 1])`): the prompt's with the first token, the previous token's after.
+    pub rows: Vec<(usize, Vec<f32>)>,
+    /// Tokens picked so far, of how many asked.
+    pub step: Step,
+    /// The bytes the KV cache holds now (`None`: recomputing, no cache).
+    pub kv_cache_bytes: Option<usize>,
+    /// Tokens per second so far, counting only the time spent computing (not paused).
+    pub tokens_per_second: f64,
+}
+
 /// A finished generation: the text, and how it was computed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Generation {
+pub struct GenerationReport {
     /// The generated text (the token ids where the model has no tokenizer).
     pub text: String,
     /// Tokens generated.
@@ -328,7 +363,7 @@ pub struct Generation {
     pub cached_positions: usize,
 }
 
-impl Generation {
+impl GenerationReport {
     /// The line under the generated text: how fast, and what the cache held.
     pub fn summary(&self) -> String {
         let rate = self.tokens as f64 / (self.millis / 1000.0).max(1e-9);
@@ -403,9 +438,14 @@ pub enum Response {
         job: u32,
         outcome: JobOutcome<Vec<HeadImportance>>,
     },
+    /// One token of generation `job`, as it is picked.
+    GeneratedToken {
+        job: u32,
+        token: GeneratedToken,
+    },
     Generated {
         job: u32,
-        outcome: JobOutcome<Generation>,
+        outcome: JobOutcome<GenerationReport>,
     },
     Analysed {
         job: u32,

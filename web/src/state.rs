@@ -14,6 +14,7 @@ use crate::protocol::{Analysis, MapsWanted, ModelInfo, RunResult};
 use attn_model::thumbnail::pooling_factor;
 use leptos::prelude::*;
 
+use crate::generation_state::GenerationView;
 use crate::manifest::ModelEntry;
 use crate::page_state::PageState;
 use crate::protocol::EngineChoice;
@@ -69,6 +70,8 @@ pub struct Ui {
     pub generated: RwSignal<Option<String>>,
     /// How the last generation ran: its speed and what the KV cache held.
     pub generation_summary: RwSignal<Option<String>>,
+    /// The generation's tokens as they arrive, and the one whose attention is shown.
+    pub generation: RwSignal<GenerationView>,
     /// The running analysis (lens, attribution, patching), and the last one's result.
     pub analysing: RwSignal<Option<Step>>,
     pub analysis: RwSignal<Option<Analysis>>,
@@ -143,6 +146,7 @@ impl Ui {
             rank_status: RwSignal::new(None),
             generated: RwSignal::new(None),
             generation_summary: RwSignal::new(None),
+            generation: RwSignal::new(GenerationView::default()),
             analysing: RwSignal::new(None),
             analysis: RwSignal::new(None),
             generating: RwSignal::new(None),
@@ -285,6 +289,7 @@ impl Ui {
         self.rank_status.set(None);
         self.generated.set(None);
         self.generation_summary.set(None);
+        self.generation.set(GenerationView::default());
         self.model_version.update(|v| *v += 1);
     }
 

@@ -51,7 +51,7 @@ pub use engine::{
 };
 pub use error::{ModelError, Result};
 pub use forward::{forward, forward_hooked};
-pub use generate::{generate, generate_with, Decoding, Sampling};
+pub use generate::{generate, generate_with, Decoding, Generation, NextToken, Sampling};
 pub use importance::{head_importance, prune_to_budget, HeadImportance};
 pub use lens::{logit_lens, LogitLens};
 pub use lesson::{layer_similarity, run_measurement, Lesson, LessonStep, Measured, Measurement};

@@ -10,8 +10,8 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 use attn_model::config::{Family, ModelConfig};
 use attn_model::engine::{now, unwatched};
 use attn_model::{
-    generate_with, kv_cache_bytes, CpuEngine, Decoder, Decoding, Engine, LayerCache, Model,
-    Readback, Sampling, Variant,
+    generate_with, kv_cache_bytes, CpuEngine, Decoder, Decoding, Engine, Generation, LayerCache,
+    Model, Readback, Sampling, Variant,
 };
 use attn_test_support::assert_close_within;
 
@@ -57,8 +57,11 @@ fn next_token(len: usize, vocab: usize) -> u32 {
     ((len * 7 + 3) % vocab) as u32
 }
 
+/// A random model of `config` with `variant`. Weights of scale 0.3: large enough that every
+/// head attends unevenly, small enough that the logits are not sums of huge cancelling terms,
+/// where float32's rounding alone would differ between any two orders of summation.
 fn engine(config: &ModelConfig, variant: &str) -> CpuEngine {
-    let model = Model::random(config.clone(), 5, 0.5).unwrap();
+    let model = Model::random(config.clone(), 5, 0.3).unwrap();
     let mut engine = CpuEngine::new(model).unwrap();
     engine
         .set_variant(&Variant::from_json(variant).unwrap())
@@ -219,6 +222,43 @@ fn generation_from_the_cache_gives_the_tokens_of_recomputing() {
                 let recomputed = run(Decoding::Recompute);
                 assert_eq!(cached, recomputed, "{shape} {variant} {sampling:?}");
             }
+        }
+    }
+}
+
+#[test]
+fn a_generation_step_by_step_gives_every_position_its_attention_row() {
+    for (shape, config) in shapes() {
+        let mut engine = engine(&config, r#"{"kv_groups": 1}"#);
+        let greedy = Sampling {
+            temperature: 0.0,
+            ..Sampling::default()
+        };
+        let mut generation = Generation::new(&engine, &PROMPT, &greedy, Decoding::Cached).unwrap();
+        let mut rows: Vec<(usize, Vec<f32>)> = Vec::new();
+        for _ in 0..6 {
+            rows.extend(now(generation.next(&mut engine, true)).unwrap().rows);
+        }
+        // The prompt's three rows from the prefill, then one per decoded token: every position
+        // but the last token's, which has not run yet.
+        let text = generation.tokens().to_vec();
+        assert_eq!(text.len(), PROMPT.len() + 6);
+        let positions: Vec<usize> = rows.iter().map(|(p, _)| *p).collect();
+        assert_eq!(
+            positions,
+            (0..text.len() - 1).collect::<Vec<_>>(),
+            "{shape}"
+        );
+        let full = engine.forward(&text).unwrap();
+        let t = text.len();
+        for (p, row) in &rows {
+            let mut want: Vec<f32> = Vec::new();
+            for layer in 0..config.n_layer {
+                for head in 0..config.n_head {
+                    want.extend(&full.attention_map(layer, head)[p * t..p * t + p + 1]);
+                }
+            }
+            assert_close_within(&format!("{shape}: row {p}"), row, &want, DECODE_TOLERANCE);
         }
     }
 }

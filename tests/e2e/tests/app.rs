@@ -754,6 +754,93 @@ fn rank_mode_diff_model_prompt_and_generate_controls_work() {
     b.screenshot("11-shakespeare-generate");
 }
 
+/// Generation token by token on the character model: *Step through* stops after the first
+/// token, *Step* adds exactly one, *Continue* runs to the end; every token is a chip, and a
+/// generated one shows its attention in every head — rows that are distributions, computed
+/// from the KV cache by the step that ran it. A variant change then starts it again.
+#[test]
+fn generation_steps_token_by_token_and_shows_each_tokens_attention() {
+    let (_server, b, cells) = open_loaded("?model=shakespeare&engine=cpu");
+    assert_eq!(cells, 16);
+    let generated = "return [...document.querySelectorAll('[data-testid=gen-token]')]
+        .filter(c => c.dataset.generated === 'true').length";
+    let count = || b.eval(generated).as_u64().unwrap();
+    b.eval("document.querySelector('[data-testid=step-through]').click()");
+    b.wait_for("the first token", &format!("{generated} === 1"), LOAD);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(count(), 1, "paused after the first token");
+    b.eval("document.querySelector('[data-testid=step-generating]').click()");
+    b.wait_for("one more token", &format!("{generated} === 2"), LOAD);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(count(), 2, "Step adds exactly one token");
+    // The prompt's chips come first; the first generated token's attention row.
+    let first = b
+        .eval("return +document.querySelector('[data-testid=gen-token][data-generated=true]').dataset.position")
+        .as_u64()
+        .unwrap();
+    b.eval("document.querySelector('[data-testid=gen-token][data-generated=true]').click()");
+    let sums = b.wait_for(
+        "the first generated token's attention",
+        "const a = document.querySelector('[data-testid=token-attention]');
+         return a && a.dataset.sums ? a.dataset.position + '|' + a.dataset.sums : ''",
+        LOAD,
+    );
+    let (position, sums) = sums.as_str().unwrap().split_once('|').unwrap();
+    assert_eq!(position.parse::<u64>().unwrap(), first);
+    let sums: Vec<f64> = sums.split(',').map(|s| s.parse().unwrap()).collect();
+    assert_eq!(sums.len(), 16, "a row per layer × head");
+    assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-3), "{sums:?}");
+    let rows = b.eval(
+        "const c = document.querySelector('[data-testid=token-attention] canvas');
+         return c ? [c.width, c.height] : null",
+    );
+    assert_eq!(
+        rows,
+        serde_json::json!([first + 1, 16]),
+        "keys 0..=position, 16 heads"
+    );
+    // Continue: to the 40th token, with the cache's bytes.
+    b.eval("document.querySelector('[data-testid=pause-generating]').click()");
+    let summary = b.wait_for(
+        "the rest of the generation",
+        &format!(
+            "const s = document.querySelector('[data-testid=generation-summary]');
+             return {generated} === 40 && s ? s.textContent : ''"
+        ),
+        LOAD,
+    );
+    assert!(
+        summary
+            .as_str()
+            .unwrap()
+            .contains("decoded from the KV cache"),
+        "{summary}"
+    );
+    let stats =
+        b.eval("return document.querySelector('[data-testid=generation-stats]').textContent");
+    assert!(
+        stats.as_str().unwrap().contains("KV cache holds"),
+        "{stats}"
+    );
+    b.screenshot("11b-generation-step-through");
+
+    // A new variant while paused: the generation starts again from the prompt, and says so.
+    b.eval("document.querySelector('[data-testid=step-through]').click()");
+    b.wait_for("a paused generation", &format!("{generated} === 1"), LOAD);
+    b.eval(
+        "const w = document.querySelector('[data-testid=window]');
+         w.value = '8'; w.dispatchEvent(new Event('input', {bubbles: true}));",
+    );
+    let restarted = b.wait_for(
+        "the generation started again",
+        "const s = document.querySelector('[data-testid=generation-stats]');
+         return s && s.textContent.includes('started again') ? s.textContent : ''",
+        LOAD,
+    );
+    println!("{restarted}");
+    b.assert_no_page_panic();
+}
+
 /// The text of a table's cells, row by row.
 #[test]
 fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {

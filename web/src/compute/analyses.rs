@@ -3,14 +3,16 @@
 
 use super::state::{falls_back, gpu_failed, progress, take_current, State};
 use crate::browser::now_ms;
-use crate::protocol::{Analysis, AnalysisTool, AsJson, Generation, JobOutcome, Response};
+use crate::protocol::{
+    Analysis, AnalysisTool, AsJson, GeneratedToken, GenerationReport, JobOutcome, Response,
+};
 use crate::session::{return_engines, Yielding};
 use attn_gpu::{EnginePair, GpuError};
 use attn_model::engine::{Outcome, Progress, Step};
 use attn_model::{
-    activation_patching, direct_logit_attribution, generate, head_importance, layer_similarity,
-    logit_lens, run_measurement, AblationMode, Engine, HeadImportance, Measured, Measurement,
-    Readback, Sampling, Variant,
+    activation_patching, direct_logit_attribution, head_importance, layer_similarity, logit_lens,
+    run_measurement, AblationMode, Decoding, Engine, Generation, HeadImportance, Measured,
+    Measurement, Readback, Sampling, Variant,
 };
 
 /// Head importance on the variant engine, reporting progress; `None` when cancelled.
@@ -170,7 +172,11 @@ async fn predicted(
     Ok(output.argmax_at(output.seq_len - 1))
 }
 
-/// Generation under `variant` on the variant engine, as text; `None` when stopped.
+/// Generates `n` tokens after `tokens` under `variant`, one decode step at a time, sending each
+/// token as it is picked (`Response::GeneratedToken`, with the attention rows of the positions
+/// run). The page can pause it (the engines go back to the session meanwhile, so the page's
+/// other requests run), step it one token at a time, continue or cancel it. A GPU failure moves
+/// the engines to the CPU, and the generation goes on there (its cache filled again).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn generate_text(
     state: &State,
@@ -181,49 +187,151 @@ pub(super) async fn generate_text(
     n: usize,
     sampling: &Sampling,
     reply: &dyn Fn(Response),
-) -> JobOutcome<Generation> {
+) -> JobOutcome<GenerationReport> {
     let mut pair = take_current(state, model)
         .await
         .ok_or("the model changed")?;
-    let start = now_ms();
-    let mut watch = progress(state, job, reply);
-    let mut result = generate_on(&mut pair, tokens, variant, n, sampling, &mut watch).await;
-    if let Some(e) = result.as_ref().err().filter(|e| falls_back(&pair, e)) {
-        gpu_failed(state, e, reply);
-        if pair.fall_back_to_cpu().is_ok() {
-            result = generate_on(&mut pair, tokens, variant, n, sampling, &mut watch).await;
-        }
-    }
-    let millis = now_ms() - start;
-    // What the cache holds once the last token is picked: every position run so far (the last
-    // token itself never ran), or the context's worth once the window slid.
-    let kv_cache_bytes = pair.variant.kv_cache_bytes();
-    let n_ctx = pair.model().config.n_ctx;
-    return_engines(&state.session, pair);
-    let ids = match result.map_err(|e| e.to_string())? {
-        Outcome::Done(ids) => ids,
-        Outcome::Cancelled => return Ok(None),
+    let mut generation = match pair.variant.set_variant(variant) {
+        Ok(()) => Generation::new(&pair.variant, tokens, sampling, Decoding::Cached)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     };
+    let generation = match generation.as_mut() {
+        Ok(generation) => generation,
+        Err(_) => {
+            return_engines(&state.session, pair);
+            return Err(generation.err().unwrap_or_default());
+        }
+    };
+    let mut busy_ms = 0.0;
+    let mut outcome = Ok(());
+    for done in 0..n {
+        if state.cancelled.borrow().contains(&job) {
+            break;
+        }
+        if state.paused.borrow().contains(&job) && !take_step(state, job) {
+            // Paused: the engines go back while the page waits, and come back for the next token.
+            return_engines(&state.session, pair);
+            if !wait_while_paused(state, job).await {
+                state.paused.borrow_mut().remove(&job);
+                state.steps.borrow_mut().remove(&job);
+                return Ok(None);
+            }
+            pair = take_current(state, model)
+                .await
+                .ok_or("the model changed while the generation was paused")?;
+            if pair.variant.variant() != &variant.normalised() {
+                // Another request switched the engine: back to this generation's variant (its
+                // cache is gone; the next step fills it again from the text so far).
+                if let Err(e) = pair.variant.set_variant(variant) {
+                    outcome = Err(e.to_string());
+                    break;
+                }
+            }
+        }
+        let start = now_ms();
+        let mut next = generation
+            .next(&mut Yielding(&mut pair.variant), true)
+            .await;
+        if let Some(e) = next.as_ref().err().filter(|e| falls_back(&pair, e)) {
+            gpu_failed(state, e, reply);
+            if pair.fall_back_to_cpu().is_ok() {
+                next = generation
+                    .next(&mut Yielding(&mut pair.variant), true)
+                    .await;
+            }
+        }
+        busy_ms += now_ms() - start;
+        let next = match next {
+            Ok(next) => next,
+            Err(e) => {
+                outcome = Err(e.to_string());
+                break;
+            }
+        };
+        let (piece, prompt) = {
+            let session = state.session.borrow();
+            let text = |ids: &[u32]| {
+                session
+                    .as_ref()
+                    .and_then(|s| s.text.decode(ids))
+                    .unwrap_or_else(|| format!("{ids:?}"))
+            };
+            let prompt = match done {
+                0 => tokens.iter().map(|&t| text(&[t])).collect(),
+                _ => Vec::new(),
+            };
+            (text(&[next.token]), prompt)
+        };
+        let step = Step {
+            done: done + 1,
+            total: n,
+        };
+        reply(Response::GeneratedToken {
+            job,
+            token: GeneratedToken {
+                piece,
+                position: tokens.len() + done,
+                prompt,
+                rows: next.rows,
+                step,
+                kv_cache_bytes: pair.variant.kv_cache_bytes(),
+                tokens_per_second: (done + 1) as f64 / (busy_ms / 1000.0).max(1e-9),
+            },
+        });
+    }
+    let kv_cache_bytes = pair.variant.kv_cache_bytes();
+    return_engines(&state.session, pair);
+    state.paused.borrow_mut().remove(&job);
+    state.steps.borrow_mut().remove(&job);
+    outcome?;
+    if state.cancelled.borrow().contains(&job) {
+        return Ok(None);
+    }
+    let ids = generation.generated().to_vec();
     let session = state.session.borrow();
     let text = session.as_ref().and_then(|s| s.text.decode(&ids));
-    Ok(Some(Generation {
+    Ok(Some(GenerationReport {
         text: text.unwrap_or_else(|| format!("{ids:?}")),
         tokens: ids.len(),
-        millis,
+        millis: busy_ms,
         kv_cache_bytes,
-        cached_positions: (tokens.len() + ids.len()).saturating_sub(1).min(n_ctx),
+        cached_positions: (tokens.len() + ids.len())
+            .saturating_sub(1)
+            .min(n_ctx_of(state)),
     }))
 }
 
-/// Generation on the variant engine of `pair`, under `variant`.
-async fn generate_on(
-    pair: &mut EnginePair,
-    tokens: &[u32],
-    variant: &Variant,
-    n: usize,
-    sampling: &Sampling,
-    watch: &mut impl FnMut(Step) -> bool,
-) -> Result<Outcome<Vec<u32>>, GpuError> {
-    pair.variant.set_variant(variant)?;
-    generate(&mut Yielding(&mut pair.variant), tokens, n, sampling, watch).await
+/// The loaded model's context.
+fn n_ctx_of(state: &State) -> usize {
+    state
+        .session
+        .borrow()
+        .as_ref()
+        .map_or(usize::MAX, |s| s.info.n_ctx)
+}
+
+/// Takes one pending single step of `job`, if the page asked for one.
+fn take_step(state: &State, job: u32) -> bool {
+    let mut steps = state.steps.borrow_mut();
+    match steps.get_mut(&job) {
+        Some(pending) if *pending > 0 => {
+            *pending -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Waits while `job` is paused with no step asked for; `false` if it was cancelled meanwhile.
+async fn wait_while_paused(state: &State, job: u32) -> bool {
+    loop {
+        if state.cancelled.borrow().contains(&job) {
+            return false;
+        }
+        if !state.paused.borrow().contains(&job) || take_step(state, job) {
+            return true;
+        }
+        gloo_timers::future::TimeoutFuture::new(40).await;
+    }
 }

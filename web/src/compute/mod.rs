@@ -22,7 +22,7 @@ use attn_gpu::{EngineKind, GpuContext};
 use gloo_worker::{HandlerId, Registrable, Worker, WorkerScope};
 use wasm_bindgen_futures::spawn_local;
 
-use crate::protocol::{Request, Response};
+use crate::protocol::{Request, Response, Steer};
 use crate::session::{return_engines, take_engines};
 use analyses::{analyse, generate_text, measure, rank_heads};
 use open::open;
@@ -83,6 +83,10 @@ impl Worker for ComputeWorker {
         match request {
             Request::Cancel { job } => {
                 self.state.cancelled.borrow_mut().insert(job);
+                return;
+            }
+            Request::SteerGeneration { job, steer } => {
+                steer_generation(&self.state, job, steer);
                 return;
             }
             Request::SimulateDeviceLoss => {
@@ -147,7 +151,12 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
             variant,
             n,
             sampling,
+            step_through,
         } => {
+            if step_through {
+                // The first token, then wait for the page.
+                steer_generation(state, job, Steer::Step);
+            }
             let outcome =
                 generate_text(state, model, job, &tokens, &variant.0, n, &sampling, reply).await;
             state.cancelled.borrow_mut().remove(&job);
@@ -193,6 +202,7 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
         Request::Cancel { job } => {
             state.cancelled.borrow_mut().insert(job);
         }
+        Request::SteerGeneration { job, steer } => steer_generation(state, job, steer),
         Request::SimulateDeviceLoss => {}
         Request::Crash => panic!("fault injection: the page asked the compute worker to crash"),
     }
@@ -221,4 +231,22 @@ async fn use_gpu(state: &State, reply: &dyn Fn(Response)) {
         }
     }
     reply(Response::GpuReady { adapter });
+}
+
+/// Pauses, continues or steps generation `job` (the generation's loop reads these between
+/// tokens: `analyses::generate_text`).
+fn steer_generation(state: &State, job: u32, steer: Steer) {
+    match steer {
+        Steer::Pause => {
+            state.paused.borrow_mut().insert(job);
+        }
+        Steer::Continue => {
+            state.paused.borrow_mut().remove(&job);
+            state.steps.borrow_mut().remove(&job);
+        }
+        Steer::Step => {
+            state.paused.borrow_mut().insert(job);
+            *state.steps.borrow_mut().entry(job).or_default() += 1;
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! to take the engines, report progress and fall back from a failed GPU.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use attn_gpu::training::GpuTrainer;
 use attn_gpu::{is_device_failure, EngineKind, EnginePair, GpuContext, GpuError};
@@ -26,6 +26,9 @@ pub(super) struct State {
     pub(super) train_gpu: RefCell<Option<GpuContext>>,
     /// Jobs the page cancelled.
     pub(super) cancelled: RefCell<HashSet<u32>>,
+    /// Generations the page paused, and the single steps it asked of them.
+    pub(super) paused: RefCell<HashSet<u32>>,
+    pub(super) steps: RefCell<HashMap<u32, usize>>,
     /// The unmodified model's last output with its logits, (model, tokens, output): what the
     /// variant's results are compared with.
     pub(super) baseline: RefCell<Option<(u32, Vec<u32>, Output)>>,

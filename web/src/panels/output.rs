@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use crate::controller::Controller;
-use crate::protocol::RunResult;
+use crate::protocol::{RunResult, Steer};
 use crate::state::Ui;
 use crate::task_check::{self, Expected};
 
@@ -67,6 +67,12 @@ pub fn OutputPanel() -> impl IntoView {
             ctl.generate(tokens, variant, 40);
         }
     };
+    let step_through = move |_| {
+        if progress.get_untracked().is_none() {
+            let (tokens, variant) = (ui.tokens.get_untracked(), ui.variant.get_untracked());
+            ctl.step_through(tokens, variant, 40);
+        }
+    };
     view! {
         <h2>"Next token"</h2>
         <div class="topk" data-testid="output-topk">
@@ -82,16 +88,130 @@ pub fn OutputPanel() -> impl IntoView {
         {move || check().map(|text| view! { <p class="task-check" data-testid="task-check">{text}</p> })}
         {move || ui.info.get().filter(|i| !i.classifier && i.tokenizer.is_some()).map(|_| view! {
             <button data-testid="generate" on:click=generate disabled=move || progress.get().is_some()>"Generate 40 tokens"</button>
+            <button data-testid="step-through" on:click=step_through disabled=move || progress.get().is_some()
+                title="Generate one token at a time: Step for the next, Continue for the rest">"Step through"</button>
             {move || progress.get().map(|step| view! {
                 <span class="progress" data-testid="generate-progress">
                     {format!("Generating… {} of {} tokens ", step.done, step.total)}
                     <button data-testid="stop-generating" on:click=move |_| ctl.stop_generating()>"Stop"</button>
                 </span>
             })}
+            <GenerationSteps/>
             <p class="generated" data-testid="generated">{move || ui.generated.get()}</p>
             {move || ui.generation_summary.get().map(|summary| view! {
                 <p class="generation-summary" data-testid="generation-summary">{summary}</p>
             })}
+        })}
+    }
+}
+
+/// The generation as it runs: *Pause* / *Continue*, *Step* (one token), the tokens as chips
+/// (prompt, then generated), and for a clicked token its attention in every head — the query
+/// row of that position, as the step that ran it computed it from the KV cache.
+#[component]
+fn GenerationSteps() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let ctl = expect_context::<Controller>();
+    let running = move || ui.generating.get().is_some();
+    let paused = move || ui.generation.with(|g| g.paused);
+    let chips = move || {
+        ui.generation.with(|g| {
+            g.pieces
+                .iter()
+                .enumerate()
+                .map(|(position, piece)| {
+                    let generated = position >= g.prompt_len;
+                    let has_row = g.rows.contains_key(&position);
+                    let selected = g.selected == Some(position);
+                    let label = piece.replace('\n', "⏎");
+                    view! {
+                        <button class="chip gen-chip" class:generated=generated class:selected=selected
+                            data-testid="gen-token" data-position=position.to_string()
+                            data-generated=generated.to_string()
+                            title=if has_row { format!("position {position}: show its attention") } else { format!("position {position}: not run yet") }
+                            on:click=move |_| ui.generation.update(|g| g.selected = Some(position))>
+                            {label}
+                        </button>
+                    }
+                })
+                .collect_view()
+        })
+    };
+    let stats = move || {
+        ui.generation.with(|g| {
+            let restarted = match g.restarted {
+                true => " · started again from the prompt: the attention settings changed",
+                false => "",
+            };
+            (g.started() || g.restarted).then(|| {
+                let cache = match g.kv_cache_bytes {
+                    Some(bytes) => format!("KV cache holds {bytes} bytes"),
+                    None => "no KV cache (recomputing)".into(),
+                };
+                format!(
+                    "{} tokens · {:.1} tokens/s · {cache}{restarted}",
+                    g.pieces.len().saturating_sub(g.prompt_len),
+                    g.tokens_per_second
+                )
+            })
+        })
+    };
+    let canvas = NodeRef::<leptos::html::Canvas>::new();
+    let (n_layer, n_head) = (
+        move || ui.info.with(|i| i.as_ref().map_or(0, |i| i.n_layer)),
+        move || ui.info.with(|i| i.as_ref().map_or(0, |i| i.n_head)),
+    );
+    Effect::new(move |_| {
+        let heads = n_layer() * n_head();
+        ui.generation.with(|g| {
+            if let (Some(canvas), Some((position, rows))) = (canvas.get(), g.selected_rows()) {
+                let _ = crate::heatmap::paint_rows(&canvas, rows, heads, position + 1);
+            }
+        });
+    });
+    // Each head's row sum (1 where the row is a distribution), for the tests and the title.
+    let sums = move || {
+        ui.generation.with(|g| {
+            g.selected_rows().map(|(position, rows)| {
+                rows.chunks(position + 1)
+                    .map(|r| format!("{:.4}", r.iter().sum::<f32>()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+        })
+    };
+    let selected = move || {
+        ui.generation.with(|g| {
+            g.selected.map(|p| {
+                let piece = g.pieces.get(p).cloned().unwrap_or_default();
+                (p, piece, g.rows.contains_key(&p))
+            })
+        })
+    };
+    view! {
+        {move || (running() || ui.generation.with(|g| g.started() || g.restarted)).then(|| view! {
+            <div class="generation" data-testid="generation">
+                {move || running().then(|| view! {
+                    <button data-testid="pause-generating"
+                        on:click=move |_| ctl.steer_generation(if paused() { Steer::Continue } else { Steer::Pause })>
+                        {move || if paused() { "Continue" } else { "Pause" }}
+                    </button>
+                    <button data-testid="step-generating" on:click=move |_| ctl.steer_generation(Steer::Step)>"Step"</button>
+                })}
+                <span class="gen-stats" data-testid="generation-stats">{stats}</span>
+                <div class="gen-tokens">{chips}</div>
+                {move || selected().map(|(position, piece, has_row)| view! {
+                    <div class="token-attention" data-testid="token-attention" data-position=position.to_string()
+                        data-sums=sums>
+                        <p>{format!("Attention of «{}» (position {position}) in every head, one row per layer × head, keys left to right", piece.replace('\n', "⏎"))}</p>
+                        {if has_row {
+                            view! { <canvas node_ref=canvas class="rows" width="1" height="1"></canvas> }.into_any()
+                        } else {
+                            view! { <p class="muted">"Not run yet: its row comes with the next token (Step)."</p> }.into_any()
+                        }}
+                    </div>
+                })}
+            </div>
         })}
     }
 }

@@ -5,8 +5,8 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::api::{Engine, Outcome, Progress, Readback, Step};
-use crate::engine::output::argmax;
+use crate::engine::api::{AttentionMaps, Engine, Outcome, Progress, Readback, Step};
+use crate::engine::output::{argmax, Output};
 use crate::error::ModelError;
 use crate::linalg::softmax;
 
@@ -91,64 +91,155 @@ pub async fn generate_with<E: Engine>(
     decoding: Decoding,
     progress: &mut impl Progress,
 ) -> Result<Outcome<Vec<u32>>, E::Error> {
-    let (n_ctx, classifier) = {
-        let c = &engine.model().config;
-        (c.n_ctx, c.n_classes.is_some())
-    };
-    if classifier {
-        return Err(ModelError::Input(
-            "generation needs a language model, not a classifier".into(),
-        )
-        .into());
-    }
-    if prompt.is_empty() {
-        return Err(ModelError::Input("generation needs a prompt".into()).into());
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(sampling.seed);
-    let mut tokens = prompt.to_vec();
-    let mut generated = Vec::with_capacity(n);
-    let readback = Readback::next_token();
-    let mut use_cache = decoding == Decoding::Cached;
-    // How many of `tokens` the engine's cache holds (0: none, fill it).
-    let mut in_cache = 0;
+    let mut generation = Generation::new(engine, prompt, sampling, decoding)?;
     for _ in 0..n {
-        let start = tokens.len().saturating_sub(n_ctx);
-        let logits = if use_cache && in_cache > 0 && start == 0 {
-            let step = engine.decode_step(tokens[in_cache]).await?;
-            in_cache += 1;
-            step.logits
-        } else {
-            let window = &tokens[start..];
-            let prefilled = match use_cache {
-                true => engine.prefill(window, &readback).await?,
-                false => None,
-            };
-            let out = match prefilled {
-                Some(out) => {
-                    // A slid window moved every position: the next token fills it again.
-                    in_cache = if start == 0 { tokens.len() } else { 0 };
-                    out
-                }
-                None => {
-                    use_cache = false;
-                    engine.forward(window, &readback).await?
-                }
-            };
-            out.logits_at(out.seq_len - 1).to_vec()
-        };
-        let uniform = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let next = sample_from_logits(&logits, sampling, uniform);
-        tokens.push(next);
-        generated.push(next);
+        generation.next(engine, false).await?;
         let step = Step {
-            done: generated.len(),
+            done: generation.generated().len(),
             total: n,
         };
         if !progress.go_on(step) {
             return Ok(Outcome::Cancelled);
         }
     }
-    Ok(Outcome::Done(generated))
+    Ok(Outcome::Done(generation.generated().to_vec()))
+}
+
+/// A generation under way, one token at a time ([`Generation::next`]): what the page steps
+/// through. [`generate_with`] is its loop.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// The prompt and every token generated so far.
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    n_ctx: usize,
+    sampling: Sampling,
+    rng: ChaCha8Rng,
+    /// Whether to decode from the engine's cache (until it turns out to keep none).
+    use_cache: bool,
+    /// How many of `tokens` the engine's cache holds (0: none yet, fill it).
+    in_cache: usize,
+}
+
+/// What one [`Generation::next`] ran and picked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NextToken {
+    /// The token picked.
+    pub token: u32,
+    /// When asked for, the attention of the positions this step ran, each `(position,
+    /// [n_layer, n_head, position + 1])`: every prompt position after the prefill, the previous
+    /// token's position after a decode step. Empty otherwise (and once the text outgrew the
+    /// context, where positions shift). NaN where a layer keeps no keys (linear attention's
+    /// state).
+    pub rows: Vec<(usize, Vec<f32>)>,
+}
+
+impl Generation {
+    /// A generation of `engine`'s model from `prompt`. Refuses classifiers and empty prompts.
+    pub fn new<E: Engine>(
+        engine: &E,
+        prompt: &[u32],
+        sampling: &Sampling,
+        decoding: Decoding,
+    ) -> Result<Generation, ModelError> {
+        let c = &engine.model().config;
+        if c.n_classes.is_some() {
+            return Err(ModelError::Input(
+                "generation needs a language model, not a classifier".into(),
+            ));
+        }
+        if prompt.is_empty() {
+            return Err(ModelError::Input("generation needs a prompt".into()));
+        }
+        Ok(Generation {
+            tokens: prompt.to_vec(),
+            prompt_len: prompt.len(),
+            n_ctx: c.n_ctx,
+            sampling: *sampling,
+            rng: ChaCha8Rng::seed_from_u64(sampling.seed),
+            use_cache: decoding == Decoding::Cached,
+            in_cache: 0,
+        })
+    }
+
+    /// The tokens generated so far.
+    pub fn generated(&self) -> &[u32] {
+        &self.tokens[self.prompt_len..]
+    }
+
+    /// The prompt and the tokens generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Runs what the engine has not yet run (the prompt, or the last token picked), picks the
+    /// next token and appends it. `rows` asks for the attention of the positions run.
+    pub async fn next<E: Engine>(
+        &mut self,
+        engine: &mut E,
+        rows: bool,
+    ) -> Result<NextToken, E::Error> {
+        let start = self.tokens.len().saturating_sub(self.n_ctx);
+        let mut ran = Vec::new();
+        let logits = if self.use_cache && self.in_cache > 0 && start == 0 {
+            let position = self.in_cache;
+            let step = engine.decode_step(self.tokens[position]).await?;
+            self.in_cache += 1;
+            if rows {
+                ran.push((position, step.attention));
+            }
+            step.logits
+        } else {
+            let window = &self.tokens[start..];
+            let readback = Readback {
+                attention: match rows && start == 0 {
+                    true => AttentionMaps::All,
+                    false => AttentionMaps::None,
+                },
+                ..Readback::next_token()
+            };
+            let prefilled = match self.use_cache {
+                true => engine.prefill(window, &readback).await?,
+                false => None,
+            };
+            let out = match prefilled {
+                Some(out) => {
+                    // A slid window moved every position: the next token fills it again.
+                    self.in_cache = if start == 0 { self.tokens.len() } else { 0 };
+                    out
+                }
+                None => {
+                    self.use_cache = false;
+                    engine.forward(window, &readback).await?
+                }
+            };
+            if rows && start == 0 {
+                ran = prompt_rows(&out);
+            }
+            out.logits_at(out.seq_len - 1).to_vec()
+        };
+        let uniform = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let token = sample_from_logits(&logits, &self.sampling, uniform);
+        self.tokens.push(token);
+        Ok(NextToken { token, rows: ran })
+    }
+}
+
+/// Every position's attention row of a forward's maps, `(position, [n_layer, n_head,
+/// position + 1])` (a causal row is zero past its position).
+fn prompt_rows(out: &Output) -> Vec<(usize, Vec<f32>)> {
+    let t = out.seq_len;
+    (0..t)
+        .map(|i| {
+            let mut row = Vec::with_capacity(out.n_layer * out.n_head * (i + 1));
+            for layer in 0..out.n_layer {
+                for head in 0..out.n_head {
+                    row.extend(&out.attention_map(layer, head)[i * t..i * t + i + 1]);
+                }
+            }
+            (i, row)
+        })
+        .collect()
 }
 
 #[cfg(test)]

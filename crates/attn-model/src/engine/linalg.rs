@@ -148,6 +148,9 @@ const TABLE_BLOCK_ROWS: usize = 4096;
 pub fn times_table_transposed(x: MatRef<'_>, table: &Weights) -> Vec<f32> {
     let width = x.cols;
     let rows = table.len().checked_div(width).unwrap_or(0);
+    if x.rows <= FEW_ROWS && x.col_stride == 1 {
+        return few_rows_times_table_transposed(x, table, rows);
+    }
     if let Weights::F32(values) = table {
         return matmul(x, MatRef::new(values, rows, width).t());
     }
@@ -167,18 +170,106 @@ pub fn times_table_transposed(x: MatRef<'_>, table: &Weights) -> Vec<f32> {
 }
 
 /// `x · W + b` for `rows` input rows. The output starts as the bias, and the product is
-/// accumulated onto it: one pass over the output instead of two.
+/// accumulated onto it: one pass over the output instead of two. A few rows (a decode step)
+/// read the weights once, in their stored precision ([`few_rows_times_weights_add`]).
 pub fn linear(x: &[f32], rows: usize, layer: &Linear) -> Vec<f32> {
     let mut y = match &layer.bias {
         Some(bias) => bias.repeat(rows),
         None => vec![0.0; rows * layer.d_out],
     };
+    if rows <= FEW_ROWS {
+        few_rows_times_weights_add(x, rows, &layer.weight, layer.d_out, &mut y);
+        return y;
+    }
     matmul_add(
         MatRef::new(x, rows, layer.d_in),
         MatRef::new(&layer.weight.f32(), layer.d_in, layer.d_out),
         &mut y,
     );
     y
+}
+
+/// Input rows up to which a product with a weight matrix streams the matrix once, row by row in
+/// its stored precision, instead of running a matrix product: a decode step multiplies one row
+/// by every matrix of the model, and a matrix product would first widen a 16-bit matrix to a
+/// copy (and pack it), reading and writing the weights several times over for one use.
+pub const FEW_ROWS: usize = 4;
+
+/// `y += x · W` for `rows ≤ FEW_ROWS` rows of `x` and `W` row-major (`d_in × d_out`): each row of
+/// `W`, widened once if it is 16-bit, is added to every output row scaled by its input.
+fn few_rows_times_weights_add(x: &[f32], rows: usize, w: &Weights, d_out: usize, y: &mut [f32]) {
+    let d_in = x.len() / rows.max(1);
+    let mut widened = vec![0.0f32; d_out];
+    for i in 0..d_in {
+        let w_row: &[f32] = match w {
+            Weights::F32(v) => &v[i * d_out..(i + 1) * d_out],
+            Weights::Bf16(v) => {
+                widen_bf16(&v[i * d_out..(i + 1) * d_out], &mut widened);
+                &widened
+            }
+            Weights::F16(v) => {
+                let row = &v[i * d_out..(i + 1) * d_out];
+                widened.iter_mut().zip(row).for_each(|(o, h)| *o = h.to_f32());
+                &widened
+            }
+        };
+        for (x_row, y_row) in x.chunks_exact(d_in).zip(y.chunks_exact_mut(d_out)) {
+            let scale = x_row[i];
+            y_row.iter_mut().zip(w_row).for_each(|(y, &w)| *y += scale * w);
+        }
+    }
+}
+
+/// bf16 values as f32: the 16 bits are the f32's high half (exactly).
+fn widen_bf16(values: &[half::bf16], out: &mut [f32]) {
+    for (o, v) in out.iter_mut().zip(values) {
+        *o = f32::from_bits((v.to_bits() as u32) << 16);
+    }
+}
+
+/// `x · Eᵀ` for `x.rows ≤ FEW_ROWS` dense rows: one dot product per table row, each row read
+/// once in its stored precision.
+fn few_rows_times_table_transposed(x: MatRef<'_>, table: &Weights, rows: usize) -> Vec<f32> {
+    let width = x.cols;
+    let mut out = vec![0.0f32; x.rows * rows];
+    let mut widened = vec![0.0f32; width];
+    for v in 0..rows {
+        let e: &[f32] = match table {
+            Weights::F32(values) => &values[v * width..(v + 1) * width],
+            Weights::Bf16(values) => {
+                widen_bf16(&values[v * width..(v + 1) * width], &mut widened);
+                &widened
+            }
+            Weights::F16(values) => {
+                let row = &values[v * width..(v + 1) * width];
+                widened.iter_mut().zip(row).for_each(|(o, h)| *o = h.to_f32());
+                &widened
+            }
+        };
+        for r in 0..x.rows {
+            let x_row = &x.data[r * x.row_stride..r * x.row_stride + width];
+            out[r * rows + v] = dot(x_row, e);
+        }
+    }
+    out
+}
+
+/// `a · b` in eight running sums (which the compiler turns into vector lanes).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// The model's norm over each row of `x`: LayerNorm (biased variance, as PyTorch) or RMSNorm
