@@ -215,6 +215,7 @@ pub fn App() -> impl IntoView {
         ui.lesson_id.set(state.lesson);
         ui.lesson_step.set(state.step);
         ui.train.set(state.train);
+        ui.sampling.set(state.sampling);
         if let Some(p) = state.prompt {
             ui.prompt.set(p);
         }

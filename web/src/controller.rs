@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use attn_model::engine::Step;
-use attn_model::{AblationMode, HeadImportance, Sampling, Variant};
+use attn_model::{AblationMode, HeadImportance, Variant};
 use gloo_file::ObjectUrl;
 use gloo_worker::{Spawnable, WorkerBridge};
 use leptos::prelude::*;
@@ -530,7 +530,7 @@ impl Controller {
             tokens,
             variant: AsJson(variant),
             n,
-            sampling: Sampling::default(),
+            sampling: ui.sampling.get_untracked(),
             step_through,
         });
         ui.generation.update(|g| g.paused = step_through);

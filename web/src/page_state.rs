@@ -2,7 +2,7 @@
 //! Encoded as readable query parameters (`?model=induction&prompt=…&kv_groups=1&ablate=1.0`).
 
 use attn_model::url::{variant_from_query, variant_to_query};
-use attn_model::Variant;
+use attn_model::{Sampling, Variant};
 
 use crate::protocol::EngineChoice;
 use crate::train_state::TrainSettings;
@@ -31,6 +31,8 @@ pub struct PageState {
     /// `threads=1`: run the compute worker without threads even where the page is cross-origin
     /// isolated (to compare, or to rule threads out).
     pub one_thread: bool,
+    /// How *Generate* picks tokens: `temperature` (0 greedy), `sample_k` (0 all) and `seed`.
+    pub sampling: Sampling,
 }
 
 impl PageState {
@@ -65,6 +67,16 @@ impl PageState {
         }
         if self.plain_simd {
             pairs.push(("simd".to_string(), "plain".to_string()));
+        }
+        let default = Sampling::default();
+        if self.sampling.temperature != default.temperature {
+            pairs.push(("temperature".into(), self.sampling.temperature.to_string()));
+        }
+        if self.sampling.top_k != default.top_k {
+            pairs.push(("sample_k".into(), self.sampling.top_k.to_string()));
+        }
+        if self.sampling.seed != default.seed {
+            pairs.push(("seed".into(), self.sampling.seed.to_string()));
         }
         if self.one_thread {
             pairs.push(("threads".to_string(), "1".to_string()));
@@ -115,6 +127,24 @@ impl PageState {
                     "auto" => state.plain_simd = false,
                     _ => problems.push(format!("ignored simd={value:?}: expected auto or plain")),
                 },
+                "temperature" => match value.parse::<f32>() {
+                    Ok(t) if t.is_finite() && (0.0..=10.0).contains(&t) => {
+                        state.sampling.temperature = t
+                    }
+                    _ => problems.push(format!(
+                        "ignored temperature={value:?}: expected a number from 0 (greedy) to 10"
+                    )),
+                },
+                "sample_k" => match value.parse::<usize>() {
+                    Ok(k) => state.sampling.top_k = k,
+                    _ => problems.push(format!(
+                        "ignored sample_k={value:?}: expected a count (0 samples among all tokens)"
+                    )),
+                },
+                "seed" => match value.parse::<u64>() {
+                    Ok(seed) => state.sampling.seed = seed,
+                    _ => problems.push(format!("ignored seed={value:?}: expected a whole number")),
+                },
                 "threads" => match value.as_str() {
                     "1" => state.one_thread = true,
                     "auto" => state.one_thread = false,
@@ -152,6 +182,11 @@ mod tests {
             }),
             plain_simd: true,
             one_thread: true,
+            sampling: Sampling {
+                temperature: 0.0,
+                top_k: 5,
+                seed: 9,
+            },
         };
         let pairs = state.to_pairs();
         assert!(

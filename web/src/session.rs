@@ -357,6 +357,31 @@ pub fn check_fits(what: &str, memory_bytes: u64) -> Result<(), String> {
     ))
 }
 
+/// The most a generation's KV cache may hold in the worker: a quarter of what the weights may
+/// take, beside them in the same wasm32 memory.
+pub const MAX_KV_CACHE_BYTES: u64 = MAX_MODEL_BYTES / 4;
+
+/// Fails before a generation starts, saying what would fit, when its KV cache — `positions`
+/// positions under `prepared`'s variant — would hold more than [`MAX_KV_CACHE_BYTES`].
+pub fn check_cache_fits(
+    prepared: &attn_model::PreparedModel,
+    positions: usize,
+) -> Result<(), String> {
+    let bytes = attn_model::kv_cache_bytes(prepared, positions) as u64;
+    if bytes <= MAX_KV_CACHE_BYTES {
+        return Ok(());
+    }
+    let per_position = attn_model::kv_cache_bytes(prepared, 1).max(1) as u64;
+    Err(format!(
+        "The KV cache would hold {:.0} MB for {positions} positions; the page keeps at most {:.0} \
+         MB ({} positions with these settings). Generate fewer tokens from a shorter prompt, or \
+         make the cache smaller: fewer key/value heads, a latent rank, a sliding window.",
+        bytes as f64 / 1e6,
+        MAX_KV_CACHE_BYTES as f64 / 1e6,
+        MAX_KV_CACHE_BYTES / per_position
+    ))
+}
+
 /// The files a person picked, read: text files whole, safetensors files piece by piece into
 /// their tensors (see the compute worker's `read_picked`).
 #[derive(Default)]
@@ -416,6 +441,34 @@ mod tests {
         // Out-of-vocabulary ids are still an error; the plain tokenizer still checks length.
         assert!(text.tokenize_clamped("1 99").is_err());
         assert!(text.tokenize("1 2 3 4 5").is_err());
+    }
+
+    #[test]
+    fn a_cache_over_the_budget_is_refused_with_what_fits() {
+        // A long-context rotary model: 4 layers × 2 × 4 heads × 64 dims × 4 bytes = 8,192 bytes
+        // a position.
+        let config = ModelConfig {
+            n_ctx: 200_000,
+            d_model: 256,
+            n_head: 4,
+            n_kv_head: Some(4),
+            n_layer: 4,
+            d_mlp: Some(64),
+            ..ModelConfig::tiny_llama(10)
+        };
+        let model = std::sync::Arc::new(Model::random(config, 0, 0.02).unwrap());
+        let full = attn_model::prepare(&model, &Variant::default()).unwrap();
+        assert!(check_cache_fits(&full, 1000).is_ok());
+        let err = check_cache_fits(&full, 100_000).unwrap_err();
+        assert!(err.contains("819 MB for 100000 positions"), "{err}");
+        assert!(
+            err.contains("(81920 positions with these settings)"),
+            "{err}"
+        );
+        // One key/value head for four: the same text fits.
+        let pooled = Variant::from_json(r#"{"kv_groups": 1}"#).unwrap();
+        let pooled = attn_model::prepare(&model, &pooled).unwrap();
+        assert!(check_cache_fits(&pooled, 8000).is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use attn_gpu::EngineKind;
 use attn_model::engine::Step;
 use attn_model::{
     AblationMode, HeadAblation, HeadImportance, HeadRoles, Kernel, KernelName, Lesson, Measured,
-    ModelConfig, Variant,
+    ModelConfig, Sampling, Variant,
 };
 
 use crate::protocol::{Analysis, MapsWanted, ModelInfo, RunResult};
@@ -72,6 +72,8 @@ pub struct Ui {
     pub generation_summary: RwSignal<Option<String>>,
     /// The generation's tokens as they arrive, and the one whose attention is shown.
     pub generation: RwSignal<GenerationView>,
+    /// How *Generate* picks tokens (in the URL).
+    pub sampling: RwSignal<Sampling>,
     /// The running analysis (lens, attribution, patching), and the last one's result.
     pub analysing: RwSignal<Option<Step>>,
     pub analysis: RwSignal<Option<Analysis>>,
@@ -147,6 +149,7 @@ impl Ui {
             generated: RwSignal::new(None),
             generation_summary: RwSignal::new(None),
             generation: RwSignal::new(GenerationView::default()),
+            sampling: RwSignal::new(state.sampling),
             analysing: RwSignal::new(None),
             analysis: RwSignal::new(None),
             generating: RwSignal::new(None),
@@ -182,6 +185,7 @@ impl Ui {
             train: self.train.get(),
             plain_simd: self.plain_simd,
             one_thread: self.one_thread,
+            sampling: self.sampling.get(),
         }
     }
 }

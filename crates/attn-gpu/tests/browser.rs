@@ -143,3 +143,71 @@ async fn browser_benchmark() {
         stats.flops
     );
 }
+
+/// Generation's decode step on the CPU engine's wasm build (what the page runs without a
+/// hardware GPU), on a SmolLM2-135M-shaped Llama with random bf16 weights: the prompt's prefill,
+/// then tokens decoded from the KV cache, beside recomputing the text. Prints the medians
+/// (`BENCH decode` in the console; docs/BENCHMARKS.md) and checks that the last decoded token's
+/// logits are the forward's.
+#[wasm_bindgen_test]
+async fn browser_decode_benchmark() {
+    use attn_model::config::{Norm, Positional, Rope, RopeScaling};
+    use attn_model::{Decoder, Precision};
+    let config = ModelConfig {
+        vocab_size: 49_152,
+        n_ctx: 128,
+        d_model: 576,
+        n_layer: 30,
+        n_head: 9,
+        n_kv_head: Some(3),
+        d_mlp: Some(1536),
+        norm: Norm::RmsNorm,
+        positional: Positional::Rope(Rope {
+            theta: 100_000.0,
+            rotary_dim: 64,
+            scaling: RopeScaling::None,
+        }),
+        ..ModelConfig::tiny_llama(49_152)
+    };
+    let model = Model::random(config, 0, 0.02)
+        .unwrap()
+        .to_precision(Precision::Bf16);
+    let engine = CpuEngine::new(model).unwrap();
+    let (prompt_len, decoded, recomputed) = (32, 16, 3);
+    let text: Vec<u32> = (0..prompt_len + decoded)
+        .map(|i| ((i * 7919 + 3) % 49_152) as u32)
+        .collect();
+    let mut decoder = Decoder::new(engine.prepared()).unwrap();
+    let start = now_ms();
+    decoder.prefill(&text[..prompt_len]).unwrap();
+    let prefill_ms = now_ms() - start;
+    let mut step_ms = Vec::new();
+    let mut last = Vec::new();
+    for &token in &text[prompt_len..] {
+        let start = now_ms();
+        last = decoder.step(token).unwrap().logits;
+        step_ms.push(now_ms() - start);
+    }
+    let mut recompute_ms = Vec::new();
+    let mut full = None;
+    for end in (text.len() - recomputed + 1)..=text.len() {
+        let start = now_ms();
+        full = Some(engine.forward(&text[..end]).unwrap());
+        recompute_ms.push(now_ms() - start);
+    }
+    let full = full.unwrap();
+    attn_test_support::assert_close("decoded logits", &last, full.logits_at(text.len() - 1));
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let step = median(&mut step_ms);
+    console_log!(
+        "BENCH decode model=SmolLM2-135M-shape(bf16) prompt={prompt_len} prefill_ms={prefill_ms:.0} \
+         decode_median_ms={step:.1} decode_tokens_per_s={:.1} recompute_median_ms={:.0} \
+         kv_cache_bytes={}",
+        1000.0 / step,
+        median(&mut recompute_ms),
+        decoder.cache().bytes()
+    );
+}

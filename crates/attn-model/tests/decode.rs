@@ -264,6 +264,40 @@ fn a_generation_step_by_step_gives_every_position_its_attention_row() {
 }
 
 #[test]
+fn generation_stops_after_the_models_end_of_text_token() {
+    let mut engine = engine(&ModelConfig::tiny_llama(40), "{}");
+    let greedy = Sampling {
+        temperature: 0.0,
+        ..Sampling::default()
+    };
+    let run = |engine: &mut CpuEngine| {
+        now(generate_with(
+            engine,
+            &PROMPT,
+            10,
+            &greedy,
+            Decoding::Cached,
+            &mut unwatched(),
+        ))
+        .unwrap()
+        .done()
+        .unwrap()
+    };
+    let free = run(&mut engine);
+    assert_eq!(free.len(), 10);
+    // The same model, told its fourth token ends a text: it stops there, that token included.
+    let end = free[3];
+    let first = free.iter().position(|&t| t == end).unwrap();
+    let mut model = engine.model().clone();
+    model
+        .metadata
+        .insert("eos_token_id".into(), serde_json::json!([39, end]));
+    assert_eq!(model.end_of_text(), [39, end]);
+    let mut ending = CpuEngine::new(model).unwrap();
+    assert_eq!(run(&mut ending), free[..=first]);
+}
+
+#[test]
 fn what_cannot_decode_says_why_and_generation_recomputes() {
     let config = ModelConfig::tiny(40);
     // Mean ablation averages over later tokens too: no cache, and generation still works.

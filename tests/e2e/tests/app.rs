@@ -760,10 +760,15 @@ fn rank_mode_diff_model_prompt_and_generate_controls_work() {
 /// from the KV cache by the step that ran it. A variant change then starts it again.
 #[test]
 fn generation_steps_token_by_token_and_shows_each_tokens_attention() {
-    let (_server, b, cells) = open_loaded("?model=shakespeare&engine=cpu");
+    // Greedy, from the URL.
+    let (_server, b, cells) = open_loaded("?model=shakespeare&engine=cpu&temperature=0");
     assert_eq!(cells, 16);
-    let generated = "return [...document.querySelectorAll('[data-testid=gen-token]')]
+    let temperature = b.eval("return document.querySelector('[data-testid=temperature]').value");
+    assert_eq!(temperature, "0");
+    let count_expr = "[...document.querySelectorAll('[data-testid=gen-token]')]
         .filter(c => c.dataset.generated === 'true').length";
+    let generated = format!("return {count_expr}");
+    let generated = generated.as_str();
     let count = || b.eval(generated).as_u64().unwrap();
     b.eval("document.querySelector('[data-testid=step-through]').click()");
     b.wait_for("the first token", &format!("{generated} === 1"), LOAD);
@@ -805,7 +810,7 @@ fn generation_steps_token_by_token_and_shows_each_tokens_attention() {
         "the rest of the generation",
         &format!(
             "const s = document.querySelector('[data-testid=generation-summary]');
-             return {generated} === 40 && s ? s.textContent : ''"
+             return {count_expr} === 40 && s ? s.textContent : ''"
         ),
         LOAD,
     );
@@ -823,6 +828,18 @@ fn generation_steps_token_by_token_and_shows_each_tokens_attention() {
         "{stats}"
     );
     b.screenshot("11b-generation-step-through");
+    // Greedy: *Generate* gives the same text again (and the settings stay in the URL).
+    let text = || b.eval("return document.querySelector('[data-testid=generated]').textContent");
+    let first_text = text();
+    b.eval("document.querySelector('[data-testid=generate]').click()");
+    b.wait_for(
+        "the second greedy generation",
+        "const s = document.querySelector('[data-testid=generation-summary]');
+         return s && !document.querySelector('[data-testid=generate-progress]') ? s.textContent : ''",
+        LOAD,
+    );
+    assert_eq!(text(), first_text, "greedy generation repeats itself");
+    assert!(b.url().contains("temperature=0"), "url: {}", b.url());
 
     // A new variant while paused: the generation starts again from the prompt, and says so.
     b.eval("document.querySelector('[data-testid=step-through]').click()");

@@ -6,7 +6,7 @@ use crate::browser::now_ms;
 use crate::protocol::{
     Analysis, AnalysisTool, AsJson, GeneratedToken, GenerationReport, JobOutcome, Response,
 };
-use crate::session::{return_engines, Yielding};
+use crate::session::{check_cache_fits, return_engines, Yielding};
 use attn_gpu::{EnginePair, GpuError};
 use attn_model::engine::{Outcome, Progress, Step};
 use attn_model::{
@@ -192,8 +192,14 @@ pub(super) async fn generate_text(
         .await
         .ok_or("the model changed")?;
     let mut generation = match pair.variant.set_variant(variant) {
-        Ok(()) => Generation::new(&pair.variant, tokens, sampling, Decoding::Cached)
-            .map_err(|e| e.to_string()),
+        Ok(()) => check_cache_fits(
+            pair.variant.prepared(),
+            (tokens.len() + n).min(pair.model().config.n_ctx),
+        )
+        .and_then(|()| {
+            Generation::new(&pair.variant, tokens, sampling, Decoding::Cached)
+                .map_err(|e| e.to_string())
+        }),
         Err(e) => Err(e.to_string()),
     };
     let generation = match generation.as_mut() {
@@ -263,9 +269,11 @@ pub(super) async fn generate_text(
             };
             (text(&[next.token]), prompt)
         };
+        // The model's end-of-text token ends the generation early.
+        let end = next.end;
         let step = Step {
             done: done + 1,
-            total: n,
+            total: if end { done + 1 } else { n },
         };
         reply(Response::GeneratedToken {
             job,
@@ -279,6 +287,9 @@ pub(super) async fn generate_text(
                 tokens_per_second: (done + 1) as f64 / (busy_ms / 1000.0).max(1e-9),
             },
         });
+        if end {
+            break;
+        }
     }
     let kv_cache_bytes = pair.variant.kv_cache_bytes();
     return_engines(&state.session, pair);

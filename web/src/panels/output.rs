@@ -90,6 +90,7 @@ pub fn OutputPanel() -> impl IntoView {
             <button data-testid="generate" on:click=generate disabled=move || progress.get().is_some()>"Generate 40 tokens"</button>
             <button data-testid="step-through" on:click=step_through disabled=move || progress.get().is_some()
                 title="Generate one token at a time: Step for the next, Continue for the rest">"Step through"</button>
+            <SamplingControls/>
             {move || progress.get().map(|step| view! {
                 <span class="progress" data-testid="generate-progress">
                     {format!("Generating… {} of {} tokens ", step.done, step.total)}
@@ -213,5 +214,48 @@ fn GenerationSteps() -> impl IntoView {
                 })}
             </div>
         })}
+    }
+}
+
+/// How *Generate* picks tokens: temperature (0: always the most probable), sampling among the k
+/// most probable, and the seed — in the URL, so a link reproduces the continuation.
+#[component]
+fn SamplingControls() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let number = move |ev: leptos::ev::Event| event_target_value(&ev);
+    view! {
+        <span class="sampling">
+            <label>"temperature "
+                <input type="number" data-testid="temperature" min="0" max="10" step="0.1"
+                    prop:value=move || ui.sampling.get().temperature.to_string()
+                    on:change=move |ev| {
+                        match number(ev).parse::<f32>() {
+                            Ok(t) if t.is_finite() && (0.0..=10.0).contains(&t) => {
+                                ui.sampling.update(|s| s.temperature = t)
+                            }
+                            _ => {}
+                        }
+                    }/>
+            </label>
+            <label>" among top "
+                <input type="number" data-testid="sample-k" min="0" step="1"
+                    prop:value=move || ui.sampling.get().top_k.to_string()
+                    on:change=move |ev| {
+                        if let Ok(k) = number(ev).parse::<usize>() {
+                            ui.sampling.update(|s| s.top_k = k);
+                        }
+                    }/>
+            </label>
+            <label>" seed "
+                <input type="number" data-testid="seed" min="0" step="1"
+                    prop:value=move || ui.sampling.get().seed.to_string()
+                    on:change=move |ev| {
+                        if let Ok(seed) = number(ev).parse::<u64>() {
+                            ui.sampling.update(|s| s.seed = seed);
+                        }
+                    }/>
+            </label>
+            {move || (ui.sampling.get().temperature == 0.0).then(|| view! { <span class="muted">" (greedy)"</span> })}
+        </span>
     }
 }

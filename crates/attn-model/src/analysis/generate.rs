@@ -78,8 +78,9 @@ pub async fn generate<E: Engine>(
     generate_with(engine, prompt, n, sampling, Decoding::Cached, progress).await
 }
 
-/// Appends `n` sampled tokens to `prompt` with the engine's current variant, computing each
-/// next distribution as `decoding` says; both ways give the same tokens. The context window
+/// Appends up to `n` sampled tokens to `prompt` with the engine's current variant, computing
+/// each next distribution as `decoding` says; both ways give the same tokens. It stops after the
+/// model's end-of-text token ([`crate::Model::end_of_text`]), which it includes. The context window
 /// slides when the sequence outgrows it (the model only ever sees its last `n_ctx` tokens; the
 /// cache is then filled again, since every position moves). Each step reads back only the last
 /// position's logits; `progress` is told after each token and may cancel.
@@ -93,13 +94,16 @@ pub async fn generate_with<E: Engine>(
 ) -> Result<Outcome<Vec<u32>>, E::Error> {
     let mut generation = Generation::new(engine, prompt, sampling, decoding)?;
     for _ in 0..n {
-        generation.next(engine, false).await?;
+        let next = generation.next(engine, false).await?;
         let step = Step {
             done: generation.generated().len(),
             total: n,
         };
         if !progress.go_on(step) {
             return Ok(Outcome::Cancelled);
+        }
+        if next.end {
+            break;
         }
     }
     Ok(Outcome::Done(generation.generated().to_vec()))
@@ -119,6 +123,8 @@ pub struct Generation {
     use_cache: bool,
     /// How many of `tokens` the engine's cache holds (0: none yet, fill it).
     in_cache: usize,
+    /// The model's end-of-text tokens ([`Model::end_of_text`](crate::Model::end_of_text)).
+    end_of_text: Vec<u32>,
 }
 
 /// What one [`Generation::next`] ran and picked.
@@ -126,6 +132,8 @@ pub struct Generation {
 pub struct NextToken {
     /// The token picked.
     pub token: u32,
+    /// Whether it ends the text (the model's end-of-sequence token): generation stops there.
+    pub end: bool,
     /// When asked for, the attention of the positions this step ran, each `(position,
     /// [n_layer, n_head, position + 1])`: every prompt position after the prefill, the previous
     /// token's position after a decode step. Empty otherwise (and once the text outgrew the
@@ -159,6 +167,7 @@ impl Generation {
             rng: ChaCha8Rng::seed_from_u64(sampling.seed),
             use_cache: decoding == Decoding::Cached,
             in_cache: 0,
+            end_of_text: engine.model().end_of_text(),
         })
     }
 
@@ -221,7 +230,11 @@ impl Generation {
         let uniform = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         let token = sample_from_logits(&logits, &self.sampling, uniform);
         self.tokens.push(token);
-        Ok(NextToken { token, rows: ran })
+        Ok(NextToken {
+            token,
+            end: self.end_of_text.contains(&token),
+            rows: ran,
+        })
     }
 }
 

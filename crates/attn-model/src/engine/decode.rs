@@ -480,10 +480,16 @@ fn linear_state_output(
     let state = &kv[g * d_head * d_head..(g + 1) * d_head * d_head];
     let k_sum = &k_sum[g * d_head..(g + 1) * d_head];
     // Summed in f64: the quotient of two long sums is where f32 would lose the most.
-    let denominator: f64 = phi_q.iter().zip(k_sum).map(|(&p, &s)| p as f64 * s as f64).sum();
+    let denominator: f64 = phi_q
+        .iter()
+        .zip(k_sum)
+        .map(|(&p, &s)| p as f64 * s as f64)
+        .sum();
     let mut z = vec![0.0f64; d_head];
     for (row, &p) in state.chunks_exact(d_head).zip(&phi_q) {
-        z.iter_mut().zip(row).for_each(|(z, &s)| *z += p as f64 * s as f64);
+        z.iter_mut()
+            .zip(row)
+            .for_each(|(z, &s)| *z += p as f64 * s as f64);
     }
     z.iter().map(|z| (z / denominator) as f32).collect()
 }

@@ -209,13 +209,19 @@ fn few_rows_times_weights_add(x: &[f32], rows: usize, w: &Weights, d_out: usize,
             }
             Weights::F16(v) => {
                 let row = &v[i * d_out..(i + 1) * d_out];
-                widened.iter_mut().zip(row).for_each(|(o, h)| *o = h.to_f32());
+                widened
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(o, h)| *o = h.to_f32());
                 &widened
             }
         };
         for (x_row, y_row) in x.chunks_exact(d_in).zip(y.chunks_exact_mut(d_out)) {
             let scale = x_row[i];
-            y_row.iter_mut().zip(w_row).for_each(|(y, &w)| *y += scale * w);
+            y_row
+                .iter_mut()
+                .zip(w_row)
+                .for_each(|(y, &w)| *y += scale * w);
         }
     }
 }
@@ -242,7 +248,10 @@ fn few_rows_times_table_transposed(x: MatRef<'_>, table: &Weights, rows: usize) 
             }
             Weights::F16(values) => {
                 let row = &values[v * width..(v + 1) * width];
-                widened.iter_mut().zip(row).for_each(|(o, h)| *o = h.to_f32());
+                widened
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(o, h)| *o = h.to_f32());
                 &widened
             }
         };

@@ -57,7 +57,7 @@ impl Model {
         for layer in 0..config.n_layer {
             split_fused_qkv(family, &config, layer, &mut tensors)?;
         }
-        let model = Model::from_parameters(config, |spec| {
+        let mut model = Model::from_parameters(config, |spec| {
             let (name, transpose) = hf_name(family, spec);
             let stored_shape: Vec<usize> = match transpose {
                 true => spec.shape.iter().rev().copied().collect(),
@@ -70,6 +70,11 @@ impl Model {
             })
         })?;
         tensors.finish()?;
+        // Where generation stops: `eos_token_id` (one id, or a list of them).
+        let raw: serde_json::Map<String, Value> = parse_json("config.json", config_json)?;
+        if let Some(eos) = raw.get("eos_token_id").filter(|v| !v.is_null()) {
+            model.metadata.insert("eos_token_id".into(), eos.clone());
+        }
         Ok(model)
     }
 

@@ -347,6 +347,17 @@ impl Model {
         self.config.parameter_count()
     }
 
+    /// The tokens that end a text (`eos_token_id` of a Hugging Face `config.json`, kept in the
+    /// metadata): generation stops after one. Empty for models that have none.
+    pub fn end_of_text(&self) -> Vec<u32> {
+        let ids = |v: &serde_json::Value| v.as_u64().map(|id| id as u32);
+        match self.metadata.get("eos_token_id") {
+            Some(serde_json::Value::Array(list)) => list.iter().filter_map(ids).collect(),
+            Some(one) => ids(one).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// Verifies that the weights are exactly those the config's parameter schema
     /// ([`ModelConfig::parameters`]) implies: every one present, none extra, each of its shape.
     /// Loaders call this, so a model that exists is a model the forward pass can run.
