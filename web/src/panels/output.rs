@@ -138,11 +138,22 @@ fn GenerationSteps() -> impl IntoView {
                 .collect_view()
         })
     };
+    let n_ctx = move || ui.info.with(|i| i.as_ref().map_or(usize::MAX, |i| i.n_ctx));
     let stats = move || {
+        let n_ctx = n_ctx();
         ui.generation.with(|g| {
             let restarted = match g.restarted {
                 true => " · started again from the prompt: the attention settings changed",
                 false => "",
+            };
+            // Past the context the window slides: every position moves, so nothing cached
+            // can be reused and each token runs the whole window again.
+            let beyond = match g.pieces.len() > n_ctx {
+                true => format!(
+                    " · the text outgrew the model's context of {n_ctx} tokens: it sees the last \
+                     {n_ctx}, run again for every token (no rows past the context)"
+                ),
+                false => String::new(),
             };
             (g.started() || g.restarted).then(|| {
                 let cache = match g.kv_cache_bytes {
@@ -150,7 +161,7 @@ fn GenerationSteps() -> impl IntoView {
                     None => "no KV cache (recomputing)".into(),
                 };
                 format!(
-                    "{} tokens · {:.1} tokens/s · {cache}{restarted}",
+                    "{} tokens · {:.1} tokens/s · {cache}{restarted}{beyond}",
                     g.pieces.len().saturating_sub(g.prompt_len),
                     g.tokens_per_second
                 )
