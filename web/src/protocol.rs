@@ -329,11 +329,11 @@ pub type JobOutcome<T> = Result<Option<T>, String>;
 /// One token as generation picked it, with what the step ran.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GeneratedToken {
-    /// The token's text (its id in brackets where the model has no tokenizer).
+    /// The token as a chip shows it (its text with whitespace made visible, or its id).
     pub piece: String,
     /// Its position in the text.
     pub position: usize,
-    /// With the first token: the prompt's tokens as text.
+    /// With the first token: the prompt's tokens, as chips show them.
     pub prompt: Vec<String>,
     /// The attention rows of the positions this step ran (`(position, [n_layer, n_head,
     /// position + 1])`): the prompt's with the first token, the previous token's after.

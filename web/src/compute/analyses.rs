@@ -255,19 +255,19 @@ pub(super) async fn generate_text(
                 break;
             }
         };
+        // Tokens as the chips show them (whitespace made visible, `␣`, `⏎`).
         let (piece, prompt) = {
             let session = state.session.borrow();
-            let text = |ids: &[u32]| {
+            let label = |id: u32| {
                 session
                     .as_ref()
-                    .and_then(|s| s.text.decode(ids))
-                    .unwrap_or_else(|| format!("{ids:?}"))
+                    .map_or_else(|| id.to_string(), |s| s.text.label(id))
             };
             let prompt = match done {
-                0 => tokens.iter().map(|&t| text(&[t])).collect(),
+                0 => tokens.iter().map(|&t| label(t)).collect(),
                 _ => Vec::new(),
             };
-            (text(&[next.token]), prompt)
+            (label(next.token), prompt)
         };
         // The model's end-of-text token ends the generation early.
         let end = next.end;

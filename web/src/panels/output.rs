@@ -124,7 +124,7 @@ fn GenerationSteps() -> impl IntoView {
                     let generated = position >= g.prompt_len;
                     let has_row = g.rows.contains_key(&position);
                     let selected = g.selected == Some(position);
-                    let label = piece.replace('\n', "⏎");
+                    let label = piece.clone();
                     view! {
                         <button class="chip gen-chip" class:generated=generated class:selected=selected
                             data-testid="gen-token" data-position=position.to_string()
@@ -215,7 +215,7 @@ fn GenerationSteps() -> impl IntoView {
                 {move || selected().map(|(position, piece, has_row)| view! {
                     <div class="token-attention" data-testid="token-attention" data-position=position.to_string()
                         data-sums=sums>
-                        <p>{format!("Attention of «{}» (position {position}) in every head, one row per layer × head, keys left to right", piece.replace('\n', "⏎"))}</p>
+                        <p>{format!("Attention of «{}» (position {position}) in every head, one row per layer × head, keys left to right", piece)}</p>
                         {if has_row {
                             view! { <canvas node_ref=canvas class="rows" width="1" height="1"></canvas> }.into_any()
                         } else {
@@ -236,7 +236,7 @@ fn SamplingControls() -> impl IntoView {
     let number = move |ev: leptos::ev::Event| event_target_value(&ev);
     view! {
         <span class="sampling">
-            <label>"temperature "
+            <label class="inline">"temperature "
                 <input type="number" data-testid="temperature" min="0" max="10" step="0.1"
                     prop:value=move || ui.sampling.get().temperature.to_string()
                     on:change=move |ev| {
@@ -248,7 +248,7 @@ fn SamplingControls() -> impl IntoView {
                         }
                     }/>
             </label>
-            <label>" among top "
+            <label class="inline">"among top "
                 <input type="number" data-testid="sample-k" min="0" step="1"
                     prop:value=move || ui.sampling.get().top_k.to_string()
                     on:change=move |ev| {
@@ -257,7 +257,7 @@ fn SamplingControls() -> impl IntoView {
                         }
                     }/>
             </label>
-            <label>" seed "
+            <label class="inline">"seed "
                 <input type="number" data-testid="seed" min="0" step="1"
                     prop:value=move || ui.sampling.get().seed.to_string()
                     on:change=move |ev| {

@@ -354,25 +354,15 @@ impl Decoder {
                                 let start = (layer * n_head + head) * m * d_head;
                                 MatRef::new(&all[start..start + m * d_head], m, d_head)
                             });
+                            // The row covers every position; the cache holds the last ones.
                             let first = position + 1 - keys.len();
-                            let head_keys: Vec<f32> = keys
-                                .iter()
-                                .flat_map(|k| &k[g * d_head..(g + 1) * d_head])
-                                .copied()
-                                .collect();
-                            attention_row_into(
-                                &prepared.variant,
-                                q_h,
-                                MatRef::new(&head_keys, keys.len(), d_head),
-                                omega,
-                                &mut row[first..],
-                            );
-                            let mut z = vec![0.0f32; d_head];
-                            for (p, v_j) in row[first..].iter().zip(values) {
-                                let v_g = &v_j[g * d_head..(g + 1) * d_head];
-                                z.iter_mut().zip(v_g).for_each(|(z, &v)| *z += p * v);
-                            }
-                            z
+                            let head = HeadCache {
+                                keys,
+                                values,
+                                group: g,
+                                d_head,
+                            };
+                            head.attend(&prepared.variant, q_h, omega, &mut row[first..])
                         }
                         LayerCache::Dropped => unreachable!("a dropped layer is skipped"),
                     };
@@ -413,6 +403,47 @@ impl Decoder {
             logits: output_logits(model, &x, 1),
             attention,
         })
+    }
+}
+
+/// One head's view of a layer's cached keys and values: those of its key/value head `group`.
+struct HeadCache<'a> {
+    keys: &'a VecDeque<Vec<f32>>,
+    values: &'a VecDeque<Vec<f32>>,
+    group: usize,
+    d_head: usize,
+}
+
+impl HeadCache<'_> {
+    /// The attention of query `q` over the cached positions (written into `row`, one weight a
+    /// position) and the weighted sum of their values: the head's output.
+    fn attend(
+        &self,
+        variant: &Variant,
+        q: &[f32],
+        omega: Option<MatRef<'_>>,
+        row: &mut [f32],
+    ) -> Vec<f32> {
+        let (g, d_head) = (self.group, self.d_head);
+        let keys: Vec<f32> = self
+            .keys
+            .iter()
+            .flat_map(|k| &k[g * d_head..(g + 1) * d_head])
+            .copied()
+            .collect();
+        attention_row_into(
+            variant,
+            q,
+            MatRef::new(&keys, self.keys.len(), d_head),
+            omega,
+            row,
+        );
+        let mut z = vec![0.0f32; d_head];
+        for (p, v) in row.iter().zip(self.values) {
+            let v_g = &v[g * d_head..(g + 1) * d_head];
+            z.iter_mut().zip(v_g).for_each(|(z, &v)| *z += p * v);
+        }
+        z
     }
 }
 
