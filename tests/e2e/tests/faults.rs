@@ -105,3 +105,47 @@ fn a_lost_device_moves_the_page_to_the_cpu_engine_and_keeps_its_state() {
         "{notices}"
     );
 }
+
+#[test]
+fn a_device_lost_mid_generation_moves_it_to_the_cpu_and_it_goes_on() {
+    // The character model on the GPU engine, generating token by token; the device goes while
+    // it is paused; *Continue* finds it gone, moves to the CPU engine and finishes the 40 tokens.
+    let server = StaticServer::start(dist_dir());
+    let b = Browser::start(WebGpu::Enabled);
+    b.goto(&server.url("index.html?model=shakespeare&engine=gpu&temperature=0"));
+    b.wait_for(
+        "the GPU engine",
+        "const e = document.querySelector('[data-testid=engine-badge]'); return !!e && e.textContent.includes('GPU engine')",
+        LOAD,
+    );
+    b.wait_for(
+        "the first result on the GPU",
+        "return document.querySelectorAll('[data-testid=heatmap-cell]').length > 0",
+        LOAD,
+    );
+    let generated = "return [...document.querySelectorAll('[data-testid=gen-token]')]
+        .filter(c => c.dataset.generated === 'true').length";
+    b.eval("document.querySelector('[data-testid=step-through]').click()");
+    b.wait_for("the first token", &format!("{generated} === 1"), LOAD);
+    let stats =
+        b.eval("return document.querySelector('[data-testid=generation-stats]').textContent");
+    assert!(
+        stats
+            .as_str()
+            .unwrap()
+            .contains("no KV cache (recomputing)"),
+        "the GPU engine keeps no cache yet: {stats}"
+    );
+    b.eval("window.attnFaults.loseDevice()");
+    b.eval("document.querySelector('[data-testid=pause-generating]').click()");
+    let summary = b.wait_for(
+        "the generation finished on the CPU",
+        "const s = document.querySelector('[data-testid=generation-summary]');
+         return s ? s.textContent : ''",
+        LOAD,
+    );
+    assert!(summary.as_str().unwrap().contains("40 tokens"), "{summary}");
+    let badge = b.eval("return document.querySelector('[data-testid=engine-badge]').textContent");
+    assert!(badge.as_str().unwrap().contains("CPU fallback"), "{badge}");
+    b.assert_no_page_panic();
+}
