@@ -175,6 +175,18 @@ impl Engine for GpuEngine {
     ) -> Result<(Output, Captured)> {
         GpuEngine::forward_hooked(self, tokens, readback, hooks).await
     }
+
+    async fn prefill(&mut self, tokens: &[u32], readback: &Readback) -> Result<Option<Output>> {
+        GpuEngine::prefill(self, tokens, readback).await
+    }
+
+    async fn decode_step(&mut self, token: u32) -> Result<StepOutput> {
+        GpuEngine::decode_step(self, token).await
+    }
+
+    fn kv_cache_bytes(&self) -> Option<usize> {
+        GpuEngine::kv_cache_bytes(self)
+    }
 }
 
 /// Whether `error` is the device's fault (lost, out of memory, a timeout, a rejected command):

@@ -11,17 +11,29 @@
 //!   with every launch's parameters, one bind group per launch;
 //! - **every forward**: the tokens are written, one command encoder records the launches and the
 //!   read-back copies, one `submit`, one `map_async`. Nothing is allocated on the GPU.
+//! - **generation** ([`GpuEngine::prefill`], [`GpuEngine::decode_step`]): the KV cache is
+//!   allocated once at the prefill, for the model's context (at most `MAX_SEQ_LEN` positions);
+//!   a decode step runs one row against it. Its plan covers the cache's first 64, 128, 256, …
+//!   positions and is rebuilt only when the text outgrows them; between steps only the
+//!   position moves, one write of the parameter blocks. One submit and one read-back (the new
+//!   logits and every head's new attention row) per token.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use attn_model::engine::decode::check_decodable;
 pub use attn_model::engine::{AttentionMaps, LogitRows, Readback};
 use attn_model::forward::check_tokens;
-use attn_model::{prepare, Captured, Hooks, Model, Output, PreparedModel, Variant};
+use attn_model::{
+    prepare, Captured, Hooks, Model, ModelError, Output, PreparedModel, StepOutput, Variant,
+};
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::forward_plan::{self, HookLayout, LaunchShape, Plan, PlanInputs};
+use crate::forward_plan::{
+    self, CacheInputs, HookLayout, KvCacheBuffers, LaunchShape, Plan, PlanInputs, PlanRows,
+};
+use crate::ops::attention::MAX_SEQ_LEN;
 use crate::plan::{Arg, BufferPool};
 use crate::readback::read_f32;
 use crate::weights::{upload, ModelBuffers, VariantBuffers};
@@ -146,6 +158,8 @@ pub struct GpuEngine {
     stats: EngineStats,
     /// Set while forwards are profiled.
     profiler: Option<Profiler>,
+    /// The KV cache of the generation under way, from [`GpuEngine::prefill`].
+    cache: Option<KvCacheBuffers>,
 }
 
 impl GpuEngine {
@@ -207,6 +221,7 @@ impl GpuEngine {
             variant,
             plan: None,
             profiler: None,
+            cache: None,
             params_stale: false,
             pool: BufferPool::default(),
             dummy,
@@ -239,6 +254,8 @@ impl GpuEngine {
             .as_ref()
             .is_some_and(|p| same_weights && p.shape == LaunchShape::of(&prepared));
         self.prepared = prepared;
+        // The cached keys and values were the old variant's.
+        self.drop_cache();
         if same_launches {
             self.params_stale = true;
         } else {
@@ -338,6 +355,176 @@ impl GpuEngine {
         readback: &Readback,
         hooks: &Hooks,
     ) -> Result<(Output, Captured)> {
+        self.run(tokens, readback, hooks, None).await
+    }
+
+    /// Empties the KV cache and runs `tokens` as one forward pass that writes every layer's keys
+    /// and values into it: the forward's own output, or `None` where the variant does not
+    /// decode from a cache on this engine (mean ablation, linear or random-feature attention:
+    /// generation then recomputes). Classifiers and bidirectional models are refused.
+    pub async fn prefill(&mut self, tokens: &[u32], readback: &Readback) -> Result<Option<Output>> {
+        self.drop_cache();
+        match check_decodable(&self.prepared) {
+            Ok(()) => {}
+            Err(ModelError::Variant(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        if !self.prepared.variant.kernel().is_softmax() {
+            return Ok(None);
+        }
+        let c = &self.prepared.config;
+        check_tokens(c, tokens)?;
+        let capacity = self.cache_capacity();
+        if tokens.len() > capacity {
+            return Err(ModelError::Input(format!(
+                "a prompt of {} tokens is longer than the {capacity} positions the GPU engine                  caches",
+                tokens.len()
+            ))
+            .into());
+        }
+        self.cache = Some(self.allocate_cache(capacity)?);
+        let keys = tokens.len();
+        let (output, _) = self
+            .run(tokens, readback, &Hooks::none(), Some((0, keys)))
+            .await?;
+        if let Some(cache) = &mut self.cache {
+            cache.len = tokens.len();
+        }
+        Ok(Some(output))
+    }
+
+    /// Runs `token` at the next position against the cache [`GpuEngine::prefill`] filled (what
+    /// a forward over the whole prefix computes at its last position) and caches its keys and
+    /// values. Reads back the new logits and every head's new attention row.
+    pub async fn decode_step(&mut self, token: u32) -> Result<StepOutput> {
+        let c = self.prepared.config.clone();
+        let Some(cache) = &self.cache else {
+            return Err(
+                ModelError::Input("decoding starts with a prefill of the prompt".into()).into(),
+            );
+        };
+        let position = cache.len;
+        if position >= c.n_ctx {
+            return Err(ModelError::Input(format!(
+                "the text fills the model's context ({} tokens): no position is left for another                  token",
+                c.n_ctx
+            ))
+            .into());
+        }
+        if position >= cache.capacity {
+            return Err(GpuError::Unsupported(format!(
+                "texts longer than the {} positions the GPU engine caches",
+                cache.capacity
+            )));
+        }
+        check_tokens(&c, &[token])?;
+        // The keys a step's plan covers: a power of two from 64, so that a plan serves many
+        // steps (the positions past the text are masked out).
+        let keys = (position + 1)
+            .next_power_of_two()
+            .max(64)
+            .min(cache.capacity);
+        let readback = Readback {
+            logits: LogitRows::All,
+            attention: AttentionMaps::All,
+            head_out_norms: false,
+        };
+        let (output, _) = self
+            .run(&[token], &readback, &Hooks::none(), Some((position, keys)))
+            .await?;
+        if let Some(cache) = &mut self.cache {
+            cache.len = position + 1;
+        }
+        let len = position + 1;
+        let attention = output
+            .attention
+            .chunks_exact(keys)
+            .flat_map(|row| &row[..len])
+            .copied()
+            .collect();
+        Ok(StepOutput {
+            position,
+            logits: output.logits,
+            attention,
+        })
+    }
+
+    /// The bytes of keys and values the cache holds for the positions generated so far (not
+    /// the capacity allocated); `None` without a cache.
+    pub fn kv_cache_bytes(&self) -> Option<usize> {
+        self.cache.as_ref().map(|c| c.len * c.bytes_per_position)
+    }
+
+    /// Positions the KV cache has room for: the model's context, within what the attention
+    /// kernel and the rotary table cover.
+    fn cache_capacity(&self) -> usize {
+        let c = &self.prepared.config;
+        let rotary = self
+            .weights
+            .rotary
+            .as_ref()
+            .map_or(usize::MAX, |r| r.positions);
+        c.n_ctx.min(MAX_SEQ_LEN).min(rotary)
+    }
+
+    /// Keys and values for `capacity` positions in every layer that attends, zeroed (rows past
+    /// the text are read by a step's plan and must be finite).
+    fn allocate_cache(&mut self, capacity: usize) -> Result<KvCacheBuffers> {
+        let c = &self.prepared.config;
+        let kv_width = c.kv_heads() * c.d_head();
+        let bytes = (4 * capacity * kv_width) as u64;
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("KV cache"),
+            });
+        let mut layers = Vec::with_capacity(c.n_layer);
+        let mut caching = 0;
+        for layer in 0..c.n_layer {
+            if self.prepared.attention_dropped[layer] {
+                layers.push(None);
+                continue;
+            }
+            caching += 1;
+            let mut pair = Vec::with_capacity(2);
+            for what in ["cached keys", "cached values"] {
+                let buffer = self.pool.acquire(&self.ctx, what, bytes, usage)?;
+                encoder.clear_buffer(&buffer, 0, None);
+                pair.push(Arg::new(&buffer, bytes));
+            }
+            let values = pair.pop().expect("two buffers");
+            let keys = pair.pop().expect("two buffers");
+            layers.push(Some((keys, values)));
+        }
+        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.check_health()?;
+        Ok(KvCacheBuffers {
+            layers,
+            capacity,
+            len: 0,
+            bytes_per_position: 4 * 2 * kv_width * caching,
+        })
+    }
+
+    fn drop_cache(&mut self) {
+        if let Some(cache) = self.cache.take() {
+            let buffers = cache.layers.into_iter().flatten();
+            self.pool
+                .release(buffers.flat_map(|(k, v)| [k.buffer, v.buffer]));
+        }
+    }
+
+    /// A forward over `tokens`; with `cached = Some((first, keys))` the rows are positions
+    /// `first..` and attend over the cache's first `keys` positions, writing theirs into it.
+    async fn run(
+        &mut self,
+        tokens: &[u32],
+        readback: &Readback,
+        hooks: &Hooks,
+        cached: Option<(usize, usize)>,
+    ) -> Result<(Output, Captured)> {
         let c = self.prepared.config.clone();
         check_tokens(&c, tokens)?;
         let t_len = tokens.len();
@@ -356,11 +543,16 @@ impl GpuEngine {
             replace: hooks.replace.iter().map(|(point, _)| *point).collect(),
         };
         self.ctx.check_health()?;
-        if self.plan.as_ref().map(|p| (p.t_len, &p.hooks)) != Some((t_len, &layout)) {
+        let rows = PlanRows {
+            t_len,
+            cached_keys: cached.map(|(_, keys)| keys),
+        };
+        let first = cached.map_or(0, |(first, _)| first);
+        if self.plan.as_ref().map(|p| (p.rows, &p.hooks)) != Some((rows, &layout)) {
             self.drop_plan();
             // The pool is lent to the build while the engine's other parts are read.
             let mut pool = std::mem::take(&mut self.pool);
-            let plan = forward_plan::build(self.plan_inputs(t_len, &layout), &mut pool);
+            let plan = forward_plan::build(self.plan_inputs(t_len, &layout, cached), &mut pool);
             self.pool = pool;
             let plan = plan?;
             self.pool.trim();
@@ -368,14 +560,17 @@ impl GpuEngine {
             self.plan = Some(plan);
             self.params_stale = false;
         }
-        let plan = self.plan.as_ref().expect("the plan was just built");
-        if self.params_stale {
-            // Same launches, new parameters (window, top-k, β): one write of the uniform buffer.
-            let params = forward_plan::parameters(self.plan_inputs(t_len, &layout))?;
+        if self.params_stale || self.plan.as_ref().is_some_and(|p| p.first != first) {
+            // Same launches, new parameters (window, top-k, β; a decode step's position): one
+            // write of the uniform buffer.
+            let params = forward_plan::parameters(self.plan_inputs(t_len, &layout, cached))?;
+            let plan = self.plan.as_mut().expect("the plan was just built");
             self.ctx.queue.write_buffer(&plan.params, 0, &params);
+            plan.first = first;
             self.params_stale = false;
             self.stats.parameter_writes += 1;
         }
+        let plan = self.plan.as_ref().expect("the plan was just built");
         let ctx = &self.ctx;
 
         ctx.queue
@@ -467,7 +662,7 @@ impl GpuEngine {
             }
             LogitRows::None => {}
         }
-        let map_len = t * t;
+        let map_len = t * plan.rows.cached_keys.unwrap_or(t);
         match &readback.attention {
             AttentionMaps::All => {
                 for (layer, buffer) in plan.attention.iter().enumerate() {
@@ -584,7 +779,16 @@ impl GpuEngine {
         Ok((output, captured))
     }
 
-    fn plan_inputs<'a>(&'a self, t_len: usize, hooks: &'a HookLayout) -> PlanInputs<'a> {
+    fn plan_inputs<'a>(
+        &'a self,
+        t_len: usize,
+        hooks: &'a HookLayout,
+        cached: Option<(usize, usize)>,
+    ) -> PlanInputs<'a> {
+        let cache = cached.and_then(|(first, keys)| {
+            let cache = self.cache.as_ref()?;
+            Some(CacheInputs { cache, first, keys })
+        });
         PlanInputs {
             ctx: &self.ctx,
             weights: &self.weights,
@@ -593,6 +797,7 @@ impl GpuEngine {
             dummy: &self.dummy,
             t_len,
             hooks,
+            cache,
         }
     }
 

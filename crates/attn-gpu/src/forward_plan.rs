@@ -5,6 +5,12 @@
 //! rotary positions, scores, kernel weights (linear / random features), probabilities, P·V,
 //! ablation and norms, output projection into the residual, then the (gated) MLP — reading the
 //! block's input when the residual is parallel; the final norm and the output projection.
+//!
+//! With a KV cache ([`CacheInputs`]) the same launches run `t` rows at positions `first..`:
+//! each layer copies its rotated keys and its values into the cache at those rows, and the
+//! scores and P·V read the cache's first `keys` rows instead. A prefill is such a forward from
+//! position 0; a decode step is one row at the position it decodes, whose plan is kept while
+//! only `first` moves (a parameter).
 
 use attn_model::{
     AblationMode, HookPoint, Kernel as AttnKernel, KernelName, ModelConfig, PreparedModel,
@@ -12,7 +18,7 @@ use attn_model::{
 
 use crate::context::GpuContext;
 use crate::error::{GpuError, Result};
-use crate::ops::attention::{self, Masking, MAX_SEQ_LEN};
+use crate::ops::attention::{self, Masking, QueryRows, MAX_SEQ_LEN};
 use crate::ops::copy::{self, Block};
 use crate::ops::features::{self, RandomFeatures};
 use crate::ops::head_output::{self, HeadBuffers};
@@ -114,9 +120,42 @@ impl HookBuffers<'_> {
     }
 }
 
+/// The GPU engine's KV cache: per layer the rotated keys and the values of positions
+/// `0..capacity`, each row `kv_heads · d_head` wide (`None` for a dropped attention layer, which
+/// caches nothing).
+pub(crate) struct KvCacheBuffers {
+    pub(crate) layers: Vec<Option<(Arg, Arg)>>,
+    /// Positions the buffers have room for.
+    pub(crate) capacity: usize,
+    /// Positions written so far: the next token's position.
+    pub(crate) len: usize,
+    /// Bytes of one position in every caching layer (keys and values).
+    pub(crate) bytes_per_position: usize,
+}
+
+/// A plan that reads and writes a KV cache: its `t` rows hold positions `first..first + t` and
+/// attend over the cache's positions `0..keys`.
+#[derive(Clone, Copy)]
+pub(crate) struct CacheInputs<'a> {
+    pub(crate) cache: &'a KvCacheBuffers,
+    pub(crate) first: usize,
+    pub(crate) keys: usize,
+}
+
+/// What a plan's launches depend on besides the variant and the hooks: its rows, and, with a
+/// cache, the keys they attend over (`first` is only a parameter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PlanRows {
+    pub(crate) t_len: usize,
+    /// `Some(keys)` for a plan over the KV cache.
+    pub(crate) cached_keys: Option<usize>,
+}
+
 /// Everything a forward at one sequence length under one variant needs.
 pub(crate) struct Plan {
-    pub(crate) t_len: usize,
+    pub(crate) rows: PlanRows,
+    /// The position of row 0 its parameters were written for (0 without a cache).
+    pub(crate) first: usize,
     /// The hook points it serves, their capture buffers and their replacement buffers (in the
     /// layout's orders).
     pub(crate) hooks: HookLayout,
@@ -130,7 +169,7 @@ pub(crate) struct Plan {
     /// Pooled buffers, given back when the plan is replaced.
     pub(crate) buffers: Vec<wgpu::Buffer>,
     pub(crate) tokens: Arg,
-    /// Per layer, the `[heads, T, T]` attention maps.
+    /// Per layer, the `[heads, T, keys]` attention maps (`keys = T` without a cache).
     pub(crate) attention: Vec<Arg>,
     /// `[layers, heads, T]`.
     pub(crate) norms: Arg,
@@ -154,6 +193,9 @@ pub(crate) struct Plan {
 #[derive(Clone, Copy)]
 struct Dims {
     t: usize,
+    /// The position of row 0, and the keys every row attends over (0 and `t` without a cache).
+    first: usize,
+    keys: usize,
     d: usize,
     heads: usize,
     d_head: usize,
@@ -238,7 +280,7 @@ impl Activations {
                 false => None,
             },
             attention: (0..c.n_layer)
-                .map(|l| alloc.take(&format!("attention layer {l}"), n.heads * t * t))
+                .map(|l| alloc.take(&format!("attention layer {l}"), n.heads * t * n.keys))
                 .collect::<Result<_>>()?,
             kernel_weights: match kernel.is_softmax() {
                 true => None,
@@ -358,11 +400,12 @@ impl<'k> Recorder<'k> {
     fn rotate(&mut self, n: Dims, rotary: &RotaryBuffers, heads: usize, x: &Arg) -> Result<()> {
         let shape = (n.t, heads, n.d_head);
         let table = (rotary.half, rotary.positions);
-        rope::push(
+        rope::push_at(
             &mut self.plan,
             &rope::KERNEL,
             shape,
             table,
+            n.first,
             &rotary.table,
             x,
         )?;
@@ -382,6 +425,8 @@ pub(crate) struct PlanInputs<'a> {
     pub(crate) dummy: &'a Arg,
     pub(crate) t_len: usize,
     pub(crate) hooks: &'a HookLayout,
+    /// The KV cache the plan reads and writes, if any.
+    pub(crate) cache: Option<CacheInputs<'a>>,
 }
 
 /// The parameter blocks a plan would record, without creating anything: for a plan of the same
@@ -413,6 +458,11 @@ pub(crate) fn build(inputs: PlanInputs, pool: &mut BufferPool) -> Result<Plan> {
         buffers: Vec::new(),
         placeholder: None,
     };
+    let rows = PlanRows {
+        t_len,
+        cached_keys: inputs.cache.map(|c| c.keys),
+    };
+    let keys = rows.cached_keys.unwrap_or(t_len);
     let (rec, recorded) = record(alloc, inputs)?;
     let Recorded {
         act,
@@ -430,7 +480,7 @@ pub(crate) fn build(inputs: PlanInputs, pool: &mut BufferPool) -> Result<Plan> {
     let (program, params) = rec.plan.finish(pool)?;
     buffers.push(params.clone());
     let captured: usize = hook_layout.capture.iter().map(|p| p.len(c, t)).sum();
-    let staging_bytes = 4 * (t * n_out + c.n_layer * c.n_head * (t * t + t) + captured) as u64;
+    let staging_bytes = 4 * (t * n_out + c.n_layer * c.n_head * (t * keys + t) + captured) as u64;
     let staging = pool.acquire(
         ctx,
         "read-back",
@@ -440,7 +490,8 @@ pub(crate) fn build(inputs: PlanInputs, pool: &mut BufferPool) -> Result<Plan> {
     buffers.push(staging.clone());
     ctx.check_health()?;
     Ok(Plan {
-        t_len,
+        rows,
+        first: inputs.cache.map_or(0, |c| c.first),
         hooks: hook_layout.clone(),
         captures,
         replacements,
@@ -488,8 +539,15 @@ fn record<'k>(
         dummy,
         t_len,
         hooks: hook_layout,
+        cache,
     } = inputs;
-    if t_len > MAX_SEQ_LEN {
+    let (first, keys) = cache.map_or((0, t_len), |c| (c.first, c.keys));
+    if cache.is_some() && !prepared.variant.kernel().is_softmax() {
+        return Err(GpuError::Unsupported(
+            "a KV cache with linear or random-feature attention (the text is recomputed)".into(),
+        ));
+    }
+    if t_len > MAX_SEQ_LEN || keys > MAX_SEQ_LEN {
         return Err(GpuError::Unsupported(format!(
             "sequences longer than {MAX_SEQ_LEN} tokens (got {t_len})"
         )));
@@ -498,6 +556,8 @@ fn record<'k>(
     let (heads, d_head) = (c.n_head, c.d_head());
     let n = Dims {
         t: t_len,
+        first,
+        keys,
         d: c.d_model,
         heads,
         d_head,
@@ -526,11 +586,11 @@ fn record<'k>(
     };
     let mut clears = Vec::new();
 
-    embed::push(
+    embed::push_at(
         &mut rec.plan,
         &embed::KERNEL,
-        n.t,
-        n.d,
+        (n.t, n.d),
+        n.first,
         &act.tokens,
         &weights.token_embedding,
         weights.position_embedding.as_ref(),
@@ -562,8 +622,9 @@ fn record<'k>(
                 None => (&block.k, &block.v),
             };
             let rotary = weights.rotary.as_ref();
+            let cached = cache.and_then(|c| c.cache.layers[layer].as_ref());
             attention_block(
-                &mut rec, n, prepared, variant, &act, &hooks, layer, block, kv, rotary,
+                &mut rec, n, prepared, variant, &act, &hooks, layer, block, kv, rotary, cached,
             )?;
         }
         if let (Some(mlp), Some(hidden)) = (&block.mlp, &act.hidden) {
@@ -638,7 +699,8 @@ fn record<'k>(
 }
 
 /// The attention sub-layer of one block: `x += W_o · heads(N₁(x))`, with rotary positions on
-/// the queries and keys when the model has them.
+/// the queries and keys when the model has them. With the layer's cache (`cached`: keys,
+/// values), the rows' keys and values are written into it and the heads attend over it.
 #[allow(clippy::too_many_arguments)]
 fn attention_block(
     rec: &mut Recorder,
@@ -651,6 +713,7 @@ fn attention_block(
     block: &BlockBuffers,
     (k_weights, v_weights): (&LinearBuffers, &LinearBuffers),
     rotary: Option<&RotaryBuffers>,
+    cached: Option<&(Arg, Arg)>,
 ) -> Result<()> {
     let c = &prepared.config;
     rec.norm(n, c, &act.x, &block.attn_norm, &act.xn)?;
@@ -661,18 +724,41 @@ fn attention_block(
         rec.rotate(n, rotary, n.heads, &act.q)?;
         rec.rotate(n, rotary, n.kv_width / n.d_head, &act.k)?;
     }
+    let (keys, values) = match cached {
+        Some((keys, values)) => {
+            let rows = Block {
+                start: n.first * n.kv_width,
+                stride: n.kv_width,
+            };
+            let dense = Block::dense(n.kv_width);
+            for (src, dst) in [(&act.k, keys), (&act.v, values)] {
+                copy::push(
+                    &mut rec.plan,
+                    &copy::KERNEL,
+                    n.t,
+                    n.kv_width,
+                    src,
+                    dense,
+                    dst,
+                    rows,
+                )?;
+            }
+            (keys, values)
+        }
+        None => (&act.k, &act.v),
+    };
 
     // Scores s = β·q·kᵀ/√d of every head, straight into the layer's maps. Query head h reads
     // key head h / group.
     let map = &act.attention[layer];
     let scale = prepared.variant.beta() / (n.d_head as f32).sqrt();
-    let mut scores = Matmul::new(n.t, n.t, n.d_head);
+    let mut scores = Matmul::new(n.t, n.keys, n.d_head);
     scores.batch = n.heads;
     scores.a = Layout::rows(n.q_width).batched(n.d_head, 1);
     scores.b = Layout::transposed(n.kv_width).batched(n.d_head, n.group);
-    scores.c = Layout::rows(n.t).batched(n.t * n.t, 1);
+    scores.c = Layout::rows(n.keys).batched(n.t * n.keys, 1);
     scores.alpha = scale;
-    rec.matmul(&scores, &act.q, &act.k, None, map)?;
+    rec.matmul(&scores, &act.q, keys, None, map)?;
 
     if let Some(weights_out) = &act.kernel_weights {
         kernel_weights(rec, n, variant, act, layer, scores, scale, weights_out)?;
@@ -682,10 +768,15 @@ fn attention_block(
         window: prepared.variant.window,
         top_k: prepared.variant.top_k,
     };
-    attention::push(
+    let rows = QueryRows {
+        rows: n.t,
+        first: n.first,
+        keys: n.keys,
+    };
+    attention::push_rows(
         &mut rec.plan,
         &attention::KERNEL,
-        n.t,
+        rows,
         n.heads,
         masking,
         act.kernel_weights.is_some(),
@@ -694,12 +785,12 @@ fn attention_block(
     )?;
 
     // z = P·V per head, into the head's columns of z.
-    let mut pv = Matmul::new(n.t, n.d_head, n.t);
+    let mut pv = Matmul::new(n.t, n.d_head, n.keys);
     pv.batch = n.heads;
-    pv.a = Layout::rows(n.t).batched(n.t * n.t, 1);
+    pv.a = Layout::rows(n.keys).batched(n.t * n.keys, 1);
     pv.b = Layout::rows(n.kv_width).batched(n.d_head, n.group);
     pv.c = Layout::rows(n.q_width).batched(n.d_head, 1);
-    rec.matmul(&pv, map, &act.v, None, &act.z)?;
+    rec.matmul(&pv, map, values, None, &act.z)?;
 
     let mean_ablated = mean_ablated(prepared, layer, n.heads);
     let buffers = HeadBuffers {

@@ -8,6 +8,7 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 mod browser;
 mod common;
+mod decode;
 mod engine;
 mod engine_api;
 mod layering;

@@ -20,7 +20,9 @@ struct Params {
     window: u32,
     top_k: u32,
     use_weights: u32,
-    _pad: [u32; 3],
+    first: u32,
+    keys: u32,
+    _pad: u32,
 }
 
 /// The `main` entry point of `attention.wgsl`.
@@ -40,6 +42,27 @@ pub(crate) struct Masking {
     pub(crate) top_k: Option<usize>,
 }
 
+/// Which query rows and keys a launch covers: `rows` queries at positions `first..`, each over
+/// keys `0..keys`. A forward's are `t` rows from 0 over `t` keys ([`QueryRows::square`]); a
+/// decode step's one row at the position it decodes, over the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct QueryRows {
+    pub(crate) rows: usize,
+    pub(crate) first: usize,
+    pub(crate) keys: usize,
+}
+
+impl QueryRows {
+    /// Every position of a `t`-token forward.
+    pub(crate) fn square(t: usize) -> QueryRows {
+        QueryRows {
+            rows: t,
+            first: 0,
+            keys: t,
+        }
+    }
+}
+
 /// Records the probabilities of `heads` maps `[heads, t, t]` in `attn` (scores on entry).
 /// `weights` (same shape) holds the kernel weights when `use_weights`, else it is not read.
 #[allow(clippy::too_many_arguments)]
@@ -53,14 +76,42 @@ pub(crate) fn push<'k>(
     attn: &Arg,
     weights: &Arg,
 ) -> Result<usize> {
-    assert!(t_len <= MAX_SEQ_LEN);
+    let rows = QueryRows::square(t_len);
+    push_rows(
+        plan,
+        kernel,
+        rows,
+        heads,
+        masking,
+        use_weights,
+        attn,
+        weights,
+    )
+}
+
+/// [`push`] over maps `[heads, rows.rows, rows.keys]` whose rows start at position `rows.first`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn push_rows<'k>(
+    plan: &mut PlanBuilder<'k>,
+    kernel: &'static KernelSpec,
+    rows: QueryRows,
+    heads: usize,
+    masking: Masking,
+    use_weights: bool,
+    attn: &Arg,
+    weights: &Arg,
+) -> Result<usize> {
+    assert!(rows.keys <= MAX_SEQ_LEN && rows.keys > 0);
+    let t_len = rows.rows;
     let params = Params {
         t: t_len as u32,
         causal: masking.causal as u32,
         window: masking.window.unwrap_or(0) as u32,
         top_k: masking.top_k.unwrap_or(0) as u32,
         use_weights: use_weights as u32,
-        _pad: [0; 3],
+        first: rows.first as u32,
+        keys: rows.keys as u32,
+        _pad: 0,
     };
     plan.push(
         kernel,
@@ -175,6 +226,52 @@ mod tests {
             for causal in [true, false] {
                 check(33, 4, 2, causal, &variant(json), 7);
                 check(1, 1, 1, causal, &variant(json), 8);
+            }
+        }
+    }
+
+    /// A decode step's row: one query at position `first`, over `keys` columns of which those
+    /// past `first` hold anything (here: huge scores) — the forward's row `first` exactly.
+    #[test]
+    fn a_row_at_a_later_position_over_padded_keys_is_the_forwards_row() {
+        let ctx = testing::context();
+        let mut rng = Rng::new(11);
+        for json in ["{}", r#"{"window": 3}"#, r#"{"top_k": 2, "beta": 1.5}"#] {
+            let v = variant(json);
+            let masking = Masking {
+                causal: true,
+                window: v.window,
+                top_k: v.top_k,
+            };
+            let (t_len, heads, keys) = (9, 2, 16);
+            let square = rng.normals(heads * t_len * t_len, 2.0);
+            let attn = testing::upload(&ctx, &square);
+            let w = testing::upload(&ctx, &[0.0]);
+            let want = testing::run(&ctx, &attn, |plan| {
+                push(plan, &KERNEL, t_len, heads, masking, false, &attn, &w).unwrap();
+            });
+            for first in [0, 4, t_len - 1] {
+                let mut row = vec![1e30f32; heads * keys];
+                for h in 0..heads {
+                    let from = &square[(h * t_len + first) * t_len..][..first + 1];
+                    row[h * keys..h * keys + first + 1].copy_from_slice(from);
+                }
+                let attn = testing::upload(&ctx, &row);
+                let rows = QueryRows {
+                    rows: 1,
+                    first,
+                    keys,
+                };
+                let got = testing::run(&ctx, &attn, |plan| {
+                    push_rows(plan, &KERNEL, rows, heads, masking, false, &attn, &w).unwrap();
+                });
+                for h in 0..heads {
+                    let name = format!("{json}: row {first} of head {h}");
+                    let want_row = &want[(h * t_len + first) * t_len..][..t_len];
+                    let mut padded = want_row.to_vec();
+                    padded.resize(keys, 0.0);
+                    testing::assert_close(&name, &got[h * keys..(h + 1) * keys], &padded, 0.0);
+                }
             }
         }
     }

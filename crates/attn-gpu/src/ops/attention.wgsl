@@ -1,6 +1,7 @@
 // Scores → attention probabilities for one layer, in place: one workgroup per (query row, head).
 //
-// On entry `attn` holds the scaled scores s_ij = β·q_i·k_j/√d of every head ([H, T, T]); on exit
+// On entry `attn` holds the scaled scores s_ij = β·q_i·k_j/√d of every head ([H, T, keys], query
+// row i at position first + i; a forward has first = 0 and keys = T); on exit
 // it holds the probabilities A_ij that the heatmaps show (docs/VARIANTS.md):
 //   allowed(i, j) = causal mask ∧ sliding window (a contiguous range of keys),
 //   kept = allowed, cut to the top_k highest scores (ties go to the smaller j),
@@ -14,8 +15,8 @@ struct Params {
     window: u32,      // 0: no window
     top_k: u32,       // 0: keep every allowed key
     use_weights: u32, // 0: softmax of the scores; 1: normalise `weights`
-    _pad0: u32,
-    _pad1: u32,
+    first: u32,       // the position of query row 0 (a decode step: the position it decodes)
+    keys: u32,        // keys per row: positions 0..keys (a forward: t)
     _pad2: u32,
 }
 
@@ -81,15 +82,15 @@ fn is_kept(j: u32) -> bool {
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let t = p.t;
-    let i = wg.x;
-    let row = (wg.y * t + i) * t;
+    let t = p.keys;
+    let row = (wg.y * p.t + wg.x) * t;
+    let i = p.first + wg.x;
 
     // The allowed keys form the range [lo, hi].
     var lo = 0u;
     var hi = t - 1u;
     if (p.causal != 0u) {
-        hi = i;
+        hi = min(i, t - 1u);
     }
     if (p.window != 0u) {
         if (i + 1u > p.window) {

@@ -18,6 +18,8 @@ struct Params {
     d: u32,
     has_positions: u32,
     wte_precision: u32,
+    first: u32,
+    _pad: [u32; 3],
 }
 
 /// The `main` entry point of `embed.wgsl`.
@@ -44,6 +46,23 @@ pub(crate) fn push<'k>(
     dummy: &Arg,
     x: &Arg,
 ) -> Result<usize> {
+    push_at(plan, kernel, (t_len, d), 0, tokens, wte, wpe, dummy, x)
+}
+
+/// [`push`] for tokens at positions `first..first + t_len` (a decode step: one token at the
+/// position it decodes).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn push_at<'k>(
+    plan: &mut PlanBuilder<'k>,
+    kernel: &'static KernelSpec,
+    (t_len, d): (usize, usize),
+    first: usize,
+    tokens: &Arg,
+    wte: &WeightArg,
+    wpe: Option<&Arg>,
+    dummy: &Arg,
+    x: &Arg,
+) -> Result<usize> {
     let params = Params {
         t: t_len as u32,
         d: d as u32,
@@ -53,6 +72,8 @@ pub(crate) fn push<'k>(
             Precision::F16 => 1,
             Precision::Bf16 => 2,
         },
+        first: first as u32,
+        _pad: [0; 3],
     };
     let wte = &wte.arg;
     let wpe = wpe.unwrap_or(dummy);

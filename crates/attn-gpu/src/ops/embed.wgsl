@@ -1,4 +1,4 @@
-// Token (+ learned position) embeddings: x[t, i] = wte[tokens[t], i] (+ wpe[t, i]).
+// Token (+ learned position) embeddings: x[t, i] = wte[tokens[t], i] (+ wpe[first + t, i]).
 // The tokens were checked against the vocabulary on the host. The token table may be 16-bit
 // (see `weights.wgsl`): it is bound as raw 32-bit words and widened by `wte_precision`.
 
@@ -9,6 +9,11 @@ struct Params {
     has_positions: u32,
     // 0: f32, 1: f16, 2: bf16.
     wte_precision: u32,
+    // The position of row 0 (a decode step embeds one token at the position it decodes).
+    first: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -33,7 +38,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         v = unpack_bf16(wte[at >> 1u], at);
     }
     if (p.has_positions != 0u) {
-        v += wpe[index];
+        v += wpe[index + p.first * p.d];
     }
     x[index] = v;
 }

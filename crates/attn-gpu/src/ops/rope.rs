@@ -19,7 +19,8 @@ struct Params {
     d_head: u32,
     half: u32,
     sin_offset: u32,
-    _pad: [u32; 3],
+    first: u32,
+    _pad: [u32; 2],
 }
 
 /// The `main` entry point of `rope.wgsl`.
@@ -38,23 +39,38 @@ pub(crate) fn table_values(table: &RotaryTable) -> Vec<f32> {
 
 /// Records the rotation of `x` (`[t_len, heads · d_head]`) by the angles of `table`, whose
 /// `half` frequencies and `positions` rows it was built with.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn push<'k>(
+    plan: &mut PlanBuilder<'k>,
+    kernel: &'static KernelSpec,
+    shape: (usize, usize, usize),
+    table_shape: (usize, usize),
+    table: &Arg,
+    x: &Arg,
+) -> Result<usize> {
+    push_at(plan, kernel, shape, table_shape, 0, table, x)
+}
+
+/// [`push`] for rows that hold positions `first..first + t_len` (a decode step: one row at
+/// the position it decodes).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn push_at<'k>(
     plan: &mut PlanBuilder<'k>,
     kernel: &'static KernelSpec,
     (t_len, heads, d_head): (usize, usize, usize),
     (half, positions): (usize, usize),
+    first: usize,
     table: &Arg,
     x: &Arg,
 ) -> Result<usize> {
-    assert!(t_len <= positions && 2 * half <= d_head);
+    assert!(first + t_len <= positions && 2 * half <= d_head);
     let params = Params {
         t: t_len as u32,
         heads: heads as u32,
         d_head: d_head as u32,
         half: half as u32,
         sin_offset: (positions * half) as u32,
-        _pad: [0; 3],
+        first: first as u32,
+        _pad: [0; 2],
     };
     let workgroups = [groups((t_len * heads * half) as u32, WORKGROUP), 1, 1];
     plan.push(kernel, &params, &[table, x], workgroups)

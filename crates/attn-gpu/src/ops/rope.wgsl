@@ -3,7 +3,8 @@
 //   (a, b) -> (a·cos − b·sin, b·cos + a·sin).
 // Dimensions past 2·half (GPT-NeoX's partial rotary) are not touched. The angles' cosines and
 // sines come from a table computed on the host in f64: cos at [t·half + i], sin after all the
-// cosines, at [positions·half + t·half + i].
+// cosines, at [positions·half + t·half + i]. Row t holds position `first + t` (a decode step
+// rotates one row at the position it decodes).
 
 struct Params {
     t: u32,
@@ -12,7 +13,8 @@ struct Params {
     half: u32,
     // Offset of the sines in the table (positions · half).
     sin_offset: u32,
-    _pad0: u32,
+    // The position of row 0.
+    first: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -31,7 +33,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let head = (index / p.half) % p.heads;
     let t = index / (p.half * p.heads);
     let base = t * p.heads * p.d_head + head * p.d_head;
-    let angle = t * p.half + i;
+    let angle = (t + p.first) * p.half + i;
     let c = table[angle];
     let s = table[p.sin_offset + angle];
     let a = x[base + i];

@@ -471,7 +471,7 @@ fn rebuild(
 }
 
 /// Refuses what cannot be decoded incrementally, with why.
-fn check_decodable(prepared: &PreparedModel) -> Result<()> {
+pub fn check_decodable(prepared: &PreparedModel) -> Result<()> {
     let c = &prepared.config;
     if c.n_classes.is_some() || !c.causal {
         return Err(ModelError::Input(
