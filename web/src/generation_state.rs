@@ -20,6 +20,8 @@ pub struct GenerationView {
     pub selected: Option<usize>,
     /// What the KV cache holds now (`None`: recomputing).
     pub kv_cache_bytes: Option<usize>,
+    /// What the variant's own cache would hold (see `GeneratedToken::variant_cache_bytes`).
+    pub variant_cache_bytes: usize,
     pub tokens_per_second: f64,
     /// Started again from the prompt because the attention settings changed.
     pub restarted: bool,
@@ -37,6 +39,7 @@ impl GenerationView {
         self.pieces.push(token.piece);
         self.rows.extend(token.rows);
         self.kv_cache_bytes = token.kv_cache_bytes;
+        self.variant_cache_bytes = token.variant_cache_bytes;
         self.tokens_per_second = token.tokens_per_second;
     }
 
@@ -67,6 +70,7 @@ mod tests {
             rows,
             step: Step { done: 1, total: 2 },
             kv_cache_bytes: Some(64),
+            variant_cache_bytes: 64,
             tokens_per_second: 10.0,
         }
     }

@@ -342,6 +342,10 @@ pub struct GeneratedToken {
     pub step: Step,
     /// The bytes the KV cache holds now (`None`: recomputing, no cache).
     pub kv_cache_bytes: Option<usize>,
+    /// The bytes the variant's own cache holds for the same positions (a latent, PCA
+    /// coordinates, a window's ring, linear attention's state: what the CPU engine keeps).
+    /// The GPU engine keeps whole keys and values, so there the two may differ.
+    pub variant_cache_bytes: usize,
     /// Tokens per second so far, counting only the time spent computing (not paused).
     pub tokens_per_second: f64,
 }

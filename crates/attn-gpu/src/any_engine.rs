@@ -129,7 +129,8 @@ impl Engine for AnyEngine {
         }
     }
 
-    /// The CPU engine's KV cache; the GPU engine keeps none yet (`None`: the caller recomputes).
+    /// The engine's KV cache (`None` where the variant is not decoded from one: the caller
+    /// recomputes).
     async fn prefill(&mut self, tokens: &[u32], readback: &Readback) -> Result<Option<Output>> {
         match self {
             AnyEngine::Cpu(e) => Ok(Engine::prefill(e.as_mut(), tokens, readback).await?),

@@ -211,3 +211,112 @@ async fn browser_decode_benchmark() {
         decoder.cache().bytes()
     );
 }
+
+/// The GPU engine's KV cache under Chromium's WebGPU: every step of a generation, from the
+/// prefill to the end of the context, gives the CPU decoder's logits and attention rows.
+#[wasm_bindgen_test]
+async fn gpu_decoding_matches_the_cpu_decoder_in_the_browser() {
+    use attn_model::{Decoder, Readback, Variant};
+    let ctx = common::new_context().await;
+    let configs = [
+        ("gpt2", ModelConfig::tiny(40)),
+        ("llama", ModelConfig::tiny_llama(40)),
+    ];
+    let variants = [
+        "{}",
+        r#"{"kv_groups": 1, "window": 4}"#,
+        r#"{"kv_rank": 3}"#,
+    ];
+    for (name, config) in configs {
+        for json in variants {
+            let what = format!("{name} {json}");
+            let variant = Variant::from_json(json).unwrap();
+            let model = Model::random(config.clone(), 5, 0.3).unwrap();
+            let mut gpu = GpuEngine::new(&ctx, model.clone()).unwrap();
+            gpu.set_variant(&variant).unwrap();
+            let mut cpu = CpuEngine::new(model).unwrap();
+            cpu.set_variant(&variant).unwrap();
+            let mut decoder = Decoder::new(cpu.prepared()).unwrap();
+            let prompt = [3, 17, 5];
+            let prefill = gpu.prefill(&prompt, &Readback::everything()).await;
+            let prefill = prefill.unwrap().expect("decoded from the GPU's cache");
+            common::assert_same_output(&what, &prefill, &decoder.prefill(&prompt).unwrap());
+            for position in prompt.len()..config.n_ctx {
+                let token = ((position * 7 + 3) % config.vocab_size) as u32;
+                let step = gpu.decode_step(token).await.unwrap();
+                let want = decoder.step(token).unwrap();
+                let at = format!("{what}, position {position}");
+                common::assert_close(&format!("{at}: logits"), &step.logits, &want.logits);
+                common::assert_close(&format!("{at}: rows"), &step.attention, &want.attention);
+            }
+        }
+    }
+}
+
+/// The GPU engine's decode step on the SmolLM2-135M shape in Chromium's WebGPU (SwiftShader
+/// here: a CPU pretending to be a GPU, so the ratio to recomputing is what the figure says),
+/// `BENCH gpu-decode` in the console.
+#[wasm_bindgen_test]
+async fn browser_gpu_decode_benchmark() {
+    use attn_model::config::{Norm, Positional, Rope, RopeScaling};
+    use attn_model::{Precision, Readback};
+    let config = ModelConfig {
+        vocab_size: 49_152,
+        n_ctx: 128,
+        d_model: 576,
+        n_layer: 30,
+        n_head: 9,
+        n_kv_head: Some(3),
+        d_mlp: Some(1536),
+        norm: Norm::RmsNorm,
+        positional: Positional::Rope(Rope {
+            theta: 100_000.0,
+            rotary_dim: 64,
+            scaling: RopeScaling::None,
+        }),
+        ..ModelConfig::tiny_llama(49_152)
+    };
+    let model = Model::random(config, 0, 0.02)
+        .unwrap()
+        .to_precision(Precision::Bf16);
+    let ctx = common::new_context().await;
+    let mut engine = GpuEngine::new(&ctx, model).unwrap();
+    let (prompt_len, decoded, recomputed) = (32, 8, 2);
+    let text: Vec<u32> = (0..prompt_len + decoded)
+        .map(|i| ((i * 7919 + 3) % 49_152) as u32)
+        .collect();
+    let start = now_ms();
+    let prefill = engine.prefill(&text[..prompt_len], &Readback::next_token());
+    prefill.await.unwrap().expect("decoded from the cache");
+    let prefill_ms = now_ms() - start;
+    let mut step_ms = Vec::new();
+    let mut last = Vec::new();
+    for &token in &text[prompt_len..] {
+        let start = now_ms();
+        last = engine.decode_step(token).await.unwrap().logits;
+        step_ms.push(now_ms() - start);
+    }
+    let kv_cache_bytes = engine.kv_cache_bytes().unwrap();
+    let mut recompute_ms = Vec::new();
+    let mut full = Vec::new();
+    for end in (text.len() - recomputed + 1)..=text.len() {
+        let start = now_ms();
+        let output = engine.forward_with(&text[..end], &Readback::next_token());
+        full = output.await.unwrap().logits_at(end - 1).to_vec();
+        recompute_ms.push(now_ms() - start);
+    }
+    attn_test_support::assert_close("decoded logits", &last, &full);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let step = median(&mut step_ms);
+    console_log!(
+        "BENCH gpu-decode adapter={:?} model=SmolLM2-135M-shape(bf16) prompt={prompt_len} \
+         prefill_ms={prefill_ms:.0} decode_median_ms={step:.1} decode_tokens_per_s={:.1} \
+         recompute_median_ms={:.0} kv_cache_bytes={kv_cache_bytes}",
+        ctx.adapter().name,
+        1000.0 / step,
+        median(&mut recompute_ms),
+    );
+}

@@ -263,6 +263,45 @@ fn a_generation_step_by_step_gives_every_position_its_attention_row() {
     }
 }
 
+/// A cache that goes mid-generation (the variant set again, the engine replaced after a device
+/// failure) is filled again from the text so far: the same tokens as an undisturbed run, and
+/// each position's row reported once.
+#[test]
+fn a_generation_whose_cache_went_fills_it_again_and_goes_on() {
+    let config = ModelConfig::tiny_llama(40);
+    let greedy = Sampling {
+        temperature: 0.0,
+        ..Sampling::default()
+    };
+    let variant = Variant::from_json(r#"{"kv_groups": 1}"#).unwrap();
+    let mut engine = engine(&config, r#"{"kv_groups": 1}"#);
+    let mut undisturbed = Generation::new(&engine, &PROMPT, &greedy, Decoding::Cached).unwrap();
+    for _ in 0..8 {
+        now(undisturbed.next(&mut engine, false)).unwrap();
+    }
+    let mut generation = Generation::new(&engine, &PROMPT, &greedy, Decoding::Cached).unwrap();
+    let mut positions = Vec::new();
+    for i in 0..8 {
+        if i == 4 {
+            engine.set_variant(&variant).unwrap();
+            assert_eq!(
+                engine.kv_cache_bytes(),
+                None,
+                "a variant change empties the cache"
+            );
+        }
+        let next = now(generation.next(&mut engine, true)).unwrap();
+        positions.extend(next.rows.iter().map(|(p, _)| *p));
+    }
+    assert_eq!(generation.tokens(), undisturbed.tokens());
+    let want: Vec<usize> = (0..PROMPT.len() + 7).collect();
+    assert_eq!(positions, want, "every position's row once, in order");
+    assert!(
+        engine.kv_cache_bytes().is_some(),
+        "the cache was filled again"
+    );
+}
+
 #[test]
 fn generation_stops_after_the_models_end_of_text_token() {
     let mut engine = engine(&ModelConfig::tiny_llama(40), "{}");

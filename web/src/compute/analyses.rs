@@ -284,6 +284,11 @@ pub(super) async fn generate_text(
                 rows: next.rows,
                 step,
                 kv_cache_bytes: pair.variant.kv_cache_bytes(),
+                // The cache holds the prompt and every token before this one.
+                variant_cache_bytes: attn_model::kv_cache_bytes(
+                    pair.variant.prepared(),
+                    (tokens.len() + done).min(pair.model().config.n_ctx),
+                ),
                 tokens_per_second: (done + 1) as f64 / (busy_ms / 1000.0).max(1e-9),
             },
         });

@@ -157,7 +157,15 @@ fn GenerationSteps() -> impl IntoView {
             };
             (g.started() || g.restarted).then(|| {
                 let cache = match g.kv_cache_bytes {
-                    Some(bytes) => format!("KV cache holds {bytes} bytes"),
+                    Some(bytes) if bytes == g.variant_cache_bytes => {
+                        format!("KV cache holds {bytes} bytes")
+                    }
+                    // The GPU engine keeps whole keys and values, whatever the variant caches.
+                    Some(bytes) => format!(
+                        "KV cache holds {bytes} bytes (whole keys and values on the GPU; the \
+                         variant's own cache, as the CPU engine keeps it: {} bytes)",
+                        g.variant_cache_bytes
+                    ),
                     None => "no KV cache (recomputing)".into(),
                 };
                 format!(

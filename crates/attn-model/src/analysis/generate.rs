@@ -190,6 +190,13 @@ impl Generation {
     ) -> Result<NextToken, E::Error> {
         let start = self.tokens.len().saturating_sub(self.n_ctx);
         let mut ran = Vec::new();
+        // The engine's cache went (a variant change, a move to another engine): the text so far
+        // fills it again, and only the positions not run yet report their rows.
+        let mut refill_from = None;
+        if self.use_cache && self.in_cache > 0 && engine.kv_cache_bytes().is_none() {
+            refill_from = Some(self.in_cache);
+            self.in_cache = 0;
+        }
         let logits = if self.use_cache && self.in_cache > 0 && start == 0 {
             let position = self.in_cache;
             let step = engine.decode_step(self.tokens[position]).await?;
@@ -224,6 +231,7 @@ impl Generation {
             };
             if rows && start == 0 {
                 ran = prompt_rows(&out);
+                ran.retain(|(position, _)| refill_from.is_none_or(|from| *position >= from));
             }
             out.logits_at(out.seq_len - 1).to_vec()
         };
