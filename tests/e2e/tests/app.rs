@@ -751,6 +751,14 @@ fn rank_mode_diff_model_prompt_and_generate_controls_work() {
         cache.3
     );
     assert_eq!(cache.0, cache.1 * cache.2, "{}", cache.3);
+    // The KV meter shows the bytes the generation's cache held beside its formula.
+    let held = b.eval("return document.querySelector('[data-testid=kv-held]').textContent");
+    assert!(
+        held.as_str()
+            .unwrap()
+            .contains(&format!("holds {} bytes", cache.0)),
+        "{held}"
+    );
     b.screenshot("11-shakespeare-generate");
 }
 

@@ -138,6 +138,11 @@ pub fn Controls() -> impl IntoView {
             <p class="meter">"KV cache: "
                 <span data-testid="kv-bytes">{move || ui.current.get().map(|r| r.kv_bytes_per_token.to_string()).unwrap_or_default()}</span>
                 " bytes per token"
+                // What a generation's cache measured, beside the formula.
+                <span data-testid="kv-held">{move || ui.generation.with(|g| g.kv_cache_bytes.map(|bytes| format!(
+                    "; the generation's cache holds {bytes} bytes after {} tokens",
+                    g.pieces.len().saturating_sub(1)
+                )))}</span>
             </p>
         </div>
         <div class="control">
