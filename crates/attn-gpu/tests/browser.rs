@@ -285,8 +285,9 @@ async fn browser_gpu_decode_benchmark() {
     let text: Vec<u32> = (0..prompt_len + decoded)
         .map(|i| ((i * 7919 + 3) % 49_152) as u32)
         .collect();
+    let next = Readback::next_token();
     let start = now_ms();
-    let prefill = engine.prefill(&text[..prompt_len], &Readback::next_token());
+    let prefill = engine.prefill(&text[..prompt_len], &next);
     prefill.await.unwrap().expect("decoded from the cache");
     let prefill_ms = now_ms() - start;
     let mut step_ms = Vec::new();
@@ -301,7 +302,7 @@ async fn browser_gpu_decode_benchmark() {
     let mut full = Vec::new();
     for end in (text.len() - recomputed + 1)..=text.len() {
         let start = now_ms();
-        let output = engine.forward_with(&text[..end], &Readback::next_token());
+        let output = engine.forward_with(&text[..end], &next);
         full = output.await.unwrap().logits_at(end - 1).to_vec();
         recompute_ms.push(now_ms() - start);
     }

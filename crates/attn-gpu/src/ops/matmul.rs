@@ -14,6 +14,11 @@ pub(crate) const SHADER: &str = concat!(include_str!("matmul.wgsl"), include_str
 /// Rows and columns of C that one workgroup computes.
 const TILE: u32 = 32;
 
+/// Products of at most this many rows run `few_rows` instead (a decode step's single row).
+const FEW_ROWS: usize = 4;
+/// Columns of C per workgroup of `few_rows`.
+const FEW_ROWS_WORKGROUP: u32 = 64;
+
 const FLAG_BIAS: u32 = 1;
 const FLAG_GELU_TANH: u32 = 2;
 const FLAG_ACCUMULATE: u32 = 4;
@@ -55,6 +60,16 @@ pub(crate) const KERNEL: KernelSpec = KernelSpec::new::<Params>(
     "matmul",
     SHADER,
     "main",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+);
+
+/// The `few_rows` entry point of `matmul.wgsl`: what [`Matmul::push`] launches for at most
+/// `FEW_ROWS` rows.
+const FEW_ROWS_KERNEL: KernelSpec = KernelSpec::new::<Params>(
+    "matmul_few_rows",
+    "matmul",
+    SHADER,
+    "few_rows",
     &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
 );
 
@@ -202,7 +217,8 @@ impl Matmul {
         }
     }
 
-    /// Records the launch. `bias` is ignored (but must be bound) when there is no bias.
+    /// Records the launch. `bias` is ignored (but must be bound) when there is no bias. Products
+    /// of at most `FEW_ROWS` rows take the `few_rows` entry point of `kernel`'s module.
     pub(crate) fn push<'k>(
         &self,
         plan: &mut PlanBuilder<'k>,
@@ -212,6 +228,15 @@ impl Matmul {
         bias: &Arg,
         c: &Arg,
     ) -> Result<usize> {
+        if self.m <= FEW_ROWS && kernel.name == KERNEL.name {
+            let workgroups = [
+                groups(self.n as u32, FEW_ROWS_WORKGROUP),
+                1,
+                self.batch as u32,
+            ];
+            let args = [a, b, bias, c];
+            return plan.push(&FEW_ROWS_KERNEL, &self.params(), &args, workgroups);
+        }
         let workgroups = [
             groups(self.n as u32, TILE),
             groups(self.m as u32, TILE),
@@ -376,6 +401,68 @@ mod tests {
         mm.bias_offset = Some(4);
         mm.alpha = 0.37;
         check("alpha + offset bias", mm, 6, 10, 15, 13);
+    }
+
+    /// The `few_rows` kernel (at most 4 rows): dense, unembedding, 16-bit, epilogues, batched
+    /// heads over a strided cache — a decode step's products.
+    #[test]
+    fn products_of_a_few_rows() {
+        for (seed, m) in [(50, 1), (51, 2), (52, 4)] {
+            let (n, k) = (70, 33);
+            let mut mm = Matmul::new(m, n, k);
+            check(&format!("{m} rows, dense"), mm, m * k, k * n, m * n, seed);
+            mm.bias_offset = Some(0);
+            mm.activation = Some(Activation::Silu);
+            mm.b_precision = Precision::Bf16;
+            check(
+                &format!("{m} rows, bf16 + bias + silu"),
+                mm,
+                m * k,
+                k * n,
+                m * n,
+                seed,
+            );
+            mm.activation = None;
+            mm.accumulate = true;
+            mm.b_precision = Precision::F16;
+            check(
+                &format!("{m} rows, f16 + residual"),
+                mm,
+                m * k,
+                k * n,
+                m * n,
+                seed,
+            );
+            let mut mm = Matmul::new(m, 301, 7);
+            mm.b = Layout::transposed(7).at(1);
+            mm.b_precision = Precision::Bf16;
+            check(
+                &format!("{m} rows, x · Eᵀ"),
+                mm,
+                m * 7,
+                1 + 301 * 7,
+                m * 301,
+                seed,
+            );
+            // One query row's scores against 12 cached keys of 2 key/value heads.
+            let (heads, kv_heads, d_head, keys) = (4, 2, 3, 12);
+            let mut mm = Matmul::new(m, keys, d_head);
+            mm.batch = heads;
+            mm.a = Layout::rows(heads * d_head).batched(d_head, 1);
+            mm.b = Layout::transposed(kv_heads * d_head).batched(d_head, heads / kv_heads);
+            mm.c = Layout::rows(keys).batched(m * keys, 1);
+            mm.alpha = 0.5;
+            let a_len = m * heads * d_head;
+            let b_len = keys * kv_heads * d_head;
+            check(
+                &format!("{m} rows, grouped scores"),
+                mm,
+                a_len,
+                b_len,
+                heads * m * keys,
+                seed,
+            );
+        }
     }
 
     #[test]

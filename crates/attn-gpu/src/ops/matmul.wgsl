@@ -148,6 +148,38 @@ fn main(
     store_row(row0 + lid.y + 3u * SIDE, col0 + lid.x, batch, acc3);
 }
 
+// Products of at most FEW rows of A (a decode step's one position; a short forward): one
+// invocation per column of C, which reads each element of B once and multiplies it into every
+// row, summing over k in the same order as `main`. The tiled `main` would compute a 32-row
+// block for them, 32× the multiply-adds of one row. Rows past `m` read row 0 (always there) and
+// are not stored.
+const FEW: u32 = 4u;
+
+@compute @workgroup_size(64, 1, 1)
+fn few_rows(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wg: vec3<u32>,
+) {
+    let col = gid.x;
+    let batch = wg.z;
+    if (col >= p.n) {
+        return;
+    }
+    let a_base = p.a_offset + (batch / p.a_batch_div) * p.a_batch_stride;
+    let b_base = p.b_offset + (batch / p.b_batch_div) * p.b_batch_stride + col * p.b_col_stride;
+    let last = p.m - 1u;
+    let rows = vec4<u32>(0u, min(1u, last), min(2u, last), min(3u, last)) * p.a_row_stride;
+    var acc = vec4<f32>();
+    for (var k = 0u; k < p.k; k++) {
+        let bv = load_b(b_base + k * p.b_row_stride);
+        let at = a_base + k * p.a_col_stride;
+        acc += vec4<f32>(a[at + rows.x], a[at + rows.y], a[at + rows.z], a[at + rows.w]) * bv;
+    }
+    for (var r = 0u; r < min(p.m, FEW); r++) {
+        store(r, col, batch, acc[r]);
+    }
+}
+
 // One invocation's four outputs of a row: columns `col`, `col + SIDE`, … .
 fn store_row(row: u32, col: u32, batch: u32, acc: vec4<f32>) {
     for (var j = 0u; j < PER; j++) {
