@@ -170,10 +170,19 @@ fn few_rows(
     let last = p.m - 1u;
     let rows = vec4<u32>(0u, min(1u, last), min(2u, last), min(3u, last)) * p.a_row_stride;
     var acc = vec4<f32>();
-    for (var k = 0u; k < p.k; k++) {
-        let bv = load_b(b_base + k * p.b_row_stride);
-        let at = a_base + k * p.a_col_stride;
-        acc += vec4<f32>(a[at + rows.x], a[at + rows.y], a[at + rows.z], a[at + rows.w]) * bv;
+    if (p.m == 1u) {
+        // A decode step: one row, one load of A per element of B.
+        var sum = 0.0;
+        for (var k = 0u; k < p.k; k++) {
+            sum += a[a_base + k * p.a_col_stride] * load_b(b_base + k * p.b_row_stride);
+        }
+        acc.x = sum;
+    } else {
+        for (var k = 0u; k < p.k; k++) {
+            let bv = load_b(b_base + k * p.b_row_stride);
+            let at = a_base + k * p.a_col_stride;
+            acc += vec4<f32>(a[at + rows.x], a[at + rows.y], a[at + rows.z], a[at + rows.w]) * bv;
+        }
     }
     for (var r = 0u; r < min(p.m, FEW); r++) {
         store(r, col, batch, acc[r]);
