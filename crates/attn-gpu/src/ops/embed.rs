@@ -131,6 +131,15 @@ mod tests {
                 .map(|e| wte[tokens[e / d] as usize * d + e % d])
                 .collect();
             testing::assert_close("embed without positions", &got, &tokens_only, 0.0);
+            // Tokens at positions 3.. (a decode step's row): the position table from row 3.
+            let got = testing::run(&ctx, &x, |plan| {
+                let wpe = Some(&pe);
+                push_at(plan, &KERNEL, (t_len, d), 3, &tok, &te, wpe, &pe, &x).unwrap();
+            });
+            let shifted: Vec<f32> = (0..t_len * d)
+                .map(|e| wte[tokens[e / d] as usize * d + e % d] + wpe[3 * d + e])
+                .collect();
+            testing::assert_close("embed from position 3", &got, &shifted, 0.0);
         }
     }
 }

@@ -115,4 +115,31 @@ mod tests {
             testing::assert_close(&format!("rope {t}x{heads}x{d_head}"), &got, &want, 1e-6);
         }
     }
+
+    /// Rows that start at a later position (a decode step's one row): the angles of positions
+    /// `first..`, as attn-model's table for those positions has them.
+    #[test]
+    fn rows_from_a_later_position() {
+        let ctx = testing::context();
+        let rope = Rope {
+            theta: 10_000.0,
+            rotary_dim: 6,
+            scaling: RopeScaling::None,
+        };
+        let (positions, heads, d_head) = (40, 3, 8);
+        let table = RotaryTable::new(&rope, positions);
+        let table_buf = testing::upload(&ctx, &table_values(&table));
+        for (first, t) in [(0, 1), (7, 1), (39, 1), (30, 10)] {
+            let x = Rng::new(first as u64).normals(t * heads * d_head, 1.0);
+            let mut want = x.clone();
+            RotaryTable::for_positions(&rope, first..first + t).apply(&mut want, t, d_head);
+            let x_buf = testing::upload(&ctx, &x);
+            let got = testing::run(&ctx, &x_buf, |plan| {
+                let shape = (t, heads, d_head);
+                let rows = (table.half, positions);
+                push_at(plan, &KERNEL, shape, rows, first, &table_buf, &x_buf).unwrap();
+            });
+            testing::assert_close(&format!("rope from {first}"), &got, &want, 1e-6);
+        }
+    }
 }
