@@ -176,10 +176,14 @@ fn analyses_run_on_the_gpu_engine_and_agree_with_the_cpu() {
         "--temperature",
         "0",
     ];
-    assert_eq!(
-        on("gpu", &greedy)["generated"],
-        on("cpu", &greedy)["generated"]
-    );
+    let (gpu, cpu) = (on("gpu", &greedy), on("cpu", &greedy));
+    assert_eq!(gpu["generated"], cpu["generated"]);
+    // Both decoded from a cache of every token's keys and values: the same bytes.
+    assert!(gpu["kv_cache_bytes"].as_u64().unwrap() > 0, "{gpu}");
+    assert_eq!(gpu["kv_cache_bytes"], cpu["kv_cache_bytes"]);
+    let recomputed = on("gpu", &[&greedy[..], &["--no-cache"]].concat());
+    assert_eq!(recomputed["generated"], gpu["generated"]);
+    assert!(recomputed["kv_cache_bytes"].is_null());
     let (gpu, cpu) = (on("gpu", &["roles"]), on("cpu", &["roles"]));
     let scores = |v: &serde_json::Value| -> Vec<f32> {
         v["heads"]
@@ -240,6 +244,29 @@ fn run_on_every_family_matches_transformers_on_both_engines() {
                 &tensor("attention"),
             );
         }
+        // Greedy generation of 32 tokens from the checkpoint (a prompt after which none of
+        // them reaches its end-of-text token): the same tokens decoded from either engine's
+        // cache and recomputed.
+        let dir_arg = dir.to_str().unwrap();
+        let generate = |engine: &str, more: &[&str]| {
+            let mut args = vec!["generate", dir_arg, "--prompt", "Hello there my friend"];
+            args.extend(["-n", "32"]);
+            args.extend(["--temperature", "0", "--engine", engine, "--json"]);
+            args.extend(more);
+            json_of(&attn(&args))["generated"].clone()
+        };
+        let cached = generate("gpu", &[]);
+        assert_eq!(
+            cached.as_array().map(Vec::len),
+            Some(32),
+            "{name}: {cached}"
+        );
+        assert_eq!(generate("cpu", &[]), cached, "{name}: the CPU's cache");
+        assert_eq!(
+            generate("gpu", &["--no-cache"]),
+            cached,
+            "{name}: recomputed"
+        );
         let report = json_of(&attn(&["inspect", dir.to_str().unwrap(), "--json"]));
         let family = report["family"].as_str().unwrap();
         let positions = report["positions"].as_str().unwrap();
