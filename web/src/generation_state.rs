@@ -48,6 +48,22 @@ impl GenerationView {
         self.pieces.len() > self.prompt_len
     }
 
+    /// One head's map over the text so far, `[n, n]` with `n` the positions whose rows have run:
+    /// row `p` is position `p`'s attention (0 past `p`, as in a forward's map), NaN for a
+    /// position without a row (past the context, where the window slid).
+    pub fn head_map(&self, layer: usize, head: usize, n_head: usize) -> (usize, Vec<f32>) {
+        let n = self.rows.keys().next_back().map_or(0, |&p| p + 1);
+        let mut map = vec![0.0f32; n * n];
+        for (p, row) in map.chunks_exact_mut(n.max(1)).enumerate().take(n) {
+            let at = (layer * n_head + head) * (p + 1);
+            match self.rows.get(&p).and_then(|rows| rows.get(at..at + p + 1)) {
+                Some(attention) => row[..=p].copy_from_slice(attention),
+                None => row.fill(f32::NAN),
+            }
+        }
+        (n, map)
+    }
+
     /// The selected position's rows, one per `(layer, head)`, each `position + 1` long.
     pub fn selected_rows(&self) -> Option<(usize, &[f32])> {
         let position = self.selected?;
@@ -73,6 +89,27 @@ mod tests {
             variant_cache_bytes: 64,
             tokens_per_second: 10.0,
         }
+    }
+
+    #[test]
+    fn a_heads_map_grows_row_by_row_with_the_text() {
+        // One layer of two heads: each position's rows are head 0's, then head 1's.
+        let mut view = GenerationView::default();
+        view.add(token(
+            2,
+            &["a", "b"],
+            vec![(0, vec![1.0, 1.0]), (1, vec![0.5, 0.5, 0.25, 0.75])],
+        ));
+        assert_eq!(view.head_map(0, 1, 2), (2, vec![1.0, 0.0, 0.25, 0.75]));
+        view.add(token(3, &[], vec![(2, vec![0.2, 0.3, 0.5, 0.1, 0.1, 0.8])]));
+        let (n, map) = view.head_map(0, 0, 2);
+        assert_eq!(n, 3);
+        assert_eq!(&map[6..], &[0.2, 0.3, 0.5]);
+        // A position without its row (the window slid) is NaN, not zeros.
+        view.rows.remove(&1);
+        let (_, map) = view.head_map(0, 0, 2);
+        assert!(map[3..6].iter().all(|v| v.is_nan()));
+        assert_eq!(GenerationView::default().head_map(0, 0, 1), (0, vec![]));
     }
 
     #[test]

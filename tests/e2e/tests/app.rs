@@ -769,7 +769,8 @@ fn rank_mode_diff_model_prompt_and_generate_controls_work() {
 #[test]
 fn generation_steps_token_by_token_and_shows_each_tokens_attention() {
     // Greedy, from the URL.
-    let (_server, b, cells) = open_loaded("?model=shakespeare&engine=cpu&temperature=0");
+    // Head 1 of layer 0 enlarged: its map grows with the text.
+    let (_server, b, cells) = open_loaded("?model=shakespeare&engine=cpu&temperature=0&focus=0.1");
     assert_eq!(cells, 16);
     let temperature = b.eval("return document.querySelector('[data-testid=temperature]').value");
     assert_eq!(temperature, "0");
@@ -812,6 +813,14 @@ fn generation_steps_token_by_token_and_shows_each_tokens_attention() {
         serde_json::json!([first + 1, 16]),
         "keys 0..=position, 16 heads"
     );
+    // The enlarged head's map over the text: a row for each position run so far (the prompt's
+    // and the first generated token's; the second runs with the next step).
+    let map = b.eval(
+        "const m = document.querySelector('[data-testid=generation-map]');
+         const c = m && m.querySelector('canvas');
+         return m ? [+m.dataset.size, c.width, c.height] : null",
+    );
+    assert_eq!(map, serde_json::json!([first + 1, first + 1, first + 1]));
     // Continue: to the 40th token, with the cache's bytes.
     b.eval("document.querySelector('[data-testid=pause-generating]').click()");
     let summary = b.wait_for(

@@ -189,6 +189,24 @@ fn GenerationSteps() -> impl IntoView {
             }
         });
     });
+    // The enlarged head's map over the whole text, growing a row with each token.
+    let map_canvas = NodeRef::<leptos::html::Canvas>::new();
+    let focus_map = move || {
+        let (layer, head) = ui.focus.get()?;
+        let n_head = n_head();
+        (layer < n_layer() && head < n_head).then(|| {
+            (
+                layer,
+                head,
+                ui.generation.with(|g| g.head_map(layer, head, n_head)),
+            )
+        })
+    };
+    Effect::new(move |_| {
+        if let (Some(canvas), Some((_, _, (n, map)))) = (map_canvas.get(), focus_map()) {
+            let _ = crate::heatmap::paint_rows(&canvas, &map, n, n);
+        }
+    });
     // Each head's row sum (1 where the row is a distribution), for the tests and the title.
     let sums = move || {
         ui.generation.with(|g| {
@@ -229,6 +247,12 @@ fn GenerationSteps() -> impl IntoView {
                         } else {
                             view! { <p class="muted">"Not run yet: its row comes with the next token (Step)."</p> }.into_any()
                         }}
+                    </div>
+                })}
+                {move || focus_map().filter(|(_, _, (n, _))| *n > 0).map(|(layer, head, (n, _))| view! {
+                    <div class="generation-map" data-testid="generation-map" data-size=n.to_string()>
+                        <p>{format!("The enlarged map, layer {layer} head {head}, over the whole text: a row per position, one more with each token (grey: a position run without its row)")}</p>
+                        <canvas node_ref=map_canvas class="rows" width="1" height="1"></canvas>
                     </div>
                 })}
             </div>
