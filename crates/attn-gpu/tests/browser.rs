@@ -144,15 +144,10 @@ async fn browser_benchmark() {
     );
 }
 
-/// Generation's decode step on the CPU engine's wasm build (what the page runs without a
-/// hardware GPU), on a SmolLM2-135M-shaped Llama with random bf16 weights: the prompt's prefill,
-/// then tokens decoded from the KV cache, beside recomputing the text. Prints the medians
-/// (`BENCH decode` in the console; docs/BENCHMARKS.md) and checks that the last decoded token's
-/// logits are the forward's.
-#[wasm_bindgen_test]
-async fn browser_decode_benchmark() {
+/// A model of SmolLM2-135M's shape (Llama: 30 layers, d_model 576, 9 query / 3 key-value heads,
+/// SwiGLU 1536, vocabulary 49 152) with random bf16 weights, which time as trained ones do.
+fn smollm2_shape() -> Model {
     use attn_model::config::{Norm, Positional, Rope, RopeScaling};
-    use attn_model::{Decoder, Precision};
     let config = ModelConfig {
         vocab_size: 49_152,
         n_ctx: 128,
@@ -169,9 +164,20 @@ async fn browser_decode_benchmark() {
         }),
         ..ModelConfig::tiny_llama(49_152)
     };
-    let model = Model::random(config, 0, 0.02)
+    Model::random(config, 0, 0.02)
         .unwrap()
-        .to_precision(Precision::Bf16);
+        .to_precision(attn_model::Precision::Bf16)
+}
+
+/// Generation's decode step on the CPU engine's wasm build (what the page runs without a
+/// hardware GPU), on a SmolLM2-135M-shaped Llama with random bf16 weights: the prompt's prefill,
+/// then tokens decoded from the KV cache, beside recomputing the text. Prints the medians
+/// (`BENCH decode` in the console; docs/BENCHMARKS.md) and checks that the last decoded token's
+/// logits are the forward's.
+#[wasm_bindgen_test]
+async fn browser_decode_benchmark() {
+    use attn_model::Decoder;
+    let model = smollm2_shape();
     let engine = CpuEngine::new(model).unwrap();
     let (prompt_len, decoded, recomputed) = (32, 16, 3);
     let text: Vec<u32> = (0..prompt_len + decoded)
@@ -260,27 +266,8 @@ async fn gpu_decoding_matches_the_cpu_decoder_in_the_browser() {
 #[wasm_bindgen_test]
 #[ignore]
 async fn browser_gpu_decode_benchmark() {
-    use attn_model::config::{Norm, Positional, Rope, RopeScaling};
-    use attn_model::{Precision, Readback};
-    let config = ModelConfig {
-        vocab_size: 49_152,
-        n_ctx: 128,
-        d_model: 576,
-        n_layer: 30,
-        n_head: 9,
-        n_kv_head: Some(3),
-        d_mlp: Some(1536),
-        norm: Norm::RmsNorm,
-        positional: Positional::Rope(Rope {
-            theta: 100_000.0,
-            rotary_dim: 64,
-            scaling: RopeScaling::None,
-        }),
-        ..ModelConfig::tiny_llama(49_152)
-    };
-    let model = Model::random(config, 0, 0.02)
-        .unwrap()
-        .to_precision(Precision::Bf16);
+    use attn_model::Readback;
+    let model = smollm2_shape();
     let ctx = common::new_context().await;
     let mut engine = GpuEngine::new(&ctx, model).unwrap();
     let (prompt_len, decoded, recomputed) = (32, 8, 2);
