@@ -472,9 +472,9 @@ impl Controller {
         });
     }
 
-    /// Runs a lesson step's measurement on the current input; progress and the result arrive
-    /// in `ui`.
-    pub fn measure(&self, measurement: attn_model::Measurement) {
+    /// Runs a lesson step's measurement over its sample and on the current input; progress and
+    /// the result arrive in `ui`.
+    pub fn measure(&self, step: attn_model::LessonStep) {
         let Some(inner) = self.inner() else { return };
         let ui = inner.ui;
         let job = Self::next_job(&inner);
@@ -485,7 +485,7 @@ impl Controller {
             model: inner.installed.get(),
             job,
             tokens: ui.tokens.get_untracked(),
-            measurement: AsJson(measurement),
+            step: Box::new(AsJson(step)),
         });
     }
 

@@ -194,12 +194,13 @@ pub enum Request {
         variant: AsJson<Variant>,
         tool: AnalysisTool,
     },
-    /// A lesson step's measurement on `tokens` (attn-model's `run_measurement`).
+    /// A lesson step's measurement over its sample and on `tokens`, the input on screen
+    /// (attn-model's `run_sampled` and `summarise`).
     Measure {
         model: u32,
         job: u32,
         tokens: Vec<u32>,
-        measurement: AsJson<attn_model::Measurement>,
+        step: Box<AsJson<attn_model::LessonStep>>,
     },
     /// Start a training run of `task` (a synthetic task's name) with `config` on `engine` (the
     /// GPU trainer, the CPU trainer, or the GPU where it is a hardware adapter that trains this
@@ -457,7 +458,7 @@ pub enum Response {
     },
     Measured {
         job: u32,
-        outcome: JobOutcome<attn_model::Measured>,
+        outcome: JobOutcome<LessonMeasured>,
     },
     /// Progress of training job `job`.
     Training {
@@ -680,6 +681,16 @@ impl RunResult {
     }
 }
 
+/// A lesson step measured over its sample: every input's curves, their mean, the input on
+/// screen, and the step's numbers with their intervals and verdicts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LessonMeasured {
+    pub measured: attn_model::lesson::SampleMeasured,
+    pub results: Vec<attn_model::lesson::SampledResult>,
+    /// The engine that ran it, in words (a control on untrained weights runs on the CPU).
+    pub engine: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,6 +785,59 @@ mod tests {
             panic!("not analysed")
         };
         assert_eq!(outcome, Ok(Some(analysis)));
+        // A lesson step over its sample, and the step itself (a tagged experiment).
+        let curve = attn_model::Measured {
+            x_label: "x".into(),
+            y_label: "y".into(),
+            x_log: false,
+            unmodified: 1.0,
+            series: Vec::new(),
+        };
+        let lesson = LessonMeasured {
+            measured: attn_model::lesson::SampleMeasured {
+                per_input: vec![curve.clone()],
+                mean: curve.clone(),
+                on_screen: Some(curve),
+                scoring_name: "a".into(),
+                ranking_name: "b".into(),
+            },
+            results: vec![attn_model::lesson::SampledResult {
+                label: "l".into(),
+                n: 1,
+                mean: 0.5,
+                low: 0.25,
+                high: 0.75,
+                values: vec![0.5],
+                held: 1,
+                on_screen: None,
+                min: Some(0.0),
+                max: None,
+                verdict: attn_model::lesson::Verdict::Inconclusive,
+                expected: attn_model::lesson::Verdict::NotReproduced,
+                paper: Some("p".into()),
+            }],
+            engine: "the CPU engine".into(),
+        };
+        let Response::Measured { outcome, .. } = round_trip(&Response::Measured {
+            job: 3,
+            outcome: Ok(Some(lesson.clone())),
+        }) else {
+            panic!("not measured")
+        };
+        assert_eq!(outcome, Ok(Some(lesson)));
+        let step: attn_model::LessonStep = serde_json::from_str(
+            r#"{"title": "t", "text": "", "model": "m", "untrained": true, "measure": {"experiment": {"kind": "each_layer"}, "metric": "entropy"}}"#,
+        )
+        .unwrap();
+        let Request::Measure { step: back, .. } = round_trip(&Request::Measure {
+            model: 1,
+            job: 4,
+            tokens: vec![1],
+            step: Box::new(AsJson(step.clone())),
+        }) else {
+            panic!("not a measurement")
+        };
+        assert_eq!(back.0, step);
     }
 
     #[test]

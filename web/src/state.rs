@@ -6,8 +6,8 @@
 use attn_gpu::EngineKind;
 use attn_model::engine::Step;
 use attn_model::{
-    AblationMode, HeadAblation, HeadImportance, HeadRoles, Kernel, KernelName, Lesson, Measured,
-    ModelConfig, Sampling, Variant,
+    AblationMode, HeadAblation, HeadImportance, HeadRoles, Kernel, KernelName, Lesson, ModelConfig,
+    Sampling, Variant,
 };
 
 use crate::protocol::{Analysis, MapsWanted, ModelInfo, RunResult};
@@ -96,7 +96,7 @@ pub struct Ui {
     pub embed: bool,
     /// The running lesson measurement, and the step's result (or why it failed).
     pub measuring: RwSignal<Option<Step>>,
-    pub measured: RwSignal<Option<Result<Measured, String>>>,
+    pub measured: RwSignal<Option<Result<crate::protocol::LessonMeasured, String>>>,
     /// A lesson step's variant, set once the step's model is installed.
     pub pending_variant: StoredValue<Option<Variant>>,
     /// The input to show once the model being opened is installed (a trained model's example).

@@ -64,6 +64,9 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Compare a variant with the unmodified model on one input: KL, top-1 agreement, loss.
     Compare(commands::compare::CompareArgs),
+    /// List the lessons, or measure every step of one over its samples: each claim's mean, 95 %
+    /// bootstrap interval, per-input values and verdict.
+    Lesson(commands::lesson::LessonArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,5 +96,6 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Eval(args) => commands::eval::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Compare(args) => commands::compare::run(args),
+        Command::Lesson(args) => commands::lesson::run(args),
     }
 }

@@ -421,3 +421,53 @@ fn circuits_report_every_head_and_every_later_pair() {
     let text = attn(&["circuits", path.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("strongest compositions"));
 }
+
+/// `attn lesson`: the list, and one lesson over its samples in the documented JSON — each
+/// number's mean inside its interval, one value per input, the verdict the lesson expects — and
+/// the same numbers on another model given with `--model`.
+#[test]
+fn lesson_lists_and_measures_over_samples() {
+    let list = json_of(&attn(&["lesson", "--list", "--json"]));
+    let ids: Vec<&str> = list["lessons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.len() >= 8 && ids.contains(&"one-head"), "{ids:?}");
+    let report = json_of(&attn(&["lesson", "one-head", "--json"]));
+    assert_eq!(report["id"], "one-head");
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    for step in steps {
+        for r in step["results"].as_array().unwrap() {
+            let (mean, low, high) = (
+                r["mean"].as_f64().unwrap(),
+                r["low"].as_f64().unwrap(),
+                r["high"].as_f64().unwrap(),
+            );
+            assert!(low <= mean + 1e-12 && mean <= high + 1e-12, "{r}");
+            assert_eq!(
+                r["values"].as_array().unwrap().len(),
+                r["n"].as_u64().unwrap() as usize
+            );
+            assert!(r["n"].as_u64().unwrap() >= 32);
+            assert_eq!(r["verdict"], r["expected"], "{r}");
+            assert!(r["paper"].as_str().is_some_and(|p| !p.is_empty()));
+        }
+    }
+    // Both steps again on the four-head model: its least needed head costs nothing, so the
+    // one-head claim (step 1) is not reproduced there.
+    let sort = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../static/models/sort.safetensors"
+    );
+    let report = json_of(&attn(&["lesson", "one-head", "--model", sort, "--json"]));
+    let first = &report["steps"][0]["results"][0];
+    assert_eq!(first["verdict"], "not reproduced", "{first}");
+    let err = failure(&attn(&["lesson", "no-such-lesson"]));
+    assert!(
+        err.contains("one-head"),
+        "the error lists the lessons: {err}"
+    );
+}

@@ -358,7 +358,8 @@ fn every_variant_control_changes_the_output_and_the_url() {
         "reset gives the baseline output back"
     );
 
-    change_control(&b, "beta", "3", "beta=3");
+    // The β slider is log₂ β.
+    change_control(&b, "beta", "3", "beta=8");
     reset(&b);
     change_control(&b, "top-k", "1", "top_k=1");
     reset(&b);

@@ -2,17 +2,22 @@
 //! interpretability tools, lesson measurements and generation.
 
 use super::state::{falls_back, gpu_failed, progress, take_current, State};
+use crate::browser::fetch_bytes;
 use crate::browser::now_ms;
 use crate::protocol::{
-    Analysis, AnalysisTool, AsJson, GeneratedToken, GenerationReport, JobOutcome, Response,
+    Analysis, AnalysisTool, AsJson, GeneratedToken, GenerationReport, JobOutcome, LessonMeasured,
+    Response,
 };
 use crate::session::{check_cache_fits, return_engines, Yielding};
-use attn_gpu::{EnginePair, GpuError};
+use attn_gpu::{AnyEngine, EnginePair, GpuError};
 use attn_model::engine::{Outcome, Progress, Step};
+use attn_model::lesson::{
+    reads_held_out_text, run_sampled, sample_for, summarise, untrained_twin, SAMPLE_SEED,
+};
 use attn_model::{
     activation_patching, direct_logit_attribution, head_importance, layer_similarity, logit_lens,
-    run_measurement, AblationMode, Decoding, Engine, Generation, HeadImportance, Measured,
-    Measurement, Readback, Sampling, Variant,
+    AblationMode, Decoding, Engine, Generation, HeadImportance, LessonStep, Readback, Sampling,
+    Variant,
 };
 
 /// Head importance on the variant engine, reporting progress; `None` when cancelled.
@@ -132,35 +137,107 @@ async fn analyse_on(
     })
 }
 
-/// A lesson step's measurement on the variant engine; `None` when cancelled.
+/// The held-out text lessons score language models on (fetched once).
+async fn held_out_text(state: &State) -> Result<Vec<String>, String> {
+    if let Some(text) = state.held_out_text.borrow().clone() {
+        return Ok(text);
+    }
+    let bytes = fetch_bytes(HELD_OUT_TEXT)
+        .await
+        .map_err(|e| format!("Could not load the held-out text: {e}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{HELD_OUT_TEXT} is not UTF-8"))?;
+    let texts = attn_model::training::tasks::held_out_text(&text).map_err(|e| e.to_string())?;
+    *state.held_out_text.borrow_mut() = Some(texts.clone());
+    Ok(texts)
+}
+
+/// The plays the held-out text comes from, relative to the page.
+const HELD_OUT_TEXT: &str = "train/shakespeare.json";
+
+/// A lesson step's measurement over its sample (and on `tokens`, the input on screen) on the
+/// variant engine — or, for a control on untrained weights, on a CPU engine of the untrained
+/// twin — with the step's numbers summarised; `None` when cancelled.
 pub(super) async fn measure(
     state: &State,
     model: u32,
     job: u32,
     tokens: &[u32],
-    measurement: &Measurement,
+    step: &LessonStep,
     reply: &dyn Fn(Response),
-) -> JobOutcome<Measured> {
+) -> JobOutcome<LessonMeasured> {
+    let Some(measurement) = &step.measure else {
+        return Err("this step measures nothing".into());
+    };
     let mut pair = take_current(state, model)
         .await
         .ok_or("the model changed")?;
-    let checked = measurement.check(&pair.variant.model().config, tokens);
-    if let Err(e) = checked {
-        return_engines(&state.session, pair);
-        return Err(e.to_string());
+    let prepared = async {
+        measurement
+            .check(&pair.variant.model().config, tokens)
+            .map_err(|e| e.to_string())?;
+        let text = if reads_held_out_text(pair.variant.model()) {
+            held_out_text(state).await?
+        } else {
+            Vec::new()
+        };
+        let sample = sample_for(pair.variant.model(), &text)?;
+        let twin = if step.untrained {
+            let twin = untrained_twin(pair.variant.model()).map_err(|e| e.to_string())?;
+            Some(AnyEngine::cpu(twin).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        Ok::<_, String>((sample, twin))
     }
-    let mut watch = progress(state, job, reply);
-    let mut engine = Yielding(&mut pair.variant);
-    let mut result = run_measurement(&mut engine, tokens, measurement, &mut watch).await;
-    if let Some(e) = result.as_ref().err().filter(|e| falls_back(&pair, e)) {
-        gpu_failed(state, e, reply);
-        if pair.fall_back_to_cpu().is_ok() {
-            let mut engine = Yielding(&mut pair.variant);
-            result = run_measurement(&mut engine, tokens, measurement, &mut watch).await;
+    .await;
+    let (sample, mut twin) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            return_engines(&state.session, pair);
+            return Err(e);
         }
-    }
+    };
+    let mut watch = progress(state, job, reply);
+    let result = if let Some(twin) = twin.as_mut() {
+        let mut engine = Yielding(twin);
+        let outcome =
+            run_sampled(&mut engine, measurement, &sample, Some(tokens), &mut watch).await;
+        outcome.map(|o| (o, "the CPU engine (untrained weights)".to_string()))
+    } else {
+        let mut engine = Yielding(&mut pair.variant);
+        let mut result =
+            run_sampled(&mut engine, measurement, &sample, Some(tokens), &mut watch).await;
+        if let Some(e) = result.as_ref().err().filter(|e| falls_back(&pair, e)) {
+            gpu_failed(state, e, reply);
+            if pair.fall_back_to_cpu().is_ok() {
+                let mut engine = Yielding(&mut pair.variant);
+                result =
+                    run_sampled(&mut engine, measurement, &sample, Some(tokens), &mut watch).await;
+            }
+        }
+        let name = match pair.kind() {
+            attn_gpu::EngineKind::Cpu => "the CPU engine",
+            attn_gpu::EngineKind::Gpu => "the GPU engine",
+        }
+        .to_string();
+        result.map(|o| (o, name))
+    };
     return_engines(&state.session, pair);
-    result.map(Outcome::done).map_err(|e| e.to_string())
+    let (outcome, engine) = result.map_err(|e| e.to_string())?;
+    let Outcome::Done(measured) = outcome else {
+        return Ok(None);
+    };
+    let results = summarise(
+        &measured,
+        &step.results,
+        step.reported.as_deref(),
+        SAMPLE_SEED,
+    )?;
+    Ok(Some(LessonMeasured {
+        measured,
+        results,
+        engine,
+    }))
 }
 
 /// The most probable next output after `tokens`.

@@ -177,9 +177,9 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
             model,
             job,
             tokens,
-            measurement,
+            step,
         } => {
-            let outcome = measure(state, model, job, &tokens, &measurement.0, reply).await;
+            let outcome = measure(state, model, job, &tokens, &step.0, reply).await;
             state.cancelled.borrow_mut().remove(&job);
             reply(Response::Measured { job, outcome });
         }

@@ -36,6 +36,8 @@ pub(super) struct State {
     pub(super) training: RefCell<Option<TrainRun>>,
     /// The character model's text, once fetched.
     pub(super) corpus: RefCell<Option<Corpus>>,
+    /// The plays' held-out tails, once fetched: what lessons score language models on.
+    pub(super) held_out_text: RefCell<Option<Vec<String>>>,
 }
 
 /// Whether `error` on `pair` is the GPU's fault, so the pair should move to the CPU engine.

@@ -169,10 +169,16 @@ pub fn Controls() -> impl IntoView {
         </div>
         <div class="control">
             <label for="beta" title="Multiplies every attention score: larger is sharper, smaller is flatter. The Hopfield β of a head is this value over √d_head.">"Inverse temperature β: " {move || format!("{:.2}", ui.variant.get().beta())}</label>
-            <input id="beta" data-testid="beta" type="range" min="0.05" max="4" step="0.05"
-                prop:value=move || ui.variant.get().beta().to_string()
+            // A log₂ scale from 1/32 to 32: every β a lesson sets, with as much room below 1
+            // as above.
+            <input id="beta" data-testid="beta" type="range" min="-5" max="5" step="0.25"
+                title="log₂ β"
+                prop:value=move || ui.variant.get().beta().log2().to_string()
                 on:input=move |ev| {
-                    let b = event_target_value(&ev).parse::<f32>().ok().filter(|b| *b > 0.0);
+                    let b = event_target_value(&ev)
+                        .parse::<f32>()
+                        .ok()
+                        .map(|e| (2f32.powf(e) * 1e4).round() / 1e4);
                     set(Box::new(move |v| v.beta = b));
                 } />
         </div>

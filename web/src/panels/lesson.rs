@@ -4,8 +4,8 @@
 //! A step sets the page (model, input, variant); `?lesson=ID&step=N` opens one, the arrow keys
 //! move between steps, and `embed=1` keeps only what the lesson uses.
 
-use attn_model::lesson::{Experiment, LessonStep};
-use attn_model::{Lesson, Measured, Variant};
+use attn_model::lesson::{Experiment, LessonStep, SampledResult, Verdict};
+use attn_model::{Lesson, Variant};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -13,6 +13,7 @@ use crate::browser;
 use crate::controller::Controller;
 use crate::manifest::ModelEntry;
 use crate::plot::{Plot, PlotData, PlotPoint, PlotSeries};
+use crate::protocol::LessonMeasured;
 use crate::state::Ui;
 
 /// Where the lessons live, relative to the page.
@@ -182,7 +183,7 @@ fn lesson_view(ui: Ui, lesson: Lesson) -> impl IntoView {
         .split("\n\n")
         .map(|p| view! { <p>{p.to_string()}</p> })
         .collect_view();
-    let measurement = step.measure.clone();
+    let measured_step = step.measure.is_some().then(|| step.clone());
     let model = step.model.clone();
     let ready = move || {
         ui.model_id.get().as_deref() == Some(model.as_str())
@@ -190,11 +191,12 @@ fn lesson_view(ui: Ui, lesson: Lesson) -> impl IntoView {
             && !ui.tokens.with(Vec::is_empty)
             && ui.measuring.get().is_none()
     };
-    let measure_button = measurement.clone().map(|m| {
+    let measure_button = measured_step.map(|m| {
         view! {
             <p>
                 <button data-testid="lesson-measure" disabled=move || !ready()
                     on:click=move |_| ctl.measure(m.clone())>"Run the experiment"</button>
+                <span class="muted">" — over a sample of inputs of this kind, and on the input on screen"</span>
                 {move || ui.measuring.get().map(|s| view! {
                     <span class="progress" data-testid="lesson-progress">
                         {if s.total > 0 { format!(" Measuring… {} of {} forwards ", s.done, s.total) } else { " Measuring… ".to_string() }}
@@ -242,24 +244,110 @@ fn lesson_view(ui: Ui, lesson: Lesson) -> impl IntoView {
     }
 }
 
-/// The step's numbers (each against its claimed range), what the paper reports, and the plot.
-fn measured_view(step: &LessonStep, m: Measured) -> impl IntoView {
-    let results = step
+/// What a verdict looks like on the page.
+fn verdict_mark(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Reproduced => "✓ reproduced",
+        Verdict::NotReproduced => "✗ not reproduced",
+        Verdict::Inconclusive => "? inconclusive",
+    }
+}
+
+/// The claimed range in words.
+fn range_words(min: Option<f64>, max: Option<f64>) -> String {
+    match (min, max) {
+        (Some(a), Some(b)) => format!("between {a} and {b}"),
+        (Some(a), None) => format!("at least {a}"),
+        (None, Some(b)) => format!("at most {b}"),
+        (None, None) => "no range".into(),
+    }
+}
+
+/// One number over the sample as a strip: every input's value (dots), the 95 % interval (the
+/// bar) around the mean (its tick), the claimed range (shaded) and the input on screen (the
+/// ring).
+fn strip(r: &SampledResult) -> impl IntoView {
+    const W: f64 = 360.0;
+    const H: f64 = 46.0;
+    const PAD: f64 = 12.0;
+    let mut all: Vec<f64> = r.values.clone();
+    all.extend([r.low, r.high, r.mean]);
+    all.extend(r.on_screen);
+    all.extend(r.min);
+    all.extend(r.max);
+    let all: Vec<f64> = all.into_iter().filter(|v| v.is_finite()).collect();
+    let (mut lo, mut hi) = all
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        (lo, hi) = (0.0, 1.0);
+    }
+    if hi - lo < 1e-9 {
+        let pad = (lo.abs() * 0.1).max(0.05);
+        (lo, hi) = (lo - pad, hi + pad);
+    }
+    let x = move |v: f64| PAD + (v.clamp(lo, hi) - lo) / (hi - lo) * (W - 2.0 * PAD);
+    let range = {
+        let (a, b) = (x(r.min.unwrap_or(lo)), x(r.max.unwrap_or(hi)));
+        view! { <rect class="claimed" x=a y="2" width=(b - a).max(1.0) height=H - 16.0 /> }
+    };
+    let dots = r
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            view! { <circle class="input" cx=x(v) cy=8.0 + (i % 6) as f64 * 3.5 r="2.2" /> }
+        })
+        .collect_view();
+    let screen = r
+        .on_screen
+        .map(|v| view! { <circle class="on-screen" cx=x(v) cy="17" r="5" /> });
+    view! {
+        <svg class="strip" data-testid="lesson-strip" data-values=r.values.len().to_string()
+            width=W height=H viewBox=format!("0 0 {W} {H}") role="img"
+            aria-label=format!("{}: {} inputs, mean {:.3}, 95 % interval {:.3} to {:.3}", r.label, r.n, r.mean, r.low, r.high)>
+            {range}
+            {dots}
+            <line class="interval" x1=x(r.low) x2=x(r.high) y1="34" y2="34" />
+            <line class="mean" x1=x(r.mean) x2=x(r.mean) y1="29" y2="39" />
+            {screen}
+            <text x=PAD y=H - 1.0 class="axis">{format!("{lo:.3}")}</text>
+            <text x=W - PAD y=H - 1.0 class="axis" text-anchor="end">{format!("{hi:.3}")}</text>
+        </svg>
+    }
+}
+
+/// The step's numbers over the sample (each with its interval, verdict and strip), the paper's
+/// statements, and the plot of the sample's mean.
+fn measured_view(step: &LessonStep, lm: LessonMeasured) -> impl IntoView {
+    let m = lm.measured.mean.clone();
+    let inputs = lm.measured.per_input.len();
+    let results = lm
         .results
         .iter()
-        .map(|spec| match m.result(spec) {
-            Ok(value) => {
-                let holds = spec.holds(value);
-                view! {
-                    <li data-testid="lesson-result" data-value=value.to_string() class:holds=holds class:differs=!holds>
-                        {format!("{}: ", spec.label)}<strong>{format!("{value:.3}")}</strong>
-                        {format!(" — the lesson claims {}: {}", spec.range_text(),
-                            if holds { "✓ reproduced" } else { "✗ not reproduced on this input" })}
-                    </li>
-                }
-                .into_any()
+        .map(|r| {
+            let expected = r.expected != Verdict::Reproduced && r.verdict == r.expected;
+            let screen = r
+                .on_screen
+                .map(|v| format!("; on the input on screen {v:.3}"))
+                .unwrap_or_default();
+            view! {
+                <li data-testid="lesson-result" data-value=r.mean.to_string()
+                    data-low=r.low.to_string() data-high=r.high.to_string()
+                    data-verdict=r.verdict.text() data-expected=r.expected.text()
+                    class:holds=r.verdict == Verdict::Reproduced
+                    class:differs=r.verdict == Verdict::NotReproduced>
+                    {format!("{}: ", r.label)}<strong>{format!("{:.3}", r.mean)}</strong>
+                    {format!(" (95 % interval {:.3} to {:.3} over {} inputs, in the claimed range on {} of them{screen}) — the claim: {}: ",
+                        r.low, r.high, r.n, r.held, range_words(r.min, r.max))}
+                    <strong data-testid="lesson-verdict">{verdict_mark(r.verdict)}</strong>
+                    {expected.then_some(" (as the lesson expects)")}
+                    {r.paper.clone().map(|p| view! { <span class="paper">{p}</span> })}
+                    {strip(r)}
+                </li>
             }
-            Err(e) => view! { <li class="error">{format!("{}: {e}", spec.label)}</li> }.into_any(),
         })
         .collect_view();
     let lines = step.measure.as_ref().is_some_and(|s| {
@@ -281,7 +369,7 @@ fn measured_view(step: &LessonStep, m: Measured) -> impl IntoView {
     let data = PlotData {
         name: step.title.to_lowercase().replace(' ', "-"),
         x_label: m.x_label.clone(),
-        y_label: m.y_label.clone(),
+        y_label: format!("{} (mean of {inputs} inputs)", m.y_label),
         series: m
             .series
             .iter()
@@ -311,11 +399,13 @@ fn measured_view(step: &LessonStep, m: Measured) -> impl IntoView {
         .map(|p| view! { <tr><th>{p.label.clone()}</th><td>{format!("{:.4}", p.y)}</td></tr> })
         .collect_view();
     view! {
+        <p class="muted" data-testid="lesson-sample">{format!("Scored on {}; ranked on {}; run on {}.",
+            lm.measured.scoring_name, lm.measured.ranking_name, lm.engine)}</p>
         <ul class="lesson-results">{results}</ul>
         {step.reported.clone().map(|r| view! { <p class="reported"><strong>"The paper: "</strong>{r}</p> })}
         <Plot data=data />
         <details>
-            <summary>"Every point"</summary>
+            <summary>"Every point (the sample's mean)"</summary>
             <table class="analysis" data-testid="lesson-points">
                 <tr><th>"unmodified"</th><td>{format!("{:.4}", m.unmodified)}</td></tr>
                 {points}

@@ -9,6 +9,7 @@ pub(crate) mod generate;
 pub(crate) mod importance;
 pub(crate) mod inspect;
 pub(crate) mod lens;
+pub(crate) mod lesson;
 pub(crate) mod patch;
 pub(crate) mod plays;
 pub(crate) mod roles;

@@ -28,7 +28,14 @@ struct Reference {
 }
 
 /// The metric of one output.
-fn score(metric: Metric, output: &Output, reference: &Reference, tokens: &[u32]) -> f64 {
+/// `layer`: score the attention of that layer alone (entropy).
+fn score(
+    metric: Metric,
+    output: &Output,
+    reference: &Reference,
+    tokens: &[u32],
+    layer: Option<usize>,
+) -> f64 {
     let positions = &reference.positions;
     let mean = |values: Vec<f64>| values.iter().sum::<f64>() / values.len().max(1) as f64;
     match metric {
@@ -54,7 +61,11 @@ fn score(metric: Metric, output: &Output, reference: &Reference, tokens: &[u32])
             let t_len = output.seq_len;
             let causal = reference.causal;
             let mut values = Vec::new();
-            for layer in 0..output.n_layer {
+            let layers = match layer {
+                Some(l) => l..l + 1,
+                None => 0..output.n_layer,
+            };
+            for layer in layers {
                 for head in 0..output.n_head {
                     let map = output.attention_map(layer, head);
                     for &t in positions {
@@ -79,11 +90,13 @@ fn score(metric: Metric, output: &Output, reference: &Reference, tokens: &[u32])
 }
 
 /// A point to measure: which series, its x, its label and its variant.
-struct Planned {
+pub(super) struct Planned {
     series: String,
     x: f64,
     label: String,
     variant: Variant,
+    /// For [`Experiment::EachLayer`]: the one layer the metric reads.
+    layer: Option<usize>,
 }
 
 fn ablating(heads: &[[usize; 2]], mode: AblationMode) -> Variant {
@@ -119,9 +132,10 @@ fn shuffled<T>(mut items: Vec<T>, seed: u64) -> Vec<T> {
 }
 
 /// Runs `measurement` on `tokens`: the unmodified model, whatever the experiment ranks heads or
-/// layers by, then one forward per point, reporting progress. The engine's variant is put back
-/// when it ends, also when it is cancelled or fails. Check the measurement first
-/// ([`Measurement::check`]): a plan that does not fit the model fails in the engine.
+/// layers by (ranked on `tokens` itself), then one forward per point, reporting progress. The
+/// engine's variant is put back when it ends, also when it is cancelled or fails. Check the
+/// measurement first ([`Measurement::check`]): a plan that does not fit the model fails in the
+/// engine. [`crate::lesson::run_sampled`] measures over a sample instead, ranking on a separate set.
 pub async fn run_measurement<E: Engine>(
     engine: &mut E,
     tokens: &[u32],
@@ -139,61 +153,229 @@ async fn measure<E: Engine>(
     m: &Measurement,
     progress: &mut impl Progress,
 ) -> std::result::Result<Outcome<Measured>, E::Error> {
+    let inputs = [tokens.to_vec()];
     let config = engine.model().config.clone();
+    let mut counter = Counter {
+        progress,
+        done: 0,
+        total: ranking_work(m, &config, 1)
+            + plan(m, &config, &Rankings::placeholder(&config))
+                .points
+                .len()
+            + 1,
+    };
+    let Outcome::Done(rankings) = rank(engine, &inputs, m, &mut counter).await? else {
+        return Ok(Outcome::Cancelled);
+    };
+    let plan = plan(m, &config, &rankings);
+    let Outcome::Done(mut measured) = score_plan(engine, &[tokens], m, &plan, &mut counter).await?
+    else {
+        return Ok(Outcome::Cancelled);
+    };
+    let measured = measured.remove(0);
+    counter.progress.go_on(Step {
+        done: counter.total,
+        total: counter.total,
+    });
+    Ok(Outcome::Done(measured))
+}
+
+/// Counts the forwards of a measurement for its [`Progress`].
+pub(super) struct Counter<'a, P: Progress> {
+    pub(super) progress: &'a mut P,
+    pub(super) done: usize,
+    pub(super) total: usize,
+}
+
+impl<P: Progress> Counter<'_, P> {
+    /// One more forward done; `false` cancels.
+    pub(super) fn tick(&mut self) -> bool {
+        self.done += 1;
+        self.progress.go_on(Step {
+            done: self.done.min(self.total),
+            total: self.total,
+        })
+    }
+}
+
+/// What an experiment ranks heads and layers by, measured on the ranking inputs.
+pub(super) struct Rankings {
+    /// Heads from the most to the least important (mean loss increase when ablated alone).
+    importance: Vec<[usize; 2]>,
+    /// Per head (layer-major): the mean induction, previous-token and duplicate-token scores
+    /// over the ranking inputs in which a token repeats.
+    roles: Vec<[f64; 3]>,
+    /// Per layer: the mean layer-drop criterion ([`layer_similarity`]).
+    similarity: Vec<f64>,
+    /// Per head: the copying score of its OV circuit (from the weights alone).
+    copying: Vec<f64>,
+}
+
+impl Rankings {
+    /// Rankings of the right shape with nothing measured (to count a plan's points).
+    pub(super) fn placeholder(config: &crate::ModelConfig) -> Rankings {
+        let heads = config.n_layer * config.n_head;
+        Rankings {
+            importance: (0..config.n_layer)
+                .flat_map(|l| (0..config.n_head).map(move |h| [l, h]))
+                .collect(),
+            roles: vec![[0.0; 3]; heads],
+            similarity: vec![0.0; config.n_layer],
+            copying: vec![0.0; heads],
+        }
+    }
+}
+
+/// Which rankings the experiment's plan depends on: (importance, roles, layer similarity).
+fn ranked_by(m: &Measurement) -> (bool, bool, bool) {
+    match &m.experiment {
+        Experiment::Ablate { sets } => (
+            sets.iter().any(|s| {
+                matches!(
+                    s,
+                    HeadSet::LeastImportant(_)
+                        | HeadSet::Top {
+                            score: HeadScore::Importance,
+                            ..
+                        }
+                )
+            }),
+            sets.iter().any(|s| {
+                matches!(
+                    s,
+                    HeadSet::Top {
+                        score: HeadScore::Induction
+                            | HeadScore::PreviousToken
+                            | HeadScore::DuplicateToken,
+                        ..
+                    }
+                )
+            }),
+            false,
+        ),
+        Experiment::PruneHeads { orders, .. } => {
+            (orders.contains(&HeadOrder::Importance), false, false)
+        }
+        Experiment::DropLayers { .. } => (false, false, true),
+        _ => (false, false, false),
+    }
+}
+
+/// The forwards ranking takes over `inputs` ranking inputs.
+pub(super) fn ranking_work(m: &Measurement, config: &crate::ModelConfig, inputs: usize) -> usize {
+    let (importance, roles, similarity) = ranked_by(m);
+    let heads = config.n_layer * config.n_head;
+    inputs * (usize::from(importance) * (heads + 1) + usize::from(roles) + usize::from(similarity))
+}
+
+/// Measures the rankings the plan needs, averaged over `inputs`.
+pub(super) async fn rank<E: Engine, P: Progress>(
+    engine: &mut E,
+    inputs: &[Vec<u32>],
+    m: &Measurement,
+    counter: &mut Counter<'_, P>,
+) -> std::result::Result<Outcome<Rankings>, E::Error> {
+    let config = engine.model().config.clone();
+    let (by_importance, by_roles, by_similarity) = ranked_by(m);
+    let heads = config.n_layer * config.n_head;
+    let mut rankings = Rankings::placeholder(&config);
+    let copies = matches!(&m.experiment, Experiment::Ablate { sets } if sets.iter().any(|s| matches!(s, HeadSet::Top { score: HeadScore::Copying, .. })));
+    if copies {
+        rankings.copying = copying_scores(engine.model())
+            .into_iter()
+            .map(|c| c.unwrap_or(0.0) as f64)
+            .collect();
+    }
+    if by_importance {
+        let mut total = vec![0.0; heads];
+        for tokens in inputs {
+            let offset = counter.done;
+            let (outer_total, progress) = (counter.total, &mut *counter.progress);
+            let mut inner = |s: Step| {
+                progress.go_on(Step {
+                    done: offset + s.done,
+                    total: outer_total,
+                })
+            };
+            let ranked =
+                head_importance(engine, &Variant::default(), tokens, m.ablation, &mut inner)
+                    .await?;
+            let Outcome::Done(ranked) = ranked else {
+                return Ok(Outcome::Cancelled);
+            };
+            for h in ranked {
+                total[h.layer * config.n_head + h.head] += h.loss_increase;
+            }
+            counter.done += heads;
+            if !counter.tick() {
+                return Ok(Outcome::Cancelled);
+            }
+        }
+        let mut order = rankings.importance.clone();
+        let at = |[l, h]: [usize; 2]| total[l * config.n_head + h];
+        // Most important first; ties in layer-major order.
+        order.sort_by(|&a, &b| at(b).total_cmp(&at(a)));
+        rankings.importance = order;
+    }
+    if by_roles {
+        let mut sums = vec![[0.0; 3]; heads];
+        let mut counted = 0;
+        for tokens in inputs {
+            engine.set_variant(&Variant::default())?;
+            let output = engine.forward(tokens, &Readback::attention_maps()).await?;
+            if let Some(roles) = roles_on_input(&output, tokens) {
+                counted += 1;
+                for (sum, r) in sums.iter_mut().zip(&roles) {
+                    sum[0] += r.induction as f64;
+                    sum[1] += r.previous_token as f64;
+                    sum[2] += r.duplicate_token as f64;
+                }
+            }
+            if !counter.tick() {
+                return Ok(Outcome::Cancelled);
+            }
+        }
+        for sum in &mut sums {
+            for v in sum.iter_mut() {
+                *v /= counted.max(1) as f64;
+            }
+        }
+        rankings.roles = sums;
+    }
+    if by_similarity {
+        let mut sums = vec![0.0; config.n_layer];
+        for tokens in inputs {
+            let similarity = layer_similarity(engine, tokens).await?;
+            for (sum, s) in sums.iter_mut().zip(similarity) {
+                *sum += s;
+            }
+            if !counter.tick() {
+                return Ok(Outcome::Cancelled);
+            }
+        }
+        rankings.similarity = sums
+            .into_iter()
+            .map(|s| s / inputs.len().max(1) as f64)
+            .collect();
+    }
+    Ok(Outcome::Done(rankings))
+}
+
+/// The points of a measurement, once its rankings are known.
+pub(super) struct Plan {
+    x_label: String,
+    x_log: bool,
+    pub(super) points: Vec<Planned>,
+}
+
+/// The variants every point of the experiment runs, ranked by `rankings`.
+pub(super) fn plan(m: &Measurement, config: &crate::ModelConfig, rankings: &Rankings) -> Plan {
     let all_heads: Vec<[usize; 2]> = (0..config.n_layer)
         .flat_map(|l| (0..config.n_head).map(move |h| [l, h]))
         .collect();
-    let readback = if m.metric == Metric::Entropy {
-        Readback::attention_maps()
-    } else {
-        Readback::logits()
-    };
-    engine.set_variant(&Variant::default())?;
-    let unmodified = engine.forward(tokens, &Readback::everything()).await?;
-    let reference = Reference {
-        positions: m.positions.select(tokens, m.metric != Metric::Entropy),
-        output: unmodified,
-        causal: config.causal,
-    };
-
-    // Rankings the plan depends on, measured first.
-    let needs_importance = match &m.experiment {
-        Experiment::Ablate { sets } => sets.iter().any(|s| {
-            matches!(
-                s,
-                HeadSet::LeastImportant(_)
-                    | HeadSet::Top {
-                        score: HeadScore::Importance,
-                        ..
-                    }
-            )
-        }),
-        Experiment::PruneHeads { orders, .. } => orders.contains(&HeadOrder::Importance),
-        _ => false,
-    };
-    let mut prepared_steps = 0;
-    let mut importance: Vec<[usize; 2]> = Vec::new();
-    if needs_importance {
-        let total = all_heads.len();
-        let mut inner = |s: Step| {
-            progress.go_on(Step {
-                done: s.done,
-                total: total + 1,
-            })
-        };
-        let ranked =
-            head_importance(engine, &Variant::default(), tokens, m.ablation, &mut inner).await?;
-        match ranked {
-            Outcome::Done(r) => importance = r.iter().map(|h| [h.layer, h.head]).collect(),
-            Outcome::Cancelled => return Ok(Outcome::Cancelled),
-        }
-        prepared_steps = total;
-    }
-
-    let (x_label, x_log, plan) = match &m.experiment {
+    let importance = &rankings.importance;
+    let (x_label, x_log, points) = match &m.experiment {
         Experiment::Ablate { sets } => {
-            let roles = roles_on_input(&reference.output, tokens);
-            let copying = copying_scores(engine.model());
             let mut used: Vec<[usize; 2]> = Vec::new();
             let mut plan = Vec::new();
             for (i, set) in sets.iter().enumerate() {
@@ -206,16 +388,11 @@ async fn measure<E: Engine>(
                     HeadSet::Top { score, n } => {
                         let value = |[l, h]: [usize; 2]| -> f64 {
                             let i = l * config.n_head + h;
-                            let role = roles.as_ref().map(|r| &r[i]);
                             match score {
-                                HeadScore::Induction => role.map_or(0.0, |r| r.induction as f64),
-                                HeadScore::PreviousToken => {
-                                    role.map_or(0.0, |r| r.previous_token as f64)
-                                }
-                                HeadScore::DuplicateToken => {
-                                    role.map_or(0.0, |r| r.duplicate_token as f64)
-                                }
-                                HeadScore::Copying => copying[i].unwrap_or(0.0) as f64,
+                                HeadScore::Induction => rankings.roles[i][0],
+                                HeadScore::PreviousToken => rankings.roles[i][1],
+                                HeadScore::DuplicateToken => rankings.roles[i][2],
+                                HeadScore::Copying => rankings.copying[i],
                                 HeadScore::Importance => {
                                     let rank = importance.iter().position(|&x| x == [l, h]);
                                     -(rank.unwrap_or(usize::MAX) as f64)
@@ -249,6 +426,7 @@ async fn measure<E: Engine>(
                     x: (i + 1) as f64,
                     label,
                     variant: ablating(&heads, m.ablation),
+                    layer: None,
                 });
             }
             ("head set".to_string(), false, plan)
@@ -262,6 +440,7 @@ async fn measure<E: Engine>(
                     x: (i + 1) as f64,
                     label: v.label.clone(),
                     variant: v.variant.clone(),
+                    layer: None,
                 })
                 .collect();
             ("variant".to_string(), false, plan)
@@ -275,6 +454,7 @@ async fn measure<E: Engine>(
                     x: i as f64,
                     label: head_name(h),
                     variant: ablating(&[h], m.ablation),
+                    layer: None,
                 })
                 .collect();
             (
@@ -282,6 +462,18 @@ async fn measure<E: Engine>(
                 false,
                 plan,
             )
+        }
+        Experiment::EachLayer => {
+            let plan = (0..config.n_layer)
+                .map(|layer| Planned {
+                    series: "each layer".into(),
+                    x: layer as f64,
+                    label: format!("layer {layer}"),
+                    variant: Variant::default(),
+                    layer: Some(layer),
+                })
+                .collect();
+            ("layer".to_string(), false, plan)
         }
         Experiment::Sweep { setting, values } => {
             let plan = values
@@ -291,6 +483,7 @@ async fn measure<E: Engine>(
                     x: value,
                     label: format!("{} {value}", setting.name()),
                     variant: setting.variant(value),
+                    layer: None,
                 })
                 .collect();
             (setting.name().to_string(), setting.is_logarithmic(), plan)
@@ -315,6 +508,7 @@ async fn measure<E: Engine>(
                         x: kept as f64,
                         label: format!("{name}, {kept} kept"),
                         variant: ablating(&sequence[..removed], m.ablation),
+                        layer: None,
                     });
                     removed += step;
                 }
@@ -322,7 +516,7 @@ async fn measure<E: Engine>(
             ("heads kept".to_string(), false, plan)
         }
         Experiment::DropLayers { orders } => {
-            let similarity = layer_similarity(engine, tokens).await?;
+            let similarity = &rankings.similarity;
             let mut by_similarity: Vec<usize> = (0..config.n_layer).collect();
             by_similarity.sort_by(|&a, &b| similarity[b].total_cmp(&similarity[a]));
             let mut plan = Vec::new();
@@ -352,6 +546,7 @@ async fn measure<E: Engine>(
                             drop_attention_layers: Some(layers),
                             ..Variant::default()
                         },
+                        layer: None,
                     });
                 }
             }
@@ -360,7 +555,7 @@ async fn measure<E: Engine>(
         Experiment::KvCache => {
             let settings = tradeoff_variants(
                 config.kv_heads(),
-                Variant::default().max_kv_rank(&config),
+                Variant::default().max_kv_rank(config),
                 config.d_head(),
             );
             let plan = settings
@@ -371,70 +566,123 @@ async fn measure<E: Engine>(
                     x: 0.0,
                     label,
                     variant,
+                    layer: None,
                 })
                 .collect();
             ("KV cache bytes per token".to_string(), false, plan)
         }
     };
+    Plan {
+        x_label,
+        x_log,
+        points,
+    }
+}
 
-    let total = prepared_steps + plan.len() + 1;
-    let mut series: Vec<Series> = Vec::new();
-    let unmodified_value = score(m.metric, &reference.output, &reference, tokens);
-    for (i, point) in plan.into_iter().enumerate() {
-        if !progress.go_on(Step {
-            done: prepared_steps + i,
-            total,
-        }) {
+/// Scores every point of `plan` on each of `inputs` (one forward per input after the unmodified
+/// model's). Points run in the outer loop, so each variant is set (and prepared) once.
+pub(super) async fn score_plan<E: Engine, P: Progress>(
+    engine: &mut E,
+    inputs: &[&[u32]],
+    m: &Measurement,
+    plan: &Plan,
+    counter: &mut Counter<'_, P>,
+) -> std::result::Result<Outcome<Vec<Measured>>, E::Error> {
+    let config = engine.model().config.clone();
+    let readback = if m.metric == Metric::Entropy {
+        Readback::attention_maps()
+    } else {
+        Readback::logits()
+    };
+    engine.set_variant(&Variant::default())?;
+    let mut references = Vec::with_capacity(inputs.len());
+    for tokens in inputs {
+        let output = engine.forward(tokens, &readback).await?;
+        references.push(Reference {
+            positions: m.positions.select(tokens, m.metric != Metric::Entropy),
+            output,
+            causal: config.causal,
+        });
+        if !counter.tick() {
             return Ok(Outcome::Cancelled);
         }
-        engine.set_variant(&point.variant)?;
-        let output = engine.forward(tokens, &readback).await?;
-        let x = if matches!(m.experiment, Experiment::KvCache) {
-            output.kv_bytes_per_token as f64
-        } else {
-            point.x
-        };
-        let y = score(m.metric, &output, &reference, tokens);
-        let measured = MeasuredPoint {
-            label: point.label,
-            x,
-            y,
-        };
-        match series.iter_mut().find(|s| s.name == point.series) {
-            Some(s) => s.points.push(measured),
-            None => series.push(Series {
-                name: point.series,
-                points: vec![measured],
-            }),
+    }
+    let mut series: Vec<Vec<Series>> = vec![Vec::new(); inputs.len()];
+    for point in &plan.points {
+        // A point of the unmodified model scored differently (one layer) needs no forward.
+        let unmodified = point.variant == Variant::default();
+        if !unmodified {
+            engine.set_variant(&point.variant)?;
+        }
+        for ((tokens, reference), series) in inputs.iter().zip(&references).zip(&mut series) {
+            let (x, y) = if unmodified {
+                let y = score(m.metric, &reference.output, reference, tokens, point.layer);
+                (point.x, y)
+            } else {
+                let output = engine.forward(tokens, &readback).await?;
+                let y = score(m.metric, &output, reference, tokens, point.layer);
+                match m.experiment {
+                    Experiment::KvCache => (output.kv_bytes_per_token as f64, y),
+                    _ => (point.x, y),
+                }
+            };
+            push_point(series, &point.series, &point.label, x, y);
+            if !counter.tick() {
+                return Ok(Outcome::Cancelled);
+            }
         }
     }
-    // The unmodified model is where pruning and dropping curves start and the KV curves end.
-    let start = match &m.experiment {
-        Experiment::PruneHeads { .. } => Some(all_heads.len() as f64),
-        Experiment::DropLayers { .. } => Some(0.0),
-        Experiment::KvCache => Some(reference.output.kv_bytes_per_token as f64),
-        _ => None,
+    let measured = references
+        .iter()
+        .zip(inputs)
+        .zip(series)
+        .map(|((reference, tokens), mut series)| {
+            let unmodified_value = score(m.metric, &reference.output, reference, tokens, None);
+            // The unmodified model is where pruning and dropping curves start and the KV
+            // curves end.
+            let start = match &m.experiment {
+                Experiment::PruneHeads { .. } => Some((config.n_layer * config.n_head) as f64),
+                Experiment::DropLayers { .. } => Some(0.0),
+                Experiment::KvCache => Some(reference.output.kv_bytes_per_token as f64),
+                _ => None,
+            };
+            if let Some(x) = start {
+                for s in &mut series {
+                    s.points.insert(
+                        0,
+                        MeasuredPoint {
+                            label: "unmodified".into(),
+                            x,
+                            y: unmodified_value,
+                        },
+                    );
+                }
+            }
+            Measured {
+                x_label: plan.x_label.clone(),
+                y_label: m.metric.name().into(),
+                x_log: plan.x_log,
+                unmodified: unmodified_value,
+                series,
+            }
+        })
+        .collect();
+    Ok(Outcome::Done(measured))
+}
+
+fn push_point(series: &mut Vec<Series>, name: &str, label: &str, x: f64, y: f64) {
+    let measured = MeasuredPoint {
+        label: label.to_string(),
+        x,
+        y,
     };
-    if let Some(x) = start {
-        for s in &mut series {
-            s.points.insert(
-                0,
-                MeasuredPoint {
-                    label: "unmodified".into(),
-                    x,
-                    y: unmodified_value,
-                },
-            );
-        }
+    match series.iter_mut().find(|s| s.name == name) {
+        Some(s) => s.points.push(measured),
+        None => series.push(Series {
+            name: name.to_string(),
+            points: vec![measured],
+        }),
     }
-    progress.go_on(Step { done: total, total });
-    Ok(Outcome::Done(Measured {
-        x_label,
-        y_label: m.metric.name().into(),
-        x_log,
-        unmodified: unmodified_value,
-        series,
-    }))
 }
 
 /// The layer-drop criterion of every layer on `tokens` (unmodified model): the mean over
@@ -572,6 +820,9 @@ mod tests {
             minus: Some(Pick::Point("unmodified".into())),
             min: Some(-100.0),
             max: None,
+            paper: None,
+            relative: false,
+            expect: None,
         };
         let highest = points.iter().map(|p| p.y).fold(f64::MIN, f64::max);
         assert!((m.result(&spec).unwrap() - (highest - m.unmodified)).abs() < 1e-12);

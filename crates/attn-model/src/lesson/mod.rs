@@ -5,8 +5,20 @@
 //! the measured number with the range the lesson's text claims.
 
 mod measure;
+mod report;
+mod sample;
 
 pub use measure::{layer_similarity, run_measurement};
+#[cfg(not(target_arch = "wasm32"))]
+pub use report::run_lesson;
+pub use report::{
+    model_task, reads_held_out_text, report_step, sample_for, untrained_twin, LessonReport,
+    StepReport, SAMPLE_SEED,
+};
+pub use sample::{
+    run_sampled, summarise, Sample, SampleMeasured, SampledResult, BOOTSTRAP_RESAMPLES,
+    RANKING_INPUTS, TASK_INPUTS, TEXT_INPUTS, TEXT_WINDOW,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +55,10 @@ pub struct LessonStep {
     /// The input; the model's first example when absent.
     #[serde(default)]
     pub prompt: Option<String>,
+    /// Run on the model before training instead: its architecture and tokenizer with the
+    /// trainer's initial weights (seed 0) — a control for claims about what training finds.
+    #[serde(default)]
+    pub untrained: bool,
     /// The page's variant during the step (the unmodified model when absent).
     #[serde(default)]
     pub variant: Variant,
@@ -103,6 +119,9 @@ pub enum Experiment {
     Ablate { sets: Vec<HeadSet> },
     /// Ablate every head on its own (one point per head).
     EachHead,
+    /// The unmodified model's metric read from each layer alone (one point per layer; the
+    /// entropy metric only).
+    EachLayer,
     /// One setting of the variant at several values.
     Sweep { setting: Setting, values: Vec<f64> },
     /// Ablate more and more heads in each order, `step` at a time: the metric against the
@@ -278,6 +297,9 @@ pub enum Positions {
     All,
     /// Positions `t ≥ n`.
     From(usize),
+    /// Positions from the first occurrence of this token id on (e.g. a task's separator: the
+    /// answer after it, whatever the length of what comes before).
+    FromToken(u32),
     /// Positions whose next token can be copied from an earlier occurrence of the current one:
     /// the token after the latest earlier occurrence of `tokens[t]` is `tokens[t + 1]`.
     Repeats,
@@ -295,6 +317,10 @@ impl Positions {
         match self {
             Positions::All => (0..end).collect(),
             Positions::From(n) => (n.min(end)..end).collect(),
+            Positions::FromToken(id) => match tokens.iter().position(|&t| t == id) {
+                Some(n) => (n.min(end)..end).collect(),
+                None => Vec::new(),
+            },
             Positions::Repeats => (0..tokens.len().saturating_sub(1))
                 .filter(|&t| {
                     (0..t)
@@ -307,7 +333,8 @@ impl Positions {
     }
 }
 
-/// The number a step reports: `value − minus`, and the range the lesson's claim holds in.
+/// The number a step reports: `value − minus` (or relative to `minus`), and the range the
+/// lesson's claim holds in.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResultSpec {
@@ -316,10 +343,60 @@ pub struct ResultSpec {
     pub value: Pick,
     #[serde(default)]
     pub minus: Option<Pick>,
+    /// Report `(value − minus) / minus`: the change as a fraction of `minus` (e.g. 0.05 is
+    /// 5 % more loss).
+    #[serde(default)]
+    pub relative: bool,
     #[serde(default)]
     pub min: Option<f64>,
     #[serde(default)]
     pub max: Option<f64>,
+    /// The paper's sentence and number the range comes from, with its condition (the step's
+    /// `reported` when absent).
+    #[serde(default)]
+    pub paper: Option<String>,
+    /// The verdict the lesson expects when it is not "reproduced" — a control that must not
+    /// show the effect, or a claim the lesson's text says this model does not reproduce (and
+    /// why).
+    #[serde(default)]
+    pub expect: Option<Verdict>,
+}
+
+/// Whether a claim was reproduced over the sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// The whole 95 % interval lies in the claim's range.
+    #[serde(rename = "reproduced")]
+    Reproduced,
+    /// The whole interval lies outside it.
+    #[serde(rename = "not reproduced")]
+    NotReproduced,
+    /// The interval straddles an end of the range.
+    #[serde(rename = "inconclusive")]
+    Inconclusive,
+}
+
+impl Verdict {
+    /// The verdict for an interval `[low, high]` against `[min, max]` (either end open).
+    pub fn of(low: f64, high: f64, min: Option<f64>, max: Option<f64>) -> Verdict {
+        let inside = min.is_none_or(|a| low >= a) && max.is_none_or(|b| high <= b);
+        let outside = min.is_some_and(|a| high < a) || max.is_some_and(|b| low > b);
+        if inside {
+            Verdict::Reproduced
+        } else if outside {
+            Verdict::NotReproduced
+        } else {
+            Verdict::Inconclusive
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            Verdict::Reproduced => "reproduced",
+            Verdict::NotReproduced => "not reproduced",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
 }
 
 /// One number out of a measurement.
@@ -397,13 +474,18 @@ impl Measured {
         }
     }
 
-    /// The step's number: `value − minus`.
+    /// The step's number: `value − minus`, or `(value − minus) / minus` when relative.
     pub fn result(&self, spec: &ResultSpec) -> std::result::Result<f64, String> {
         let minus = match &spec.minus {
             Some(p) => self.pick(p)?,
             None => 0.0,
         };
-        Ok(self.pick(&spec.value)? - minus)
+        let difference = self.pick(&spec.value)? - minus;
+        Ok(if spec.relative {
+            difference / minus
+        } else {
+            difference
+        })
     }
 }
 
@@ -419,7 +501,7 @@ impl ResultSpec {
             (Some(a), Some(b)) => format!("between {a} and {b}"),
             (Some(a), None) => format!("at least {a}"),
             (None, Some(b)) => format!("at most {b}"),
-            (None, None) => "any value".into(),
+            (None, None) => "no range (refused when a lesson loads)".into(),
         }
     }
 }
@@ -436,6 +518,24 @@ impl Lesson {
                 what: "lesson".into(),
                 message: format!("lesson {:?} has no steps", lesson.id),
             });
+        }
+        for (n, step) in lesson.steps.iter().enumerate() {
+            if let Some(spec) = step
+                .results
+                .iter()
+                .find(|r| r.min.is_none() && r.max.is_none())
+            {
+                return Err(ModelError::Json {
+                    what: "lesson".into(),
+                    message: format!(
+                        "lesson {:?} step {}: the result {:?} has neither min nor max, so no \
+                         measurement could fail it",
+                        lesson.id,
+                        n + 1,
+                        spec.label
+                    ),
+                });
+            }
         }
         Ok(lesson)
     }
@@ -492,6 +592,9 @@ impl Measurement {
                 Positions::Repeats => "the input has no position whose next token repeats an \
                                        earlier pair: type text in which a stretch occurs twice"
                     .into(),
+                Positions::FromToken(id) => {
+                    format!("the measurement scores what follows token {id}, which the input lacks")
+                }
                 _ => "the input is too short for this measurement".into(),
             });
         }
@@ -544,6 +647,9 @@ impl Measurement {
             Experiment::PruneHeads { step, .. } if *step == 0 => {
                 return bad("prune_heads needs a step of at least 1".into())
             }
+            Experiment::EachLayer if self.metric != Metric::Entropy => {
+                return bad("each_layer reads the attention entropy of each layer".into())
+            }
             _ => {}
         }
         if self.metric != Metric::Kl && self.metric != Metric::Entropy && config.n_classes.is_some()
@@ -578,6 +684,15 @@ mod tests {
             r#"{"id": "x", "title": "t", "summary": "", "source": "", "steps": []}"#,
         );
         assert!(empty.unwrap_err().to_string().contains("no steps"));
+        // A number no measurement could fail is refused.
+        let open = Lesson::from_json(
+            r#"{"id": "x", "title": "t", "summary": "", "source": "", "steps": [{"title": "s", "text": "", "model": "m", "measure": {"experiment": {"kind": "each_head"}, "metric": "loss"}, "results": [{"label": "any", "value": {"point": "unmodified"}}]}]}"#,
+        );
+        let e = open.unwrap_err().to_string();
+        assert!(
+            e.contains("neither min nor max") && e.contains("any"),
+            "{e}"
+        );
         let m: Measurement =
             serde_json::from_str(r#"{"experiment": {"kind": "ablate", "sets": [{"heads": [[5, 0]]}]}, "metric": "loss"}"#)
                 .unwrap();

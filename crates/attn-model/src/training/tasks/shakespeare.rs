@@ -47,6 +47,25 @@ struct Play {
     text: String,
 }
 
+/// The held-out tail of every play in the JSON `attn plays` writes (the last 10 % of each, the
+/// text the character model never trained on), as plain text: what lessons measure language
+/// models on, through any model's tokenizer.
+pub fn held_out_text(plays_json: &str) -> Result<Vec<String>> {
+    let file: PlaysFile = serde_json::from_str(plays_json).map_err(|e| ModelError::Json {
+        what: "the plays".into(),
+        message: e.to_string(),
+    })?;
+    Ok(file
+        .plays
+        .into_iter()
+        .map(|p| {
+            let play: Vec<char> = p.text.chars().collect();
+            let split = ((1.0 - VALIDATION_FRACTION) * play.len() as f64) as usize;
+            play[split..].iter().collect()
+        })
+        .collect())
+}
+
 impl Corpus {
     /// The corpus of the JSON `attn plays` writes: `{"plays": [{"name": …, "text": …}, …]}`.
     pub fn from_json(text: &str) -> Result<Corpus> {
