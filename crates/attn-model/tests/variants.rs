@@ -207,6 +207,19 @@ fn random_features_are_block_orthogonal_gaussians() {
     }
 }
 
+/// `"iid": true` draws the features independently: the same model runs, with another output than
+/// the orthogonal draw of the same seed, and the URL keeps the choice.
+#[test]
+fn independent_random_features_are_a_separate_draw() {
+    let m = model();
+    let orthogonal = run(&m, r#"{"kernel": {"random_features": 4, "seed": 3}}"#);
+    let iid = run(&m, r#"{"kernel": {"random_features": 4, "seed": 3, "iid": true}}"#);
+    assert_rows_are_distributions(&iid, true);
+    assert!(max_abs_diff(&orthogonal.logits, &iid.logits) > 1e-4);
+    let again = run(&m, r#"{"kernel": {"random_features": 4, "seed": 3, "iid": true}}"#);
+    assert_eq!(iid.logits, again.logits, "seeded");
+}
+
 #[test]
 fn random_features_approach_softmax_as_m_grows() {
     let m = model();

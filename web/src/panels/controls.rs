@@ -187,7 +187,7 @@ pub fn Controls() -> impl IntoView {
             <select id="kernel" data-testid="kernel" on:change=move |ev| {
                 let k = match event_target_value(&ev).as_str() {
                     "linear" => Some(Kernel::Named(KernelName::Linear)),
-                    "random_features" => Some(Kernel::RandomFeatures { random_features: 64, seed: 0 }),
+                    "random_features" => Some(Kernel::RandomFeatures { random_features: 64, seed: 0, iid: false }),
                     _ => None,
                 };
                 set(Box::new(move |v| v.kernel = k));
@@ -201,13 +201,21 @@ pub fn Controls() -> impl IntoView {
                 }}
             </select>
             {move || match ui.variant.get().kernel() {
-                Kernel::RandomFeatures { random_features, seed } => Some(view! {
+                Kernel::RandomFeatures { random_features, seed, iid } => Some(view! {
                     <label for="rf-m">"Random features m: " {random_features}</label>
                     <input id="rf-m" type="range" min="1" max="512" prop:value=random_features.to_string()
                         on:input=move |ev| {
                             let m = parse_opt(&event_target_value(&ev)).unwrap_or(1);
-                            set(Box::new(move |v| v.kernel = Some(Kernel::RandomFeatures { random_features: m, seed })));
+                            set(Box::new(move |v| v.kernel = Some(Kernel::RandomFeatures { random_features: m, seed, iid })));
                         } />
+                    <label title="FAVOR+ draws the features block-orthogonal; the Performer paper compares that with independent draws">
+                        <input type="checkbox" data-testid="rf-iid" prop:checked=iid
+                            on:change=move |ev| {
+                                let iid = event_target_checked(&ev);
+                                set(Box::new(move |v| v.kernel = Some(Kernel::RandomFeatures { random_features, seed, iid })));
+                            } />
+                        " independent (i.i.d.) features instead of orthogonal"
+                    </label>
                 }),
                 _ => None,
             }}

@@ -279,13 +279,21 @@ pub fn kv_cache_contents(
 }
 
 /// The random feature vectors `ω` of every (layer, head), `[layer][head][feature][d_head]`,
-/// seeded: FAVOR+'s block-orthogonal draw (see [`orthogonal_features`]).
+/// seeded: FAVOR+'s block-orthogonal draw (see [`orthogonal_features`]), or i.i.d. `N(0, I_d)`
+/// vectors when asked.
 fn draw_random_features(c: &ModelConfig, settings: &WeightSettings) -> Option<Arc<Vec<f32>>> {
-    let (m, seed) = settings.random_features?;
+    let (m, seed, iid) = settings.random_features?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut all = Vec::with_capacity(c.n_layer * c.n_head * m * c.d_head());
     for _ in 0..c.n_layer * c.n_head {
-        all.extend(orthogonal_features(&mut rng, m, c.d_head()));
+        if iid {
+            all.extend((0..m * c.d_head()).map(|_| {
+                let z: f64 = StandardNormal.sample(&mut rng);
+                z as f32
+            }));
+        } else {
+            all.extend(orthogonal_features(&mut rng, m, c.d_head()));
+        }
     }
     Some(Arc::new(all))
 }

@@ -19,7 +19,8 @@ pub struct WeightSettings {
     /// Principal components kept per key/value head.
     pub kv_pca: Option<usize>,
     /// Random features `(m, seed)` of the random-feature kernel.
-    pub random_features: Option<(usize, u64)>,
+    /// (m, seed, i.i.d. instead of block-orthogonal).
+    pub random_features: Option<(usize, u64, bool)>,
 }
 
 impl WeightSettings {
@@ -33,7 +34,8 @@ impl WeightSettings {
                 Kernel::RandomFeatures {
                     random_features,
                     seed,
-                } => Some((random_features, seed)),
+                    iid,
+                } => Some((random_features, seed, iid)),
                 _ => None,
             },
         }

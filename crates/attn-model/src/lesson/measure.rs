@@ -436,7 +436,7 @@ pub(super) fn plan(m: &Measurement, config: &crate::ModelConfig, rankings: &Rank
                 .iter()
                 .enumerate()
                 .map(|(i, v)| Planned {
-                    series: "variants".into(),
+                    series: v.series.clone().unwrap_or_else(|| "variants".into()),
                     x: (i + 1) as f64,
                     label: v.label.clone(),
                     variant: v.variant.clone(),

@@ -106,6 +106,10 @@ pub struct Band {
 pub struct NamedVariant {
     pub label: String,
     pub variant: Variant,
+    /// The series the point belongs to (`variants` when absent): points of one series can be
+    /// averaged by a result (`{"mean": series}`), e.g. one setting over several seeds.
+    #[serde(default)]
+    pub series: Option<String>,
 }
 
 /// What a measurement varies. Every experiment also measures the unmodified model (the point
@@ -230,6 +234,7 @@ impl Setting {
                 v.kernel = Some(Kernel::RandomFeatures {
                     random_features: n,
                     seed: 0,
+                    iid: false,
                 })
             }
             Setting::KvGroups => v.kv_groups = Some(n),
@@ -409,6 +414,8 @@ pub enum Pick {
     Lowest(String),
     /// The highest value of a series.
     Highest(String),
+    /// The mean of a series' values (e.g. over the seeds of a random draw).
+    Mean(String),
     /// A series' value at `x`.
     At(String, f64),
 }
@@ -465,6 +472,10 @@ impl Measured {
                 .ok_or_else(|| format!("no point labelled {label:?}")),
             Pick::Lowest(name) => Ok(ys(name)?.fold(f64::INFINITY, f64::min)),
             Pick::Highest(name) => Ok(ys(name)?.fold(f64::NEG_INFINITY, f64::max)),
+            Pick::Mean(name) => {
+                let values: Vec<f64> = ys(name)?.collect();
+                Ok(values.iter().sum::<f64>() / values.len().max(1) as f64)
+            }
             Pick::At(name, x) => series(name)?
                 .points
                 .iter()

@@ -202,7 +202,7 @@ async fn measure_sample<E: Engine>(
     };
     let plan = plan(m, &config, &rankings);
     let ranking_name = if ranking_work(m, &config, 1) == 0 {
-        "no ranking (this measurement ranks nothing)".to_string()
+        "no inputs (this measurement ranks nothing)".to_string()
     } else {
         sample.ranking_name.clone()
     };

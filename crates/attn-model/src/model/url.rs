@@ -42,7 +42,14 @@ pub fn variant_to_query(variant: &Variant) -> Vec<(String, String)> {
         Some(Kernel::RandomFeatures {
             random_features,
             seed,
-        }) => push("kernel", format!("rf:{random_features}:{seed}")),
+            iid,
+        }) => push(
+            "kernel",
+            format!(
+                "rf:{random_features}:{seed}{}",
+                if *iid { ":iid" } else { "" }
+            ),
+        ),
     }
     if let Some(h) = &v.heads {
         let list: Vec<String> = h.ablate.iter().map(|[l, h]| format!("{l}.{h}")).collect();
@@ -139,9 +146,15 @@ fn parse_kernel(value: &str) -> Option<Kernel> {
                 Some(s) => s.parse::<u64>().ok()?,
                 None => 0,
             };
+            let iid = match parts.next() {
+                Some("iid") => true,
+                Some(_) => return None,
+                None => false,
+            };
             parts.next().is_none().then_some(Kernel::RandomFeatures {
                 random_features: m,
                 seed,
+                iid,
             })
         }
     }
@@ -185,6 +198,12 @@ mod tests {
         assert_eq!(round_trip(&linear), linear);
         let pca = Variant::from_json(r#"{"kv_pca": 3, "kv_groups": 2, "route_heads": 2}"#).unwrap();
         assert_eq!(round_trip(&pca), pca);
+        let iid =
+            Variant::from_json(r#"{"kernel": {"random_features": 16, "seed": 2, "iid": true}}"#)
+                .unwrap();
+        assert_eq!(round_trip(&iid), iid);
+        assert_eq!(variant_to_query(&iid)[0].1, "rf:16:2:iid");
+        assert!(parse_kernel("rf:16:2:nope").is_none());
         assert!(variant_to_query(&Variant::default()).is_empty());
     }
 

@@ -12,11 +12,15 @@ use crate::error::{ModelError, Result};
 pub enum Kernel {
     /// `"softmax"` or `"linear"`.
     Named(KernelName),
-    /// `{"random_features": m, "seed": s}`: Performer-style positive random features.
+    /// `{"random_features": m, "seed": s}`: Performer-style positive random features, drawn
+    /// block-orthogonal as FAVOR+ does; `"iid": true` draws them independently instead (the
+    /// comparison the Performer paper makes).
     RandomFeatures {
         random_features: usize,
         #[serde(default)]
         seed: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        iid: bool,
     },
 }
 
