@@ -213,10 +213,16 @@ fn random_features_are_block_orthogonal_gaussians() {
 fn independent_random_features_are_a_separate_draw() {
     let m = model();
     let orthogonal = run(&m, r#"{"kernel": {"random_features": 4, "seed": 3}}"#);
-    let iid = run(&m, r#"{"kernel": {"random_features": 4, "seed": 3, "iid": true}}"#);
+    let iid = run(
+        &m,
+        r#"{"kernel": {"random_features": 4, "seed": 3, "iid": true}}"#,
+    );
     assert_rows_are_distributions(&iid, true);
     assert!(max_abs_diff(&orthogonal.logits, &iid.logits) > 1e-4);
-    let again = run(&m, r#"{"kernel": {"random_features": 4, "seed": 3, "iid": true}}"#);
+    let again = run(
+        &m,
+        r#"{"kernel": {"random_features": 4, "seed": 3, "iid": true}}"#,
+    );
     assert_eq!(iid.logits, again.logits, "seeded");
 }
 

@@ -552,6 +552,23 @@ pub(super) fn plan(m: &Measurement, config: &crate::ModelConfig, rankings: &Rank
             }
             ("attention layers dropped".to_string(), false, plan)
         }
+        Experiment::Decode { variants, .. } => {
+            let plan = variants
+                .iter()
+                .map(|v| Planned {
+                    series: v.series.clone().unwrap_or_else(|| "variants".into()),
+                    x: 0.0,
+                    label: v.label.clone(),
+                    variant: v.variant.clone(),
+                    layer: None,
+                })
+                .collect();
+            (
+                "KV cache bytes held at the end of the text".to_string(),
+                false,
+                plan,
+            )
+        }
         Experiment::KvCache => {
             let settings = tradeoff_variants(
                 config.kv_heads(),
@@ -588,6 +605,9 @@ pub(super) async fn score_plan<E: Engine, P: Progress>(
     plan: &Plan,
     counter: &mut Counter<'_, P>,
 ) -> std::result::Result<Outcome<Vec<Measured>>, E::Error> {
+    if let Experiment::Decode { tokens: n, .. } = m.experiment {
+        return score_decode(engine, inputs, n, m, plan, counter).await;
+    }
     let config = engine.model().config.clone();
     let readback = if m.metric == Metric::Entropy {
         Readback::attention_maps()
@@ -668,6 +688,126 @@ pub(super) async fn score_plan<E: Engine, P: Progress>(
         })
         .collect();
     Ok(Outcome::Done(measured))
+}
+
+/// [`Experiment::Decode`]: each input continued greedily by the unmodified model, then every
+/// variant decoded along the same text from its own cache, scored by the mean KL over the
+/// continuation's positions; x the bytes the cache holds at the end.
+async fn score_decode<E: Engine, P: Progress>(
+    engine: &mut E,
+    inputs: &[&[u32]],
+    n: usize,
+    m: &Measurement,
+    plan: &Plan,
+    counter: &mut Counter<'_, P>,
+) -> std::result::Result<Outcome<Vec<Measured>>, E::Error> {
+    let n_ctx = engine.model().config.n_ctx;
+    engine.set_variant(&Variant::default())?;
+    // The continuation and the unmodified model's logits along it: (text, logits per
+    // continuation position, full-cache bytes).
+    let mut references: Vec<(Vec<u32>, Vec<Vec<f32>>, f64)> = Vec::new();
+    for prompt in inputs {
+        let prompt = &prompt[..prompt.len().min(n_ctx.saturating_sub(1)).max(1)];
+        let steps = n.min(n_ctx - prompt.len());
+        let (logits, bytes, text) = decode_along(engine, prompt, steps, None).await?;
+        references.push((text, logits, bytes));
+        if !counter.tick() {
+            return Ok(Outcome::Cancelled);
+        }
+    }
+    let mut series: Vec<Vec<Series>> = vec![Vec::new(); inputs.len()];
+    for point in &plan.points {
+        engine.set_variant(&point.variant)?;
+        for ((text, reference, _), series) in references.iter().zip(&mut series) {
+            let prompt_len = text.len() - reference.len();
+            let (logits, bytes, _) =
+                decode_along(engine, &text[..prompt_len], reference.len(), Some(text)).await?;
+            let kl = logits
+                .iter()
+                .zip(reference)
+                .map(|(v, r)| kl_divergence(r, v))
+                .sum::<f64>()
+                / reference.len().max(1) as f64;
+            push_point(series, &point.series, &point.label, bytes, kl);
+            if !counter.tick() {
+                return Ok(Outcome::Cancelled);
+            }
+        }
+    }
+    Ok(Outcome::Done(
+        references
+            .iter()
+            .zip(series)
+            .map(|((_, _, full_bytes), mut series)| {
+                for s in &mut series {
+                    s.points.insert(
+                        0,
+                        MeasuredPoint {
+                            label: "unmodified".into(),
+                            x: *full_bytes,
+                            y: 0.0,
+                        },
+                    );
+                }
+                Measured {
+                    x_label: plan.x_label.clone(),
+                    y_label: m.metric.name().into(),
+                    x_log: plan.x_log,
+                    unmodified: 0.0,
+                    series,
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// Decodes `steps` positions after `prompt` on the engine's variant: greedily, or along
+/// `text` (teacher-forced) when given. Returns the next-token logits at the prompt's last
+/// position and at each decoded one (one per generated token), the bytes the cache holds at the
+/// end, and the whole text. Where the engine keeps no cache for the variant it recomputes, and
+/// the bytes are the per-token formula times the length.
+async fn decode_along<E: Engine>(
+    engine: &mut E,
+    prompt: &[u32],
+    steps: usize,
+    text: Option<&[u32]>,
+) -> std::result::Result<(Vec<Vec<f32>>, f64, Vec<u32>), E::Error> {
+    let mut all = prompt.to_vec();
+    let mut logits = Vec::with_capacity(steps);
+    let next = |all: &[u32], row: &[f32]| -> u32 {
+        match text {
+            Some(t) => t[all.len()],
+            None => crate::engine::output::argmax(row),
+        }
+    };
+    match engine.prefill(prompt, &Readback::next_token()).await? {
+        Some(out) => {
+            let mut row = out.logits_at(out.seq_len - 1).to_vec();
+            for i in 0..steps {
+                let token = next(&all, &row);
+                all.push(token);
+                logits.push(std::mem::take(&mut row));
+                if i + 1 < steps {
+                    row = engine.decode_step(token).await?.logits;
+                }
+            }
+            let bytes = engine.kv_cache_bytes().unwrap_or(0) as f64;
+            // The cache holds the positions run so far: the last token is not run yet.
+            Ok((logits, bytes, all))
+        }
+        None => {
+            let mut bytes = 0.0;
+            for _ in 0..steps {
+                let out = engine.forward(&all, &Readback::next_token()).await?;
+                let row = out.logits_at(out.seq_len - 1).to_vec();
+                bytes = (out.kv_bytes_per_token * all.len()) as f64;
+                let token = next(&all, &row);
+                all.push(token);
+                logits.push(row);
+            }
+            Ok((logits, bytes, all))
+        }
+    }
 }
 
 fn push_point(series: &mut Vec<Series>, name: &str, label: &str, x: f64, y: f64) {
@@ -828,6 +968,63 @@ mod tests {
         assert!((m.result(&spec).unwrap() - (highest - m.unmodified)).abs() < 1e-12);
         assert!(spec.holds(0.0) && !spec.holds(-101.0));
         assert!(m.pick(&Pick::Lowest("nothing".into())).is_err());
+    }
+
+    #[test]
+    fn decoding_reports_the_bytes_each_cache_holds_and_the_drift_along_a_continuation() {
+        let mut e = engine(true);
+        let c = e.model().config.clone();
+        let tokens = [3, 1, 4, 1, 5, 9, 2, 6];
+        let m = run(
+            &mut e,
+            &tokens,
+            r#"{"experiment": {"kind": "decode", "tokens": 5, "variants": [
+                {"label": "same", "variant": {"kv_groups": 4}},
+                {"label": "pooled", "variant": {"kv_groups": 1}},
+                {"label": "window", "variant": {"window": 3}}]}, "metric": "kl"}"#,
+        );
+        let point = |label: &str| {
+            m.series[0]
+                .points
+                .iter()
+                .find(|p| p.label == label)
+                .cloned()
+                .unwrap()
+        };
+        // 8 prompt positions and 4 of the 5 generated tokens run: 12 cached positions.
+        let per_position = 2 * c.kv_heads() * c.d_head() * c.n_layer * 4;
+        assert_eq!(point("unmodified").x, (12 * per_position) as f64);
+        assert_eq!(point("pooled").x, (12 * per_position / 4) as f64);
+        assert_eq!(point("window").x, (3 * per_position) as f64);
+        assert!(
+            point("same").y.abs() < 1e-9,
+            "an unchanged cache does not drift"
+        );
+        assert!(point("pooled").y > 1e-4 && point("window").y > 1e-4);
+        // The drift is the mean KL along the continuation the unmodified model generated.
+        let mut fresh = engine(true);
+        let mut text = tokens.to_vec();
+        for _ in 0..5 {
+            let out = fresh.forward(&text).unwrap();
+            text.push(out.argmax_at(text.len() - 1));
+        }
+        let reference = fresh.forward(&text[..12]).unwrap();
+        fresh
+            .set_variant(&Variant {
+                kv_groups: Some(1),
+                ..Variant::default()
+            })
+            .unwrap();
+        let pooled = fresh.forward(&text[..12]).unwrap();
+        let kl = (7..12)
+            .map(|t| kl_divergence(reference.logits_at(t), pooled.logits_at(t)))
+            .sum::<f64>()
+            / 5.0;
+        assert!(
+            (point("pooled").y - kl).abs() < 1e-4,
+            "{} vs {kl}",
+            point("pooled").y
+        );
     }
 
     #[test]

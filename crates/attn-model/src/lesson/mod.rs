@@ -140,6 +140,17 @@ pub enum Experiment {
     /// Every `kv_groups` that divides the key/value heads and halving series of `kv_rank` and
     /// `kv_pca`: the metric against KV-cache bytes per token.
     KvCache,
+    /// Generation from a KV cache: the unmodified model continues each input greedily by
+    /// `tokens` tokens; then each variant runs over the same text one position at a time from
+    /// its own cache (prefill of the input, a decode step per token). The metric (`kl` only)
+    /// compares its next-token distributions along the continuation with the unmodified
+    /// model's; x is the bytes its cache holds at the end of the text, as the engine reports
+    /// them (or, where the engine recomputes that variant, the per-token formula times the
+    /// length).
+    Decode {
+        variants: Vec<NamedVariant>,
+        tokens: usize,
+    },
 }
 
 fn one() -> usize {
@@ -414,6 +425,9 @@ pub enum Pick {
     Lowest(String),
     /// The highest value of a series.
     Highest(String),
+    /// The x of the point with this label (`unmodified` where a curve starts or ends at it):
+    /// e.g. the cache bytes a variant holds.
+    X(String),
     /// The mean of a series' values (e.g. over the seeds of a random draw).
     Mean(String),
     /// A series' value at `x`.
@@ -472,6 +486,11 @@ impl Measured {
                 .ok_or_else(|| format!("no point labelled {label:?}")),
             Pick::Lowest(name) => Ok(ys(name)?.fold(f64::INFINITY, f64::min)),
             Pick::Highest(name) => Ok(ys(name)?.fold(f64::NEG_INFINITY, f64::max)),
+            Pick::X(label) => self
+                .points()
+                .find(|(_, p)| &p.label == label)
+                .map(|(_, p)| p.x)
+                .ok_or_else(|| format!("no point labelled {label:?}")),
             Pick::Mean(name) => {
                 let values: Vec<f64> = ys(name)?.collect();
                 Ok(values.iter().sum::<f64>() / values.len().max(1) as f64)
@@ -660,6 +679,20 @@ impl Measurement {
             }
             Experiment::EachLayer if self.metric != Metric::Entropy => {
                 return bad("each_layer reads the attention entropy of each layer".into())
+            }
+            Experiment::Decode { variants, tokens } => {
+                if self.metric != Metric::Kl {
+                    return bad("decode compares distributions along a continuation: kl".into());
+                }
+                if !config.causal || config.n_classes.is_some() {
+                    return bad("decode needs a model that predicts the next token".into());
+                }
+                if *tokens == 0 {
+                    return bad("decode needs at least one token to generate".into());
+                }
+                for v in variants {
+                    v.variant.validate(config)?;
+                }
             }
             _ => {}
         }
