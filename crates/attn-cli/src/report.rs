@@ -69,11 +69,18 @@ pub(crate) fn run_json(
     report
 }
 
+/// Prints `value` as pretty JSON. A reader that stops early (`attn … --json | head`) closes the
+/// pipe: that ends the output quietly instead of panicking.
 pub(crate) fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values always serialise")
-    );
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).expect("JSON values always serialise");
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: could not write the output: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 pub(crate) fn print_run(report: &Value) {
