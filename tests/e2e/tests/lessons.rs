@@ -29,9 +29,14 @@ fn query(frame: bool, selector: &str) -> String {
 
 /// Lessons whose measurements the page runs here (the others are opened step by step): the
 /// cheap ones, covering every kind of sample (task lists, task sequences, held-out text), a
-/// ranking set, and a control on untrained weights.
-const MEASURED_IN_THE_PAGE: [&str; 4] =
-    ["induction-heads", "sharing-kv", "hopfield-beta", "one-head"];
+/// ranking set, generation from each variant's KV cache, and a control on untrained weights.
+const MEASURED_IN_THE_PAGE: [&str; 5] = [
+    "induction-heads",
+    "sharing-kv",
+    "kv-cache",
+    "hopfield-beta",
+    "one-head",
+];
 
 /// Walks through every step of `lesson` (open at step 1), running each measurement when
 /// `measure`; returns the failures (a verdict other than the one the lesson expects).
