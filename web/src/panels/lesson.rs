@@ -4,7 +4,7 @@
 //! A step sets the page (model, input, variant); `?lesson=ID&step=N` opens one, the arrow keys
 //! move between steps, and `embed=1` keeps only what the lesson uses.
 
-use attn_model::lesson::{Experiment, LessonStep, SampledResult, Verdict};
+use attn_model::lesson::{range_text, Experiment, LessonStep, SampledResult, Verdict};
 use attn_model::{Lesson, Variant};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -253,16 +253,6 @@ fn verdict_mark(verdict: Verdict) -> &'static str {
     }
 }
 
-/// The claimed range in words.
-fn range_words(min: Option<f64>, max: Option<f64>) -> String {
-    match (min, max) {
-        (Some(a), Some(b)) => format!("between {a} and {b}"),
-        (Some(a), None) => format!("at least {a}"),
-        (None, Some(b)) => format!("at most {b}"),
-        (None, None) => "no range".into(),
-    }
-}
-
 /// One number over the sample as a strip: every input's value (dots), the 95 % interval (the
 /// bar) around the mean (its tick), the claimed range (shaded) and the input on screen (the
 /// ring).
@@ -341,7 +331,7 @@ fn measured_view(step: &LessonStep, lm: LessonMeasured) -> impl IntoView {
                     class:differs=r.verdict == Verdict::NotReproduced>
                     {format!("{}: ", r.label)}<strong>{format!("{:.3}", r.mean)}</strong>
                     {format!(" (95 % interval {:.3} to {:.3} over {} inputs, in the claimed range on {} of them{screen}) — the claim: {}: ",
-                        r.low, r.high, r.n, r.held, range_words(r.min, r.max))}
+                        r.low, r.high, r.n, r.held, range_text(r.min, r.max))}
                     <strong data-testid="lesson-verdict">{verdict_mark(r.verdict)}</strong>
                     {expected.then_some(" (as the lesson expects)")}
                     {r.paper.clone().map(|p| view! { <span class="paper">{p}</span> })}

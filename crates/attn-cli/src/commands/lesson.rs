@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use attn_model::lesson::{read_lessons, run_lesson, LessonReport};
+use attn_model::lesson::{range_text, read_lessons, run_lesson, LessonReport};
 use clap::Args;
 use pollster::block_on;
 use serde_json::json;
@@ -87,14 +87,9 @@ fn print_report(report: &LessonReport) {
         println!("\nstep {}: {}", step.step, step.title);
         println!("  scored on {}; ranked on {}", step.sample, step.ranking);
         for r in &step.results {
-            let range = match (r.min, r.max) {
-                (Some(a), Some(b)) => format!("{a} to {b}"),
-                (Some(a), None) => format!("≥ {a}"),
-                (None, Some(b)) => format!("≤ {b}"),
-                (None, None) => "none".into(),
-            };
+            let range = range_text(r.min, r.max);
             println!(
-                "  {}: {:.4} [{:.4}, {:.4}] over {} inputs (in range on {}); claim {range}: {}",
+                "  {}: {:.4} [{:.4}, {:.4}] over {} inputs (in range on {}); claims {range}: {}",
                 r.label,
                 r.mean,
                 r.low,

@@ -122,7 +122,7 @@ fn names(heads: &[[usize; 2]]) -> String {
 }
 
 /// `items` in a seeded random order (Fisher–Yates on ChaCha8).
-fn shuffled<T>(mut items: Vec<T>, seed: u64) -> Vec<T> {
+pub(super) fn shuffled<T>(mut items: Vec<T>, seed: u64) -> Vec<T> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for i in (1..items.len()).rev() {
         let j = (rng.next_u64() % (i as u64 + 1)) as usize;

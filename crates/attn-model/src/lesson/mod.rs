@@ -527,12 +527,17 @@ impl ResultSpec {
 
     /// The claimed range in words, e.g. "at least 0.3".
     pub fn range_text(&self) -> String {
-        match (self.min, self.max) {
-            (Some(a), Some(b)) => format!("between {a} and {b}"),
-            (Some(a), None) => format!("at least {a}"),
-            (None, Some(b)) => format!("at most {b}"),
-            (None, None) => "no range (refused when a lesson loads)".into(),
-        }
+        range_text(self.min, self.max)
+    }
+}
+
+/// A claimed range in words, e.g. "at least 0.3".
+pub fn range_text(min: Option<f64>, max: Option<f64>) -> String {
+    match (min, max) {
+        (Some(a), Some(b)) => format!("between {a} and {b}"),
+        (Some(a), None) => format!("at least {a}"),
+        (None, Some(b)) => format!("at most {b}"),
+        (None, None) => "no range (refused when a lesson loads)".into(),
     }
 }
 

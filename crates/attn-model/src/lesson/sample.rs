@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::api::{Engine, Outcome, Progress, Step};
 use crate::error::{ModelError, Result};
-use crate::lesson::measure::{plan, rank, ranking_work, score_plan, Counter, Rankings};
+use crate::lesson::measure::{plan, rank, ranking_work, score_plan, shuffled, Counter, Rankings};
 use crate::lesson::{Measured, Measurement, Metric, ResultSpec, Verdict};
 use crate::tokenizer::Tokenizer;
 use crate::training::tasks::Task;
@@ -38,13 +38,7 @@ pub struct Sample {
 
 /// Indices `0..n` in a seeded random order.
 fn shuffled_indices(n: usize, seed: u64) -> Vec<usize> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut items: Vec<usize> = (0..n).collect();
-    for i in (1..items.len()).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        items.swap(i, j);
-    }
-    items
+    shuffled((0..n).collect(), seed)
 }
 
 impl Sample {
@@ -301,12 +295,14 @@ pub fn summarise(
     if n == 0 {
         return Err("no input of the sample has a position this measurement scores".into());
     }
+    // The resamples' mean measurements, once for every number.
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let resamples: Vec<Vec<usize>> = (0..BOOTSTRAP_RESAMPLES)
+    let resampled: Vec<Measured> = (0..BOOTSTRAP_RESAMPLES)
         .map(|_| {
-            (0..n)
-                .map(|_| (rng.next_u64() % n as u64) as usize)
-                .collect()
+            let chosen: Vec<&Measured> = (0..n)
+                .map(|_| &measured.per_input[(rng.next_u64() % n as u64) as usize])
+                .collect();
+            mean_of(&chosen)
         })
         .collect();
     specs
@@ -318,13 +314,9 @@ pub fn summarise(
                 .iter()
                 .map(|m| m.result(spec))
                 .collect::<std::result::Result<Vec<f64>, String>>()?;
-            let mut boot = resamples
+            let mut boot = resampled
                 .iter()
-                .map(|picks| {
-                    let chosen: Vec<&Measured> =
-                        picks.iter().map(|&i| &measured.per_input[i]).collect();
-                    mean_of(&chosen).result(spec)
-                })
+                .map(|m| m.result(spec))
                 .collect::<std::result::Result<Vec<f64>, String>>()?;
             boot.sort_by(f64::total_cmp);
             let (low, high) = (percentile(&boot, 0.025), percentile(&boot, 0.975));
