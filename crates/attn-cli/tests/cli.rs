@@ -465,6 +465,21 @@ fn lesson_lists_and_measures_over_samples() {
     let report = json_of(&attn(&["lesson", "one-head", "--model", sort, "--json"]));
     let first = &report["steps"][0]["results"][0];
     assert_eq!(first["verdict"], "not reproduced", "{first}");
+    // A language model from disk runs the steps marked for any language model, on itself.
+    let llama = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/families/llama-gqa-tied"
+    );
+    let report = json_of(&attn(&["lesson", "sharing-kv", "--model", llama, "--json"]));
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{report}");
+    assert_eq!(steps[0]["step"], 5);
+    assert!(report["model"]
+        .as_str()
+        .unwrap()
+        .ends_with("llama-gqa-tied"));
+    let err = failure(&attn(&["lesson", "one-head", "--model", llama]));
+    assert!(err.contains("any_language_model"), "{err}");
     let err = failure(&attn(&["lesson", "no-such-lesson"]));
     assert!(
         err.contains("one-head"),

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use attn_model::engine::unwatched;
-use attn_model::lesson::{run_lesson, Verdict};
+use attn_model::lesson::{run_lesson, SampleKind, Verdict};
 use attn_model::{now, CpuEngine, Lesson};
 
 fn root() -> PathBuf {
@@ -152,7 +152,7 @@ fn ranking_and_fitting_inputs_are_not_scored() {
     for id in ["induction", "sort", "shakespeare"] {
         let model =
             attn_model::load_model(static_dir.join(format!("models/{id}.safetensors"))).unwrap();
-        let sample = attn_model::lesson::sample_for(&model, &held_out).unwrap();
+        let sample = attn_model::lesson::sample_for(&model, SampleKind::Model, &held_out).unwrap();
         assert!(
             sample.scoring.len() >= 20 && sample.ranking.len() >= 8,
             "{id}"
@@ -175,4 +175,91 @@ fn ranking_and_fitting_inputs_are_not_scored() {
             }
         }
     }
+}
+
+/// The repeated-random-token sample: each sequence's second half is its first, no special
+/// token is drawn, the scored and ranked sequences differ, and it fits the model's context.
+#[test]
+fn repeated_random_tokens_repeat_once_and_skip_special_tokens() {
+    let dir = root().join("tests/fixtures/families/llama-gqa-tied");
+    let model = attn_model::load_model(&dir).unwrap();
+    let special = attn_model::lesson::special_tokens(&model);
+    assert!(
+        special.contains(&2),
+        "the end of text is special: {special:?}"
+    );
+    let sample =
+        attn_model::lesson::sample_for(&model, SampleKind::RepeatedRandomTokens, &[]).unwrap();
+    assert_eq!((sample.scoring.len(), sample.ranking.len()), (20, 8));
+    for s in sample.scoring.iter().chain(&sample.ranking) {
+        assert!(s.len() <= model.config.n_ctx && s.len() >= 8);
+        let (first, second) = s.split_at(s.len() / 2);
+        assert_eq!(first, second);
+        assert!(s
+            .iter()
+            .all(|t| !special.contains(t) && (*t as usize) < 446));
+    }
+    for s in &sample.scoring {
+        assert!(!sample.ranking.contains(s), "a ranking input is scored");
+    }
+}
+
+/// `run_lesson` with a language model from disk runs only the steps marked
+/// `any_language_model`, on that model, and expects every claim of them to hold there (the
+/// built-in model's expected exceptions say nothing about another model); a lesson without a
+/// step that fits the model is refused with a message.
+#[test]
+fn a_lesson_runs_its_any_model_steps_on_a_model_from_disk() {
+    let lessons = lessons();
+    let dir = root().join("tests/fixtures/families/llama-gqa-tied");
+    let lesson = lessons.iter().find(|l| l.id == "induction-heads").unwrap();
+    let report = now(run_lesson(
+        lesson,
+        &root().join("static"),
+        Some(&dir),
+        |model| CpuEngine::new(model).map_err(|e| e.to_string()),
+        &mut unwatched(),
+    ))
+    .unwrap();
+    let any: Vec<usize> = lesson
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.any_language_model && s.measure.is_some())
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert!(!any.is_empty());
+    assert_eq!(report.steps.iter().map(|s| s.step).collect::<Vec<_>>(), any);
+    assert!(report.model.ends_with("llama-gqa-tied"), "{}", report.model);
+    for step in &report.steps {
+        assert!(step.sample.contains("random tokens"), "{}", step.sample);
+        for r in &step.results {
+            assert_eq!(r.n, 20);
+            assert_eq!(r.expected, Verdict::Reproduced);
+            assert!(r.mean.is_finite() && r.low <= r.mean && r.mean <= r.high);
+        }
+    }
+    let one_head = lessons.iter().find(|l| l.id == "one-head").unwrap();
+    let e = now(run_lesson(
+        one_head,
+        &root().join("static"),
+        Some(&dir),
+        |model| CpuEngine::new(model).map_err(|e| e.to_string()),
+        &mut unwatched(),
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("a language model") && e.contains("any_language_model"),
+        "{e}"
+    );
+    let sort = root().join("static/models/sort.safetensors");
+    let e = now(run_lesson(
+        lesson,
+        &root().join("static"),
+        Some(&sort),
+        |model| CpuEngine::new(model).map_err(|e| e.to_string()),
+        &mut unwatched(),
+    ))
+    .unwrap_err();
+    assert!(e.contains("the sort task"), "{e}");
 }

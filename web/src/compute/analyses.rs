@@ -12,7 +12,8 @@ use crate::session::{check_cache_fits, return_engines, Yielding};
 use attn_gpu::{AnyEngine, EnginePair, GpuError};
 use attn_model::engine::{Outcome, Progress, Step};
 use attn_model::lesson::{
-    reads_held_out_text, run_sampled, sample_for, summarise, untrained_twin, SAMPLE_SEED,
+    reads_held_out_text, run_sampled, sample_for, summarise, untrained_twin, SampleKind,
+    SAMPLE_SEED,
 };
 use attn_model::{
     activation_patching, direct_logit_attribution, head_importance, layer_similarity, logit_lens,
@@ -175,12 +176,13 @@ pub(super) async fn measure(
         measurement
             .check(&pair.variant.model().config, tokens)
             .map_err(|e| e.to_string())?;
-        let text = if reads_held_out_text(pair.variant.model()) {
+        let text = if step.sample == SampleKind::Model && reads_held_out_text(pair.variant.model())
+        {
             held_out_text(state).await?
         } else {
             Vec::new()
         };
-        let sample = sample_for(pair.variant.model(), &text)?;
+        let sample = sample_for(pair.variant.model(), step.sample, &text)?;
         let twin = if step.untrained {
             let twin = untrained_twin(pair.variant.model()).map_err(|e| e.to_string())?;
             Some(AnyEngine::cpu(twin).map_err(|e| e.to_string())?)

@@ -24,8 +24,9 @@ pub(crate) struct LessonArgs {
     /// List the lessons instead.
     #[arg(long)]
     list: bool,
-    /// Run every step on this model (a project `.safetensors` file or a Hugging Face directory)
-    /// instead of the steps' built-in models.
+    /// Run the steps that fit this model (a project `.safetensors` file or a Hugging Face
+    /// directory) on it instead of their built-in models: on a language model the steps marked
+    /// `any_language_model`, on a task model the steps whose built-in model has its task.
     #[arg(long)]
     model: Option<PathBuf>,
     /// Which engine runs the forward passes.

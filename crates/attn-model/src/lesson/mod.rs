@@ -12,12 +12,12 @@ pub use measure::{layer_similarity, run_measurement};
 #[cfg(not(target_arch = "wasm32"))]
 pub use report::run_lesson;
 pub use report::{
-    model_task, reads_held_out_text, report_step, sample_for, untrained_twin, LessonReport,
-    StepReport, SAMPLE_SEED,
+    is_language_model, model_task, reads_held_out_text, report_step, sample_for, special_tokens,
+    step_fits, untrained_twin, LessonReport, StepReport, SAMPLE_SEED,
 };
 pub use sample::{
     run_sampled, summarise, Sample, SampleMeasured, SampledResult, BOOTSTRAP_RESAMPLES,
-    RANKING_INPUTS, TASK_INPUTS, TEXT_INPUTS, TEXT_WINDOW,
+    RANKING_INPUTS, REPEATED_HALF, TASK_INPUTS, TEXT_INPUTS, TEXT_WINDOW,
 };
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,15 @@ pub struct LessonStep {
     pub text: String,
     /// The built-in model the step runs on (its id in the model list).
     pub model: String,
+    /// The step's claim is about language models in general, and its measurement fits any of
+    /// them (picks relative to the model's size, no token ids of its own): the page runs it on
+    /// a language model loaded from disk when one is open, and `attn lesson ID --model PATH`
+    /// runs only such steps.
+    #[serde(default)]
+    pub any_language_model: bool,
+    /// What the step is measured over: the model's own kind of input when absent.
+    #[serde(default)]
+    pub sample: SampleKind,
     /// The input; the model's first example when absent.
     #[serde(default)]
     pub prompt: Option<String>,
@@ -73,6 +82,32 @@ pub struct LessonStep {
     /// What the paper reports, shown beside the measured number.
     #[serde(default)]
     pub reported: Option<String>,
+}
+
+/// The inputs a step's measurement runs over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleKind {
+    /// The model's own kind: its task's held-out set, or windows of held-out text.
+    #[default]
+    Model,
+    /// Sequences of random tokens repeated once (the second half copies the first): what
+    /// induction heads are found and tested on in any language model, whatever its tokenizer
+    /// and training text.
+    RepeatedRandomTokens,
+}
+
+impl LessonStep {
+    /// The step as it runs on a model other than its built-in one: the numbers keep their
+    /// claimed ranges, but what the lesson expects of its own model (`expect`) says nothing
+    /// about another, so every claim is expected to hold.
+    pub fn on_another_model(&self) -> LessonStep {
+        let mut step = self.clone();
+        for r in &mut step.results {
+            r.expect = None;
+        }
+        step
+    }
 }
 
 /// An experiment, the metric it measures and the positions it scores.
@@ -432,6 +467,9 @@ pub enum Pick {
     Mean(String),
     /// A series' value at `x`.
     At(String, f64),
+    /// A series' value at the point whose x is nearest `fraction` of the series' largest x
+    /// (ties to the larger x): e.g. half the layers of any model, `["by similarity", 0.5]`.
+    AtFraction(String, f64),
 }
 
 /// A measured point.
@@ -501,6 +539,19 @@ impl Measured {
                 .find(|p| (p.x - x).abs() < 1e-9)
                 .map(|p| p.y)
                 .ok_or_else(|| format!("series {name:?} has no point at {x}")),
+            Pick::AtFraction(name, fraction) => {
+                let points = &series(name)?.points;
+                let largest = points.iter().map(|p| p.x).fold(f64::NEG_INFINITY, f64::max);
+                let target = fraction * largest;
+                points
+                    .iter()
+                    .min_by(|a, b| {
+                        let (da, db) = ((a.x - target).abs(), (b.x - target).abs());
+                        da.total_cmp(&db).then(b.x.total_cmp(&a.x))
+                    })
+                    .map(|p| p.y)
+                    .ok_or_else(|| format!("series {name:?} has no points"))
+            }
         }
     }
 

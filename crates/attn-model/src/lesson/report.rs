@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::api::{Engine, Outcome, Progress};
 use crate::lesson::{
-    run_sampled, summarise, LessonStep, Sample, SampledResult, RANKING_INPUTS, TASK_INPUTS,
-    TEXT_INPUTS,
+    run_sampled, summarise, LessonStep, Sample, SampleKind, SampledResult, RANKING_INPUTS,
+    TASK_INPUTS, TEXT_INPUTS,
 };
 use crate::model::Model;
 use crate::training::tasks::Task;
@@ -52,9 +52,43 @@ pub fn reads_held_out_text(model: &Model) -> bool {
     model_task(model).is_none_or(|task| task.synthetic_data().is_none())
 }
 
-/// The sample a step runs on for `model`: its task's held-out sequences, or windows of
-/// `held_out_text` (the plays' held-out tails) through the model's tokenizer.
-pub fn sample_for(model: &Model, held_out_text: &[String]) -> Result<Sample, String> {
+/// Whether `model` is a language model: it predicts the next token of text, not a synthetic
+/// task's answer or a class — the models a step marked `any_language_model` runs on.
+pub fn is_language_model(model: &Model) -> bool {
+    model.config.causal && model.config.n_classes.is_none() && reads_held_out_text(model)
+}
+
+/// The ids of `model`'s special tokens (its end of text, and the beginning of text and padding
+/// a Hugging Face `config.json` names), which no sample of random tokens draws.
+pub fn special_tokens(model: &Model) -> Vec<u32> {
+    let mut ids = model.end_of_text();
+    for key in ["bos_token_id", "pad_token_id"] {
+        if let Some(id) = model.metadata.get(key).and_then(|v| v.as_u64()) {
+            ids.push(id as u32);
+        }
+    }
+    ids
+}
+
+/// The sample a step of kind `kind` runs on for `model`: repeated random tokens, or the model's
+/// own kind — its task's held-out sequences, or windows of `held_out_text` (the plays'
+/// held-out tails) through the model's tokenizer.
+pub fn sample_for(
+    model: &Model,
+    kind: SampleKind,
+    held_out_text: &[String],
+) -> Result<Sample, String> {
+    if kind == SampleKind::RepeatedRandomTokens {
+        return Sample::repeated_random_tokens(
+            model.config.vocab_size,
+            model.config.n_ctx,
+            &special_tokens(model),
+            TEXT_INPUTS,
+            RANKING_INPUTS,
+            SAMPLE_SEED,
+        )
+        .map_err(|e| e.to_string());
+    }
     if !reads_held_out_text(model) {
         if let Some(sample) = model_task(model)
             .and_then(|task| Sample::from_task(task, TASK_INPUTS, RANKING_INPUTS, SAMPLE_SEED))
@@ -75,6 +109,14 @@ pub fn sample_for(model: &Model, held_out_text: &[String]) -> Result<Sample, Str
         SAMPLE_SEED,
     )
     .map_err(|e| e.to_string())
+}
+
+/// Whether `step` runs on `model` in place of its built-in model, whose task is `built_in_task`:
+/// a step marked `any_language_model` on any language model, any step on a model of its
+/// built-in model's task (e.g. a sorting model trained in the page).
+pub fn step_fits(step: &LessonStep, built_in_task: Option<&str>, model: &Model) -> bool {
+    (step.any_language_model && is_language_model(model))
+        || model_task(model).is_some_and(|t| Some(t.name()) == built_in_task)
 }
 
 /// `model` before training: its architecture, tokenizer and metadata with the trainer's initial
@@ -125,10 +167,11 @@ pub async fn report_step<E: Engine>(
     }))
 }
 
-/// Runs every measured step of `lesson` natively: each step on its built-in model (read from
-/// `static_dir/models`, listed in its `index.json`) or on `model` when given, over the step's
-/// sample (held-out text from `static_dir/train/shakespeare.json`), on the engine `engine_for`
-/// makes, and on the step's own input as the page shows it.
+/// Runs every measured step of `lesson` natively, each on its built-in model (read from
+/// `static_dir/models`, listed in its `index.json`) — or, when `model` is given, the steps
+/// marked `any_language_model` on that language model — over the step's sample (held-out text
+/// from `static_dir/train/shakespeare.json`), on the engine `engine_for` makes, and on the
+/// step's own input as the page shows it.
 #[cfg(not(target_arch = "wasm32"))]
 pub async fn run_lesson<E: Engine>(
     lesson: &crate::Lesson,
@@ -147,23 +190,34 @@ pub async fn run_lesson<E: Engine>(
         crate::training::tasks::held_out_text(&read(static_dir.join("train/shakespeare.json"))?)
             .map_err(|e| e.to_string())?;
     let entries = index["models"].as_array().cloned().unwrap_or_default();
+    let entry_of = |step: &LessonStep| {
+        entries
+            .iter()
+            .find(|m| m["id"] == step.model.as_str())
+            .ok_or_else(|| format!("no built-in model {:?}", step.model))
+    };
+    let given = match model {
+        Some(path) => Some((
+            crate::load_model(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            path.display().to_string(),
+        )),
+        None => None,
+    };
     let mut steps = Vec::new();
     let mut models_used: Vec<String> = Vec::new();
     for (i, step) in lesson.steps.iter().enumerate() {
         if step.measure.is_none() {
             continue;
         }
-        let (loaded, examples, name) = match model {
-            Some(path) => (
-                crate::load_model(path).map_err(|e| format!("{}: {e}", path.display()))?,
-                Vec::new(),
-                path.display().to_string(),
-            ),
+        let entry = entry_of(step).map_err(|e| format!("step {}: {e}", i + 1))?;
+        let (loaded, examples, name) = match &given {
+            Some((loaded, name)) => {
+                if !step_fits(step, entry["task"].as_str(), loaded) {
+                    continue;
+                }
+                (loaded.clone(), Vec::new(), name.clone())
+            }
             None => {
-                let entry = entries
-                    .iter()
-                    .find(|m| m["id"] == step.model.as_str())
-                    .ok_or_else(|| format!("step {}: no built-in model {:?}", i + 1, step.model))?;
                 let file = static_dir
                     .join("models")
                     .join(entry["file"].as_str().unwrap_or_default());
@@ -193,20 +247,31 @@ pub async fn run_lesson<E: Engine>(
         step.variant
             .validate(&loaded.config)
             .map_err(|e| format!("step {}: {e}", i + 1))?;
-        let sample = sample_for(&loaded, &held_out).map_err(|e| format!("step {}: {e}", i + 1))?;
+        let sample = sample_for(&loaded, step.sample, &held_out)
+            .map_err(|e| format!("step {}: {e}", i + 1))?;
         let prompt = step.prompt.clone().or_else(|| examples.first().cloned());
         let on_screen = match (
             &prompt,
             loaded.build_tokenizer().map_err(|e| e.to_string())?,
         ) {
-            (Some(p), Some(t)) => Some(t.encode(p).map_err(|e| e.to_string())?),
+            // Cut to the context, as the page cuts what it shows (a model from disk may hold
+            // less than the built-in one the prompt was written for).
+            (Some(p), Some(t)) => {
+                let mut tokens = t.encode(p).map_err(|e| e.to_string())?;
+                tokens.truncate(loaded.config.n_ctx);
+                Some(tokens)
+            }
             _ => None,
         };
         let mut engine = engine_for(loaded)?;
+        let step = match model {
+            Some(_) => step.on_another_model(),
+            None => step.clone(),
+        };
         if let Some(report) = report_step(
             &mut engine,
             i + 1,
-            step,
+            &step,
             &sample,
             on_screen.as_deref(),
             progress,
@@ -216,6 +281,21 @@ pub async fn run_lesson<E: Engine>(
         {
             steps.push(report);
         }
+    }
+    if let (Some((loaded, name)), true) = (&given, steps.is_empty()) {
+        let kind = if is_language_model(loaded) {
+            "a language model".to_string()
+        } else {
+            match model_task(loaded) {
+                Some(task) => format!("a model of the {} task", task.name()),
+                None => "a model of no task the lessons know".to_string(),
+            }
+        };
+        return Err(format!(
+            "no measured step of this lesson runs on {name}, {kind}: a step runs on a model of \
+             its built-in model's task, and the steps marked any_language_model on any language \
+             model"
+        ));
     }
     Ok(LessonReport {
         id: lesson.id.clone(),

@@ -23,6 +23,8 @@ pub const TEXT_INPUTS: usize = 20;
 pub const RANKING_INPUTS: usize = 8;
 /// Characters in a window of held-out text (cut to the model's context after tokenising).
 pub const TEXT_WINDOW: usize = 96;
+/// Tokens in each half of a repeated-random-token sequence (cut to half the model's context).
+pub const REPEATED_HALF: usize = 32;
 /// Resamples of the bootstrap interval.
 pub const BOOTSTRAP_RESAMPLES: usize = 2000;
 
@@ -118,6 +120,51 @@ impl Sample {
                 .iter()
                 .map(|&i| encode(i))
                 .collect::<Result<_>>()?,
+        })
+    }
+}
+
+impl Sample {
+    /// `inputs + ranking` sequences of [`REPEATED_HALF`] random token ids repeated once (half
+    /// the context at most), drawn uniformly from the vocabulary without the ids in `skip`
+    /// (the model's special tokens), seeded: the first `inputs` scored, the rest ranked on. In
+    /// the second half every next token can be copied from the first, and nothing but copying
+    /// predicts it — the probe TransformerLens and Olsson et al. find induction heads with.
+    pub fn repeated_random_tokens(
+        vocab_size: usize,
+        n_ctx: usize,
+        skip: &[u32],
+        inputs: usize,
+        ranking: usize,
+        seed: u64,
+    ) -> Result<Sample> {
+        let ids: Vec<u32> = (0..vocab_size as u32)
+            .filter(|id| !skip.contains(id))
+            .collect();
+        let half = REPEATED_HALF.min(n_ctx / 2);
+        if ids.len() < 2 || half < 2 {
+            return Err(ModelError::Input(format!(
+                "repeated random tokens need a vocabulary of two tokens and a context of four \
+                 (this model: {} tokens, context {n_ctx})",
+                ids.len()
+            )));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut draw = || {
+            let first: Vec<u32> = (0..half)
+                .map(|_| ids[(rng.next_u64() % ids.len() as u64) as usize])
+                .collect();
+            [first.clone(), first].concat()
+        };
+        let scoring: Vec<Vec<u32>> = (0..inputs).map(|_| draw()).collect();
+        let ranking: Vec<Vec<u32>> = (0..ranking).map(|_| draw()).collect();
+        Ok(Sample {
+            scoring_name: format!(
+                "{inputs} sequences of {half} random tokens, each repeated once (seed {seed})"
+            ),
+            scoring,
+            ranking_name: format!("{} other such sequences", ranking.len()),
+            ranking,
         })
     }
 }
