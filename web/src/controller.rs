@@ -69,6 +69,9 @@ struct Inner {
     heard: Cell<bool>,
     /// Object URLs of files being opened, kept alive until the worker has read them.
     reading: RefCell<Vec<ObjectUrl>>,
+    /// The files of the last model opened from disk and its title, to open it again when a
+    /// lesson step runs on it after another model was shown.
+    your_files: RefCell<Option<(Vec<web_sys::File>, String)>>,
 }
 
 /// How long the page waits for the worker's first answer before saying it did not start.
@@ -97,6 +100,7 @@ impl Controller {
             measuring: Cell::new(None),
             heard: Cell::new(false),
             reading: RefCell::new(Vec::new()),
+            your_files: RefCell::new(None),
         })));
         ctl
     }
@@ -211,6 +215,10 @@ impl Controller {
         let Some(inner) = self.inner() else { return };
         let model = inner.last_model.get() + 1;
         inner.last_model.set(model);
+        inner.ui.opening_files.set_value(match &source {
+            ModelSource::Files(_) => Some(title.clone()),
+            _ => None,
+        });
         inner.bridge.borrow().send(Request::Open {
             model,
             source,
@@ -276,7 +284,21 @@ impl Controller {
             .map(|(f, url)| (f.name(), url.to_string()))
             .collect();
         inner.reading.borrow_mut().extend(urls);
+        *inner.your_files.borrow_mut() = Some((files, title.clone()));
         self.open(ModelSource::Files(named), title, String::new(), Vec::new());
+    }
+
+    /// Opens the last model opened from disk again (a lesson step runs on it); `false` when
+    /// there is none.
+    pub fn reopen_yours(&self) -> bool {
+        let Some((files, title)) = self.inner().and_then(|i| i.your_files.borrow().clone()) else {
+            return false;
+        };
+        if let Some(ui) = self.ui() {
+            ui.loading.set(Some(format!("Opening {title} again…")));
+        }
+        self.open_files(files, title);
+        true
     }
 
     /// Starts a training run of `settings` in the worker (replacing any run there).

@@ -101,10 +101,35 @@ pub struct Ui {
     pub pending_variant: StoredValue<Option<Variant>>,
     /// The input to show once the model being opened is installed (a trained model's example).
     pub pending_prompt: StoredValue<Option<String>>,
+    /// The files being opened from disk, by their title, until the model is installed.
+    pub opening_files: StoredValue<Option<String>>,
+    /// The last model opened from disk (lesson steps that fit it run on it), and whether it is
+    /// the model shown now.
+    pub yours: RwSignal<Option<YourModel>>,
+    pub yours_shown: RwSignal<bool>,
     /// The training panel's settings (in the URL); `None` while the panel is closed.
     pub train: RwSignal<Option<TrainSettings>>,
     /// The training run as the page shows it.
     pub training: RwSignal<TrainView>,
+}
+
+/// A model the user opened from disk, as the lessons need to know it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct YourModel {
+    /// The page's title for it ("From disk: …").
+    pub title: String,
+    /// It predicts the next token of text (no synthetic task, no classes).
+    pub language_model: bool,
+    /// The built-in task it was trained on, if any.
+    pub task: Option<String>,
+}
+
+impl YourModel {
+    /// Whether a lesson step runs on this model in place of its built-in model (whose task is
+    /// `built_in_task`).
+    pub fn fits(&self, step: &attn_model::LessonStep, built_in_task: Option<&str>) -> bool {
+        step.fits(built_in_task, self.language_model, self.task.as_deref())
+    }
 }
 
 impl Ui {
@@ -165,6 +190,9 @@ impl Ui {
             measured: RwSignal::new(None),
             pending_variant: StoredValue::new(None),
             pending_prompt: StoredValue::new(None),
+            opening_files: StoredValue::new(None),
+            yours: RwSignal::new(None),
+            yours_shown: RwSignal::new(false),
             train: RwSignal::new(state.train.clone()),
             training: RwSignal::new(TrainView::default()),
         }
@@ -237,6 +265,19 @@ impl Ui {
     /// Makes the model the worker just loaded the page's model, and resets what depended on the
     /// old one. The role scores arrive from the worker after.
     pub fn install(&self, info: ModelInfo, config: &ModelConfig) {
+        let from_files = self.opening_files.try_update_value(Option::take).flatten();
+        self.yours_shown.set(from_files.is_some());
+        if let Some(title) = from_files {
+            self.yours.set(Some(YourModel {
+                title,
+                language_model: attn_model::lesson::is_language_model_of(
+                    info.causal,
+                    info.classifier,
+                    info.task.as_deref(),
+                ),
+                task: info.task.clone(),
+            }));
+        }
         match self.opening.try_update_value(Option::take).flatten() {
             Some(entry) => {
                 if self.prompt.get_untracked().is_empty()

@@ -29,9 +29,11 @@ fn query(frame: bool, selector: &str) -> String {
 
 /// Lessons whose measurements the page runs here (the others are opened step by step): the
 /// cheap ones, covering every kind of sample (task lists, task sequences, held-out text), a
-/// ranking set, generation from each variant's KV cache, and a control on untrained weights.
-const MEASURED_IN_THE_PAGE: [&str; 5] = [
+/// ranking set, generation from each variant's KV cache, the logit lens, and controls on
+/// untrained weights.
+const MEASURED_IN_THE_PAGE: [&str; 6] = [
     "induction-heads",
+    "logit-lens",
     "sharing-kv",
     "kv-cache",
     "hopfield-beta",

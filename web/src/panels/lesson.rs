@@ -64,11 +64,53 @@ fn entry_for(ui: Ui, step: &LessonStep) -> Option<ModelEntry> {
     Some(entry)
 }
 
-/// Puts the page in the state a step describes: its model (loaded when another one is shown),
-/// its input and its variant.
+/// The task of the built-in model a step is written for.
+fn built_in_task(ui: Ui, step: &LessonStep) -> Option<String> {
+    ui.manifest.with_untracked(|m| {
+        m.iter()
+            .find(|e| e.id == step.model)
+            .map(|e| e.task.clone())
+            .filter(|t| !t.is_empty())
+    })
+}
+
+/// Whether `step` runs on the model the user opened from disk (the last one) instead of its
+/// built-in model: a step for any language model on a language model, any step on a model of
+/// its built-in model's task.
+fn runs_on_yours(ui: Ui, step: &LessonStep) -> bool {
+    let task = built_in_task(ui, step);
+    ui.yours
+        .with(|y| y.as_ref().is_some_and(|y| y.fits(step, task.as_deref())))
+}
+
+/// The title of the model from disk a step runs on, when it runs on one.
+fn yours_title(ui: Ui, step: &LessonStep) -> Option<String> {
+    runs_on_yours(ui, step)
+        .then(|| ui.yours.with(|y| y.as_ref().map(|y| y.title.clone())))
+        .flatten()
+}
+
+/// Puts the page in the state a step describes: its model (loaded when another one is shown;
+/// the model from disk, opened again if need be, when the step runs on it), its input and its
+/// variant.
 pub fn apply_step(ui: Ui, ctl: Controller, step: &LessonStep) {
     ctl.cancel_measurement();
     ui.measured.set(None);
+    if untrack(|| runs_on_yours(ui, step)) {
+        if ui.yours_shown.get_untracked() && ui.opening.with_value(Option::is_none) {
+            if let Some(prompt) = &step.prompt {
+                ui.prompt.set(prompt.clone());
+            }
+            ui.variant.set(step.variant.clone());
+            return;
+        }
+        ui.variant.set(Variant::default());
+        ui.pending_variant.set_value(Some(step.variant.clone()));
+        ui.pending_prompt.set_value(step.prompt.clone());
+        if ctl.reopen_yours() {
+            return;
+        }
+    }
     let Some(entry) = entry_for(ui, step) else {
         ui.error.set(Some(format!(
             "This step runs on the built-in model {:?}, which is not in the model list.",
@@ -150,12 +192,32 @@ fn lesson_list(ui: Ui, open: bool) -> impl IntoView {
             .into_iter()
             .map(|l| {
                 let id = l.id.clone();
+                // The steps that run on the model opened from disk, if one is.
+                let yours: Vec<usize> = l
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.measure.is_some() && runs_on_yours(ui, s))
+                    .map(|(i, _)| i)
+                    .collect();
+                let on_yours = yours.first().map(|&first| {
+                    let id = id.clone();
+                    let steps: Vec<String> = yours.iter().map(|i| (i + 1).to_string()).collect();
+                    view! {
+                        " "
+                        <button class="link on-yours" data-testid="lesson-on-yours" on:click=move |_| {
+                            ui.lesson_step.set(first);
+                            ui.lesson_id.set(Some(id.clone()));
+                        }>{format!("run on your model (step {})", steps.join(", "))}</button>
+                    }
+                });
                 view! {
                     <li data-lesson-id=l.id.clone()>
                         <button class="link" on:click=move |_| {
                             ui.lesson_step.set(0);
                             ui.lesson_id.set(Some(id.clone()));
                         }>{l.title.clone()}</button>
+                        {on_yours}
                         " — " {l.summary.clone()}
                     </li>
                 }
@@ -183,10 +245,20 @@ fn lesson_view(ui: Ui, lesson: Lesson) -> impl IntoView {
         .split("\n\n")
         .map(|p| view! { <p>{p.to_string()}</p> })
         .collect_view();
-    let measured_step = step.measure.is_some().then(|| step.clone());
+    let on_yours = yours_title(ui, &step);
+    // On a model from disk the built-in model's expected exceptions say nothing.
+    let measured_step = step.measure.is_some().then(|| {
+        if on_yours.is_some() {
+            step.on_another_model()
+        } else {
+            step.clone()
+        }
+    });
     let model = step.model.clone();
+    let yours_step = on_yours.is_some();
     let ready = move || {
-        ui.model_id.get().as_deref() == Some(model.as_str())
+        (ui.model_id.get().as_deref() == Some(model.as_str())
+            || (yours_step && ui.yours_shown.get()))
             && ui.loading.get().is_none()
             && !ui.tokens.with(Vec::is_empty)
             && ui.measuring.get().is_none()
@@ -231,6 +303,17 @@ fn lesson_view(ui: Ui, lesson: Lesson) -> impl IntoView {
         <p class="muted source">{lesson.source.clone()}</p>
         <section class="lesson-step" data-testid="lesson-step" data-step=(n + 1).to_string()>
             <h3>{format!("Step {} of {count}: {}", n + 1, step.title)}</h3>
+            {match &on_yours {
+                Some(title) => view! {
+                    <p class="on-yours" data-testid="lesson-runs-on-yours">
+                        {format!("This step runs on your model — {title} — instead of the built-in {:?}: the claim is checked on it as the paper states it.", step.model)}
+                    </p>
+                }.into_any(),
+                None if step.any_language_model => view! {
+                    <p class="muted">"This step also runs on a language model you open from disk (Model → your own files)."</p>
+                }.into_any(),
+                None => ().into_any(),
+            }}
             {paragraphs}
             {step.ask.clone().map(|q| view! { <p class="ask"><strong>"Predict: "</strong>{q}</p> })}
             {measure_button}

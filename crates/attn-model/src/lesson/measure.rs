@@ -89,6 +89,59 @@ fn score(
     }
 }
 
+/// The logit lens over `inputs`: one hooked forward of the unmodified model each, every depth
+/// of the plan scored from its decoded residual stream, against the deepest read (the model's
+/// output) as the reference.
+async fn score_lens<E: Engine, P: Progress>(
+    engine: &mut E,
+    inputs: &[&[u32]],
+    m: &Measurement,
+    plan: &Plan,
+    counter: &mut Counter<'_, P>,
+) -> std::result::Result<Outcome<Vec<Measured>>, E::Error> {
+    engine.set_variant(&Variant::default())?;
+    let config = engine.model().config.clone();
+    let mut measured = Vec::with_capacity(inputs.len());
+    for tokens in inputs {
+        let lens = crate::lens::logit_lens(engine, tokens).await?;
+        let read = |depth: usize| Output {
+            seq_len: tokens.len(),
+            n_layer: config.n_layer,
+            n_head: config.n_head,
+            n_out: lens.n_out,
+            logits: lens.logits[depth].clone(),
+            attention: Vec::new(),
+            head_out_norms: Vec::new(),
+            kv_bytes_per_token: 0,
+        };
+        let reference = Reference {
+            positions: m.positions.select(tokens, true),
+            output: read(config.n_layer),
+            causal: config.causal,
+        };
+        let mut series = Vec::new();
+        for point in &plan.points {
+            let depth = point.layer.unwrap_or(config.n_layer);
+            let y = score(m.metric, &read(depth), &reference, tokens, None);
+            push_point(&mut series, &point.series, &point.label, point.x, y);
+            if !counter.tick() {
+                return Ok(Outcome::Cancelled);
+            }
+        }
+        measured.push(Measured {
+            x_label: plan.x_label.clone(),
+            y_label: m.metric.name().into(),
+            x_log: plan.x_log,
+            unmodified: score(m.metric, &reference.output, &reference, tokens, None),
+            series,
+        });
+        if !counter.tick() {
+            return Ok(Outcome::Cancelled);
+        }
+    }
+    Ok(Outcome::Done(measured))
+}
+
 /// A point to measure: which series, its x, its label and its variant.
 pub(super) struct Planned {
     series: String,
@@ -463,6 +516,22 @@ pub(super) fn plan(m: &Measurement, config: &crate::ModelConfig, rankings: &Rank
                 plan,
             )
         }
+        Experiment::LogitLens => {
+            let plan = (0..=config.n_layer)
+                .map(|layer| Planned {
+                    series: "logit lens".into(),
+                    x: layer as f64,
+                    label: if layer == config.n_layer {
+                        "the output".to_string()
+                    } else {
+                        format!("before layer {layer}")
+                    },
+                    variant: Variant::default(),
+                    layer: Some(layer),
+                })
+                .collect();
+            ("depth read (0: the embeddings)".to_string(), false, plan)
+        }
         Experiment::EachLayer => {
             let plan = (0..config.n_layer)
                 .map(|layer| Planned {
@@ -607,6 +676,9 @@ pub(super) async fn score_plan<E: Engine, P: Progress>(
 ) -> std::result::Result<Outcome<Vec<Measured>>, E::Error> {
     if let Experiment::Decode { tokens: n, .. } = m.experiment {
         return score_decode(engine, inputs, n, m, plan, counter).await;
+    }
+    if m.experiment == Experiment::LogitLens {
+        return score_lens(engine, inputs, m, plan, counter).await;
     }
     let config = engine.model().config.clone();
     let readback = if m.metric == Metric::Entropy {

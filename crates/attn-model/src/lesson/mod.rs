@@ -12,8 +12,8 @@ pub use measure::{layer_similarity, run_measurement};
 #[cfg(not(target_arch = "wasm32"))]
 pub use report::run_lesson;
 pub use report::{
-    is_language_model, model_task, reads_held_out_text, report_step, sample_for, special_tokens,
-    step_fits, untrained_twin, LessonReport, StepReport, SAMPLE_SEED,
+    is_language_model, is_language_model_of, model_task, reads_held_out_text, report_step,
+    sample_for, special_tokens, step_fits, untrained_twin, LessonReport, StepReport, SAMPLE_SEED,
 };
 pub use sample::{
     run_sampled, summarise, Sample, SampleMeasured, SampledResult, BOOTSTRAP_RESAMPLES,
@@ -161,6 +161,11 @@ pub enum Experiment {
     /// The unmodified model's metric read from each layer alone (one point per layer; the
     /// entropy metric only).
     EachLayer,
+    /// The logit lens: the unmodified model's residual stream before each layer (x = the
+    /// layer, 0 the embeddings) and after the last (x = the number of layers: the model's
+    /// output), read through the final norm and the unembedding and scored as the output
+    /// would be (`loss`, `accuracy`, or `kl` to the output). Series `logit lens`.
+    LogitLens,
     /// One setting of the variant at several values.
     Sweep { setting: Setting, values: Vec<f64> },
     /// Ablate more and more heads in each order, `step` at a time: the metric against the
@@ -736,6 +741,9 @@ impl Measurement {
             Experiment::EachLayer if self.metric != Metric::Entropy => {
                 return bad("each_layer reads the attention entropy of each layer".into())
             }
+            Experiment::LogitLens if self.metric == Metric::Entropy => {
+                return bad("the logit lens reads predictions: loss, accuracy or kl".into())
+            }
             Experiment::Decode { variants, tokens } => {
                 if self.metric != Metric::Kl {
                     return bad("decode compares distributions along a continuation: kl".into());
@@ -772,6 +780,35 @@ mod tests {
         assert_eq!(Positions::From(5).select(&tokens, true), vec![5]);
         assert_eq!(Positions::All.select(&tokens, false).len(), 7);
         assert!(Positions::Repeats.select(&[1, 2, 3], true).is_empty());
+    }
+
+    #[test]
+    fn a_fraction_picks_the_nearest_point_of_any_length() {
+        let curve = |n: usize| Measured {
+            x_label: String::new(),
+            y_label: String::new(),
+            x_log: false,
+            unmodified: 0.0,
+            series: vec![Series {
+                name: "s".into(),
+                points: (0..=n)
+                    .map(|x| MeasuredPoint {
+                        label: x.to_string(),
+                        x: x as f64,
+                        y: 10.0 * x as f64,
+                    })
+                    .collect(),
+            }],
+        };
+        let at = |n: usize, f: f64| curve(n).pick(&Pick::AtFraction("s".into(), f)).unwrap();
+        assert_eq!(at(4, 0.5), 20.0);
+        assert_eq!(at(30, 0.5), 150.0);
+        // Halfway between two points: the larger.
+        assert_eq!(at(2, 0.25), 10.0);
+        assert_eq!(at(2, 0.75), 20.0);
+        assert_eq!(at(4, 0.0), 0.0);
+        assert_eq!(at(4, 1.0), 40.0);
+        assert!(curve(4).pick(&Pick::AtFraction("t".into(), 0.5)).is_err());
     }
 
     #[test]

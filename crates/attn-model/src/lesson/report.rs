@@ -55,7 +55,11 @@ pub fn reads_held_out_text(model: &Model) -> bool {
 /// Whether `model` is a language model: it predicts the next token of text, not a synthetic
 /// task's answer or a class — the models a step marked `any_language_model` runs on.
 pub fn is_language_model(model: &Model) -> bool {
-    model.config.causal && model.config.n_classes.is_none() && reads_held_out_text(model)
+    is_language_model_of(
+        model.config.causal,
+        model.config.n_classes.is_some(),
+        model.metadata.get("task").and_then(|t| t.as_str()),
+    )
 }
 
 /// The ids of `model`'s special tokens (its end of text, and the beginning of text and padding
@@ -115,8 +119,35 @@ pub fn sample_for(
 /// a step marked `any_language_model` on any language model, any step on a model of its
 /// built-in model's task (e.g. a sorting model trained in the page).
 pub fn step_fits(step: &LessonStep, built_in_task: Option<&str>, model: &Model) -> bool {
-    (step.any_language_model && is_language_model(model))
-        || model_task(model).is_some_and(|t| Some(t.name()) == built_in_task)
+    step.fits(
+        built_in_task,
+        is_language_model(model),
+        model_task(model).map(Task::name),
+    )
+}
+
+impl LessonStep {
+    /// [`step_fits`] from what the page knows of a model: whether it is a language model, and
+    /// its task's name.
+    pub fn fits(
+        &self,
+        built_in_task: Option<&str>,
+        language_model: bool,
+        task: Option<&str>,
+    ) -> bool {
+        (self.any_language_model && language_model)
+            || task.is_some_and(|t| Some(t) == built_in_task)
+    }
+}
+
+/// Whether a model of task `task` (its `metadata.task`; `None` for a model from elsewhere) that
+/// predicts the next token (`causal`, no classes) is a language model: no synthetic task.
+pub fn is_language_model_of(causal: bool, classifier: bool, task: Option<&str>) -> bool {
+    causal
+        && !classifier
+        && task
+            .and_then(Task::from_name)
+            .is_none_or(|t| t.synthetic_data().is_none())
 }
 
 /// `model` before training: its architecture, tokenizer and metadata with the trainer's initial
