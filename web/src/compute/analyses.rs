@@ -2,8 +2,8 @@
 //! interpretability tools, lesson measurements and generation.
 
 use super::state::{falls_back, gpu_failed, progress, take_current, State};
-use crate::browser::fetch_bytes;
 use crate::browser::now_ms;
+use crate::browser::{fetch_bytes, next_tick};
 use crate::protocol::{
     Analysis, AnalysisTool, AsJson, GeneratedToken, GenerationReport, JobOutcome, LessonMeasured,
     Response,
@@ -12,8 +12,8 @@ use crate::session::{check_cache_fits, return_engines, Yielding};
 use attn_gpu::{AnyEngine, EnginePair, GpuError};
 use attn_model::engine::{Outcome, Progress, Step};
 use attn_model::lesson::{
-    reads_held_out_text, run_sampled, sample_for, summarise, untrained_twin, SampleKind,
-    SAMPLE_SEED,
+    reads_held_out_text, run_sampled, sample_for, summarise, untrained_twin, uptraining,
+    SampleKind, SAMPLE_SEED,
 };
 use attn_model::{
     activation_patching, direct_logit_attribution, head_importance, layer_similarity, logit_lens,
@@ -183,28 +183,53 @@ pub(super) async fn measure(
             Vec::new()
         };
         let sample = sample_for(pair.variant.model(), step.sample, &text)?;
+        // A control on untrained weights, or the model converted and uptrained: measured on a
+        // CPU engine of its own.
         let twin = if step.untrained {
             let twin = untrained_twin(pair.variant.model()).map_err(|e| e.to_string())?;
-            Some(AnyEngine::cpu(twin).map_err(|e| e.to_string())?)
+            Some((
+                AnyEngine::cpu(twin).map_err(|e| e.to_string())?,
+                "the CPU engine (untrained weights)".to_string(),
+            ))
+        } else if let Some(uptrain) = &step.uptrain {
+            let mut run = uptraining(pair.variant.model(), uptrain)?;
+            let total = run.steps().run_length();
+            let mut watch = progress(state, job, reply);
+            while !run.steps().finished() {
+                next_tick().await;
+                run.step().map_err(|e| e.to_string())?;
+                let done = run.steps().done();
+                if !watch(Step { done, total }) {
+                    return Ok(None);
+                }
+            }
+            Some((
+                AnyEngine::cpu(run.weights().clone()).map_err(|e| e.to_string())?,
+                format!("the CPU engine (converted and uptrained for {total} steps)"),
+            ))
         } else {
             None
         };
-        Ok::<_, String>((sample, twin))
+        Ok::<_, String>(Some((sample, twin)))
     }
     .await;
     let (sample, mut twin) = match prepared {
-        Ok(p) => p,
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return_engines(&state.session, pair);
+            return Ok(None);
+        }
         Err(e) => {
             return_engines(&state.session, pair);
             return Err(e);
         }
     };
     let mut watch = progress(state, job, reply);
-    let result = if let Some(twin) = twin.as_mut() {
+    let result = if let Some((twin, name)) = twin.as_mut() {
         let mut engine = Yielding(twin);
         let outcome =
             run_sampled(&mut engine, measurement, &sample, Some(tokens), &mut watch).await;
-        outcome.map(|o| (o, "the CPU engine (untrained weights)".to_string()))
+        outcome.map(|o| (o, name.clone()))
     } else {
         let mut engine = Yielding(&mut pair.variant);
         let mut result =

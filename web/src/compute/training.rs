@@ -8,8 +8,8 @@ use crate::protocol::{AsJson, EngineChoice, Response, TrainState, TrainUpdate};
 use attn_gpu::training::{GpuTrainer, PendingStep};
 use attn_gpu::{GpuContext, GpuError};
 use attn_model::training::{
-    healing_start, probe, run_metadata, score, score_with, Corpus, ShakespeareTask, StepReport,
-    Task, TaskData, TrainConfig, Trainer,
+    healing_config, healing_start, probe, run_metadata, score, score_with, Corpus, ShakespeareTask,
+    StepReport, Task, TaskData, TrainConfig, Trainer,
 };
 use attn_model::{Model, Variant};
 use std::collections::VecDeque;
@@ -173,10 +173,7 @@ async fn start_healing(
                 .to_string()
         })?;
     let data = || task.synthetic_data().expect("a built-in task has data");
-    let mut config = task.default_config();
-    config.steps = steps.max(1);
-    config.warmup_steps = (steps / 10).max(1);
-    config.learning_rate /= 3.0;
+    let config = healing_config(task, steps);
     let held_out = data().held_out();
     let held_out = &held_out[..held_out.len().min(TRAIN_HELD_OUT)];
     let before = score(&base, held_out).map_err(|e| e.to_string())?;

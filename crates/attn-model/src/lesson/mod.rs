@@ -13,7 +13,8 @@ pub use measure::{layer_similarity, run_measurement};
 pub use report::run_lesson;
 pub use report::{
     is_language_model, is_language_model_of, model_task, reads_held_out_text, report_step,
-    sample_for, special_tokens, step_fits, untrained_twin, LessonReport, StepReport, SAMPLE_SEED,
+    sample_for, special_tokens, step_fits, untrained_twin, uptraining, LessonReport, StepReport,
+    SAMPLE_SEED,
 };
 pub use sample::{
     run_sampled, summarise, Sample, SampleMeasured, SampledResult, BOOTSTRAP_RESAMPLES,
@@ -68,6 +69,11 @@ pub struct LessonStep {
     /// trainer's initial weights (seed 0) — a control for claims about what training finds.
     #[serde(default)]
     pub untrained: bool,
+    /// Uptrain first: the step measures its model converted (`variant` built into the weights)
+    /// and fine-tuned for a fraction of the steps it was trained with — Ainslie et al.'s
+    /// conversion followed by uptraining. Models of a built-in synthetic task only.
+    #[serde(default)]
+    pub uptrain: Option<Uptrain>,
     /// The page's variant during the step (the unmodified model when absent).
     #[serde(default)]
     pub variant: Variant,
@@ -82,6 +88,17 @@ pub struct LessonStep {
     /// What the paper reports, shown beside the measured number.
     #[serde(default)]
     pub reported: Option<String>,
+}
+
+/// A variant built into the weights and fine-tuned in ([`LessonStep::uptrain`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uptrain {
+    /// What is built in (e.g. `{"kv_groups": 2}`: key/value heads mean-pooled into two).
+    pub variant: Variant,
+    /// The fraction of the steps the task's recipe trains for (e.g. 0.05: 200 of the sort
+    /// model's 4000).
+    pub fraction: f64,
 }
 
 /// The inputs a step's measurement runs over.

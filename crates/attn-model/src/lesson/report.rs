@@ -11,6 +11,7 @@ use crate::lesson::{
 };
 use crate::model::Model;
 use crate::training::tasks::Task;
+use crate::training::Trainer;
 
 /// The seed of every step's sample and bootstrap.
 pub const SAMPLE_SEED: u64 = 0;
@@ -150,6 +151,26 @@ pub fn is_language_model_of(causal: bool, classifier: bool, task: Option<&str>) 
             .is_none_or(|t| t.synthetic_data().is_none())
 }
 
+/// The run that uptrains `model` as `uptrain` says: the variant built into the weights
+/// ([`Trainer::healing`]) and fine-tuned on the model's task for `fraction` of the steps its
+/// recipe trains for, with the healing recipe ([`crate::training::healing_config`]). Step it to
+/// the end and measure [`Trainer::weights`].
+pub fn uptraining(model: &Model, uptrain: &crate::lesson::Uptrain) -> Result<Trainer, String> {
+    let task = model_task(model)
+        .filter(|t| t.synthetic_data().is_some())
+        .ok_or("uptraining fine-tunes a model of a built-in task (sort, induction, …) on it")?;
+    let steps = (task.default_config().steps as f64 * uptrain.fraction).round() as usize;
+    let data = task.synthetic_data().ok_or("the task has no data")?;
+    Trainer::healing(
+        task,
+        data,
+        crate::training::healing_config(task, steps),
+        model,
+        &uptrain.variant,
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// `model` before training: its architecture, tokenizer and metadata with the trainer's initial
 /// weights (seed 0).
 pub fn untrained_twin(model: &Model) -> crate::Result<Model> {
@@ -269,6 +290,13 @@ pub async fn run_lesson<E: Engine>(
         };
         let loaded = if step.untrained {
             untrained_twin(&loaded).map_err(|e| format!("step {}: {e}", i + 1))?
+        } else if let Some(uptrain) = &step.uptrain {
+            let mut run =
+                uptraining(&loaded, uptrain).map_err(|e| format!("step {}: {e}", i + 1))?;
+            while !run.steps().finished() {
+                run.step().map_err(|e| format!("step {}: {e}", i + 1))?;
+            }
+            run.weights().clone()
         } else {
             loaded
         };

@@ -18,6 +18,6 @@ pub use init::{initial_model, INIT_STREAM};
 pub use optimizer::AdamW;
 pub use tasks::{Corpus, MetricKind, Sequence, ShakespeareTask, Task, TaskData};
 pub use trainer::{
-    healing_start, model_config, probe, run_metadata, score, score_with, starting_weights, Probe,
-    RunSteps, StepReport, Trainer,
+    healing_config, healing_start, model_config, probe, run_metadata, score, score_with,
+    starting_weights, Probe, RunSteps, StepReport, Trainer,
 };

@@ -198,6 +198,16 @@ pub fn starting_weights(task: Task, data: &dyn TaskData, model: Model) -> Result
     Ok(model)
 }
 
+/// The recipe a model of `task` is healed (or uptrained) with for `steps` steps: the task's own
+/// training recipe at a third of its peak learning rate, warming up over a tenth of the run.
+pub fn healing_config(task: Task, steps: usize) -> TrainConfig {
+    let mut config = task.default_config();
+    config.steps = steps.max(1);
+    config.warmup_steps = (steps / 10).max(1);
+    config.learning_rate /= 3.0;
+    config
+}
+
 /// What healing `model` under `variant` starts from: the variant built into the weights
 /// ([`build_in`]), the constraint that keeps it there, and `config` set to train with the
 /// variant's kernel.
