@@ -473,7 +473,7 @@ fn lesson_lists_and_measures_over_samples() {
     let report = json_of(&attn(&["lesson", "sharing-kv", "--model", llama, "--json"]));
     let steps = report["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 1, "{report}");
-    assert_eq!(steps[0]["step"], 5);
+    assert_eq!(steps[0]["step"], 6);
     assert!(report["model"]
         .as_str()
         .unwrap()

@@ -17,12 +17,13 @@ fn lessons() -> Vec<Lesson> {
     attn_model::lesson::read_lessons(&root().join("static/lessons")).unwrap()
 }
 
-#[test]
-fn every_lesson_measures_what_it_claims_over_its_sample() {
+/// Runs lesson `id` over its samples on the CPU engine and fails on any verdict other than the
+/// one the lesson expects.
+fn measures_what_it_claims(id: &str) {
     let lessons = lessons();
-    assert!(lessons.len() >= 8, "eight lessons or more");
+    assert!(lessons.iter().any(|l| l.id == id), "no lesson {id:?}");
     let mut failures = Vec::new();
-    for lesson in &lessons {
+    for lesson in lessons.iter().filter(|l| l.id == id) {
         assert!(
             lesson.steps.iter().any(|s| s.measure.is_some()),
             "{}: a lesson measures something",
@@ -82,6 +83,84 @@ fn every_lesson_measures_what_it_claims_over_its_sample() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The lessons `static/lessons/index.json` lists, one test each below (so the harness runs them
+/// side by side, and a failure names its lesson).
+const LESSONS: [&str; 10] = [
+    "induction-heads",
+    "logit-lens",
+    "few-heads",
+    "sharing-kv",
+    "compress-kv",
+    "kv-cache",
+    "drop-attention",
+    "hopfield-beta",
+    "one-head",
+    "linear-attention",
+];
+
+#[test]
+fn every_lesson_has_its_test() {
+    let ids: Vec<String> = lessons().into_iter().map(|l| l.id).collect();
+    assert_eq!(ids, LESSONS, "add a test below for each new lesson");
+    for lesson in lessons() {
+        assert!(
+            lesson.steps.iter().any(|s| s.measure.is_some()),
+            "{}: a lesson measures something",
+            lesson.id
+        );
+    }
+}
+
+#[test]
+fn induction_heads_measures_what_it_claims() {
+    measures_what_it_claims("induction-heads");
+}
+
+#[test]
+fn logit_lens_measures_what_it_claims() {
+    measures_what_it_claims("logit-lens");
+}
+
+#[test]
+fn few_heads_measures_what_it_claims() {
+    measures_what_it_claims("few-heads");
+}
+
+#[test]
+fn sharing_kv_measures_what_it_claims() {
+    measures_what_it_claims("sharing-kv");
+}
+
+#[test]
+fn compress_kv_measures_what_it_claims() {
+    measures_what_it_claims("compress-kv");
+}
+
+#[test]
+fn kv_cache_measures_what_it_claims() {
+    measures_what_it_claims("kv-cache");
+}
+
+#[test]
+fn drop_attention_measures_what_it_claims() {
+    measures_what_it_claims("drop-attention");
+}
+
+#[test]
+fn hopfield_beta_measures_what_it_claims() {
+    measures_what_it_claims("hopfield-beta");
+}
+
+#[test]
+fn one_head_measures_what_it_claims() {
+    measures_what_it_claims("one-head");
+}
+
+#[test]
+fn linear_attention_measures_what_it_claims() {
+    measures_what_it_claims("linear-attention");
 }
 
 /// Every result the lessons expect not to reproduce is explained in the step's words.
