@@ -33,6 +33,10 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Score every head's role: previous-token, first-token (sink), self, induction.
     Roles(commands::roles::RolesArgs),
+    /// Every head's metrics over a corpus (the bundled plays, a task's held-out set, or a text
+    /// file): self, previous-token, first-token and induction scores, attention entropy,
+    /// query–key distance, and the positions where each is largest.
+    Heads(commands::heads::HeadsArgs),
     /// Rank heads by how much ablating each one alone raises the loss on an input.
     Importance(commands::importance::ImportanceArgs),
     /// Continue a prompt with sampled tokens (language models).
@@ -85,6 +89,7 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Roles(args) => commands::roles::run(args),
+        Command::Heads(args) => commands::heads::run(args),
         Command::Importance(args) => commands::importance::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Lens(args) => commands::lens::run(args),

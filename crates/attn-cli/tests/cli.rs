@@ -486,3 +486,55 @@ fn lesson_lists_and_measures_over_samples() {
         "the error lists the lessons: {err}"
     );
 }
+
+/// `attn heads`: every head's metrics over the built-in corpus in the documented JSON — on the
+/// induction model its held-out sequences, where the induction head (layer 1) leads both
+/// induction scores — and a clear message for a corpus file that is not there.
+#[test]
+fn heads_are_measured_over_a_corpus() {
+    let induction = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../static/models/induction.safetensors"
+    );
+    let report = json_of(&attn(&["heads", induction, "--windows", "50", "--json"]));
+    assert_eq!(report["windows"], 50);
+    assert!(report["corpus"]
+        .as_str()
+        .unwrap()
+        .contains("induction task"));
+    let heads = report["heads"].as_array().unwrap();
+    assert_eq!(heads.len(), 4);
+    let best = |key: &str| {
+        heads
+            .iter()
+            .max_by(|a, b| {
+                a[key]
+                    .as_f64()
+                    .unwrap()
+                    .total_cmp(&b[key].as_f64().unwrap())
+            })
+            .unwrap()
+    };
+    assert_eq!(best("induction")["layer"], 1);
+    assert_eq!(best("induction_probe")["layer"], 1);
+    assert_eq!(best("previous_token")["layer"], 0);
+    for h in heads {
+        for key in [
+            "self_attention",
+            "first_token",
+            "entropy",
+            "distance_mean",
+            "distance_std",
+        ] {
+            assert!(h[key].as_f64().is_some(), "{key}: {h}");
+        }
+        assert!(h["top"]["induction"].as_array().unwrap().len() <= 5);
+    }
+    let err = failure(&attn(&[
+        "heads",
+        induction,
+        "--corpus",
+        "/no/such/text.txt",
+    ]));
+    assert!(err.contains("/no/such/text.txt"), "{err}");
+}

@@ -31,7 +31,7 @@ pub mod model;
 pub mod training;
 
 pub use analysis::{
-    attribution, circuits, generate, importance, lens, metrics, patching, roles, thumbnail,
+    attribution, circuits, corpus, generate, importance, lens, metrics, patching, roles, thumbnail,
     tradeoff,
 };
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

@@ -8,6 +8,7 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 mod analysis;
 mod browser;
+mod corpus;
 mod decode;
 mod families;
 mod files;

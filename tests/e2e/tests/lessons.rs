@@ -221,11 +221,11 @@ fn a_lesson_runs_on_the_gpu_engine_too() {
 fn steps_open_by_url_and_keys_and_embed_mode_shows_only_the_lesson() {
     let server = StaticServer::start(dist_dir());
     let b = Browser::start(WebGpu::Enabled);
-    // Step 2 of a lesson that uses the controls but not the head-importance panel.
-    b.open_page(&server, "?lesson=sharing-kv&step=2&embed=1", LOAD);
+    // Step 3 of a lesson that uses the controls but not the head-importance panel.
+    b.open_page(&server, "?lesson=sharing-kv&step=3&embed=1", LOAD);
     b.wait_for(
-        "step 2",
-        "return !!document.querySelector('[data-testid=lesson-step][data-step=\"2\"]')",
+        "step 3",
+        "return !!document.querySelector('[data-testid=lesson-step][data-step=\"3\"]')",
         LOAD,
     );
     let shown = |testid: &str| {
@@ -250,16 +250,16 @@ fn steps_open_by_url_and_keys_and_embed_mode_shows_only_the_lesson() {
     };
     key("ArrowRight");
     b.wait_for(
-        "step 3",
-        "return !!document.querySelector('[data-testid=lesson-step][data-step=\"3\"]')",
+        "step 4",
+        "return !!document.querySelector('[data-testid=lesson-step][data-step=\"4\"]')",
         LOAD,
     );
     b.wait_for(
-        "step=3 in the URL",
-        "return location.search.includes('step=3')",
+        "step=4 in the URL",
+        "return location.search.includes('step=4')",
         LOAD,
     );
-    // Step 3 runs on the model trained with two key/value heads.
+    // Step 4 runs on the model trained with two key/value heads.
     b.wait_for(
         "the step's model",
         "return location.search.includes('model=sort-gqa')",
@@ -267,8 +267,8 @@ fn steps_open_by_url_and_keys_and_embed_mode_shows_only_the_lesson() {
     );
     key("ArrowLeft");
     b.wait_for(
-        "back to step 2",
-        "return !!document.querySelector('[data-testid=lesson-step][data-step=\"2\"]')",
+        "back to step 3",
+        "return !!document.querySelector('[data-testid=lesson-step][data-step=\"3\"]')",
         LOAD,
     );
     // Without embed=1 the whole page is there, the lesson on top.

@@ -6,6 +6,7 @@ pub(crate) mod circuits;
 pub(crate) mod compare;
 pub(crate) mod eval;
 pub(crate) mod generate;
+pub(crate) mod heads;
 pub(crate) mod importance;
 pub(crate) mod inspect;
 pub(crate) mod lens;

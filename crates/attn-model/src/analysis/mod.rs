@@ -6,6 +6,7 @@
 
 pub mod attribution;
 pub mod circuits;
+pub mod corpus;
 pub mod generate;
 pub mod importance;
 pub mod lens;

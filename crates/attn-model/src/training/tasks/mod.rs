@@ -20,7 +20,7 @@ use super::config::{ArchConfig, TrainConfig};
 pub use data::{
     held_out_rng, MetricKind, Sequence, TaskData, HELD_OUT_SEED, HELD_OUT_SIZE, HELD_OUT_STREAM,
 };
-pub use shakespeare::{held_out_text, Corpus, ShakespeareTask};
+pub use shakespeare::{held_out_text, play_texts, Corpus, ShakespeareTask};
 
 /// The built-in tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -47,6 +47,16 @@ struct Play {
     text: String,
 }
 
+/// The whole text of every play in the JSON `attn plays` writes: the built-in corpus head
+/// metrics are measured over ([`crate::corpus`]).
+pub fn play_texts(plays_json: &str) -> Result<Vec<String>> {
+    let file: PlaysFile = serde_json::from_str(plays_json).map_err(|e| ModelError::Json {
+        what: "the plays".into(),
+        message: e.to_string(),
+    })?;
+    Ok(file.plays.into_iter().map(|p| p.text).collect())
+}
+
 /// The held-out tail of every play in the JSON `attn plays` writes (the last 10 % of each, the
 /// text the character model never trained on), as plain text: what lessons measure language
 /// models on, through any model's tokenizer.
