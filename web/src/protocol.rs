@@ -271,6 +271,10 @@ pub enum AnalysisTool {
     /// The layer-drop criterion of every attention layer on the current input
     /// (`attn_model::layer_similarity`).
     LayerDrop,
+    /// Every head's metrics over a corpus (`attn_model::corpus`): the built-in one (the bundled
+    /// plays through the model's tokenizer, or a task's held-out set) when `text` is `None`,
+    /// else windows of `text`.
+    Heads { text: Option<String> },
 }
 
 /// What a tool found.
@@ -294,6 +298,8 @@ pub enum Analysis {
     KvTradeoff(AsJson<Vec<attn_model::TradeoffPoint>>),
     /// Per layer, the cosine similarity of the stream before and after its attention.
     LayerDrop(Vec<f64>),
+    /// Every head's metrics over a corpus, with the corpus's windows (to open one).
+    Heads(attn_model::corpus::CorpusHeads),
 }
 
 /// Where a training run is.

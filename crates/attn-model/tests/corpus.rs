@@ -57,13 +57,16 @@ fn the_induction_models_circuit_is_found_over_its_corpus() {
         }
         assert!(h.distance_mean >= 0.0 && h.distance_std >= 0.0);
         for metric in HeadMetric::ALL {
-            let top = &h.top[metric.key()];
+            let top: Vec<_> = h.top_of(metric.key()).collect();
             assert!(!top.is_empty() && top.len() <= TOP, "{metric:?}");
             assert!(top.windows(2).all(|w| w[0].value >= w[1].value));
             assert!(top[0].window < 200);
+            assert!(top
+                .iter()
+                .all(|t| t.position >= attn_model::corpus::TOP_FROM));
         }
         // The largest single query is at least the mean.
-        assert!(h.top["previous_token"][0].value + 1e-12 >= h.previous_token);
+        assert!(h.top_of("previous_token").next().unwrap().value + 1e-12 >= h.previous_token);
     }
 }
 

@@ -943,6 +943,51 @@ fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
     let role = |name: &str| roles.iter().find(|r| r[0] == name).unwrap()[6].clone();
     assert_eq!(role("L0 H1"), "previous-token", "{roles:?}");
     assert_eq!(role("L1 H1"), "induction", "{roles:?}");
+    // Heads over a corpus (the task's held-out sequences): sorted by the probe's induction
+    // score, the induction head L1 H1 leads, with the highest score over the corpus's repeats
+    // too; the Head Finder draws all four heads; clicking L1 H1 opens it focused on the window
+    // where its induction score peaks.
+    let heads = run("run-heads", "heads-table");
+    assert_eq!(heads.len(), 1 + 4, "{heads:?}");
+    assert_eq!(heads[1][0], "L1 H1", "{heads:?}");
+    let column = |title: &str| heads[0].iter().position(|c| c == title).unwrap();
+    let corpus_induction = column("induction (corpus)");
+    let best = heads[1..]
+        .iter()
+        .max_by(|a, b| {
+            let v = |r: &Vec<String>| r[corpus_induction].parse::<f64>().unwrap_or(-1.0);
+            v(a).total_cmp(&v(b))
+        })
+        .unwrap();
+    assert_eq!(best[0], "L1 H1", "{heads:?}");
+    let summary =
+        b.eval("return document.querySelector('[data-testid=heads-summary]').textContent");
+    assert!(
+        summary
+            .as_str()
+            .unwrap()
+            .contains("induction task's held-out set"),
+        "{summary}"
+    );
+    assert_eq!(
+        b.eval("return document.querySelector('[data-testid=head-finder]').dataset.points"),
+        "4"
+    );
+    let before = b.eval("return document.querySelector('[data-testid=prompt-input]').value");
+    b.eval("document.querySelector('[data-testid=head-finder] circle[data-layer=\"1\"][data-head=\"1\"]').dispatchEvent(new MouseEvent('click', {bubbles: true}))");
+    let focused = b.wait_for(
+        "the head opened from the Head Finder",
+        "const f = document.querySelector('[data-testid=focus-view] h3'); return f ? f.textContent : ''",
+        LOAD,
+    );
+    assert_eq!(focused, "Layer 1, head 1");
+    let after = b.eval("return document.querySelector('[data-testid=prompt-input]').value");
+    assert_ne!(
+        after, before,
+        "the input is the window where the head's score peaks"
+    );
+    b.eval("document.querySelector('[data-testid=head-finder]').scrollIntoView()");
+    b.screenshot("15-heads-over-a-corpus");
     // The layer-drop ranking: both layers with their similarity, most droppable first; its
     // button drops that layer's attention.
     let ranking = run("run-layer-drop", "layer-drop-table");

@@ -10,10 +10,11 @@ use crate::protocol::{
 };
 use crate::session::{check_cache_fits, return_engines, Yielding};
 use attn_gpu::{AnyEngine, EnginePair, GpuError};
+use attn_model::corpus::{corpus_heads, HeadCorpus, CORPUS_WINDOWS, WINDOW_TOKENS};
 use attn_model::engine::{Outcome, Progress, Step};
 use attn_model::lesson::{
-    reads_held_out_text, run_sampled, sample_for, summarise, untrained_twin, uptraining,
-    SampleKind, SAMPLE_SEED,
+    model_task, reads_held_out_text, run_sampled, sample_for, summarise, untrained_twin,
+    uptraining, SampleKind, SAMPLE_SEED,
 };
 use attn_model::{
     activation_patching, direct_logit_attribution, head_importance, layer_similarity, logit_lens,
@@ -62,23 +63,66 @@ pub(super) async fn analyse(
     let mut pair = take_current(state, model)
         .await
         .ok_or("the model changed")?;
+    let corpus = match tool {
+        AnalysisTool::Heads { text } => {
+            match head_corpus(pair.variant.model(), text.as_deref()).await {
+                Ok(corpus) => Some(corpus),
+                Err(e) => {
+                    return_engines(&state.session, pair);
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
     let mut watch = progress(state, job, reply);
-    let mut result = analyse_on(&mut pair, tokens, variant, tool, &mut watch).await;
+    let on = (tokens, variant, tool, corpus.as_ref());
+    let mut result = analyse_on(&mut pair, on, &mut watch).await;
     if let Some(e) = result.as_ref().err().filter(|e| falls_back(&pair, e)) {
         gpu_failed(state, e, reply);
         if pair.fall_back_to_cpu().is_ok() {
-            result = analyse_on(&mut pair, tokens, variant, tool, &mut watch).await;
+            result = analyse_on(&mut pair, on, &mut watch).await;
         }
     }
     return_engines(&state.session, pair);
     result.map(Outcome::done).map_err(|e| e.to_string())
 }
 
+/// The corpus head metrics run over: windows of `text`, or the built-in one — a task model's
+/// held-out sequences, else the bundled plays through the model's tokenizer.
+async fn head_corpus(model: &attn_model::Model, text: Option<&str>) -> Result<HeadCorpus, String> {
+    let tokens = WINDOW_TOKENS.min(model.config.n_ctx);
+    if text.is_none() {
+        if let Some(corpus) =
+            model_task(model).and_then(|t| HeadCorpus::from_task(t, CORPUS_WINDOWS))
+        {
+            return Ok(corpus);
+        }
+    }
+    let tokenizer = model
+        .build_tokenizer()
+        .map_err(|e| e.to_string())?
+        .ok_or("This model has no tokenizer, so it cannot read a text corpus.")?;
+    let (name, texts) = match text {
+        Some(t) => ("your text".to_string(), vec![t.to_string()]),
+        None => {
+            let bytes = fetch_bytes(HELD_OUT_TEXT)
+                .await
+                .map_err(|e| format!("Could not load the bundled plays: {e}"))?;
+            let json =
+                String::from_utf8(bytes).map_err(|_| format!("{HELD_OUT_TEXT} is not UTF-8"))?;
+            let plays =
+                attn_model::training::tasks::play_texts(&json).map_err(|e| e.to_string())?;
+            ("the bundled Shakespeare plays".to_string(), plays)
+        }
+    };
+    HeadCorpus::from_text(&name, &texts, &tokenizer, tokens, CORPUS_WINDOWS)
+        .map_err(|e| format!("{e} (the corpus needs at least one window of {tokens} tokens)"))
+}
+
 async fn analyse_on(
     pair: &mut EnginePair,
-    tokens: &[u32],
-    variant: &Variant,
-    tool: &AnalysisTool,
+    (tokens, variant, tool, corpus): (&[u32], &Variant, &AnalysisTool, Option<&HeadCorpus>),
     watch: &mut impl Progress,
 ) -> Result<Outcome<Analysis>, GpuError> {
     let mut engine = Yielding(&mut pair.variant);
@@ -126,6 +170,15 @@ async fn analyse_on(
         AnalysisTool::KvTradeoff => {
             match attn_model::kv_cache_tradeoff(&mut engine, tokens, watch).await? {
                 Outcome::Done(points) => Outcome::Done(Analysis::KvTradeoff(AsJson(points))),
+                Outcome::Cancelled => Outcome::Cancelled,
+            }
+        }
+        AnalysisTool::Heads { .. } => {
+            let Some(corpus) = corpus else {
+                return Ok(Outcome::Cancelled);
+            };
+            match corpus_heads(&mut engine, corpus, watch).await? {
+                Outcome::Done(heads) => Outcome::Done(Analysis::Heads(heads)),
                 Outcome::Cancelled => Outcome::Cancelled,
             }
         }

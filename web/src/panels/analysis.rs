@@ -2,8 +2,10 @@
 //! input and variant, each one click away and run in the worker (docs/ANALYSIS.md has the
 //! formulas).
 
+use attn_model::corpus::{CorpusHeads, HeadStats};
 use leptos::prelude::*;
 
+use crate::browser;
 use crate::controller::Controller;
 use crate::plot::{Plot, PlotData, PlotPoint, PlotSeries};
 use crate::protocol::{Analysis, AnalysisTool};
@@ -154,6 +156,7 @@ pub fn AnalysisPanel() -> impl IntoView {
     let ui = expect_context::<Ui>();
     let ctl = expect_context::<Controller>();
     let corrupt = RwSignal::new(String::new());
+    let corpus_text = RwSignal::new(String::new());
     let input_roles = RwSignal::new(false);
     let busy = move || ui.analysing.get().is_some();
     let label = move |id: u32| {
@@ -251,6 +254,7 @@ pub fn AnalysisPanel() -> impl IntoView {
             Analysis::Circuits(c) => circuits_view(c).into_any(),
             Analysis::KvTradeoff(points) => tradeoff_view(ui, points.0).into_any(),
             Analysis::LayerDrop(similarity) => layer_drop_view(similarity).into_any(),
+            Analysis::Heads(heads) => heads_view(ui, ctl, heads).into_any(),
             Analysis::Patching {
                 patching,
                 target,
@@ -315,6 +319,18 @@ pub fn AnalysisPanel() -> impl IntoView {
                 " Which attention layers change the residual stream least on this input (the cosine similarity of the stream before and after each layer's attention): the first candidates to drop."
             </p>
             <p>
+                <button data-testid="run-heads" disabled=busy on:click=move |_| {
+                    let text = corpus_text.get_untracked();
+                    let text = (!text.trim().is_empty()).then_some(text);
+                    ctl.analyse(AnalysisTool::Heads { text })
+                }>"Heads over a corpus"</button>
+                " Every head's scores averaged over 200 windows of the bundled plays through this model's tokenizer (a task model: its held-out sequences), or over text you paste here: "
+                <textarea data-testid="corpus-text" class="corpus" rows="2" placeholder="(optional) your own text"
+                    prop:value=move || corpus_text.get()
+                    on:input=move |ev| corpus_text.set(event_target_value(&ev))></textarea>
+                " — a sortable table and a Head Finder scatter of any two scores; click a head to open it where its score peaks."
+            </p>
+            <p>
                 <button data-testid="show-input-roles" aria-pressed=move || input_roles.get().to_string()
                     on:click=move |_| input_roles.update(|on| *on = !*on)>"Roles on this input"</button>
                 " The role scores of every head measured on the text on screen, wherever a token repeats (the badges on the maps come from a fixed random probe)."
@@ -328,6 +344,209 @@ pub fn AnalysisPanel() -> impl IntoView {
             </span>
         })}
         {result}
+    }
+}
+
+/// A column of the corpus head table: its title and its value for a head.
+const HEAD_COLUMNS: [(&str, &str); 8] = [
+    ("self", "self"),
+    ("previous_token", "previous token"),
+    ("first_token", "first token (sink)"),
+    ("induction", "induction (corpus)"),
+    ("induction_probe", "induction (probe)"),
+    ("entropy", "entropy"),
+    ("distance_mean", "distance"),
+    ("distance_std", "distance sd"),
+];
+
+fn column_title(key: &str) -> &'static str {
+    HEAD_COLUMNS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or("", |(_, title)| title)
+}
+
+fn head_value(h: &HeadStats, key: &str) -> f64 {
+    match key {
+        "self" => h.self_attention,
+        "previous_token" => h.previous_token,
+        "first_token" => h.first_token,
+        "induction" => h.induction.unwrap_or(f64::NAN),
+        "induction_probe" => h.induction_probe,
+        "entropy" => h.entropy,
+        "distance_mean" => h.distance_mean,
+        _ => h.distance_std,
+    }
+}
+
+/// Where a head's score `key` peaks: the key of `top` it is kept under.
+fn top_key(key: &str) -> &str {
+    match key {
+        "induction_probe" => "induction",
+        "distance_mean" | "distance_std" => "distance",
+        k => k,
+    }
+}
+
+/// Opens head `(layer, head)` where its score `key` peaks over the corpus: that window as the
+/// input, the head focused.
+fn open_head(
+    ui: Ui,
+    ctl: Controller,
+    heads: &CorpusHeads,
+    (layer, head): (usize, usize),
+    key: &str,
+) {
+    let stats = heads
+        .heads
+        .iter()
+        .find(|h| h.layer == layer && h.head == head);
+    let best = stats.and_then(|h| h.top_of(top_key(key)).next());
+    if let Some(best) = best {
+        let text = heads
+            .window_tokens
+            .get(best.window)
+            .and_then(|ids| ctl.with_text(|t| t.decode(ids)).flatten());
+        if let Some(text) = text {
+            ui.prompt.set(text);
+        }
+    }
+    ui.focus.set(Some((layer, head)));
+}
+
+/// The corpus head metrics: a Head Finder scatter of two chosen scores (one point per head) and
+/// a table sorted by any column; clicking a head opens it where the chosen score peaks.
+fn heads_view(ui: Ui, ctl: Controller, heads: CorpusHeads) -> impl IntoView {
+    let heads = std::sync::Arc::new(heads);
+    let x_key = RwSignal::new("previous_token".to_string());
+    let y_key = RwSignal::new("induction_probe".to_string());
+    let sort_key = RwSignal::new("induction_probe".to_string());
+    let options = move |selected: RwSignal<String>| {
+        HEAD_COLUMNS
+            .iter()
+            .map(|(key, title)| {
+                view! { <option value=*key selected=move || selected.get() == *key>{*title}</option> }
+            })
+            .collect_view()
+    };
+    let (w, h, pad) = (360.0, 260.0, 36.0);
+    let scatter_heads = heads.clone();
+    let scatter = move || {
+        let (xk, yk) = (x_key.get(), y_key.get());
+        let values: Vec<(usize, usize, f64, f64)> = scatter_heads
+            .heads
+            .iter()
+            .map(|s| (s.layer, s.head, head_value(s, &xk), head_value(s, &yk)))
+            .filter(|(_, _, x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        let max =
+            |f: fn(&(usize, usize, f64, f64)) -> f64| values.iter().map(f).fold(1e-9f64, f64::max);
+        let (mx, my) = (max(|p| p.2), max(|p| p.3));
+        let n_layer = scatter_heads
+            .heads
+            .iter()
+            .map(|s| s.layer + 1)
+            .max()
+            .unwrap_or(1);
+        let points = values
+            .iter()
+            .map(|&(layer, head, x, y)| {
+                let cx = pad + x / mx * (w - 2.0 * pad);
+                let cy = h - pad - y / my * (h - 2.0 * pad);
+                let hue = 240.0 - 200.0 * layer as f64 / n_layer.max(2).saturating_sub(1).max(1) as f64;
+                let all = scatter_heads.clone();
+                let key = yk.clone();
+                view! {
+                    <circle class="head-point" data-layer=layer.to_string() data-head=head.to_string()
+                        cx=format!("{cx:.1}") cy=format!("{cy:.1}") r="5"
+                        fill=format!("hsl({hue:.0}, 70%, 45%)")
+                        on:click=move |_| open_head(ui, ctl, &all, (layer, head), &key)>
+                        <title>{format!("L{layer} H{head}: {x:.3}, {y:.3}")}</title>
+                    </circle>
+                }
+            })
+            .collect_view();
+        view! {
+            <svg class="head-finder" data-testid="head-finder" data-points=values.len().to_string()
+                width=w.to_string() height=h.to_string() viewBox=format!("0 0 {w} {h}")>
+                <line x1=pad y1=h - pad x2=w - pad y2=h - pad stroke="#888" />
+                <line x1=pad y1=pad x2=pad y2=h - pad stroke="#888" />
+                <text x=w - pad y=h - 8.0 text-anchor="end" font-size="11">{format!("{} (max {mx:.3})", column_title(&xk))}</text>
+                <text x=4 y=14 font-size="11">{format!("{} (max {my:.3})", column_title(&yk))}</text>
+                {points}
+            </svg>
+        }
+    };
+    let table_heads = heads.clone();
+    let table = move || {
+        let key = sort_key.get();
+        let mut rows: Vec<&HeadStats> = table_heads.heads.iter().collect();
+        rows.sort_by(|a, b| {
+            let (a, b) = (head_value(a, &key), head_value(b, &key));
+            b.partial_cmp(&a)
+                .unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()))
+        });
+        let header = HEAD_COLUMNS
+            .iter()
+            .map(|(k, title)| {
+                let k = k.to_string();
+                let sorted = key == k;
+                view! {
+                    <th class="sortable" class:sorted=sorted data-key=k.clone()
+                        on:click=move |_| sort_key.set(k.clone())>{*title}</th>
+                }
+            })
+            .collect_view();
+        let body = rows
+            .into_iter()
+            .map(|s| {
+                let (layer, head) = (s.layer, s.head);
+                let cells = HEAD_COLUMNS
+                    .iter()
+                    .map(|(k, _)| {
+                        let v = head_value(s, k);
+                        view! { <td>{if v.is_finite() { format!("{v:.3}") } else { "–".to_string() }}</td> }
+                    })
+                    .collect_view();
+                let all = table_heads.clone();
+                let key = key.clone();
+                view! {
+                    <tr data-layer=layer.to_string() data-head=head.to_string()
+                        on:click=move |_| open_head(ui, ctl, &all, (layer, head), &key)>
+                        <th>{format!("L{layer} H{head}")}</th>{cells}
+                    </tr>
+                }
+            })
+            .collect_view();
+        view! {
+            <table class="analysis" data-testid="heads-table">
+                <tr><th>"head"</th>{header}</tr>
+                {body}
+            </table>
+        }
+    };
+    let export_heads = heads.clone();
+    let export = move |_| {
+        let bytes = serde_json::to_vec_pretty(export_heads.as_ref()).unwrap_or_default();
+        if let Err(e) = browser::download("heads.json", &bytes, "application/json") {
+            ui.error.set(Some(e));
+        }
+    };
+    view! {
+        <p class="muted" data-testid="heads-summary">{format!(
+            "{}: {} query positions ({} whose token repeats). Induction (probe): {}. Click a head to open it where its score peaks.",
+            heads.corpus, heads.queries, heads.repeats, heads.probe
+        )}</p>
+        <p>
+            "Head Finder: x "
+            <select data-testid="head-finder-x" on:change=move |ev| x_key.set(event_target_value(&ev))>{options(x_key)}</select>
+            " y "
+            <select data-testid="head-finder-y" on:change=move |ev| y_key.set(event_target_value(&ev))>{options(y_key)}</select>
+            " "
+            <button data-testid="export-heads" on:click=export>"Export JSON"</button>
+        </p>
+        {scatter}
+        {table}
     }
 }
 

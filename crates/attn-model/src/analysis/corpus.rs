@@ -15,10 +15,8 @@
 //! - **query–key distance** `Σ_k A[i,k] |i − k|` (how far back the head looks, in tokens), its
 //!   mean and its standard deviation over the queries.
 //!
-//! For each metric the five (window, position) pairs where a query's value is largest are kept,
-//! so a head's map can be opened where it does its thing.
-
-use std::collections::BTreeMap;
+//! For each metric the five (window, position) pairs where a query's value is largest are kept
+//! (from position [`TOP_FROM`] on), so a head's map can be opened where it does its thing.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +30,9 @@ pub const CORPUS_WINDOWS: usize = 200;
 pub const WINDOW_TOKENS: usize = 128;
 /// Positions kept per head and metric where the metric is largest.
 pub const TOP: usize = 5;
+/// The first query position the top lists consider: before it a query sees too few keys for its
+/// largest values to say anything (at position 1 the previous and the first token are one key).
+pub const TOP_FROM: usize = 4;
 /// The seed of the repeated-random-token probe.
 pub const PROBE_SEED: u64 = 0;
 
@@ -57,10 +58,10 @@ impl HeadMetric {
         HeadMetric::Distance,
     ];
 
-    /// The metric's key in the JSON (`self_attention`, `previous_token`, …).
+    /// The metric's key in the JSON (`self`, `previous_token`, …).
     pub fn key(self) -> &'static str {
         match self {
-            HeadMetric::SelfAttention => "self_attention",
+            HeadMetric::SelfAttention => "self",
             HeadMetric::PreviousToken => "previous_token",
             HeadMetric::FirstToken => "first_token",
             HeadMetric::Induction => "induction",
@@ -136,9 +137,11 @@ impl HeadCorpus {
     }
 }
 
-/// A query where a metric is large: the window, the query position in it, and the value.
+/// A query where a metric is large: the metric (its key), the window, the query position in
+/// it, and the value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopPosition {
+    pub metric: String,
     pub window: usize,
     pub position: usize,
     pub value: f64,
@@ -149,6 +152,7 @@ pub struct TopPosition {
 pub struct HeadStats {
     pub layer: usize,
     pub head: usize,
+    #[serde(rename = "self")]
     pub self_attention: f64,
     pub previous_token: f64,
     pub first_token: f64,
@@ -159,8 +163,15 @@ pub struct HeadStats {
     pub entropy: f64,
     pub distance_mean: f64,
     pub distance_std: f64,
-    /// For each metric (by its key), where a query's value is largest, largest first.
-    pub top: BTreeMap<String, Vec<TopPosition>>,
+    /// For each metric in turn, the queries where its value is largest, largest first.
+    pub top: Vec<TopPosition>,
+}
+
+impl HeadStats {
+    /// Where metric `key` is largest, largest first.
+    pub fn top_of<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a TopPosition> + 'a {
+        self.top.iter().filter(move |t| t.metric == key)
+    }
 }
 
 /// Every head's metrics over a corpus.
@@ -176,6 +187,8 @@ pub struct CorpusHeads {
     /// What the induction probe is.
     pub probe: String,
     pub heads: Vec<HeadStats>,
+    /// The windows' token ids (as measured, cut to the context), which `top` points into.
+    pub window_tokens: Vec<Vec<u32>>,
 }
 
 /// Running sums of one head.
@@ -192,12 +205,16 @@ impl Sums {
         let m = metric as usize;
         self.values[m] += value;
         self.counts[m] += 1;
+        if position < TOP_FROM {
+            return;
+        }
         let top = &mut self.top[m];
         if top.len() < TOP || value > top[TOP - 1].value {
             let at = top.partition_point(|t| t.value >= value);
             top.insert(
                 at,
                 TopPosition {
+                    metric: metric.key().to_string(),
                     window,
                     position,
                     value,
@@ -293,7 +310,7 @@ pub async fn corpus_heads<E: Engine>(
                     .sqrt(),
                 top: HeadMetric::ALL
                     .iter()
-                    .map(|&m| (m.key().to_string(), s.top[m as usize].clone()))
+                    .flat_map(|&m| s.top[m as usize].clone())
                     .collect(),
             }
         })
@@ -307,5 +324,10 @@ pub async fn corpus_heads<E: Engine>(
             "{probe_sequences} sequences of random tokens, each repeated once (seed {PROBE_SEED})"
         ),
         heads: stats,
+        window_tokens: corpus
+            .windows
+            .iter()
+            .map(|w| w[..w.len().min(c.n_ctx)].to_vec())
+            .collect(),
     }))
 }
