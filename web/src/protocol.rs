@@ -275,6 +275,14 @@ pub enum AnalysisTool {
     /// plays through the model's tokenizer, or a task's held-out set) when `text` is `None`,
     /// else windows of `text`.
     Heads { text: Option<String> },
+    /// QK attribution: head `head` of layer `layer`'s score of position `query` on position
+    /// `key`, split into (query-side part, key-side part) contributions.
+    Qk {
+        layer: usize,
+        head: usize,
+        query: usize,
+        key: usize,
+    },
 }
 
 /// What a tool found.
@@ -300,6 +308,8 @@ pub enum Analysis {
     LayerDrop(Vec<f64>),
     /// Every head's metrics over a corpus, with the corpus's windows (to open one).
     Heads(attn_model::corpus::CorpusHeads),
+    /// One attention score split into the residual stream's parts on both sides.
+    Qk(attn_model::QkAttribution),
 }
 
 /// Where a training run is.

@@ -112,6 +112,10 @@ impl Engine for Yielding<'_> {
         self.0.variant()
     }
 
+    fn prepared(&self) -> &attn_model::PreparedModel {
+        self.0.prepared()
+    }
+
     fn set_variant(&mut self, variant: &Variant) -> Result<(), GpuError> {
         self.0.set_variant(variant)
     }

@@ -51,6 +51,11 @@ enum Command {
     /// position) that each head's clean output, and the clean residual stream at each layer and
     /// position, restores in the corrupted run.
     Patch(commands::patch::PatchArgs),
+    /// QK attribution: one head's pre-softmax score of a query position on a key position,
+    /// split into (query-side part, key-side part) contributions — the embeddings, each earlier
+    /// head, each earlier MLP and the biases — through the layer's input norm with its scale
+    /// frozen; the parts sum to the score.
+    Qk(commands::qk::QkArgs),
     /// QK and OV circuits of every head (largest singular values) and the Q-, K- and
     /// V-composition scores between heads of different layers, from the weights alone.
     Circuits(commands::circuits::CircuitsArgs),
@@ -95,6 +100,7 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Lens(args) => commands::lens::run(args),
         Command::Attribute(args) => commands::attribute::run(args),
         Command::Patch(args) => commands::patch::run(args),
+        Command::Qk(args) => commands::qk::run(args),
         Command::Circuits(args) => commands::circuits::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Plays(args) => commands::plays::run(args),

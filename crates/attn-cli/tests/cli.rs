@@ -540,3 +540,91 @@ fn heads_are_measured_over_a_corpus() {
     ]));
     assert!(err.contains("/no/such/text.txt"), "{err}");
 }
+
+#[test]
+fn qk_splits_a_score_into_parts_that_sum_to_it() {
+    let induction = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../static/models/induction.safetensors"
+    );
+    // A repeated stretch: the second 9 (position 6) looks for what followed the first 9 (the
+    // 3 at position 2) — the induction head L1 H1's target.
+    let args = [
+        "qk",
+        induction,
+        "--tokens",
+        "5,9,3,7,2,5,9",
+        "--layer",
+        "1",
+        "--head",
+        "1",
+        "--query",
+        "6",
+        "--key",
+        "2",
+        "--json",
+    ];
+    let report = json_of(&attn(&args));
+    let score = report["score"].as_f64().unwrap();
+    let parts = report["parts"].as_array().unwrap();
+    // embeddings, L0H0, L0H1 and the biases on each side (the model has no MLPs).
+    assert_eq!(report["components"].as_array().unwrap().len(), 4);
+    assert_eq!(parts.len(), 16);
+    let sum: f64 = parts.iter().map(|p| p["value"].as_f64().unwrap()).sum();
+    assert!(
+        (sum - score).abs() <= 1e-4 * score.abs().max(1.0),
+        "{sum} vs {score}"
+    );
+    for p in parts {
+        assert!(
+            p["query_side"].is_string() && p["key_side"].is_string(),
+            "{p}"
+        );
+    }
+    // The key side's largest part is what the previous-token head L0 H1 wrote into the key, and
+    // the largest pair is that against the query's own token: K-composition, as `attn circuits`
+    // finds it from the weights.
+    assert_eq!(parts[0]["query_side"], "embeddings");
+    assert_eq!(parts[0]["key_side"], "L0H1");
+    let components = report["components"].as_array().unwrap();
+    let key_totals: Vec<f64> = report["key_totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let largest = (0..key_totals.len())
+        .max_by(|&a, &b| key_totals[a].total_cmp(&key_totals[b]))
+        .unwrap();
+    assert_eq!(components[largest], "L0H1", "{key_totals:?}");
+    // The score is the one the map shows: its softmax over the query's keys is `attn run`'s row.
+    let run = json_of(&attn(&[
+        "run",
+        induction,
+        "--tokens",
+        "5,9,3,7,2,5,9",
+        "--attention",
+        "--json",
+    ]));
+    let row = &run["attention"][1][1][6];
+    let scores: Vec<f64> = (0..=6)
+        .map(|key| {
+            let key = key.to_string();
+            let mut args = args.to_vec();
+            args[11] = &key;
+            json_of(&attn(&args))["score"].as_f64().unwrap()
+        })
+        .collect();
+    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let total: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+    for (key, s) in scores.iter().enumerate() {
+        let p = (s - max).exp() / total;
+        let want = row[key].as_f64().unwrap();
+        assert!((p - want).abs() < 1e-5, "key {key}: {p} vs {want}");
+    }
+    let err = failure(&attn(&[
+        "qk", induction, "--tokens", "5,9,3", "--layer", "1", "--head", "1", "--query", "0",
+        "--key", "2",
+    ]));
+    assert!(err.contains("masked"), "{err}");
+}

@@ -107,6 +107,10 @@ impl Engine for AnyEngine {
         &self.prepared().variant
     }
 
+    fn prepared(&self) -> &PreparedModel {
+        AnyEngine::prepared(self)
+    }
+
     /// Weight-side work happens now, and only when the variant changed.
     fn set_variant(&mut self, variant: &Variant) -> Result<()> {
         match self {
@@ -162,6 +166,10 @@ impl Engine for GpuEngine {
 
     fn variant(&self) -> &Variant {
         GpuEngine::variant(self)
+    }
+
+    fn prepared(&self) -> &PreparedModel {
+        GpuEngine::prepared(self)
     }
 
     fn set_variant(&mut self, variant: &Variant) -> Result<()> {

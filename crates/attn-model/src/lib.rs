@@ -31,8 +31,8 @@ pub mod model;
 pub mod training;
 
 pub use analysis::{
-    attribution, circuits, corpus, generate, importance, lens, metrics, patching, roles, thumbnail,
-    tradeoff,
+    attribution, circuits, corpus, generate, importance, lens, metrics, patching, qk, roles,
+    thumbnail, tradeoff,
 };
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub(crate) use engine::gemm_simd128;
@@ -60,6 +60,7 @@ pub use metrics::{compare, Comparison};
 pub use model::{Model, NormWeights};
 pub use patching::{activation_patching, Patching};
 pub use prepare::{prepare, KvProjection, PreparedModel, WeightSettings};
+pub use qk::{qk_attribution, QkAttribution};
 pub use roles::{copying_scores, head_roles, role_probe, roles_on_input, HeadRoles};
 pub use schema::{ParamRole, ParamSpec};
 pub use tensors::{Declared, LoadedTensors, TensorStream};

@@ -17,6 +17,7 @@ mod hf_parity;
 mod kv_pca;
 mod layering;
 mod lessons;
+mod qk;
 mod robustness;
 mod stream;
 mod tokenizers;

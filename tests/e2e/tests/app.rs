@@ -988,6 +988,55 @@ fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
     );
     b.eval("document.querySelector('[data-testid=head-finder]').scrollIntoView()");
     b.screenshot("15-heads-over-a-corpus");
+    // QK attribution: a click on the enlarged map of L1 H1, on the cell where a repeated token's
+    // query meets the token after its earlier occurrence (an induction target), splits that
+    // score into query-side × key-side parts that sum to it; the largest key-side part is the
+    // previous-token head L0 H1 (K-composition, as the circuits found from the weights).
+    let clicked = b.eval(
+        "const chips = [...document.querySelectorAll('[data-testid=token-chips] .chip')]
+             .map(c => c.textContent);
+         const t = chips.length;
+         for (let i = t - 1; i >= 2; i--) {
+             for (let k = i - 1; k >= 1; k--) {
+                 if (chips[k - 1] !== chips[i]) continue;
+                 const c = document.querySelector('[data-testid=focus-map]');
+                 const r = c.getBoundingClientRect();
+                 c.dispatchEvent(new MouseEvent('click', {bubbles: true,
+                     clientX: r.left + (k + 0.5) * r.width / t,
+                     clientY: r.top + (i + 0.5) * r.height / t}));
+                 return [i, k];
+             }
+         }
+         return null;",
+    );
+    assert!(clicked.is_array(), "the window repeats a token: {clicked}");
+    let split = b.wait_for(
+        "the clicked cell's score split",
+        "const q = document.querySelector('[data-testid=qk-attribution]');
+         return q ? [Number(q.dataset.score), Number(q.dataset.sum), q.textContent] : null",
+        LOAD,
+    );
+    let (score, sum) = (split[0].as_f64().unwrap(), split[1].as_f64().unwrap());
+    assert!(
+        (score - sum).abs() <= 1e-4 * score.abs().max(1.0),
+        "{split}"
+    );
+    let text = split[2].as_str().unwrap();
+    assert!(
+        text.contains("Why L1H1 attends")
+            && text.contains(&format!("({}) to ", clicked[0]))
+            && text.contains(&format!("({}): its score", clicked[1])),
+        "{text}"
+    );
+    let ranked = b.table("qk-ranked");
+    assert_eq!(ranked.len(), 1 + 8, "{ranked:?}");
+    assert_eq!(ranked[1][1..], ["embeddings", "L0H1"], "{ranked:?}");
+    let matrix = b.table("qk-matrix");
+    // Layer 1 reads the embeddings, L0's two heads and the biases (the model has no MLPs).
+    assert_eq!(matrix.len(), 1 + 4, "{matrix:?}");
+    assert!(matrix[0][1].starts_with("L0H1"), "{matrix:?}");
+    b.eval("document.querySelector('[data-testid=focus-view]').scrollIntoView()");
+    b.screenshot("16-qk-attribution");
     // The layer-drop ranking: both layers with their similarity, most droppable first; its
     // button drops that layer's attention.
     let ranking = run("run-layer-drop", "layer-drop-table");

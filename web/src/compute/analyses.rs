@@ -18,8 +18,8 @@ use attn_model::lesson::{
 };
 use attn_model::{
     activation_patching, direct_logit_attribution, head_importance, layer_similarity, logit_lens,
-    AblationMode, Decoding, Engine, Generation, HeadImportance, LessonStep, Readback, Sampling,
-    Variant,
+    qk_attribution, AblationMode, Decoding, Engine, Generation, HeadImportance, LessonStep,
+    Readback, Sampling, Variant,
 };
 
 /// Head importance on the variant engine, reporting progress; `None` when cancelled.
@@ -182,6 +182,14 @@ async fn analyse_on(
                 Outcome::Cancelled => Outcome::Cancelled,
             }
         }
+        &AnalysisTool::Qk {
+            layer,
+            head,
+            query,
+            key,
+        } => Outcome::Done(Analysis::Qk(
+            qk_attribution(&mut engine, tokens, layer, head, query, key).await?,
+        )),
         AnalysisTool::LayerDrop => Outcome::Done(Analysis::LayerDrop(
             layer_similarity(&mut engine, tokens).await?,
         )),

@@ -6,8 +6,10 @@ use attn_model::HeadRoles;
 use leptos::prelude::*;
 
 use crate::browser;
+use crate::controller::Controller;
 use crate::heatmap;
-use crate::protocol::{MapsWanted, RunResult};
+use crate::panels::analysis::qk_view;
+use crate::protocol::{Analysis, AnalysisTool, MapsWanted, RunResult};
 use crate::state::{MapSize, Ui};
 
 fn role_badge(roles: &[HeadRoles], layer: usize, head: usize) -> Option<&'static str> {
@@ -308,8 +310,20 @@ fn grid_map(
 #[component]
 pub fn FocusView() -> impl IntoView {
     let ui = expect_context::<Ui>();
+    let ctl = expect_context::<Controller>();
     let canvas = NodeRef::<leptos::html::Canvas>::new();
     let hover = RwSignal::new(None::<String>);
+    // The (query, key) cell under the pointer, in map coordinates.
+    let cell_at = move |ev: &leptos::ev::MouseEvent| -> Option<(usize, usize)> {
+        let el = canvas.get_untracked()?;
+        let t = ui
+            .current
+            .with_untracked(|c| c.as_ref().map(|r| r.seq_len))?;
+        let rect = el.get_bounding_client_rect();
+        let x = ((ev.client_x() as f64 - rect.left()) / rect.width() * t as f64).floor();
+        let y = ((ev.client_y() as f64 - rect.top()) / rect.height() * t as f64).floor();
+        (x >= 0.0 && y >= 0.0 && x < t as f64 && y < t as f64).then_some((y as usize, x as usize))
+    };
     Effect::new(move |_| {
         let (Some((l, h)), Some(causal)) = (
             ui.focus.get(),
@@ -338,19 +352,14 @@ pub fn FocusView() -> impl IntoView {
         });
     });
     let on_move = move |ev: leptos::ev::MouseEvent| {
-        let (Some(el), Some((l, h))) = (canvas.get(), ui.focus.get_untracked()) else {
+        let Some((l, h)) = ui.focus.get_untracked() else {
             return;
         };
+        let cell = cell_at(&ev);
         let readout = ui.current.with_untracked(|current| {
             let r = current.as_ref()?;
-            let rect = el.get_bounding_client_rect();
+            let (i, j) = cell?;
             let t = r.seq_len;
-            let x = ((ev.client_x() as f64 - rect.left()) / rect.width() * t as f64).floor();
-            let y = ((ev.client_y() as f64 - rect.top()) / rect.height() * t as f64).floor();
-            if x < 0.0 || y < 0.0 || x >= t as f64 || y >= t as f64 {
-                return None;
-            }
-            let (i, j) = (y as usize, x as usize);
             // Just after a click the map may still be a thumbnail; its full values are coming.
             let Some(map) = r.attention_map(l, h) else {
                 return Some("Reading this map in full…".to_string());
@@ -368,6 +377,37 @@ pub fn FocusView() -> impl IntoView {
             ))
         });
         hover.set(readout);
+    };
+    // A click splits the cell's score into what each part of the residual stream adds (QK
+    // attribution, run in the worker); a masked cell has no score to split.
+    let on_click = move |ev: leptos::ev::MouseEvent| {
+        let (Some((layer, head)), Some((query, key))) = (ui.focus.get_untracked(), cell_at(&ev))
+        else {
+            return;
+        };
+        let causal = ui
+            .info
+            .with_untracked(|i| i.as_ref().is_some_and(|i| i.causal));
+        if causal && key > query {
+            hover.set(Some(format!(
+                "Position {query} does not attend to the later position {key}: no score to split."
+            )));
+            return;
+        }
+        ctl.analyse(AnalysisTool::Qk {
+            layer,
+            head,
+            query,
+            key,
+        });
+    };
+    // The split of a clicked cell of this head, once it arrives.
+    let qk = move || {
+        let focus = ui.focus.get()?;
+        match ui.analysis.get()? {
+            Analysis::Qk(a) if (a.layer, a.head) == focus => Some(qk_view(ui, a)),
+            _ => None,
+        }
     };
     let export_png = move |_| {
         if let (Some(el), Some((l, h))) = (canvas.get_untracked(), ui.focus.get_untracked()) {
@@ -409,13 +449,15 @@ pub fn FocusView() -> impl IntoView {
                     <div class="y-labels">
                         {move || ui.labels.get().into_iter().map(|l| view! { <span>{l}</span> }).collect_view()}
                     </div>
-                    <canvas class="big" node_ref=canvas width="1" height="1" on:mousemove=on_move
+                    <canvas class="big" data-testid="focus-map" node_ref=canvas width="1" height="1"
+                        on:mousemove=on_move on:click=on_click
                         on:mouseleave=move |_| hover.set(None)></canvas>
                 </div>
                 <div class="x-labels">
                     {move || ui.labels.get().into_iter().map(|l| view! { <span>{l}</span> }).collect_view()}
                 </div>
-                <p class="hover" data-testid="hover-readout">{move || hover.get().unwrap_or_else(|| "Hover over a cell".into())}</p>
+                <p class="hover" data-testid="hover-readout">{move || hover.get().unwrap_or_else(|| "Hover over a cell; click it to see why the head attends there".into())}</p>
+                {qk}
             </div>
         })}
     }

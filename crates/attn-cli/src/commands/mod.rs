@@ -13,6 +13,7 @@ pub(crate) mod lens;
 pub(crate) mod lesson;
 pub(crate) mod patch;
 pub(crate) mod plays;
+pub(crate) mod qk;
 pub(crate) mod roles;
 pub(crate) mod run;
 pub(crate) mod train;

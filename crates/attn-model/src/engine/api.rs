@@ -8,6 +8,7 @@ use std::task::{Context, Poll, Waker};
 use crate::engine::decode::StepOutput;
 use crate::engine::hooks::{Captured, Hooks};
 use crate::engine::output::Output;
+use crate::engine::prepared::PreparedModel;
 use crate::error::ModelError;
 use crate::model::Model;
 use crate::variant::Variant;
@@ -27,6 +28,10 @@ pub trait Engine {
 
     /// The variant in use (normalised).
     fn variant(&self) -> &Variant;
+
+    /// The model with the variant applied: the projections the forward runs (pooled or
+    /// compressed keys and values), which analyses of the weights read.
+    fn prepared(&self) -> &PreparedModel;
 
     /// Switches to `variant`; on error the previous one stays in place.
     fn set_variant(&mut self, variant: &Variant) -> std::result::Result<(), Self::Error>;

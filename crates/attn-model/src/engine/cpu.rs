@@ -111,6 +111,10 @@ impl Engine for CpuEngine {
         CpuEngine::variant(self)
     }
 
+    fn prepared(&self) -> &PreparedModel {
+        CpuEngine::prepared(self)
+    }
+
     fn set_variant(&mut self, variant: &Variant) -> Result<()> {
         CpuEngine::set_variant(self, variant)
     }
