@@ -207,6 +207,44 @@ fn analyses_run_on_the_gpu_engine_and_agree_with_the_cpu() {
         "every head of the fixture scored"
     );
     assert_close("role scores", &scores(&gpu), &scores(&cpu));
+    // QK attribution from the GPU engine's residual streams and head outputs, on pooled keys.
+    let qk = |engine| {
+        let args = [
+            "qk",
+            "--prompt",
+            "The cat sat on the mat",
+            "--layer",
+            "1",
+            "--head",
+            "2",
+            "--query",
+            "5",
+            "--key",
+            "1",
+            "--variant",
+            r#"{"kv_groups": 2}"#,
+        ];
+        on(engine, &args)
+    };
+    let (gpu, cpu) = (qk("gpu"), qk("cpu"));
+    let numbers = |v: &serde_json::Value| -> Vec<f64> {
+        let side = |key: &str| -> Vec<f64> {
+            v[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        };
+        [
+            vec![v["score"].as_f64().unwrap()],
+            side("query_totals"),
+            side("key_totals"),
+        ]
+        .concat()
+    };
+    assert_eq!(gpu["components"], cpu["components"]);
+    assert_close("QK attribution", &numbers(&gpu), &numbers(&cpu));
 }
 
 /// The done-criterion of the model families: `attn run DIR --tokens … --attention --json` on

@@ -1,10 +1,14 @@
-//! QK attribution: on every family fixture the parts sum to the score, and the scores of a query
-//! on each of its keys, through a softmax, are the attention row transformers computed; under the
-//! variants that change the key side (pooled heads, a latent rank) the scores are the variant's
-//! own; and requests for a score that does not exist are clear errors.
+//! QK attribution: every part against an independent PyTorch computation from transformers'
+//! modules (`tests/fixtures/generate_qk_fixtures.py` writes `qk.safetensors` beside the GPT-2,
+//! Llama and Qwen2 fixtures); on every family fixture the parts sum to the score, and the scores
+//! of a query on each of its keys, through a softmax, are the attention row transformers
+//! computed; under the variants that change the key side (pooled heads, a latent rank) the scores
+//! are the variant's own; and requests for a score that does not exist are clear errors.
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::path::{Path, PathBuf};
+
+use attn_test_support::assert_close;
 
 use attn_model::{
     load_model, now, qk_attribution, CpuEngine, LoadedTensors, Model, ModelConfig, QkAttribution,
@@ -120,6 +124,39 @@ fn scores_split_exactly_and_are_the_attention_transformers_computes() {
         );
         assert_eq!(a.components[1], "L0H0");
         assert_eq!(a.components[1 + last * c.n_head], "L0 MLP");
+    }
+}
+
+#[test]
+fn every_part_matches_pytorch() {
+    for name in ["gpt2-tiny", "families/llama-gqa-tied", "families/qwen2"] {
+        let dir = fixtures().join(name);
+        let bytes = std::fs::read(dir.join("qk.safetensors")).expect("the fixture is committed");
+        let file = LoadedTensors::from_bytes(&bytes).unwrap();
+        let tokens: Vec<u32> = serde_json::from_str(&file.metadata()["tokens"]).unwrap();
+        let cases: Vec<serde_json::Value> =
+            serde_json::from_str(&file.metadata()["cases"]).unwrap();
+        let mut engine = CpuEngine::new(load_model(&dir).unwrap()).unwrap();
+        for (n, case) in cases.iter().enumerate() {
+            let at = |key: &str| case[key].as_u64().unwrap() as usize;
+            let a = now(qk_attribution(
+                &mut engine,
+                &tokens,
+                at("layer"),
+                at("head"),
+                at("query"),
+                at("key"),
+            ))
+            .unwrap();
+            assert_eq!(
+                serde_json::json!(a.components),
+                case["components"],
+                "{name} case {n}"
+            );
+            let got: Vec<f64> = a.parts.iter().flatten().copied().collect();
+            let want = file.values(&format!("parts.{n}")).unwrap();
+            assert_close(&format!("{name} case {n}"), &got, &want);
+        }
     }
 }
 
