@@ -418,3 +418,39 @@ fn lens_attribute_and_patch_match_transformers_on_both_engines() {
         );
     }
 }
+
+/// `attn generate --temperature 0` on the GPU engine, decoding from its KV cache, gives the tokens
+/// transformers' `generate(do_sample=False)` gives on the GPT-2 fixture and every family fixture
+/// (`tests/fixtures/greedy.json`, from `generate_greedy_fixtures.py`).
+#[test]
+fn greedy_generation_on_the_gpu_is_the_tokens_transformers_generates() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let expected: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(root.join("greedy.json")).unwrap()).unwrap();
+    let list = |v: &serde_json::Value| -> String {
+        let ids: Vec<u64> = serde_json::from_value(v.clone()).unwrap();
+        ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+    };
+    for (name, case) in &expected {
+        let dir = root.join(name);
+        let n = case["generated"].as_array().unwrap().len().to_string();
+        let report = json_of(&attn(&[
+            "generate",
+            dir.to_str().unwrap(),
+            "--tokens",
+            &list(&case["prompt"]),
+            "-n",
+            &n,
+            "--temperature",
+            "0",
+            "--engine",
+            "gpu",
+            "--json",
+        ]));
+        assert_eq!(report["tokens"], case["generated"], "{name}");
+        assert!(
+            report["kv_cache_bytes"].as_u64().unwrap() > 0,
+            "{name}: from the cache"
+        );
+    }
+}

@@ -387,3 +387,44 @@ fn what_cannot_decode_says_why_and_generation_recomputes() {
     assert_eq!(engine.kv_cache_bytes(), None);
     assert!(now(engine.decode_step(1)).is_err());
 }
+
+/// Greedy generation from the cache gives, token for token, what transformers'
+/// `generate(do_sample=False)` gives on the GPT-2 fixture and every family fixture
+/// (`tests/fixtures/generate_greedy_fixtures.py` writes `tests/fixtures/greedy.json`; each prompt
+/// was drawn so that no step is a near tie). Natively: it reads the fixtures from disk.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn greedy_generation_is_the_tokens_transformers_generates() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let expected: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(root.join("greedy.json")).unwrap()).unwrap();
+    assert_eq!(
+        expected.len(),
+        8,
+        "the GPT-2 fixture and the seven family fixtures"
+    );
+    let ids = |v: &serde_json::Value| -> Vec<u32> { serde_json::from_value(v.clone()).unwrap() };
+    let greedy = Sampling {
+        temperature: 0.0,
+        ..Sampling::default()
+    };
+    for (name, case) in &expected {
+        let model = attn_model::load_model(root.join(name)).unwrap();
+        let mut engine = CpuEngine::new(model).unwrap();
+        let want = ids(&case["generated"]);
+        for decoding in [Decoding::Cached, Decoding::Recompute] {
+            let got = now(generate_with(
+                &mut engine,
+                &ids(&case["prompt"]),
+                want.len(),
+                &greedy,
+                decoding,
+                &mut unwatched(),
+            ))
+            .unwrap()
+            .done()
+            .unwrap();
+            assert_eq!(got, want, "{name} ({decoding:?})");
+        }
+    }
+}
