@@ -56,6 +56,10 @@ enum Command {
     /// head, each earlier MLP and the biases — through the layer's input norm with its scale
     /// frozen; the parts sum to the score.
     Qk(commands::qk::QkArgs),
+    /// Activation steering: run the model with a vector added to the residual stream before a
+    /// layer, scaled by a coefficient, from a position on; the vector is "prompt A minus prompt
+    /// B" (ActAdd) or read from a file. Prints `run`'s output under steering.
+    Steer(commands::steer::SteerArgs),
     /// QK and OV circuits of every head (largest singular values) and the Q-, K- and
     /// V-composition scores between heads of different layers, from the weights alone.
     Circuits(commands::circuits::CircuitsArgs),
@@ -101,6 +105,7 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Attribute(args) => commands::attribute::run(args),
         Command::Patch(args) => commands::patch::run(args),
         Command::Qk(args) => commands::qk::run(args),
+        Command::Steer(args) => commands::steer::run(args),
         Command::Circuits(args) => commands::circuits::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Plays(args) => commands::plays::run(args),

@@ -628,3 +628,87 @@ fn qk_splits_a_score_into_parts_that_sum_to_it() {
     ]));
     assert!(err.contains("masked"), "{err}");
 }
+
+#[test]
+fn steer_prints_the_run_under_steering() {
+    let (path, model, _scratch) = saved_model("steer");
+    let path = path.to_str().unwrap();
+    let tokens = ["--tokens", "1,5,9,2,7"];
+    let steer = |extra: &[&str]| {
+        let mut args = vec!["steer", path];
+        args.extend(tokens);
+        args.extend(["--layer", "1", "--json"]);
+        args.extend(extra);
+        attn(&args)
+    };
+    let run = json_of(&attn(
+        &[&["run", path][..], &tokens[..], &["--json"]].concat(),
+    ));
+    // Coefficient 0: exactly the unmodified run.
+    let idle = json_of(&steer(&[
+        "--plus",
+        "3,4",
+        "--minus",
+        "8",
+        "--coefficient",
+        "0",
+    ]));
+    assert_eq!(idle["logits"], run["logits"]);
+    assert_eq!(idle["steering"]["layer"], 1);
+    // A strong steer moves the prediction at the steered positions only.
+    let strong = json_of(&steer(&[
+        "--plus",
+        "3,4",
+        "--minus",
+        "8",
+        "--coefficient",
+        "-20",
+        "--from",
+        "3",
+    ]));
+    let rows = |v: &serde_json::Value| v["logits"].as_array().unwrap().clone();
+    assert_eq!(rows(&strong)[..3], rows(&run)[..3]);
+    assert_ne!(rows(&strong)[3..], rows(&run)[3..]);
+    // The same vector from a file gives the same output.
+    let mut engine = CpuEngine::new(model.clone()).unwrap();
+    let vector =
+        attn_model::engine::now(attn_model::actadd_vector(&mut engine, &[3, 4], &[8], 1)).unwrap();
+    let file = std::env::temp_dir().join(format!("attn-steer-{}.json", std::process::id()));
+    std::fs::write(&file, serde_json::to_string(&vector).unwrap()).unwrap();
+    let from_file = json_of(&steer(&[
+        "--vector",
+        file.to_str().unwrap(),
+        "--coefficient",
+        "-20",
+        "--from",
+        "3",
+    ]));
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(from_file["logits"], strong["logits"]);
+    let err = failure(&attn(&[
+        "steer",
+        path,
+        "--tokens",
+        "1,2",
+        "--layer",
+        "5",
+        "--plus",
+        "3",
+        "--minus",
+        "4",
+        "--coefficient",
+        "1",
+    ]));
+    assert!(err.contains("layer"), "{err}");
+    let err = failure(&attn(&[
+        "steer",
+        path,
+        "--tokens",
+        "1,2",
+        "--layer",
+        "0",
+        "--coefficient",
+        "1",
+    ]));
+    assert!(err.contains("--plus A --minus B"), "{err}");
+}

@@ -245,6 +245,31 @@ fn analyses_run_on_the_gpu_engine_and_agree_with_the_cpu() {
     };
     assert_eq!(gpu["components"], cpu["components"]);
     assert_close("QK attribution", &numbers(&gpu), &numbers(&cpu));
+    // Steering: the stream read back from the GPU, the vector added, the stream written back.
+    let steer = |engine| {
+        let args = [
+            "steer",
+            "--prompt",
+            "The cat sat on the mat",
+            "--layer",
+            "1",
+            "--plus",
+            "The dog",
+            "--minus",
+            "The cat",
+            "--coefficient",
+            "3",
+            "--from",
+            "2",
+        ];
+        on(engine, &args)
+    };
+    let (gpu, cpu) = (steer("gpu"), steer("cpu"));
+    assert_close(
+        "steered logits",
+        &flatten_floats(&gpu["logits"]),
+        &flatten_floats(&cpu["logits"]),
+    );
 }
 
 /// The done-criterion of the model families: `attn run DIR --tokens … --attention --json` on

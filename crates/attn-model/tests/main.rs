@@ -19,6 +19,7 @@ mod layering;
 mod lessons;
 mod qk;
 mod robustness;
+mod steer;
 mod stream;
 mod tokenizers;
 mod variants;

@@ -16,4 +16,5 @@ pub(crate) mod plays;
 pub(crate) mod qk;
 pub(crate) mod roles;
 pub(crate) mod run;
+pub(crate) mod steer;
 pub(crate) mod train;

@@ -1,0 +1,194 @@
+//! Activation steering: a vector added to the residual stream before one layer, scaled by a
+//! coefficient, at every position from a chosen one on. The vector is typed as "prompt A minus
+//! prompt B" (ActAdd, Turner et al.: the difference of the two prompts' residual streams before
+//! that layer — here at each prompt's last position, which in a causal model has read the whole
+//! prompt, so prompts of different lengths need no padding) or given directly.
+//!
+//! [`Steered`] wraps any engine: its forward is the wrapped engine's under steering, so every
+//! analysis (predictions, maps, generation, the lens…) runs steered unchanged. It runs two
+//! forwards — one to read the stream before the layer, one with that stream plus the vector put
+//! back through the hook point — on either engine; it keeps no KV cache, so generation under
+//! steering recomputes the text for each token.
+
+use crate::engine::api::{AttentionMaps, Engine, LogitRows, Readback};
+use crate::engine::hooks::{Captured, HookPoint, Hooks};
+use crate::engine::output::Output;
+use crate::engine::prepared::PreparedModel;
+use crate::error::ModelError;
+use crate::model::Model;
+use crate::variant::Variant;
+
+/// What to add to the residual stream, and where.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Steering {
+    /// The stream before this layer (`0..n_layer`) is steered.
+    pub layer: usize,
+    /// `[d_model]`: the direction added.
+    pub vector: Vec<f32>,
+    /// The vector's scale; 0 leaves the model unmodified.
+    pub coefficient: f32,
+    /// The first position steered (0: every position).
+    pub from: usize,
+}
+
+impl Steering {
+    /// Checks the steering against a model: the layer exists and the vector is as wide as the
+    /// stream.
+    pub fn check(&self, model: &Model) -> Result<(), ModelError> {
+        let c = &model.config;
+        if self.layer >= c.n_layer {
+            return Err(ModelError::Input(format!(
+                "steering before layer {} of a model of {} layers: pick a layer from 0 to {}",
+                self.layer,
+                c.n_layer,
+                c.n_layer - 1
+            )));
+        }
+        if self.vector.len() != c.d_model {
+            return Err(ModelError::Input(format!(
+                "the steering vector has {} values; the residual stream has {}",
+                self.vector.len(),
+                c.d_model
+            )));
+        }
+        if !self.coefficient.is_finite() || self.vector.iter().any(|v| !v.is_finite()) {
+            return Err(ModelError::Input(
+                "the steering coefficient and vector must be finite numbers".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the steering changes nothing on a `t_len`-token input.
+    fn is_idle(&self, t_len: usize) -> bool {
+        self.coefficient == 0.0 || self.from >= t_len
+    }
+}
+
+/// The ActAdd vector before `layer`: the residual stream of `plus` minus that of `minus`, each at
+/// its last position, on the engine's current variant.
+pub async fn actadd_vector<E: Engine>(
+    engine: &mut E,
+    plus: &[u32],
+    minus: &[u32],
+    layer: usize,
+) -> Result<Vec<f32>, E::Error> {
+    let n_layer = engine.model().config.n_layer;
+    if layer >= n_layer {
+        return Err(ModelError::Input(format!(
+            "steering before layer {layer} of a model of {n_layer} layers"
+        ))
+        .into());
+    }
+    if plus.is_empty() || minus.is_empty() {
+        return Err(ModelError::Input(
+            "both prompts of the steering vector need at least one token".into(),
+        )
+        .into());
+    }
+    let a = last_stream_row(engine, plus, layer).await?;
+    let b = last_stream_row(engine, minus, layer).await?;
+    Ok(a.iter().zip(&b).map(|(x, y)| x - y).collect())
+}
+
+/// The residual stream before `layer` at the last position of `tokens`.
+async fn last_stream_row<E: Engine>(
+    engine: &mut E,
+    tokens: &[u32],
+    layer: usize,
+) -> Result<Vec<f32>, E::Error> {
+    let d = engine.model().config.d_model;
+    let hooks = Hooks {
+        capture: vec![HookPoint::ResidPre { layer }],
+        replace: Vec::new(),
+    };
+    let (_, captured) = engine
+        .forward_hooked(tokens, &stream_only(), &hooks)
+        .await?;
+    let stream = &captured[0].1;
+    Ok(stream[stream.len() - d..].to_vec())
+}
+
+/// A forward that reads back as little as it can: the last position's logits.
+fn stream_only() -> Readback {
+    Readback {
+        logits: LogitRows::Last,
+        attention: AttentionMaps::None,
+        head_out_norms: false,
+    }
+}
+
+/// An engine under steering: the wrapped engine's forward with [`Steering`] added to the stream.
+pub struct Steered<'a, E> {
+    pub engine: &'a mut E,
+    pub steering: Steering,
+}
+
+impl<'a, E: Engine> Steered<'a, E> {
+    /// Steers `engine`, after checking the steering against its model.
+    pub fn new(engine: &'a mut E, steering: Steering) -> Result<Self, E::Error> {
+        steering.check(engine.model())?;
+        Ok(Steered { engine, steering })
+    }
+}
+
+impl<E: Engine> Engine for Steered<'_, E> {
+    type Error = E::Error;
+
+    fn model(&self) -> &Model {
+        self.engine.model()
+    }
+
+    fn variant(&self) -> &Variant {
+        self.engine.variant()
+    }
+
+    fn prepared(&self) -> &PreparedModel {
+        self.engine.prepared()
+    }
+
+    fn set_variant(&mut self, variant: &Variant) -> Result<(), E::Error> {
+        self.engine.set_variant(variant)
+    }
+
+    /// The stream before the steered layer is read (or taken from `hooks`, when they replace
+    /// it), the vector times the coefficient added from `from` on, and the forward run with that
+    /// stream put back; `hooks`' captures see the steered stream.
+    async fn forward_hooked(
+        &mut self,
+        tokens: &[u32],
+        readback: &Readback,
+        hooks: &Hooks,
+    ) -> Result<(Output, Captured), E::Error> {
+        let s = &self.steering;
+        if s.is_idle(tokens.len()) {
+            return self.engine.forward_hooked(tokens, readback, hooks).await;
+        }
+        let point = HookPoint::ResidPre { layer: s.layer };
+        let given = hooks.replace.iter().find(|(p, _)| *p == point);
+        let mut stream = match given {
+            Some((_, values)) => values.clone(),
+            None => {
+                let read = Hooks {
+                    capture: vec![point],
+                    replace: hooks.replace.clone(),
+                };
+                let (_, mut captured) = self
+                    .engine
+                    .forward_hooked(tokens, &stream_only(), &read)
+                    .await?;
+                captured.remove(0).1
+            }
+        };
+        let d = s.vector.len();
+        for row in stream.chunks_exact_mut(d).skip(s.from) {
+            row.iter_mut()
+                .zip(&s.vector)
+                .for_each(|(x, v)| *x += s.coefficient * v);
+        }
+        let mut steered = hooks.clone();
+        steered.replace.retain(|(p, _)| *p != point);
+        steered.replace.push((point, stream));
+        self.engine.forward_hooked(tokens, readback, &steered).await
+    }
+}
