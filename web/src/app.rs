@@ -174,12 +174,21 @@ pub fn App() -> impl IntoView {
         let tokens = ui.tokens.get();
         let variant = ui.variant.get();
         let maps = maps.get();
+        let steer = ui.steer.get();
         ui.model_version.track();
+        let steer = match ctl.steer_ids(steer.as_ref()) {
+            Ok(steer) => steer,
+            Err(e) => {
+                ui.error.set(Some(e));
+                None
+            }
+        };
         if !tokens.is_empty() {
             ctl.run(Job {
                 tokens,
                 variant,
                 maps,
+                steer,
             });
         }
     });

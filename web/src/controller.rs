@@ -21,8 +21,10 @@ use crate::browser;
 use crate::compute::ComputeWorker;
 use crate::generation_state::GenerationView;
 use crate::manifest::{ModelEntry, MODELS_BASE};
+use crate::page_state::SteerSpec;
 use crate::protocol::{
-    AnalysisTool, AsJson, JobOutcome, MapsWanted, ModelSource, Request, Response, Steer, TrainState,
+    AnalysisTool, AsJson, JobOutcome, MapsWanted, ModelSource, Request, Response, Steer, SteerIds,
+    TrainState,
 };
 use crate::runner::Coalescer;
 use crate::session::ModelText;
@@ -31,11 +33,12 @@ use crate::train_state::{Checkpoint, HealScores, TrainSettings, TrainView};
 use crate::worker_build::WorkerBuild;
 use attn_model::training::Task;
 
-/// A forward the page wants: the input, the variant and the maps it shows.
+/// A forward the page wants: the input, the variant, the maps it shows and the steering.
 pub struct Job {
     pub tokens: Vec<u32>,
     pub variant: Variant,
     pub maps: MapsWanted,
+    pub steer: Option<SteerIds>,
 }
 
 /// A handle to the controller; `Copy`, so every panel can hold one.
@@ -187,6 +190,27 @@ impl Controller {
         if let Some(inner) = self.inner() {
             inner.bridge.borrow().send(request);
         }
+    }
+
+    /// The page's steering with its prompts through the model's tokenizer: `None` when it is
+    /// off (or no model is open), an error when a prompt cannot be read.
+    pub fn steer_ids(&self, spec: Option<&SteerSpec>) -> Result<Option<SteerIds>, String> {
+        let Some(spec) = spec else { return Ok(None) };
+        let ids = |text: &str| {
+            self.with_text(|t| t.tokenize(text))
+                .unwrap_or_else(|| Err("no model is open".into()))
+        };
+        let (plus, minus) = (ids(&spec.plus)?, ids(&spec.minus)?);
+        if plus.is_empty() || minus.is_empty() {
+            return Err("Steering needs both prompts: type a text in each.".into());
+        }
+        Ok(Some(SteerIds {
+            layer: spec.layer,
+            coefficient: spec.coefficient,
+            from: spec.from,
+            plus,
+            minus,
+        }))
     }
 
     /// Reads the installed model's text side (`None` before the first model).
@@ -426,6 +450,7 @@ impl Controller {
             tokens,
             variant,
             maps,
+            steer,
         }) = inner.runner.next()
         else {
             return;
@@ -441,6 +466,7 @@ impl Controller {
             variant: AsJson(variant),
             with_baseline,
             maps,
+            steer,
         });
     }
 
@@ -546,6 +572,13 @@ impl Controller {
         ui.generated.set(None);
         ui.generation_summary.set(None);
         ui.generation.set(GenerationView::default());
+        let steer = match self.steer_ids(ui.steer.get_untracked().as_ref()) {
+            Ok(steer) => steer,
+            Err(e) => {
+                ui.error.set(Some(e));
+                None
+            }
+        };
         inner.bridge.borrow().send(Request::Generate {
             model: inner.installed.get(),
             job,
@@ -554,6 +587,7 @@ impl Controller {
             n,
             sampling: ui.sampling.get_untracked(),
             step_through,
+            steer,
         });
         ui.generation.update(|g| g.paused = step_through);
     }

@@ -30,6 +30,7 @@ pub mod page_state;
 pub mod panels;
 pub mod plot;
 pub mod protocol;
+pub mod qk_view;
 pub mod runner;
 pub mod session;
 pub mod state;

@@ -7,6 +7,36 @@ use attn_model::{Sampling, Variant};
 use crate::protocol::EngineChoice;
 use crate::train_state::TrainSettings;
 
+/// Activation steering as the page keeps it (`steer=LAYER,COEFFICIENT,FROM`, `steer_plus=TEXT`,
+/// `steer_minus=TEXT`): ActAdd's "prompt A minus prompt B" added to the residual stream before
+/// `layer`, times `coefficient`, from position `from` on. The worker tokenizes nothing: the page
+/// sends the prompts' ids.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SteerSpec {
+    pub layer: usize,
+    pub coefficient: f32,
+    pub from: usize,
+    pub plus: String,
+    pub minus: String,
+}
+
+impl SteerSpec {
+    /// "+4 × (“ love” − “ hate”) before layer 2, from position 0".
+    pub fn describe(&self) -> String {
+        format!(
+            "{:+} × (“{}” − “{}”) before layer {}{}",
+            self.coefficient,
+            self.plus,
+            self.minus,
+            self.layer,
+            match self.from {
+                0 => String::new(),
+                f => format!(", from position {f}"),
+            }
+        )
+    }
+}
+
 /// The state a URL carries.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PageState {
@@ -33,6 +63,8 @@ pub struct PageState {
     pub one_thread: bool,
     /// How *Generate* picks tokens: `temperature` (0 greedy), `sample_k` (0 all) and `seed`.
     pub sampling: Sampling,
+    /// Activation steering, when on.
+    pub steer: Option<SteerSpec>,
 }
 
 impl PageState {
@@ -80,6 +112,14 @@ impl PageState {
         }
         if self.one_thread {
             pairs.push(("threads".to_string(), "1".to_string()));
+        }
+        if let Some(s) = &self.steer {
+            pairs.push((
+                "steer".into(),
+                format!("{},{},{}", s.layer, s.coefficient, s.from),
+            ));
+            pairs.push(("steer_plus".into(), s.plus.clone()));
+            pairs.push(("steer_minus".into(), s.minus.clone()));
         }
         pairs
     }
@@ -153,8 +193,40 @@ impl PageState {
                 _ => {}
             }
         }
+        state.steer = steer_from_pairs(pairs, &mut problems);
         state.train = TrainSettings::from_pairs(pairs, &mut problems);
         (state, problems)
+    }
+}
+
+/// `steer=LAYER,COEFFICIENT,FROM` with `steer_plus` and `steer_minus`; `None` when absent or bad
+/// (with a message).
+fn steer_from_pairs(pairs: &[(String, String)], problems: &mut Vec<String>) -> Option<SteerSpec> {
+    let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let value = get("steer")?;
+    let parts: Vec<&str> = value.split(',').collect();
+    let parsed = match parts.as_slice() {
+        [layer, coefficient, from] => (|| {
+            let coefficient: f32 = coefficient.parse().ok().filter(|c: &f32| c.is_finite())?;
+            Some((layer.parse().ok()?, coefficient, from.parse().ok()?))
+        })(),
+        _ => None,
+    };
+    let (plus, minus) = (get("steer_plus"), get("steer_minus"));
+    match (parsed, plus, minus) {
+        (Some((layer, coefficient, from)), Some(plus), Some(minus)) => Some(SteerSpec {
+            layer,
+            coefficient,
+            from,
+            plus,
+            minus,
+        }),
+        _ => {
+            problems.push(format!(
+                "ignored steer={value:?}: expected LAYER,COEFFICIENT,FROM with steer_plus and steer_minus"
+            ));
+            None
+        }
     }
 }
 
@@ -187,6 +259,13 @@ mod tests {
                 top_k: 5,
                 seed: 9,
             },
+            steer: Some(SteerSpec {
+                layer: 2,
+                coefficient: -1.5,
+                from: 3,
+                plus: " love, & more".into(),
+                minus: " hate".into(),
+            }),
         };
         let pairs = state.to_pairs();
         assert!(
@@ -207,12 +286,14 @@ mod tests {
             ("kv_groups", "2"),
             ("step", "0"),
             ("simd", "avx"),
+            ("steer", "1,x,0"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let (state, problems) = PageState::from_pairs(&pairs);
         assert_eq!(state.variant.kv_groups, Some(2));
-        assert_eq!(problems.len(), 4);
+        assert_eq!(problems.len(), 5);
+        assert_eq!(state.steer, None);
     }
 }

@@ -246,6 +246,23 @@ pub fn Plot(data: PlotData, #[prop(optional)] testid: Option<&'static str>) -> i
     }
 }
 
+/// A cell's background colour for `value` on a diverging scale whose ends are `±max`: blue for
+/// what raises the logit, red for what lowers it. Set as one CSS property (`style:`), never a
+/// `style` attribute, so the page runs under a strict Content-Security-Policy.
+pub fn shade(value: f64, max: f64) -> String {
+    let alpha = if max > 0.0 && value.is_finite() {
+        (value.abs() / max).min(1.0) * 0.85
+    } else {
+        0.0
+    };
+    let rgb = if value >= 0.0 {
+        "33, 102, 172"
+    } else {
+        "178, 24, 43"
+    };
+    format!("rgba({rgb}, {alpha:.3})")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -166,6 +166,8 @@ pub enum Request {
         variant: AsJson<Variant>,
         with_baseline: bool,
         maps: MapsWanted,
+        /// Steering of the variant's forward (the baseline stays unsteered).
+        steer: Option<SteerIds>,
     },
     /// Rank heads by ablating each in turn on top of `base`.
     Importance {
@@ -185,6 +187,8 @@ pub enum Request {
         n: usize,
         sampling: Sampling,
         step_through: bool,
+        /// Steering of every step (the text is then recomputed for each token: no cache).
+        steer: Option<SteerIds>,
     },
     /// One of the interpretability tools on `tokens` under `variant`.
     Analyse {
@@ -283,6 +287,18 @@ pub enum AnalysisTool {
         query: usize,
         key: usize,
     },
+}
+
+/// Activation steering as the worker applies it (attn-model's `Steered`): ActAdd's two prompts
+/// as token ids, the layer before which the stream is steered, the coefficient and the first
+/// position steered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SteerIds {
+    pub layer: usize,
+    pub coefficient: f32,
+    pub from: usize,
+    pub plus: Vec<u32>,
+    pub minus: Vec<u32>,
 }
 
 /// What a tool found.
@@ -728,6 +744,13 @@ mod tests {
             variant: AsJson(variant.clone()),
             with_baseline: true,
             maps: MapsWanted::ALL,
+            steer: Some(SteerIds {
+                layer: 1,
+                coefficient: -2.5,
+                from: 0,
+                plus: vec![4, 5],
+                minus: vec![6],
+            }),
         }) else {
             panic!("not a run")
         };

@@ -10,14 +10,15 @@ use std::sync::Arc;
 use attn_gpu::{AnyEngine, EnginePair, GpuContext, GpuError, Readback};
 use attn_model::engine::AttentionMaps;
 use attn_model::{
+    actadd_vector,
     load::{from_hf_source, HfSource},
     variant::{Kernel, KernelName},
-    Captured, Engine, Hooks, LoadedTensors, Model, ModelConfig, Output, StepOutput, Tokenizer,
-    TokenizerSpec, Variant,
+    Captured, Engine, Hooks, LoadedTensors, Model, ModelConfig, Output, Steered, Steering,
+    StepOutput, Tokenizer, TokenizerSpec, Variant,
 };
 
 use crate::browser::{next_tick, now_ms};
-use crate::protocol::{MapsWanted, ModelInfo};
+use crate::protocol::{MapsWanted, ModelInfo, SteerIds};
 
 /// A model ready to run.
 pub struct Session {
@@ -95,6 +96,45 @@ pub async fn run_timed(
     };
     let (output, failure) = pair.run(baseline, variant, tokens, &readback).await;
     (output.map(|o| (o, now_ms() - start)), failure)
+}
+
+/// [`run_timed`] of the variant under steering: the ActAdd vector from the two prompts on the
+/// variant engine, then its forward with the vector added (attn-model's `Steered`).
+pub async fn run_steered(
+    pair: &mut EnginePair,
+    (variant, maps): (&Variant, &MapsWanted),
+    tokens: &[u32],
+    steer: &SteerIds,
+) -> Result<(Output, f64), GpuError> {
+    let start = now_ms();
+    let c = &pair.model().config;
+    let readback = Readback {
+        head_out_norms: false,
+        attention: maps.readback(c.n_layer, c.n_head),
+        ..Readback::everything()
+    };
+    let mut steered = steered(&mut pair.variant, variant, steer).await?;
+    let output = steered.forward(tokens, &readback).await?;
+    Ok((output, now_ms() - start))
+}
+
+/// `engine` on `variant`, steered as `steer` asks.
+pub async fn steered<'a>(
+    engine: &'a mut AnyEngine,
+    variant: &Variant,
+    steer: &SteerIds,
+) -> Result<Steered<'a, AnyEngine>, GpuError> {
+    if engine.variant() != &variant.normalised() {
+        engine.set_variant(variant)?;
+    }
+    let vector = actadd_vector(engine, &steer.plus, &steer.minus, steer.layer).await?;
+    let steering = Steering {
+        layer: steer.layer,
+        vector,
+        coefficient: steer.coefficient,
+        from: steer.from,
+    };
+    Steered::new(engine, steering)
 }
 
 /// An engine that lets the event loop run before each forward: in the worker, the analyses'

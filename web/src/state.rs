@@ -16,7 +16,7 @@ use leptos::prelude::*;
 
 use crate::generation_state::GenerationView;
 use crate::manifest::ModelEntry;
-use crate::page_state::PageState;
+use crate::page_state::{PageState, SteerSpec};
 use crate::protocol::EngineChoice;
 use crate::train_state::{TrainSettings, TrainView};
 use crate::worker_build::WorkerBuild;
@@ -74,6 +74,8 @@ pub struct Ui {
     pub generation: RwSignal<GenerationView>,
     /// How *Generate* picks tokens (in the URL).
     pub sampling: RwSignal<Sampling>,
+    /// Activation steering of the variant's runs and generations, when on.
+    pub steer: RwSignal<Option<SteerSpec>>,
     /// The running analysis (lens, attribution, patching), and the last one's result.
     pub analysing: RwSignal<Option<Step>>,
     pub analysis: RwSignal<Option<Analysis>>,
@@ -175,6 +177,7 @@ impl Ui {
             generation_summary: RwSignal::new(None),
             generation: RwSignal::new(GenerationView::default()),
             sampling: RwSignal::new(state.sampling),
+            steer: RwSignal::new(state.steer.clone()),
             analysing: RwSignal::new(None),
             analysis: RwSignal::new(None),
             generating: RwSignal::new(None),
@@ -214,6 +217,7 @@ impl Ui {
             plain_simd: self.plain_simd,
             one_thread: self.one_thread,
             sampling: self.sampling.get(),
+            steer: self.steer.get(),
         }
     }
 }

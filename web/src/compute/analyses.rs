@@ -6,9 +6,9 @@ use crate::browser::now_ms;
 use crate::browser::{fetch_bytes, next_tick};
 use crate::protocol::{
     Analysis, AnalysisTool, AsJson, GeneratedToken, GenerationReport, JobOutcome, LessonMeasured,
-    Response,
+    Response, SteerIds,
 };
-use crate::session::{check_cache_fits, return_engines, Yielding};
+use crate::session::{check_cache_fits, return_engines, steered, Yielding};
 use attn_gpu::{AnyEngine, EnginePair, GpuError};
 use attn_model::corpus::{corpus_heads, HeadCorpus, CORPUS_WINDOWS, WINDOW_TOKENS};
 use attn_model::engine::{Outcome, Progress, Step};
@@ -19,7 +19,7 @@ use attn_model::lesson::{
 use attn_model::{
     activation_patching, direct_logit_attribution, head_importance, layer_similarity, logit_lens,
     qk_attribution, AblationMode, Decoding, Engine, Generation, HeadImportance, LessonStep,
-    Readback, Sampling, Variant,
+    Readback, Sampling, Steered, Steering, Variant,
 };
 
 /// Head importance on the variant engine, reporting progress; `None` when cancelled.
@@ -337,18 +337,38 @@ async fn predicted(
     Ok(output.argmax_at(output.seq_len - 1))
 }
 
+/// The generation's next token on `engine`, steered when `steering` is set.
+async fn next_token(
+    generation: &mut Generation,
+    engine: &mut AnyEngine,
+    steering: Option<&Steering>,
+) -> Result<attn_model::NextToken, GpuError> {
+    let mut yielding = Yielding(engine);
+    match steering {
+        None => generation.next(&mut yielding, true).await,
+        Some(steering) => {
+            let mut steered = Steered {
+                engine: &mut yielding,
+                steering: steering.clone(),
+            };
+            generation.next(&mut steered, true).await
+        }
+    }
+}
+
 /// Generates `n` tokens after `tokens` under `variant`, one decode step at a time, sending each
 /// token as it is picked (`Response::GeneratedToken`, with the attention rows of the positions
 /// run). The page can pause it (the engines go back to the session meanwhile, so the page's
 /// other requests run), step it one token at a time, continue or cancel it. A GPU failure moves
-/// the engines to the CPU, and the generation goes on there (its cache filled again).
+/// the engines to the CPU, and the generation goes on there (its cache filled again). Under
+/// steering every step recomputes the text, steered (no cache).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn generate_text(
     state: &State,
     model: u32,
     job: u32,
     tokens: &[u32],
-    variant: &Variant,
+    (variant, steer): (&Variant, Option<&SteerIds>),
     n: usize,
     sampling: &Sampling,
     reply: &dyn Fn(Response),
@@ -373,6 +393,16 @@ pub(super) async fn generate_text(
             return_engines(&state.session, pair);
             return Err(generation.err().unwrap_or_default());
         }
+    };
+    let steering = match steer {
+        None => None,
+        Some(steer) => match steered(&mut pair.variant, variant, steer).await {
+            Ok(steered) => Some(steered.steering),
+            Err(e) => {
+                return_engines(&state.session, pair);
+                return Err(e.to_string());
+            }
+        },
     };
     let mut busy_ms = 0.0;
     let mut outcome = Ok(());
@@ -401,15 +431,11 @@ pub(super) async fn generate_text(
             }
         }
         let start = now_ms();
-        let mut next = generation
-            .next(&mut Yielding(&mut pair.variant), true)
-            .await;
+        let mut next = next_token(generation, &mut pair.variant, steering.as_ref()).await;
         if let Some(e) = next.as_ref().err().filter(|e| falls_back(&pair, e)) {
             gpu_failed(state, e, reply);
             if pair.fall_back_to_cpu().is_ok() {
-                next = generation
-                    .next(&mut Yielding(&mut pair.variant), true)
-                    .await;
+                next = next_token(generation, &mut pair.variant, steering.as_ref()).await;
             }
         }
         busy_ms += now_ms() - start;
@@ -448,7 +474,7 @@ pub(super) async fn generate_text(
                 prompt,
                 rows: next.rows,
                 step,
-                kv_cache_bytes: pair.variant.kv_cache_bytes(),
+                kv_cache_bytes: pair.variant.kv_cache_bytes().filter(|_| steering.is_none()),
                 // The cache holds the prompt and every token before this one.
                 variant_cache_bytes: attn_model::kv_cache_bytes(
                     pair.variant.prepared(),
@@ -461,7 +487,7 @@ pub(super) async fn generate_text(
             break;
         }
     }
-    let kv_cache_bytes = pair.variant.kv_cache_bytes();
+    let kv_cache_bytes = pair.variant.kv_cache_bytes().filter(|_| steering.is_none());
     return_engines(&state.session, pair);
     state.paused.borrow_mut().remove(&job);
     state.steps.borrow_mut().remove(&job);

@@ -129,8 +129,9 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
             variant,
             with_baseline,
             maps,
+            steer,
         } => {
-            let wanted = (variant.0, maps);
+            let wanted = (variant.0, maps, steer);
             run(state, model, tokens, wanted, with_baseline, reply).await
         }
         Request::Importance {
@@ -152,13 +153,15 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
             n,
             sampling,
             step_through,
+            steer,
         } => {
             if step_through {
                 // The first token, then wait for the page.
                 steer_generation(state, job, Steer::Step);
             }
+            let asked = (&variant.0, steer.as_ref());
             let outcome =
-                generate_text(state, model, job, &tokens, &variant.0, n, &sampling, reply).await;
+                generate_text(state, model, job, &tokens, asked, n, &sampling, reply).await;
             state.cancelled.borrow_mut().remove(&job);
             reply(Response::Generated { job, outcome });
         }

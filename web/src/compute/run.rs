@@ -2,8 +2,8 @@
 //! maps the page shows read back.
 
 use super::state::{gpu_failed, take_current, State};
-use crate::protocol::{MapsWanted, Response, RunResult, TOP_OUTPUTS};
-use crate::session::{logits_only, return_engines, run_timed};
+use crate::protocol::{MapsWanted, Response, RunResult, SteerIds, TOP_OUTPUTS};
+use crate::session::{logits_only, return_engines, run_steered, run_timed};
 use attn_gpu::EnginePair;
 use attn_model::Variant;
 
@@ -13,7 +13,7 @@ pub(super) async fn run(
     state: &State,
     model: u32,
     tokens: Vec<u32>,
-    (variant, maps): (Variant, MapsWanted),
+    (variant, maps, steer): (Variant, MapsWanted, Option<SteerIds>),
     with_baseline: bool,
     reply: &dyn Fn(Response),
 ) {
@@ -55,7 +55,14 @@ pub(super) async fn run(
             Err(e) => baseline = with_baseline.then(|| Err(e.to_string())),
         }
     }
-    let (current, failure) = run_timed(&mut pair, false, (&variant, Some(&maps)), &tokens).await;
+    let (current, failure) = match &steer {
+        None => run_timed(&mut pair, false, (&variant, Some(&maps)), &tokens).await,
+        // Steered: on the variant engine as it is (a device failure shows as an error).
+        Some(steer) => (
+            run_steered(&mut pair, (&variant, &maps), &tokens, steer).await,
+            None,
+        ),
+    };
     failures.extend(failure);
     let current = current.map_err(|e| e.to_string()).map(|(output, millis)| {
         let cache = state.baseline.borrow();

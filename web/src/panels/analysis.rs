@@ -7,26 +7,10 @@ use leptos::prelude::*;
 
 use crate::browser;
 use crate::controller::Controller;
-use crate::plot::{Plot, PlotData, PlotPoint, PlotSeries};
+use crate::page_state::SteerSpec;
+use crate::plot::{shade, Plot, PlotData, PlotPoint, PlotSeries};
 use crate::protocol::{Analysis, AnalysisTool};
 use crate::state::Ui;
-
-/// A cell's background colour for `value` on a diverging scale whose ends are `±max`: blue for
-/// what raises the logit, red for what lowers it. Set as one CSS property (`style:`), never a
-/// `style` attribute, so the page runs under a strict Content-Security-Policy.
-fn shade(value: f64, max: f64) -> String {
-    let alpha = if max > 0.0 && value.is_finite() {
-        (value.abs() / max).min(1.0) * 0.85
-    } else {
-        0.0
-    };
-    let rgb = if value >= 0.0 {
-        "33, 102, 172"
-    } else {
-        "178, 24, 43"
-    };
-    format!("rgba({rgb}, {alpha:.3})")
-}
 
 /// One table row per layer of fractions recovered (1 = all of it).
 fn fraction_rows(rows: &[Vec<f64>]) -> impl IntoView {
@@ -136,86 +120,6 @@ fn circuits_view(c: attn_model::Circuits) -> impl IntoView {
             viewBox=format!("0 0 {width} {height}") width=width height=height>
             {lines}{nodes}
         </svg>
-    }
-}
-
-/// How many pairs of parts the QK view lists, and how many parts of each side its matrix shows.
-const QK_LISTED: usize = 8;
-const QK_SIDE: usize = 6;
-
-/// QK attribution of one clicked cell (shown under the enlarged map): the pairs of parts that add
-/// most to the score, and a matrix of the largest query-side parts against the largest key-side
-/// parts.
-pub(crate) fn qk_view(ui: Ui, a: attn_model::QkAttribution) -> impl IntoView {
-    let label = |k: usize| {
-        ui.labels
-            .with_untracked(|labels| labels.get(k).cloned())
-            .unwrap_or_else(|| k.to_string())
-    };
-    let name = |i: usize| a.components[i].clone();
-    let ranked = a.ranked();
-    let max = ranked.first().map_or(1e-9, |r| r.2.abs().max(1e-9));
-    let listed = ranked
-        .iter()
-        .take(QK_LISTED)
-        .map(|&(q, k, v)| {
-            view! {
-                <tr><td style:background-color=shade(v, max)>{format!("{v:+.3}")}</td>
-                    <td class="part">{name(q)}</td><td class="part">{name(k)}</td></tr>
-            }
-        })
-        .collect_view();
-    // The parts with the largest totals on each side, largest first.
-    let largest = |totals: &[f64]| {
-        let mut order: Vec<usize> = (0..totals.len()).collect();
-        order.sort_by(|&x, &y| totals[y].abs().total_cmp(&totals[x].abs()));
-        order.truncate(QK_SIDE);
-        order
-    };
-    let (query_totals, key_totals) = (a.query_totals(), a.key_totals());
-    let (rows, columns) = (largest(&query_totals), largest(&key_totals));
-    let shown: f64 = rows
-        .iter()
-        .flat_map(|&q| columns.iter().map(move |&k| (q, k)))
-        .map(|(q, k)| a.parts[q][k])
-        .sum();
-    let header = columns
-        .iter()
-        .map(|&k| view! { <th>{name(k)}<br/>{format!("{:+.2}", key_totals[k])}</th> })
-        .collect_view();
-    let matrix = rows
-        .iter()
-        .map(|&q| {
-            let cells = columns
-                .iter()
-                .map(|&k| {
-                    let v = a.parts[q][k];
-                    view! { <td style:background-color=shade(v, max)>{format!("{v:+.2}")}</td> }
-                })
-                .collect_view();
-            view! { <tr><th>{format!("{} {:+.2}", name(q), query_totals[q])}</th>{cells}</tr> }
-        })
-        .collect_view();
-    view! {
-        <div class="qk" data-testid="qk-attribution" data-score=format!("{:.6}", a.score)
-            data-sum=format!("{:.6}", a.total())>
-            <p class="muted">{format!(
-                "Why L{}H{} attends from {} ({}) to {} ({}): its score {:.3} (before the softmax, scale included) is the sum of what each part of the query's residual stream adds against each part of the key's — the embeddings, every earlier head and MLP, the biases — through the layer's norm with its scale frozen.",
-                a.layer, a.head, label(a.query), a.query, label(a.key), a.key, a.score
-            )}</p>
-            <table class="analysis" data-testid="qk-ranked">
-                <tr><th>"adds"</th><th>"query side"</th><th>"key side"</th></tr>
-                {listed}
-            </table>
-            <table class="analysis" data-testid="qk-matrix">
-                <tr><th>"query ↓ · key →"</th>{header}</tr>
-                {matrix}
-            </table>
-            <p class="muted">{format!(
-                "The {} × {} largest parts of each side (their totals beside their names) add {shown:+.3}; every other pair adds {:+.3}.",
-                rows.len(), columns.len(), a.score - shown
-            )}</p>
-        </div>
     }
 }
 
@@ -417,6 +321,7 @@ pub fn AnalysisPanel() -> impl IntoView {
                     on:input=move |ev| corpus_text.set(event_target_value(&ev))></textarea>
                 " — a sortable table and a Head Finder scatter of any two scores; click a head to open it where its score peaks."
             </p>
+            <SteeringTool/>
             <p>
                 <button data-testid="show-input-roles" aria-pressed=move || input_roles.get().to_string()
                     on:click=move |_| input_roles.update(|on| *on = !*on)>"Roles on this input"</button>
@@ -431,6 +336,68 @@ pub fn AnalysisPanel() -> impl IntoView {
             </span>
         })}
         {result}
+    }
+}
+
+/// Activation steering: ActAdd's "prompt A minus prompt B" added to the residual stream before a
+/// layer, times a coefficient, from a position on. While it is on, the predictions, the maps,
+/// the cost panel (against the unsteered model) and *Generate* run steered; it lives in the URL.
+#[component]
+fn SteeringTool() -> impl IntoView {
+    let ui = expect_context::<Ui>();
+    let on = ui.steer.get_untracked();
+    let n_layer = move || ui.info.with(|i| i.as_ref().map_or(1, |i| i.n_layer));
+    let layer = RwSignal::new(on.as_ref().map_or(n_layer() / 2, |s| s.layer));
+    let coefficient = RwSignal::new(on.as_ref().map_or(4.0, |s| s.coefficient));
+    let from = RwSignal::new(on.as_ref().map_or(0, |s| s.from));
+    let plus = RwSignal::new(on.as_ref().map_or_else(String::new, |s| s.plus.clone()));
+    let minus = RwSignal::new(on.as_ref().map_or_else(String::new, |s| s.minus.clone()));
+    let steer = move |_| {
+        let spec = SteerSpec {
+            layer: layer.get_untracked().min(n_layer().saturating_sub(1)),
+            coefficient: coefficient.get_untracked(),
+            from: from.get_untracked(),
+            plus: plus.get_untracked(),
+            minus: minus.get_untracked(),
+        };
+        if spec.plus.is_empty() || spec.minus.is_empty() {
+            ui.error.set(Some(
+                "Steering needs both prompts: type a text in each.".into(),
+            ));
+            return;
+        }
+        ui.steer.set(Some(spec));
+    };
+    let number = |ev: &leptos::ev::Event| event_target_value(ev).parse::<f64>().ok();
+    view! {
+        <p class="steering">
+            <button data-testid="steer" on:click=steer>"Steer"</button>
+            " Add “prompt A minus prompt B” (ActAdd: the difference of their residual streams, at each prompt's last position) to the stream before layer "
+            <input type="number" data-testid="steer-layer" min="0" step="1" class="small"
+                prop:value=move || layer.get().to_string()
+                on:change=move |ev| if let Some(v) = number(&ev) { layer.set(v.max(0.0) as usize) } />
+            ", times "
+            <input type="number" data-testid="steer-coefficient" step="0.5" class="small"
+                prop:value=move || coefficient.get().to_string()
+                on:change=move |ev| if let Some(v) = number(&ev).filter(|v| v.is_finite()) { coefficient.set(v as f32) } />
+            ", from position "
+            <input type="number" data-testid="steer-from" min="0" step="1" class="small"
+                prop:value=move || from.get().to_string()
+                on:change=move |ev| if let Some(v) = number(&ev) { from.set(v.max(0.0) as usize) } />
+            ". A: "
+            <input data-testid="steer-plus" class="corrupt" prop:value=move || plus.get()
+                on:input=move |ev| plus.set(event_target_value(&ev)) />
+            " B: "
+            <input data-testid="steer-minus" class="corrupt" prop:value=move || minus.get()
+                on:input=move |ev| minus.set(event_target_value(&ev)) />
+            " The predictions, the maps and Generate then run steered (generation recomputes the text for each token)."
+            {move || ui.steer.get().map(|s| view! {
+                <span class="steering-on" data-testid="steering-on">
+                    {format!(" Steering: {}. ", s.describe())}
+                    <button data-testid="stop-steering" on:click=move |_| ui.steer.set(None)>"Stop steering"</button>
+                </span>
+            })}
+        </p>
     }
 }
 

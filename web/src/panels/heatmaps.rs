@@ -8,8 +8,8 @@ use leptos::prelude::*;
 use crate::browser;
 use crate::controller::Controller;
 use crate::heatmap;
-use crate::panels::analysis::qk_view;
 use crate::protocol::{Analysis, AnalysisTool, MapsWanted, RunResult};
+use crate::qk_view::qk_view;
 use crate::state::{MapSize, Ui};
 
 fn role_badge(roles: &[HeadRoles], layer: usize, head: usize) -> Option<&'static str> {

@@ -86,6 +86,12 @@ pub fn OutputPanel() -> impl IntoView {
             </div>
         </div>
         {move || check().map(|text| view! { <p class="task-check" data-testid="task-check">{text}</p> })}
+        {move || ui.steer.get().map(|s| view! {
+            <p class="muted" data-testid="steered-note">{format!(
+                "“With your changes” and Generate are steered: {} (Look inside → Steer).",
+                s.describe()
+            )}</p>
+        })}
         {move || ui.info.get().filter(|i| !i.classifier && i.tokenizer.is_some()).map(|_| view! {
             <button data-testid="generate" on:click=generate disabled=move || progress.get().is_some()>"Generate 40 tokens"</button>
             <button data-testid="step-through" on:click=step_through disabled=move || progress.get().is_some()
