@@ -10,7 +10,7 @@ use leptos::task::spawn_local;
 use crate::browser::{self, WebGpuStatus};
 use crate::controller::{Controller, Job};
 use crate::manifest::{parse_manifest, MODELS_BASE};
-use crate::page_state::PageState;
+use crate::page_state::{PageState, SteerSpec};
 use crate::panels::analysis::AnalysisPanel;
 use crate::panels::controls::Controls;
 use crate::panels::cost::CostPanel;
@@ -22,7 +22,7 @@ use crate::panels::model::ModelPanel;
 use crate::panels::notices::Notices;
 use crate::panels::output::OutputPanel;
 use crate::panels::train::TrainPanel;
-use crate::protocol::EngineChoice;
+use crate::protocol::{Analysis, EngineChoice};
 use crate::state::Ui;
 
 #[component]
@@ -192,6 +192,21 @@ pub fn App() -> impl IntoView {
             });
         }
     });
+
+    // A QK split belongs to the input, variant and steering it was computed on: a change of any
+    // clears it (it is shown under the map, whose cells it explains).
+    Effect::new(
+        move |previous: Option<(Vec<u32>, Variant, Option<SteerSpec>)>| {
+            let now = (ui.tokens.get(), ui.variant.get(), ui.steer.get());
+            let split_shown = ui
+                .analysis
+                .with_untracked(|a| matches!(a, Some(Analysis::Qk(_))));
+            if previous.is_some_and(|p| p != now) && split_shown {
+                ui.analysis.set(None);
+            }
+            now
+        },
+    );
 
     // A variant change mid-generation starts the generation again with it.
     Effect::new(move |previous: Option<Variant>| {

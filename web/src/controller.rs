@@ -511,12 +511,20 @@ impl Controller {
         let job = Self::next_job(&inner);
         inner.analysing.set(Some(job));
         ui.analysing.set(Some(Step { done: 0, total: 0 }));
+        let steer = match self.steer_ids(ui.steer.get_untracked().as_ref()) {
+            Ok(steer) => steer,
+            Err(e) => {
+                ui.error.set(Some(e));
+                None
+            }
+        };
         inner.bridge.borrow().send(Request::Analyse {
             model: inner.installed.get(),
             job,
             tokens: ui.tokens.get_untracked(),
             variant: AsJson(ui.variant.get_untracked()),
             tool,
+            steer,
         });
     }
 

@@ -197,6 +197,8 @@ pub enum Request {
         tokens: Vec<u32>,
         variant: AsJson<Variant>,
         tool: AnalysisTool,
+        /// Steering of the engine the tool runs on, as the page's run is steered.
+        steer: Option<SteerIds>,
     },
     /// A lesson step's measurement over its sample and on `tokens`, the input on screen
     /// (attn-model's `run_sampled` and `summarise`).

@@ -1076,6 +1076,7 @@ fn steering_changes_the_prediction_and_the_continuation_and_survives_a_reload() 
     };
     let plain_top = topk_text(&b);
     let plain_text = generate(&b);
+    let plain_lens = b.run_tool("run-lens", "lens-table", LOAD);
     b.eval(
         "const set = (id, value, event) => {
              const e = document.querySelector(`[data-testid=${id}]`);
@@ -1108,6 +1109,11 @@ fn steering_changes_the_prediction_and_the_continuation_and_survives_a_reload() 
             .contains("+8 × (“ love” − “ hate”) before layer 2"),
         "{on}"
     );
+    // The tools of Look inside run on the steered model too: the lens's last row is the steered
+    // prediction.
+    let steered_lens = b.run_tool("run-lens", "lens-table", LOAD);
+    assert_eq!(steered_lens.len(), plain_lens.len());
+    assert_ne!(steered_lens.last(), plain_lens.last(), "{steered_lens:?}");
     let note = b.eval("return document.querySelector('[data-testid=steered-note]').textContent");
     assert!(note.as_str().unwrap().contains("are steered"), "{note}");
     let steered_text = generate(&b);

@@ -17,9 +17,9 @@ use attn_model::lesson::{
     uptraining, SampleKind, SAMPLE_SEED,
 };
 use attn_model::{
-    activation_patching, direct_logit_attribution, head_importance, layer_similarity, logit_lens,
-    qk_attribution, AblationMode, Decoding, Engine, Generation, HeadImportance, LessonStep,
-    Readback, Sampling, Steered, Steering, Variant,
+    actadd_vector, activation_patching, direct_logit_attribution, head_importance,
+    layer_similarity, logit_lens, qk_attribution, AblationMode, Decoding, Engine, Generation,
+    HeadImportance, LessonStep, Readback, Sampling, Steered, Steering, Variant,
 };
 
 /// Head importance on the variant engine, reporting progress; `None` when cancelled.
@@ -57,7 +57,7 @@ pub(super) async fn analyse(
     job: u32,
     tokens: &[u32],
     variant: &Variant,
-    tool: &AnalysisTool,
+    (tool, steer): (&AnalysisTool, Option<&SteerIds>),
     reply: &dyn Fn(Response),
 ) -> JobOutcome<Analysis> {
     let mut pair = take_current(state, model)
@@ -77,11 +77,11 @@ pub(super) async fn analyse(
     };
     let mut watch = progress(state, job, reply);
     let on = (tokens, variant, tool, corpus.as_ref());
-    let mut result = analyse_on(&mut pair, on, &mut watch).await;
+    let mut result = analyse_on(&mut pair, on, steer, &mut watch).await;
     if let Some(e) = result.as_ref().err().filter(|e| falls_back(&pair, e)) {
         gpu_failed(state, e, reply);
         if pair.fall_back_to_cpu().is_ok() {
-            result = analyse_on(&mut pair, on, &mut watch).await;
+            result = analyse_on(&mut pair, on, steer, &mut watch).await;
         }
     }
     return_engines(&state.session, pair);
@@ -123,14 +123,39 @@ async fn head_corpus(model: &attn_model::Model, text: Option<&str>) -> Result<He
 async fn analyse_on(
     pair: &mut EnginePair,
     (tokens, variant, tool, corpus): (&[u32], &Variant, &AnalysisTool, Option<&HeadCorpus>),
+    steer: Option<&SteerIds>,
     watch: &mut impl Progress,
 ) -> Result<Outcome<Analysis>, GpuError> {
     let mut engine = Yielding(&mut pair.variant);
     engine.set_variant(variant)?;
+    let on = (tokens, tool, corpus);
+    match steer {
+        None => analyse_with(&mut engine, on, watch).await,
+        // The tool on the steered engine, as the page's run is steered.
+        Some(s) => {
+            let vector = actadd_vector(&mut engine, &s.plus, &s.minus, s.layer).await?;
+            let steering = Steering {
+                layer: s.layer,
+                vector,
+                coefficient: s.coefficient,
+                from: s.from,
+            };
+            let mut steered = Steered::new(&mut engine, steering)?;
+            analyse_with(&mut steered, on, watch).await
+        }
+    }
+}
+
+/// One tool on `engine` (the variant engine, steered or not).
+async fn analyse_with<E: Engine<Error = GpuError>>(
+    engine: &mut E,
+    (tokens, tool, corpus): (&[u32], &AnalysisTool, Option<&HeadCorpus>),
+    watch: &mut impl Progress,
+) -> Result<Outcome<Analysis>, GpuError> {
     let last = tokens.len().saturating_sub(1);
     Ok(match tool {
         AnalysisTool::Lens => {
-            let lens = logit_lens(&mut engine, tokens).await?;
+            let lens = logit_lens(engine, tokens).await?;
             let top = (0..lens.logits.len())
                 .map(|depth| attn_model::forward::top_k(lens.at(depth, last), 3))
                 .collect();
@@ -142,13 +167,13 @@ async fn analyse_on(
         AnalysisTool::Attribute { target } => {
             let target = match target {
                 Some(t) => *t,
-                None => predicted(&mut engine, tokens).await?,
+                None => predicted(engine, tokens).await?,
             };
-            let attribution = direct_logit_attribution(&mut engine, tokens, target, None).await?;
+            let attribution = direct_logit_attribution(engine, tokens, target, None).await?;
             Outcome::Done(Analysis::Attribution(attribution))
         }
         AnalysisTool::Patch { corrupt } => {
-            let target = predicted(&mut engine, tokens).await?;
+            let target = predicted(engine, tokens).await?;
             let output = engine.forward(corrupt, &Readback::next_token()).await?;
             let ranked = output.top_at(output.seq_len - 1, 2);
             let contrast = match ranked.as_slice() {
@@ -156,9 +181,7 @@ async fn analyse_on(
                 [(first, _), ..] => *first,
                 [] => target,
             };
-            match activation_patching(&mut engine, tokens, corrupt, (target, contrast), watch)
-                .await?
-            {
+            match activation_patching(engine, tokens, corrupt, (target, contrast), watch).await? {
                 Outcome::Done(patching) => Outcome::Done(Analysis::Patching {
                     patching,
                     target,
@@ -168,7 +191,7 @@ async fn analyse_on(
             }
         }
         AnalysisTool::KvTradeoff => {
-            match attn_model::kv_cache_tradeoff(&mut engine, tokens, watch).await? {
+            match attn_model::kv_cache_tradeoff(engine, tokens, watch).await? {
                 Outcome::Done(points) => Outcome::Done(Analysis::KvTradeoff(AsJson(points))),
                 Outcome::Cancelled => Outcome::Cancelled,
             }
@@ -177,7 +200,7 @@ async fn analyse_on(
             let Some(corpus) = corpus else {
                 return Ok(Outcome::Cancelled);
             };
-            match corpus_heads(&mut engine, corpus, watch).await? {
+            match corpus_heads(engine, corpus, watch).await? {
                 Outcome::Done(heads) => Outcome::Done(Analysis::Heads(heads)),
                 Outcome::Cancelled => Outcome::Cancelled,
             }
@@ -188,11 +211,11 @@ async fn analyse_on(
             query,
             key,
         } => Outcome::Done(Analysis::Qk(
-            qk_attribution(&mut engine, tokens, layer, head, query, key).await?,
+            qk_attribution(engine, tokens, layer, head, query, key).await?,
         )),
-        AnalysisTool::LayerDrop => Outcome::Done(Analysis::LayerDrop(
-            layer_similarity(&mut engine, tokens).await?,
-        )),
+        AnalysisTool::LayerDrop => {
+            Outcome::Done(Analysis::LayerDrop(layer_similarity(engine, tokens).await?))
+        }
         AnalysisTool::Circuits => {
             Outcome::Done(Analysis::Circuits(attn_model::circuits(engine.model())))
         }

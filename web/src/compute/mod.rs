@@ -171,8 +171,10 @@ async fn handle(state: &State, request: Request, reply: &dyn Fn(Response)) {
             tokens,
             variant,
             tool,
+            steer,
         } => {
-            let outcome = analyse(state, model, job, &tokens, &variant.0, &tool, reply).await;
+            let asked = (&tool, steer.as_ref());
+            let outcome = analyse(state, model, job, &tokens, &variant.0, asked, reply).await;
             state.cancelled.borrow_mut().remove(&job);
             reply(Response::Analysed { job, outcome });
         }
