@@ -118,12 +118,12 @@ pub async fn run_steered(
     Ok((output, now_ms() - start))
 }
 
-/// `engine` on `variant`, steered as `steer` asks.
-pub async fn steered<'a>(
-    engine: &'a mut AnyEngine,
+/// `engine` on `variant`, steered as `steer` asks (the ActAdd vector computed on it).
+pub async fn steered<'a, E: Engine<Error = GpuError>>(
+    engine: &'a mut E,
     variant: &Variant,
     steer: &SteerIds,
-) -> Result<Steered<'a, AnyEngine>, GpuError> {
+) -> Result<Steered<'a, E>, GpuError> {
     if engine.variant() != &variant.normalised() {
         engine.set_variant(variant)?;
     }

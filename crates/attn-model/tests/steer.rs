@@ -110,25 +110,30 @@ fn the_vector_is_added_from_the_chosen_position_on() {
     );
 }
 
-#[test]
-fn generation_under_steering_follows_the_steered_forwards() {
-    let mut engine = engine();
-    let vector = now(actadd_vector(&mut engine, &PLUS, &MINUS, 1)).unwrap();
+/// `n` greedy tokens after `TOKENS` (from the cache where the engine keeps one).
+fn greedy(engine: &mut impl Engine<Error = attn_model::ModelError>, n: usize) -> Vec<u32> {
     let greedy = Sampling {
         temperature: 0.0,
         ..Sampling::default()
     };
-    let plain = now(generate_with(
-        &mut engine,
+    now(generate_with(
+        engine,
         &TOKENS,
-        6,
+        n,
         &greedy,
         Decoding::Cached,
         &mut unwatched(),
     ))
     .unwrap()
     .done()
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn generation_under_steering_follows_the_steered_forwards() {
+    let mut engine = engine();
+    let vector = now(actadd_vector(&mut engine, &PLUS, &MINUS, 1)).unwrap();
+    let plain = greedy(&mut engine, 6);
     let steering = Steering {
         layer: 1,
         vector,
@@ -136,17 +141,7 @@ fn generation_under_steering_follows_the_steered_forwards() {
         from: 0,
     };
     let mut steered = Steered::new(&mut engine, steering).unwrap();
-    let generated = now(generate_with(
-        &mut steered,
-        &TOKENS,
-        6,
-        &greedy,
-        Decoding::Cached,
-        &mut unwatched(),
-    ))
-    .unwrap()
-    .done()
-    .unwrap();
+    let generated = greedy(&mut steered, 6);
     // Each token is the argmax of a steered forward over the text so far.
     let mut text = TOKENS.to_vec();
     for &token in &generated {

@@ -17,9 +17,9 @@ use attn_model::lesson::{
     uptraining, SampleKind, SAMPLE_SEED,
 };
 use attn_model::{
-    actadd_vector, activation_patching, direct_logit_attribution, head_importance,
-    layer_similarity, logit_lens, qk_attribution, AblationMode, Decoding, Engine, Generation,
-    HeadImportance, LessonStep, Readback, Sampling, Steered, Steering, Variant,
+    activation_patching, direct_logit_attribution, head_importance, layer_similarity, logit_lens,
+    qk_attribution, AblationMode, Decoding, Engine, Generation, HeadImportance, LessonStep,
+    Readback, Sampling, Steered, Steering, Variant,
 };
 
 /// Head importance on the variant engine, reporting progress; `None` when cancelled.
@@ -132,15 +132,8 @@ async fn analyse_on(
     match steer {
         None => analyse_with(&mut engine, on, watch).await,
         // The tool on the steered engine, as the page's run is steered.
-        Some(s) => {
-            let vector = actadd_vector(&mut engine, &s.plus, &s.minus, s.layer).await?;
-            let steering = Steering {
-                layer: s.layer,
-                vector,
-                coefficient: s.coefficient,
-                from: s.from,
-            };
-            let mut steered = Steered::new(&mut engine, steering)?;
+        Some(steer) => {
+            let mut steered = steered(&mut engine, variant, steer).await?;
             analyse_with(&mut steered, on, watch).await
         }
     }
