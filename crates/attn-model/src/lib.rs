@@ -58,7 +58,7 @@ pub use lesson::{layer_similarity, run_measurement, Lesson, LessonStep, Measured
 pub use load::load_model;
 pub use metrics::{compare, Comparison};
 pub use model::{Model, NormWeights};
-pub use patching::{activation_patching, Patching};
+pub use patching::{activation_patching, attribution_patching, Patching};
 pub use prepare::{prepare, KvProjection, PreparedModel, WeightSettings};
 pub use qk::{qk_attribution, QkAttribution};
 pub use roles::{copying_scores, head_roles, role_probe, roles_on_input, HeadRoles};

@@ -7,6 +7,7 @@
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 mod analysis;
+mod attribution_patching;
 mod browser;
 mod corpus;
 mod decode;

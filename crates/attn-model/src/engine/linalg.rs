@@ -342,6 +342,31 @@ pub fn activate_in_place(activation: Activation, values: &mut [f32]) {
     }
 }
 
+/// The derivative of the tanh GELU (the CPU twin of the GPU trainer's kernel).
+pub fn gelu_tanh_grad(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+    let th = u.tanh();
+    0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x)
+}
+
+/// The derivative of [`activate`] at `x`: `Φ(x) + x·φ(x)` for the exact GELU,
+/// `σ(x)·(1 + x·(1 − σ(x)))` for SiLU.
+pub fn activation_grad(activation: Activation, x: f32) -> f32 {
+    match activation {
+        Activation::GeluTanh => gelu_tanh_grad(x),
+        Activation::Gelu => {
+            let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f32::consts::PI).sqrt();
+            cdf + x * pdf
+        }
+        Activation::Silu => {
+            let s = 1.0 / (1.0 + (-x).exp());
+            s * (1.0 + x * (1.0 - s))
+        }
+    }
+}
+
 /// `elu(x) + 1`, the feature map of linear attention: positive, and `x + 1` for `x > 0`.
 pub fn elu_plus_one(x: f32) -> f32 {
     if x > 0.0 {

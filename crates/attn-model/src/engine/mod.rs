@@ -8,6 +8,7 @@
 //! read back ([`Readback`]); long loops report progress and can be cancelled ([`Progress`]).
 
 pub mod api;
+pub mod backward;
 pub mod cpu;
 pub mod decode;
 pub mod fastmath;

@@ -522,14 +522,8 @@ pub fn linear_weights_backward(
     }
 }
 
-const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-
-/// The derivative of the tanh GELU (the CPU twin of the GPU trainer's kernel).
-pub fn gelu_tanh_grad(x: f32) -> f32 {
-    let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
-    let th = u.tanh();
-    0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x)
-}
+// The tanh GELU's derivative lives beside the activations it differentiates.
+pub use crate::linalg::gelu_tanh_grad;
 
 impl Pass {
     fn forward(model: &Model, kernel: KernelName, tokens: &[u32]) -> Pass {
