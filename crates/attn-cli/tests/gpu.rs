@@ -356,7 +356,8 @@ fn run_on_every_family_matches_transformers_on_both_engines() {
     assert_eq!(checked, 7);
 }
 
-/// `attn lens`, `attn attribute` and `attn patch` on the HF GPT-2 fixture against transformers
+/// `attn lens`, `attn attribute` and `attn patch` (exact and attribution) on the HF GPT-2
+/// fixture against transformers
 /// (`tests/fixtures/gpt2-tiny/analysis.safetensors`), on both engines.
 #[test]
 fn lens_attribute_and_patch_match_transformers_on_both_engines() {
@@ -440,6 +441,41 @@ fn lens_attribute_and_patch_match_transformers_on_both_engines() {
             &format!("patched residual on {engine}"),
             &flatten_floats(&p["resid"]),
             &tensor("patching.resid"),
+        );
+
+        // Attribution patching: the engine's forwards, the reference backward, against
+        // PyTorch's autograd; the same JSON as exact patching.
+        let a = json_of(&attn(&[
+            "patch",
+            path,
+            "--clean-tokens",
+            &ids("clean"),
+            "--corrupt-tokens",
+            &ids("corrupt"),
+            "--target",
+            &meta["patch_target"],
+            "--contrast",
+            &meta["patch_contrast"],
+            "--method",
+            "attribution",
+            "--engine",
+            engine,
+            "--json",
+        ]));
+        assert_eq!(a["method"], "attribution");
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(keys(&a), keys(&p));
+        assert_close(
+            &format!("attribution-patched heads on {engine}"),
+            &flatten_floats(&a["heads"]),
+            &tensor("attribution_patching.heads"),
+        );
+        assert_close(
+            &format!("attribution-patched residual on {engine}"),
+            &flatten_floats(&a["resid"]),
+            &tensor("attribution_patching.resid"),
         );
     }
 }

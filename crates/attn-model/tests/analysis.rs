@@ -11,8 +11,8 @@ use std::path::Path;
 
 use attn_model::engine::{unwatched, Outcome};
 use attn_model::{
-    activation_patching, direct_logit_attribution, load_model, logit_lens, now, CpuEngine, Engine,
-    HookPoint, Hooks, LoadedTensors, Model, ModelConfig, Readback,
+    activation_patching, attribution_patching, direct_logit_attribution, load_model, logit_lens,
+    now, CpuEngine, Engine, HookPoint, Hooks, LoadedTensors, Model, ModelConfig, Readback,
 };
 use attn_test_support::assert_close;
 
@@ -119,6 +119,27 @@ fn patching_matches_transformers() {
         &[p.clean, p.corrupted],
         &f.tensor("patching.metric"),
     );
+}
+
+#[test]
+fn attribution_patching_matches_pytorchs_autograd() {
+    let f = Fixture::load();
+    let mut engine = CpuEngine::new(model()).unwrap();
+    let outcome = now(attribution_patching(
+        &mut engine,
+        &f.ids("clean"),
+        &f.ids("corrupt"),
+        (f.id("patch_target"), f.id("patch_contrast")),
+        &mut unwatched(),
+    ))
+    .unwrap();
+    let Outcome::Done(p) = outcome else {
+        panic!("nothing cancels an unwatched run")
+    };
+    let heads: Vec<f64> = p.heads.iter().flatten().copied().collect();
+    assert_close("heads", &heads, &f.tensor("attribution_patching.heads"));
+    let resid: Vec<f64> = p.resid.iter().flatten().copied().collect();
+    assert_close("residual", &resid, &f.tensor("attribution_patching.resid"));
 }
 
 #[test]

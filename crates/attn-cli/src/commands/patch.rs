@@ -1,11 +1,12 @@
 //! `attn patch`: activation patching: the fraction of the logit difference (target − contrast, last
 //! position) that each head's clean output, and the clean residual stream at each layer and
-//! position, restores in the corrupted run.
+//! position, restores in the corrupted run — measured by a forward per patch (`--method exact`,
+//! the default) or estimated to first order from one backward (`--method attribution`).
 
-use attn_model::activation_patching;
 use attn_model::engine::unwatched;
 use attn_model::Engine;
-use clap::Args;
+use attn_model::{activation_patching, attribution_patching};
+use clap::{Args, ValueEnum};
 use pollster::block_on;
 use serde_json::json;
 
@@ -35,10 +36,21 @@ pub(crate) struct PatchArgs {
     target: u32,
     #[arg(long)]
     contrast: u32,
+    /// How each fraction is found: a forward with the activation patched (exact), or the
+    /// metric's gradient times the activation's change (attribution patching).
+    #[arg(long, value_enum, default_value_t = Method::Exact)]
+    method: Method,
     #[command(flatten)]
     variant: VariantArg,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// `--method`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Method {
+    Exact,
+    Attribution,
 }
 
 /// `attn patch`.
@@ -51,6 +63,7 @@ pub(crate) fn run(args: PatchArgs) -> Result<(), Failure> {
         corrupt_tokens,
         target,
         contrast,
+        method,
         variant,
         engine: EngineArgs { engine },
     } = args;
@@ -72,17 +85,32 @@ pub(crate) fn run(args: PatchArgs) -> Result<(), Failure> {
     )?;
     let mut engine = gpu::engine(engine, model)?;
     engine.set_variant(&parse_variant(&variant)?)?;
-    let p = block_on(activation_patching(
-        &mut engine,
-        &clean,
-        &corrupt,
-        (target, contrast),
-        &mut unwatched(),
-    ))?
-    .done()
-    .expect("nothing cancels an unwatched patching");
+    let pair = (target, contrast);
+    let outcome = match method {
+        Method::Exact => block_on(activation_patching(
+            &mut engine,
+            &clean,
+            &corrupt,
+            pair,
+            &mut unwatched(),
+        )),
+        Method::Attribution => block_on(attribution_patching(
+            &mut engine,
+            &clean,
+            &corrupt,
+            pair,
+            &mut unwatched(),
+        )),
+    };
+    let p = outcome?
+        .done()
+        .expect("nothing cancels an unwatched patching");
     if json {
         print_json(&json!({
+            "method": match method {
+                Method::Exact => "exact",
+                Method::Attribution => "attribution",
+            },
             "clean_tokens": clean,
             "corrupt_tokens": corrupt,
             "heads": p.heads,
