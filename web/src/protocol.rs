@@ -265,9 +265,10 @@ pub enum AnalysisTool {
     /// Direct logit attribution of `target` (the predicted token when `None`) at the last
     /// position.
     Attribute { target: Option<u32> },
-    /// Activation patching from `tokens` (clean) into `corrupt`, on the clean prediction against
-    /// the corrupted one.
-    Patch { corrupt: Vec<u32> },
+    /// Patching from `tokens` (clean) into `corrupt`, on the clean prediction against the
+    /// corrupted one: attribution patching's estimates (one backward), and with `exact` the
+    /// exact fractions too (a forward per patch), to compare.
+    Patch { corrupt: Vec<u32>, exact: bool },
     /// Every head's QK and OV circuits and the composition scores between heads (from the
     /// weights alone).
     Circuits,
@@ -315,7 +316,11 @@ pub enum Analysis {
     Attribution(attn_model::Attribution),
     /// The patching, with the target and contrast it measured.
     Patching {
-        patching: attn_model::Patching,
+        /// The exact fractions, when they were asked for.
+        exact: Option<attn_model::Patching>,
+        /// Attribution patching's estimates, or why the variant has none (a kernel without a
+        /// softmax).
+        attribution: Result<attn_model::Patching, String>,
         target: u32,
         contrast: u32,
     },

@@ -96,10 +96,10 @@ fn check_against_finite_differences(engine: &mut CpuEngine, what: &str) {
         );
     };
     let t_len = clean.len();
-    for layer in 0..c.n_layer {
+    for (layer, &dropped) in dropped.iter().enumerate() {
         for head in 0..c.n_head {
             let got = p.heads[layer][head];
-            if dropped[layer] {
+            if dropped {
                 // A dropped layer's heads write nothing, clean or corrupted.
                 assert_eq!(got, 0.0, "{what}: L{layer}H{head}");
                 continue;

@@ -916,9 +916,23 @@ fn the_lens_attribution_and_patching_show_up_and_follow_ablation() {
     let after = run("run-attribution", "attribution-table");
     assert_eq!(after[2][2], "+0.00", "{after:?}");
     assert_ne!(after, before);
-    // Patching: corrupt one token, then restore each head.
+    // Patching: corrupt one token; the estimate alone (attribution patching, one backward)...
     b.eval("document.querySelector('[data-testid=corrupt-one]').click()");
+    let estimate = run("run-attribution-patching", "attribution-patching-heads");
+    assert_eq!(estimate.len(), 3, "{estimate:?}");
+    let exact_shown = b.eval("return !!document.querySelector('[data-testid=patching-heads]')");
+    assert_eq!(
+        exact_shown, false,
+        "the estimate alone shows no exact table"
+    );
+    // ...then restore each head, the estimate beside with its correlation.
     let heads = run("run-patching", "patching-heads");
+    assert_eq!(b.table("attribution-patching-heads").len(), 3);
+    let r = b.eval(
+        "return Number(document.querySelector('[data-testid=patching-correlation]').dataset.correlation)",
+    );
+    let r = r.as_f64().unwrap();
+    assert!(r.is_finite() && r > 0.0, "correlation {r}");
     assert_eq!(heads.len(), 3, "{heads:?}");
     let resid = b.table("patching-resid");
     assert_eq!(resid.len(), 3, "{resid:?}");

@@ -11,15 +11,16 @@ use crate::protocol::{
 use crate::session::{check_cache_fits, return_engines, steered, Yielding};
 use attn_gpu::{AnyEngine, EnginePair, GpuError};
 use attn_model::corpus::{corpus_heads, HeadCorpus, CORPUS_WINDOWS, WINDOW_TOKENS};
+use attn_model::engine::backward::check_differentiable;
 use attn_model::engine::{Outcome, Progress, Step};
 use attn_model::lesson::{
     model_task, reads_held_out_text, run_sampled, sample_for, summarise, untrained_twin,
     uptraining, SampleKind, SAMPLE_SEED,
 };
 use attn_model::{
-    activation_patching, direct_logit_attribution, head_importance, layer_similarity, logit_lens,
-    qk_attribution, AblationMode, Decoding, Engine, Generation, HeadImportance, LessonStep,
-    Readback, Sampling, Steered, Steering, Variant,
+    activation_patching, attribution_patching, direct_logit_attribution, head_importance,
+    layer_similarity, logit_lens, qk_attribution, AblationMode, Decoding, Engine, Generation,
+    HeadImportance, LessonStep, Readback, Sampling, Steered, Steering, Variant,
 };
 
 /// Head importance on the variant engine, reporting progress; `None` when cancelled.
@@ -165,7 +166,7 @@ async fn analyse_with<E: Engine<Error = GpuError>>(
             let attribution = direct_logit_attribution(engine, tokens, target, None).await?;
             Outcome::Done(Analysis::Attribution(attribution))
         }
-        AnalysisTool::Patch { corrupt } => {
+        AnalysisTool::Patch { corrupt, exact } => {
             let target = predicted(engine, tokens).await?;
             let output = engine.forward(corrupt, &Readback::next_token()).await?;
             let ranked = output.top_at(output.seq_len - 1, 2);
@@ -174,14 +175,29 @@ async fn analyse_with<E: Engine<Error = GpuError>>(
                 [(first, _), ..] => *first,
                 [] => target,
             };
-            match activation_patching(engine, tokens, corrupt, (target, contrast), watch).await? {
-                Outcome::Done(patching) => Outcome::Done(Analysis::Patching {
-                    patching,
-                    target,
-                    contrast,
-                }),
-                Outcome::Cancelled => Outcome::Cancelled,
-            }
+            let pair = (target, contrast);
+            // The estimate first (two forwards and a backward), then the exact fractions.
+            let attribution = match check_differentiable(engine.prepared()) {
+                Err(refused) if !*exact => return Err(refused.into()),
+                Err(refused) => Err(refused.to_string()),
+                Ok(()) => match attribution_patching(engine, tokens, corrupt, pair, watch).await? {
+                    Outcome::Done(estimate) => Ok(estimate),
+                    Outcome::Cancelled => return Ok(Outcome::Cancelled),
+                },
+            };
+            let exact = match exact {
+                false => None,
+                true => match activation_patching(engine, tokens, corrupt, pair, watch).await? {
+                    Outcome::Done(exact) => Some(exact),
+                    Outcome::Cancelled => return Ok(Outcome::Cancelled),
+                },
+            };
+            Outcome::Done(Analysis::Patching {
+                exact,
+                attribution,
+                target,
+                contrast,
+            })
         }
         AnalysisTool::KvTradeoff => {
             match attn_model::kv_cache_tradeoff(engine, tokens, watch).await? {

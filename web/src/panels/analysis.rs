@@ -147,7 +147,7 @@ pub fn AnalysisPanel() -> impl IntoView {
         ctl.with_text(|t| t.output_label(id))
             .unwrap_or_else(|| id.to_string())
     };
-    let patch = move |_| {
+    let patch = move |exact: bool| {
         let text = corrupt.get_untracked();
         // Token ids as typed, or text through the model's tokenizer.
         let ids: Option<Vec<u32>> = text
@@ -162,7 +162,7 @@ pub fn AnalysisPanel() -> impl IntoView {
                 .unwrap_or_else(|| Err("no model".into())),
         };
         match ids {
-            Ok(corrupt) => ctl.analyse(AnalysisTool::Patch { corrupt }),
+            Ok(corrupt) => ctl.analyse(AnalysisTool::Patch { corrupt, exact }),
             Err(e) => ui.error.set(Some(e)),
         }
     };
@@ -247,29 +247,62 @@ pub fn AnalysisPanel() -> impl IntoView {
             }
             .into_any(),
             Analysis::Patching {
-                patching,
+                exact,
+                attribution,
                 target,
                 contrast,
             } => {
-                let n_head = patching.heads.first().map_or(0, Vec::len);
-                let header = (0..n_head)
-                    .map(|h| view! { <th>{format!("H{h}")}</th> })
-                    .collect_view();
-                let heads = fraction_rows(&patching.heads);
                 let labels = ui.labels.get();
-                let positions = labels
-                    .iter()
-                    .map(|l| view! { <th>{l.clone()}</th> })
-                    .collect_view();
-                let resid = fraction_rows(&patching.resid);
+                let tables = move |patching: &attn_model::Patching, prefix: &'static str| {
+                    let n_head = patching.heads.first().map_or(0, Vec::len);
+                    let header = (0..n_head)
+                        .map(|h| view! { <th>{format!("H{h}")}</th> })
+                        .collect_view();
+                    let positions = labels
+                        .iter()
+                        .map(|l| view! { <th>{l.clone()}</th> })
+                        .collect_view();
+                    view! {
+                        <table class="analysis" data-testid=format!("{prefix}-heads")><tr><th></th>{header}</tr>{fraction_rows(&patching.heads)}</table>
+                        <p class="muted">"The residual stream before each layer, one position at a time:"</p>
+                        <table class="analysis" data-testid=format!("{prefix}-resid")><tr><th></th>{positions}</tr>{fraction_rows(&patching.resid)}</table>
+                    }
+                };
+                let metric = exact.as_ref().or(attribution.as_ref().ok());
+                let summary = metric.map(|p| format!(
+                    "Logit difference {} − {}: clean {:.2}, corrupted {:.2}. Each cell is the fraction restored by the clean activation (1 = all of it).",
+                    label(target), label(contrast), p.clean, p.corrupted
+                ));
+                let comparison = match (&exact, &attribution) {
+                    (Some(exact), Ok(estimate)) => {
+                        let r = attn_model::patching::correlation(estimate, exact);
+                        Some(view! {
+                            <p data-testid="patching-correlation" data-correlation=format!("{r:.4}")>{format!(
+                                "The estimate against the exact fractions (heads and positions together): correlation {r:.2}. It ranks what matters; where the attention saturates it undercounts a large change, which only the exact fraction shows."
+                            )}</p>
+                        })
+                    }
+                    _ => None,
+                };
+                let exact_view = exact.as_ref().map(|p| {
+                    view! {
+                        <h3>"Exact: one forward per patch"</h3>
+                        {tables(p, "patching")}
+                    }
+                });
+                let estimate_view = match &attribution {
+                    Ok(p) => view! {
+                        <h3>"Attribution patching: the gradient at the corrupted run times the change (one backward)"</h3>
+                        {tables(p, "attribution-patching")}
+                    }
+                    .into_any(),
+                    Err(why) => view! { <p class="muted" data-testid="attribution-refused">{format!("No attribution patching: {why}")}</p> }.into_any(),
+                };
                 view! {
-                    <p class="muted">{format!(
-                        "Logit difference {} − {}: clean {:.2}, corrupted {:.2}. Each cell is the fraction restored by the clean activation (1 = all of it).",
-                        label(target), label(contrast), patching.clean, patching.corrupted
-                    )}</p>
-                    <table class="analysis" data-testid="patching-heads"><tr><th></th>{header}</tr>{heads}</table>
-                    <p class="muted">"The residual stream before each layer, one position at a time:"</p>
-                    <table class="analysis" data-testid="patching-resid"><tr><th></th>{positions}</tr>{resid}</table>
+                    <p class="muted">{summary}</p>
+                    {comparison}
+                    {exact_view}
+                    {estimate_view}
                 }
                 .into_any()
             }
@@ -288,8 +321,9 @@ pub fn AnalysisPanel() -> impl IntoView {
                 " How much each head and each MLP writes directly into the predicted token's logit."
             </p>
             <p>
-                <button data-testid="run-patching" disabled=busy on:click=patch>"Patching"</button>
-                " Run a corrupted input, restore one head's clean output at a time, and see how much of the clean prediction comes back. Corrupted input (ids or text): "
+                <button data-testid="run-patching" disabled=busy on:click=move |_| patch(true)>"Patching"</button>
+                <button data-testid="run-attribution-patching" disabled=busy on:click=move |_| patch(false)>"Estimate (attribution patching)"</button>
+                " Run a corrupted input, restore one head's clean output at a time, and see how much of the clean prediction comes back — exactly (a forward per patch, the estimate beside it) or estimated from one backward pass, for large models. Corrupted input (ids or text): "
                 <input data-testid="corrupt-input" class="corrupt" prop:value=move || corrupt.get()
                     on:input=move |ev| corrupt.set(event_target_value(&ev)) />
                 <button data-testid="corrupt-one"

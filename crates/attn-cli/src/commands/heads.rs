@@ -12,6 +12,7 @@ use clap::Args;
 use pollster::block_on;
 
 use crate::args::{load, parse_variant, EngineArgs, ModelArgs, VariantArg};
+use crate::decode_bench::random_model;
 use crate::failure::Failure;
 use crate::gpu;
 use crate::report::print_json;
@@ -51,6 +52,9 @@ fn corpus_for(
     tokens: usize,
 ) -> Result<HeadCorpus, Failure> {
     let tokens = tokens.min(model.config.n_ctx);
+    if name == "builtin" && model.tokenizer.is_none() && model_task(model).is_none() {
+        return Ok(random_ids(model, windows, tokens));
+    }
     if name == "builtin" {
         if let Some(corpus) = model_task(model).and_then(|t| HeadCorpus::from_task(t, windows)) {
             return Ok(corpus);
@@ -76,6 +80,31 @@ fn corpus_for(
     )?)
 }
 
+/// The built-in corpus of a model with neither a tokenizer nor a task (a `random:` shape, for
+/// timing): `windows` windows of `tokens` ids drawn uniformly from the vocabulary, from a fixed
+/// seed.
+fn random_ids(model: &Model, windows: usize, tokens: usize) -> HeadCorpus {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let vocab = model.config.vocab_size as u64;
+    let windows = (0..windows)
+        .map(|_| {
+            (0..tokens)
+                .map(|_| {
+                    // xorshift64*
+                    state ^= state >> 12;
+                    state ^= state << 25;
+                    state ^= state >> 27;
+                    (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as u32 % vocab as u32
+                })
+                .collect()
+        })
+        .collect();
+    HeadCorpus {
+        name: "random ids (the model has no tokenizer)".into(),
+        windows,
+    }
+}
+
 /// `attn heads`.
 pub(crate) fn run(args: HeadsArgs) -> Result<(), Failure> {
     let HeadsArgs {
@@ -86,7 +115,10 @@ pub(crate) fn run(args: HeadsArgs) -> Result<(), Failure> {
         window_tokens,
         engine: EngineArgs { engine },
     } = args;
-    let loaded = load(&model)?;
+    let loaded = match random_model(&model)? {
+        Some(random) => random,
+        None => load(&model)?,
+    };
     let corpus = corpus_for(&loaded, &corpus, windows, window_tokens)?;
     let mut engine = gpu::engine(engine, loaded)?;
     engine.set_variant(&parse_variant(&variant)?)?;
