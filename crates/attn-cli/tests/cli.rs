@@ -711,4 +711,36 @@ fn steer_prints_the_run_under_steering() {
         "1",
     ]));
     assert!(err.contains("--plus A --minus B"), "{err}");
+    // The lens direction: the vector attn_model computes, and toward the token it names.
+    let toward = json_of(&steer(&[
+        "--toward",
+        "6",
+        "--away",
+        "2",
+        "--coefficient",
+        "3",
+    ]));
+    let vector = attn_model::engine::now(attn_model::lens_vector(
+        &mut engine,
+        &[1, 5, 9, 2, 7],
+        1,
+        (6, Some(2)),
+    ))
+    .unwrap();
+    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let got = toward["steering"]["vector_norm"].as_f64().unwrap();
+    assert!(
+        (got - norm as f64).abs() < 1e-4 * norm as f64,
+        "{got} vs {norm}"
+    );
+    let difference = |v: &serde_json::Value| {
+        let last = v["logits"].as_array().unwrap().last().unwrap().clone();
+        last[6].as_f64().unwrap() - last[2].as_f64().unwrap()
+    };
+    assert!(
+        difference(&toward) > difference(&run),
+        "steering toward 6 raises it over 2"
+    );
+    let err = failure(&steer(&["--toward", "1,2", "--coefficient", "1"]));
+    assert!(err.contains("one token"), "{err}");
 }

@@ -63,7 +63,7 @@ pub use prepare::{prepare, KvProjection, PreparedModel, WeightSettings};
 pub use qk::{qk_attribution, QkAttribution};
 pub use roles::{copying_scores, head_roles, role_probe, roles_on_input, HeadRoles};
 pub use schema::{ParamRole, ParamSpec};
-pub use steer::{actadd_vector, Steered, Steering};
+pub use steer::{actadd_vector, lens_direction, lens_vector, Steered, Steering};
 pub use tensors::{Declared, LoadedTensors, TensorStream};
 pub use tokenizer::{Tokenizer, TokenizerSpec};
 pub use tradeoff::{kv_cache_tradeoff, TradeoffPoint};

@@ -1,15 +1,16 @@
 //! Activation steering: coefficient 0 is the unmodified model exactly; the ActAdd vector is the
 //! difference of the captured residual streams; the steered stream is the stream plus the vector
 //! from the chosen position on, and nothing before that position changes; analyses run steered
-//! through the wrapper (generation recomputes and equals steered forwards).
+//! through the wrapper (generation recomputes and equals steered forwards); steering along the
+//! lens direction of a token raises that token's logit.
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::path::Path;
 
 use attn_model::engine::{now, unwatched};
 use attn_model::{
-    actadd_vector, generate_with, load_model, CpuEngine, Decoding, Engine, HookPoint, Hooks,
-    Readback, Sampling, Steered, Steering,
+    actadd_vector, generate_with, lens_direction, lens_vector, load_model, CpuEngine, Decoding,
+    Engine, HookPoint, Hooks, Readback, Sampling, Steered, Steering,
 };
 
 fn engine() -> CpuEngine {
@@ -179,4 +180,102 @@ fn bad_steering_is_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("at least one token"), "{e}");
+}
+
+/// The logit difference `toward − away` at the last position of `tokens`.
+fn logit_difference(
+    engine: &mut impl Engine<Error = attn_model::ModelError>,
+    tokens: &[u32],
+    (toward, away): (u32, u32),
+) -> f32 {
+    let out = now(engine.forward(tokens, &Readback::logits())).unwrap();
+    let row = out.logits_at(tokens.len() - 1);
+    row[toward as usize] - row[away as usize]
+}
+
+#[test]
+fn steering_along_the_lens_direction_moves_the_prediction_toward_its_token_at_every_layer() {
+    // Trained models (the zoo's Shakespeare characters and sorter) at every layer; the family
+    // fixtures — LayerNorm and RMSNorm, tied and untied unembeddings, but random weights, whose
+    // blocks scramble any direction — before their last layer.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for (path, trained) in [
+        ("static/models/shakespeare.safetensors", true),
+        ("static/models/sort.safetensors", true),
+        ("tests/fixtures/families/llama-gqa-tied", false),
+        ("tests/fixtures/families/llama-untied-llama3", false),
+        ("tests/fixtures/families/neox-parallel", false),
+        ("tests/fixtures/gpt2-tiny", false),
+    ] {
+        let model = load_model(root.join(path)).unwrap();
+        let n_layer = model.config.n_layer;
+        let layer_norm = model.config.norm == attn_model::Norm::LayerNorm;
+        let tokens = TOKENS.map(|t| t % model.config.vocab_size as u32);
+        let mut engine = CpuEngine::new(model).unwrap();
+        let pair = (11, 3);
+        let direction = lens_direction(engine.model(), pair.0, Some(pair.1)).unwrap();
+        let length = direction.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!(
+            (length - 1.0).abs() < 1e-5,
+            "{path}: unit length, not {length}"
+        );
+        if layer_norm {
+            let mean = direction.iter().sum::<f32>() / direction.len() as f32;
+            assert!(
+                mean.abs() < 1e-6,
+                "{path}: LayerNorm ignores the mean, {mean}"
+            );
+        }
+        let before = logit_difference(&mut engine, &tokens, pair);
+        let first = if trained { 0 } else { n_layer - 1 };
+        for layer in first..n_layer {
+            let vector = now(lens_vector(
+                &mut engine,
+                &tokens,
+                layer,
+                (pair.0, Some(pair.1)),
+            ))
+            .unwrap();
+            // Scaled to the stream's mean row length before the layer.
+            let stream = captured_stream(&mut engine, &tokens, layer);
+            let d = stream.len() / tokens.len();
+            let mean_length = stream
+                .chunks_exact(d)
+                .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+                .sum::<f32>()
+                / tokens.len() as f32;
+            let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!(
+                (norm - mean_length).abs() < 1e-4 * mean_length,
+                "{path}: {norm} vs {mean_length}"
+            );
+            let steering = Steering {
+                layer,
+                vector,
+                coefficient: 1.0,
+                from: 0,
+            };
+            let mut steered = Steered::new(&mut engine, steering).unwrap();
+            let after = logit_difference(&mut steered, &tokens, pair);
+            assert!(
+                after > before,
+                "{path}: steering before layer {layer} toward {} moved the logit difference from {before} to {after}",
+                pair.0
+            );
+        }
+    }
+}
+
+#[test]
+fn lens_directions_that_do_not_exist_are_clear_errors() {
+    let engine = engine();
+    let n_out = engine.model().config.n_out() as u32;
+    let err = lens_direction(engine.model(), n_out, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("outside"), "{err}");
+    let err = lens_direction(engine.model(), 3, Some(3))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("different"), "{err}");
 }

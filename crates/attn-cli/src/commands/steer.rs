@@ -1,11 +1,11 @@
 //! `attn steer`: the model run under activation steering — a vector added to the residual
 //! stream before one layer, scaled by a coefficient, from a position on; the vector is "prompt A
-//! minus prompt B" (ActAdd: their residual streams before the layer, each at its last position)
-//! or read from a file. Prints what `attn run` prints, under steering.
+//! minus prompt B" (ActAdd: their residual streams before the layer, each at its last position),
+//! the logit lens's direction toward one token (away from another), or read from a file. Prints what `attn run` prints, under steering.
 
 use std::path::PathBuf;
 
-use attn_model::{actadd_vector, Engine, Readback, Steered, Steering, Tokenizer};
+use attn_model::{actadd_vector, lens_vector, Engine, Readback, Steered, Steering, Tokenizer};
 use clap::Args;
 use pollster::block_on;
 use serde_json::json;
@@ -32,6 +32,13 @@ pub(crate) struct SteerArgs {
     /// Prompt B of the ActAdd vector.
     #[arg(long, requires = "plus")]
     minus: Option<String>,
+    /// The lens direction toward this token (an id or a text of one token): what the final norm
+    /// and unembedding read as it, scaled to the stream's mean row length before the layer.
+    #[arg(long, conflicts_with_all = ["plus", "vector"])]
+    toward: Option<String>,
+    /// With --toward: the direction toward it rather than toward this token.
+    #[arg(long, requires = "toward")]
+    away: Option<String>,
     /// A JSON file holding the vector: an array of d_model numbers.
     #[arg(long)]
     vector: Option<PathBuf>,
@@ -63,6 +70,17 @@ fn prompt_ids(text: &str, tokenizer: Option<&Tokenizer>) -> Result<Vec<u32>, Fai
     }
 }
 
+/// The one token `text` stands for (an id, or a text the tokenizer reads as one token).
+fn one_token(text: &str, tokenizer: Option<&Tokenizer>) -> Result<u32, Failure> {
+    match prompt_ids(text, tokenizer)?.as_slice() {
+        [id] => Ok(*id),
+        ids => Err(Failure(format!(
+            "the lens direction needs one token; {text:?} is {} tokens",
+            ids.len()
+        ))),
+    }
+}
+
 /// `attn steer`.
 pub(crate) fn run(args: SteerArgs) -> Result<(), Failure> {
     let SteerArgs {
@@ -72,6 +90,8 @@ pub(crate) fn run(args: SteerArgs) -> Result<(), Failure> {
         layer,
         plus,
         minus,
+        toward,
+        away,
         vector,
         coefficient,
         from,
@@ -81,6 +101,13 @@ pub(crate) fn run(args: SteerArgs) -> Result<(), Failure> {
     } = args;
     let (mut engine, tokenizer, tokens) = engine_on(&model, &input, &variant, engine)?;
     let vector = match (plus, minus, vector) {
+        _ if toward.is_some() => {
+            let toward = one_token(toward.as_deref().unwrap_or_default(), tokenizer.as_ref())?;
+            let away = away
+                .map(|a| one_token(&a, tokenizer.as_ref()))
+                .transpose()?;
+            block_on(lens_vector(&mut engine, &tokens, layer, (toward, away)))?
+        }
         (Some(plus), Some(minus), None) => {
             let plus = prompt_ids(&plus, tokenizer.as_ref())?;
             let minus = prompt_ids(&minus, tokenizer.as_ref())?;
@@ -98,7 +125,8 @@ pub(crate) fn run(args: SteerArgs) -> Result<(), Failure> {
         }
         _ => {
             return Err(Failure(
-                "give the vector as --plus A --minus B, or as --vector FILE".into(),
+                "give the vector as --plus A --minus B, --toward TOKEN [--away TOKEN], or --vector FILE"
+                    .into(),
             ))
         }
     };

@@ -2,7 +2,9 @@
 //! coefficient, at every position from a chosen one on. The vector is typed as "prompt A minus
 //! prompt B" (ActAdd, Turner et al.: the difference of the two prompts' residual streams before
 //! that layer — here at each prompt's last position, which in a causal model has read the whole
-//! prompt, so prompts of different lengths need no padding) or given directly.
+//! prompt, so prompts of different lengths need no padding), a direction read off the logit lens
+//! (the direction the final norm and unembedding read as one token rather than another,
+//! [`lens_vector`]), or given directly.
 //!
 //! [`Steered`] wraps any engine: its forward is the wrapped engine's under steering, so every
 //! analysis (predictions, maps, generation, the lens…) runs steered unchanged. It runs two
@@ -10,7 +12,9 @@
 //! back through the hook point — on either engine; it keeps no KV cache, so generation under
 //! steering recomputes the text for each token.
 
+use crate::config::Norm;
 use crate::engine::api::{AttentionMaps, Engine, LogitRows, Readback};
+use crate::engine::forward::unembedding_row;
 use crate::engine::hooks::{Captured, HookPoint, Hooks};
 use crate::engine::output::Output;
 use crate::engine::prepared::PreparedModel;
@@ -89,6 +93,88 @@ pub async fn actadd_vector<E: Engine>(
     let a = last_stream_row(engine, plus, layer).await?;
     let b = last_stream_row(engine, minus, layer).await?;
     Ok(a.iter().zip(&b).map(|(x, y)| x - y).collect())
+}
+
+/// The unit direction in the residual stream that the logit lens reads as `toward` rather than
+/// `away` (or `toward` alone): the difference of their unembedding rows times the final norm's
+/// scale, which is how much a step along each coordinate of the normalised stream moves the
+/// logit difference; less its mean under LayerNorm, which removes any shift of all coordinates
+/// alike. (The norm's `1/σ` only scales it.)
+pub fn lens_direction(
+    model: &Model,
+    toward: u32,
+    away: Option<u32>,
+) -> Result<Vec<f32>, ModelError> {
+    let c = &model.config;
+    for token in std::iter::once(toward).chain(away) {
+        if token as usize >= c.n_out() {
+            return Err(ModelError::Input(format!(
+                "output {token} is outside the model's {} outputs",
+                c.n_out()
+            )));
+        }
+    }
+    if away == Some(toward) {
+        return Err(ModelError::Input(
+            "the lens direction needs two different tokens (or one alone)".into(),
+        ));
+    }
+    let mut direction = unembedding_row(model, toward as usize);
+    if let Some(away) = away {
+        let other = unembedding_row(model, away as usize);
+        direction.iter_mut().zip(&other).for_each(|(d, o)| *d -= o);
+    }
+    direction
+        .iter_mut()
+        .zip(&model.final_norm.weight)
+        .for_each(|(d, w)| *d *= w);
+    if c.norm == Norm::LayerNorm {
+        let mean = direction.iter().sum::<f32>() / direction.len() as f32;
+        direction.iter_mut().for_each(|d| *d -= mean);
+    }
+    let norm = direction.iter().map(|d| d * d).sum::<f32>().sqrt();
+    if !(norm > 0.0 && norm.is_finite()) {
+        return Err(ModelError::Input(
+            "the lens reads no direction for these tokens (their output weights agree)".into(),
+        ));
+    }
+    direction.iter_mut().for_each(|d| *d /= norm);
+    Ok(direction)
+}
+
+/// The lens direction toward `toward` (away from `away`) as a steering vector before `layer`:
+/// [`lens_direction`] scaled to the mean length of the stream's rows before that layer on
+/// `tokens`, so that coefficient 1 moves a row by about its own length — the scale an ActAdd
+/// vector (a difference of two rows) has too.
+pub async fn lens_vector<E: Engine>(
+    engine: &mut E,
+    tokens: &[u32],
+    layer: usize,
+    (toward, away): (u32, Option<u32>),
+) -> Result<Vec<f32>, E::Error> {
+    let direction = lens_direction(engine.model(), toward, away)?;
+    let c = &engine.model().config;
+    let (d, n_layer) = (c.d_model, c.n_layer);
+    if layer >= n_layer {
+        return Err(ModelError::Input(format!(
+            "steering before layer {layer} of a model of {n_layer} layers"
+        ))
+        .into());
+    }
+    let hooks = Hooks {
+        capture: vec![HookPoint::ResidPre { layer }],
+        replace: Vec::new(),
+    };
+    let (_, captured) = engine
+        .forward_hooked(tokens, &stream_only(), &hooks)
+        .await?;
+    let rows = captured[0].1.chunks_exact(d);
+    let count = rows.len().max(1) as f32;
+    let length = rows
+        .map(|row| row.iter().map(|v| v * v).sum::<f32>().sqrt())
+        .sum::<f32>()
+        / count;
+    Ok(direction.into_iter().map(|v| v * length).collect())
 }
 
 /// The residual stream before `layer` at the last position of `tokens`.

@@ -14,7 +14,9 @@
 //! stream (steering) is part of the point the gradient is taken at.
 
 use crate::config::{ModelConfig, Norm};
-use crate::engine::forward::{ablate, attention_probs_into, routing_rank, weighted_values};
+use crate::engine::forward::{
+    ablate, attention_probs_into, routing_rank, unembedding_row, weighted_values,
+};
 use crate::engine::prepared::PreparedModel;
 use crate::error::{ModelError, Result};
 use crate::linalg::{activate, activation_grad, linear, matmul, norm, MatRef};
@@ -74,8 +76,8 @@ pub fn logit_difference_gradient(
     // The metric's gradient with respect to the final norm's output: the difference of the two
     // tokens' unembedding rows (or classifier columns), at the last position only.
     let (u_target, u_contrast) = (
-        unembedding_row(prepared, target as usize),
-        unembedding_row(prepared, contrast as usize),
+        unembedding_row(model, target as usize),
+        unembedding_row(model, contrast as usize),
     );
     let last = &resid[c.n_layer][(t_len - 1) * d..];
     let final_x = norm(last, &model.final_norm, c.norm, c.layer_norm_eps);
@@ -120,23 +122,6 @@ pub fn logit_difference_gradient(
         resid: resid_grads,
         heads: head_grads,
     })
-}
-
-/// The output weights of token `token` as a `d_model` vector: its classifier column, or its row
-/// of the LM head (the token embedding when tied).
-fn unembedding_row(prepared: &PreparedModel, token: usize) -> Vec<f32> {
-    let model = prepared.model();
-    let d = prepared.config.d_model;
-    match (&model.classifier, &model.lm_head) {
-        (Some(classifier), _) => {
-            let w = classifier.weight.f32();
-            (0..d).map(|i| w[i * classifier.d_out + token]).collect()
-        }
-        (None, head) => head
-            .as_ref()
-            .unwrap_or(&model.token_embedding)
-            .range_f32(token * d..(token + 1) * d),
-    }
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -270,6 +270,23 @@ pub fn output_logits(model: &Model, x: &[f32], t_len: usize) -> Vec<f32> {
     }
 }
 
+/// The output weights of output `index` as a `d_model` vector, what the logit of `index` reads
+/// from the final norm's output: its classifier column, or its row of the LM head (the token
+/// embedding when tied).
+pub fn unembedding_row(model: &Model, index: usize) -> Vec<f32> {
+    let d = model.config.d_model;
+    match (&model.classifier, &model.lm_head) {
+        (Some(classifier), _) => {
+            let w = classifier.weight.f32();
+            (0..d).map(|i| w[i * classifier.d_out + index]).collect()
+        }
+        (None, head) => head
+            .as_ref()
+            .unwrap_or(&model.token_embedding)
+            .range_f32(index * d..(index + 1) * d),
+    }
+}
+
 pub(crate) fn add_assign(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
 }
