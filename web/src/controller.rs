@@ -196,12 +196,24 @@ impl Controller {
     /// off (or no model is open), an error when a prompt cannot be read.
     pub fn steer_ids(&self, spec: Option<&SteerSpec>) -> Result<Option<SteerIds>, String> {
         let Some(spec) = spec else { return Ok(None) };
-        let ids = |text: &str| {
-            self.with_text(|t| t.tokenize(text))
-                .unwrap_or_else(|| Err("no model is open".into()))
+        // An empty prompt is no tokens (the lens direction's B may be empty).
+        let ids = |text: &str| match text.is_empty() {
+            true => Ok(Vec::new()),
+            false => self
+                .with_text(|t| t.tokenize(text))
+                .unwrap_or_else(|| Err("no model is open".into())),
         };
         let (plus, minus) = (ids(&spec.plus)?, ids(&spec.minus)?);
-        if plus.is_empty() || minus.is_empty() {
+        if spec.lens {
+            for (text, ids) in [(&spec.plus, &plus), (&spec.minus, &minus)] {
+                if ids.len() > 1 || (ids.is_empty() && text == &spec.plus) {
+                    return Err(format!(
+                        "The lens direction needs one token: “{text}” is {} tokens.",
+                        ids.len()
+                    ));
+                }
+            }
+        } else if plus.is_empty() || minus.is_empty() {
             return Err("Steering needs both prompts: type a text in each.".into());
         }
         Ok(Some(SteerIds {
@@ -210,6 +222,7 @@ impl Controller {
             from: spec.from,
             plus,
             minus,
+            lens: spec.lens,
         }))
     }
 

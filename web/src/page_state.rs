@@ -8,7 +8,8 @@ use crate::protocol::EngineChoice;
 use crate::train_state::TrainSettings;
 
 /// Activation steering as the page keeps it (`steer=LAYER,COEFFICIENT,FROM`, `steer_plus=TEXT`,
-/// `steer_minus=TEXT`): ActAdd's "prompt A minus prompt B" added to the residual stream before
+/// `steer_minus=TEXT`, `steer_vector=lens`): ActAdd's "prompt A minus prompt B" (or the lens's
+/// direction toward a token) added to the residual stream before
 /// `layer`, times `coefficient`, from position `from` on. The worker tokenizes nothing: the page
 /// sends the prompts' ids.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,16 +19,23 @@ pub struct SteerSpec {
     pub from: usize,
     pub plus: String,
     pub minus: String,
+    /// The vector is the logit lens's direction toward the token `plus` (away from the token
+    /// `minus`, when given) instead of ActAdd's difference of the two prompts (`steer_vector=lens`).
+    pub lens: bool,
 }
 
 impl SteerSpec {
-    /// "+4 × (“ love” − “ hate”) before layer 2, from position 0".
+    /// "+4 × (“ love” − “ hate”) before layer 2, from position 3"; the lens direction is
+    /// "+4 × lens(“ love” − “ hate”) …", or "lens(“ love”)" toward one token alone.
     pub fn describe(&self) -> String {
+        let vector = match (self.lens, self.minus.is_empty()) {
+            (true, true) => format!("lens(“{}”)", self.plus),
+            (true, false) => format!("lens(“{}” − “{}”)", self.plus, self.minus),
+            (false, _) => format!("(“{}” − “{}”)", self.plus, self.minus),
+        };
         format!(
-            "{:+} × (“{}” − “{}”) before layer {}{}",
+            "{:+} × {vector} before layer {}{}",
             self.coefficient,
-            self.plus,
-            self.minus,
             self.layer,
             match self.from {
                 0 => String::new(),
@@ -120,6 +128,9 @@ impl PageState {
             ));
             pairs.push(("steer_plus".into(), s.plus.clone()));
             pairs.push(("steer_minus".into(), s.minus.clone()));
+            if s.lens {
+                pairs.push(("steer_vector".into(), "lens".into()));
+            }
         }
         pairs
     }
@@ -199,8 +210,8 @@ impl PageState {
     }
 }
 
-/// `steer=LAYER,COEFFICIENT,FROM` with `steer_plus` and `steer_minus`; `None` when absent or bad
-/// (with a message).
+/// `steer=LAYER,COEFFICIENT,FROM` with `steer_plus` and `steer_minus` (and `steer_vector=lens`
+/// for the lens direction); `None` when absent or bad (with a message).
 fn steer_from_pairs(pairs: &[(String, String)], problems: &mut Vec<String>) -> Option<SteerSpec> {
     let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
     let value = get("steer")?;
@@ -212,14 +223,17 @@ fn steer_from_pairs(pairs: &[(String, String)], problems: &mut Vec<String>) -> O
         })(),
         _ => None,
     };
-    let (plus, minus) = (get("steer_plus"), get("steer_minus"));
-    match (parsed, plus, minus) {
+    let lens = get("steer_vector").as_deref() == Some("lens");
+    // The lens direction may point toward one token alone.
+    let minus = get("steer_minus").or_else(|| lens.then(String::new));
+    match (parsed, get("steer_plus"), minus) {
         (Some((layer, coefficient, from)), Some(plus), Some(minus)) => Some(SteerSpec {
             layer,
             coefficient,
             from,
             plus,
             minus,
+            lens,
         }),
         _ => {
             problems.push(format!(
@@ -265,6 +279,7 @@ mod tests {
                 from: 3,
                 plus: " love, & more".into(),
                 minus: " hate".into(),
+                lens: false,
             }),
         };
         let pairs = state.to_pairs();
@@ -276,6 +291,25 @@ mod tests {
         assert!(problems.is_empty());
         assert_eq!(back, state);
         assert!(PageState::default().to_pairs().is_empty());
+        // The lens direction toward one token.
+        let lens = PageState {
+            steer: Some(SteerSpec {
+                layer: 1,
+                coefficient: 2.0,
+                from: 0,
+                plus: "z".into(),
+                minus: String::new(),
+                lens: true,
+            }),
+            ..PageState::default()
+        };
+        let (back, problems) = PageState::from_pairs(&lens.to_pairs());
+        assert!(problems.is_empty());
+        assert_eq!(back, lens);
+        assert_eq!(
+            lens.steer.unwrap().describe(),
+            "+2 × lens(“z”) before layer 1"
+        );
     }
 
     #[test]

@@ -302,6 +302,9 @@ pub struct SteerIds {
     pub from: usize,
     pub plus: Vec<u32>,
     pub minus: Vec<u32>,
+    /// The vector is the lens direction toward the one token of `plus` (away from the one of
+    /// `minus`, when it has one), scaled to the input's stream (attn-model's `lens_vector`).
+    pub lens: bool,
 }
 
 /// What a tool found.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use attn_gpu::{AnyEngine, EnginePair, GpuContext, GpuError, Readback};
 use attn_model::engine::AttentionMaps;
 use attn_model::{
-    actadd_vector,
+    actadd_vector, lens_vector,
     load::{from_hf_source, HfSource},
     variant::{Kernel, KernelName},
     Captured, Engine, Hooks, LoadedTensors, Model, ModelConfig, Output, Steered, Steering,
@@ -113,21 +113,29 @@ pub async fn run_steered(
         attention: maps.readback(c.n_layer, c.n_head),
         ..Readback::everything()
     };
-    let mut steered = steered(&mut pair.variant, variant, steer).await?;
+    let mut steered = steered(&mut pair.variant, variant, steer, tokens).await?;
     let output = steered.forward(tokens, &readback).await?;
     Ok((output, now_ms() - start))
 }
 
-/// `engine` on `variant`, steered as `steer` asks (the ActAdd vector computed on it).
+/// `engine` on `variant`, steered as `steer` asks (the ActAdd vector computed on it, or the lens
+/// direction scaled to the stream of `tokens`, the input the page shows).
 pub async fn steered<'a, E: Engine<Error = GpuError>>(
     engine: &'a mut E,
     variant: &Variant,
     steer: &SteerIds,
+    tokens: &[u32],
 ) -> Result<Steered<'a, E>, GpuError> {
     if engine.variant() != &variant.normalised() {
         engine.set_variant(variant)?;
     }
-    let vector = actadd_vector(engine, &steer.plus, &steer.minus, steer.layer).await?;
+    let vector = match (steer.lens, steer.plus.as_slice()) {
+        (true, [toward]) => {
+            let away = steer.minus.first().copied();
+            lens_vector(engine, tokens, steer.layer, (*toward, away)).await?
+        }
+        _ => actadd_vector(engine, &steer.plus, &steer.minus, steer.layer).await?,
+    };
     let steering = Steering {
         layer: steer.layer,
         vector,

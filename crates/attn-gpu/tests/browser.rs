@@ -310,3 +310,75 @@ async fn browser_gpu_decode_benchmark() {
         median(&mut recompute_ms),
     );
 }
+
+/// GPT-2 small's shape (12 layers, d_model 768, 12 heads, MLP 3072, vocabulary 50 257) with
+/// random f32 weights and a 128-token context, which times as trained weights do.
+fn gpt2_small_shape() -> Model {
+    let config = ModelConfig {
+        vocab_size: 50_257,
+        n_ctx: 128,
+        d_model: 768,
+        n_layer: 12,
+        n_head: 12,
+        d_mlp: Some(3072),
+        ..ModelConfig::tiny(50_257)
+    };
+    Model::random(config, 0, 0.02).unwrap()
+}
+
+/// Head metrics over a corpus of 200 windows × 128 tokens (`attn_model::corpus`, what *Look
+/// inside → Heads over a corpus* runs) on a GPT-2-small-shaped model, on the CPU engine's wasm
+/// build and on the GPU engine under Chromium's WebGPU. Prints `BENCH heads` lines and checks the
+/// two engines' metrics agree. A benchmark of several minutes on a software WebGPU, so not part
+/// of the suite: `cargo test --release --target wasm32-unknown-unknown -p attn-model -p attn-gpu
+/// -p attn-web --features attn-web/relaxed-simd --test gpu -- --include-ignored
+/// browser_head_metrics_benchmark` (docs/BENCHMARKS.md).
+#[wasm_bindgen_test]
+#[ignore]
+async fn browser_head_metrics_benchmark() {
+    use attn_model::corpus::{corpus_heads, HeadCorpus};
+    use attn_model::engine::{unwatched, Outcome};
+    let model = gpt2_small_shape();
+    let (windows, tokens) = (200, 128);
+    let corpus = HeadCorpus {
+        name: "random ids".into(),
+        windows: (0..windows)
+            .map(|w| {
+                (0..tokens)
+                    .map(|i| ((w * 131 + i * 7919 + 3) % 50_257) as u32)
+                    .collect()
+            })
+            .collect(),
+    };
+    let mut cpu = CpuEngine::new(model.clone()).unwrap();
+    let start = now_ms();
+    let Outcome::Done(on_cpu) = corpus_heads(&mut cpu, &corpus, &mut unwatched())
+        .await
+        .unwrap()
+    else {
+        panic!("nothing cancels an unwatched run")
+    };
+    let cpu_s = (now_ms() - start) / 1e3;
+    console_log!("BENCH heads engine=cpu(wasm, 1 thread) model=GPT-2-small-shape windows={windows} tokens={tokens} seconds={cpu_s:.1}");
+    let ctx = common::new_context().await;
+    let mut gpu = GpuEngine::new(&ctx, model).unwrap();
+    let start = now_ms();
+    let Outcome::Done(on_gpu) = corpus_heads(&mut gpu, &corpus, &mut unwatched())
+        .await
+        .unwrap()
+    else {
+        panic!("nothing cancels an unwatched run")
+    };
+    let gpu_s = (now_ms() - start) / 1e3;
+    console_log!(
+        "BENCH heads engine=gpu({:?}) model=GPT-2-small-shape windows={windows} tokens={tokens} seconds={gpu_s:.1}",
+        ctx.adapter()
+    );
+    let scores = |h: &attn_model::corpus::CorpusHeads| -> Vec<f64> {
+        h.heads
+            .iter()
+            .flat_map(|s| [s.previous_token, s.first_token, s.entropy, s.distance_mean])
+            .collect()
+    };
+    common::assert_close("head metrics", &scores(&on_gpu), &scores(&on_cpu));
+}

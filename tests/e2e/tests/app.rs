@@ -1160,5 +1160,48 @@ fn steering_changes_the_prediction_and_the_continuation_and_survives_a_reload() 
         ),
         LOAD,
     );
+    // The lens's direction toward one letter: steered before layer 2, the model predicts it.
+    b.eval(
+        "const set = (id, value, event) => {
+             const e = document.querySelector(`[data-testid=${id}]`);
+             e.value = value; e.dispatchEvent(new Event(event, {bubbles: true}));
+         };
+         window.__before = document.querySelector('[data-testid=output-topk-current]').textContent;
+         set('steer-kind', 'lens', 'change');
+         set('steer-coefficient', '4', 'change');
+         set('steer-plus', 'z', 'input');
+         set('steer-minus', '', 'input');
+         document.querySelector('[data-testid=steer]').click();",
+    );
+    b.wait_for(
+        "the lens steering in the URL",
+        "return location.search.includes('steer_vector=lens')",
+        LOAD,
+    );
+    let top = b.wait_for(
+        "the prediction steered toward z",
+        "const first = document.querySelector('[data-testid=output-topk-current] li');
+         const t = first ? first.textContent.trim() : '';
+         return t !== '' && document.querySelector('[data-testid=output-topk-current]').textContent !== window.__before ? t : ''",
+        LOAD,
+    );
+    println!("steered toward z: {top}");
+    assert!(top.as_str().unwrap().starts_with('z'), "{top}");
+    let on = b.eval("return document.querySelector('[data-testid=steering-on]').textContent");
+    assert!(
+        on.as_str()
+            .unwrap()
+            .contains("+4 × lens(“z”) before layer 2"),
+        "{on}"
+    );
+    // Two letters are two tokens: said at once, and the steering stays as it was.
+    b.eval(
+        "const e = document.querySelector('[data-testid=steer-plus]');
+         e.value = 'zq'; e.dispatchEvent(new Event('input', {bubbles: true}));
+         document.querySelector('[data-testid=steer]').click();",
+    );
+    let error = b.error_message("the lens needs one token", LOAD);
+    assert!(error.contains("one token"), "{error}");
+    assert!(b.url().contains("steer_plus=z&"), "{}", b.url());
     b.assert_no_page_panic();
 }

@@ -134,7 +134,7 @@ async fn analyse_on(
         None => analyse_with(&mut engine, on, watch).await,
         // The tool on the steered engine, as the page's run is steered.
         Some(steer) => {
-            let mut steered = steered(&mut engine, variant, steer).await?;
+            let mut steered = steered(&mut engine, variant, steer, tokens).await?;
             analyse_with(&mut steered, on, watch).await
         }
     }
@@ -428,7 +428,7 @@ pub(super) async fn generate_text(
     };
     let steering = match steer {
         None => None,
-        Some(steer) => match steered(&mut pair.variant, variant, steer).await {
+        Some(steer) => match steered(&mut pair.variant, variant, steer, tokens).await {
             Ok(steered) => Some(steered.steering),
             Err(e) => {
                 return_engines(&state.session, pair);

@@ -373,12 +373,13 @@ pub fn AnalysisPanel() -> impl IntoView {
     }
 }
 
-/// Activation steering: ActAdd's "prompt A minus prompt B" added to the residual stream before a
-/// layer, times a coefficient, from a position on. While it is on, the predictions, the maps,
+/// Activation steering: ActAdd's "prompt A minus prompt B", or the lens's direction toward a
+/// token, added to the residual stream before a layer, times a coefficient, from a position on. While it is on, the predictions, the maps,
 /// the cost panel (against the unsteered model) and *Generate* run steered; it lives in the URL.
 #[component]
 fn SteeringTool() -> impl IntoView {
     let ui = expect_context::<Ui>();
+    let ctl = expect_context::<Controller>();
     let on = ui.steer.get_untracked();
     let n_layer = move || ui.info.with(|i| i.as_ref().map_or(1, |i| i.n_layer));
     let layer = RwSignal::new(on.as_ref().map_or(n_layer() / 2, |s| s.layer));
@@ -386,6 +387,7 @@ fn SteeringTool() -> impl IntoView {
     let from = RwSignal::new(on.as_ref().map_or(0, |s| s.from));
     let plus = RwSignal::new(on.as_ref().map_or_else(String::new, |s| s.plus.clone()));
     let minus = RwSignal::new(on.as_ref().map_or_else(String::new, |s| s.minus.clone()));
+    let lens = RwSignal::new(on.as_ref().is_some_and(|s| s.lens));
     let steer = move |_| {
         let spec = SteerSpec {
             layer: layer.get_untracked().min(n_layer().saturating_sub(1)),
@@ -393,11 +395,24 @@ fn SteeringTool() -> impl IntoView {
             from: from.get_untracked(),
             plus: plus.get_untracked(),
             minus: minus.get_untracked(),
+            lens: lens.get_untracked(),
         };
-        if spec.plus.is_empty() || spec.minus.is_empty() {
-            ui.error.set(Some(
-                "Steering needs both prompts: type a text in each.".into(),
-            ));
+        let missing = match spec.lens {
+            true => spec
+                .plus
+                .is_empty()
+                .then_some("Steering along the lens needs a token A."),
+            false => (spec.plus.is_empty() || spec.minus.is_empty())
+                .then_some("Steering needs both prompts: type a text in each."),
+        };
+        if let Some(missing) = missing {
+            ui.error.set(Some(missing.into()));
+            return;
+        }
+        // A prompt the tokenizer cannot read, or a lens token that is several, is said here and
+        // steers nothing (the run would otherwise go on unsteered and clear the message).
+        if let Err(e) = ctl.steer_ids(Some(&spec)) {
+            ui.error.set(Some(e));
             return;
         }
         ui.steer.set(Some(spec));
@@ -406,7 +421,18 @@ fn SteeringTool() -> impl IntoView {
     view! {
         <p class="steering">
             <button data-testid="steer" on:click=steer>"Steer"</button>
-            " Add “prompt A minus prompt B” (ActAdd: the difference of their residual streams, at each prompt's last position) to the stream before layer "
+            " Add "
+            <select data-testid="steer-kind"
+                on:change=move |ev| lens.set(event_target_value(&ev) == "lens")>
+                <option value="prompts" selected=move || !lens.get()>"prompt A minus prompt B"</option>
+                <option value="lens" selected=move || lens.get()>"the lens's direction toward token A (away from B)"</option>
+            </select>
+            {move || if lens.get() {
+                " (what the final norm and unembedding read as A rather than B, its length the stream's mean row length; B may be empty)"
+            } else {
+                " (ActAdd: the difference of their residual streams, at each prompt's last position)"
+            }}
+            " to the stream before layer "
             <input type="number" data-testid="steer-layer" min="0" step="1" class="small"
                 prop:value=move || layer.get().to_string()
                 on:change=move |ev| if let Some(v) = number(&ev) { layer.set(v.max(0.0) as usize) } />
