@@ -760,6 +760,7 @@ mod tests {
                 from: 0,
                 plus: vec![4, 5],
                 minus: vec![6],
+                lens: false,
             }),
         }) else {
             panic!("not a run")
