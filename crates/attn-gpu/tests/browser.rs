@@ -326,54 +326,69 @@ fn gpt2_small_shape() -> Model {
     Model::random(config, 0, 0.02).unwrap()
 }
 
-/// Head metrics over a corpus of 200 windows × 128 tokens (`attn_model::corpus`, what *Look
-/// inside → Heads over a corpus* runs) on a GPT-2-small-shaped model, on the CPU engine's wasm
-/// build and on the GPU engine under Chromium's WebGPU. Prints `BENCH heads` lines and checks the
-/// two engines' metrics agree. A benchmark of several minutes on a software WebGPU, so not part
-/// of the suite: `cargo test --release --target wasm32-unknown-unknown -p attn-model -p attn-gpu
-/// -p attn-web --features attn-web/relaxed-simd --test gpu -- --include-ignored
-/// browser_head_metrics_benchmark` (docs/BENCHMARKS.md).
-#[wasm_bindgen_test]
-#[ignore]
-async fn browser_head_metrics_benchmark() {
-    use attn_model::corpus::{corpus_heads, HeadCorpus};
-    use attn_model::engine::{unwatched, Outcome};
-    let model = gpt2_small_shape();
-    let (windows, tokens) = (200, 128);
-    let corpus = HeadCorpus {
+/// `windows` windows of 128 ids for the head-metric benchmarks.
+fn id_windows(windows: usize) -> attn_model::corpus::HeadCorpus {
+    attn_model::corpus::HeadCorpus {
         name: "random ids".into(),
         windows: (0..windows)
             .map(|w| {
-                (0..tokens)
+                (0..128)
                     .map(|i| ((w * 131 + i * 7919 + 3) % 50_257) as u32)
                     .collect()
             })
             .collect(),
-    };
-    let mut cpu = CpuEngine::new(model.clone()).unwrap();
+    }
+}
+
+/// Head metrics over `corpus` on `engine`: the metrics and the seconds they took.
+async fn timed_heads<E: attn_model::Engine>(
+    engine: &mut E,
+    corpus: &attn_model::corpus::HeadCorpus,
+) -> (attn_model::corpus::CorpusHeads, f64)
+where
+    E::Error: std::fmt::Debug,
+{
+    use attn_model::engine::{unwatched, Outcome};
     let start = now_ms();
-    let Outcome::Done(on_cpu) = corpus_heads(&mut cpu, &corpus, &mut unwatched())
-        .await
-        .unwrap()
-    else {
+    let outcome = attn_model::corpus::corpus_heads(engine, corpus, &mut unwatched()).await;
+    let Outcome::Done(heads) = outcome.unwrap() else {
         panic!("nothing cancels an unwatched run")
     };
-    let cpu_s = (now_ms() - start) / 1e3;
-    console_log!("BENCH heads engine=cpu(wasm, 1 thread) model=GPT-2-small-shape windows={windows} tokens={tokens} seconds={cpu_s:.1}");
-    let ctx = common::new_context().await;
-    let mut gpu = GpuEngine::new(&ctx, model).unwrap();
-    let start = now_ms();
-    let Outcome::Done(on_gpu) = corpus_heads(&mut gpu, &corpus, &mut unwatched())
-        .await
-        .unwrap()
-    else {
-        panic!("nothing cancels an unwatched run")
-    };
-    let gpu_s = (now_ms() - start) / 1e3;
+    (heads, (now_ms() - start) / 1e3)
+}
+
+/// Head metrics over a corpus of 200 windows × 128 tokens (`attn_model::corpus`, what *Look
+/// inside → Heads over a corpus* runs) on a GPT-2-small-shaped model, on the CPU engine's wasm
+/// build (one thread). Prints a `BENCH heads` line. A benchmark of minutes, so not part of the
+/// suite: `cargo test --release --target wasm32-unknown-unknown -p attn-model -p attn-gpu -p
+/// attn-web --features attn-web/relaxed-simd --test gpu -- --include-ignored
+/// browser_head_metrics` (docs/BENCHMARKS.md).
+#[wasm_bindgen_test]
+#[ignore]
+async fn browser_head_metrics_benchmark_on_the_cpu_engine() {
+    let mut cpu = CpuEngine::new(gpt2_small_shape()).unwrap();
+    let (heads, seconds) = timed_heads(&mut cpu, &id_windows(200)).await;
+    assert_eq!(heads.heads.len(), 144);
     console_log!(
-        "BENCH heads engine=gpu({:?}) model=GPT-2-small-shape windows={windows} tokens={tokens} seconds={gpu_s:.1}",
+        "BENCH heads engine=cpu(wasm, relaxed SIMD, 1 thread) model=GPT-2-small-shape \
+         windows=200 tokens=128 seconds={seconds:.1}"
+    );
+}
+
+/// The same on the GPU engine under Chromium's WebGPU, over 4 windows (a software WebGPU takes
+/// minutes a window at this shape), checked against the CPU engine's metrics on them.
+#[wasm_bindgen_test]
+#[ignore]
+async fn browser_head_metrics_benchmark_on_the_gpu_engine() {
+    let (model, corpus) = (gpt2_small_shape(), id_windows(4));
+    let ctx = common::new_context().await;
+    let mut gpu = GpuEngine::new(&ctx, model.clone()).unwrap();
+    let (on_gpu, seconds) = timed_heads(&mut gpu, &corpus).await;
+    console_log!(
+        "BENCH heads engine=gpu({:?}) model=GPT-2-small-shape windows=4 tokens=128 seconds={seconds:.1}",
         ctx.adapter()
     );
+    let (on_cpu, _) = timed_heads(&mut CpuEngine::new(model).unwrap(), &corpus).await;
     let scores = |h: &attn_model::corpus::CorpusHeads| -> Vec<f64> {
         h.heads
             .iter()

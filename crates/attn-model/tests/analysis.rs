@@ -217,3 +217,36 @@ fn bad_requests_are_clear_errors() {
     .to_string();
     assert!(err.contains("same length"), "{err}");
 }
+
+#[test]
+fn a_forward_read_for_fewer_logits_computes_the_same_ones() {
+    // The CPU engine unembeds only the rows a readback asks for; those are the full forward's
+    // (to rounding: one row is a dot product per vocabulary entry, as in a decode step, where the
+    // full forward runs a matrix product), and the maps do not change.
+    for config in [ModelConfig::tiny(30), ModelConfig::tiny_llama(30)] {
+        let mut engine = CpuEngine::new(Model::random(config, 4, 0.3).unwrap()).unwrap();
+        let tokens = [1, 5, 2, 7, 3, 9];
+        let full = now(Engine::forward(
+            &mut engine,
+            &tokens,
+            &Readback::everything(),
+        ))
+        .unwrap();
+        let last = now(Engine::forward(
+            &mut engine,
+            &tokens,
+            &Readback::next_token(),
+        ))
+        .unwrap();
+        assert_close("the last row", last.logits_at(5), full.logits_at(5));
+        assert!(last.logits_at(4).iter().all(|v| v.is_nan()));
+        let maps = now(Engine::forward(
+            &mut engine,
+            &tokens,
+            &Readback::attention_maps(),
+        ))
+        .unwrap();
+        assert!(maps.logits.iter().all(|v| v.is_nan()));
+        assert_eq!(maps.attention, full.attention);
+    }
+}

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::engine::api::{Engine, Readback};
+use crate::engine::api::{Engine, LogitRows, Readback};
 use crate::engine::decode::{Decoder, StepOutput};
-use crate::engine::forward::{forward, forward_hooked};
+use crate::engine::forward::{forward, forward_unembedding};
 use crate::engine::hooks::{Captured, Hooks};
 use crate::engine::output::Output;
 use crate::engine::prepare::prepare;
@@ -127,9 +127,18 @@ impl Engine for CpuEngine {
     ) -> Result<(Output, Captured)> {
         // On the pool in the build with threads (`crate::pool`): the work takes its own handle on
         // the model (`PreparedModel` is `Arc`s and a few flags) and its own copy of the input.
+        // Only the logits read back are computed (the output projection is the forward's
+        // largest product for a large vocabulary).
+        let t_len = tokens.len();
+        let rows = match readback.logits {
+            LogitRows::All => 0..t_len,
+            LogitRows::Last => t_len.saturating_sub(1)..t_len,
+            LogitRows::None => t_len..t_len,
+        };
         let (prepared, tokens, hooks) = (self.prepared().clone(), tokens.to_vec(), hooks.clone());
         let (mut output, captured) =
-            crate::engine::pool::run(move || forward_hooked(&prepared, &tokens, &hooks)).await?;
+            crate::engine::pool::run(move || forward_unembedding(&prepared, &tokens, &hooks, rows))
+                .await?;
         readback.mask(&mut output);
         Ok((output, captured))
     }

@@ -264,7 +264,8 @@ impl Decoder {
                 }
             }
         };
-        let (output, _) = forward_keeping_kv(prepared, tokens, &Hooks::none(), &mut keep)?;
+        let (output, _) =
+            forward_keeping_kv(prepared, tokens, &Hooks::none(), 0..tokens.len(), &mut keep)?;
         cache.len = tokens.len();
         self.cache = cache;
         Ok(output)
