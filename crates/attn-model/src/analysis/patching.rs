@@ -47,9 +47,7 @@ pub async fn activation_patching<E: Engine>(
         let row = o.logits_at(t_len - 1);
         row[target as usize] as f64 - row[contrast as usize] as f64
     };
-    let heads: Vec<HookPoint> = (0..c.n_layer)
-        .flat_map(|layer| (0..c.n_head).map(move |head| HookPoint::HeadOutput { layer, head }))
-        .collect();
+    let heads = head_points(&c);
     let resid: Vec<HookPoint> = (0..c.n_layer)
         .map(|layer| HookPoint::ResidPre { layer })
         .collect();
@@ -140,6 +138,13 @@ fn check_pair(
     Ok(())
 }
 
+/// Every head's output, layer by layer.
+fn head_points(c: &crate::ModelConfig) -> Vec<HookPoint> {
+    (0..c.n_layer)
+        .flat_map(|layer| (0..c.n_head).map(move |head| HookPoint::HeadOutput { layer, head }))
+        .collect()
+}
+
 /// The last position's logits and nothing else: what the metric reads.
 fn last_row() -> Readback {
     Readback {
@@ -167,9 +172,7 @@ pub async fn attribution_patching<E: Engine>(
     check_differentiable(engine.prepared())?;
     let t_len = clean.len();
     let total = 3;
-    let heads: Vec<HookPoint> = (0..c.n_layer)
-        .flat_map(|layer| (0..c.n_head).map(move |head| HookPoint::HeadOutput { layer, head }))
-        .collect();
+    let heads = head_points(&c);
     let all: Vec<HookPoint> = heads
         .iter()
         .copied()

@@ -161,14 +161,8 @@ pub async fn lens_vector<E: Engine>(
         ))
         .into());
     }
-    let hooks = Hooks {
-        capture: vec![HookPoint::ResidPre { layer }],
-        replace: Vec::new(),
-    };
-    let (_, captured) = engine
-        .forward_hooked(tokens, &stream_only(), &hooks)
-        .await?;
-    let rows = captured[0].1.chunks_exact(d);
+    let stream = stream_before(engine, tokens, layer).await?;
+    let rows = stream.chunks_exact(d);
     let count = rows.len().max(1) as f32;
     let length = rows
         .map(|row| row.iter().map(|v| v * v).sum::<f32>().sqrt())
@@ -184,21 +178,30 @@ async fn last_stream_row<E: Engine>(
     layer: usize,
 ) -> Result<Vec<f32>, E::Error> {
     let d = engine.model().config.d_model;
+    let stream = stream_before(engine, tokens, layer).await?;
+    Ok(stream[stream.len() - d..].to_vec())
+}
+
+/// The residual stream before `layer` on `tokens`, `[T, d_model]`.
+async fn stream_before<E: Engine>(
+    engine: &mut E,
+    tokens: &[u32],
+    layer: usize,
+) -> Result<Vec<f32>, E::Error> {
     let hooks = Hooks {
         capture: vec![HookPoint::ResidPre { layer }],
         replace: Vec::new(),
     };
-    let (_, captured) = engine
+    let (_, mut captured) = engine
         .forward_hooked(tokens, &stream_only(), &hooks)
         .await?;
-    let stream = &captured[0].1;
-    Ok(stream[stream.len() - d..].to_vec())
+    Ok(captured.swap_remove(0).1)
 }
 
-/// A forward that reads back as little as it can: the last position's logits.
+/// A forward that reads back as little as it can: no logits, no maps (only the capture).
 fn stream_only() -> Readback {
     Readback {
-        logits: LogitRows::Last,
+        logits: LogitRows::None,
         attention: AttentionMaps::None,
         head_out_norms: false,
     }
